@@ -1,0 +1,662 @@
+// The ring log: a bounded, segmented, crash-safe append log with group commit and an ack cursor.
+//
+// Positions (invariant: head <= acked + 1 <= durable + 1 <= next):
+//   head    first seq still on disk
+//   acked   every seq <= acked reached upstream (set by the forwarder, contiguous)
+//   durable last seq covered by the sync policy (always: fdatasync; batch: the interval sync;
+//           none: the write). The reader never reads past it.
+//   next    next seq to assign; seqs are never reused, and each start writes a new segment with a
+//           new epoch, so `<epoch>:<seq>` never names two different records.
+import { randomBytes } from 'node:crypto'
+import path from 'node:path'
+import { FerryError, LogClosedError, LogFullError, LogIoError } from '../errors.js'
+import type { Logger } from '../logger.js'
+import type { Metrics } from '../metrics/index.js'
+import { Checkpoint } from './checkpoint.js'
+import type { CheckpointState } from './checkpoint.js'
+import {
+  decodeSegmentHeader,
+  encodeSealBody,
+  encodeSegmentHeader,
+  frameBytes,
+  parseSegmentFileName,
+  SEAL_FRAME_BYTES,
+  SEGMENT_HEADER_BYTES,
+  segmentFileName,
+  TYPE_DATA,
+  TYPE_SEAL,
+  writeFrame,
+  checkFrame,
+  decodeSealBody,
+} from './format.js'
+import { nodeFs, writeFully } from './fs.js'
+import type { LogFs } from './fs.js'
+import { SegmentScanner } from './scanner.js'
+
+export type DiscardPolicy = 'old' | 'new'
+export type FsyncPolicy = 'always' | 'batch' | 'none'
+
+/** Options of {@link RingLog.open}. Sizes in bytes, times in milliseconds. */
+export interface RingLogOptions {
+  /** Data directory; segments live in `<dir>/segments`. */
+  readonly dir: string
+  /** Size of one segment file. */
+  readonly segmentBytes: number
+  /** Bound on the bytes of all segment files together. */
+  readonly maxBytes: number
+  /** When full: "old" evicts the oldest segment (counted), "new" refuses appends. */
+  readonly discard: DiscardPolicy
+  /** When an append counts as stored, see README "Guarantees". */
+  readonly fsync: FsyncPolicy
+  /** fdatasync period under fsync "batch". */
+  readonly fsyncIntervalMs: number
+  /** Largest record body accepted. */
+  readonly maxRecordBytes: number
+  /** How often the ack position is checkpointed when it moved. */
+  readonly checkpointIntervalMs: number
+  /** Largest single write (one group commit). Default 1 MiB. */
+  readonly maxBatchBytes?: number
+  /** Bytes per sequential read of the backlog. Default 1 MiB. */
+  readonly readChunkBytes?: number
+  readonly logger: Logger
+  readonly metrics: Metrics
+  /** File-system seam (tests inject faults). Default: the real file system. */
+  readonly fs?: LogFs
+}
+
+/** One segment file as the log tracks it. */
+export interface SegmentInfo {
+  readonly baseSeq: number
+  readonly epoch: number
+  readonly path: string
+  /** Last seq in the segment; baseSeq - 1 when empty. */
+  lastSeq: number
+  /** Bytes in the file (for the active segment: bytes written). */
+  size: number
+  sealed: boolean
+}
+
+interface PendingAppend {
+  readonly body: Uint8Array
+  readonly resolve: (seq: number) => void
+  readonly reject: (err: Error) => void
+}
+
+/** What recovery found at open, for logs and tests. */
+export interface RecoveryReport {
+  readonly segments: number
+  readonly scannedSegments: number
+  readonly truncatedBytes: number
+  readonly damagedRecords: number
+  readonly quarantined: readonly string[]
+  readonly durationMs: number
+}
+
+export class RingLog {
+  private readonly fs: LogFs
+  private readonly segDir: string
+  private readonly capacity: number
+  private readonly maxBatchBytes: number
+  readonly readChunkBytes: number
+  private readonly segments: SegmentInfo[] = []
+  private active: { seg: SegmentInfo; fd: number } | undefined
+  private pending: PendingAppend[] = []
+  private pendingBytes = 0
+  private writing = false
+  private scheduled = false
+  private closed = false
+  private failed: Error | undefined
+  private nextSeq = 1
+  private durable = 0
+  private durableSize = 0
+  private ackedSeq = 0
+  private checkpointedAcked = -1
+  private epochValue = 0
+  private logId: Buffer = Buffer.alloc(16)
+  private checkpoint!: Checkpoint
+  private checkpointChain: Promise<void> = Promise.resolve()
+  private waiters: Array<() => void> = []
+  private idleWaiters: Array<() => void> = []
+  private timers: NodeJS.Timeout[] = []
+  private syncing = false
+  /** Findings of the recovery at open. */
+  recovery!: RecoveryReport
+
+  private constructor(readonly opts: RingLogOptions) {
+    this.fs = opts.fs ?? nodeFs
+    this.segDir = path.join(opts.dir, 'segments')
+    this.capacity = opts.segmentBytes - SEAL_FRAME_BYTES
+    this.maxBatchBytes = opts.maxBatchBytes ?? 1024 * 1024
+    this.readChunkBytes = opts.readChunkBytes ?? 1024 * 1024
+  }
+
+  /** Opens the log in `opts.dir`: recovers what is on disk, then starts a new segment. */
+  static async open(opts: RingLogOptions): Promise<RingLog> {
+    if (frameBytes(opts.maxRecordBytes) > opts.segmentBytes - SEGMENT_HEADER_BYTES - SEAL_FRAME_BYTES) {
+      throw new FerryError('FERRY_ERR_LOG_RECORD_TOO_LARGE', `maxRecordBytes ${opts.maxRecordBytes} does not fit in a segment of ${opts.segmentBytes} bytes`)
+    }
+    const log = new RingLog(opts)
+    await log.recover()
+    const m = opts.metrics
+    m.logBytes.collect(() => log.sizeBytes)
+    m.logSegments.collect(() => log.segments.length)
+    m.logBacklog.collect(() => Math.max(0, log.durable - log.ackedSeq))
+    log.timers.push(setInterval(() => log.checkpointIfMoved(), opts.checkpointIntervalMs))
+    if (opts.fsync === 'batch') log.timers.push(setInterval(() => void log.syncTick(), opts.fsyncIntervalMs))
+    for (const t of log.timers) t.unref()
+    return log
+  }
+
+  // ---------------------------------------------------------------- recovery
+
+  private async recover(): Promise<void> {
+    const started = Date.now()
+    const log = this.opts.logger
+    const fsys = this.fs
+    await fsys.mkdir(this.segDir)
+    const { checkpoint, state } = await Checkpoint.open(fsys, path.join(this.opts.dir, 'checkpoint'))
+    this.checkpoint = checkpoint
+    const quarantined: string[] = []
+    let scanned = 0
+    let truncatedBytes = 0
+    let damaged = 0
+    let maxEpoch = state?.epoch ?? 0
+    const names = (await fsys.readdir(this.segDir)).sort()
+    const quarantine = async (name: string, why: string): Promise<void> => {
+      const qdir = path.join(this.opts.dir, 'quarantine')
+      await fsys.mkdir(qdir)
+      await fsys.rename(path.join(this.segDir, name), path.join(qdir, `${name}.${Date.now()}`))
+      quarantined.push(name)
+      log.error('segment quarantined: its records are not forwarded', { segment: name, reason: why })
+    }
+    for (const name of names) {
+      const base = parseSegmentFileName(name)
+      if (base === undefined) {
+        if (name.endsWith('.tmp')) await fsys.unlink(path.join(this.segDir, name))
+        continue
+      }
+      const p = path.join(this.segDir, name)
+      const fd = await fsys.open(p, 'r+')
+      try {
+        const size = await fsys.fsize(fd)
+        const hbuf = Buffer.alloc(SEGMENT_HEADER_BYTES)
+        const hn = await fsys.read(fd, hbuf, 0, SEGMENT_HEADER_BYTES, 0)
+        const header = decodeSegmentHeader(hbuf.subarray(0, hn))
+        if (typeof header === 'string' || header.baseSeq !== base) {
+          const why = typeof header === 'string' ? header : `header baseSeq ${header.baseSeq} does not match the name`
+          // A segment torn while being created never held an acknowledged record.
+          if (size <= SEGMENT_HEADER_BYTES) {
+            await fsys.close(fd)
+            await fsys.unlink(p)
+            log.warn('removed a segment torn during creation', { segment: name })
+          } else {
+            await fsys.close(fd)
+            await quarantine(name, why)
+          }
+          continue
+        }
+        const prev = this.segments[this.segments.length - 1]
+        if (prev && base <= prev.lastSeq) {
+          await fsys.close(fd)
+          await quarantine(name, `its seqs overlap the previous segment (base ${base} <= ${prev.lastSeq})`)
+          continue
+        }
+        if (this.logId.every((b) => b === 0)) this.logId = header.logId
+        maxEpoch = Math.max(maxEpoch, header.epoch)
+        const seg: SegmentInfo = { baseSeq: base, epoch: header.epoch, path: p, lastSeq: base - 1, size, sealed: false }
+        // Fast path: a valid seal at the end of the file.
+        if (size >= SEGMENT_HEADER_BYTES + SEAL_FRAME_BYTES) {
+          const sbuf = Buffer.alloc(SEAL_FRAME_BYTES)
+          await fsys.read(fd, sbuf, 0, SEAL_FRAME_BYTES, size - SEAL_FRAME_BYTES)
+          const f = checkFrame(sbuf, 0, SEAL_FRAME_BYTES, SEAL_FRAME_BYTES)
+          if (typeof f !== 'string' && f.type === TYPE_SEAL) {
+            const s = decodeSealBody(f.body)
+            if (s.firstSeq === base && s.lastSeq >= base - 1) {
+              seg.lastSeq = s.lastSeq
+              seg.sealed = true
+            }
+          }
+        }
+        if (!seg.sealed) {
+          scanned++
+          const sc = new SegmentScanner(fsys, fd, {
+            afterSeq: base - 1,
+            limit: () => size,
+            chunkBytes: this.readChunkBytes,
+            maxBodyBytes: this.opts.maxRecordBytes,
+          })
+          let gaps = 0
+          for (let r = await sc.next(); r; r = await sc.next()) gaps += sc.gapBefore
+          seg.lastSeq = sc.lastSeq
+          damaged += gaps
+          if (gaps > 0) log.warn('damaged records found mid-segment; they will be skipped and counted', { segment: name, records: gaps })
+          if (sc.lastEnd < size) {
+            // Torn tail: no valid record follows, so these bytes were never acknowledged.
+            truncatedBytes += size - sc.lastEnd
+            log.warn('truncating torn tail of segment', { segment: name, bytes: size - sc.lastEnd, lastSeq: sc.lastSeq })
+            await fsys.ftruncate(fd, sc.lastEnd)
+          }
+          if (seg.lastSeq < base) {
+            await fsys.close(fd)
+            await fsys.unlink(p)
+            continue
+          }
+          const seal = Buffer.alloc(SEAL_FRAME_BYTES)
+          writeFrame(seal, 0, TYPE_SEAL, seg.lastSeq, Date.now(), encodeSealBody(base, seg.lastSeq))
+          await writeFully(fsys, fd, seal, sc.lastEnd)
+          await fsys.fdatasync(fd)
+          seg.size = sc.lastEnd + SEAL_FRAME_BYTES
+          seg.sealed = true
+        }
+        this.segments.push(seg)
+      } finally {
+        await fsys.close(fd).catch(() => {})
+      }
+    }
+    if (quarantined.length > 0 || truncatedBytes > 0) await fsys.fsyncDir(this.segDir)
+    if (this.logId.every((b) => b === 0)) this.logId = state?.logId ?? randomBytes(16)
+    const last = this.segments[this.segments.length - 1]
+    const lastSeq = Math.max(last?.lastSeq ?? 0, state?.seqFloor ?? 0)
+    this.nextSeq = lastSeq + 1
+    this.durable = lastSeq
+    const head = this.segments[0]?.baseSeq ?? this.nextSeq
+    let acked = state?.acked ?? 0
+    if (acked > lastSeq) {
+      log.warn('checkpoint is ahead of the data; resuming from the last record on disk', { checkpoint: acked, lastSeq })
+      acked = lastSeq
+    }
+    this.ackedSeq = Math.max(acked, head - 1)
+    this.epochValue = maxEpoch + 1
+    if (state && !state.clean) log.info('previous run did not shut down cleanly; recovered', { lastSeq, acked: this.ackedSeq })
+    await this.writeCheckpoint(false)
+    this.recovery = {
+      segments: this.segments.length,
+      scannedSegments: scanned,
+      truncatedBytes,
+      damagedRecords: damaged,
+      quarantined,
+      durationMs: Date.now() - started,
+    }
+    try {
+      await this.roll()
+    } catch (err) {
+      if (!(err instanceof LogFullError)) throw err
+      log.warn('log is full at start under discard "new": appends are refused until the forwarder frees a segment')
+    }
+  }
+
+  // ---------------------------------------------------------------- writing
+
+  /**
+   * Appends one record. Resolves with its seq once stored under the fsync policy; rejects with
+   * LogFullError (full under discard "new"), LogIoError or LogClosedError. Appends are stored in
+   * call order.
+   */
+  append(body: Uint8Array): Promise<number> {
+    if (this.closed) return Promise.reject(new LogClosedError())
+    if (this.failed) return Promise.reject(new LogIoError('ring log failed earlier; restart to recover', { cause: this.failed }))
+    if (body.length === 0 || body.length > this.opts.maxRecordBytes) {
+      return Promise.reject(new FerryError('FERRY_ERR_LOG_RECORD_TOO_LARGE', `record of ${body.length} bytes; accepted 1..${this.opts.maxRecordBytes}`))
+    }
+    return new Promise<number>((resolve, reject) => {
+      this.pending.push({ body, resolve, reject })
+      this.pendingBytes += body.length
+      this.schedule()
+    })
+  }
+
+  private schedule(): void {
+    if (this.writing || this.scheduled) return
+    this.scheduled = true
+    // Group commit: everything appended in this turn of the event loop joins one write.
+    queueMicrotask(() => {
+      this.scheduled = false
+      void this.pump()
+    })
+  }
+
+  private async pump(): Promise<void> {
+    if (this.writing) return
+    this.writing = true
+    try {
+      while (this.pending.length > 0 && !this.failed) {
+        const first = this.pending[0]!
+        if (!this.active || this.active.seg.size + frameBytes(first.body.length) > this.capacity) {
+          try {
+            await this.roll()
+          } catch (err) {
+            if (err instanceof LogFullError) {
+              this.rejectPending(err, 'discard_new')
+              break
+            }
+            this.fail(err)
+            break
+          }
+        }
+        const active = this.active!
+        let bytes = 0
+        let n = 0
+        while (n < this.pending.length) {
+          const f = frameBytes(this.pending[n]!.body.length)
+          if (active.seg.size + bytes + f > this.capacity || (n > 0 && bytes + f > this.maxBatchBytes)) break
+          bytes += f
+          n++
+        }
+        const batch = this.pending.splice(0, n)
+        const buf = Buffer.allocUnsafe(bytes)
+        const firstSeq = this.nextSeq
+        const now = Date.now()
+        let at = 0
+        for (let i = 0; i < batch.length; i++) {
+          const b = batch[i]!
+          this.pendingBytes -= b.body.length
+          at += writeFrame(buf, at, TYPE_DATA, firstSeq + i, now, b.body)
+        }
+        const lastSeq = firstSeq + batch.length - 1
+        try {
+          await writeFully(this.fs, active.fd, buf, active.seg.size)
+        } catch (err) {
+          await this.writeFailed(err, active, batch)
+          continue
+        }
+        if (this.opts.fsync === 'always') {
+          const t0 = performance.now()
+          try {
+            await this.fs.fdatasync(active.fd)
+          } catch (err) {
+            for (const b of batch) b.reject(new LogIoError('fdatasync failed; batch not stored', { cause: err }))
+            this.fail(err)
+            break
+          }
+          this.opts.metrics.logFsyncLatency.observe((performance.now() - t0) / 1000)
+        }
+        this.nextSeq = lastSeq + 1
+        active.seg.size += bytes
+        active.seg.lastSeq = lastSeq
+        this.opts.metrics.logAppended.inc(batch.length)
+        this.opts.metrics.logAppendedBytes.inc(bytes)
+        if (this.opts.fsync !== 'batch') this.setDurable(lastSeq, active.seg.size)
+        for (let i = 0; i < batch.length; i++) batch[i]!.resolve(firstSeq + i)
+      }
+    } finally {
+      this.writing = false
+    }
+    if (this.pending.length > 0 && !this.failed) this.schedule()
+    else if (this.pending.length === 0) this.notifyIdle()
+  }
+
+  /** A failed write: ENOSPC is survivable (truncate the partial write, refuse the batch); anything else is fatal. */
+  private async writeFailed(err: unknown, active: { seg: SegmentInfo; fd: number }, batch: PendingAppend[]): Promise<void> {
+    const code = (err as { code?: string }).code
+    if (code === 'ENOSPC') {
+      try {
+        await this.fs.ftruncate(active.fd, active.seg.size)
+        for (const b of batch) b.reject(new LogFullError('disk full (ENOSPC); record not stored'))
+        this.opts.metrics.drops.inc(batch.length, { reason: 'discard_new' })
+        this.opts.logger.error('disk full while writing the log; batch refused', { records: batch.length, error: err })
+        return
+      } catch (terr) {
+        err = terr
+      }
+    }
+    for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
+    this.fail(err)
+  }
+
+  /** Stops the log for good after an I/O error it cannot trust itself to recover from (fsyncgate). */
+  private fail(err: unknown): void {
+    this.failed = err instanceof Error ? err : new Error(String(err))
+    this.opts.logger.error('ring log I/O failed; no more appends are accepted. Restart to recover from disk', { error: err })
+    this.rejectPending(new LogIoError('ring log failed', { cause: err }))
+    if (this.active) {
+      const fd = this.active.fd
+      this.active = undefined
+      void this.fs.close(fd).catch(() => {})
+    }
+    this.wake()
+    this.notifyIdle()
+  }
+
+  private rejectPending(err: Error, reason?: 'discard_new'): void {
+    const p = this.pending
+    this.pending = []
+    this.pendingBytes = 0
+    if (reason && p.length > 0) {
+      this.opts.metrics.drops.inc(p.length, { reason })
+      this.opts.logger.warn('log full: appends refused (discard "new")', { records: p.length })
+    }
+    for (const a of p) a.reject(err)
+  }
+
+  /** Seals the active segment (if any) and starts a new one, making room first. */
+  private async roll(): Promise<void> {
+    await this.makeRoom()
+    const fsys = this.fs
+    if (this.active) {
+      const { seg, fd } = this.active
+      const seal = Buffer.alloc(SEAL_FRAME_BYTES)
+      writeFrame(seal, 0, TYPE_SEAL, seg.lastSeq, Date.now(), encodeSealBody(seg.baseSeq, seg.lastSeq))
+      await writeFully(fsys, fd, seal, seg.size)
+      await fsys.fdatasync(fd)
+      seg.size += SEAL_FRAME_BYTES
+      seg.sealed = true
+      this.active = undefined
+      await fsys.close(fd)
+      this.setDurable(this.durable, 0)
+    }
+    const base = this.nextSeq
+    const p = path.join(this.segDir, segmentFileName(base))
+    const fd = await fsys.open(p, 'wx')
+    const header = encodeSegmentHeader({ baseSeq: base, createdAt: Date.now(), epoch: this.epochValue, logId: this.logId })
+    await writeFully(fsys, fd, header, 0)
+    await fsys.fdatasync(fd)
+    // The directory entry is the state: make it durable before any record in it is acknowledged.
+    await fsys.fsyncDir(this.segDir)
+    const seg: SegmentInfo = { baseSeq: base, epoch: this.epochValue, path: p, lastSeq: base - 1, size: SEGMENT_HEADER_BYTES, sealed: false }
+    this.segments.push(seg)
+    this.active = { seg, fd }
+    this.durableSize = SEGMENT_HEADER_BYTES
+  }
+
+  /** Deletes or evicts the oldest segments until a new full segment fits in maxBytes. */
+  private async makeRoom(): Promise<void> {
+    for (;;) {
+      const used = this.segments.reduce((s, g) => s + g.size, 0) + (this.active ? SEAL_FRAME_BYTES : 0)
+      if (used + this.opts.segmentBytes <= this.opts.maxBytes) return
+      const oldest = this.segments[0]
+      if (!oldest || oldest === this.active?.seg) return // cannot happen with maxBytes >= 2 segments
+      if (oldest.lastSeq > this.ackedSeq) {
+        if (this.opts.discard === 'new') {
+          throw new LogFullError(`ring log is full (${used} of ${this.opts.maxBytes} bytes) and the oldest segment is not yet forwarded`)
+        }
+        const lost = oldest.lastSeq - Math.max(this.ackedSeq, oldest.baseSeq - 1)
+        this.ackedSeq = oldest.lastSeq
+        this.opts.metrics.drops.inc(lost, { reason: 'discard_old' })
+        this.opts.logger.warn('log full: evicted the oldest segment with records not yet forwarded (discard "old")', {
+          segment: path.basename(oldest.path),
+          records: lost,
+          firstSeq: Math.max(oldest.baseSeq, oldest.lastSeq - lost + 1),
+          lastSeq: oldest.lastSeq,
+        })
+      }
+      // Checkpoint first, then unlink: a crash in between leaves a segment the checkpoint covers.
+      await this.writeCheckpoint(false)
+      this.segments.shift()
+      await this.fs.unlink(oldest.path)
+      await this.fs.fsyncDir(this.segDir)
+      this.wake()
+    }
+  }
+
+  private setDurable(seq: number, size: number): void {
+    this.durable = seq
+    this.durableSize = size
+    this.wake()
+  }
+
+  private wake(): void {
+    const w = this.waiters
+    this.waiters = []
+    for (const f of w) f()
+  }
+
+  private notifyIdle(): void {
+    const w = this.idleWaiters
+    this.idleWaiters = []
+    for (const f of w) f()
+  }
+
+  /** fsync "batch": one fdatasync per interval when something was written. */
+  private async syncTick(): Promise<void> {
+    const active = this.active
+    if (this.syncing || !active || this.failed) return
+    const seq = active.seg.lastSeq
+    const size = active.seg.size
+    if (seq <= this.durable) return
+    this.syncing = true
+    const t0 = performance.now()
+    try {
+      await this.fs.fdatasync(active.fd)
+      this.opts.metrics.logFsyncLatency.observe((performance.now() - t0) / 1000)
+      if (this.active === active) this.setDurable(seq, size)
+      else this.setDurable(Math.max(this.durable, seq), this.durableSize)
+    } catch (err) {
+      this.fail(err)
+    } finally {
+      this.syncing = false
+    }
+  }
+
+  // ---------------------------------------------------------------- cursor and checkpoint
+
+  /** Marks every seq <= `seq` as acknowledged upstream. Late acks below the current position are ignored. */
+  ack(seq: number): void {
+    if (seq > this.ackedSeq) this.ackedSeq = Math.min(seq, this.durable)
+  }
+
+  private checkpointIfMoved(): void {
+    if (this.ackedSeq !== this.checkpointedAcked && !this.failed) {
+      this.writeCheckpoint(false).catch((err: unknown) => this.opts.logger.error('checkpoint write failed', { error: err }))
+    }
+  }
+
+  private writeCheckpoint(clean: boolean): Promise<void> {
+    const state: CheckpointState = {
+      acked: this.ackedSeq,
+      seqFloor: this.nextSeq - 1,
+      epoch: this.epochValue,
+      logId: this.logId,
+      clean,
+    }
+    const run = this.checkpointChain.then(async () => {
+      await this.checkpoint.write(state)
+      this.checkpointedAcked = state.acked
+    })
+    this.checkpointChain = run.catch(() => {})
+    return run
+  }
+
+  // ---------------------------------------------------------------- reading (for LogReader)
+
+  /** Resolves when a record with seq > `seq` is durable, or the log closed or failed. */
+  waitForData(seq: number): Promise<void> {
+    if (this.durable > seq || this.closed || this.failed) return Promise.resolve()
+    return new Promise((resolve) => this.waiters.push(resolve))
+  }
+
+  /** The segment holding `seq`, or the first one after it; undefined if none. */
+  segmentFor(seq: number): SegmentInfo | undefined {
+    return this.segments.find((s) => s.lastSeq >= seq || s === this.active?.seg)
+  }
+
+  /** Bytes of `seg` that may be read: all of a sealed segment, the durable part of the active one. */
+  readableSize(seg: SegmentInfo): number {
+    return seg === this.active?.seg ? this.durableSize : seg.size
+  }
+
+  isActive(seg: SegmentInfo): boolean {
+    return seg === this.active?.seg
+  }
+
+  get fsys(): LogFs {
+    return this.fs
+  }
+
+  // ---------------------------------------------------------------- state
+
+  get headSeq(): number {
+    return this.segments[0]?.baseSeq ?? this.nextSeq
+  }
+  get durableSeq(): number {
+    return this.durable
+  }
+  get acked(): number {
+    return this.ackedSeq
+  }
+  get next(): number {
+    return this.nextSeq
+  }
+  get epoch(): number {
+    return this.epochValue
+  }
+  get sizeBytes(): number {
+    return this.segments.reduce((s, g) => s + g.size, 0)
+  }
+  get pendingAppendBytes(): number {
+    return this.pendingBytes
+  }
+  get isClosed(): boolean {
+    return this.closed
+  }
+  /** The error that stopped the log, if any. */
+  get failure(): Error | undefined {
+    return this.failed
+  }
+  /** Snapshot of the segment list (for tools and tests). */
+  listSegments(): readonly Readonly<SegmentInfo>[] {
+    return this.segments.map((s) => ({ ...s }))
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Waits until every append made so far is written (not necessarily acknowledged upstream). */
+  async drain(): Promise<void> {
+    while (this.pending.length > 0 || this.writing) {
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve))
+    }
+  }
+
+  /** Flushes, syncs, seals the active segment, writes a clean checkpoint and closes. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    await this.drain()
+    this.closed = true
+    for (const t of this.timers) clearInterval(t)
+    this.rejectPending(new LogClosedError())
+    const active = this.active
+    if (active && !this.failed) {
+      const { seg, fd } = active
+      try {
+        if (this.opts.fsync !== 'always') await this.fs.fdatasync(fd)
+        const seal = Buffer.alloc(SEAL_FRAME_BYTES)
+        writeFrame(seal, 0, TYPE_SEAL, seg.lastSeq, Date.now(), encodeSealBody(seg.baseSeq, seg.lastSeq))
+        await writeFully(this.fs, fd, seal, seg.size)
+        await this.fs.fdatasync(fd)
+        seg.size += SEAL_FRAME_BYTES
+        seg.sealed = true
+        this.durable = seg.lastSeq
+      } catch (err) {
+        this.opts.logger.error('could not seal the active segment at close; it will be scanned at next start', { error: err })
+      }
+      this.active = undefined
+      await this.fs.close(fd).catch(() => {})
+    }
+    if (!this.failed) await this.writeCheckpoint(true).catch((err: unknown) => this.opts.logger.error('final checkpoint failed', { error: err }))
+    await this.checkpoint.close().catch(() => {})
+    this.wake()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}

@@ -1,0 +1,37 @@
+// Every metric Ferry exports, declared once with its help text.
+import { Counter, Gauge, Histogram, Registry } from './registry.js'
+
+const LATENCY_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+
+/** Drop reasons used as the `reason` label of ferry_drops_total. */
+export type DropReason = 'discard_old' | 'discard_new' | 'dead_letter' | 'corrupt' | 'qos0_overload'
+
+/** Creates the registry with every metric of the gateway. */
+export function createMetrics() {
+  const r = new Registry()
+  return {
+    registry: r,
+    mqttClients: r.add(new Gauge('ferry_mqtt_clients', 'Connected MQTT clients')),
+    mqttReceived: r.add(new Counter('ferry_mqtt_received_messages_total', 'PUBLISH packets accepted from devices, by qos')),
+    mqttReceivedBytes: r.add(new Counter('ferry_mqtt_received_bytes_total', 'Payload bytes accepted from devices')),
+    mqttRefused: r.add(new Counter('ferry_mqtt_refused_total', 'Publishes refused (client disconnected), by reason')),
+    mqttRetransmits: r.add(new Counter('ferry_mqtt_retransmits_dropped_total', 'QoS 1/2 retransmissions recognised as already stored and not stored again')),
+    pubackLatency: r.add(new Histogram('ferry_mqtt_puback_latency_seconds', 'Time from PUBLISH to PUBACK/PUBREC (log append)', LATENCY_S)),
+    logAppended: r.add(new Counter('ferry_log_appended_records_total', 'Records written to the ring log')),
+    logAppendedBytes: r.add(new Counter('ferry_log_appended_bytes_total', 'Bytes written to the ring log, framing included')),
+    logFsyncLatency: r.add(new Histogram('ferry_log_fsync_latency_seconds', 'fdatasync duration of the ring log', LATENCY_S)),
+    logBytes: r.add(new Gauge('ferry_log_size_bytes', 'Bytes in ring log segment files')),
+    logSegments: r.add(new Gauge('ferry_log_segments', 'Ring log segment files')),
+    logBacklog: r.add(new Gauge('ferry_log_backlog_records', 'Records in the log not yet acknowledged by JetStream')),
+    drops: r.add(new Counter('ferry_drops_total', 'Messages dropped by an explicit policy, by reason')),
+    forwarded: r.add(new Counter('ferry_forward_messages_total', 'Messages acknowledged by JetStream')),
+    forwardDuplicates: r.add(new Counter('ferry_forward_duplicates_total', 'PubAcks with duplicate: true (resends JetStream dropped)')),
+    forwardRetries: r.add(new Counter('ferry_forward_retries_total', 'Messages published again after a timeout, error or reconnect')),
+    forwardInflight: r.add(new Gauge('ferry_forward_inflight_messages', 'Published messages waiting for a PubAck')),
+    forwardAckLatency: r.add(new Histogram('ferry_forward_puback_latency_seconds', 'Time from publish to JetStream PubAck', LATENCY_S)),
+    forwardConnected: r.add(new Gauge('ferry_forward_connected', '1 while connected to NATS')),
+    forwardReconnects: r.add(new Counter('ferry_forward_reconnects_total', 'Reconnections to NATS')),
+  }
+}
+
+export type Metrics = ReturnType<typeof createMetrics>

@@ -1,0 +1,4 @@
+// Public names of metrics.
+export { createMetrics } from './catalogue.js'
+export type { Metrics, DropReason } from './catalogue.js'
+export { Counter, Gauge, Histogram, Registry } from './registry.js'

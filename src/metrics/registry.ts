@@ -1,0 +1,103 @@
+// Minimal metric types (counter, gauge, histogram) and Prometheus text exposition.
+
+type Labels = Record<string, string>
+
+function labelKey(labels: Labels | undefined): string {
+  if (!labels) return ''
+  const keys = Object.keys(labels).sort()
+  return keys.map((k) => `${k}="${String(labels[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',')
+}
+
+interface Metric {
+  readonly name: string
+  readonly help: string
+  readonly type: 'counter' | 'gauge' | 'histogram'
+  render(): string
+}
+
+/** A monotonically increasing count, optionally split by labels. */
+export class Counter implements Metric {
+  readonly type = 'counter'
+  private readonly values = new Map<string, number>()
+  constructor(readonly name: string, readonly help: string) {}
+  inc(n = 1, labels?: Labels): void {
+    const k = labelKey(labels)
+    this.values.set(k, (this.values.get(k) ?? 0) + n)
+  }
+  get(labels?: Labels): number {
+    return this.values.get(labelKey(labels)) ?? 0
+  }
+  render(): string {
+    if (this.values.size === 0) return `${this.name} 0\n`
+    let s = ''
+    for (const [k, v] of this.values) s += k ? `${this.name}{${k}} ${v}\n` : `${this.name} ${v}\n`
+    return s
+  }
+}
+
+/** A value that goes up and down; either set directly or read from a function at scrape time. */
+export class Gauge implements Metric {
+  readonly type = 'gauge'
+  private value = 0
+  private fn: (() => number) | undefined
+  constructor(readonly name: string, readonly help: string) {}
+  set(v: number): void {
+    this.value = v
+  }
+  /** Reads the value from `fn` whenever the gauge is read. */
+  collect(fn: () => number): void {
+    this.fn = fn
+  }
+  get(): number {
+    return this.fn ? this.fn() : this.value
+  }
+  render(): string {
+    return `${this.name} ${this.get()}\n`
+  }
+}
+
+/** A histogram with fixed upper bounds (seconds for latencies). */
+export class Histogram implements Metric {
+  readonly type = 'histogram'
+  private readonly counts: number[]
+  private sum = 0
+  private count = 0
+  constructor(readonly name: string, readonly help: string, readonly bounds: readonly number[]) {
+    this.counts = new Array<number>(bounds.length).fill(0)
+  }
+  observe(v: number): void {
+    this.sum += v
+    this.count++
+    for (let i = 0; i < this.bounds.length; i++) {
+      if (v <= (this.bounds[i] ?? Infinity)) {
+        this.counts[i] = (this.counts[i] ?? 0) + 1
+        break
+      }
+    }
+  }
+  get total(): number {
+    return this.count
+  }
+  render(): string {
+    let s = ''
+    let cum = 0
+    for (let i = 0; i < this.bounds.length; i++) {
+      cum += this.counts[i] ?? 0
+      s += `${this.name}_bucket{le="${this.bounds[i]}"} ${cum}\n`
+    }
+    s += `${this.name}_bucket{le="+Inf"} ${this.count}\n${this.name}_sum ${this.sum}\n${this.name}_count ${this.count}\n`
+    return s
+  }
+}
+
+/** Holds metrics in declaration order and renders them in Prometheus text format 0.0.4. */
+export class Registry {
+  private readonly metrics: Metric[] = []
+  add<M extends Metric>(m: M): M {
+    this.metrics.push(m)
+    return m
+  }
+  render(): string {
+    return this.metrics.map((m) => `# HELP ${m.name} ${m.help}\n# TYPE ${m.name} ${m.type}\n${m.render()}`).join('')
+  }
+}
