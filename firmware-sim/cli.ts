@@ -175,7 +175,7 @@ async function run(cfg: CliConfig): Promise<void> {
 
   console.log(`\nsummary (${reason}) after ${elapsed.toFixed(1)}s:`)
   console.log(
-    `  devices ${s.devices}  connected at end ${s.connected}  reconnects ${s.reconnects}  errors ${s.errors}`,
+    `  devices ${s.devices}  connected at end ${s.connected}  reconnects ${s.reconnects}  errors ${s.errors} (publish ${s.publishErrors})`,
   )
   console.log(
     `  sent ${s.sent} (${(s.sent / elapsed).toFixed(1)}/s)  acked ${s.acked} (${(s.acked / elapsed).toFixed(1)}/s)` +

@@ -79,6 +79,8 @@ export interface FleetStats {
   pending: number
   /** Errors: failed publish callbacks plus client 'error' events (e.g. ECONNREFUSED on every reconnect try). */
   errors: number
+  /** The part of `errors` that were failed publish callbacks (each one is retried with the same seq). */
+  publishErrors: number
   /** Successful reconnects (CONNACKs after a device's first one). */
   reconnects: number
   /** Latency from `publish()` to its ack callback, QoS ≥ 1 only, over the most recent `latencySamples`. */
@@ -438,6 +440,7 @@ export function startFleet(opts: FleetOptions): Fleet {
   let sent = 0
   let acked = 0
   let errors = 0
+  let publishErrors = 0
   let reconnects = 0
   let pending = 0
   let completeDevices = 0
@@ -498,6 +501,7 @@ export function startFleet(opts: FleetOptions): Fleet {
       if (closed) return
       if (err) {
         errors++
+        publishErrors++
         // Retry later with the same seq/payload. Never re-publish synchronously here: mqtt.js may be iterating
         // its held-back publish queue while it calls us.
         d.retries.push({ seq, payload })
@@ -627,7 +631,17 @@ export function startFleet(opts: FleetOptions): Fleet {
     stats() {
       let connected = 0
       for (const d of devices) if (d.client?.connected === true) connected++
-      return { devices: deviceCount, connected, sent, acked, pending, errors, reconnects, ackLatencyMs: latency.summary() }
+      return {
+        devices: deviceCount,
+        connected,
+        sent,
+        acked,
+        pending,
+        errors,
+        publishErrors,
+        reconnects,
+        ackLatencyMs: latency.summary(),
+      }
     },
     ackLatencyWindow() {
       return latency.window()

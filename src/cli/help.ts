@@ -1,0 +1,40 @@
+// Help texts of the command line, generated from the option table so they never drift.
+import { OPTIONS } from '../config/index.js'
+
+export const VERSION = '0.1.0'
+
+function defaultText(v: unknown): string {
+  if (Array.isArray(v)) return v.join(',')
+  if (v === '') return '(see text)'
+  return String(v)
+}
+
+/** `ferry --help`. */
+export function mainHelp(): string {
+  return `ferry ${VERSION} - edge MQTT gateway: MQTT in, durable ring log, NATS JetStream out
+
+Usage:
+  ferry run [options]      run the gateway (see 'ferry run --help')
+  ferry version            print the version
+  ferry help               this text
+
+Exit codes: 0 clean stop, 1 runtime failure, 2 invalid configuration, 130 second signal.
+`
+}
+
+/** `ferry run --help`: every option with flag, environment variable and default. */
+export function runHelp(): string {
+  const lines = [
+    'Usage: ferry run [options]',
+    '',
+    'Precedence: flags > FERRY_* environment > --config FILE (JSON or YAML) > defaults.',
+    '',
+    '  --config FILE  (FERRY_CONFIG)',
+    '      configuration file; keys are the names below, nested (log: {maxBytes: 2GiB}) or dotted',
+  ]
+  for (const o of OPTIONS) {
+    lines.push(`  ${o.flag} <${o.kind}>  (${o.env}; file key ${o.key}; default ${defaultText(o.default)})`)
+    lines.push(`      ${o.help}`)
+  }
+  return lines.join('\n') + '\n'
+}

@@ -1,0 +1,188 @@
+// Turns raw values (file, environment, flags) into a validated, frozen Config, reporting every problem at once.
+import { ConfigError } from '../errors.js'
+import { frameBytes, SEAL_FRAME_BYTES, SEGMENT_HEADER_BYTES } from '../log/format.js'
+import { OPTIONS } from './schema.js'
+import type { Config, OptionSpec } from './schema.js'
+
+/** Where a raw value came from, for error messages. */
+export type Source = 'flag' | 'env' | 'file' | 'default'
+
+/** A raw value and its source, by option key. */
+export type RawValues = Map<string, { value: unknown; source: Source }>
+
+const UNITS: Record<string, number> = {
+  b: 1,
+  k: 1000, kb: 1000, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
+  kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4,
+}
+
+/** Parses `512MiB`, `2GiB`, `64KiB`, `1GB` (decimal), `1048576`. Undefined when not a size. */
+export function parseBytes(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isInteger(v) ? v : undefined
+  if (typeof v !== 'string') return undefined
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(v)
+  if (!m) return undefined
+  const unit = (m[2] ?? '').toLowerCase()
+  const mult = unit === '' ? 1 : UNITS[unit]
+  if (mult === undefined) return undefined
+  const n = Number(m[1]) * mult
+  return Number.isInteger(n) ? n : undefined
+}
+
+function describe(spec: OptionSpec): string {
+  switch (spec.kind) {
+    case 'int':
+      return `an integer in [${spec.min}, ${spec.max}]`
+    case 'bytes':
+      return `a size in [${spec.min}, ${spec.max}] bytes (a number, or with a unit: KiB, MiB, GiB)`
+    case 'bool':
+      return 'one of true, false, on, off'
+    case 'enum':
+      return `one of ${spec.values?.map((v) => `"${v}"`).join(', ')}`
+    case 'hostport':
+      return 'HOST:PORT with a port in [0, 65535]'
+    case 'urls':
+      return 'one or more nats:// URLs, comma separated'
+    case 'string':
+      return 'a non-empty string'
+  }
+}
+
+function where(key: string, spec: OptionSpec, source: Source): string {
+  if (source === 'flag') return `'${key}' (flag ${spec.flag})`
+  if (source === 'env') return `'${key}' (environment ${spec.env})`
+  if (source === 'file') return `'${key}' (config file)`
+  return `'${key}'`
+}
+
+function convert(spec: OptionSpec, v: unknown): unknown {
+  switch (spec.kind) {
+    case 'int': {
+      const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*-?\d+\s*$/.test(v) ? Number(v) : NaN
+      return Number.isInteger(n) && n >= (spec.min ?? -Infinity) && n <= (spec.max ?? Infinity) ? n : undefined
+    }
+    case 'bytes': {
+      const n = parseBytes(v)
+      return n !== undefined && n >= (spec.min ?? 0) && n <= (spec.max ?? Infinity) ? n : undefined
+    }
+    case 'bool':
+      if (typeof v === 'boolean') return v
+      if (typeof v === 'string' && /^(true|on|yes|1)$/i.test(v.trim())) return true
+      if (typeof v === 'string' && /^(false|off|no|0)$/i.test(v.trim())) return false
+      return undefined
+    case 'enum':
+      return typeof v === 'string' && spec.values?.includes(v) ? v : undefined
+    case 'hostport': {
+      if (typeof v !== 'string') return undefined
+      const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(v.trim())
+      if (!m) return undefined
+      const port = Number(m[2])
+      if (port > 65535) return undefined
+      return { host: (m[1] ?? '').replace(/^\[|\]$/g, ''), port }
+    }
+    case 'urls': {
+      const list = Array.isArray(v) ? v : typeof v === 'string' ? v.split(',') : undefined
+      if (!list || list.length === 0) return undefined
+      const urls = list.map((u) => (typeof u === 'string' ? u.trim() : ''))
+      return urls.every((u) => /^(nats|tls|wss?):\/\/[^\s]+$/.test(u) || /^[^\s/:]+:\d+$/.test(u)) ? urls : undefined
+    }
+    case 'string':
+      return typeof v === 'string' && (v.length > 0 || spec.default === '') ? v : undefined
+  }
+}
+
+function setPath(obj: Record<string, unknown>, key: string, value: unknown): void {
+  const parts = key.split('.')
+  let o = obj
+  for (let i = 0; i < parts.length - 1; i++) {
+    const p = parts[i]!
+    o[p] ??= {}
+    o = o[p] as Record<string, unknown>
+  }
+  o[parts[parts.length - 1]!] = value
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v)
+    Object.freeze(o)
+  }
+  return o
+}
+
+const TOKEN = /^[^\s.*>]+$/
+
+/**
+ * Validates raw values (missing keys take defaults) and returns a frozen Config. Throws one
+ * ConfigError listing every problem: unknown keys, wrong types, out-of-range values and
+ * cross-field rules.
+ */
+export function parseConfig(raw: RawValues, defaultGatewayId: string): Config {
+  const problems: string[] = []
+  const out: Record<string, unknown> = {}
+  const known = new Set(OPTIONS.map((o) => o.key))
+  for (const [key, { source }] of raw) {
+    if (!known.has(key)) problems.push(`unknown option '${key}' (${source}); see 'ferry run --help' for the list`)
+  }
+  for (const spec of OPTIONS) {
+    const r = raw.get(spec.key)
+    const value = r?.value ?? spec.default
+    const converted = convert(spec, value)
+    if (converted === undefined) {
+      problems.push(`${where(spec.key, spec, r?.source ?? 'default')} must be ${describe(spec)}, got ${JSON.stringify(value)}`)
+      continue
+    }
+    if (spec.key === 'mqtt.listen') {
+      setPath(out, 'mqtt', converted)
+    } else {
+      setPath(out, spec.key, converted)
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
+  const c = out as unknown as Config & { gatewayId: string }
+  if (c.gatewayId === '') c.gatewayId = defaultGatewayId.replace(/[^A-Za-z0-9_-]/g, '-') || 'ferry'
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(c.gatewayId)) {
+    problems.push(`'gatewayId' must be 1-64 letters, digits, "-" or "_", got ${JSON.stringify(c.gatewayId)}`)
+  }
+  const { log, nats } = c
+  if (log.maxBytes < 2 * log.segmentBytes) {
+    problems.push(`'log.maxBytes' (${log.maxBytes}) must be at least 2 x 'log.segmentBytes' (${log.segmentBytes}); lower --log-segment-bytes or raise --log-max-bytes`)
+  }
+  if (frameBytes(log.maxRecordBytes) > log.segmentBytes - SEGMENT_HEADER_BYTES - SEAL_FRAME_BYTES) {
+    problems.push(`'log.maxRecordBytes' (${log.maxRecordBytes}) must fit in one segment: at most ${log.segmentBytes - SEGMENT_HEADER_BYTES - SEAL_FRAME_BYTES - 32} for 'log.segmentBytes' ${log.segmentBytes}`)
+  }
+  if (!nats.subjectPrefix.split('.').every((t) => TOKEN.test(t))) {
+    problems.push(`'nats.subjectPrefix' must be NATS subject tokens separated by "." without spaces or wildcards, got ${JSON.stringify(nats.subjectPrefix)}`)
+  }
+  if (!/^[^\s.*>/\\]+$/.test(nats.stream)) {
+    problems.push(`'nats.stream' must be a stream name without spaces, ".", "*", ">", "/" or "\\", got ${JSON.stringify(nats.stream)}`)
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
+  return deepFreeze(c)
+}
+
+/** Flattens a parsed config file (nested objects or dotted keys) into raw values. */
+export function flattenFile(obj: unknown, problems: string[]): RawValues {
+  const out: RawValues = new Map()
+  const known = new Set(OPTIONS.map((o) => o.key))
+  const walk = (o: unknown, prefix: string): void => {
+    if (o === null || typeof o !== 'object' || Array.isArray(o)) {
+      problems.push(`config file: expected an object${prefix ? ` at '${prefix}'` : ''}`)
+      return
+    }
+    for (const [k, v] of Object.entries(o as Record<string, unknown>)) {
+      const key = prefix ? `${prefix}.${k}` : k
+      if (!known.has(key) && v !== null && typeof v === 'object' && !Array.isArray(v)) walk(v, key)
+      else out.set(key, { value: v, source: 'file' })
+    }
+  }
+  walk(obj, '')
+  return out
+}
+
+/** Returns the config as plain JSON for the startup log, with secrets redacted. */
+export function redactedConfig(c: Config): Record<string, unknown> {
+  const copy = JSON.parse(JSON.stringify(c)) as Record<string, unknown>
+  for (const spec of OPTIONS) if (spec.secret) setPath(copy, spec.key, '<redacted>')
+  return copy
+}

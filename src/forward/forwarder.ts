@@ -1,0 +1,362 @@
+// The forwarder: reads the ring log, publishes to JetStream with a bounded window, acks the log on PubAck.
+//
+// Publish pattern: plain `nc.publish(subject, data, { reply: <inbox>.<seq>, headers })` with one
+// wildcard subscription on `<inbox>.*` receiving every PubAck (what Go's PublishAsync does). This
+// pipelines up to `maxInflight` messages instead of awaiting each `js.publish()`.
+//
+// Delivery rules:
+// - every message carries `Nats-Msg-Id: <gatewayId>:<epoch>:<seq>`; a resend (timeout, reconnect,
+//   crash) reuses it, so JetStream's duplicate window drops the copy (PubAck duplicate: true);
+// - the log's ack cursor advances only over a contiguous run of PubAcks;
+// - a message JetStream rejects with a 4xx error `maxAttempts` times (e.g. larger than the stream
+//   allows) goes to the dead-letter file, is counted and logged, and stops blocking the cursor.
+import { connect } from '@nats-io/transport-node'
+import { createInbox, headers } from '@nats-io/transport-node'
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
+import { decodeEntry, encodePayload, topicToSubject } from '../codec/index.js'
+import type { Logger } from '../logger.js'
+import type { LogReader, RingLog } from '../log/index.js'
+import type { Metrics } from '../metrics/index.js'
+import type { DeadLetters } from './dead-letter.js'
+import { ensureStream } from './stream.js'
+
+/** Options of the forwarder. Times in milliseconds. */
+export interface ForwarderOptions {
+  /** NATS server URLs. */
+  readonly servers: readonly string[]
+  readonly stream: string
+  readonly subjectPrefix: string
+  readonly gatewayId: string
+  /** Convert JSON payloads to CBOR. */
+  readonly cbor: boolean
+  /** Most messages published and not yet acknowledged. */
+  readonly maxInflight: number
+  /** Most payload bytes published and not yet acknowledged. */
+  readonly maxInflightBytes: number
+  /** A message without PubAck after this long is published again. */
+  readonly ackTimeoutMs: number
+  /** 4xx rejections of one message before it is dead-lettered. */
+  readonly maxAttempts: number
+  readonly logger: Logger
+  readonly metrics: Metrics
+  readonly log: RingLog
+  readonly reader: LogReader
+  readonly deadLetters: DeadLetters
+}
+
+interface Inflight {
+  readonly seq: number
+  readonly epoch: number
+  readonly ts: number
+  readonly body: Buffer
+  readonly subject: string
+  readonly data: Uint8Array
+  readonly hdrs: MsgHdrs
+  sentAt: number
+  attempts: number
+  done: boolean
+  lastError: string
+}
+
+const BACKOFF_MIN_MS = 100
+const BACKOFF_MAX_MS = 5000
+
+export class Forwarder {
+  private nc: NatsConnection | undefined
+  private sub: Subscription | undefined
+  private readonly inbox = createInbox('_FERRY')
+  private readonly window: Inflight[] = []
+  private readonly bySeq = new Map<number, Inflight>()
+  private inflightBytes = 0
+  private running = false
+  private connected = false
+  private streamReady = false
+  private loop: Promise<void> | undefined
+  private wakeLoop: (() => void) | undefined
+  private timer: NodeJS.Timeout | undefined
+  private backoffMs = 0
+  private resumeAt = 0
+  private closed = false
+
+  constructor(private readonly opts: ForwarderOptions) {
+    opts.metrics.forwardInflight.collect(() => this.window.length)
+    opts.metrics.forwardConnected.collect(() => (this.connected ? 1 : 0))
+  }
+
+  /** Starts connecting (forever, with backoff) and forwarding. Returns at once: the gateway buffers meanwhile. */
+  start(): void {
+    if (this.running || this.closed) return
+    this.running = true
+    this.timer = setInterval(() => this.tick(), 250)
+    this.timer.unref()
+    this.loop = this.run()
+  }
+
+  private async run(): Promise<void> {
+    const { logger } = this.opts
+    // First connection: our own loop (so close() can stop it); afterwards nats.js reconnects forever.
+    let nc: NatsConnection | undefined
+    while (this.running && !nc) {
+      try {
+        nc = await connect({
+          servers: [...this.opts.servers],
+          name: `ferry-${this.opts.gatewayId}`,
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: 1000,
+          reconnectJitter: 500,
+          pingInterval: 10_000,
+          maxPingOut: 3,
+        })
+      } catch (err) {
+        if (this.backoffMs === 0 || this.backoffMs >= BACKOFF_MAX_MS) {
+          logger.warn('NATS not reachable; buffering in the log and retrying', { servers: this.opts.servers, error: err })
+        }
+        await this.sleep(this.nextBackoff())
+      }
+    }
+    if (!nc) return
+    if (!this.running) {
+      await nc.close()
+      return
+    }
+    this.backoffMs = 0
+    this.nc = nc
+    logger.info('connected to NATS', { server: nc.getServer() })
+    this.connected = true
+    void this.watchStatus(nc)
+    this.sub = nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => (err ? undefined : this.onReply(msg)) })
+    while (this.running) {
+      if (!this.connected) {
+        await this.sleep(200)
+        continue
+      }
+      if (!this.streamReady) {
+        try {
+          await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger)
+          this.streamReady = true
+          this.backoffMs = 0
+        } catch (err) {
+          logger.error('JetStream stream not ready; buffering in the log and retrying', { stream: this.opts.stream, error: err })
+          await this.sleep(this.nextBackoff())
+          continue
+        }
+      }
+      if (Date.now() < this.resumeAt) {
+        await this.sleep(this.resumeAt - Date.now())
+        continue
+      }
+      const room = this.opts.maxInflight - this.window.length
+      if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes) {
+        await this.sleep(1000)
+        continue
+      }
+      const recs = await this.opts.reader.read(Math.min(room, 512), this.opts.maxInflightBytes - this.inflightBytes)
+      if (recs.length === 0) {
+        if (this.window.length === 0) this.opts.log.ack(this.opts.reader.position - 1)
+        await Promise.race([this.opts.log.waitForData(this.opts.reader.position - 1), this.sleep(1000)])
+        continue
+      }
+      for (const r of recs) this.publishNew(r.seq, r.epoch, r.ts, r.body)
+    }
+  }
+
+  private publishNew(seq: number, epoch: number, ts: number, body: Buffer): void {
+    let subject: string
+    let data: Uint8Array
+    const hdrs = headers()
+    try {
+      const e = decodeEntry(body)
+      subject = topicToSubject(this.opts.subjectPrefix, e.topic)
+      const p = encodePayload(e.payload, this.opts.cbor)
+      data = p.data
+      hdrs.set('Nats-Msg-Id', `${this.opts.gatewayId}:${epoch}:${seq}`)
+      hdrs.set('Ferry-Client', e.clientId)
+      hdrs.set('Content-Type', p.contentType)
+    } catch (err) {
+      this.deadLetter({ seq, epoch, ts, body, reason: `undecodable log entry: ${(err as Error).message}` })
+      return
+    }
+    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, done: false, lastError: '' }
+    this.window.push(f)
+    this.bySeq.set(seq, f)
+    this.inflightBytes += data.length
+    this.send(f)
+  }
+
+  private send(f: Inflight): void {
+    f.sentAt = Date.now()
+    f.attempts++
+    try {
+      this.nc!.publish(f.subject, f.data, { reply: `${this.inbox}.${f.seq}`, headers: f.hdrs })
+    } catch (err) {
+      // Synchronous refusals (e.g. larger than the server's max_payload) never succeed.
+      f.attempts = this.opts.maxAttempts
+      this.reject(f, `publish refused: ${(err as Error).message}`, true)
+    }
+  }
+
+  private onReply(msg: Msg): void {
+    const seq = Number(msg.subject.slice(this.inbox.length + 1))
+    const f = this.bySeq.get(seq)
+    if (!f || f.done) return
+    const status = msg.headers?.code ?? 0
+    if (status >= 400 || msg.data.length === 0) {
+      // 503: no responders (no stream captures the subject, or JetStream unavailable).
+      this.streamReady = status !== 503
+      this.reject(f, `status ${status} ${msg.headers?.description ?? ''}`.trim(), false)
+      return
+    }
+    let ack: { error?: { code?: number; err_code?: number; description?: string }; duplicate?: boolean }
+    try {
+      ack = JSON.parse(msg.string()) as typeof ack
+    } catch {
+      this.reject(f, 'unparseable PubAck', false)
+      return
+    }
+    if (ack.error) {
+      const code = ack.error.code ?? 500
+      this.reject(f, `JetStream error ${code}/${ack.error.err_code ?? 0}: ${ack.error.description ?? ''}`, code >= 400 && code < 500)
+      return
+    }
+    if (ack.duplicate) this.opts.metrics.forwardDuplicates.inc()
+    this.opts.metrics.forwardAckLatency.observe((Date.now() - f.sentAt) / 1000)
+    this.opts.metrics.forwarded.inc()
+    this.complete(f)
+  }
+
+  /** A failed publish: permanent rejections count towards dead-lettering; everything is retried with backoff. */
+  private reject(f: Inflight, reason: string, permanent: boolean): void {
+    f.lastError = reason
+    if (permanent && f.attempts >= this.opts.maxAttempts) {
+      this.deadLetter({ seq: f.seq, epoch: f.epoch, ts: f.ts, body: f.body, reason })
+      this.complete(f)
+      return
+    }
+    f.sentAt = 0 // resend when the backoff ends (tick)
+    const delay = this.nextBackoff()
+    this.resumeAt = Date.now() + delay
+    if (this.backoffMs === BACKOFF_MIN_MS * 2 || this.backoffMs >= BACKOFF_MAX_MS) {
+      this.opts.logger.warn('JetStream publish failed; retrying with backoff', { seq: f.seq, reason, backoffMs: delay })
+    }
+  }
+
+  private deadLetter(d: { seq: number; epoch: number; ts: number; body: Buffer; reason: string }): void {
+    this.opts.deadLetters.write(d)
+    this.opts.metrics.drops.inc(1, { reason: 'dead_letter' })
+    this.opts.logger.error('message dead-lettered: JetStream rejects it permanently', { seq: d.seq, reason: d.reason })
+  }
+
+  private complete(f: Inflight): void {
+    f.done = true
+    this.bySeq.delete(f.seq)
+    this.inflightBytes -= f.data.length
+    let acked = -1
+    while (this.window.length > 0 && this.window[0]!.done) acked = this.window.shift()!.seq
+    if (acked >= 0) {
+      this.opts.log.ack(acked)
+      this.backoffMs = 0
+    }
+    if (this.window.length < this.opts.maxInflight) this.wake()
+  }
+
+  /** Resends what timed out or waits for a resend after a failure. */
+  private tick(): void {
+    if (!this.connected || !this.nc || Date.now() < this.resumeAt) return
+    const now = Date.now()
+    const oldest = this.window.find((f) => !f.done)
+    if (!oldest) return
+    if (oldest.sentAt !== 0 && now - oldest.sentAt < this.opts.ackTimeoutMs) return
+    // Resend every unacknowledged message in order, so per-topic order is kept as far as possible.
+    let n = 0
+    for (const f of this.window) {
+      if (f.done) continue
+      if (f.sentAt === 0 || now - f.sentAt >= this.opts.ackTimeoutMs) {
+        this.send(f)
+        n++
+      }
+    }
+    if (n > 0) this.opts.metrics.forwardRetries.inc(n)
+  }
+
+  private async watchStatus(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect') {
+        this.connected = false
+        this.opts.logger.warn('disconnected from NATS; buffering in the log', { server: s.server })
+      } else if (s.type === 'reconnect') {
+        this.connected = true
+        this.streamReady = false
+        this.opts.metrics.forwardReconnects.inc()
+        this.opts.logger.info('reconnected to NATS', { server: s.server })
+        // Anything in flight may have been lost with the connection: resend it now (same msg ids).
+        for (const f of this.window) if (!f.done) f.sentAt = 0
+        this.resumeAt = 0
+        this.tick()
+        this.wake()
+      }
+    }
+  }
+
+  private nextBackoff(): number {
+    this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs === 0 ? BACKOFF_MIN_MS : this.backoffMs * 2)
+    return this.backoffMs / 2 + Math.random() * (this.backoffMs / 2)
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms)
+      function done(): void {
+        clearTimeout(t)
+        resolve()
+      }
+      this.wakeLoop = done
+    })
+  }
+
+  private wake(): void {
+    const w = this.wakeLoop
+    this.wakeLoop = undefined
+    w?.()
+  }
+
+  /** Messages published and not yet acknowledged. */
+  get inflight(): number {
+    return this.window.length
+  }
+
+  get isConnected(): boolean {
+    return this.connected
+  }
+
+  /**
+   * Stops reading the log, waits up to `timeoutMs` for in-flight PubAcks (acking the log as they
+   * come), then drains the NATS connection. Idempotent.
+   */
+  async close(timeoutMs = 5000): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.running = false
+    this.wake()
+    const deadline = Date.now() + timeoutMs
+    while (this.window.length > 0 && this.connected && Date.now() < deadline) {
+      this.tick()
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    if (this.window.length > 0) {
+      this.opts.logger.warn('closing with messages still unacknowledged; they are resent at next start', { messages: this.window.length })
+    }
+    if (this.timer) clearInterval(this.timer)
+    await this.loop?.catch((err: unknown) => this.opts.logger.error('forwarder loop failed', { error: err }))
+    const nc = this.nc
+    if (nc && !nc.isClosed()) {
+      this.sub?.unsubscribe()
+      await nc.drain().catch(() => nc.close())
+    }
+    await this.opts.reader.close()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}
+

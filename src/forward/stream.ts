@@ -1,0 +1,60 @@
+// Makes sure the uplink JetStream stream exists and captures `<prefix>.up.>`.
+import type { NatsConnection } from '@nats-io/transport-node'
+import { jetstreamManager } from '@nats-io/jetstream'
+import { FerryError } from '../errors.js'
+import type { Logger } from '../logger.js'
+
+/** True when NATS subject pattern `pattern` matches every subject `subject` matches (both may hold wildcards). */
+export function subjectCovers(pattern: string, subject: string): boolean {
+  const p = pattern.split('.')
+  const s = subject.split('.')
+  for (let i = 0; i < p.length; i++) {
+    const pt = p[i]
+    if (pt === '>') return i < s.length
+    const st = s[i]
+    if (st === undefined) return false
+    if (pt === '*') {
+      if (st === '>') return false
+      continue
+    }
+    if (pt !== st) return false
+  }
+  return p.length === s.length
+}
+
+/** Subjects the uplink stream is created with. Never `<prefix>.cmd.>` or `<prefix>.rpc.>`. */
+export function uplinkSubjects(prefix: string): string[] {
+  return [`${prefix}.up.>`, `${prefix}.events.>`]
+}
+
+/**
+ * Creates the stream with the uplink subjects when it is missing; when it exists, checks that it
+ * captures `<prefix>.up.>` and throws FERRY_ERR_FORWARD_STREAM naming the fix otherwise.
+ */
+export async function ensureStream(nc: NatsConnection, stream: string, prefix: string, logger: Logger): Promise<void> {
+  const jsm = await jetstreamManager(nc, { timeout: 5000 })
+  const want = `${prefix}.up.>`
+  let info
+  try {
+    info = await jsm.streams.info(stream)
+  } catch (err) {
+    if ((err as { code?: unknown; name?: string }).name !== 'StreamNotFoundError' && !/not found/i.test(String(err))) throw err
+    info = undefined
+  }
+  if (!info) {
+    await jsm.streams.add({ name: stream, subjects: uplinkSubjects(prefix) })
+    logger.info('created JetStream stream', { stream, subjects: uplinkSubjects(prefix) })
+    return
+  }
+  const subjects = info.config.subjects ?? []
+  if (!subjects.some((s) => subjectCovers(s, want))) {
+    throw new FerryError(
+      'FERRY_ERR_FORWARD_STREAM',
+      `stream "${stream}" exists but does not capture "${want}" (its subjects: ${JSON.stringify(subjects)}); add "${want}" to the stream or choose another --stream / --subject-prefix`,
+    )
+  }
+  const bad = subjects.filter((s) => subjectCovers(s, `${prefix}.cmd.x`) || subjectCovers(s, `${prefix}.rpc.x`))
+  if (bad.length > 0) {
+    logger.warn('stream also captures command or RPC subjects; requests to devices may be answered by JetStream', { stream, subjects: bad })
+  }
+}

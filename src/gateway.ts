@@ -1,0 +1,140 @@
+// Composition root: builds the stages from the config, owns the start order and the close order.
+import { crc32 } from 'node:zlib'
+import path from 'node:path'
+import { decodeEntry } from './codec/index.js'
+import type { Config } from './config/index.js'
+import { DeadLetters, Forwarder } from './forward/index.js'
+import { Ingress } from './ingress/index.js'
+import { LogReader, RingLog } from './log/index.js'
+import type { Logger } from './logger.js'
+import { createMetrics } from './metrics/index.js'
+import type { Metrics } from './metrics/index.js'
+
+/** Entries the retransmit index remembers (and reads back from the log at start). */
+const RETRANSMIT_MEMORY = 65_536
+
+export class Gateway {
+  private closing: Promise<void> | undefined
+
+  private constructor(
+    readonly config: Config,
+    readonly metrics: Metrics,
+    readonly log: RingLog,
+    readonly ingress: Ingress,
+    readonly forwarder: Forwarder,
+    private readonly deadLetters: DeadLetters,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Starts the gateway: recover the log, then listen for MQTT, then forward. Upstream being down
+   * does not stop the start: the log buffers until NATS is reachable.
+   */
+  static async start(config: Config, logger: Logger): Promise<Gateway> {
+    const metrics = createMetrics()
+    const t0 = performance.now()
+    const log = await RingLog.open({
+      dir: config.log.dataDir,
+      segmentBytes: config.log.segmentBytes,
+      maxBytes: config.log.maxBytes,
+      discard: config.log.discard,
+      fsync: config.log.fsync,
+      fsyncIntervalMs: config.log.fsyncIntervalMs,
+      maxRecordBytes: config.log.maxRecordBytes,
+      checkpointIntervalMs: config.log.checkpointIntervalMs,
+      logger: logger.child('log'),
+      metrics,
+    })
+    logger.info('ring log recovered', {
+      dir: path.resolve(config.log.dataDir),
+      ms: Math.round(performance.now() - t0),
+      segments: log.recovery.segments,
+      scannedSegments: log.recovery.scannedSegments,
+      backlog: log.durableSeq - log.acked,
+      nextSeq: log.next,
+      epoch: log.epoch,
+    })
+    let ingress: Ingress | undefined
+    try {
+      ingress = await Ingress.start({
+        host: config.mqtt.host,
+        port: config.mqtt.port,
+        maxEntryBytes: config.log.maxRecordBytes,
+        retransmitMemory: RETRANSMIT_MEMORY,
+        logger: logger.child('ingress'),
+        metrics,
+        log,
+      })
+      await warmRetransmits(log, ingress, metrics)
+    } catch (err) {
+      await ingress?.close()
+      await log.close()
+      throw err
+    }
+    const deadLetters = new DeadLetters(config.log.dataDir)
+    const forwarder = new Forwarder({
+      servers: config.nats.url,
+      stream: config.nats.stream,
+      subjectPrefix: config.nats.subjectPrefix,
+      gatewayId: config.gatewayId,
+      cbor: config.codec.cbor,
+      maxInflight: config.nats.maxInflight,
+      maxInflightBytes: config.nats.maxInflightBytes,
+      ackTimeoutMs: config.nats.ackTimeoutMs,
+      maxAttempts: config.nats.maxAttempts,
+      logger: logger.child('forward'),
+      metrics,
+      log,
+      reader: new LogReader(log, log.acked + 1, metrics),
+      deadLetters,
+    })
+    forwarder.start()
+    const a = ingress.address
+    logger.info('MQTT listening', { address: `${a.host}:${a.port}` })
+    return new Gateway(config, metrics, log, ingress, forwarder, deadLetters, logger)
+  }
+
+  /**
+   * Graceful stop, each step bounded by what is left of `timeoutMs`: stop accepting MQTT → wait for
+   * in-flight PubAcks → flush, seal and checkpoint the log → close. Idempotent.
+   */
+  close(timeoutMs = this.config.shutdownTimeoutMs): Promise<void> {
+    this.closing ??= (async () => {
+      const deadline = Date.now() + timeoutMs
+      await this.ingress.close()
+      await this.log.drain()
+      await this.forwarder.close(Math.max(0, deadline - Date.now()))
+      await this.log.close()
+      this.deadLetters.close()
+      this.logger.info('stopped', { acked: this.log.acked, lastSeq: this.log.durableSeq })
+    })()
+    return this.closing
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}
+
+/** Reads the newest records back so retransmissions of messages stored before a crash are recognised. */
+async function warmRetransmits(log: RingLog, ingress: Ingress, metrics: Metrics): Promise<void> {
+  const from = Math.max(log.headSeq, log.durableSeq - RETRANSMIT_MEMORY + 1)
+  if (from > log.durableSeq) return
+  const reader = new LogReader(log, from, metrics)
+  try {
+    for (;;) {
+      const recs = await reader.read(4096, 4 * 1024 * 1024)
+      if (recs.length === 0) break
+      for (const r of recs) {
+        try {
+          const e = decodeEntry(r.body)
+          if (e.qos > 0) ingress.retransmits.add(e.clientId, e.packetId, crc32(e.payload))
+        } catch {
+          // an undecodable entry is dealt with (dead-lettered) by the forwarder
+        }
+      }
+    }
+  } finally {
+    await reader.close()
+  }
+}

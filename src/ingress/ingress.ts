@@ -1,0 +1,160 @@
+// MQTT ingress: an aedes broker on a TCP listener whose publishes are stored in the log before they are acknowledged.
+//
+// aedes calls `authorizePublish` before it writes PUBACK (QoS 1) or PUBREC (QoS 2), and holds the
+// acknowledgement until our callback runs. We append there and call back once the append is
+// stored under the fsync policy. Appends are queued in call order, and aedes calls the hook in
+// packet order, so each client's publishes keep their order in the log.
+import net from 'node:net'
+import { crc32 } from 'node:zlib'
+import { Aedes } from 'aedes'
+import type { Client, PublishPacket } from 'aedes'
+import { encodeEntry } from '../codec/index.js'
+import { FerryError } from '../errors.js'
+import type { Logger } from '../logger.js'
+import type { Metrics } from '../metrics/index.js'
+import { RetransmitIndex } from './retransmits.js'
+
+/** What ingress needs from the log: an ordered, durable append. */
+export interface Appender {
+  append(body: Uint8Array): Promise<number>
+}
+
+/** Options of the MQTT ingress. */
+export interface IngressOptions {
+  readonly host: string
+  /** TCP port; 0 picks a free one. */
+  readonly port: number
+  /** Largest stored entry (topic + client id + payload + 7 bytes); bigger publishes are refused. */
+  readonly maxEntryBytes: number
+  /** Publishes remembered per gateway to recognise retransmissions (DUP) of stored messages. */
+  readonly retransmitMemory: number
+  readonly logger: Logger
+  readonly metrics: Metrics
+  readonly log: Appender
+}
+
+/** Why a publish was refused (label of ferry_mqtt_refused_total). */
+type RefuseReason = 'sys_topic' | 'too_large' | 'log_full' | 'log_error'
+
+export class Ingress {
+  private closed = false
+  readonly retransmits: RetransmitIndex
+
+  private constructor(
+    private readonly opts: IngressOptions,
+    private readonly broker: Aedes,
+    private readonly server: net.Server,
+  ) {
+    this.retransmits = new RetransmitIndex(opts.retransmitMemory)
+  }
+
+  /** Creates the broker and listens. Rejects with FERRY_ERR_INGRESS_LISTEN when the address cannot be bound. */
+  static async start(opts: IngressOptions): Promise<Ingress> {
+    let self: Ingress | undefined
+    const broker = await Aedes.createBroker({
+      maxClientsIdLength: 255,
+      authorizePublish: (client, packet, cb) => {
+        if (!self) return cb(new Error('starting'))
+        self.authorizePublish(client, packet, cb)
+      },
+    })
+    const server = net.createServer((socket) => broker.handle(socket))
+    self = new Ingress(opts, broker, server)
+    self.wireEvents()
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err) =>
+        reject(new FerryError('FERRY_ERR_INGRESS_LISTEN', `cannot listen for MQTT on ${opts.host}:${opts.port}: ${err.message}`, { cause: err })),
+      )
+      server.listen(opts.port, opts.host, () => resolve())
+    }).catch(async (err: unknown) => {
+      await new Promise<void>((r) => broker.close(() => r()))
+      throw err
+    })
+    server.on('error', (err) => opts.logger.error('MQTT listener error', { error: err }))
+    return self
+  }
+
+  /** The bound address (port resolved when 0 was asked). */
+  get address(): { host: string; port: number } {
+    const a = this.server.address() as net.AddressInfo
+    return { host: a.address, port: a.port }
+  }
+
+  private wireEvents(): void {
+    const { logger, metrics } = this.opts
+    let clients = 0
+    metrics.mqttClients.collect(() => clients)
+    this.broker.on('client', () => clients++)
+    this.broker.on('clientDisconnect', () => clients--)
+    this.broker.on('clientError', (client, err) => {
+      logger.info('client disconnected on error', { clientId: client.id, error: err.message })
+    })
+    this.broker.on('connectionError', (_client, err) => {
+      logger.info('connection closed before CONNECT completed', { error: err.message })
+    })
+  }
+
+  private authorizePublish(client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void): void {
+    const { metrics } = this.opts
+    const started = performance.now()
+    const clientId = client?.id ?? ''
+    if (packet.topic.startsWith('$')) return this.refuse(client, cb, 'sys_topic', `publish to "${packet.topic}" refused: topics starting with "$" are reserved`)
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
+    const qos = packet.qos
+    let entry: Buffer
+    try {
+      entry = encodeEntry({ clientId, topic: packet.topic, qos, retain: packet.retain, packetId: packet.messageId ?? 0, payload })
+    } catch (err) {
+      return this.refuse(client, cb, 'too_large', (err as Error).message)
+    }
+    if (entry.length > this.opts.maxEntryBytes) {
+      return this.refuse(client, cb, 'too_large', `publish of ${payload.length} payload bytes on "${packet.topic}" exceeds the ${this.opts.maxEntryBytes}-byte record limit`)
+    }
+    const hash = crc32(payload)
+    if (qos > 0 && packet.dup && this.retransmits.has(clientId, packet.messageId ?? 0, hash)) {
+      // [MQTT-4.3.2-2]/[MQTT-4.3.3-2]: a retransmission of a message already stored (our
+      // acknowledgement was lost, e.g. in a crash): acknowledge again without storing it twice.
+      metrics.mqttRetransmits.inc()
+      return cb(null)
+    }
+    metrics.mqttReceived.inc(1, { qos: String(qos) })
+    metrics.mqttReceivedBytes.inc(payload.length)
+    const stored = this.opts.log.append(entry)
+    if (qos === 0) {
+      // QoS 0 goes through the same log but nothing waits for it to be stored.
+      stored.catch(() => {})
+      return cb(null)
+    }
+    stored.then(
+      () => {
+        this.retransmits.add(clientId, packet.messageId ?? 0, hash)
+        metrics.pubackLatency.observe((performance.now() - started) / 1000)
+        cb(null)
+      },
+      (err: unknown) => {
+        const code = (err as { code?: string }).code
+        this.refuse(client, cb, code === 'FERRY_ERR_LOG_FULL' ? 'log_full' : 'log_error', (err as Error).message)
+      },
+    )
+  }
+
+  /** Refuses a publish: no acknowledgement; aedes closes that client's connection (MQTT 3.1.1 has no negative ack). */
+  private refuse(client: Client | null, cb: (err?: Error | null) => void, reason: RefuseReason, message: string): void {
+    this.opts.metrics.mqttRefused.inc(1, { reason })
+    this.opts.logger.info('publish refused; disconnecting the client', { clientId: client?.id, reason, detail: message })
+    cb(new FerryError('FERRY_ERR_INGRESS_REFUSED', message))
+  }
+
+  /** Stops accepting connections and closes every client. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    await new Promise<void>((resolve) => this.broker.close(() => resolve()))
+    await serverClosed
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}

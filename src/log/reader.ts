@@ -1,0 +1,100 @@
+// Sequential reader of the ring log from a seq onwards, in large reads, never past the durable seq.
+import type { Metrics } from '../metrics/index.js'
+import type { RingLog, SegmentInfo } from './ring-log.js'
+import { SegmentScanner } from './scanner.js'
+
+/** One record handed to the forwarder. */
+export interface LogRecord {
+  readonly seq: number
+  /** Epoch of the segment the record was written in (part of its upstream message id). */
+  readonly epoch: number
+  /** Receive time, ms since the epoch. */
+  readonly ts: number
+  readonly body: Buffer
+}
+
+/**
+ * Reads records in seq order. Damaged records (bad checksum, torn framing) are skipped and
+ * counted as `corrupt` drops; records evicted under discard "old" are skipped (the log counted them).
+ * Memory is bounded by the read chunk size and what the caller keeps.
+ */
+export class LogReader {
+  private seg: SegmentInfo | undefined
+  private fd: number | undefined
+  private scanner: SegmentScanner | undefined
+  private nextSeq: number
+
+  constructor(
+    private readonly log: RingLog,
+    fromSeq: number,
+    private readonly metrics: Metrics,
+  ) {
+    this.nextSeq = fromSeq
+  }
+
+  /** Seq of the next record this reader will return. */
+  get position(): number {
+    return this.nextSeq
+  }
+
+  /** Up to `maxRecords` / about `maxBytes` records; empty when nothing durable is left to read now. */
+  async read(maxRecords: number, maxBytes: number): Promise<LogRecord[]> {
+    const out: LogRecord[] = []
+    let bytes = 0
+    while (out.length < maxRecords && bytes < maxBytes) {
+      if (this.nextSeq < this.log.headSeq) {
+        // Evicted under discard "old" while we were behind: the log counted those records.
+        this.nextSeq = this.log.headSeq
+        await this.closeSegment()
+      }
+      if (this.nextSeq > this.log.durableSeq) break
+      if (!this.scanner) {
+        const seg = this.log.segmentFor(this.nextSeq)
+        if (!seg) break
+        this.seg = seg
+        this.fd = await this.log.fsys.open(seg.path, 'r')
+        this.scanner = new SegmentScanner(this.log.fsys, this.fd, {
+          afterSeq: seg.baseSeq - 1,
+          limit: () => this.log.readableSize(seg),
+          chunkBytes: this.log.readChunkBytes,
+          maxBodyBytes: this.log.opts.maxRecordBytes,
+        })
+      }
+      const seg = this.seg!
+      const r = await this.scanner.next()
+      if (!r) {
+        if (this.log.isActive(seg)) break
+        // Segment finished. Seqs it should have held but did not yield were damaged.
+        const end = Math.min(seg.lastSeq, this.log.durableSeq)
+        if (end >= this.nextSeq) this.countCorrupt(end - this.nextSeq + 1)
+        this.nextSeq = Math.max(this.nextSeq, seg.lastSeq + 1)
+        await this.closeSegment()
+        continue
+      }
+      if (r.seq < this.nextSeq) continue
+      if (r.seq > this.log.durableSeq) break // cannot happen: the scanner's limit is the durable size
+      if (r.seq > this.nextSeq) this.countCorrupt(r.seq - this.nextSeq)
+      this.nextSeq = r.seq + 1
+      out.push({ seq: r.seq, epoch: seg.epoch, ts: r.ts, body: r.body })
+      bytes += r.body.length
+    }
+    return out
+  }
+
+  private countCorrupt(n: number): void {
+    this.metrics.drops.inc(n, { reason: 'corrupt' })
+    this.log.opts.logger.warn('skipped damaged records in the log', { records: n, atSeq: this.nextSeq })
+  }
+
+  private async closeSegment(): Promise<void> {
+    const fd = this.fd
+    this.scanner = undefined
+    this.seg = undefined
+    this.fd = undefined
+    if (fd !== undefined) await this.log.fsys.close(fd).catch(() => {})
+  }
+
+  async close(): Promise<void> {
+    await this.closeSegment()
+  }
+}

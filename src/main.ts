@@ -1,0 +1,97 @@
+// Process entry: argv and environment → config → gateway; signals; the only place that exits the process.
+import os from 'node:os'
+import { mainHelp, runHelp, VERSION } from './cli/help.js'
+import { loadConfig, redactedConfig } from './config/index.js'
+import { ConfigError, FerryError } from './errors.js'
+import { Gateway } from './gateway.js'
+import { createLogger } from './logger.js'
+
+async function run(args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(runHelp())
+    return 0
+  }
+  let config
+  try {
+    config = loadConfig({ argv: args, env: process.env, hostname: os.hostname() })
+  } catch (err) {
+    if (err instanceof ConfigError || (err instanceof FerryError && err.code === 'FERRY_ERR_CONFIG_FILE')) {
+      process.stderr.write(`ferry: ${err.message}\n`)
+      return 2
+    }
+    throw err
+  }
+  const format = config.logging.format === 'auto' ? (process.stderr.isTTY ? 'pretty' : 'json') : config.logging.format
+  const logger = createLogger({ level: config.logging.level, format, write: (l) => process.stderr.write(l) })
+  logger.info('starting', { version: VERSION, node: process.version, pid: process.pid, config: redactedConfig(config) })
+  let gateway: Gateway
+  try {
+    gateway = await Gateway.start(config, logger)
+  } catch (err) {
+    logger.error('failed to start', { error: err })
+    return 1
+  }
+  return new Promise<number>((resolve) => {
+    let stopping = false
+    const stop = (signal: string): void => {
+      if (stopping) {
+        logger.warn('second signal: exiting at once', { signal })
+        resolve(130)
+        return
+      }
+      stopping = true
+      logger.info('stopping', { signal, timeoutMs: config.shutdownTimeoutMs })
+      const timer = setTimeout(() => {
+        logger.error('graceful stop exceeded its deadline; exiting')
+        resolve(1)
+      }, config.shutdownTimeoutMs + 2000)
+      timer.unref()
+      gateway.close().then(
+        () => resolve(0),
+        (err: unknown) => {
+          logger.error('error while stopping', { error: err })
+          resolve(1)
+        },
+      )
+    }
+    process.on('SIGINT', () => stop('SIGINT'))
+    process.on('SIGTERM', () => stop('SIGTERM'))
+    const watch = setInterval(() => {
+      if (gateway.log.failure) {
+        clearInterval(watch)
+        logger.error('ring log failed; exiting so a supervisor restarts Ferry and recovery runs', { error: gateway.log.failure })
+        resolve(1)
+      }
+    }, 500)
+    watch.unref()
+  })
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv
+  switch (cmd) {
+    case 'run':
+      return run(rest)
+    case 'version':
+    case '--version':
+      process.stdout.write(`${VERSION}\n`)
+      return 0
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(mainHelp())
+      return 0
+    default:
+      process.stderr.write(`ferry: unknown command ${JSON.stringify(cmd)}\n\n${mainHelp()}`)
+      return 2
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`ferry: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+    process.exit(1)
+  },
+)
