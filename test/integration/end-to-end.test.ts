@@ -1,0 +1,67 @@
+// End to end: MQTT devices → ring log → JetStream, exactly once, in order, JSON as CBOR.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { decodeCbor, subjectToTopic } from '../../src/codec/index.js'
+import type { Gateway } from '../../src/gateway.js'
+import { startGateway } from '../helpers/gateway.js'
+import { tempDir } from '../helpers/log.js'
+import { connectClient, endClient, publishSeries } from '../helpers/mqtt.js'
+import { startNats } from '../helpers/nats.js'
+import type { NatsServer } from '../helpers/nats.js'
+import { readStream, waitForCount } from '../helpers/stream.js'
+
+let nats: NatsServer
+let gw: Gateway
+
+beforeAll(async () => {
+  nats = await startNats()
+  gw = await startGateway({ 'log.dataDir': tempDir(), 'nats.url': nats.url })
+})
+afterAll(async () => {
+  await gw?.close()
+  await nats?.[Symbol.asyncDispose]()
+})
+
+describe('end to end', () => {
+  it('forward - 10 devices x 1000 QoS 1 messages arrive once each, in per-device order, as CBOR', async () => {
+    const port = gw.ingress.address.port
+    const devices = Array.from({ length: 10 }, (_, i) => `dev-${i}`)
+    const clients = await Promise.all(devices.map((d) => connectClient(port, d)))
+    const acked = await Promise.all(clients.map((c, i) => publishSeries(c, devices[i]!, 1000)))
+    expect(acked.flat()).toHaveLength(10_000)
+    await Promise.all(clients.map(endClient))
+
+    expect(await waitForCount(nats.url, 10_000)).toBe(10_000)
+    const msgs = await readStream(nats.url)
+    expect(msgs).toHaveLength(10_000)
+    const seen = new Map<string, number[]>()
+    const ids = new Set<string>()
+    for (const m of msgs) {
+      expect(m.headers['Content-Type']).toBe('application/cbor')
+      const value = decodeCbor(m.data) as { device: string; seq: number; temp: number; ok: boolean }
+      expect(value).toEqual({ device: value.device, seq: value.seq, temp: 20 + (value.seq % 10) / 10, ok: true })
+      expect(m.headers['Ferry-Client']).toBe(value.device)
+      expect(subjectToTopic('ferry', m.subject)).toBe(`devices/${value.device}/telemetry`)
+      ids.add(m.headers['Nats-Msg-Id']!)
+      const list = seen.get(value.device) ?? []
+      list.push(value.seq)
+      seen.set(value.device, list)
+    }
+    expect(ids.size).toBe(10_000)
+    for (const d of devices) expect(seen.get(d)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1))
+    expect(gw.metrics.forwarded.get()).toBe(10_000)
+  })
+
+  it('forward - non-JSON payloads pass unchanged as application/octet-stream; topics with "." and spaces round-trip', async () => {
+    const port = gw.ingress.address.port
+    const c = await connectClient(port, 'bin-dev')
+    const before = await waitForCount(nats.url, 0)
+    const payload = Buffer.from([0, 1, 2, 255, 254])
+    await c.publishAsync('site.a/dev 1/*raw>/', payload, { qos: 1 })
+    await endClient(c)
+    expect(await waitForCount(nats.url, before + 1)).toBe(before + 1)
+    const last = (await readStream(nats.url)).at(-1)!
+    expect(last.headers['Content-Type']).toBe('application/octet-stream')
+    expect(Buffer.from(last.data)).toEqual(payload)
+    expect(subjectToTopic('ferry', last.subject)).toBe('site.a/dev 1/*raw>/')
+  })
+})
