@@ -12,6 +12,8 @@ import type { Metrics } from './metrics/index.js'
 
 /** Entries the retransmit index remembers (and reads back from the log at start). */
 const RETRANSMIT_MEMORY = 65_536
+/** A resend without DUP on a new connection within this time counts as a retransmission (see ingress/retransmits.ts). */
+const RETRANSMIT_WINDOW_MS = 300_000
 
 export class Gateway {
   private closing: Promise<void> | undefined
@@ -61,6 +63,7 @@ export class Gateway {
         port: config.mqtt.port,
         maxEntryBytes: config.log.maxRecordBytes,
         retransmitMemory: RETRANSMIT_MEMORY,
+        retransmitWindowMs: RETRANSMIT_WINDOW_MS,
         logger: logger.child('ingress'),
         metrics,
         log,
@@ -128,7 +131,7 @@ async function warmRetransmits(log: RingLog, ingress: Ingress, metrics: Metrics)
       for (const r of recs) {
         try {
           const e = decodeEntry(r.body)
-          if (e.qos > 0) ingress.retransmits.add(e.clientId, e.packetId, crc32(e.payload))
+          if (e.qos > 0) ingress.retransmits.add(e.clientId, e.packetId, crc32(e.payload), 0, r.ts)
         } catch {
           // an undecodable entry is dealt with (dead-lettered) by the forwarder
         }

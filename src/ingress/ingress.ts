@@ -26,8 +26,10 @@ export interface IngressOptions {
   readonly port: number
   /** Largest stored entry (topic + client id + payload + 7 bytes); bigger publishes are refused. */
   readonly maxEntryBytes: number
-  /** Publishes remembered per gateway to recognise retransmissions (DUP) of stored messages. */
+  /** Publishes remembered per gateway to recognise retransmissions of stored messages; 0 disables. */
   readonly retransmitMemory: number
+  /** How long after storing a message a resend without DUP on a new connection counts as a retransmission. */
+  readonly retransmitWindowMs: number
   readonly logger: Logger
   readonly metrics: Metrics
   readonly log: Appender
@@ -39,13 +41,15 @@ type RefuseReason = 'sys_topic' | 'too_large' | 'log_full' | 'log_error'
 export class Ingress {
   private closed = false
   readonly retransmits: RetransmitIndex
+  private readonly connIds = new WeakMap<Client, number>()
+  private lastConnId = 0
 
   private constructor(
     private readonly opts: IngressOptions,
     private readonly broker: Aedes,
     private readonly server: net.Server,
   ) {
-    this.retransmits = new RetransmitIndex(opts.retransmitMemory)
+    this.retransmits = new RetransmitIndex(opts.retransmitMemory, opts.retransmitWindowMs)
   }
 
   /** Creates the broker and listens. Rejects with FERRY_ERR_INGRESS_LISTEN when the address cannot be bound. */
@@ -84,7 +88,10 @@ export class Ingress {
     const { logger, metrics } = this.opts
     let clients = 0
     metrics.mqttClients.collect(() => clients)
-    this.broker.on('client', () => clients++)
+    this.broker.on('client', (client) => {
+      clients++
+      this.connIds.set(client, ++this.lastConnId)
+    })
     this.broker.on('clientDisconnect', () => clients--)
     this.broker.on('clientError', (client, err) => {
       logger.info('client disconnected on error', { clientId: client.id, error: err.message })
@@ -101,9 +108,10 @@ export class Ingress {
     if (packet.topic.startsWith('$')) return this.refuse(client, cb, 'sys_topic', `publish to "${packet.topic}" refused: topics starting with "$" are reserved`)
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
     const qos = packet.qos
+    const packetId = packet.messageId ?? 0
     let entry: Buffer
     try {
-      entry = encodeEntry({ clientId, topic: packet.topic, qos, retain: packet.retain, packetId: packet.messageId ?? 0, payload })
+      entry = encodeEntry({ clientId, topic: packet.topic, qos, retain: packet.retain, packetId, payload })
     } catch (err) {
       return this.refuse(client, cb, 'too_large', (err as Error).message)
     }
@@ -111,9 +119,10 @@ export class Ingress {
       return this.refuse(client, cb, 'too_large', `publish of ${payload.length} payload bytes on "${packet.topic}" exceeds the ${this.opts.maxEntryBytes}-byte record limit`)
     }
     const hash = crc32(payload)
-    if (qos > 0 && packet.dup && this.retransmits.has(clientId, packet.messageId ?? 0, hash)) {
-      // [MQTT-4.3.2-2]/[MQTT-4.3.3-2]: a retransmission of a message already stored (our
-      // acknowledgement was lost, e.g. in a crash): acknowledge again without storing it twice.
+    const conn = (client && this.connIds.get(client)) ?? -1
+    if (qos > 0 && this.retransmits.isRetransmit(clientId, packetId, hash, conn, packet.dup, Date.now())) {
+      // A retransmission of a message already stored (our acknowledgement was lost, e.g. in a
+      // crash): acknowledge again without storing it twice. See retransmits.ts for the rule.
       metrics.mqttRetransmits.inc()
       return cb(null)
     }
@@ -127,7 +136,7 @@ export class Ingress {
     }
     stored.then(
       () => {
-        this.retransmits.add(clientId, packet.messageId ?? 0, hash)
+        this.retransmits.add(clientId, packetId, hash, conn, Date.now())
         metrics.pubackLatency.observe((performance.now() - started) / 1000)
         cb(null)
       },
