@@ -68,7 +68,7 @@ export class Gateway {
         metrics,
         log,
       })
-      await warmRetransmits(log, ingress, metrics)
+      await warmRetransmits(log, ingress)
     } catch (err) {
       await ingress?.close()
       await log.close()
@@ -88,7 +88,10 @@ export class Gateway {
       logger: logger.child('forward'),
       metrics,
       log,
-      reader: new LogReader(log, log.acked + 1, metrics),
+      reader: new LogReader(log, log.acked + 1, (records, atSeq) => {
+        metrics.drops.inc(records, { reason: 'corrupt' })
+        logger.child('log').warn('skipped damaged records in the log', { records, atSeq })
+      }),
       deadLetters,
     })
     forwarder.start()
@@ -120,10 +123,10 @@ export class Gateway {
 }
 
 /** Reads the newest records back so retransmissions of messages stored before a crash are recognised. */
-async function warmRetransmits(log: RingLog, ingress: Ingress, metrics: Metrics): Promise<void> {
+async function warmRetransmits(log: RingLog, ingress: Ingress): Promise<void> {
   const from = Math.max(log.headSeq, log.durableSeq - RETRANSMIT_MEMORY + 1)
   if (from > log.durableSeq) return
-  const reader = new LogReader(log, from, metrics)
+  const reader = new LogReader(log, from)
   try {
     for (;;) {
       const recs = await reader.read(4096, 4 * 1024 * 1024)

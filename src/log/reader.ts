@@ -1,5 +1,4 @@
 // Sequential reader of the ring log from a seq onwards, in large reads, never past the durable seq.
-import type { Metrics } from '../metrics/index.js'
 import type { RingLog, SegmentInfo } from './ring-log.js'
 import { SegmentScanner } from './scanner.js'
 
@@ -15,7 +14,7 @@ export interface LogRecord {
 
 /**
  * Reads records in seq order. Damaged records (bad checksum, torn framing) are skipped and
- * counted as `corrupt` drops; records evicted under discard "old" are skipped (the log counted them).
+ * reported to `onDamaged`; records evicted under discard "old" are skipped (the log counted them).
  * Memory is bounded by the read chunk size and what the caller keeps.
  */
 export class LogReader {
@@ -27,7 +26,8 @@ export class LogReader {
   constructor(
     private readonly log: RingLog,
     fromSeq: number,
-    private readonly metrics: Metrics,
+    /** Called with the number of damaged records skipped (the forwarder counts them as `corrupt` drops). */
+    private readonly onDamaged: (records: number, atSeq: number) => void = () => {},
   ) {
     this.nextSeq = fromSeq
   }
@@ -82,8 +82,7 @@ export class LogReader {
   }
 
   private countCorrupt(n: number): void {
-    this.metrics.drops.inc(n, { reason: 'corrupt' })
-    this.log.opts.logger.warn('skipped damaged records in the log', { records: n, atSeq: this.nextSeq })
+    this.onDamaged(n, this.nextSeq)
   }
 
   private async closeSegment(): Promise<void> {
