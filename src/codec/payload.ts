@@ -1,4 +1,5 @@
 // Payload encoding upstream: JSON payloads become plain RFC 8949 CBOR, everything else passes unchanged.
+import { isUtf8 } from 'node:buffer'
 import { Encoder } from 'cbor-x'
 
 export const CONTENT_TYPE_CBOR = 'application/cbor'
@@ -29,6 +30,9 @@ function hasUnsafeInteger(value: unknown): boolean {
   return false
 }
 
+// An integer literal JSON.parse could round has at least 16 digits in a row.
+const LONG_DIGITS = /\d{16,}/
+
 const FIRST_JSON_BYTE = new Set([0x7b, 0x5b, 0x22, 0x2d, 0x74, 0x66, 0x6e, 0x20, 0x09, 0x0a, 0x0d].concat(
   Array.from({ length: 10 }, (_, i) => 0x30 + i),
 ))
@@ -39,14 +43,16 @@ const FIRST_JSON_BYTE = new Set([0x7b, 0x5b, 0x22, 0x2d, 0x74, 0x66, 0x6e, 0x20,
  * (`application/octet-stream`). With `cbor` false, always unchanged.
  */
 export function encodePayload(payload: Uint8Array, cbor: boolean): EncodedPayload {
-  if (cbor && payload.length > 0 && FIRST_JSON_BYTE.has(payload[0] ?? 0)) {
+  // Invalid UTF-8 would be replaced by U+FFFD when parsed, changing the value: such payloads stay as bytes.
+  if (cbor && payload.length > 0 && FIRST_JSON_BYTE.has(payload[0] ?? 0) && isUtf8(payload)) {
     let value: unknown
+    const text = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8')
     try {
-      value = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'))
+      value = JSON.parse(text)
     } catch {
       return { data: payload, contentType: CONTENT_TYPE_OCTETS }
     }
-    if (!hasUnsafeInteger(value)) return { data: encoder.encode(value), contentType: CONTENT_TYPE_CBOR }
+    if (!(LONG_DIGITS.test(text) && hasUnsafeInteger(value))) return { data: encoder.encode(value), contentType: CONTENT_TYPE_CBOR }
   }
   return { data: payload, contentType: CONTENT_TYPE_OCTETS }
 }

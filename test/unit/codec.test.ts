@@ -1,0 +1,74 @@
+// Codec laws: topic ↔ subject round-trips, JSON → CBOR keeps the value, entries round-trip.
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { decodeCbor, decodeEntry, encodeEntry, encodePayload, subjectToTopic, topicToSubject } from '../../src/codec/index.js'
+
+const topicChars = fc.constantFrom('a', 'b', 'Z', '0', '.', '*', '>', ' ', '%', '/', '$', '-', '_', 'é', '\t', '\u007f', '中')
+const topic = fc.array(topicChars, { minLength: 1, maxLength: 40 }).map((a) => a.join(''))
+
+describe('codec', () => {
+  it('subject - every topic maps to a valid subject and back', () => {
+    fc.assert(
+      fc.property(topic, (t) => {
+        const s = topicToSubject('ferry.site1', t)
+        expect(s.startsWith('ferry.site1.up.')).toBe(true)
+        const tokens = s.split('.')
+        expect(tokens.every((tok) => tok.length > 0 && !/[\s*>]/.test(tok))).toBe(true)
+        expect(subjectToTopic('ferry.site1', s)).toBe(t)
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('subject - documented examples', () => {
+    expect(topicToSubject('ferry', 'devices/d1/telemetry')).toBe('ferry.up.devices.d1.telemetry')
+    expect(topicToSubject('ferry', 'a.b/c d')).toBe('ferry.up.a%2Eb.c%20d')
+    expect(topicToSubject('ferry', '/x//')).toBe('ferry.up.%.x.%.%')
+    expect(() => subjectToTopic('ferry', 'other.up.a')).toThrow(/not under/)
+  })
+
+  it('payload - JSON becomes CBOR that decodes to the same value', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), (v) => {
+        const text = JSON.stringify(v)
+        const p = encodePayload(Buffer.from(text), true)
+        if (p.contentType === 'application/cbor') {
+          expect(decodeCbor(p.data)).toEqual(JSON.parse(text))
+        } else {
+          // Only JSON holding integers beyond 2^53 (which JSON.parse would round) stays as text.
+          expect(Buffer.from(p.data).toString()).toBe(text)
+          expect(text).toMatch(/\d{16,}/)
+        }
+      }),
+      { numRuns: 1000 },
+    )
+  })
+
+  it('payload - CBOR is plain RFC 8949 (no record extension) and non-JSON passes unchanged', () => {
+    expect(Buffer.from(encodePayload(Buffer.from('{"a":1}'), true).data).toString('hex')).toBe('a1616101')
+    const badUtf8 = Buffer.from([0x22, 0xff, 0x22]) // "\xff": JSON.parse would turn it into U+FFFD
+    expect(encodePayload(badUtf8, true).contentType).toBe('application/octet-stream')
+    const bin = Buffer.from([0xff, 0x00, 0x7b])
+    expect(encodePayload(bin, true)).toEqual({ data: bin, contentType: 'application/octet-stream' })
+    expect(encodePayload(Buffer.from('{"a":1}'), false).contentType).toBe('application/octet-stream')
+    // Integers JSON.parse would round stay as they are.
+    expect(encodePayload(Buffer.from('{"id":12345678901234567890}'), true).contentType).toBe('application/octet-stream')
+  })
+
+  it('entry - round-trips', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ maxLength: 60 }),
+        topic,
+        fc.constantFrom(0 as const, 1 as const, 2 as const),
+        fc.boolean(),
+        fc.integer({ min: 0, max: 65535 }),
+        fc.uint8Array({ maxLength: 300 }),
+        (clientId, t, qos, retain, packetId, payload) => {
+          const e = decodeEntry(encodeEntry({ clientId, topic: t, qos, retain, packetId, payload }))
+          expect({ ...e, payload: Buffer.from(e.payload) }).toEqual({ clientId, topic: t, qos, retain, packetId, payload: Buffer.from(payload) })
+        },
+      ),
+    )
+  })
+})
