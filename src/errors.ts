@@ -7,13 +7,10 @@ export const ERROR_CODES = {
   FERRY_ERR_LOG_FULL: 'the ring log is at --log-max-bytes and --discard new refuses the append',
   FERRY_ERR_LOG_CLOSED: 'the ring log was used after close()',
   FERRY_ERR_LOG_IO: 'a write or fdatasync on the ring log failed; the segment is not trusted again',
-  FERRY_ERR_LOG_CORRUPT: 'a ring log file has an invalid header or framing that recovery cannot use',
-  FERRY_ERR_LOG_LOCKED: 'another Ferry process holds the data directory',
   FERRY_ERR_LOG_RECORD_TOO_LARGE: 'a record is larger than the log accepts',
   FERRY_ERR_CODEC_SUBJECT: 'a NATS subject is not one Ferry produced (cannot be decoded to an MQTT topic)',
   FERRY_ERR_CODEC_ENTRY: 'a log entry cannot be decoded',
   FERRY_ERR_FORWARD_STREAM: 'the JetStream stream cannot be created or does not capture the uplink subjects',
-  FERRY_ERR_FORWARD_CLOSED: 'the forwarder was used after close()',
   FERRY_ERR_INGRESS_LISTEN: 'the MQTT listener cannot bind its address',
   FERRY_ERR_INGRESS_REFUSED: 'a device publish was refused (topic, size or log full)',
 } as const

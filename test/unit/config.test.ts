@@ -1,0 +1,67 @@
+// Configuration: sizes with units, every problem reported together, precedence, frozen result.
+import fs from 'node:fs'
+import path from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { loadConfig, parseBytes } from '../../src/config/index.js'
+import { ConfigError } from '../../src/errors.js'
+import { tempDir } from '../helpers/log.js'
+
+const load = (argv: string[], env: Record<string, string> = {}) => loadConfig({ argv, env, hostname: 'edge-01.local' })
+
+describe('config', () => {
+  it('config - sizes accept plain bytes and binary/decimal units', () => {
+    expect(parseBytes('512MiB')).toBe(512 * 1024 * 1024)
+    expect(parseBytes('2GiB')).toBe(2 * 1024 ** 3)
+    expect(parseBytes('64KiB')).toBe(65536)
+    expect(parseBytes('1GB')).toBe(1e9)
+    expect(parseBytes(4096)).toBe(4096)
+    expect(parseBytes('12abc')).toBeUndefined()
+    expect(parseBytes('1.5B')).toBeUndefined()
+  })
+
+  it('config - defaults, gateway id from the host name, frozen', () => {
+    const c = load([])
+    expect(c.mqtt).toEqual({ host: '127.0.0.1', port: 1883 })
+    expect(c.log.maxBytes).toBe(1024 ** 3)
+    expect(c.log.discard).toBe('old')
+    expect(c.log.fsync).toBe('always')
+    expect(c.nats.url).toEqual(['nats://127.0.0.1:4222'])
+    expect(c.gatewayId).toBe('edge-01-local')
+    expect(Object.isFrozen(c) && Object.isFrozen(c.log)).toBe(true)
+  })
+
+  it('config - precedence is flags > environment > file > defaults', () => {
+    const file = path.join(tempDir(), 'ferry.yaml')
+    fs.writeFileSync(file, 'log:\n  maxBytes: 2GiB\n  fsync: batch\nnats.stream: FROMFILE\ngatewayId: file-gw\n')
+    const c = load(['--config', file, '--fsync', 'none'], { FERRY_STREAM: 'FROMENV' })
+    expect(c.log.maxBytes).toBe(2 * 1024 ** 3)
+    expect(c.log.fsync).toBe('none')
+    expect(c.nats.stream).toBe('FROMENV')
+    expect(c.gatewayId).toBe('file-gw')
+  })
+
+  it('config - all problems are collected, each naming key, value and expectation', () => {
+    const file = path.join(tempDir(), 'ferry.json')
+    fs.writeFileSync(file, JSON.stringify({ log: { segmentBytes: '1KiB', unknownKey: 1 } }))
+    let err: unknown
+    try {
+      load(['--config', file, '--discard', 'maybe', '--mqtt-listen', 'nohost'], { FERRY_CBOR: 'perhaps' })
+    } catch (e) {
+      err = e
+    }
+    expect(err).toBeInstanceOf(ConfigError)
+    const problems = (err as ConfigError).problems.join('\n')
+    expect(problems).toContain("unknown option 'log.unknownKey' (file)")
+    expect(problems).toContain("'log.segmentBytes' (config file) must be a size in [65536, 1073741824]")
+    expect(problems).toContain("'log.discard' (flag --discard) must be one of \"old\", \"new\", got \"maybe\"")
+    expect(problems).toContain("'mqtt.listen' (flag --mqtt-listen) must be HOST:PORT")
+    expect(problems).toContain("'codec.cbor' (environment FERRY_CBOR) must be one of true, false, on, off")
+    expect((err as ConfigError).code).toBe('FERRY_ERR_CONFIG_INVALID')
+  })
+
+  it('config - subject prefix and stream names are checked', () => {
+    expect(() => load(['--subject-prefix', 'ferry.*'])).toThrow(/'nats.subjectPrefix' must be NATS subject tokens/)
+    expect(() => load(['--stream', 'A.B'])).toThrow(/'nats.stream' must be a stream name/)
+    expect(load(['--subject-prefix', 'ferry.site1']).nats.subjectPrefix).toBe('ferry.site1')
+  })
+})
