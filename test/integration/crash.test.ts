@@ -58,37 +58,41 @@ describe('crash', () => {
     const port = await freePort()
     const args = ['--mqtt-listen', `127.0.0.1:${port}`, '--data-dir', tempDir(), '--nats-url', nats.url, '--gateway-id', 'crash']
     let gw: GatewayProcess = await spawnGateway(args)
-    const devices = Array.from({ length: 5 }, (_, i) => device(port, `crash-${i}`))
-    const total = (): number => devices.reduce((s, d) => s + d.acked.size, 0)
-    for (let round = 0; round < 3; round++) {
-      const target = total() + 1500
-      const until = Date.now() + 20_000
-      while (total() < target && Date.now() < until) await new Promise((r) => setTimeout(r, 20))
-      expect(total()).toBeGreaterThanOrEqual(target)
+    try {
+      const devices = Array.from({ length: 5 }, (_, i) => device(port, `crash-${i}`))
+      const total = (): number => devices.reduce((s, d) => s + d.acked.size, 0)
+      for (let round = 0; round < 3; round++) {
+        const target = total() + 1500
+        const until = Date.now() + 20_000
+        while (total() < target && Date.now() < until) await new Promise((r) => setTimeout(r, 20))
+        expect(total()).toBeGreaterThanOrEqual(target)
+        await gw.kill('SIGKILL')
+        gw = await spawnGateway(args)
+      }
+      await Promise.all(devices.map((d) => d.stop()))
+      await Promise.all(devices.map((d) => d.client.endAsync()))
+      const acked = total()
+      const sent = devices.reduce((s, d) => s + d.sent(), 0)
+      expect(acked).toBe(sent) // every publish was eventually acknowledged
+      await waitForCount(nats.url, acked, 60_000)
+      // Give any late resend a moment to show up as a duplicate before we count.
+      await new Promise((r) => setTimeout(r, 500))
+      const msgs = await readStream(nats.url)
+      const seen = new Map<string, number>()
+      for (const m of msgs) {
+        const v = decodeCbor(m.data) as { device: string; seq: number }
+        const k = `${v.device}:${v.seq}`
+        seen.set(k, (seen.get(k) ?? 0) + 1)
+      }
+      const missing: string[] = []
+      for (const d of devices) for (const s of d.acked) if (!seen.has(`crash-${devices.indexOf(d)}:${s}`)) missing.push(`${devices.indexOf(d)}:${s}`)
+      const dups = [...seen].filter(([, n]) => n > 1).map(([k]) => k)
+      expect(missing).toEqual([])
+      expect(dups).toEqual([])
+      expect(msgs.length).toBe(acked)
+      expect(await gw.kill('SIGTERM')).toBe(0)
+    } finally {
       await gw.kill('SIGKILL')
-      gw = await spawnGateway(args)
     }
-    await Promise.all(devices.map((d) => d.stop()))
-    await Promise.all(devices.map((d) => d.client.endAsync()))
-    const acked = total()
-    const sent = devices.reduce((s, d) => s + d.sent(), 0)
-    expect(acked).toBe(sent) // every publish was eventually acknowledged
-    await waitForCount(nats.url, acked, 60_000)
-    // Give any late resend a moment to show up as a duplicate before we count.
-    await new Promise((r) => setTimeout(r, 500))
-    const msgs = await readStream(nats.url)
-    const seen = new Map<string, number>()
-    for (const m of msgs) {
-      const v = decodeCbor(m.data) as { device: string; seq: number }
-      const k = `${v.device}:${v.seq}`
-      seen.set(k, (seen.get(k) ?? 0) + 1)
-    }
-    const missing: string[] = []
-    for (const d of devices) for (const s of d.acked) if (!seen.has(`crash-${devices.indexOf(d)}:${s}`)) missing.push(`${devices.indexOf(d)}:${s}`)
-    const dups = [...seen].filter(([, n]) => n > 1).map(([k]) => k)
-    expect(missing).toEqual([])
-    expect(dups).toEqual([])
-    expect(msgs.length).toBe(acked)
-    expect(await gw.kill('SIGTERM')).toBe(0)
   })
 })
