@@ -4,7 +4,7 @@ import path from 'node:path'
 import { decodeEntry } from './codec/index.js'
 import type { Config } from './config/index.js'
 import { DeadLetters, Forwarder } from './forward/index.js'
-import { Ingress } from './ingress/index.js'
+import { Ingress, RetransmitIndex } from './ingress/index.js'
 import { LogReader, RingLog } from './log/index.js'
 import type { Logger } from './logger.js'
 import { createMetrics } from './metrics/index.js'
@@ -56,21 +56,20 @@ export class Gateway {
       nextSeq: log.next,
       epoch: log.epoch,
     })
-    let ingress: Ingress | undefined
+    let ingress: Ingress
     try {
+      // Before listening: a device's first publish after our crash may be a retransmission.
+      const retransmits = await readRetransmits(log)
       ingress = await Ingress.start({
         host: config.mqtt.host,
         port: config.mqtt.port,
         maxEntryBytes: config.log.maxRecordBytes,
-        retransmitMemory: RETRANSMIT_MEMORY,
-        retransmitWindowMs: RETRANSMIT_WINDOW_MS,
+        retransmits,
         logger: logger.child('ingress'),
         metrics,
         log,
       })
-      await warmRetransmits(log, ingress)
     } catch (err) {
-      await ingress?.close()
       await log.close()
       throw err
     }
@@ -123,9 +122,10 @@ export class Gateway {
 }
 
 /** Reads the newest records back so retransmissions of messages stored before a crash are recognised. */
-async function warmRetransmits(log: RingLog, ingress: Ingress): Promise<void> {
+async function readRetransmits(log: RingLog): Promise<RetransmitIndex> {
+  const index = new RetransmitIndex(RETRANSMIT_MEMORY, RETRANSMIT_WINDOW_MS)
   const from = Math.max(log.headSeq, log.durableSeq - RETRANSMIT_MEMORY + 1)
-  if (from > log.durableSeq) return
+  if (from > log.durableSeq) return index
   const reader = new LogReader(log, from)
   try {
     for (;;) {
@@ -134,7 +134,7 @@ async function warmRetransmits(log: RingLog, ingress: Ingress): Promise<void> {
       for (const r of recs) {
         try {
           const e = decodeEntry(r.body)
-          if (e.qos > 0) ingress.retransmits.add(e.clientId, e.packetId, crc32(e.payload), 0, r.ts)
+          if (e.qos > 0) index.add(e.clientId, e.packetId, crc32(e.payload), 0, r.ts)
         } catch {
           // an undecodable entry is dealt with (dead-lettered) by the forwarder
         }
@@ -143,4 +143,5 @@ async function warmRetransmits(log: RingLog, ingress: Ingress): Promise<void> {
   } finally {
     await reader.close()
   }
+  return index
 }

@@ -12,7 +12,7 @@ import { encodeEntry } from '../codec/index.js'
 import { FerryError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { Metrics } from '../metrics/index.js'
-import { RetransmitIndex } from './retransmits.js'
+import type { RetransmitIndex } from './retransmits.js'
 
 /** What ingress needs from the log: an ordered, durable append. */
 export interface Appender {
@@ -26,10 +26,8 @@ export interface IngressOptions {
   readonly port: number
   /** Largest stored entry (topic + client id + payload + 7 bytes); bigger publishes are refused. */
   readonly maxEntryBytes: number
-  /** Publishes remembered per gateway to recognise retransmissions of stored messages; 0 disables. */
-  readonly retransmitMemory: number
-  /** How long after storing a message a resend without DUP on a new connection counts as a retransmission. */
-  readonly retransmitWindowMs: number
+  /** Memory of stored publishes, to recognise retransmissions (filled from the log's tail before listening). */
+  readonly retransmits: RetransmitIndex
   readonly logger: Logger
   readonly metrics: Metrics
   readonly log: Appender
@@ -40,7 +38,6 @@ type RefuseReason = 'sys_topic' | 'too_large' | 'log_full' | 'log_error'
 
 export class Ingress {
   private closed = false
-  readonly retransmits: RetransmitIndex
   private readonly connIds = new WeakMap<Client, number>()
   private lastConnId = 0
 
@@ -48,8 +45,10 @@ export class Ingress {
     private readonly opts: IngressOptions,
     private readonly broker: Aedes,
     private readonly server: net.Server,
-  ) {
-    this.retransmits = new RetransmitIndex(opts.retransmitMemory, opts.retransmitWindowMs)
+  ) {}
+
+  private get retransmits(): RetransmitIndex {
+    return this.opts.retransmits
   }
 
   /** Creates the broker and listens. Rejects with FERRY_ERR_INGRESS_LISTEN when the address cannot be bound. */
