@@ -84,7 +84,8 @@ async function bundle({ entry, out }) {
     target: 'node20',
     sourcemap: false,
     minify: false,
-    keepNames: true, // keep class/function names intact (stack traces, err.name, constructor.name)
+    // No keepNames: without minification names survive anyway, and keepNames wraps every closure
+    // created on the hot path in a __name() call (measured: ~2 % of the gateway's CPU under load).
     banner: { js: IMPORT_META_SHIM },
     define: {
       'import.meta.url': '__ferry_import_meta_url',

@@ -7,48 +7,70 @@
 // connection (or before a restart) less than `windowMs` ago. A new message can only be mistaken
 // for a retransmission if, right after reconnecting, the device sends a byte-identical payload
 // under the same packet id within the window; telemetry with a timestamp or counter never does.
-// Bounded: the oldest entries are forgotten first. Filled from the log's tail at start, so it
+// Bounded: entries are forgotten in the order they were first stored. Filled from the log's tail at start, so it
 // works across a kill -9 of the gateway.
 
 interface Remembered {
-  readonly crc: number
+  crc: number
   /** Connection that stored it; 0 = a previous run of the gateway. */
-  readonly conn: number
-  readonly at: number
+  conn: number
+  at: number
 }
 
 export class RetransmitIndex {
-  private readonly map = new Map<string, Remembered>()
+  // client id → packet id → what was stored. Nested maps: no key string built per publish.
+  private readonly byClient = new Map<string, Map<number, Remembered>>()
+  // (client, packet id) in the order first stored, overwritten round-robin: O(1) eviction.
+  private readonly ringClient: (string | undefined)[]
+  private readonly ringPacket: Uint16Array
+  private pos = 0
+  private count = 0
 
   constructor(
     private readonly capacity: number,
     private readonly windowMs: number,
-  ) {}
-
-  private key(clientId: string, packetId: number): string {
-    return `${packetId}\u0000${clientId}`
+  ) {
+    this.ringClient = new Array<string | undefined>(Math.max(0, capacity))
+    this.ringPacket = new Uint16Array(Math.max(0, capacity))
   }
 
   /** Remembers a stored publish. `conn` identifies the connection (0 for records read back at start). */
   add(clientId: string, packetId: number, payloadCrc: number, conn: number, at: number): void {
     if (this.capacity <= 0 || packetId === 0) return
-    const k = this.key(clientId, packetId)
-    this.map.delete(k)
-    this.map.set(k, { crc: payloadCrc, conn, at })
-    if (this.map.size > this.capacity) {
-      const oldest = this.map.keys().next()
-      if (!oldest.done) this.map.delete(oldest.value)
+    let perClient = this.byClient.get(clientId)
+    const known = perClient?.get(packetId)
+    if (known) {
+      known.crc = payloadCrc
+      known.conn = conn
+      known.at = at
+      return
     }
+    const evictClient = this.ringClient[this.pos]
+    if (evictClient !== undefined) {
+      const m = this.byClient.get(evictClient)
+      if (m?.delete(this.ringPacket[this.pos]!)) this.count--
+      if (m && m.size === 0) this.byClient.delete(evictClient)
+      if (evictClient === clientId) perClient = this.byClient.get(clientId)
+    }
+    if (!perClient) {
+      perClient = new Map()
+      this.byClient.set(clientId, perClient)
+    }
+    perClient.set(packetId, { crc: payloadCrc, conn, at })
+    this.count++
+    this.ringClient[this.pos] = clientId
+    this.ringPacket[this.pos] = packetId
+    this.pos = (this.pos + 1) % this.capacity
   }
 
   /** True when this publish is a retransmission of one already stored. */
   isRetransmit(clientId: string, packetId: number, payloadCrc: number, conn: number, dup: boolean, now: number): boolean {
-    const e = this.map.get(this.key(clientId, packetId))
+    const e = this.byClient.get(clientId)?.get(packetId)
     if (!e || e.crc !== payloadCrc) return false
     return dup || (e.conn !== conn && now - e.at < this.windowMs)
   }
 
   get size(): number {
-    return this.map.size
+    return this.count
   }
 }
