@@ -119,6 +119,8 @@ export class RingLog {
   private idleWaiters: Array<() => void> = []
   private timers: NodeJS.Timeout[] = []
   private syncing = false
+  /** Reused for every group commit (one write is in flight at a time); grows to the largest batch. */
+  private arena: Buffer = Buffer.alloc(0)
   /** Findings of the recovery at open. */
   recovery!: RecoveryReport
 
@@ -343,7 +345,8 @@ export class RingLog {
           n++
         }
         const batch = this.pending.splice(0, n)
-        const buf = Buffer.allocUnsafe(bytes)
+        if (this.arena.length < bytes) this.arena = Buffer.allocUnsafe(Math.max(bytes, Math.min(this.maxBatchBytes, 64 * 1024)))
+        const buf = this.arena.subarray(0, bytes)
         const firstSeq = this.nextSeq
         const now = Date.now()
         let at = 0
