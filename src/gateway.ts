@@ -14,6 +14,8 @@ import type { Metrics } from './metrics/index.js'
 const RETRANSMIT_MEMORY = 65_536
 /** A resend without DUP on a new connection within this time counts as a retransmission (see ingress/retransmits.ts). */
 const RETRANSMIT_WINDOW_MS = 300_000
+/** Bytes appended and not yet written above which QoS 0 publishes wait for the log too. */
+const MAX_PENDING_BYTES = 16 * 1024 * 1024
 
 export class Gateway {
   private closing: Promise<void> | undefined
@@ -65,6 +67,7 @@ export class Gateway {
         port: config.mqtt.port,
         maxEntryBytes: config.log.maxRecordBytes,
         retransmits,
+        maxPendingBytes: MAX_PENDING_BYTES,
         logger: logger.child('ingress'),
         metrics,
         log,

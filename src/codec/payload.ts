@@ -4,6 +4,7 @@ import { Encoder } from 'cbor-x'
 
 export const CONTENT_TYPE_CBOR = 'application/cbor'
 export const CONTENT_TYPE_OCTETS = 'application/octet-stream'
+export const CONTENT_TYPE_JSON = 'application/json'
 
 // Plain CBOR: no record extension (non-standard tag 105), no structured clone, no shared
 // structures; maps sized exactly. Firmware and any RFC 8949 decoder can read the output.
@@ -19,7 +20,7 @@ const encoder = new Encoder({
 /** The result of encoding one device payload for upstream. */
 export interface EncodedPayload {
   readonly data: Uint8Array
-  readonly contentType: typeof CONTENT_TYPE_CBOR | typeof CONTENT_TYPE_OCTETS
+  readonly contentType: typeof CONTENT_TYPE_CBOR | typeof CONTENT_TYPE_JSON | typeof CONTENT_TYPE_OCTETS
 }
 
 // JSON.parse silently rounds integers beyond 2^53; such payloads stay as they are so no value changes.
@@ -38,9 +39,10 @@ const FIRST_JSON_BYTE = new Set([0x7b, 0x5b, 0x22, 0x2d, 0x74, 0x66, 0x6e, 0x20,
 ))
 
 /**
- * Encodes a device payload: when it parses as JSON (UTF-8) and survives the trip exactly, the CBOR
- * encoding of the parsed value (`application/cbor`); otherwise the bytes unchanged
- * (`application/octet-stream`). With `cbor` false, always unchanged.
+ * Encodes a device payload. Valid UTF-8 that parses as JSON becomes the CBOR encoding of the parsed
+ * value (`application/cbor`), except when that would be larger than the text or would change a
+ * value (integers beyond 2^53): then the text goes unchanged as `application/json`. Anything else
+ * goes unchanged as `application/octet-stream`; with `cbor` false, everything does.
  */
 export function encodePayload(payload: Uint8Array, cbor: boolean): EncodedPayload {
   // Invalid UTF-8 would be replaced by U+FFFD when parsed, changing the value: such payloads stay as bytes.
@@ -52,12 +54,32 @@ export function encodePayload(payload: Uint8Array, cbor: boolean): EncodedPayloa
     } catch {
       return { data: payload, contentType: CONTENT_TYPE_OCTETS }
     }
-    if (!(LONG_DIGITS.test(text) && hasUnsafeInteger(value))) return { data: encoder.encode(value), contentType: CONTENT_TYPE_CBOR }
+    if (LONG_DIGITS.test(text) && hasUnsafeInteger(value)) return { data: payload, contentType: CONTENT_TYPE_JSON }
+    const data = encoder.encode(value)
+    // Rarely CBOR is larger (e.g. arrays of short decimals become 9-byte floats): keep the text, so
+    // that what goes upstream is never larger than what the device sent.
+    return data.length <= payload.length ? { data, contentType: CONTENT_TYPE_CBOR } : { data: payload, contentType: CONTENT_TYPE_JSON }
   }
   return { data: payload, contentType: CONTENT_TYPE_OCTETS }
 }
 
-/** Decodes a CBOR payload produced by {@link encodePayload} (for consumers, tools and tests). */
+// Maps decode as Map (cbor-x renames a "__proto__" key when it builds objects itself).
+const mapDecoder = new Encoder({ useRecords: false, structuredClone: false, mapsAsObjects: false, pack: false, tagUint8Array: false })
+
+function toPlain(v: unknown): unknown {
+  if (v instanceof Map) {
+    const o: Record<string, unknown> = {}
+    for (const [k, x] of v) Object.defineProperty(o, String(k), { value: toPlain(x), enumerable: true, writable: true, configurable: true })
+    return o
+  }
+  if (Array.isArray(v)) return v.map(toPlain)
+  return v
+}
+
+/**
+ * Decodes a CBOR payload produced by {@link encodePayload} into the value JSON.parse gives for the
+ * original text (maps become plain objects, any key included). For consumers, tools and tests.
+ */
 export function decodeCbor(data: Uint8Array): unknown {
-  return encoder.decode(data)
+  return toPlain(mapDecoder.decode(data))
 }

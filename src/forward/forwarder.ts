@@ -56,6 +56,8 @@ interface Inflight {
   attempts: number
   done: boolean
   lastError: string
+  /** The log entry cannot be decoded: it can only be dead-lettered. */
+  undecodable: boolean
 }
 
 const BACKOFF_MIN_MS = 100
@@ -89,7 +91,9 @@ export class Forwarder {
     this.running = true
     this.timer = setInterval(() => this.tick(), 250)
     this.timer.unref()
-    this.loop = this.run()
+    this.loop = this.run().catch((err: unknown) => {
+      this.opts.logger.error('forwarder stopped on an unexpected error; messages stay in the log', { error: err })
+    })
   }
 
   private async run(): Promise<void> {
@@ -126,43 +130,62 @@ export class Forwarder {
     void this.watchStatus(nc)
     this.sub = nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => (err ? undefined : this.onReply(msg)) })
     while (this.running) {
-      if (!this.connected) {
-        await this.sleep(200)
-        continue
+      if (this.opts.log.failure) {
+        logger.error('ring log failed; forwarding stops')
+        return
       }
-      if (!this.streamReady) {
-        try {
-          await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger)
-          this.streamReady = true
-          this.backoffMs = 0
-        } catch (err) {
-          logger.error('JetStream stream not ready; buffering in the log and retrying', { stream: this.opts.stream, error: err })
-          await this.sleep(this.nextBackoff())
-          continue
-        }
+      try {
+        await this.step(nc)
+      } catch (err) {
+        // A read error (EIO, EMFILE, ...) must not end forwarding: log, back off, try again.
+        logger.error('forwarding step failed; retrying', { error: err })
+        await this.sleep(this.nextBackoff())
       }
-      if (Date.now() < this.resumeAt) {
-        await this.sleep(this.resumeAt - Date.now())
-        continue
-      }
-      const room = this.opts.maxInflight - this.window.length
-      if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes) {
-        await this.sleep(1000)
-        continue
-      }
-      const recs = await this.opts.reader.read(Math.min(room, 512), this.opts.maxInflightBytes - this.inflightBytes)
-      if (recs.length === 0) {
-        if (this.window.length === 0) this.opts.log.ack(this.opts.reader.position - 1)
-        await Promise.race([this.opts.log.waitForData(this.opts.reader.position - 1), this.sleep(1000)])
-        continue
-      }
-      for (const r of recs) this.publishNew(r.seq, r.epoch, r.ts, r.body)
     }
   }
 
+  /** One pass of the forwarding loop: wait for what blocks progress, or publish the next records. */
+  private async step(nc: NatsConnection): Promise<void> {
+    const { logger } = this.opts
+    if (!this.connected) {
+      await this.sleep(200)
+      return
+    }
+    if (!this.streamReady) {
+      try {
+        await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger)
+        this.streamReady = true
+        this.backoffMs = 0
+      } catch (err) {
+        logger.error('JetStream stream not ready; buffering in the log and retrying', { stream: this.opts.stream, error: err })
+        await this.sleep(this.nextBackoff())
+        return
+      }
+    }
+    if (Date.now() < this.resumeAt) {
+      await this.sleep(this.resumeAt - Date.now())
+      return
+    }
+    const room = this.opts.maxInflight - this.window.length
+    if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes) {
+      await this.sleep(1000)
+      return
+    }
+    const recs = await this.opts.reader.read(Math.min(room, 512), this.opts.maxInflightBytes - this.inflightBytes)
+    if (recs.length === 0) {
+      if (this.window.length === 0) this.opts.log.ack(this.opts.reader.position - 1)
+      // Yield to I/O first, so that even a wait that resolves at once cannot starve the process.
+      await new Promise((r) => setImmediate(r))
+      await Promise.race([this.opts.log.waitForData(this.opts.reader.position - 1), this.sleep(1000)])
+      return
+    }
+    for (const r of recs) this.publishNew(r.seq, r.epoch, r.ts, r.body)
+  }
+
   private publishNew(seq: number, epoch: number, ts: number, body: Buffer): void {
-    let subject: string
-    let data: Uint8Array
+    let subject = ''
+    let data: Uint8Array = body
+    let undecodable = ''
     const hdrs = headers()
     try {
       const e = decodeEntry(body)
@@ -173,10 +196,9 @@ export class Forwarder {
       hdrs.set('Ferry-Client', e.clientId)
       hdrs.set('Content-Type', p.contentType)
     } catch (err) {
-      this.deadLetter({ seq, epoch, ts, body, reason: `undecodable log entry: ${(err as Error).message}` })
-      return
+      undecodable = `undecodable log entry: ${(err as Error).message}`
     }
-    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, done: false, lastError: '' }
+    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, done: false, lastError: '', undecodable: undecodable !== '' }
     this.window.push(f)
     this.bySeq.set(seq, f)
     this.inflightBytes += data.length
@@ -186,6 +208,11 @@ export class Forwarder {
   private send(f: Inflight): void {
     f.sentAt = Date.now()
     f.attempts++
+    if (f.undecodable) {
+      f.attempts = this.opts.maxAttempts
+      this.reject(f, f.lastError || 'undecodable log entry', true)
+      return
+    }
     try {
       this.nc!.publish(f.subject, f.data, { reply: `${this.inbox}.${f.seq}`, headers: f.hdrs })
     } catch (err) {
@@ -227,8 +254,7 @@ export class Forwarder {
   /** A failed publish: permanent rejections count towards dead-lettering; everything is retried with backoff. */
   private reject(f: Inflight, reason: string, permanent: boolean): void {
     f.lastError = reason
-    if (permanent && f.attempts >= this.opts.maxAttempts) {
-      this.deadLetter({ seq: f.seq, epoch: f.epoch, ts: f.ts, body: f.body, reason })
+    if (permanent && f.attempts >= this.opts.maxAttempts && this.deadLetter({ seq: f.seq, epoch: f.epoch, ts: f.ts, body: f.body, reason })) {
       this.complete(f)
       return
     }
@@ -240,10 +266,17 @@ export class Forwarder {
     }
   }
 
-  private deadLetter(d: { seq: number; epoch: number; ts: number; body: Buffer; reason: string }): void {
-    this.opts.deadLetters.write(d)
+  /** Writes a dead letter; false when the file cannot be written (the message then stays in line and is retried). */
+  private deadLetter(d: { seq: number; epoch: number; ts: number; body: Buffer; reason: string }): boolean {
+    try {
+      this.opts.deadLetters.write(d)
+    } catch (err) {
+      this.opts.logger.error('cannot write the dead-letter file; the message stays in the log and is retried', { seq: d.seq, error: err })
+      return false
+    }
     this.opts.metrics.drops.inc(1, { reason: 'dead_letter' })
     this.opts.logger.error('message dead-lettered: JetStream rejects it permanently', { seq: d.seq, reason: d.reason })
+    return true
   }
 
   private complete(f: Inflight): void {

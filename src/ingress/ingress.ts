@@ -17,6 +17,8 @@ import type { RetransmitIndex } from './retransmits.js'
 /** What ingress needs from the log: an ordered, durable append. */
 export interface Appender {
   append(body: Uint8Array): Promise<number>
+  /** Bytes appended and not yet written. */
+  readonly pendingAppendBytes: number
 }
 
 /** Options of the MQTT ingress. */
@@ -28,6 +30,8 @@ export interface IngressOptions {
   readonly maxEntryBytes: number
   /** Memory of stored publishes, to recognise retransmissions (filled from the log's tail before listening). */
   readonly retransmits: RetransmitIndex
+  /** Above this many bytes waiting to be written, QoS 0 publishes also wait for their append (backpressure). */
+  readonly maxPendingBytes: number
   readonly logger: Logger
   readonly metrics: Metrics
   readonly log: Appender
@@ -35,6 +39,10 @@ export interface IngressOptions {
 
 /** Why a publish was refused (label of ferry_mqtt_refused_total). */
 type RefuseReason = 'sys_topic' | 'too_large' | 'log_full' | 'log_error'
+
+function refusalReason(err: unknown): RefuseReason {
+  return (err as { code?: string }).code === 'FERRY_ERR_LOG_FULL' ? 'log_full' : 'log_error'
+}
 
 export class Ingress {
   private closed = false
@@ -119,29 +127,47 @@ export class Ingress {
     }
     const hash = crc32(payload)
     const conn = (client && this.connIds.get(client)) ?? -1
-    if (qos > 0 && this.retransmits.isRetransmit(clientId, packetId, hash, conn, packet.dup, Date.now())) {
-      // A retransmission of a message already stored (our acknowledgement was lost, e.g. in a
-      // crash): acknowledge again without storing it twice. See retransmits.ts for the rule.
+    const prior = qos > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup, Date.now()) : undefined
+    if (prior) {
+      // A retransmission of a message already stored or being stored (our acknowledgement was
+      // lost, e.g. in a crash): acknowledge it once the original is stored, without storing it
+      // twice. See retransmits.ts for the rule.
       metrics.mqttRetransmits.inc()
-      return cb(null)
+      if (!prior.pending) return cb(null)
+      prior.pending.then(
+        () => cb(null),
+        (err: unknown) => this.refuse(client, cb, refusalReason(err), (err as Error).message),
+      )
+      return
     }
     metrics.mqttReceived.inc(1, { qos: String(qos) })
     metrics.mqttReceivedBytes.inc(payload.length)
+    const pendingBefore = this.opts.log.pendingAppendBytes
     const stored = this.opts.log.append(entry)
     if (qos === 0) {
-      // QoS 0 goes through the same log but nothing waits for it to be stored.
-      stored.catch(() => {})
-      return cb(null)
+      // QoS 0 goes through the same log but nothing waits for it to be stored, unless writes fall
+      // behind: then it waits too, so that aedes stops reading the socket (bounded memory).
+      if (pendingBefore < this.opts.maxPendingBytes) {
+        stored.catch(() => {})
+        return cb(null)
+      }
+      stored.then(
+        () => cb(null),
+        () => cb(null),
+      )
+      return
     }
+    const remembered = this.retransmits.add(clientId, packetId, hash, conn, Date.now(), stored)
     stored.then(
       () => {
-        this.retransmits.add(clientId, packetId, hash, conn, Date.now())
+        remembered.pending = undefined
+        remembered.at = Date.now()
         metrics.pubackLatency.observe((performance.now() - started) / 1000)
         cb(null)
       },
       (err: unknown) => {
-        const code = (err as { code?: string }).code
-        this.refuse(client, cb, code === 'FERRY_ERR_LOG_FULL' ? 'log_full' : 'log_error', (err as Error).message)
+        this.retransmits.forget(clientId, packetId, remembered)
+        this.refuse(client, cb, refusalReason(err), (err as Error).message)
       },
     )
   }

@@ -10,7 +10,9 @@
 // Bounded: entries are forgotten in the order they were first stored. Filled from the log's tail at start, so it
 // works across a kill -9 of the gateway.
 
-interface Remembered {
+/** A remembered publish. `pending` is set while its append is not yet stored. */
+export interface Remembered {
+  pending: Promise<unknown> | undefined
   crc: number
   /** Connection that stored it; 0 = a previous run of the gateway. */
   conn: number
@@ -34,16 +36,17 @@ export class RetransmitIndex {
     this.ringPacket = new Uint16Array(Math.max(0, capacity))
   }
 
-  /** Remembers a stored publish. `conn` identifies the connection (0 for records read back at start). */
-  add(clientId: string, packetId: number, payloadCrc: number, conn: number, at: number): void {
-    if (this.capacity <= 0 || packetId === 0) return
+  /**
+   * Remembers a publish being stored (`pending` until the append resolves) or stored. `conn`
+   * identifies the connection (0 for records read back at start).
+   */
+  add(clientId: string, packetId: number, payloadCrc: number, conn: number, at: number, pending?: Promise<unknown>): Remembered {
+    const rec: Remembered = { pending, crc: payloadCrc, conn, at }
+    if (this.capacity <= 0 || packetId === 0) return rec
     let perClient = this.byClient.get(clientId)
-    const known = perClient?.get(packetId)
-    if (known) {
-      known.crc = payloadCrc
-      known.conn = conn
-      known.at = at
-      return
+    if (perClient?.has(packetId)) {
+      perClient.set(packetId, rec)
+      return rec
     }
     const evictClient = this.ringClient[this.pos]
     if (evictClient !== undefined) {
@@ -56,18 +59,28 @@ export class RetransmitIndex {
       perClient = new Map()
       this.byClient.set(clientId, perClient)
     }
-    perClient.set(packetId, { crc: payloadCrc, conn, at })
+    perClient.set(packetId, rec)
     this.count++
     this.ringClient[this.pos] = clientId
     this.ringPacket[this.pos] = packetId
     this.pos = (this.pos + 1) % this.capacity
+    return rec
   }
 
-  /** True when this publish is a retransmission of one already stored. */
-  isRetransmit(clientId: string, packetId: number, payloadCrc: number, conn: number, dup: boolean, now: number): boolean {
+  /** Forgets `rec` (its append failed), unless a newer publish replaced it. */
+  forget(clientId: string, packetId: number, rec: Remembered): void {
+    const m = this.byClient.get(clientId)
+    if (m?.get(packetId) === rec) {
+      m.delete(packetId)
+      this.count--
+    }
+  }
+
+  /** The stored (or being stored) publish this one retransmits, if any. */
+  find(clientId: string, packetId: number, payloadCrc: number, conn: number, dup: boolean, now: number): Remembered | undefined {
     const e = this.byClient.get(clientId)?.get(packetId)
-    if (!e || e.crc !== payloadCrc) return false
-    return dup || (e.conn !== conn && now - e.at < this.windowMs)
+    if (!e || e.crc !== payloadCrc) return undefined
+    return dup || (e.conn !== conn && now - e.at < this.windowMs) ? e : undefined
   }
 
   get size(): number {

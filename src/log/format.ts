@@ -44,6 +44,12 @@ export const TYPE_DATA = 1
 export const TYPE_SEAL = 3
 export const SEAL_BODY_BYTES = 32
 export const SEAL_FRAME_BYTES = RECORD_HEADER_BYTES + SEAL_BODY_BYTES
+/**
+ * Largest body the format allows (a frame must also fit in its file). Readers check frames against
+ * this, never against the configured publish limit: lowering --max-record-bytes must not turn
+ * records already stored into "damage".
+ */
+export const MAX_BODY_BYTES = 1024 * 1024 * 1024
 
 /** Bytes a record with a body of `bodyLen` bytes occupies on disk. */
 export function frameBytes(bodyLen: number): number {

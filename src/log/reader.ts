@@ -1,5 +1,6 @@
 // Sequential reader of the ring log from a seq onwards, in large reads, never past the durable seq.
 import type { RingLog, SegmentInfo } from './ring-log.js'
+import { MAX_BODY_BYTES } from './format.js'
 import { SegmentScanner } from './scanner.js'
 
 /** One record handed to the forwarder. */
@@ -51,19 +52,42 @@ export class LogReader {
       if (!this.scanner) {
         const seg = this.log.segmentFor(this.nextSeq)
         if (!seg) break
+        if (seg.baseSeq > this.nextSeq) {
+          // Seqs with no segment: a quarantined segment, or a tail lost to power loss under
+          // --fsync batch|none (the seq floor survived in the checkpoint, the records did not).
+          this.countCorrupt(seg.baseSeq - this.nextSeq)
+          this.nextSeq = seg.baseSeq
+          continue
+        }
+        let fd: number
+        try {
+          fd = await this.log.fsys.open(seg.path, 'r')
+        } catch (err) {
+          // Evicted (discard "old") between segmentFor() and open(): the head check above moves on.
+          if ((err as { code?: string }).code === 'ENOENT' && this.nextSeq < this.log.headSeq) continue
+          throw err
+        }
         this.seg = seg
-        this.fd = await this.log.fsys.open(seg.path, 'r')
-        this.scanner = new SegmentScanner(this.log.fsys, this.fd, {
+        this.fd = fd
+        this.scanner = new SegmentScanner(this.log.fsys, fd, {
           afterSeq: seg.baseSeq - 1,
           limit: () => this.log.readableSize(seg),
           chunkBytes: this.log.readChunkBytes,
-          maxBodyBytes: this.log.opts.maxRecordBytes,
+          maxBodyBytes: MAX_BODY_BYTES,
         })
       }
       const seg = this.seg!
       const r = await this.scanner.next()
       if (!r) {
-        if (this.log.isActive(seg)) break
+        if (this.log.isActive(seg)) {
+          // Everything durable in the active segment was scanned; seqs not found are damaged.
+          const durable = this.log.durableSeq
+          if (this.scanner.atLimit() && durable >= this.nextSeq && this.log.isActive(seg)) {
+            this.countCorrupt(durable - this.nextSeq + 1)
+            this.nextSeq = durable + 1
+          }
+          break
+        }
         // Segment finished. Seqs it should have held but did not yield were damaged.
         const end = Math.min(seg.lastSeq, this.log.durableSeq)
         if (end >= this.nextSeq) this.countCorrupt(end - this.nextSeq + 1)

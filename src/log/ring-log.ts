@@ -28,6 +28,7 @@ import {
   writeFrame,
   checkFrame,
   decodeSealBody,
+  MAX_BODY_BYTES,
 } from './format.js'
 import { nodeFs, writeFully } from './fs.js'
 import type { LogFs } from './fs.js'
@@ -92,6 +93,10 @@ export interface RecoveryReport {
   readonly durationMs: number
 }
 
+function isEnospc(err: unknown): boolean {
+  return (err as { code?: unknown }).code === 'ENOSPC'
+}
+
 export class RingLog {
   private readonly fs: LogFs
   private readonly segDir: string
@@ -115,7 +120,7 @@ export class RingLog {
   private logId: Buffer = Buffer.alloc(16)
   private checkpoint!: Checkpoint
   private checkpointChain: Promise<void> = Promise.resolve()
-  private waiters: Array<() => void> = []
+  private dataWaiter: { promise: Promise<void>; resolve: () => void } | undefined
   private idleWaiters: Array<() => void> = []
   private timers: NodeJS.Timeout[] = []
   private syncing = false
@@ -219,13 +224,20 @@ export class RingLog {
             }
           }
         }
+        if (seg.sealed && seg.lastSeq < base) {
+          // An empty segment (an idle run's active segment): nothing to keep, and its name would
+          // collide with the next segment this start creates.
+          await fsys.close(fd)
+          await fsys.unlink(p)
+          continue
+        }
         if (!seg.sealed) {
           scanned++
           const sc = new SegmentScanner(fsys, fd, {
             afterSeq: base - 1,
             limit: () => size,
             chunkBytes: this.readChunkBytes,
-            maxBodyBytes: this.opts.maxRecordBytes,
+            maxBodyBytes: MAX_BODY_BYTES,
           })
           let gaps = 0
           for (let r = await sc.next(); r; r = await sc.next()) gaps += sc.gapBefore
@@ -258,14 +270,23 @@ export class RingLog {
     if (quarantined.length > 0 || truncatedBytes > 0) await fsys.fsyncDir(this.segDir)
     if (this.logId.every((b) => b === 0)) this.logId = state?.logId ?? randomBytes(16)
     const last = this.segments[this.segments.length - 1]
+    // Seqs are never reused: the next one is above both the data and the checkpoint's floor (which
+    // can be higher when a power loss took records under --fsync batch|none). `durable` is what is
+    // really on disk; the reader counts the seqs in between as lost.
     const lastSeq = Math.max(last?.lastSeq ?? 0, state?.seqFloor ?? 0)
     this.nextSeq = lastSeq + 1
-    this.durable = lastSeq
+    this.durable = last?.lastSeq ?? 0
     const head = this.segments[0]?.baseSeq ?? this.nextSeq
     let acked = state?.acked ?? 0
     if (acked > lastSeq) {
       log.warn('checkpoint is ahead of the data; resuming from the last record on disk', { checkpoint: acked, lastSeq })
       acked = lastSeq
+    }
+    if (acked < this.durable && last && state && state.seqFloor > last.lastSeq) {
+      log.warn('records acknowledged to devices are missing from the end of the log (power loss under --fsync batch|none?); they are counted as lost', {
+        lastOnDisk: last.lastSeq,
+        seqFloor: state.seqFloor,
+      })
     }
     this.ackedSeq = Math.max(acked, head - 1)
     this.epochValue = maxEpoch + 1
@@ -390,8 +411,7 @@ export class RingLog {
 
   /** A failed write: ENOSPC is survivable (truncate the partial write, refuse the batch); anything else is fatal. */
   private async writeFailed(err: unknown, active: { seg: SegmentInfo; fd: number }, batch: PendingAppend[]): Promise<void> {
-    const code = (err as { code?: string }).code
-    if (code === 'ENOSPC') {
+    if (isEnospc(err)) {
       try {
         await this.fs.ftruncate(active.fd, active.seg.size)
         for (const b of batch) b.reject(new LogFullError('disk full (ENOSPC); record not stored'))
@@ -431,7 +451,10 @@ export class RingLog {
     for (const a of p) a.reject(err)
   }
 
-  /** Seals the active segment (if any) and starts a new one, making room first. */
+  /**
+   * Seals the active segment (if any) and starts a new one, making room first. A full disk
+   * (ENOSPC) here is not fatal: partial writes are undone and LogFullError refuses the batch.
+   */
   private async roll(): Promise<void> {
     await this.makeRoom()
     const fsys = this.fs
@@ -439,7 +462,13 @@ export class RingLog {
       const { seg, fd } = this.active
       const seal = Buffer.alloc(SEAL_FRAME_BYTES)
       writeFrame(seal, 0, TYPE_SEAL, seg.lastSeq, Date.now(), encodeSealBody(seg.baseSeq, seg.lastSeq))
-      await writeFully(fsys, fd, seal, seg.size)
+      try {
+        await writeFully(fsys, fd, seal, seg.size)
+      } catch (err) {
+        if (!isEnospc(err)) throw err
+        await fsys.ftruncate(fd, seg.size) // undo the partial seal; the segment stays active
+        throw new LogFullError('disk full (ENOSPC) while sealing a segment; record not stored')
+      }
       await fsys.fdatasync(fd)
       seg.size += SEAL_FRAME_BYTES
       seg.sealed = true
@@ -450,11 +479,18 @@ export class RingLog {
     const base = this.nextSeq
     const p = path.join(this.segDir, segmentFileName(base))
     const fd = await fsys.open(p, 'wx')
-    const header = encodeSegmentHeader({ baseSeq: base, createdAt: Date.now(), epoch: this.epochValue, logId: this.logId })
-    await writeFully(fsys, fd, header, 0)
-    await fsys.fdatasync(fd)
-    // The directory entry is the state: make it durable before any record in it is acknowledged.
-    await fsys.fsyncDir(this.segDir)
+    try {
+      const header = encodeSegmentHeader({ baseSeq: base, createdAt: Date.now(), epoch: this.epochValue, logId: this.logId })
+      await writeFully(fsys, fd, header, 0)
+      await fsys.fdatasync(fd)
+      // The directory entry is the state: make it durable before any record in it is acknowledged.
+      await fsys.fsyncDir(this.segDir)
+    } catch (err) {
+      await fsys.close(fd).catch(() => {})
+      await fsys.unlink(p).catch(() => {})
+      if (isEnospc(err)) throw new LogFullError('disk full (ENOSPC) while starting a segment; record not stored')
+      throw err
+    }
     const seg: SegmentInfo = { baseSeq: base, epoch: this.epochValue, path: p, lastSeq: base - 1, size: SEGMENT_HEADER_BYTES, sealed: false }
     this.segments.push(seg)
     this.active = { seg, fd }
@@ -498,9 +534,9 @@ export class RingLog {
   }
 
   private wake(): void {
-    const w = this.waiters
-    this.waiters = []
-    for (const f of w) f()
+    const w = this.dataWaiter
+    this.dataWaiter = undefined
+    w?.resolve()
   }
 
   private notifyIdle(): void {
@@ -564,7 +600,13 @@ export class RingLog {
   /** Resolves when a record with seq > `seq` is durable, or the log closed or failed. */
   waitForData(seq: number): Promise<void> {
     if (this.durable > seq || this.closed || this.failed) return Promise.resolve()
-    return new Promise((resolve) => this.waiters.push(resolve))
+    // One shared promise for all waiters: a waiter that gives up (timeout) leaves nothing behind.
+    if (!this.dataWaiter) {
+      let resolve!: () => void
+      const promise = new Promise<void>((r) => (resolve = r))
+      this.dataWaiter = { promise, resolve }
+    }
+    return this.dataWaiter.promise
   }
 
   /** The segment holding `seq`, or the first one after it; undefined if none. */
@@ -637,7 +679,13 @@ export class RingLog {
     for (const t of this.timers) clearInterval(t)
     this.rejectPending(new LogClosedError())
     const active = this.active
-    if (active && !this.failed) {
+    if (active && !this.failed && active.seg.lastSeq < active.seg.baseSeq) {
+      // Nothing was written in this run: leave no empty segment behind.
+      this.active = undefined
+      this.segments.pop()
+      await this.fs.close(active.fd).catch(() => {})
+      await this.fs.unlink(active.seg.path).catch(() => {})
+    } else if (active && !this.failed) {
       const { seg, fd } = active
       try {
         if (this.opts.fsync !== 'always') await this.fs.fdatasync(fd)

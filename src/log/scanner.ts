@@ -58,6 +58,11 @@ export class SegmentScanner {
     this.lastSeq = opts.afterSeq
   }
 
+  /** True when the scan has consumed everything up to the current limit. */
+  atLimit(): boolean {
+    return this.pos >= this.opts.limit()
+  }
+
   /** Seqs between the previous record and this one that were never seen (damage). Reset by the caller. */
   gapBefore = 0
 

@@ -261,3 +261,73 @@ describe('ring log - sync policies and recovery corners', () => {
     await log.close()
   })
 })
+
+describe('ring log - restarts and limits (review findings)', () => {
+  it('log - idle runs leave no empty segment: repeated idle restarts work', async () => {
+    const dir = tempDir()
+    for (let i = 0; i < 3; i++) await (await openLog(dir)).close()
+    const log = await openLog(dir)
+    expect(await log.append(body(1))).toBe(1)
+    await log.close()
+    expect(segmentFiles(dir)).toHaveLength(1)
+  })
+
+  it('log - records lost from the tail (power loss under fsync none) are counted and their seqs never reused', async () => {
+    const dir = tempDir()
+    let log = await openLog(dir, { fsync: 'none' })
+    await Promise.all(Array.from({ length: 30 }, (_, i) => log.append(body(i))))
+    log.ack(20)
+    await log.close()
+    // The disk kept only 25 records (and no seal) but the checkpoint says 30 were written.
+    const [file] = segmentFiles(dir)
+    unseal(file!)
+    const { frameOffsets } = await import('../helpers/damage.js')
+    fs.truncateSync(file!, frameOffsets(file!)[25]!)
+    log = await openLog(dir)
+    expect(await log.append(body(99))).toBe(31)
+    const lost: number[] = []
+    const r = new LogReader(log, log.acked + 1, (n) => lost.push(n))
+    const seqs: number[] = []
+    for (let recs = await r.read(100, 1 << 20); recs.length > 0; recs = await r.read(100, 1 << 20)) seqs.push(...recs.map((x) => x.seq))
+    await r.close()
+    expect(seqs).toEqual([21, 22, 23, 24, 25, 31])
+    expect(lost).toEqual([5])
+    await log.close()
+  })
+
+  it('log - lowering maxRecordBytes later does not make stored records look damaged', async () => {
+    const dir = tempDir()
+    let log = await openLog(dir, { maxRecordBytes: 8192 })
+    await Promise.all([1, 2, 3].map(() => log.append(Buffer.alloc(3000, 1))))
+    await log.close()
+    unseal(segmentFiles(dir)[0]!) // as after a crash: the segment is scanned
+    log = await openLog(dir, { maxRecordBytes: 2048 })
+    expect(log.recovery.truncatedBytes).toBe(0)
+    expect((await readAll(log)).map((r) => r.seq)).toEqual([1, 2, 3])
+    await log.close()
+  })
+
+  it('log - ENOSPC while starting a new segment refuses the batch and is not fatal', async () => {
+    let full = false
+    const faulty: LogFs = {
+      ...nodeFs,
+      write: async (fd, buf, off, len, pos) => {
+        if (full && pos === 0) throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' }) // a segment header
+        return nodeFs.write(fd, buf, off, len, pos)
+      },
+    }
+    const dir = tempDir()
+    const log = await openLog(dir, { fs: faulty, segmentBytes: 64 * 1024 })
+    await Promise.all(Array.from({ length: 200 }, (_, i) => log.append(body(i)))) // most of one segment
+    full = true
+    const results = await Promise.allSettled(Array.from({ length: 1000 }, (_, i) => log.append(body(i))))
+    expect(results.some((r) => r.status === 'rejected' && r.reason instanceof LogFullError)).toBe(true)
+    expect(log.failure).toBeUndefined()
+    full = false
+    const seq = await log.append(body(1))
+    expect(seq).toBeGreaterThan(200)
+    const files = fs.readdirSync(path.join(dir, 'segments'))
+    expect(files.every((f) => fs.statSync(path.join(dir, 'segments', f)).size >= 64)).toBe(true)
+    await log.close()
+  })
+})
