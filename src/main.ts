@@ -24,6 +24,11 @@ async function run(args: string[]): Promise<number> {
   const format = config.logging.format === 'auto' ? (process.stderr.isTTY ? 'pretty' : 'json') : config.logging.format
   const logger = createLogger({ level: config.logging.level, format, write: (l) => process.stderr.write(l) })
   logger.info('starting', { version: VERSION, node: process.version, pid: process.pid, config: redactedConfig(config) })
+  // A bug must not leave a half-working gateway: log it structured and exit for the supervisor.
+  process.on('unhandledRejection', (err) => {
+    logger.error('unhandled rejection; exiting', { error: err })
+    process.exit(1)
+  })
   let gateway: Gateway
   try {
     gateway = await Gateway.start(config, logger)
