@@ -12,7 +12,7 @@ import { jetstreamManager } from '@nats-io/jetstream'
 import { decode } from 'cbor-x'
 import { parseArgs } from 'node:util'
 import { startFleet } from '../firmware-sim/index.js'
-import { freePort, natsBin, percentile, printTable, rssMiB, startFerry, startProc, tempDir, waitPort, writeResult } from './lib.js'
+import { freePort, natsBin, percentile, printTable, rssMiB, startFerry, startProc, tempDir, waitPort, writeResult, runIfMain } from './lib.js'
 
 const { values } = parseArgs({ options: { messages: { type: 'string', default: '1000000' }, devices: { type: 'string', default: '50' } } })
 const MESSAGES = Number(values.messages)
@@ -88,12 +88,4 @@ export async function main(): Promise<void> {
   process.stdout.write(`wrote ${writeResult('drain', result)}\n`)
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      process.stderr.write(`${String((err as Error).stack ?? err)}\n`)
-      process.exit(1)
-    },
-  )
-}
+runIfMain(import.meta.url, main)

@@ -2,9 +2,9 @@
 import { execFileSync, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import { freePort, natsServerPath, waitForPort } from '../test/helpers/nats.js'
 
 export const ROOT = path.resolve(import.meta.dirname, '..')
 
@@ -12,37 +12,28 @@ export function tempDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix))
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
-}
+export { freePort }
 
-export async function waitPort(port: number, ms = 15_000): Promise<void> {
-  const until = Date.now() + ms
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = net.connect(port, '127.0.0.1')
-      c.once('connect', () => {
-        c.destroy()
-        resolve(true)
-      })
-      c.once('error', () => resolve(false))
-    })
-    if (ok) return
-    if (Date.now() > until) throw new Error(`nothing listens on ${port} after ${ms} ms`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
+export function waitPort(port: number, ms = 15_000): Promise<void> {
+  return waitForPort(port, ms)
 }
 
 export function natsBin(): string {
-  for (const p of ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server']) if (fs.existsSync(p)) return p
-  throw new Error('nats-server is not installed: apt-get update && apt-get install -y nats-server')
+  const bin = natsServerPath()
+  if (!bin) throw new Error('nats-server is not installed: apt-get update && apt-get install -y nats-server')
+  return bin
+}
+
+/** Runs a benchmark's main() when its file is the entry point; exit code 1 with the stack on failure. */
+export function runIfMain(url: string, main: () => Promise<unknown>): void {
+  if (url !== `file://${process.argv[1]}`) return
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      process.stderr.write(`${String((err as Error).stack ?? err)}\n`)
+      process.exit(1)
+    },
+  )
 }
 
 export interface Proc {

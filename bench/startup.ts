@@ -13,7 +13,7 @@ import { RingLog } from '../src/log/index.js'
 import { SEAL_FRAME_BYTES } from '../src/log/format.js'
 import { silentLogger } from '../src/logger.js'
 import { createMetrics } from '../src/metrics/index.js'
-import { freePort, median, printTable, rssMiB, startFerry, tempDir, writeResult } from './lib.js'
+import { freePort, median, printTable, rssMiB, startFerry, tempDir, writeResult, runIfMain } from './lib.js'
 
 const { values } = parseArgs({ options: { gib: { type: 'string', default: '1' }, runs: { type: 'string', default: '3' } } })
 const BYTES = Number(values.gib) * 2 ** 30
@@ -101,12 +101,4 @@ export async function main(): Promise<void> {
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      process.stderr.write(`${String((err as Error).stack ?? err)}\n`)
-      process.exit(1)
-    },
-  )
-}
+runIfMain(import.meta.url, main)

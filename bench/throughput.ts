@@ -13,7 +13,7 @@ import { jetstreamManager } from '@nats-io/jetstream'
 import { decode } from 'cbor-x'
 import { parseArgs } from 'node:util'
 import { startFleet } from '../firmware-sim/index.js'
-import { cpuSeconds, median, percentile, printTable, startFerry, startNatsServer, tempDir, writeResult } from './lib.js'
+import { cpuSeconds, median, percentile, printTable, startFerry, startNatsServer, tempDir, writeResult, runIfMain } from './lib.js'
 
 const { values } = parseArgs({
   options: { runs: { type: 'string', default: '3' }, devices: { type: 'string', default: '50' }, count: { type: 'string', default: '2000' }, fixedSeconds: { type: 'string', default: '10' } },
@@ -201,12 +201,4 @@ export async function main(): Promise<Record<string, unknown>> {
   return { results, ratios }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      process.stderr.write(`${String((err as Error).stack ?? err)}\n`)
-      process.exit(1)
-    },
-  )
-}
+runIfMain(import.meta.url, main)

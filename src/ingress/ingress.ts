@@ -53,6 +53,7 @@ export class Ingress {
     private readonly opts: IngressOptions,
     private readonly broker: Aedes,
     private readonly server: net.Server,
+    private readonly sockets: Set<net.Socket>,
   ) {}
 
   private get retransmits(): RetransmitIndex {
@@ -69,8 +70,13 @@ export class Ingress {
         self.authorizePublish(client, packet, cb)
       },
     })
-    const server = net.createServer((socket) => broker.handle(socket))
-    self = new Ingress(opts, broker, server)
+    const sockets = new Set<net.Socket>()
+    const server = net.createServer((socket) => {
+      sockets.add(socket)
+      socket.once('close', () => sockets.delete(socket))
+      broker.handle(socket)
+    })
+    self = new Ingress(opts, broker, server, sockets)
     self.wireEvents()
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) =>
@@ -185,6 +191,8 @@ export class Ingress {
     this.closed = true
     const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     await new Promise<void>((resolve) => this.broker.close(() => resolve()))
+    // Sockets that never completed CONNECT are not aedes clients: close them too.
+    for (const s of this.sockets) s.destroy()
     await serverClosed
   }
 

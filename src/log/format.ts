@@ -51,6 +51,19 @@ export const SEAL_FRAME_BYTES = RECORD_HEADER_BYTES + SEAL_BODY_BYTES
  */
 export const MAX_BODY_BYTES = 1024 * 1024 * 1024
 
+const TWO_32 = 2 ** 32
+
+/** Writes a non-negative integer < 2^53 as u64 LE without BigInt (hot path). */
+export function writeU64(b: Buffer, v: number, at: number): void {
+  b.writeUInt32LE(v % TWO_32, at)
+  b.writeUInt32LE(Math.floor(v / TWO_32), at + 4)
+}
+
+/** Reads a u64 LE as a number (exact below 2^53; callers reject larger values where it matters). */
+export function readU64(b: Buffer, at: number): number {
+  return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * TWO_32
+}
+
 /** Bytes a record with a body of `bodyLen` bytes occupies on disk. */
 export function frameBytes(bodyLen: number): number {
   return RECORD_HEADER_BYTES + ((bodyLen + 7) & ~7)
@@ -114,8 +127,8 @@ export function writeFrame(out: Buffer, at: number, type: number, seq: number, t
   out[at + 2] = RECORD_VERSION
   out[at + 3] = type
   out.writeUInt32LE(body.length, at + 4)
-  out.writeBigUInt64LE(BigInt(seq), at + 8)
-  out.writeBigUInt64LE(BigInt(ts), at + 16)
+  writeU64(out, seq, at + 8)
+  writeU64(out, ts, at + 16)
   out.writeUInt32LE(0, at + 24)
   out.set(body, at + RECORD_HEADER_BYTES)
   out.fill(0, at + RECORD_HEADER_BYTES + body.length, at + len)
@@ -167,9 +180,8 @@ export function checkFrame(buf: Buffer, at: number, available: number, maxBodyBy
   for (let i = bodyEnd; i < at + len; i++) if (buf[i] !== 0) return 'invalid'
   const body = buf.subarray(at + RECORD_HEADER_BYTES, bodyEnd)
   if (crc32(body, crc32(buf.subarray(at, at + 28))) !== buf.readUInt32LE(at + 28)) return 'invalid'
-  const seq = buf.readBigUInt64LE(at + 8)
-  if (seq > BigInt(Number.MAX_SAFE_INTEGER)) return 'invalid'
-  return { type, seq: Number(seq), ts: Number(buf.readBigUInt64LE(at + 16)), body, length: len }
+  if (buf.readUInt32LE(at + 12) >= 0x200000) return 'invalid' // seq >= 2^53
+  return { type, seq: readU64(buf, at + 8), ts: readU64(buf, at + 16), body, length: len }
 }
 
 /** Decodes a seal body. */

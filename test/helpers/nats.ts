@@ -41,7 +41,8 @@ export interface NatsServer {
   [Symbol.asyncDispose](): Promise<void>
 }
 
-async function waitForPort(port: number, deadlineMs: number): Promise<void> {
+/** Resolves once something accepts TCP connections on 127.0.0.1:`port`. */
+export async function waitForPort(port: number, deadlineMs: number): Promise<void> {
   const until = Date.now() + deadlineMs
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
@@ -53,7 +54,7 @@ async function waitForPort(port: number, deadlineMs: number): Promise<void> {
       s.once('error', () => resolve(false))
     })
     if (ok) return
-    if (Date.now() > until) throw new Error(`nats-server did not listen on ${port} within ${deadlineMs} ms`)
+    if (Date.now() > until) throw new Error(`nothing listens on ${port} after ${deadlineMs} ms`)
     await new Promise((r) => setTimeout(r, 50))
   }
 }

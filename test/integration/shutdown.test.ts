@@ -1,0 +1,26 @@
+// Graceful stop: SIGTERM closes every connection (also sockets that never sent CONNECT), checkpoints, and exits 0.
+import net from 'node:net'
+import { describe, expect, it } from 'vitest'
+import { spawnGateway } from '../helpers/gateway.js'
+import { tempDir } from '../helpers/log.js'
+import { connectClient, endClient } from '../helpers/mqtt.js'
+import { freePort } from '../helpers/nats.js'
+
+describe('shutdown', () => {
+  it('shutdown - SIGTERM with a connected device and a silent socket exits 0 well before the CONNECT timeout', async () => {
+    const natsPort = await freePort() // nothing listens: upstream down must not block the stop
+    const gw = await spawnGateway(['--data-dir', tempDir(), '--mqtt-listen', '127.0.0.1:0', '--nats-url', `nats://127.0.0.1:${natsPort}`])
+    const silent = net.connect(gw.port, '127.0.0.1')
+    silent.on('error', () => {})
+    await new Promise<void>((resolve) => silent.once('connect', () => resolve()))
+    const device = await connectClient(gw.port, 'stopping-dev')
+    await device.publishAsync('devices/stopping/t', 'x', { qos: 1 })
+    const started = Date.now()
+    const code = await gw.kill('SIGTERM')
+    expect(code).toBe(0)
+    expect(Date.now() - started).toBeLessThan(8000) // aedes alone would wait 30 s for the silent socket
+    expect(gw.output()).toContain('"msg":"stopped"')
+    await endClient(device)
+    silent.destroy()
+  })
+})
