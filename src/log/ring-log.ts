@@ -137,7 +137,7 @@ export class RingLog {
     this.readChunkBytes = opts.readChunkBytes ?? 1024 * 1024
   }
 
-  /** Opens the log in `opts.dir`: recovers what is on disk, then starts a new segment. */
+  /** Opens the log in `opts.dir`: recovers what is on disk. The first append starts a new segment. */
   static async open(opts: RingLogOptions): Promise<RingLog> {
     if (frameBytes(opts.maxRecordBytes) > opts.segmentBytes - SEGMENT_HEADER_BYTES - SEAL_FRAME_BYTES) {
       throw new FerryError('FERRY_ERR_LOG_RECORD_TOO_LARGE', `maxRecordBytes ${opts.maxRecordBytes} does not fit in a segment of ${opts.segmentBytes} bytes`)
@@ -300,12 +300,8 @@ export class RingLog {
       quarantined,
       durationMs: Date.now() - started,
     }
-    try {
-      await this.roll()
-    } catch (err) {
-      if (!(err instanceof LogFullError)) throw err
-      log.warn('log is full at start under discard "new": appends are refused until the forwarder frees a segment')
-    }
+    // The new segment (with this start's epoch) is created by the first append, not here: a
+    // restart without traffic must not evict anything from a full log to make room for it.
   }
 
   // ---------------------------------------------------------------- writing

@@ -185,8 +185,10 @@ describe('ring log - sync policies and recovery corners', () => {
     let syncs = 0
     const counting: LogFs = { ...nodeFs, fdatasync: async (fd) => (syncs++, nodeFs.fdatasync(fd)) }
     const log = await openLog(tempDir(), { fsync: 'batch', fsyncIntervalMs: 30, fs: counting })
+    await log.append(body(0)) // the first append starts the segment (its header is synced)
+    while (log.durableSeq < 1) await new Promise((r) => setTimeout(r, 5))
     const before = syncs
-    const seqs = await Promise.all(Array.from({ length: 50 }, (_, i) => log.append(body(i))))
+    const seqs = await Promise.all(Array.from({ length: 49 }, (_, i) => log.append(body(i))))
     expect(seqs.at(-1)).toBe(50)
     expect(syncs).toBe(before) // nothing waited for a sync
     expect(log.durableSeq).toBeLessThan(50)
@@ -328,6 +330,21 @@ describe('ring log - restarts and limits (review findings)', () => {
     expect(seq).toBeGreaterThan(200)
     const files = fs.readdirSync(path.join(dir, 'segments'))
     expect(files.every((f) => fs.statSync(path.join(dir, 'segments', f)).size >= 64)).toBe(true)
+    await log.close()
+  })
+})
+
+describe('ring log - full at restart', () => {
+  it('log - restarting a full log without traffic evicts nothing', async () => {
+    const dir = tempDir()
+    let log = await openLog(dir, { segmentBytes: 64 * 1024, maxBytes: 256 * 1024 })
+    await Promise.all(Array.from({ length: 10_000 }, (_, i) => log.append(body(i))))
+    const head = log.headSeq
+    await log.close()
+    const metrics = createMetrics()
+    log = await openLog(dir, { segmentBytes: 64 * 1024, maxBytes: 256 * 1024 }, metrics)
+    expect(log.headSeq).toBe(head)
+    expect(metrics.drops.get({ reason: 'discard_old' })).toBe(0)
     await log.close()
   })
 })
