@@ -83,6 +83,7 @@ export class Gateway {
       subjectPrefix: config.nats.subjectPrefix,
       gatewayId: config.gatewayId,
       cbor: config.codec.cbor,
+      rawTopics: config.codec.rawTopics,
       maxInflight: config.nats.maxInflight,
       maxInflightBytes: config.nats.maxInflightBytes,
       ackTimeoutMs: config.nats.ackTimeoutMs,

@@ -4,7 +4,7 @@ import { OPTIONS } from '../config/index.js'
 export const VERSION = '0.1.0'
 
 function defaultText(v: unknown): string {
-  if (Array.isArray(v)) return v.join(',')
+  if (Array.isArray(v)) return v.length === 0 ? '(none)' : v.join(',')
   if (v === '') return '(see text)'
   return String(v)
 }

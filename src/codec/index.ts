@@ -4,3 +4,4 @@ export { encodePayload, decodeCbor, CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, CONTEN
 export type { EncodedPayload } from './payload.js'
 export { encodeEntry, decodeEntry, ENTRY_VERSION } from './entry.js'
 export type { Entry } from './entry.js'
+export { topicFilterProblem, topicMatches } from './topic-filter.js'

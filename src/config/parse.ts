@@ -1,4 +1,5 @@
 // Turns raw values (file, environment, flags) into a validated, frozen Config, reporting every problem at once.
+import { topicFilterProblem } from '../codec/topic-filter.js'
 import { ConfigError } from '../errors.js'
 import { frameBytes, SEAL_FRAME_BYTES, SEGMENT_HEADER_BYTES } from '../log/format.js'
 import { OPTIONS } from './schema.js'
@@ -43,6 +44,8 @@ function describe(spec: OptionSpec): string {
       return 'HOST:PORT with a port in [0, 65535]'
     case 'urls':
       return 'one or more nats:// URLs, comma separated'
+    case 'topics':
+      return 'MQTT topic filters, comma separated ("+" and "#" as whole levels, "#" last)'
     case 'string':
       return 'a non-empty string'
   }
@@ -85,6 +88,12 @@ function convert(spec: OptionSpec, v: unknown): unknown {
       if (!list || list.length === 0) return undefined
       const urls = list.map((u) => (typeof u === 'string' ? u.trim() : ''))
       return urls.every((u) => /^(nats|tls|wss?):\/\/[^\s]+$/.test(u) || /^[^\s/:]+:\d+$/.test(u)) ? urls : undefined
+    }
+    case 'topics': {
+      const list = Array.isArray(v) ? v : typeof v === 'string' ? (v.trim() === '' ? [] : v.split(',')) : undefined
+      if (!list || !list.every((f) => typeof f === 'string')) return undefined
+      const filters = (list as string[]).map((f) => f.trim())
+      return filters.every((f) => topicFilterProblem(f) === undefined) ? filters : undefined
     }
     case 'string':
       return typeof v === 'string' && (v.length > 0 || spec.default === '') ? v : undefined

@@ -1,7 +1,7 @@
 // The configuration: every option once, with its flag, environment variable, default, unit and meaning.
 
 /** Value kinds an option can have. */
-export type OptionKind = 'string' | 'int' | 'bytes' | 'bool' | 'enum' | 'hostport' | 'urls'
+export type OptionKind = 'string' | 'int' | 'bytes' | 'bool' | 'enum' | 'hostport' | 'urls' | 'topics'
 
 /** One configuration option. `key` is its path in the config file and in {@link Config}. */
 export interface OptionSpec {
@@ -42,6 +42,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'nats.ackTimeoutMs', flag: '--ack-timeout-ms', env: 'FERRY_ACK_TIMEOUT_MS', kind: 'int', default: 5000, min: 100, max: 120_000, help: 'resend a message without PubAck after this long, milliseconds (same Nats-Msg-Id)' },
   { key: 'nats.maxAttempts', flag: '--max-attempts', env: 'FERRY_MAX_ATTEMPTS', kind: 'int', default: 3, min: 1, max: 1000, help: 'JetStream rejections (4xx) of one message before it goes to the dead-letter file' },
   { key: 'codec.cbor', flag: '--cbor', env: 'FERRY_CBOR', kind: 'bool', default: true, help: 'send JSON payloads as CBOR (on|off)' },
+  { key: 'codec.rawTopics', flag: '--raw-topics', env: 'FERRY_RAW_TOPICS', kind: 'topics', default: [], help: 'MQTT topic filters (comma separated, + and # allowed) whose payloads are always sent unchanged' },
   { key: 'logging.level', flag: '--log-level', env: 'FERRY_LOG_LEVEL', kind: 'enum', values: ['debug', 'info', 'warn', 'error'], default: 'info', help: 'least severe log level written' },
   { key: 'logging.format', flag: '--log-format', env: 'FERRY_LOG_FORMAT', kind: 'enum', values: ['auto', 'json', 'pretty'], default: 'auto', help: 'json lines, pretty text, or auto (pretty on a terminal)' },
   { key: 'shutdownTimeoutMs', flag: '--shutdown-timeout-ms', env: 'FERRY_SHUTDOWN_TIMEOUT_MS', kind: 'int', default: 10_000, min: 0, max: 600_000, help: 'deadline for a graceful stop, milliseconds' },
@@ -70,7 +71,7 @@ export interface Config {
     readonly ackTimeoutMs: number
     readonly maxAttempts: number
   }
-  readonly codec: { readonly cbor: boolean }
+  readonly codec: { readonly cbor: boolean; readonly rawTopics: readonly string[] }
   readonly logging: { readonly level: 'debug' | 'info' | 'warn' | 'error'; readonly format: 'auto' | 'json' | 'pretty' }
   readonly shutdownTimeoutMs: number
 }

@@ -13,7 +13,7 @@
 import { connect } from '@nats-io/transport-node'
 import { createInbox, headers } from '@nats-io/transport-node'
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
-import { decodeEntry, encodePayload, topicToSubject } from '../codec/index.js'
+import { decodeEntry, encodePayload, topicMatches, topicToSubject } from '../codec/index.js'
 import type { Logger } from '../logger.js'
 import type { LogReader, RingLog } from '../log/index.js'
 import type { Metrics } from '../metrics/index.js'
@@ -29,6 +29,8 @@ export interface ForwarderOptions {
   readonly gatewayId: string
   /** Convert JSON payloads to CBOR. */
   readonly cbor: boolean
+  /** Topic filters whose payloads are never converted. */
+  readonly rawTopics: readonly string[]
   /** Most messages published and not yet acknowledged. */
   readonly maxInflight: number
   /** Most payload bytes published and not yet acknowledged. */
@@ -79,6 +81,7 @@ export class Forwarder {
   private backoffMs = 0
   private resumeAt = 0
   private closed = false
+  private readonly rawCache = new Map<string, boolean>()
 
   constructor(private readonly opts: ForwarderOptions) {
     opts.metrics.forwardInflight.collect(() => this.window.length)
@@ -190,7 +193,7 @@ export class Forwarder {
     try {
       const e = decodeEntry(body)
       subject = topicToSubject(this.opts.subjectPrefix, e.topic)
-      const p = encodePayload(e.payload, this.opts.cbor)
+      const p = encodePayload(e.payload, this.opts.cbor && !this.isRaw(e.topic))
       data = p.data
       hdrs.set('Nats-Msg-Id', `${this.opts.gatewayId}:${epoch}:${seq}`)
       hdrs.set('Ferry-Client', e.clientId)
@@ -203,6 +206,18 @@ export class Forwarder {
     this.bySeq.set(seq, f)
     this.inflightBytes += data.length
     this.send(f)
+  }
+
+  /** Whether `topic` matches a --raw-topics filter (memoised per topic, bounded). */
+  private isRaw(topic: string): boolean {
+    if (this.opts.rawTopics.length === 0) return false
+    let raw = this.rawCache.get(topic)
+    if (raw === undefined) {
+      raw = this.opts.rawTopics.some((f) => topicMatches(f, topic))
+      if (this.rawCache.size >= 10_000) this.rawCache.clear()
+      this.rawCache.set(topic, raw)
+    }
+    return raw
   }
 
   private send(f: Inflight): void {

@@ -14,7 +14,7 @@ let gw: Gateway
 
 beforeAll(async () => {
   nats = await startNats()
-  gw = await startGateway({ 'log.dataDir': tempDir(), 'nats.url': nats.url })
+  gw = await startGateway({ 'log.dataDir': tempDir(), 'nats.url': nats.url, 'codec.rawTopics': 'raw/#,+/keep/+' })
 })
 afterAll(async () => {
   await gw?.close()
@@ -63,5 +63,21 @@ describe('end to end', () => {
     expect(last.headers['Content-Type']).toBe('application/octet-stream')
     expect(Buffer.from(last.data)).toEqual(payload)
     expect(subjectToTopic('ferry', last.subject)).toBe('site.a/dev 1/*raw>/')
+  })
+
+  it('forward - JSON on topics matching --raw-topics passes unchanged', async () => {
+    const c = await connectClient(gw.ingress.address.port, 'raw-dev')
+    const before = await waitForCount(nats.url, 0)
+    await c.publishAsync('raw/json', '{"a": 1}', { qos: 1 })
+    await c.publishAsync('x/keep/y', '{"b": 2}', { qos: 1 })
+    await c.publishAsync('x/other/y', '{"c": 3}', { qos: 1 })
+    await endClient(c)
+    expect(await waitForCount(nats.url, before + 3)).toBe(before + 3)
+    const last3 = (await readStream(nats.url)).slice(-3)
+    expect(last3.map((m) => [Buffer.from(m.data).toString(), m.headers['Content-Type']])).toEqual([
+      ['{"a": 1}', 'application/octet-stream'],
+      ['{"b": 2}', 'application/octet-stream'],
+      [Buffer.from(last3[2]!.data).toString(), 'application/cbor'],
+    ])
   })
 })

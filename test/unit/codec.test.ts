@@ -1,7 +1,7 @@
 // Codec laws: topic ↔ subject round-trips, JSON → CBOR keeps the value, entries round-trip.
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { decodeCbor, decodeEntry, encodeEntry, encodePayload, subjectToTopic, topicToSubject } from '../../src/codec/index.js'
+import { decodeCbor, decodeEntry, encodeEntry, encodePayload, subjectToTopic, topicFilterProblem, topicMatches, topicToSubject } from '../../src/codec/index.js'
 
 const topicChars = fc.constantFrom('a', 'b', 'Z', '0', '.', '*', '>', ' ', '%', '/', '$', '-', '_', 'é', '\t', '\u007f', '中')
 const topic = fc.array(topicChars, { minLength: 1, maxLength: 40 }).map((a) => a.join(''))
@@ -73,5 +73,20 @@ describe('codec', () => {
         },
       ),
     )
+  })
+})
+
+describe('topic filters', () => {
+  it('filters - MQTT 3.1.1 matching rules', () => {
+    expect(topicMatches('a/+/c', 'a/b/c')).toBe(true)
+    expect(topicMatches('a/+/c', 'a/b/d')).toBe(false)
+    expect(topicMatches('a/#', 'a')).toBe(true) // [MQTT-4.7.1-2]: # also matches the parent
+    expect(topicMatches('a/#', 'a/b/c')).toBe(true)
+    expect(topicMatches('#', '$SYS/x')).toBe(false) // [MQTT-4.7.2-1]
+    expect(topicMatches('+/x', '/x')).toBe(true)
+    expect(topicMatches('a/b', 'a/b/c')).toBe(false)
+    expect(topicFilterProblem('a/#/b')).toMatch(/last/)
+    expect(topicFilterProblem('a/b+')).toMatch(/whole level/)
+    expect(topicFilterProblem('a/+/#')).toBeUndefined()
   })
 })

@@ -59,6 +59,12 @@ describe('config', () => {
     expect((err as ConfigError).code).toBe('FERRY_ERR_CONFIG_INVALID')
   })
 
+  it('config - raw topic filters are validated', () => {
+    expect(load(['--raw-topics', 'firmware/#, +/raw/+']).codec.rawTopics).toEqual(['firmware/#', '+/raw/+'])
+    expect(load([]).codec.rawTopics).toEqual([])
+    expect(() => load(['--raw-topics', 'a/#/b'])).toThrow(/'codec.rawTopics' \(flag --raw-topics\) must be MQTT topic filters/)
+  })
+
   it('config - subject prefix and stream names are checked', () => {
     expect(() => load(['--subject-prefix', 'ferry.*'])).toThrow(/'nats.subjectPrefix' must be NATS subject tokens/)
     expect(() => load(['--stream', 'A.B'])).toThrow(/'nats.stream' must be a stream name/)
