@@ -62,6 +62,8 @@ interface Inflight {
   undecodable: boolean
 }
 
+const ERROR_KEY = Buffer.from('"error"')
+const DUPLICATE_KEY = Buffer.from('"duplicate":true')
 const BACKOFF_MIN_MS = 100
 const BACKOFF_MAX_MS = 5000
 
@@ -248,19 +250,21 @@ export class Forwarder {
       this.reject(f, `status ${status} ${msg.headers?.description ?? ''}`.trim(), false)
       return
     }
-    let ack: { error?: { code?: number; err_code?: number; description?: string }; duplicate?: boolean }
-    try {
-      ack = JSON.parse(msg.string()) as typeof ack
-    } catch {
-      this.reject(f, 'unparseable PubAck', false)
+    // Fast path: a PubAck without "error" needs no JSON parsing ({"stream":..,"seq":..[,"duplicate":true]}).
+    const body = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength)
+    if (body.indexOf(ERROR_KEY) >= 0) {
+      let ack: { error?: { code?: number; err_code?: number; description?: string } }
+      try {
+        ack = JSON.parse(body.toString()) as typeof ack
+      } catch {
+        this.reject(f, 'unparseable PubAck', false)
+        return
+      }
+      const code = ack.error?.code ?? 500
+      this.reject(f, `JetStream error ${code}/${ack.error?.err_code ?? 0}: ${ack.error?.description ?? ''}`, code >= 400 && code < 500)
       return
     }
-    if (ack.error) {
-      const code = ack.error.code ?? 500
-      this.reject(f, `JetStream error ${code}/${ack.error.err_code ?? 0}: ${ack.error.description ?? ''}`, code >= 400 && code < 500)
-      return
-    }
-    if (ack.duplicate) this.opts.metrics.forwardDuplicates.inc()
+    if (body.indexOf(DUPLICATE_KEY) >= 0) this.opts.metrics.forwardDuplicates.inc()
     this.opts.metrics.forwardAckLatency.observe((Date.now() - f.sentAt) / 1000)
     this.opts.metrics.forwarded.inc()
     this.complete(f)

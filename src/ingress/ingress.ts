@@ -47,6 +47,7 @@ function refusalReason(err: unknown): RefuseReason {
 export class Ingress {
   private closed = false
   private readonly connIds = new WeakMap<Client, number>()
+  private readonly receivedByQos: { inc(n?: number): void }[]
   private lastConnId = 0
 
   private constructor(
@@ -54,7 +55,9 @@ export class Ingress {
     private readonly broker: Aedes,
     private readonly server: net.Server,
     private readonly sockets: Set<net.Socket>,
-  ) {}
+  ) {
+    this.receivedByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceived.child({ qos: String(q) }))
+  }
 
   private get retransmits(): RetransmitIndex {
     return this.opts.retransmits
@@ -146,7 +149,7 @@ export class Ingress {
       )
       return
     }
-    metrics.mqttReceived.inc(1, { qos: String(qos) })
+    this.receivedByQos[qos]!.inc()
     metrics.mqttReceivedBytes.inc(payload.length)
     const pendingBefore = this.opts.log.pendingAppendBytes
     const stored = this.opts.log.append(entry)

@@ -24,6 +24,12 @@ export class Counter implements Metric {
     const k = labelKey(labels)
     this.values.set(k, (this.values.get(k) ?? 0) + n)
   }
+  /** A handle for one label set, resolved once: for hot paths (no label formatting per call). */
+  child(labels: Labels): { inc(n?: number): void } {
+    const k = labelKey(labels)
+    if (!this.values.has(k)) this.values.set(k, 0)
+    return { inc: (n = 1) => this.values.set(k, (this.values.get(k) ?? 0) + n) }
+  }
   get(labels?: Labels): number {
     return this.values.get(labelKey(labels)) ?? 0
   }
