@@ -23,22 +23,32 @@ async function run(args: string[]): Promise<number> {
   }
   const format = config.logging.format === 'auto' ? (process.stderr.isTTY ? 'pretty' : 'json') : config.logging.format
   const logger = createLogger({ level: config.logging.level, format, write: (l) => process.stderr.write(l) })
-  logger.info('starting', { version: VERSION, node: process.version, pid: process.pid, config: redactedConfig(config) })
   // A bug must not leave a half-working gateway: log it structured and exit for the supervisor.
   process.on('unhandledRejection', (err) => {
     logger.error('unhandled rejection; exiting', { error: err })
     process.exit(1)
   })
-  let gateway: Gateway
+  // Signals are handled from the start: a SIGTERM during recovery stops right after it, gracefully.
+  let gateway: Gateway | undefined
+  let stopRequested: string | undefined
+  let stop: (signal: string) => void = (signal) => {
+    if (stopRequested) process.exit(130)
+    stopRequested = signal
+    logger.info('stop requested while starting; stopping once started', { signal })
+  }
+  process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  logger.info('starting', { version: VERSION, node: process.version, pid: process.pid, config: redactedConfig(config) })
   try {
     gateway = await Gateway.start(config, logger)
   } catch (err) {
     logger.error('failed to start', { error: err })
     return 1
   }
+  const started = gateway
   return new Promise<number>((resolve) => {
     let stopping = false
-    const stop = (signal: string): void => {
+    stop = (signal: string): void => {
       if (stopping) {
         logger.warn('second signal: exiting at once', { signal })
         resolve(130)
@@ -51,7 +61,7 @@ async function run(args: string[]): Promise<number> {
         resolve(1)
       }, config.shutdownTimeoutMs + 2000)
       timer.unref()
-      gateway.close().then(
+      started.close().then(
         () => resolve(0),
         (err: unknown) => {
           logger.error('error while stopping', { error: err })
@@ -59,12 +69,11 @@ async function run(args: string[]): Promise<number> {
         },
       )
     }
-    process.on('SIGINT', () => stop('SIGINT'))
-    process.on('SIGTERM', () => stop('SIGTERM'))
+    if (stopRequested) stop(stopRequested)
     const watch = setInterval(() => {
-      if (gateway.log.failure) {
+      if (started.log.failure) {
         clearInterval(watch)
-        logger.error('ring log failed; exiting so a supervisor restarts Ferry and recovery runs', { error: gateway.log.failure })
+        logger.error('ring log failed; exiting so a supervisor restarts Ferry and recovery runs', { error: started.log.failure })
         resolve(1)
       }
     }, 500)

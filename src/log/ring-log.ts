@@ -93,6 +93,9 @@ export interface RecoveryReport {
   readonly durationMs: number
 }
 
+/** Acks between checkpoints besides the timer (`checkpointIntervalMs`). */
+const CHECKPOINT_EVERY = 10_000
+
 function isEnospc(err: unknown): boolean {
   return (err as { code?: unknown }).code === 'ENOSPC'
 }
@@ -116,6 +119,7 @@ export class RingLog {
   private durableSize = 0
   private ackedSeq = 0
   private checkpointedAcked = -1
+  private checkpointing = false
   private epochValue = 0
   private logId: Buffer = Buffer.alloc(16)
   private checkpoint!: Checkpoint
@@ -567,11 +571,17 @@ export class RingLog {
   /** Marks every seq <= `seq` as acknowledged upstream. Late acks below the current position are ignored. */
   ack(seq: number): void {
     if (seq > this.ackedSeq) this.ackedSeq = Math.min(seq, this.durable)
+    // Also checkpoint every CHECKPOINT_EVERY acks, so a fast crash loop during a big drain does
+    // not resend everything since the last timed checkpoint.
+    if (this.ackedSeq - this.checkpointedAcked >= CHECKPOINT_EVERY && !this.checkpointing) this.checkpointIfMoved()
   }
 
   private checkpointIfMoved(): void {
-    if (this.ackedSeq !== this.checkpointedAcked && !this.failed) {
-      this.writeCheckpoint(false).catch((err: unknown) => this.opts.logger.error('checkpoint write failed', { error: err }))
+    if (this.ackedSeq !== this.checkpointedAcked && !this.failed && !this.closed && !this.checkpointing) {
+      this.checkpointing = true
+      this.writeCheckpoint(false)
+        .catch((err: unknown) => this.opts.logger.error('checkpoint write failed', { error: err }))
+        .finally(() => (this.checkpointing = false))
     }
   }
 

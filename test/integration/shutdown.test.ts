@@ -1,4 +1,5 @@
 // Graceful stop: SIGTERM closes every connection (also sockets that never sent CONNECT), checkpoints, and exits 0.
+import { spawn } from 'node:child_process'
 import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 import { spawnGateway } from '../helpers/gateway.js'
@@ -22,5 +23,20 @@ describe('shutdown', () => {
     expect(gw.output()).toContain('"msg":"stopped"')
     await endClient(device)
     silent.destroy()
+  })
+
+  it('shutdown - SIGTERM while starting stops gracefully once started (exit 0, not killed)', async () => {
+    const child = spawn(process.execPath, ['dist/ferry.cjs', 'run', '--log-format', 'json', '--data-dir', tempDir(), '--mqtt-listen', '127.0.0.1:0', '--nats-url', `nats://127.0.0.1:${await freePort()}`], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let out = ''
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+    await new Promise<void>((resolve) =>
+      child.stderr!.on('data', (d: Buffer) => {
+        out += d.toString()
+        if (out.includes('"msg":"starting"')) resolve()
+      }),
+    )
+    child.kill('SIGTERM')
+    expect(await exited).toBe(0)
+    expect(out).toContain('"msg":"stopped"')
   })
 })
