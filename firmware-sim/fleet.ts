@@ -1,4 +1,5 @@
-// Device fleet simulator: N simulated firmware MQTT clients publishing drifting JSON telemetry, with an ack ledger.
+// Device fleet simulator: thousands of simulated firmware MQTT clients on one shared scheduler, with the profiles,
+// failures and QoS mix of a real fleet, and a ledger of every acknowledged (device, seq).
 //
 // Behaviour worth knowing (mqtt.js v5.16, which this relies on):
 // - Every device is one mqtt.js client. QoS 1/2 messages published while disconnected, or in flight when the link
@@ -7,14 +8,50 @@
 // - mqtt.js replays that store one message at a time (the next goes out only after the previous one is acked) and
 //   holds back new publishes until the replay is done; if the link drops during the replay, the held-back publishes
 //   fail with "Connection closed". Those (and only errored publishes) are retried by the simulator with the SAME
-//   seq and payload, so a seq is never reused for different data and `done()` can still complete.
-// - Reconnect backoff: mqtt.js only has a fixed `reconnectPeriod`, so it is rewritten before each wait:
-//   500 ms, doubling up to 10 s, ±20 % jitter, reset after a successful CONNACK.
+//   seq, QoS and payload, so a seq is never reused for different data and `done()` can still complete.
+// - No per-device Node timers: mqtt.js would arm a setInterval per disconnected client for reconnecting and one
+//   per connected client for keepalive. Its keepalive timer goes through the `timerVariant` hook onto the shared
+//   wheel (`reschedulePings: false`: a PINGREQ every keepalive period, traffic or not), and its own reconnect timer
+//   is switched off by setting the client's private `reconnectSuppressed` flag after every connect(); the fleet
+//   reconnects with `reconnect()`, passing the client's own stores so that the outgoing store (the unacknowledged
+//   messages) survives. `reconnectPeriod` stays > 0: with 0, mqtt.js fails the callbacks of in-flight messages on
+//   a keepalive or CONNACK timeout while keeping them in the store, and the store replay plus the simulator's retry
+//   would then publish them twice.
+// - QoS 0 is published only while the link is up; produced while it is down, it waits in the device (like firmware
+//   buffering readings) and goes out after the reconnect (`queueQoSZero: false`). mqtt.js calls a QoS 0 callback
+//   when the write is done, or on 'drain' when the socket buffer was full (payloads over 16 KiB): if the socket
+//   dies first the callback never comes, so QoS 0 messages still open when a connection drops are written off
+//   (counted in `qos0Dropped`; they were at most once anyway).
+// - Reconnect backoff: 500 ms, doubling up to 10 s, ±20 % jitter, reset after a successful CONNACK.
 import { performance } from 'node:perf_hooks'
-import { connect, type MqttClient, type Packet } from 'mqtt'
+import { connect, type IClientOptions, type MqttClient, type Packet } from 'mqtt'
+import { Ledger, writeLedgerFile, type AckLedger } from './ledger.js'
+import {
+  ALARM_BURST_GAP_MS,
+  DEFAULT_LARGE_BYTES,
+  MAX_LARGE_BYTES,
+  PROFILE_NAMES,
+  alarmBurstSize,
+  alarmPayload,
+  alarmQuietMs,
+  assignProfiles,
+  binaryPayload,
+  initialSensors,
+  largePayload,
+  telemetryPayload,
+  type BurstState,
+  type ProfileName,
+  type ProfileWeights,
+  type Sensors,
+} from './payloads.js'
+import { createRng, pickWeighted, randomExp, spreadAround, type Rng } from './random.js'
+import { Scheduler, Task } from './scheduler.js'
 
 /** MQTT quality of service level. */
 export type QoS = 0 | 1 | 2
+
+/** Relative weights of QoS levels, e.g. `{0: 10, 1: 80, 2: 10}`. */
+export type QosWeights = Partial<Record<QoS, number>>
 
 /** Options of {@link startFleet}. */
 export interface FleetOptions {
@@ -23,33 +60,72 @@ export interface FleetOptions {
   /** Number of simulated devices, each one MQTT client. Integer ≥ 1. */
   devices: number
   /**
-   * Messages per second per device. `0` = closed loop: as fast as acknowledged, with at most `inflight`
-   * unacknowledged messages per device.
+   * Messages per second per device (the long-run average; alarm devices send it in bursts). `0` = closed loop: as
+   * fast as acknowledged, with at most `inflight` unacknowledged messages per device.
    */
   ratePerDevice: number
   /** Max unacknowledged messages per device when `ratePerDevice` is 0 (ignored otherwise). Default 10. */
   inflight?: number
-  /** QoS of every publish. Default 1. */
+  /** QoS of every publish. Default 1. Ignored when `qosMix` is given. */
   qos?: QoS
+  /** Each message draws its QoS with these weights, e.g. `{0: 10, 1: 80, 2: 10}`. Default: always `qos`. */
+  qosMix?: QosWeights
   /** Messages per device; a device stops producing after this many. Default: unlimited (until `close()`). */
   count?: number
-  /** Topic prefix; messages go to `<topicPrefix>/<deviceId>/telemetry`. Default `"devices"`. */
+  /** Topic prefix; messages go to `<topicPrefix>/<deviceId>/<profile>`. Default `"devices"`. */
   topicPrefix?: string
   /** Device id / MQTT client id prefix; ids are `<idPrefix>-00001`, `<idPrefix>-00002`, ... Default `"sim"`. */
   idPrefix?: string
+  /**
+   * Profile mix by weight; devices are assigned profiles in proportion, evenly interleaved. Topics end in the
+   * profile name. Default: every device sends the original compact telemetry JSON (device, seq, ts, temp, hum, bat,
+   * rssi, status; ~130 bytes) to `…/<id>/telemetry`, as before profiles existed; the `telemetry` profile sends a
+   * richer record (~250 bytes: also booleans, a nested object, small arrays).
+   */
+  profiles?: ProfileWeights
   /** Relative jitter of the publish interval, 0..1 (0.2 = each interval is 80..120 % of 1/rate). Default 0.2. */
   jitter?: number
-  /** MQTT clean session flag. Default `true`. */
+  /** Per-device rate spread, 0..1: each device's rate is `ratePerDevice` × a fixed factor in [1-s, 1+s]. Default 0. */
+  rateSpread?: number
+  /** MQTT clean session flag of every device, unless `persistentShare` is given. Default `true`. */
   clean?: boolean
-  /** Pad each JSON payload with a `"pad"` string field to this many bytes. Default: no padding (~130 bytes). */
+  /**
+   * Share of devices (0..1, evenly spread) with persistent sessions (clean=false); they also subscribe to
+   * `<topicPrefix>/<id>/cmd` at QoS 1, as firmware waiting for commands does. Default: 1 if `clean` is false, else 0.
+   */
+  persistentShare?: number
+  /** Pad each telemetry JSON payload with a `"pad"` string field to this many bytes. Default: no padding. */
   payloadBytes?: number
+  /** Size range of `large` payloads in bytes, `[min, max]`. Default `[8192, 65536]`; max ≤ 1 MiB. */
+  largeBytes?: readonly [number, number]
   /** Device connects are spread evenly over this many milliseconds. Default `min(devices * 2, 5000)` ms. */
   rampMs?: number
-  /** MQTT keepalive in seconds. Default 30. */
+  /** MQTT keepalive in seconds (0 = none). Default 30. */
   keepaliveSec?: number
   /** Milliseconds to wait for a CONNACK before the attempt counts as failed. Default 10000 ms. */
   connectTimeoutMs?: number
-  /** Period of the shared scheduling loop in milliseconds. Default 10 ms. */
+  /** First reconnect delay, ms; doubles per failed attempt, ±20 % jitter. Default 500 ms. */
+  backoffStartMs?: number
+  /** Longest reconnect delay, ms (before jitter). Default 10000 ms. */
+  backoffMaxMs?: number
+  /**
+   * Offline episodes: each device drops its connection (no DISCONNECT, like a lost link) this many times per minute
+   * on average (a Poisson process over the fleet), stays away for about `offlineMs` (50..150 %), keeps producing
+   * into mqtt.js meanwhile (up to `maxPending`), then reconnects. Default 0 (never).
+   */
+  offlinePerMin?: number
+  /** Mean length of an offline episode, ms. Default 10000 ms. */
+  offlineMs?: number
+  /** Every this many ms, every connected device drops its connection at once and reconnects (a reconnect storm). */
+  stormEveryMs?: number
+  /**
+   * With `ratePerDevice` > 0: a device that already has this many messages unacknowledged skips producing (a
+   * firmware buffer bound; counted in `skipped`). Default 1000.
+   */
+  maxPending?: number
+  /** Seed of the pseudo-random choices (profiles' values, sizes, jitter, QoS draws, failures). Default: random. */
+  seed?: number
+  /** Resolution of the shared scheduler (publishes, reconnects, keepalive pings): its loop period, ms. Default 10 ms. */
   tickMs?: number
   /** How many recent ack-latency samples to keep for percentiles. Default 100000. */
   latencySamples?: number
@@ -71,39 +147,44 @@ export interface FleetStats {
   devices: number
   /** Devices whose MQTT connection is currently up (CONNACK received). */
   connected: number
+  /** Devices inside a simulated offline episode right now. */
+  offline: number
   /** Distinct messages handed to mqtt.js (each seq counted once, retries not counted). */
   sent: number
+  /** `sent` by QoS: index 0, 1, 2. */
+  sentByQos: readonly [number, number, number]
+  /** `sent` by device profile. */
+  sentByProfile: Readonly<Record<ProfileName, number>>
+  /** Payload bytes of `sent`. */
+  bytesSent: number
   /** Messages acknowledged: PUBACK (QoS 1) / PUBCOMP (QoS 2), or written to the socket for QoS 0. */
   acked: number
   /** Messages handed to mqtt.js and not yet acknowledged, plus errored ones waiting to be retried. */
   pending: number
+  /** Messages not produced because the device already had `maxPending` unacknowledged. */
+  skipped: number
   /** Errors: failed publish callbacks plus client 'error' events (e.g. ECONNREFUSED on every reconnect try). */
   errors: number
   /** The part of `errors` that were failed publish callbacks (each one is retried with the same seq). */
   publishErrors: number
   /** Successful reconnects (CONNACKs after a device's first one). */
   reconnects: number
+  /**
+   * QoS ≥ 1 messages outstanding when an established connection dropped; mqtt.js resends them from its outgoing
+   * store after the reconnect (same packet id, DUP 0).
+   */
+  unackedAtDrop: number
+  /** QoS 0 messages whose write had not completed when their connection dropped (lost, as QoS 0 may be). */
+  qos0Dropped: number
+  /** Offline episodes started. */
+  offlineEpisodes: number
+  /** Reconnect storms triggered. */
+  storms: number
   /** Latency from `publish()` to its ack callback, QoS ≥ 1 only, over the most recent `latencySamples`. */
   ackLatencyMs: LatencySummary
 }
 
-/** Read-only view of which (device, seq) pairs were acknowledged. */
-export interface AckLedger {
-  /** Distinct acknowledged (device, seq) pairs. */
-  readonly size: number
-  /** Acks for a (device, seq) that was already acknowledged. Expected to stay 0. */
-  readonly duplicates: number
-  /** Whether `seq` of `device` was acknowledged. */
-  has(device: string, seq: number): boolean
-  /** Number of distinct acknowledged seqs of `device`. */
-  countFor(device: string): number
-  /** Device ids with at least one acknowledged message. */
-  devices(): string[]
-  /** Acknowledged seqs of `device`, ascending. */
-  seqs(device: string): number[]
-  /** Every device's acknowledged seqs, ascending. */
-  toMap(): Map<string, number[]>
-}
+export type { AckLedger } from './ledger.js'
 
 /** A running fleet, returned by {@link startFleet}. */
 export interface Fleet extends AsyncDisposable {
@@ -114,65 +195,79 @@ export interface Fleet extends AsyncDisposable {
    * `latencySamples`), for per-interval reporting.
    */
   ackLatencyWindow(): LatencySummary & { samples: number }
-  /** Every acknowledged (device, seq). */
+  /** Every acknowledged (device, seq): PUBACK for QoS 1, PUBCOMP for QoS 2. QoS 0 messages are not recorded. */
   readonly ledger: AckLedger
   /** Acknowledged seqs per device id, ascending (a copy). */
   acked(): Map<string, number[]>
   /** Device ids in order (`<idPrefix>-00001`, ...). */
   readonly deviceIds: readonly string[]
+  /** Profile of each device, in `deviceIds` order. */
+  readonly profiles: readonly ProfileName[]
   /**
-   * Resolves when every device has had all `count` messages acknowledged. Rejects if `count` was not given or if
-   * the fleet is closed first.
+   * Resolves when every device has had all `count` messages acknowledged (QoS 0: written). Rejects if `count` was
+   * not given or if the fleet is closed first.
    */
   done(): Promise<void>
   /**
-   * Stops producing new messages and waits until everything handed to mqtt.js is acknowledged, or `timeoutMs`
-   * (default 5000 ms) passes. Resolves `true` when nothing is pending. Connections stay open.
+   * Stops producing new messages and injecting failures, brings devices in an offline episode back, and waits until
+   * everything handed to mqtt.js is acknowledged, or `timeoutMs` (default 5000 ms) passes. Resolves `true` when
+   * nothing is pending. Connections stay open.
    */
   drain(timeoutMs?: number): Promise<boolean>
+  /** Triggers a reconnect storm now: every connected device drops its connection. Returns how many dropped. */
+  storm(): number
+  /** Writes the ledger to `path` (atomically; see ledger.ts for the format). */
+  writeLedger(path: string): Promise<void>
   /** Stops producing and ends every client (DISCONNECT when possible). Idempotent. */
   close(): Promise<void>
 }
 
 interface PendingRetry {
   seq: number
-  payload: string
+  qos: QoS
+  payload: string | Buffer
 }
 
-interface Sensors {
-  temp: number
-  tempBase: number
-  hum: number
-  humBase: number
-  bat: number
-  rssiBase: number
-}
+type LinkState = 'idle' | 'connecting' | 'up' | 'down' | 'offline'
 
 interface Device {
-  readonly index: number
   readonly id: string
   readonly topic: string
+  readonly profile: ProfileName
+  readonly clean: boolean
+  /** Mean publish interval, ms (ratePerDevice > 0). */
+  readonly intervalMs: number
   readonly bootAt: number
   client: MqttClient | undefined
+  link: LinkState
   /** Next seq to assign (starts at 1). */
   nextSeq: number
   /** Handed to mqtt.js, no callback yet. */
   inflight: number
-  retries: PendingRetry[]
-  /** Distinct acked seqs. */
+  /** Messages to publish again (errored) or QoS 0 waiting for the link; flushed once the link is up. */
+  retries: PendingRetry[] | undefined
+  /** QoS 0 publishes whose callback is still open (their write waits for 'drain'). */
+  qos0Open: { settled: boolean }[] | undefined
+  /** Distinct acked seqs (QoS 0: written). */
   ackedCount: number
   complete: boolean
-  /** performance.now() when the next message is due (rate > 0). */
+  /** performance.now() when the next message is due (ratePerDevice > 0). */
   nextDueAt: number
   everConnected: boolean
   /** Consecutive connection closes without a successful CONNACK in between. */
   closesInARow: number
-  sensors: Sensors
+  /** End of the current offline episode (performance.now()), 0 when none. */
+  offlineUntil: number
+  subscribed: boolean
+  sensors: Sensors | undefined
+  burst: BurstState | undefined
+  /** Next publish. */
+  readonly publishTask: Task
+  /** Next reconnect attempt. */
+  readonly linkTask: Task
 }
 
 const DEFAULT_URL = 'mqtt://127.0.0.1:1883'
-const BACKOFF_START_MS = 500
-const BACKOFF_MAX_MS = 10_000
 const BACKOFF_JITTER = 0.2
 /** Owed messages older than this are skipped, so an overloaded event loop does not snowball. */
 const MAX_CATCH_UP_MS = 1000
@@ -217,196 +312,41 @@ function summarize(samples: Float64Array): LatencySummary {
   return { p50: at(0.5), p99: at(0.99), max: samples[samples.length - 1] ?? 0 }
 }
 
-/** Growable bitset of positive integers. */
-class SeqSet {
-  private words = new Uint32Array(4)
-  size = 0
-
-  /** Adds `seq`; false if it was already present. */
-  add(seq: number): boolean {
-    const w = seq >>> 5
-    if (w >= this.words.length) {
-      let len = this.words.length
-      while (len <= w) len *= 2
-      const grown = new Uint32Array(len)
-      grown.set(this.words)
-      this.words = grown
-    }
-    const bit = 1 << (seq & 31)
-    const cur = this.words[w] ?? 0
-    if ((cur & bit) !== 0) return false
-    this.words[w] = cur | bit
-    this.size++
-    return true
-  }
-
-  has(seq: number): boolean {
-    if (!Number.isInteger(seq) || seq < 0) return false
-    const w = seq >>> 5
-    return w < this.words.length && ((this.words[w] ?? 0) & (1 << (seq & 31))) !== 0
-  }
-
-  toArray(): number[] {
-    const out: number[] = []
-    for (let w = 0; w < this.words.length; w++) {
-      let word = this.words[w] ?? 0
-      while (word !== 0) {
-        const low = word & -word
-        out.push(w * 32 + (31 - Math.clz32(low)))
-        word ^= low
-      }
-    }
-    return out
-  }
-}
-
-class Ledger implements AckLedger {
-  private readonly perDevice = new Map<string, SeqSet>()
-  size = 0
-  duplicates = 0
-
-  /** Records an ack; false if (device, seq) was already recorded. */
-  record(device: string, seq: number): boolean {
-    let set = this.perDevice.get(device)
-    if (set === undefined) {
-      set = new SeqSet()
-      this.perDevice.set(device, set)
-    }
-    if (!set.add(seq)) {
-      this.duplicates++
-      return false
-    }
-    this.size++
-    return true
-  }
-
-  has(device: string, seq: number): boolean {
-    return this.perDevice.get(device)?.has(seq) ?? false
-  }
-
-  countFor(device: string): number {
-    return this.perDevice.get(device)?.size ?? 0
-  }
-
-  devices(): string[] {
-    return [...this.perDevice.keys()]
-  }
-
-  seqs(device: string): number[] {
-    return this.perDevice.get(device)?.toArray() ?? []
-  }
-
-  toMap(): Map<string, number[]> {
-    const out = new Map<string, number[]>()
-    for (const [device, set] of this.perDevice) out.set(device, set.toArray())
-    return out
-  }
-}
-
-/** Binary min-heap of devices keyed by `nextDueAt`. */
-class DueHeap {
-  private readonly items: Device[] = []
-
-  get size(): number {
-    return this.items.length
-  }
-
-  peek(): Device | undefined {
-    return this.items[0]
-  }
-
-  push(d: Device): void {
-    const a = this.items
-    a.push(d)
-    let i = a.length - 1
-    while (i > 0) {
-      const p = (i - 1) >> 1
-      const parent = a[p]
-      if (parent === undefined || parent.nextDueAt <= d.nextDueAt) break
-      a[i] = parent
-      i = p
-    }
-    a[i] = d
-  }
-
-  pop(): Device | undefined {
-    const a = this.items
-    const top = a[0]
-    const last = a.pop()
-    if (top === undefined || last === undefined || a.length === 0) return top
-    let i = 0
-    for (;;) {
-      const l = 2 * i + 1
-      if (l >= a.length) break
-      const r = l + 1
-      const left = a[l]
-      const right = a[r]
-      let c = l
-      let child = left
-      if (right !== undefined && left !== undefined && right.nextDueAt < left.nextDueAt) {
-        c = r
-        child = right
-      }
-      if (child === undefined || child.nextDueAt >= last.nextDueAt) break
-      a[i] = child
-      i = c
-    }
-    a[i] = last
-    return top
-  }
-}
-
-function int(name: string, v: number, min: number): number {
-  if (!Number.isInteger(v) || v < min) throw new RangeError(`${name} must be an integer >= ${min}, got ${v}`)
+function int(name: string, v: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`${name} must be an integer in [${min}, ${max}], got ${v}`)
   return v
 }
 
-function round(v: number, digits: number): number {
-  const f = 10 ** digits
-  return Math.round(v * f) / f
+function fraction(name: string, v: number): number {
+  if (!(v >= 0 && v <= 1)) throw new RangeError(`${name} must be in 0..1, got ${v}`)
+  return v
 }
 
-function clamp(v: number, lo: number, hi: number): number {
-  return v < lo ? lo : v > hi ? hi : v
+function nonNegative(name: string, v: number): number {
+  if (!(Number.isFinite(v) && v >= 0)) throw new RangeError(`${name} must be a number >= 0, got ${v}`)
+  return v
 }
 
-function initialSensors(): Sensors {
-  const tempBase = 18 + Math.random() * 8
-  const humBase = 35 + Math.random() * 25
-  return {
-    temp: tempBase + (Math.random() - 0.5),
-    tempBase,
-    hum: humBase + (Math.random() - 0.5) * 4,
-    humBase,
-    bat: 3.75 + Math.random() * 0.4,
-    rssiBase: -55 - Math.random() * 30,
+function weightsOf<K extends string | number>(name: string, w: Partial<Record<K, number>>, keys: readonly K[]): [K, number][] {
+  const out: [K, number][] = []
+  for (const k of Object.keys(w)) {
+    if (!keys.some((key) => String(key) === k)) throw new RangeError(`${name}: unknown key "${k}", expected one of ${keys.join(', ')}`)
   }
+  for (const k of keys) {
+    const v = w[k]
+    if (v === undefined) continue
+    if (!(Number.isFinite(v) && v >= 0)) throw new RangeError(`${name}: weight of ${String(k)} must be a number >= 0, got ${v}`)
+    if (v > 0) out.push([k, v])
+  }
+  if (out.length === 0) throw new RangeError(`${name}: at least one weight must be > 0`)
+  return out
 }
 
-/** Advances the sensor random walk one step and renders the telemetry JSON. */
-function telemetry(d: Device, seq: number, payloadBytes: number | undefined): string {
-  const s = d.sensors
-  s.temp += (s.tempBase - s.temp) * 0.02 + (Math.random() - 0.5) * 0.2
-  s.hum = clamp(s.hum + (s.humBase - s.hum) * 0.02 + (Math.random() - 0.5) * 0.6, 0, 100)
-  s.bat -= 0.00002 + Math.random() * 0.00003
-  if (s.bat < 3.3) s.bat = 4.15 // "recharged"
-  const bat = s.bat + (Math.random() - 0.5) * 0.01
-  const rssi = Math.round(s.rssiBase + (Math.random() - 0.5) * 8)
-  const status = bat < 3.45 ? 'low_battery' : s.temp > 40 ? 'overheat' : 'ok'
-  const json = JSON.stringify({
-    device: d.id,
-    seq,
-    ts: Date.now(),
-    temp: round(s.temp, 2),
-    hum: round(s.hum, 1),
-    bat: round(bat, 2),
-    rssi,
-    status,
-  })
-  if (payloadBytes === undefined) return json
-  const padLen = payloadBytes - json.length - ',"pad":""'.length
-  if (padLen < 0) return json
-  return `${json.slice(0, -1)},"pad":"${'x'.repeat(padLen)}"}`
+const noLog = (): void => {}
+
+/** mqtt.js arms its own per-client reconnect timer on every close unless this (private) flag is set; see the top. */
+function suppressAutoReconnect(client: MqttClient): void {
+  ;(client as unknown as { reconnectSuppressed: boolean }).reconnectSuppressed = true
 }
 
 /** Starts a fleet of simulated devices; they connect (staggered over `rampMs`) and publish immediately. */
@@ -418,31 +358,66 @@ export function startFleet(opts: FleetOptions): Fleet {
   const maxInflight = int('inflight', opts.inflight ?? 10, 1)
   const qos: QoS = opts.qos ?? 1
   if (qos !== 0 && qos !== 1 && qos !== 2) throw new RangeError(`qos must be 0, 1 or 2, got ${String(qos)}`)
+  const qosWeights = opts.qosMix === undefined ? undefined : weightsOf<QoS>('qosMix', opts.qosMix, [0, 1, 2])
+  const qosTotal = qosWeights?.reduce((s, [, w]) => s + w, 0) ?? 0
   const count = opts.count === undefined ? undefined : int('count', opts.count, 1)
   const topicPrefix = opts.topicPrefix ?? 'devices'
   const idPrefix = opts.idPrefix ?? 'sim'
-  const jitter = opts.jitter ?? 0.2
-  if (!(jitter >= 0 && jitter <= 1)) throw new RangeError(`jitter must be in 0..1, got ${jitter}`)
+  const profileWeights = opts.profiles ?? { telemetry: 1 }
+  // Without `profiles` the original compact telemetry JSON, so existing callers (benchmarks) see the same payloads.
+  const richTelemetry = opts.profiles !== undefined
+  weightsOf<ProfileName>('profiles', profileWeights, PROFILE_NAMES)
+  const jitter = fraction('jitter', opts.jitter ?? 0.2)
+  const rateSpread = fraction('rateSpread', opts.rateSpread ?? 0)
   const clean = opts.clean ?? true
+  const persistentShare = fraction('persistentShare', opts.persistentShare ?? (clean ? 0 : 1))
   const payloadBytes = opts.payloadBytes === undefined ? undefined : int('payloadBytes', opts.payloadBytes, 0)
+  const [largeMin, largeMax] = opts.largeBytes ?? DEFAULT_LARGE_BYTES
+  int('largeBytes[0]', largeMin, 64, MAX_LARGE_BYTES)
+  int('largeBytes[1]', largeMax, largeMin, MAX_LARGE_BYTES)
   const rampMs = opts.rampMs ?? Math.min(deviceCount * 2, 5000)
   if (!(rampMs >= 0)) throw new RangeError(`rampMs must be >= 0, got ${rampMs}`)
-  const keepalive = int('keepaliveSec', opts.keepaliveSec ?? 30, 0)
+  const keepalive = int('keepaliveSec', opts.keepaliveSec ?? 30, 0, 65535)
   const connectTimeout = int('connectTimeoutMs', opts.connectTimeoutMs ?? 10_000, 1)
+  const backoffStartMs = int('backoffStartMs', opts.backoffStartMs ?? 500, 1)
+  const backoffMaxMs = int('backoffMaxMs', opts.backoffMaxMs ?? 10_000, backoffStartMs)
+  const offlinePerMin = nonNegative('offlinePerMin', opts.offlinePerMin ?? 0)
+  const offlineMs = nonNegative('offlineMs', opts.offlineMs ?? 10_000)
+  const stormEveryMs = opts.stormEveryMs === undefined ? undefined : nonNegative('stormEveryMs', opts.stormEveryMs)
+  if (stormEveryMs === 0) throw new RangeError('stormEveryMs must be > 0')
+  const maxPending = int('maxPending', opts.maxPending ?? 1000, 1)
   const tickMs = int('tickMs', opts.tickMs ?? 10, 1)
   const latency = new LatencyReservoir(int('latencySamples', opts.latencySamples ?? 100_000, 1))
+  const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32)
+  const rng: Rng = createRng(seed)
 
   const ledger = new Ledger()
-  const heap = new DueHeap()
+  const start = performance.now()
+  const scheduler = new Scheduler(tickMs, start)
+  const keepaliveTimers = scheduler.intervalTimer(() => performance.now())
+  const timerVariant: Exclude<NonNullable<IClientOptions['timerVariant']>, string> = {
+    set: (fn, delay) => keepaliveTimers.set(() => (fn as () => void)(), delay),
+    clear: (id) => keepaliveTimers.clear(id),
+  }
   const retryQueue = new Set<Device>()
   const pumpQueue = new Set<Device>()
   let pumpScheduled = false
   let sent = 0
+  const sentByQos: [number, number, number] = [0, 0, 0]
+  const sentByProfile: Record<ProfileName, number> = { telemetry: 0, alarm: 0, binary: 0, large: 0 }
+  let bytesSent = 0
   let acked = 0
   let errors = 0
   let publishErrors = 0
   let reconnects = 0
   let pending = 0
+  let skipped = 0
+  let unackedAtDrop = 0
+  let qos0Dropped = 0
+  let offlineEpisodes = 0
+  let storms = 0
+  let connected = 0
+  let offlineNow = 0
   let completeDevices = 0
   let producing = true
   let closed = false
@@ -458,73 +433,160 @@ export function startFleet(opts: FleetOptions): Fleet {
   donePromise.catch(() => {}) // nobody may be listening; close() rejects it
   if (count === undefined) rejectDone(new Error('done() needs the count option'))
 
-  const start = performance.now()
+  const profiles = assignProfiles(profileWeights, deviceCount)
   const devices: Device[] = []
   const width = Math.max(5, String(deviceCount).length)
   for (let i = 0; i < deviceCount; i++) {
     const id = `${idPrefix}-${String(i + 1).padStart(width, '0')}`
-    devices.push({
-      index: i,
+    const profile = profiles[i] ?? 'telemetry'
+    const deviceRate = rate > 0 ? spreadAround(rng, rate, rateSpread) : 0
+    const d: Device = {
       id,
-      topic: `${topicPrefix}/${id}/telemetry`,
+      topic: `${topicPrefix}/${id}/${profile}`,
+      profile,
+      // Evenly spread: exactly floor(n * share) persistent devices.
+      clean: Math.floor((i + 1) * persistentShare) === Math.floor(i * persistentShare),
+      intervalMs: deviceRate > 0 ? 1000 / deviceRate : 0,
       bootAt: start + (deviceCount > 1 ? (rampMs * i) / deviceCount : 0),
       client: undefined,
+      link: 'idle',
       nextSeq: 1,
       inflight: 0,
-      retries: [],
+      retries: undefined,
+      qos0Open: undefined,
       ackedCount: 0,
       complete: false,
       nextDueAt: 0,
       everConnected: false,
       closesInARow: 0,
-      sensors: initialSensors(),
-    })
+      offlineUntil: 0,
+      subscribed: false,
+      sensors: undefined,
+      burst: undefined,
+      publishTask: new Task((now) => onPublishDue(d, now)),
+      linkTask: new Task(() => reconnect(d)),
+    }
+    devices.push(d)
   }
 
-  const interval = (): number => (1000 / rate) * (1 + jitter * (2 * Math.random() - 1))
   const backoff = (attempt: number): number => {
-    const base = Math.min(BACKOFF_START_MS * 2 ** Math.max(0, attempt - 1), BACKOFF_MAX_MS)
-    return Math.max(1, Math.round(base * (1 + BACKOFF_JITTER * (2 * Math.random() - 1))))
+    const base = Math.min(backoffStartMs * 2 ** Math.max(0, attempt - 1), backoffMaxMs)
+    return Math.max(1, Math.round(spreadAround(rng, base, BACKOFF_JITTER)))
   }
+  const drawQos = (): QoS => (qosWeights === undefined ? qos : pickWeighted(rng, qosWeights, qosTotal))
   const wantsMore = (d: Device): boolean => producing && (count === undefined || d.nextSeq <= count)
+  const backlog = (d: Device): number => d.inflight + (d.retries?.length ?? 0)
 
-  function publish(d: Device, seq: number, payload: string, first: boolean): void {
+  /** Time until the device's next message: jittered period, or for alarms the burst gap / the quiet time. */
+  function nextInterval(d: Device): number {
+    if (d.profile === 'alarm') {
+      const b = d.burst
+      if (b !== undefined && b.index < b.size) return spreadAround(rng, ALARM_BURST_GAP_MS, jitter)
+      return alarmQuietMs(rng, 1000 / d.intervalMs)
+    }
+    return spreadAround(rng, d.intervalMs, jitter)
+  }
+
+  function countAck(d: Device): void {
+    d.ackedCount++
+    if (count !== undefined && !d.complete && d.ackedCount >= count) {
+      d.complete = true
+      if (++completeDevices === deviceCount) resolveDone()
+    }
+  }
+
+  function publish(d: Device, seq: number, payload: string | Buffer, q: QoS, first: boolean): void {
     const client = d.client
     if (client === undefined) return
-    if (first) sent++
+    if (first) {
+      sent++
+      sentByQos[q]++
+      sentByProfile[d.profile]++
+      bytesSent += typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length
+      ledger.noteSent(d.id, seq)
+    }
+    if (q === 0 && d.link !== 'up') {
+      // Held by the device until the link is back (see the top of this file).
+      ;(d.retries ??= []).push({ seq, qos: q, payload })
+      pending++
+      return
+    }
     d.inflight++
     pending++
     const t0 = performance.now()
-    client.publish(d.topic, payload, { qos }, (err) => {
+    const token = q === 0 ? { settled: false } : undefined
+    client.publish(d.topic, payload, { qos: q }, (err) => {
+      if (token !== undefined) {
+        if (token.settled) return // written off when its connection dropped
+        token.settled = true
+      }
       d.inflight--
       pending--
       if (closed) return
       if (err) {
         errors++
         publishErrors++
-        // Retry later with the same seq/payload. Never re-publish synchronously here: mqtt.js may be iterating
+        // Retry later with the same seq/QoS/payload. Never re-publish synchronously here: mqtt.js may be iterating
         // its held-back publish queue while it calls us.
-        d.retries.push({ seq, payload })
+        ;(d.retries ??= []).push({ seq, qos: q, payload })
         pending++
-        retryQueue.add(d)
+        if (d.link === 'up') retryQueue.add(d) // else at the next CONNACK
         return
       }
       acked++
-      if (qos > 0) latency.add(performance.now() - t0)
-      if (ledger.record(d.id, seq)) {
-        d.ackedCount++
-        if (count !== undefined && !d.complete && d.ackedCount >= count) {
-          d.complete = true
-          if (++completeDevices === deviceCount) resolveDone()
-        }
+      if (q > 0) {
+        latency.add(performance.now() - t0)
+        if (ledger.record(d.id, seq)) countAck(d)
+      } else {
+        countAck(d)
       }
       if (rate === 0) schedulePump(d)
     })
+    if (token !== undefined && !token.settled) {
+      const open = (d.qos0Open ??= [])
+      if (open.length >= 64) d.qos0Open = open.filter((t) => !t.settled)
+      d.qos0Open.push(token)
+    }
   }
 
   function produce(d: Device): void {
     const seq = d.nextSeq++
-    publish(d, seq, telemetry(d, seq, payloadBytes), true)
+    let payload: string | Buffer
+    switch (d.profile) {
+      case 'telemetry':
+        payload = telemetryPayload((d.sensors ??= initialSensors(rng)), d.id, seq, rng, payloadBytes, richTelemetry)
+        break
+      case 'alarm': {
+        let b = d.burst
+        if (b === undefined) b = d.burst = { id: 0, index: 0, size: 0 }
+        if (b.index >= b.size) {
+          b.id++
+          b.index = 0
+          b.size = alarmBurstSize(rng)
+        }
+        payload = alarmPayload(d.id, seq, b, rng)
+        b.index++
+        break
+      }
+      case 'binary':
+        payload = binaryPayload(d.id, seq, rng)
+        break
+      case 'large':
+        payload = largePayload(d.id, seq, rng, largeMin, largeMax)
+        break
+    }
+    publish(d, seq, payload, drawQos(), true)
+  }
+
+  function onPublishDue(d: Device, now: number): void {
+    if (!wantsMore(d)) return
+    if (now - d.nextDueAt > MAX_CATCH_UP_MS) d.nextDueAt = now
+    while (d.nextDueAt <= now && wantsMore(d)) {
+      if (backlog(d) < maxPending) produce(d)
+      else skipped++
+      d.nextDueAt += nextInterval(d)
+    }
+    if (wantsMore(d)) scheduler.schedule(d.publishTask, d.nextDueAt)
   }
 
   function schedulePump(d: Device): void {
@@ -541,48 +603,152 @@ export function startFleet(opts: FleetOptions): Fleet {
   }
 
   function pumpClosedLoop(d: Device): void {
-    while (d.client !== undefined && wantsMore(d) && d.inflight + d.retries.length < maxInflight) produce(d)
+    while (d.client !== undefined && wantsMore(d) && backlog(d) < maxInflight) produce(d)
   }
 
   function flushRetries(d: Device): void {
     const batch = d.retries
-    d.retries = []
+    if (batch === undefined) return
+    d.retries = undefined
     pending -= batch.length
-    for (const r of batch) publish(d, r.seq, r.payload, false)
+    for (const r of batch) publish(d, r.seq, r.payload, r.qos, false)
   }
 
-  function boot(d: Device): void {
+  function onConnack(d: Device, client: MqttClient, packet: Packet): void {
+    if (packet.cmd !== 'connack') return
+    if ((packet.returnCode ?? packet.reasonCode ?? 0) !== 0) return // refused: mqtt.js closes the stream
+    if (d.link !== 'up') connected++
+    d.link = 'up'
+    if (d.everConnected) reconnects++
+    d.everConnected = true
+    d.closesInARow = 0
+    if (d.retries !== undefined) retryQueue.add(d)
+    if (!d.clean && !d.subscribed) {
+      d.subscribed = true
+      client.subscribe(`${topicPrefix}/${d.id}/cmd`, { qos: 1 }, (err) => {
+        if (err) d.subscribed = false // retried at the next CONNACK
+      })
+    }
+  }
+
+  function onClose(d: Device, client: MqttClient): void {
+    // mqtt.js's own 'close' listener ran first. Should a future mqtt.js ignore `reconnectSuppressed`, never let its
+    // reconnect timer run next to the fleet's.
+    const internals = client as unknown as { reconnectTimer: unknown; _clearReconnect?: () => void }
+    if (internals.reconnectTimer != null) internals._clearReconnect?.()
+    if (d.link === 'up') {
+      connected--
+      for (const k in client.outgoing) if (client.outgoing[Number(k)]?.cmd === 'publish') unackedAtDrop++
+    }
+    const open = d.qos0Open
+    d.qos0Open = undefined
+    // After mqtt.js's own 'close' listeners: they fail the publishes it held back (those settle and are retried);
+    // what is still open then waits for a 'drain' of a dead socket.
+    if (open !== undefined) queueMicrotask(() => writeOffQos0(d, open))
+    if (closed) {
+      d.link = 'down'
+      return
+    }
+    const now = performance.now()
+    if (d.offlineUntil > now) {
+      if (d.link !== 'offline') offlineNow++
+      d.link = 'offline'
+      scheduler.schedule(d.linkTask, d.offlineUntil)
+      return
+    }
+    d.link = 'down'
+    d.closesInARow++
+    scheduler.schedule(d.linkTask, now + backoff(d.closesInARow))
+  }
+
+  function writeOffQos0(d: Device, open: { settled: boolean }[]): void {
+    for (const t of open) {
+      if (t.settled) continue
+      t.settled = true
+      d.inflight--
+      pending--
+      qos0Dropped++
+      countAck(d) // handed to the socket: done, for at-most-once
+      if (rate === 0 && !closed) schedulePump(d)
+    }
+  }
+
+  function reconnect(d: Device): void {
+    const client = d.client
+    if (client === undefined || closed || d.link === 'up' || d.link === 'connecting') return
+    if (d.link === 'offline') offlineNow--
+    d.offlineUntil = 0
+    d.link = 'connecting'
+    // The client's own stores: without them reconnect() starts empty ones and the unacknowledged messages are gone.
+    client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore })
+    suppressAutoReconnect(client)
+  }
+
+  /** Drops the connection like a lost link: no DISCONNECT, the broker sees the socket close. */
+  function dropLink(d: Device): void {
+    d.client?.stream?.destroy()
+  }
+
+  function boot(d: Device, now: number): void {
     const client = connect(url, {
       clientId: d.id,
-      clean,
+      clean: d.clean,
       keepalive,
       connectTimeout,
       protocolVersion: 4,
-      reconnectPeriod: backoff(1),
+      reconnectPeriod: backoffStartMs, // > 0, never used: see the top of this file
+      reschedulePings: false,
+      queueQoSZero: false,
+      timerVariant,
+      log: noLog, // mqtt.js otherwise creates a `debug` logger per client (~1 KB each)
     })
+    suppressAutoReconnect(client)
     d.client = client
-    // Runs before mqtt.js' own 'close' handler, which arms the reconnect timer with options.reconnectPeriod.
-    client.prependListener('close', () => {
-      d.closesInARow++
-      client.options.reconnectPeriod = backoff(d.closesInARow)
-    })
-    client.on('packetreceive', (packet: Packet) => {
-      if (packet.cmd !== 'connack' || (packet.returnCode ?? packet.reasonCode ?? 0) !== 0) return
-      if (d.everConnected) reconnects++
-      d.everConnected = true
-      d.closesInARow = 0
-      client.options.reconnectPeriod = backoff(1)
-    })
+    d.link = 'connecting'
+    client.on('packetreceive', (packet: Packet) => onConnack(d, client, packet))
+    client.on('close', () => onClose(d, client))
     client.on('error', () => {
       if (!closed) errors++
     })
     if (rate > 0) {
-      d.nextDueAt = performance.now() + Math.random() * (1000 / rate)
-      heap.push(d)
+      d.nextDueAt = now + (d.profile === 'alarm' ? alarmQuietMs(rng, 1000 / d.intervalMs) : rng() * d.intervalMs)
+      scheduler.schedule(d.publishTask, d.nextDueAt)
     } else {
       schedulePump(d)
     }
   }
+
+  const offlineTask = new Task((now) => {
+    if (!producing) return
+    // Poisson process over the fleet: memoryless, so one fleet-wide timer is the same as one per device.
+    for (let tries = 0; tries < 16; tries++) {
+      const d = devices[Math.floor(rng() * devices.length)]
+      if (d === undefined || d.link !== 'up') continue
+      d.offlineUntil = now + spreadAround(rng, offlineMs, 0.5)
+      offlineEpisodes++
+      dropLink(d)
+      break
+    }
+    scheduler.schedule(offlineTask, now + randomExp(rng, 60_000 / (offlinePerMin * deviceCount)))
+  })
+  if (offlinePerMin > 0) scheduler.schedule(offlineTask, start + randomExp(rng, 60_000 / (offlinePerMin * deviceCount)))
+
+  function storm(): number {
+    let n = 0
+    for (const d of devices) {
+      if (d.link !== 'up') continue
+      dropLink(d)
+      n++
+    }
+    storms++
+    return n
+  }
+  const stormTask = new Task((now) => {
+    if (!producing) return
+    storm()
+    if (stormEveryMs !== undefined) scheduler.schedule(stormTask, now + stormEveryMs)
+  })
+  if (stormEveryMs !== undefined) scheduler.schedule(stormTask, start + stormEveryMs)
 
   function tick(): void {
     const now = performance.now()
@@ -590,24 +756,14 @@ export function startFleet(opts: FleetOptions): Fleet {
       const d = devices[bootCursor]
       if (d === undefined || d.bootAt > now) break
       bootCursor++
-      boot(d)
+      boot(d, now)
     }
     if (retryQueue.size > 0) {
       const batch = [...retryQueue]
       retryQueue.clear()
-      for (const d of batch) flushRetries(d)
+      for (const d of batch) if (d.link === 'up') flushRetries(d) // else again at its next CONNACK
     }
-    if (rate > 0 && producing) {
-      for (let d = heap.peek(); d !== undefined && d.nextDueAt <= now; d = heap.peek()) {
-        heap.pop()
-        if (now - d.nextDueAt > MAX_CATCH_UP_MS) d.nextDueAt = now
-        while (d.nextDueAt <= now && wantsMore(d)) {
-          produce(d)
-          d.nextDueAt += interval()
-        }
-        if (wantsMore(d)) heap.push(d)
-      }
-    }
+    scheduler.advance(now)
   }
 
   const timer = setInterval(tick, tickMs)
@@ -629,17 +785,24 @@ export function startFleet(opts: FleetOptions): Fleet {
 
   const fleet: Fleet = {
     stats() {
-      let connected = 0
-      for (const d of devices) if (d.client?.connected === true) connected++
       return {
         devices: deviceCount,
         connected,
+        offline: offlineNow,
         sent,
+        sentByQos: [sentByQos[0], sentByQos[1], sentByQos[2]],
+        sentByProfile: { ...sentByProfile },
+        bytesSent,
         acked,
         pending,
+        skipped,
         errors,
         publishErrors,
         reconnects,
+        unackedAtDrop,
+        qos0Dropped,
+        offlineEpisodes,
+        storms,
         ackLatencyMs: latency.summary(),
       }
     },
@@ -651,26 +814,32 @@ export function startFleet(opts: FleetOptions): Fleet {
       return ledger.toMap()
     },
     deviceIds: devices.map((d) => d.id),
+    profiles,
     done() {
       return donePromise
     },
     async drain(timeoutMs = 5000) {
       producing = false
-      const until = performance.now() + timeoutMs
+      const now = performance.now()
+      for (const d of devices) if (d.link === 'offline') scheduler.schedule(d.linkTask, now)
+      const until = now + timeoutMs
       while (pending > 0 && !closed && performance.now() < until) {
         await new Promise((r) => setTimeout(r, 20))
       }
       return pending === 0
+    },
+    storm,
+    writeLedger(path) {
+      return writeLedgerFile(path, ledger)
     },
     close() {
       if (closePromise !== undefined) return closePromise
       producing = false
       closed = true
       clearInterval(timer)
+      scheduler.clear()
       rejectDone(new Error('fleet closed before every device had all messages acknowledged'))
-      closePromise = Promise.all(
-        devices.flatMap((d) => (d.client === undefined ? [] : [endClient(d.client)])),
-      ).then(() => undefined)
+      closePromise = Promise.all(devices.flatMap((d) => (d.client === undefined ? [] : [endClient(d.client)]))).then(() => undefined)
       return closePromise
     },
     [Symbol.asyncDispose]() {
