@@ -1,91 +1,425 @@
-// Benchmark: backlog drain. Upstream is down while devices fill the log, then it comes back.
+// Benchmark: backlog drain. Upstream is down while devices fill the edge, then it comes back; compared with NATS MQTT's ingest rate and a Mosquitto bridge.
 //
-// Run: npx tsx bench/drain.ts [--messages 1000000] [--devices 50]   (needs nats-server and `npm run build`)
-// Phase 1: nats-server is stopped; N devices publish `messages` QoS 1 messages (~200-byte JSON) to
-//   the bundled gateway; RSS of the gateway is sampled while the backlog grows.
-// Phase 2: nats-server starts again (same store); one live device keeps publishing 100 msg/s.
-// Reports: fill rate, drain rate (messages/s into JetStream), time to empty, gateway RSS during
-// the backlog (min/max), and the live device's device→JetStream latency during the drain compared
-// with its latency once the backlog is gone.
+// Run: npx tsx bench/drain.ts [--messages 1000000] [--devices 50] [--runs 1] [--only ferry,nats-mqtt,mosquitto]
+//   (needs nats-server, mosquitto and `npm run build`)
+// Scenarios (each on fresh servers, in this order, repeated --runs times):
+//   ferry               the bundled gateway; nats-server is stopped while N devices publish `messages`
+//                       QoS 1 messages (~200-byte JSON, closed loop), then started again (same store)
+//                       while one live device publishes 100 msg/s.
+//   nats-mqtt           no outage: the same devices publish the same `messages` straight to
+//                       nats-server's MQTT listener; its ingest rate into JetStream is the yardstick
+//                       of the target "drain at least 2x the rate NATS's native MQTT ingests".
+//   mosquitto-tuned     Mosquitto bridged to nats-server's MQTT listener (see bench/peers.ts), the
+//   mosquitto-defaults  same outage and live device as for Ferry: nats-server stopped while the
+//                       backlog is buffered in Mosquitto, then started again.
+// Reports: fill rate, drain rate (backlog messages/s into JetStream, from upstream's return to the
+// last backlog message stored), time to empty, time to the first backlog message and the rate from
+// then on, backlog messages acknowledged to devices and never stored (lost) or stored twice (read
+// back from the stream), RSS of the edge process while buffering and draining, and the live device's device→JetStream
+// latency during and after the drain. Ferry's drain rate ÷ NATS MQTT ingest rate and ÷ each
+// Mosquitto drain rate. The JSON holds a 250 ms time series per scenario (first run): messages/s
+// acknowledged at the devices, messages/s arriving in JetStream, RSS of the edge process.
 import { connect } from '@nats-io/transport-node'
+import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { decode } from 'cbor-x'
+import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 import { startFleet } from '../firmware-sim/index.js'
-import { freePort, natsBin, percentile, printTable, rssMiB, startFerry, startProc, tempDir, waitPort, writeResult, runIfMain } from './lib.js'
+import type { Fleet } from '../firmware-sim/index.js'
+import { auditStream, commandLine, median, percentile, printTable, rssMiB, startFerry, startSeries, tempDir, writeResult, runIfMain } from './lib.js'
+import type { Proc } from './lib.js'
+import { DEVICES_STREAM, MOSQUITTO_VARIANT_CONFIG, addDevicesStream, mosquittoVersion, startMosquittoBridge, startRestartableNats, waitBridgeConnected } from './peers.js'
+import type { MosquittoBridge, MosquittoVariant, RestartableNats } from './peers.js'
 
-const { values } = parseArgs({ options: { messages: { type: 'string', default: '1000000' }, devices: { type: 'string', default: '50' } } })
+const { values } = parseArgs({
+  options: { messages: { type: 'string', default: '1000000' }, devices: { type: 'string', default: '50' }, runs: { type: 'string', default: '1' }, only: { type: 'string' } },
+})
 const MESSAGES = Number(values.messages)
 const DEVICES = Number(values.devices)
+const RUNS = Number(values.runs)
+const ONLY = values.only?.split(',').filter(Boolean)
+const PAYLOAD = 200
+const LIVE_RATE = 100
+const SERIES_MS = 250
 
-export async function main(): Promise<void> {
-  const natsPort = await freePort()
-  const store = tempDir('ferry-bench-drain-js-')
-  const natsArgs = ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', store]
-  const url = `nats://127.0.0.1:${natsPort}`
-  // Start NATS once so the gateway creates the stream, then take it down.
-  let nats = startProc(natsBin(), natsArgs)
-  await waitPort(natsPort)
-  const ferry = await startFerry(['--nats-url', url, '--data-dir', tempDir('ferry-bench-drain-'), '--log-max-bytes', '4GiB'])
-  for (let i = 0; i < 100 && !ferry.proc.output().includes('created JetStream stream'); i++) await new Promise((r) => setTimeout(r, 50))
-  await nats.stop()
+type Series = Awaited<ReturnType<ReturnType<typeof startSeries>['stop']>>
 
-  const rss: number[] = []
-  const sampler = setInterval(() => rss.push(rssMiB(ferry.proc.pid)), 250)
-  const t0 = performance.now()
-  const fill = startFleet({ url: `mqtt://127.0.0.1:${ferry.mqttPort}`, devices: DEVICES, ratePerDevice: 0, inflight: 10, qos: 1, count: Math.ceil(MESSAGES / DEVICES), payloadBytes: 200, rampMs: 500 })
-  await fill.done()
-  const fillS = (performance.now() - t0) / 1000
-  const total = fill.stats().acked
-  await fill.close()
-  const rssBacklog = [...rss]
+interface Latency {
+  p50: number
+  p99: number
+  n: number
+}
 
-  // Phase 2: upstream returns; a live device publishes 100 msg/s throughout.
-  nats = startProc(natsBin(), natsArgs)
-  await waitPort(natsPort)
-  const nc = await connect({ servers: url })
-  const drainLat: number[] = []
-  const afterLat: number[] = []
-  let drained = false
-  nc.subscribe('ferry.up.devices.live-00001.>', {
-    callback: (_e, m) => {
-      const v = decode(m.data) as { ts: number }
-      ;(drained ? afterLat : drainLat).push(Date.now() - v.ts)
-    },
-  })
-  const live = startFleet({ url: `mqtt://127.0.0.1:${ferry.mqttPort}`, devices: 1, idPrefix: 'live', ratePerDevice: 100, qos: 1, payloadBytes: 200 })
-  const jsm = await jetstreamManager(nc)
-  const t1 = performance.now()
+/** One outage-and-drain run of an edge broker (Ferry or Mosquitto). */
+interface DrainResult {
+  /** Backlog messages acknowledged to devices while upstream was down. */
+  acked: number
+  fillPerS: number
+  /** Distinct backlog messages in JetStream after the drain. */
+  delivered: number
+  /** Backlog messages acknowledged to devices and never stored in JetStream. */
+  lost: number
+  /** Backlog messages stored more than once. */
+  duplicates: number
+  /** `delivered` ÷ `drainS`. */
+  drainPerS: number
+  /** Upstream back → last backlog message in JetStream, seconds. */
+  drainS: number
+  /** `delivered` ÷ (`drainS` − `firstArrivalS`): the rate once messages flow, without the reconnect delay. */
+  flowingPerS: number
+  /** Upstream back → first backlog message in JetStream, seconds (reconnect delay). */
+  firstArrivalS: number
+  /** RSS of the edge process while the backlog grew: min, max, and once 10 % of it was buffered. */
+  rssBacklogMiB: { min: number; max: number; at10pct: number }
+  rssDuringDrainMaxMiB: number
+  liveDuringDrain: Latency
+  liveAfterDrain: Latency
+  liveLost: number
+}
+
+/** NATS MQTT taking the same messages with no outage. */
+interface IngestResult {
+  messages: number
+  ackedPerS: number
+  /** Messages/s arriving in JetStream, once all devices are connected. */
+  arrivedPerS: number
+  seconds: number
+}
+
+function decodePayload(data: Uint8Array, contentType: string | undefined): unknown {
+  return contentType === 'application/cbor' ? decode(data) : JSON.parse(new TextDecoder().decode(data))
+}
+
+const managers = new WeakMap<NatsConnection, ReturnType<typeof jetstreamManager>>()
+
+/** Messages in `stream`, or undefined while the server does not answer (1 s timeout). */
+async function streamCount(nc: NatsConnection | undefined, stream: string): Promise<number | undefined> {
+  if (!nc) return undefined
+  try {
+    let jsm = managers.get(nc)
+    if (!jsm) managers.set(nc, (jsm = jetstreamManager(nc, { timeout: 1000 })))
+    return (await (await jsm).streams.info(stream)).state.messages
+  } catch {
+    managers.delete(nc)
+    return undefined
+  }
+}
+
+function latency(xs: number[]): Latency {
+  return { p50: percentile(xs, 50), p99: percentile(xs, 99), n: xs.length }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * What differs between Ferry and Mosquitto in the outage scenario: how the edge and its upstream
+ * are started, where devices connect, which stream and subjects hold what arrives.
+ */
+interface Edge {
+  readonly nats: RestartableNats
+  readonly mqttPort: number
+  readonly proc: Proc
+  readonly stream: string
+  readonly liveSubject: string
+  close(): Promise<void>
+}
+
+async function startFerryEdge(): Promise<Edge> {
+  const nats = await startRestartableNats({ mqtt: false })
+  const dataDir = tempDir('ferry-bench-drain-')
+  try {
+    const ferry = await startFerry(['--nats-url', nats.url, '--data-dir', dataDir, '--log-max-bytes', '4GiB'])
+    // Upstream up at the start so the gateway creates its stream; the outage comes after.
+    for (let i = 0; i < 200 && !ferry.proc.output().includes('created JetStream stream'); i++) await sleep(50)
+    return {
+      nats,
+      mqttPort: ferry.mqttPort,
+      proc: ferry.proc,
+      stream: 'FERRY',
+      liveSubject: 'ferry.up.devices.live-00001.>',
+      async close() {
+        await ferry.proc.stop()
+        await nats.close()
+        fs.rmSync(dataDir, { recursive: true, force: true })
+      },
+    }
+  } catch (err) {
+    await nats.close()
+    fs.rmSync(dataDir, { recursive: true, force: true })
+    throw err
+  }
+}
+
+async function startMosquittoEdge(variant: MosquittoVariant): Promise<Edge> {
+  const nats = await startRestartableNats({ mqtt: true })
+  let bridge: MosquittoBridge | undefined
+  try {
+    await addDevicesStream(nats.url)
+    bridge = await startMosquittoBridge({ variant, natsMqttPort: nats.mqttPort })
+    await waitBridgeConnected(bridge, nats.url)
+    const b = bridge
+    return {
+      nats,
+      mqttPort: b.mqttPort,
+      proc: b.proc,
+      stream: DEVICES_STREAM,
+      liveSubject: 'devices.live-00001.>',
+      async close() {
+        await b.close()
+        await nats.close()
+      },
+    }
+  } catch (err) {
+    await bridge?.close()
+    await nats.close()
+    throw err
+  }
+}
+
+/** Upstream down, `MESSAGES` buffered at the edge, upstream up with a live device; drain measured and audited. */
+async function runOutage(edge: Edge): Promise<{ result: DrainResult; series: Series }> {
+  let fill: Fleet | undefined
+  let live: Fleet | undefined
+  let nc: NatsConnection | undefined
   let stored = 0
-  while (stored < total && performance.now() - t1 < 600_000) {
-    stored = (await jsm.streams.info('FERRY')).state.messages - live.stats().acked
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  const drainS = (performance.now() - t1) / 1000
-  drained = true
-  await new Promise((r) => setTimeout(r, 3000))
-  clearInterval(sampler)
-  await live.close()
-  await nc.close()
-  await ferry.proc.stop()
-  await nats.stop()
+  let series: ReturnType<typeof startSeries> | undefined
+  try {
+    await edge.nats.stop()
+    series = startSeries(SERIES_MS, async () => ({
+      acked: (fill?.stats().acked ?? 0) + (live?.stats().acked ?? 0),
+      stored: (await streamCount(nc, edge.stream)) ?? stored,
+      rssMiB: rssMiB(edge.proc.pid),
+    }))
+    series.mark('upstream down')
+    const rssFill: { acked: number; rss: number }[] = []
+    const t0 = performance.now()
+    const f = startFleet({ url: `mqtt://127.0.0.1:${edge.mqttPort}`, devices: DEVICES, ratePerDevice: 0, inflight: 10, qos: 1, count: Math.ceil(MESSAGES / DEVICES), payloadBytes: PAYLOAD, rampMs: 500 })
+    fill = f
+    const rssTimer = setInterval(() => rssFill.push({ acked: f.stats().acked, rss: rssMiB(edge.proc.pid) }), SERIES_MS)
+    await f.done()
+    clearInterval(rssTimer)
+    rssFill.push({ acked: f.stats().acked, rss: rssMiB(edge.proc.pid) })
+    const fillS = (performance.now() - t0) / 1000
+    const acked = f.stats().acked
+    series.mark('backlog buffered')
+    await f.close()
 
-  const result = {
-    messages: total,
-    fillPerS: total / fillS,
-    drainPerS: total / drainS,
-    drainS,
-    rssBacklogMiB: { min: Math.min(...rssBacklog), max: Math.max(...rssBacklog) },
-    rssDuringDrainMaxMiB: Math.max(...rss.slice(rssBacklog.length)),
-    liveDuringDrain: { p50: percentile(drainLat, 50), p99: percentile(drainLat, 99), n: drainLat.length },
-    liveAfterDrain: { p50: percentile(afterLat, 50), p99: percentile(afterLat, 99), n: afterLat.length },
+    // Upstream returns; a live device publishes LIVE_RATE msg/s throughout.
+    await edge.nats.start()
+    const tUp = performance.now()
+    series.mark('upstream up')
+    nc = await connect({ servers: edge.nats.url })
+    const drainLat: number[] = []
+    const afterLat: number[] = []
+    let drained = false
+    nc.subscribe(edge.liveSubject, {
+      callback: (_e, m) => {
+        try {
+          const v = decodePayload(m.data, m.headers?.get('Content-Type')) as { ts?: unknown }
+          if (typeof v.ts === 'number') (drained ? afterLat : drainLat).push(Date.now() - v.ts)
+        } catch {}
+      },
+    })
+    const l = startFleet({ url: `mqtt://127.0.0.1:${edge.mqttPort}`, devices: 1, idPrefix: 'live', ratePerDevice: LIVE_RATE, qos: 1, payloadBytes: PAYLOAD })
+    live = l
+    // Backlog in JetStream ≈ stream count − live messages acknowledged. Done when it reaches what
+    // was acknowledged, or when it stops growing for 5 s (an edge that dropped messages).
+    let backlog = 0
+    let firstAt = NaN
+    let lastGrowthAt = tUp
+    for (;;) {
+      const c = await streamCount(nc, edge.stream)
+      const now = performance.now()
+      if (c !== undefined) {
+        stored = c
+        const b = c - l.stats().acked
+        if (b > 0 && Number.isNaN(firstAt)) firstAt = now
+        if (b > backlog + 10 || (b > backlog && b >= acked)) {
+          backlog = b
+          lastGrowthAt = now
+        }
+        if (backlog >= acked) break
+      }
+      const quietMs = now - (Number.isNaN(firstAt) ? tUp + 25_000 : lastGrowthAt)
+      if (quietMs > 5000 || now - tUp > 600_000) break
+      await sleep(50)
+    }
+    const drainS = (lastGrowthAt - tUp) / 1000
+    series.mark('backlog in JetStream')
+    drained = true
+    await sleep(3000)
+    const s = await series.stop()
+    await l.close()
+    // Let the live device's last messages land before reading the stream back.
+    const want = acked + l.stats().acked
+    for (let i = 0; i < 100 && ((await streamCount(nc, edge.stream)) ?? 0) < Math.min(want, stored + l.stats().acked); i++) await sleep(50)
+    const audit = await auditStream(edge.nats.url, edge.stream, [f.ledger, l.ledger], decodePayload)
+    const backlogAudit = audit.perLedger[0]!
+    const liveAudit = audit.perLedger[1]!
+    const rssAll = rssFill.map((r) => r.rss)
+    const drainRows = s.rows.filter((r) => r[0]! * 1000 >= (s.marks.find((m) => m.label === 'upstream up')?.tS ?? 0) * 1000)
+    return {
+      result: {
+        acked,
+        fillPerS: acked / fillS,
+        delivered: backlogAudit.unique,
+        lost: backlogAudit.lost,
+        duplicates: backlogAudit.duplicates,
+        drainPerS: backlogAudit.unique / drainS,
+        drainS,
+        flowingPerS: backlogAudit.unique / (drainS - (firstAt - tUp) / 1000),
+        firstArrivalS: (firstAt - tUp) / 1000,
+        rssBacklogMiB: { min: Math.min(...rssAll), max: Math.max(...rssAll), at10pct: rssFill.find((r) => r.acked >= acked / 10)?.rss ?? NaN },
+        rssDuringDrainMaxMiB: Math.max(...drainRows.map((r) => r[3]!)),
+        liveDuringDrain: latency(drainLat),
+        liveAfterDrain: latency(afterLat),
+        liveLost: liveAudit.lost,
+      },
+      series: s,
+    }
+  } finally {
+    await series?.stop()
+    await fill?.close()
+    await live?.close()
+    await nc?.close()
   }
-  process.stdout.write(`\nBacklog drain: ${total.toLocaleString('en-US')} messages buffered with NATS down, then NATS up\n\n`)
+}
+
+async function runFerry(): Promise<{ result: DrainResult; series: Series }> {
+  const edge = await startFerryEdge()
+  try {
+    return await runOutage(edge)
+  } finally {
+    await edge.close()
+  }
+}
+
+async function runMosquitto(variant: MosquittoVariant): Promise<{ result: DrainResult; series: Series }> {
+  const edge = await startMosquittoEdge(variant)
+  try {
+    return await runOutage(edge)
+  } finally {
+    await edge.close()
+  }
+}
+
+/** The same messages published straight to nats-server's MQTT listener, no outage. */
+async function runNatsMqttIngest(): Promise<{ result: IngestResult; series: Series }> {
+  const nats = await startRestartableNats({ mqtt: true })
+  let fleet: Fleet | undefined
+  let nc: NatsConnection | undefined
+  let series: ReturnType<typeof startSeries> | undefined
+  try {
+    await addDevicesStream(nats.url)
+    nc = await connect({ servers: nats.url })
+    const c = nc
+    const natsPid = nats.proc()!.pid
+    series = startSeries(SERIES_MS, async () => ({ acked: fleet?.stats().acked ?? 0, stored: (await streamCount(c, DEVICES_STREAM)) ?? 0, rssMiB: rssMiB(natsPid) }))
+    series.mark('devices start')
+    const perDevice = Math.ceil(MESSAGES / DEVICES)
+    const total = perDevice * DEVICES
+    const f = startFleet({ url: `mqtt://127.0.0.1:${nats.mqttPort}`, devices: DEVICES, ratePerDevice: 0, inflight: 10, qos: 1, count: perDevice, payloadBytes: PAYLOAD, rampMs: 500 })
+    fleet = f
+    while (f.stats().connected < DEVICES) await sleep(20)
+    const t0 = performance.now()
+    const ackedAt0 = f.stats().acked
+    const storedAt0 = (await streamCount(c, DEVICES_STREAM)) ?? 0
+    await f.done()
+    const tAcked = performance.now()
+    let arrived = storedAt0
+    while (arrived < total && performance.now() - tAcked < 120_000) {
+      arrived = (await streamCount(c, DEVICES_STREAM)) ?? arrived
+      if (arrived < total) await sleep(10)
+    }
+    const t1 = performance.now()
+    series.mark('all in JetStream')
+    await sleep(1000)
+    if (arrived < total) throw new Error(`nats-mqtt: only ${arrived} of ${total} messages arrived in JetStream`)
+    return {
+      result: { messages: total, ackedPerS: (total - ackedAt0) / ((tAcked - t0) / 1000), arrivedPerS: (arrived - storedAt0) / ((t1 - t0) / 1000), seconds: (t1 - t0) / 1000 },
+      series: await series.stop(),
+    }
+  } finally {
+    await series?.stop()
+    await fleet?.close()
+    await nc?.close()
+    await nats.close()
+  }
+}
+
+/** Median of every numeric leaf over equally shaped objects. */
+function medianOf<T>(xs: T[]): T {
+  const first = xs[0]
+  if (typeof first === 'number') return median(xs as number[]) as T
+  if (typeof first !== 'object' || first === null) return first as T
+  return Object.fromEntries(Object.keys(first).map((k) => [k, medianOf(xs.map((x) => (x as Record<string, unknown>)[k]))])) as T
+}
+
+export async function main(): Promise<Record<string, unknown>> {
+  const plan: [string, () => Promise<{ result: DrainResult | IngestResult; series: Series }>][] = [
+    ['ferry', runFerry],
+    ['nats-mqtt', runNatsMqttIngest],
+    ['mosquitto-tuned', () => runMosquitto('tuned')],
+    ['mosquitto-defaults', () => runMosquitto('defaults')],
+  ]
+  const all: Record<string, (DrainResult | IngestResult)[]> = {}
+  const series: Record<string, Series> = {}
+  for (let r = 0; r < RUNS; r++) {
+    for (const [name, fn] of plan) {
+      if (ONLY && !ONLY.some((o) => name.includes(o))) continue
+      const { result, series: s } = await fn()
+      ;(all[name] ??= []).push(result)
+      series[name] ??= s
+      const line = 'drainPerS' in result ? `${Math.round(result.drainPerS)} msg/s drain, ${result.lost} of ${result.acked} acknowledged lost` : `${Math.round(result.arrivedPerS)} msg/s ingest`
+      process.stderr.write(`run ${r + 1}/${RUNS} ${name}: ${line}\n`)
+    }
+  }
+  const medians = Object.fromEntries(Object.entries(all).map(([k, xs]) => [k, medianOf(xs)])) as Record<string, DrainResult | IngestResult>
+  const ferry = medians.ferry as DrainResult | undefined
+  const ingest = medians['nats-mqtt'] as IngestResult | undefined
+  const edges = Object.entries(medians).filter((e): e is [string, DrainResult] => 'drainPerS' in e[1])
+
+  process.stdout.write(`\nBacklog drain: ${MESSAGES.toLocaleString('en-US')} messages buffered with the upstream down, then up; ${DEVICES} devices, QoS 1, ~${PAYLOAD}-byte JSON; medians of ${RUNS} run(s)\n\n`)
   printTable([
-    ['fill msg/s', 'drain msg/s', 'time to empty s', 'RSS while buffering MiB', 'RSS max during drain MiB', 'live p50/p99 during drain ms', 'live p50/p99 after ms'],
-    [result.fillPerS, result.drainPerS, result.drainS, `${result.rssBacklogMiB.min.toFixed(0)}–${result.rssBacklogMiB.max.toFixed(0)}`, result.rssDuringDrainMaxMiB, `${result.liveDuringDrain.p50}/${result.liveDuringDrain.p99}`, `${result.liveAfterDrain.p50}/${result.liveAfterDrain.p99}`],
+    ['edge', 'acked', 'fill msg/s', 'drain msg/s', 'time to empty s', 'first arrival s', 'msg/s once flowing', 'lost', 'dup', 'RSS buffering MiB', 'RSS draining max MiB', 'live p50/p99 during ms', 'live p50/p99 after ms'],
+    ...edges.map(([k, d]) => [
+      k,
+      d.acked.toLocaleString('en-US'),
+      d.fillPerS,
+      d.drainPerS,
+      d.drainS,
+      d.firstArrivalS,
+      d.flowingPerS,
+      d.lost.toLocaleString('en-US'),
+      d.duplicates.toLocaleString('en-US'),
+      `${d.rssBacklogMiB.min.toFixed(0)}–${d.rssBacklogMiB.max.toFixed(0)}`,
+      d.rssDuringDrainMaxMiB,
+      `${d.liveDuringDrain.p50}/${d.liveDuringDrain.p99}`,
+      `${d.liveAfterDrain.p50}/${d.liveAfterDrain.p99}`,
+    ]),
   ])
-  process.stdout.write(`wrote ${writeResult('drain', result)}\n`)
+  if (ingest) process.stdout.write(`\nNATS MQTT ingest of the same messages (no outage): ${Math.round(ingest.arrivedPerS).toLocaleString('en-US')} msg/s into JetStream (${Math.round(ingest.ackedPerS).toLocaleString('en-US')} msg/s acked)\n`)
+  const ratios: Record<string, number> = {}
+  if (ferry && ingest) ratios.drainVsNatsMqttIngest = ferry.drainPerS / ingest.arrivedPerS
+  for (const [k, d] of edges) if (ferry && k !== 'ferry') ratios[`drainVs_${k}`] = ferry.drainPerS / d.drainPerS
+  for (const [k, v] of Object.entries(ratios)) process.stdout.write(`Ferry drain ÷ ${k.replace(/^drainVs_?/, '')}: ${v.toFixed(2)}×\n`)
+  for (const [k, d] of edges) if (d.lost > 0) process.stdout.write(`${k}: ${d.lost.toLocaleString('en-US')} of ${d.acked.toLocaleString('en-US')} acknowledged messages never reached JetStream\n`)
+  const file = writeResult('drain', {
+    command: commandLine(),
+    peers: { mosquitto: mosquittoVersion(), mosquittoVariants: MOSQUITTO_VARIANT_CONFIG },
+    messagesRequested: MESSAGES,
+    devices: DEVICES,
+    payloadBytes: PAYLOAD,
+    liveRatePerS: LIVE_RATE,
+    runs: RUNS,
+    medians,
+    ratios,
+    series,
+    all,
+  })
+  process.stdout.write(`wrote ${file}\n`)
+  return { medians, ratios }
 }
 
 runIfMain(import.meta.url, main)

@@ -1,5 +1,9 @@
-// Runs every benchmark scenario in turn (npm run bench); each also runs alone with `npx tsx bench/<name>.ts`.
+// Runs every benchmark scenario in turn, then the report (npm run bench); each also runs alone with `npx tsx bench/<name>.ts`.
+import { main as compactness } from './compactness.js'
+import { main as crash } from './crash.js'
 import { main as drain } from './drain.js'
+import { main as footprint } from './footprint.js'
+import { main as report } from './report.js'
 import { main as startup } from './startup.js'
 import { main as throughput } from './throughput.js'
 
@@ -7,6 +11,10 @@ async function run(): Promise<void> {
   await throughput()
   await drain()
   await startup()
+  await footprint()
+  await compactness()
+  await crash()
+  await report()
 }
 
 run().then(

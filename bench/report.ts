@@ -1,0 +1,632 @@
+// Report: reads bench/results/*.json and writes bench/RESULTS.md and bench/charts/*.svg (plain SVG text, no dependencies).
+//
+// Run: npx tsx bench/report.ts   (after the benchmarks; needs nothing else)
+// Renders what exists and says what is missing: throughput.json and drain.json (tables with Ferry's
+// ratio to each peer, latency CDFs, outage/drain time series), crash.json, compactness.json,
+// footprint.json, startup.json (specific tables where their shape is known, every numeric field
+// otherwise), and the targets of issue 3 with met / missed / not measured. Medians are those the
+// benchmarks wrote (medians of their --runs); a file with fewer than 3 runs is flagged.
+import fs from 'node:fs'
+import path from 'node:path'
+import { ROOT, fmt, runIfMain } from './lib.js'
+
+const RESULTS_DIR = path.join(ROOT, 'bench', 'results')
+const OUT = path.join(ROOT, 'bench', 'RESULTS.md')
+const CHART_DIR = path.join(ROOT, 'bench', 'charts')
+
+/** Command each benchmark runs with by default, for result files that do not record theirs. */
+const DEFAULT_COMMANDS: Record<string, string> = {
+  throughput: 'npx tsx bench/throughput.ts --runs 3',
+  drain: 'npx tsx bench/drain.ts',
+  startup: 'npx tsx bench/startup.ts',
+  crash: 'npx tsx bench/crash.ts',
+  compactness: 'npx tsx bench/compactness.ts',
+  footprint: 'npx tsx bench/footprint.ts',
+}
+const ORDER = ['throughput', 'drain', 'crash', 'compactness', 'footprint', 'startup']
+
+const PEERS: Record<string, string> = {
+  'nats-mqtt': 'NATS MQTT listener',
+  'mosquitto-tuned': 'Mosquitto → bridge, tuned',
+  'mosquitto-defaults': 'Mosquitto → bridge, defaults',
+  'raw-jetstream': 'raw nats.js JetStream publish',
+}
+const COLORS: Record<string, string> = {
+  ferry: '#1f6fb4',
+  'nats-mqtt': '#e8770e',
+  'mosquitto-tuned': '#2a9d3a',
+  'mosquitto-defaults': '#c9302c',
+  'raw-jetstream': '#777777',
+}
+
+// ---------- small typed accessors over parsed JSON ----------
+
+type Json = unknown
+
+function get(v: Json, ...keys: (string | number)[]): Json {
+  let cur = v
+  for (const k of keys) {
+    if (cur === null || typeof cur !== 'object') return undefined
+    cur = (cur as Record<string, unknown>)[k]
+  }
+  return cur
+}
+
+function num(v: Json): number {
+  return typeof v === 'number' ? v : v === null ? NaN : NaN
+}
+
+function obj(v: Json): Record<string, Json> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, Json>) : {}
+}
+
+function arr(v: Json): Json[] {
+  return Array.isArray(v) ? v : []
+}
+
+function str(v: Json): string {
+  return typeof v === 'string' ? v : v === undefined || v === null ? '' : String(v)
+}
+
+// ---------- markdown helpers ----------
+
+function table(rows: string[][]): string {
+  const [head, ...body] = rows
+  if (!head) return ''
+  const esc = (c: string): string => c.replaceAll('|', '\\|')
+  // Right-align a column when every cell in it starts like a number.
+  const numeric = head.map((_, i) => i > 0 && body.every((r) => /^(\*\*)?[-–+\d.]|^$/.test(r[i] ?? '')))
+  return [`| ${head.map(esc).join(' | ')} |`, `|${numeric.map((n) => (n ? '--:' : '---')).join('|')}|`, ...body.map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n')
+}
+
+/** `x` formatted, or `–` when not a number. */
+function f(x: number, digits?: number): string {
+  if (!Number.isFinite(x)) return '–'
+  if (digits === undefined && Number.isInteger(x)) return x.toLocaleString('en-US')
+  return digits === undefined ? fmt(x) : x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+function ratio(a: number, b: number): string {
+  const r = a / b
+  return Number.isFinite(r) ? `${r >= 10 ? r.toFixed(0) : r.toFixed(2)}×` : '–'
+}
+
+/** A peer's figure with Ferry's ratio to it: `75,845 (Ferry 0.56×)`. */
+function withRatio(peer: number, ferry: number): string {
+  if (!Number.isFinite(peer)) return '–'
+  return `${f(peer)} (Ferry ${ratio(ferry, peer)})`
+}
+
+// ---------- SVG charts ----------
+
+interface Line {
+  label: string
+  color: string
+  points: [number, number][]
+  dashed?: boolean
+}
+
+function xml(s: string): string {
+  return s.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;').replaceAll('"', '&quot;')
+}
+
+function niceTicks(min: number, max: number, count = 6): number[] {
+  const span = max - min || 1
+  const raw = span / count
+  const mag = 10 ** Math.floor(Math.log10(raw))
+  const step = ([1, 2, 2.5, 5, 10].find((m) => m * mag >= raw) ?? 10) * mag
+  const out: number[] = []
+  for (let t = Math.ceil(min / step) * step; t <= max + step * 1e-9; t += step) out.push(Number(t.toPrecision(12)))
+  return out
+}
+
+function logTicks(min: number, max: number): number[] {
+  const out: number[] = []
+  for (let e = Math.floor(Math.log10(min)); e <= Math.ceil(Math.log10(max)); e++) for (const m of [1, 2, 5]) {
+    const t = m * 10 ** e
+    if (t >= min * 0.999 && t <= max * 1.001) out.push(Number(t.toPrecision(6)))
+  }
+  return out
+}
+
+function tickLabel(t: number): string {
+  if (Math.abs(t) >= 1000) return t >= 1e6 ? `${t / 1e6}M` : `${t / 1000}k`
+  return String(Number(t.toPrecision(6)))
+}
+
+function lineChart(opts: { title: string; xLabel: string; yLabel: string; lines: Line[]; xLog?: boolean; xMin?: number; xMax?: number; yMin?: number; yMax?: number; marks?: { x: number; label: string }[]; note?: string }): string {
+  const W = 820
+  // Legend below the plot: three entries per row, two when labels are long.
+  const perRow = Math.max(...opts.lines.map((l) => l.label.length), 0) > 30 ? 2 : 3
+  const legendRows = Math.ceil(opts.lines.length / perRow)
+  const m = { l: 74, r: 20, t: 40, b: 72 + legendRows * 16 }
+  const H = 300 + m.t + m.b
+  const pw = W - m.l - m.r
+  const ph = H - m.t - m.b
+  const pts = opts.lines.flatMap((l) => l.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!opts.xLog || x > 0))
+  let xMin = opts.xMin ?? Math.min(...pts.map((p) => p[0]))
+  let xMax = opts.xMax ?? Math.max(...pts.map((p) => p[0]))
+  const yMin = opts.yMin ?? 0
+  let yMax = opts.yMax ?? Math.max(...pts.map((p) => p[1]))
+  if (!Number.isFinite(xMin) || !Number.isFinite(xMax)) [xMin, xMax] = opts.xLog ? [0.1, 100] : [0, 1]
+  if (xMax <= xMin) xMax = opts.xLog ? xMin * 10 : xMin + 1
+  if (!Number.isFinite(yMax) || yMax <= yMin) yMax = yMin + 1
+  const yTicks = niceTicks(yMin, yMax)
+  yMax = Math.max(yMax, yTicks[yTicks.length - 1] ?? yMax)
+  const xTicks = opts.xLog ? logTicks(xMin, xMax) : niceTicks(xMin, xMax)
+  const sx = (x: number): number => m.l + (opts.xLog ? (Math.log10(x) - Math.log10(xMin)) / (Math.log10(xMax) - Math.log10(xMin)) : (x - xMin) / (xMax - xMin)) * pw
+  const sy = (y: number): number => m.t + ph - ((y - yMin) / (yMax - yMin)) * ph
+  const o: string[] = []
+  o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`)
+  o.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`)
+  o.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${xml(opts.title)}</text>`)
+  for (const t of yTicks) {
+    const y = sy(t).toFixed(1)
+    o.push(`<line x1="${m.l}" x2="${m.l + pw}" y1="${y}" y2="${y}" stroke="#e5e5e5"/>`)
+    o.push(`<text x="${m.l - 6}" y="${y}" text-anchor="end" dominant-baseline="middle">${tickLabel(t)}</text>`)
+  }
+  for (const t of xTicks) {
+    if (t < xMin || t > xMax) continue
+    const x = sx(t).toFixed(1)
+    o.push(`<line x1="${x}" x2="${x}" y1="${m.t}" y2="${m.t + ph}" stroke="#f0f0f0"/>`)
+    o.push(`<text x="${x}" y="${m.t + ph + 16}" text-anchor="middle">${tickLabel(t)}</text>`)
+  }
+  o.push(`<rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}" fill="none" stroke="#888"/>`)
+  o.push(`<text x="${m.l + pw / 2}" y="${m.t + ph + 36}" text-anchor="middle">${xml(opts.xLabel)}</text>`)
+  o.push(`<text transform="translate(16 ${m.t + ph / 2}) rotate(-90)" text-anchor="middle">${xml(opts.yLabel)}</text>`)
+  for (const [i, mk] of (opts.marks ?? []).entries()) {
+    if (!(mk.x >= xMin && mk.x <= xMax)) continue
+    const x = sx(mk.x).toFixed(1)
+    o.push(`<line x1="${x}" x2="${x}" y1="${m.t}" y2="${m.t + ph}" stroke="#555" stroke-dasharray="3 3"/>`)
+    o.push(`<text x="${Number(x) + 3}" y="${m.t + 12 + (i % 3) * 13}" font-size="11" fill="#333">${xml(mk.label)}</text>`)
+  }
+  const clipId = `clip${Math.abs(hash(opts.title))}`
+  o.push(`<clipPath id="${clipId}"><rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}"/></clipPath>`)
+  for (const l of opts.lines) {
+    const p = l.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!opts.xLog || x > 0))
+    if (p.length === 0) continue
+    const d = p.map(([x, y], i) => `${i ? 'L' : 'M'}${sx(x).toFixed(1)} ${sy(Math.min(y, yMax)).toFixed(1)}`).join(' ')
+    o.push(`<path d="${d}" fill="none" stroke="${l.color}" stroke-width="2"${l.dashed ? ' stroke-dasharray="6 4"' : ''} clip-path="url(#${clipId})"/>`)
+  }
+  opts.lines.forEach((l, i) => {
+    const x = m.l + (i % perRow) * (pw / perRow)
+    const y = m.t + ph + 56 + Math.floor(i / perRow) * 16
+    o.push(`<line x1="${x}" x2="${x + 26}" y1="${y}" y2="${y}" stroke="${l.color}" stroke-width="2"${l.dashed ? ' stroke-dasharray="6 4"' : ''}/>`)
+    o.push(`<text x="${x + 32}" y="${y}" dominant-baseline="middle">${xml(l.label)}</text>`)
+  })
+  if (opts.note) o.push(`<text x="${W - m.r}" y="${H - 6}" text-anchor="end" font-size="10" fill="#666">${xml(opts.note)}</text>`)
+  o.push('</svg>')
+  return o.join('\n') + '\n'
+}
+
+function hash(s: string): number {
+  let h = 0
+  for (let i = 0; i < s.length; i++) h = (h * 31 + s.charCodeAt(i)) | 0
+  return h
+}
+
+/** CDF points from a histogram (bucket upper edges); samples below the first edge are put at it. */
+function cdf(h: Json): [number, number][] {
+  const edges = arr(get(h, 'edgesMs')).map(num)
+  const counts = arr(get(h, 'counts')).map(num)
+  const n = num(get(h, 'n'))
+  if (!(n > 0)) return []
+  const out: [number, number][] = []
+  let cum = 0
+  for (let i = 0; i < edges.length; i++) {
+    const c = counts[i] ?? 0
+    if (c > 0 && cum === 0) out.push([i === 0 ? edges[0]! : edges[i - 1]!, 0])
+    cum += c
+    if (cum > 0) out.push([edges[i]!, cum / n])
+    if (cum >= n) break
+  }
+  return out
+}
+
+// ---------- sections ----------
+
+interface Ctx {
+  files: Record<string, Json>
+  charts: Record<string, string>
+  targets: { target: string; measured: string; verdict: 'met' | 'missed' | 'not measured' }[]
+}
+
+function targetRow(ctx: Ctx, target: string, measured: string, ok: boolean | undefined): void {
+  ctx.targets.push({ target, measured, verdict: ok === undefined ? 'not measured' : ok ? 'met' : 'missed' })
+}
+
+function runsNote(d: Json): string {
+  const runs = num(get(d, 'runs'))
+  if (!Number.isFinite(runs)) return ''
+  return runs >= 3 ? `Medians of ${runs} runs.` : `**${runs} run${runs === 1 ? '' : 's'} only** (the report asks for medians of ≥ 3: rerun with \`--runs 3\`).`
+}
+
+function throughputSection(ctx: Ctx): string {
+  const d = ctx.files.throughput
+  if (!d) return '## Throughput and latency\n\nNo `bench/results/throughput.json` yet: run `npx tsx bench/throughput.ts --runs 3`.\n'
+  const med = obj(get(d, 'medians'))
+  const out: string[] = ['## Throughput and latency', '']
+  out.push(
+    `${num(get(d, 'devices'))} devices (firmware-sim, one MQTT client each), QoS 1, ~${num(get(d, 'payloadBytes'))}-byte JSON. "max": closed loop, 10 in flight per device, ${f(num(get(d, 'countPerDevice')))} messages per device; "5k/s": ${f(num(get(d, 'fixedRatePerS')) || 5000)} msg/s in total for ${f(num(get(d, 'fixedSeconds')) || 10)} s. Ferry runs with \`--fsync always\` (every PUBACK after an fdatasync). Load generator, edge broker and nats-server share the machine. ${runsNote(d)} Each peer's figure is followed by Ferry's figure divided by it (throughput: above 1× is better for Ferry; latency and CPU: below 1× is better for Ferry).`,
+    '',
+  )
+  const figures: [string, string, (s: Json) => number][] = [
+    ['acked msg/s', 'ackedPerS', (s) => num(get(s, 'ackedPerS'))],
+    ['in JetStream msg/s', 'arrivedPerS', (s) => num(get(s, 'arrivedPerS'))],
+    ['PUBACK p50 ms', 'pubackP50', (s) => num(get(s, 'pubackP50'))],
+    ['PUBACK p99 ms', 'pubackP99', (s) => num(get(s, 'pubackP99'))],
+    ['device→JetStream p50 ms', 'e2eP50', (s) => num(get(s, 'e2eP50'))],
+    ['device→JetStream p99 ms', 'e2eP99', (s) => num(get(s, 'e2eP99'))],
+    ['server CPU ms per 1k msgs', 'cpuMsPer1k', (s) => num(get(s, 'cpuMsPer1k'))],
+  ]
+  for (const mode of ['max', '5k/s']) {
+    const ferry = med[`ferry ${mode}`]
+    if (!ferry) continue
+    const peers = Object.keys(PEERS).filter((p) => med[`${p} ${mode}`])
+    out.push(`### ${mode === 'max' ? 'As fast as acknowledged' : '5,000 msg/s'}`, '')
+    const rows: string[][] = [['figure', 'Ferry', ...peers.map((p) => PEERS[p]!)]]
+    for (const [label, , pick] of figures) rows.push([label, f(pick(ferry)), ...peers.map((p) => withRatio(pick(med[`${p} ${mode}`]), pick(ferry)))])
+    const cpuSplit = (s: Json, edge: string): string => `${f(num(get(s, 'gatewayCpuMsPer1k')))} ${edge} + ${f(num(get(s, 'natsCpuMsPer1k')))} nats-server`
+    rows.push(['  of which', cpuSplit(ferry, 'Ferry'), ...peers.map((p) => (p.startsWith('mosquitto') ? cpuSplit(med[`${p} ${mode}`], 'Mosquitto') : `${f(num(get(med[`${p} ${mode}`], 'natsCpuMsPer1k')))} nats-server`))])
+    const lossCell = (s: Json): string => (Number.isFinite(num(get(s, 'lost'))) ? `${f(num(get(s, 'lost')))} of ${f(num(get(s, 'acked')))}` : '–')
+    rows.push(['acknowledged, never in JetStream', lossCell(ferry), ...peers.map((p) => lossCell(med[`${p} ${mode}`]))])
+    rows.push(['stored twice', f(num(get(ferry, 'duplicates'))), ...peers.map((p) => f(num(get(med[`${p} ${mode}`], 'duplicates'))))])
+    out.push(table(rows), '')
+  }
+  const lossy = Object.entries(med).filter(([, s]) => num(get(s, 'lost')) > 0)
+  if (lossy.length) {
+    out.push(
+      `**Acknowledged messages lost** (PUBACK sent to the device, never stored in JetStream; read back from the stream): ${lossy.map(([k, s]) => `${k}: ${f(num(get(s, 'lost')))} of ${f(num(get(s, 'acked')))} (${((100 * num(get(s, 'lost'))) / num(get(s, 'acked'))).toFixed(1)} %)`).join('; ')}. Medians over the runs, per run in \`all\` of throughput.json.`,
+      '',
+    )
+  }
+  const variants = obj(get(d, 'peers', 'mosquittoVariants'))
+  if (Object.keys(variants).length) {
+    out.push(`Mosquitto (${str(get(d, 'peers', 'mosquitto'))}): persistence on, bridge \`topic devices/# out 1\`, \`cleansession false\`, \`try_private false\`, MQTT 3.1.1. Variants: ${Object.entries(variants).map(([k, v]) => `${k}: ${arr(v).length ? arr(v).map((x) => `\`${str(x)}\``).join(', ') : "Mosquitto's defaults (max_queued_messages 1000, max_inflight_messages 20, set_tcp_nodelay false)"}`).join('; ')}. Mosquitto's PUBACK means "queued in memory": with persistence on it writes its database every \`autosave_interval\` (1800 s by default) and at a clean shutdown, so a crash loses what arrived since the last save.`, '')
+  }
+  // Latency charts.
+  const hist = obj(get(d, 'histograms'))
+  for (const mode of ['max', '5k/s']) {
+    const lines: Line[] = []
+    for (const t of ['ferry', ...Object.keys(PEERS)]) {
+      const h = hist[`${t} ${mode}`]
+      if (!h) continue
+      const name = t === 'ferry' ? 'Ferry' : PEERS[t]!
+      const color = COLORS[t] ?? '#000'
+      if (get(h, 'puback')) lines.push({ label: `${name}: PUBACK`, color, points: cdf(get(h, 'puback')) })
+      if (get(h, 'e2e')) lines.push({ label: `${name}: device→JetStream`, color, dashed: true, points: cdf(get(h, 'e2e')) })
+    }
+    if (!lines.length) continue
+    const file = `latency-${mode === 'max' ? 'max' : '5k'}.svg`
+    ctx.charts[file] = lineChart({
+      title: `Latency distribution, ${mode === 'max' ? 'as fast as acknowledged' : '5,000 msg/s'} (all runs)`,
+      xLabel: 'latency, ms (log scale)',
+      yLabel: 'fraction of messages at or below',
+      lines,
+      xLog: true,
+      xMin: 0.1,
+      yMin: 0,
+      yMax: 1,
+      note: 'PUBACK: publish() to PUBACK at the device. device→JetStream: payload timestamp to a NATS subscriber (1 ms clock, every 5th message).',
+    })
+    out.push(`![Latency CDF, ${mode}](charts/${file})`, '')
+  }
+  return out.join('\n')
+}
+
+function drainSection(ctx: Ctx): string {
+  const d = ctx.files.drain
+  if (!d) return '## Backlog drain\n\nNo `bench/results/drain.json` yet: run `npx tsx bench/drain.ts`.\n'
+  const out: string[] = ['## Backlog drain', '']
+  const med = obj(get(d, 'medians'))
+  // Older drain.json: Ferry's figures at the top level, no peers.
+  const ferry = med.ferry ?? (get(d, 'drainPerS') !== undefined ? d : undefined)
+  const ingest = med['nats-mqtt']
+  const n = num(get(d, 'messagesRequested')) || num(get(ferry, 'messages')) || num(get(ferry, 'acked'))
+  out.push(
+    `${f(n)} messages (${f(num(get(d, 'devices')) || 50)} devices, QoS 1, closed loop, ~${f(num(get(d, 'payloadBytes')) || 200)}-byte JSON) acknowledged by the edge while nats-server was stopped; then nats-server starts again on the same store while one live device publishes ${f(num(get(d, 'liveRatePerS')) || 100)} msg/s. Drain rate = backlog messages stored in JetStream ÷ seconds from the upstream's return to the last of them. NATS MQTT: the same messages published straight to nats-server's MQTT listener with no outage (its ingest rate into JetStream). ${runsNote(d)}`,
+    '',
+  )
+  const edges = ['ferry', 'mosquitto-tuned', 'mosquitto-defaults'].filter((k) => med[k] || (k === 'ferry' && ferry))
+  const pick = (k: string): Json => (k === 'ferry' ? ferry : med[k])
+  const name = (k: string): string => (k === 'ferry' ? 'Ferry' : PEERS[k]!)
+  const fd = num(get(ferry, 'drainPerS'))
+  const rows: string[][] = [['figure', ...edges.map(name), ...(ingest ? ['NATS MQTT, no outage'] : [])]]
+  const row = (label: string, fn: (s: Json) => string, ing?: string): void => {
+    rows.push([label, ...edges.map((k) => fn(pick(k))), ...(ingest ? [ing ?? ''] : [])])
+  }
+  row('acknowledged while upstream down', (s) => f(num(get(s, 'acked')) || num(get(s, 'messages'))), f(num(get(ingest, 'messages'))))
+  row('fill msg/s (acked at devices)', (s) => f(num(get(s, 'fillPerS'))), f(num(get(ingest, 'ackedPerS'))))
+  const drainCell = (k: string): string => {
+    const s = pick(k)
+    const cell = k === 'ferry' ? f(fd) : withRatio(num(get(s, 'drainPerS')), fd)
+    return num(get(s, 'lost')) > 0 ? `${cell}, of the ${f(num(get(s, 'delivered')))} it kept` : cell
+  }
+  rows.push(['drain msg/s into JetStream', ...edges.map(drainCell), ...(ingest ? [`ingest ${withRatio(num(get(ingest, 'arrivedPerS')), fd)}`] : [])])
+  row('time to empty, s', (s) => f(num(get(s, 'drainS'))), f(num(get(ingest, 'seconds'))))
+  row('upstream back → first backlog message, s', (s) => f(num(get(s, 'firstArrivalS'))))
+  row('msg/s once flowing', (s) => f(num(get(s, 'flowingPerS'))))
+  row('acknowledged, never in JetStream', (s) => (Number.isFinite(num(get(s, 'lost'))) ? `**${f(num(get(s, 'lost')))}**` : '–'))
+  row('stored twice', (s) => f(num(get(s, 'duplicates'))))
+  row('RSS while buffering, MiB (min–max)', (s) => `${f(num(get(s, 'rssBacklogMiB', 'min')))}–${f(num(get(s, 'rssBacklogMiB', 'max')))}`)
+  row('RSS while draining, max MiB', (s) => f(num(get(s, 'rssDuringDrainMaxMiB'))))
+  row('live device p50 / p99 during drain, ms', (s) => `${f(num(get(s, 'liveDuringDrain', 'p50')))} / ${f(num(get(s, 'liveDuringDrain', 'p99')))}`)
+  row('live device p50 / p99 after drain, ms', (s) => `${f(num(get(s, 'liveAfterDrain', 'p50')))} / ${f(num(get(s, 'liveAfterDrain', 'p99')))}`)
+  out.push(table(rows), '')
+  out.push('RSS is that of the edge process (Ferry or Mosquitto). Mosquitto holds its backlog in memory; Ferry holds it in its on-disk log.', '')
+  const defaults = med['mosquitto-defaults']
+  if (num(get(defaults, 'lost')) > 0) {
+    out.push(`**Mosquitto with its default \`max_queued_messages 1000\` acknowledged ${f(num(get(defaults, 'acked')))} messages and delivered ${f(num(get(defaults, 'delivered')))}: ${f(num(get(defaults, 'lost')))} acknowledged messages (${((100 * num(get(defaults, 'lost'))) / num(get(defaults, 'acked'))).toFixed(1)} %) were dropped silently** (its log says only "Outgoing messages are being dropped for client local.…").`, '')
+  }
+  // Charts from the time series.
+  const series = obj(get(d, 'series'))
+  const rowsOf = (k: string): number[][] => arr(get(series, k, 'rows')).map((r) => arr(r).map(num))
+  const marksOf = (k: string): { x: number; label: string }[] => arr(get(series, k, 'marks')).map((m) => ({ x: num(get(m, 'tS')), label: str(get(m, 'label')) }))
+  if (series.ferry) {
+    const r = rowsOf('ferry')
+    ctx.charts['drain-ferry.svg'] = lineChart({
+      title: `Ferry through an upstream outage and the drain (${f(n)} messages)`,
+      xLabel: 'seconds',
+      yLabel: 'messages per second',
+      lines: [
+        { label: 'acknowledged at devices', color: '#555555', points: r.map((x) => [x[0]!, x[1]!]) },
+        { label: 'arriving in JetStream', color: COLORS.ferry!, points: r.map((x) => [x[0]!, x[2]!]) },
+      ],
+      marks: marksOf('ferry'),
+      note: `per ${f(num(get(series, 'ferry', 'intervalMs')))} ms`,
+    })
+    out.push('![Ferry outage and drain](charts/drain-ferry.svg)', '')
+  }
+  const aligned: Line[] = []
+  const rss: Line[] = []
+  for (const k of ['ferry', 'mosquitto-tuned', 'mosquitto-defaults', 'nats-mqtt']) {
+    if (!series[k]) continue
+    const zeroLabel = k === 'nats-mqtt' ? 'devices start' : 'upstream up'
+    const zero = marksOf(k).find((m) => m.label === zeroLabel)?.x ?? 0
+    const label = k === 'nats-mqtt' ? 'NATS MQTT ingest, no outage (t = 0: devices start)' : `${k === 'ferry' ? 'Ferry' : PEERS[k]} drain`
+    aligned.push({ label, color: COLORS[k] ?? '#000', dashed: k === 'nats-mqtt', points: rowsOf(k).filter((x) => x[0]! >= zero - 1).map((x) => [x[0]! - zero, x[2]!]) })
+    if (k !== 'nats-mqtt') rss.push({ label: k === 'ferry' ? 'Ferry' : PEERS[k]!, color: COLORS[k] ?? '#000', points: rowsOf(k).map((x) => [x[0]!, x[3]!]) })
+  }
+  if (aligned.length > 1) {
+    ctx.charts['drain-compare.svg'] = lineChart({ title: 'Messages per second arriving in JetStream after the upstream returns', xLabel: 'seconds after nats-server is back', yLabel: 'messages per second', lines: aligned, xMin: -1, marks: [{ x: 0, label: 'upstream up' }] })
+    out.push('![Drain compared](charts/drain-compare.svg)', '')
+  }
+  if (rss.length) {
+    ctx.charts['drain-rss.svg'] = lineChart({ title: 'RSS of the edge process through the outage and drain', xLabel: 'seconds after the upstream went down', yLabel: 'RSS, MiB', lines: rss })
+    out.push('![RSS through outage and drain](charts/drain-rss.svg)', '')
+  }
+  return out.join('\n')
+}
+
+function crashSection(ctx: Ctx): string {
+  const d = ctx.files.crash
+  if (!d) return '## Crash\n\nNo `bench/results/crash.json` yet.\n'
+  const s = obj(get(d, 'summary'))
+  if (!Object.keys(s).length) return `## Crash\n\n${generic(d)}\n`
+  const out = ['## Crash', '']
+  out.push(`${f(num(get(d, 'rounds')))} × kill -9 of the gateway under load (${f(num(get(d, 'devices')))} devices, QoS 1, \`--fsync ${str(get(d, 'fsync')) || 'always'}\`), restarted on the same data directory; then every acknowledged (device, seq) is looked up in the stream.`, '')
+  out.push(table([['figure', 'value'], ...Object.entries(s).map(([k, v]) => [k, typeof v === 'number' ? f(v) : str(v)])]), '')
+  const restarts = arr(get(d, 'restarts'))
+  if (restarts.length) {
+    const keys = Object.keys(obj(restarts[0]))
+    out.push(table([keys, ...restarts.map((r) => keys.map((k) => (typeof get(r, k) === 'number' ? f(num(get(r, k))) : str(get(r, k)))))]), '')
+  }
+  return out.join('\n')
+}
+
+function compactnessSection(ctx: Ctx): string {
+  const d = ctx.files.compactness
+  if (!d) return '## Bytes stored per message\n\nNo `bench/results/compactness.json` yet.\n'
+  const rows = arr(get(d, 'rows'))
+  if (!rows.length) return `## Bytes stored per message\n\n${generic(d)}\n`
+  const nats = rows.find((r) => /nats/i.test(str(get(r, 'target'))))
+  const fields: [string, string][] = [
+    ['stored B/msg (stream state)', 'storedBytesPerMsg'],
+    ['subject B', 'subjectBytes'],
+    ['headers B', 'headerBytes'],
+    ['payload B', 'payloadBytes'],
+    ['store framing B', 'storeOverheadBytes'],
+    ['JSON input B', 'inputJsonBytes'],
+  ]
+  const out = ['## Bytes stored per message', '', `${f(num(get(d, 'devices')) * num(get(d, 'countPerDevice')))} identical telemetry messages in a JetStream file store; Ferry's figures with their ratio to NATS MQTT's.`, '']
+  const others = rows.filter((r) => r !== nats)
+  const t: string[][] = [['figure', ...(nats ? [str(get(nats, 'target'))] : []), ...others.map((r) => str(get(r, 'target')))]]
+  for (const [label, key] of fields) {
+    const base = num(get(nats, key))
+    t.push([label, ...(nats ? [f(base)] : []), ...others.map((r) => (nats ? `${f(num(get(r, key)))} (${ratio(num(get(r, key)), base)})` : f(num(get(r, key)))))])
+  }
+  out.push(table(t), '')
+  return out.join('\n')
+}
+
+function footprintSection(ctx: Ctx): string {
+  const d = ctx.files.footprint
+  if (!d) return '## Footprint\n\nNo `bench/results/footprint.json` yet.\n'
+  const out = ['## Footprint', '']
+  const conn = arr(get(d, 'connections'))
+  if (conn.length) {
+    const counts = [...new Set(conn.map((c) => num(get(c, 'devices'))))].sort((a, b) => a - b)
+    const t: string[][] = [['devices connected', 'Ferry RSS MiB', 'NATS MQTT RSS MiB', 'Ferry KiB / connection', 'NATS KiB / connection']]
+    for (const n of counts) {
+      const fr = conn.find((c) => num(get(c, 'devices')) === n && str(get(c, 'target')) === 'ferry')
+      const nm = conn.find((c) => num(get(c, 'devices')) === n && str(get(c, 'target')) === 'nats-mqtt')
+      t.push([f(n), f(num(get(fr, 'rssMiB'))), withRatio(num(get(nm, 'rssMiB')), num(get(fr, 'rssMiB'))), f(num(get(fr, 'kibPerConnection'))), withRatio(num(get(nm, 'kibPerConnection')), num(get(fr, 'kibPerConnection')))])
+    }
+    out.push(table(t), '')
+  }
+  const load = obj(get(d, 'load'))
+  if (Object.keys(load).length) {
+    const fr = get(load, 'ferry', 'rss')
+    const nm = get(load, 'nats-mqtt', 'rss')
+    out.push(table([['under load', 'Ferry', 'NATS MQTT'], ['RSS median MiB', f(num(get(fr, 'median'))), withRatio(num(get(nm, 'median')), num(get(fr, 'median')))], ['RSS max MiB', f(num(get(fr, 'max'))), withRatio(num(get(nm, 'max')), num(get(fr, 'max')))]]), '')
+  }
+  const b = get(d, 'backlog')
+  if (b) {
+    out.push(`Backlog (Ferry, upstream down): ${f(num(get(b, 'messages')))} messages at ${f(num(get(b, 'fillPerS')))} msg/s; RSS min / median / max ${f(num(get(b, 'rss', 'min')))} / ${f(num(get(b, 'rss', 'median')))} / ${f(num(get(b, 'rss', 'max')))} MiB; at 10 % / 50 % / 100 % of the fill ${f(num(get(b, 'rssAt', 'p10')))} / ${f(num(get(b, 'rssAt', 'p50')))} / ${f(num(get(b, 'rssAt', 'p100')))} MiB.`, '')
+  }
+  const sizes = obj(get(d, 'sizes'))
+  const starts = obj(get(d, 'coldStartMs'))
+  if (Object.keys(sizes).length || Object.keys(starts).length) {
+    const med = (v: Json): number => {
+      const xs = arr(v).map(num).sort((a, b2) => a - b2)
+      return xs.length ? (xs.length % 2 ? xs[xs.length >> 1]! : (xs[xs.length / 2 - 1]! + xs[xs.length / 2]!) / 2) : NaN
+    }
+    const mib = (x: number): string => (Number.isFinite(x) ? `${(x / 2 ** 20).toFixed(1)} MiB` : '–')
+    out.push(
+      table([
+        ['artefact', 'size', 'cold start ms (median)'],
+        ['dist/ferry.cjs', `${mib(num(sizes.bundleBytes))} (gzip ${mib(num(sizes.bundleGzipBytes))})`, f(med(starts.bundle))],
+        ['dist/ferry (single executable)', mib(num(sizes.binaryBytes)), f(med(starts.binary))],
+        ['nats-server (peer)', mib(num(sizes.natsServerBytes)), f(med(starts.natsMqtt))],
+      ]),
+      '',
+    )
+  }
+  if (!conn.length && !Object.keys(load).length && !b) out.push(generic(d), '')
+  return out.join('\n')
+}
+
+function startupSection(ctx: Ctx): string {
+  const d = ctx.files.startup
+  if (!d) return '## Startup\n\nNo `bench/results/startup.json` yet.\n'
+  const meds = arr(get(d, 'medians'))
+  if (!meds.length) return `## Startup\n\n${generic(d)}\n`
+  const out = ['## Startup', '', `Spawn until MQTT accepts connections on a log of ${f(num(get(d, 'records')))} records (${((num(get(d, 'logBytes')) || NaN) / 2 ** 20).toFixed(0)} MiB). ${runsNote(d)}`, '']
+  out.push(table([['state', 'start ms', 'recovery ms (logged)', 'RSS MiB'], ...meds.map((m) => [str(get(m, 'state')), f(num(get(m, 'startMs'))), f(num(get(m, 'recoveryMs'))), f(num(get(m, 'rssMiB')))])]), '')
+  return out.join('\n')
+}
+
+/** Every numeric leaf of a result whose shape this report does not know (first 80). */
+function generic(d: Json): string {
+  const rows: string[][] = [['field', 'value']]
+  const walk = (v: Json, p: string): void => {
+    if (rows.length > 80) return
+    if (typeof v === 'number' || typeof v === 'boolean') rows.push([p, typeof v === 'number' ? f(v) : String(v)])
+    else if (Array.isArray(v)) v.slice(0, 10).forEach((x, i) => walk(x, `${p}[${i}]`))
+    else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) if (k !== 'environment' && k !== 'series' && k !== 'histograms') walk(x, p ? `${p}.${k}` : k)
+  }
+  walk(d, '')
+  return table(rows)
+}
+
+// ---------- targets of issue 3 ----------
+
+function evaluateTargets(ctx: Ctx): void {
+  const t = ctx.files.throughput
+  const fm = get(t, 'medians', 'ferry max')
+  const nm = get(t, 'medians', 'nats-mqtt max')
+  const f5 = get(t, 'medians', 'ferry 5k/s')
+  const thr = num(get(fm, 'arrivedPerS')) / num(get(nm, 'arrivedPerS'))
+  targetRow(ctx, 'End-to-end QoS 1 throughput, `--fsync always`, ≥ 1.5× NATS native MQTT', fm && nm ? `${ratio(num(get(fm, 'arrivedPerS')), num(get(nm, 'arrivedPerS')))} (${f(num(get(fm, 'arrivedPerS')))} vs ${f(num(get(nm, 'arrivedPerS')))} msg/s into JetStream)` : '–', fm && nm ? thr >= 1.5 : undefined)
+  const cpu = num(get(fm, 'cpuMsPer1k')) / num(get(nm, 'cpuMsPer1k'))
+  targetRow(ctx, 'Server CPU per message ≤ ½ of NATS native MQTT (same load)', fm && nm ? `${ratio(num(get(fm, 'cpuMsPer1k')), num(get(nm, 'cpuMsPer1k')))} (${f(num(get(fm, 'cpuMsPer1k')))} vs ${f(num(get(nm, 'cpuMsPer1k')))} ms per 1k msgs, gateway + nats-server)` : '–', fm && nm ? cpu <= 0.5 : undefined)
+  targetRow(ctx, 'At 5,000 msg/s: PUBACK p99 ≤ 5 ms', f5 ? `${f(num(get(f5, 'pubackP99')))} ms` : '–', f5 ? num(get(f5, 'pubackP99')) <= 5 : undefined)
+  targetRow(ctx, 'At 5,000 msg/s: device→JetStream p99 ≤ 15 ms', f5 ? `${f(num(get(f5, 'e2eP99')))} ms` : '–', f5 ? num(get(f5, 'e2eP99')) <= 15 : undefined)
+
+  const d = ctx.files.drain
+  // Older drain.json files hold Ferry's figures at the top level.
+  const fd = get(d, 'medians', 'ferry') ?? (get(d, 'drainPerS') !== undefined ? d : undefined)
+  const ing = get(d, 'medians', 'nats-mqtt')
+  const dr = num(get(fd, 'drainPerS')) / num(get(ing, 'arrivedPerS'))
+  targetRow(ctx, 'Backlog drain ≥ 2× the rate NATS native MQTT ingests the same messages', fd && ing ? `${ratio(num(get(fd, 'drainPerS')), num(get(ing, 'arrivedPerS')))} (${f(num(get(fd, 'drainPerS')))} vs ${f(num(get(ing, 'arrivedPerS')))} msg/s, ${f(num(get(d, 'messagesRequested')))} messages)` : '–', fd && ing ? dr >= 2 : undefined)
+  const during = [num(get(fd, 'liveDuringDrain', 'p50')), num(get(fd, 'liveDuringDrain', 'p99'))]
+  const after = [num(get(fd, 'liveAfterDrain', 'p50')), num(get(fd, 'liveAfterDrain', 'p99'))]
+  targetRow(
+    ctx,
+    'Live latency during the drain within 2× its no-backlog value (p50 and p99)',
+    fd ? `p50 ${f(during[0]!)} vs ${f(after[0]!)} ms, p99 ${f(during[1]!)} vs ${f(after[1]!)} ms (during vs after the drain)` : '–',
+    fd ? during[0]! <= 2 * after[0]! && during[1]! <= 2 * after[1]! : undefined,
+  )
+
+  const c = obj(get(ctx.files.crash, 'summary'))
+  const lost = num(c.lost)
+  const dup = num(c.duplicateCopies ?? c.duplicates)
+  targetRow(ctx, 'Crash (kill -9 under load): 0 acknowledged messages lost, 0 duplicates', Number.isFinite(lost) ? `${f(lost)} lost, ${f(dup)} duplicate copies of ${f(num(c.acknowledged))} acknowledged` : '–', Number.isFinite(lost) ? lost === 0 && dup === 0 : undefined)
+
+  const rows = arr(get(ctx.files.compactness, 'rows'))
+  const natsRow = rows.find((r) => /nats/i.test(str(get(r, 'target'))))
+  const ferryRow = rows.find((r) => /ferry/i.test(str(get(r, 'target'))) && !/off/i.test(str(get(r, 'target'))))
+  const fb = num(get(ferryRow, 'storedBytesPerMsg'))
+  const nb = num(get(natsRow, 'storedBytesPerMsg'))
+  targetRow(ctx, 'Bytes stored per message below NATS MQTT', ferryRow && natsRow ? `${f(fb)} vs ${f(nb)} B/msg (${ratio(fb, nb)})` : '–', ferryRow && natsRow ? fb < nb : undefined)
+
+  const conn = arr(get(ctx.files.footprint, 'connections'))
+  const c10k = conn.find((x) => str(get(x, 'target')) === 'ferry' && num(get(x, 'devices')) === 10_000)
+  const limitMiB = 100e6 / 2 ** 20
+  targetRow(ctx, 'RSS < 100 MB (95.4 MiB) with 10,000 devices connected', c10k ? `${f(num(get(c10k, 'rssMiB')))} MiB` : '–', c10k ? num(get(c10k, 'rssMiB')) < limitMiB : undefined)
+
+  // Flat: the highest RSS while the backlog grows stays within 20 % of the RSS once 10 % of it was
+  // buffered. Judged on drain.json, else footprint.json; only on a backlog of at least 1M messages.
+  const rb = get(fd, 'rssBacklogMiB')
+  const at10 = num(get(rb, 'at10pct'))
+  const max = num(get(rb, 'max'))
+  const msgs = num(get(fd, 'acked'))
+  const fb2 = get(ctx.files.footprint, 'backlog')
+  const footprintBacklog = fb2
+    ? `; footprint.json: ${f(num(get(fb2, 'rssAt', 'p10')))} / ${f(num(get(fb2, 'rssAt', 'p50')))} / ${f(num(get(fb2, 'rssAt', 'p100')))} MiB at 10 / 50 / 100 % of ${f(num(get(fb2, 'messages')))} messages`
+    : ''
+  targetRow(
+    ctx,
+    'RSS flat during a 1M-message backlog (max ≤ 1.2 × RSS at 10 % of the backlog)',
+    (Number.isFinite(at10) ? `${f(at10)} MiB at 10 %, max ${f(max)} MiB (${ratio(max, at10)}) over ${f(msgs)} messages${msgs < 1e6 ? ' — fewer than 1M' : ''} (drain.json)` : '–') + footprintBacklog,
+    Number.isFinite(at10) && msgs >= 1e6
+      ? max <= 1.2 * at10
+      : fb2 && num(get(fb2, 'messages')) >= 1e6
+        ? Math.max(num(get(fb2, 'rss', 'max')), num(get(fb2, 'rssAt', 'p100'))) <= 1.2 * num(get(fb2, 'rssAt', 'p10'))
+        : undefined,
+  )
+}
+
+// ---------- main ----------
+
+function environmentSection(ctx: Ctx): string {
+  const rows: string[][] = [['result', 'date', 'git', 'Node', 'nats-server', 'mosquitto', 'CPU', 'cores', 'memory']]
+  for (const [name, d] of Object.entries(ctx.files)) {
+    const e = obj(get(d, 'environment'))
+    rows.push([`${name}.json`, str(e.date).replace('T', ' ').slice(0, 19), str(e.gitSha), str(e.node), str(e.natsServer).replace('nats-server: ', ''), str(get(d, 'peers', 'mosquitto')).replace('mosquitto ', '') || '–', str(e.cpu), str(e.cores), e.memGiB !== undefined ? `${str(e.memGiB)} GiB` : ''])
+  }
+  const shas = new Set(Object.values(ctx.files).map((d) => str(get(d, 'environment', 'gitSha'))))
+  const out = ['## Machine and versions', '', table(rows), '']
+  if (shas.size > 1) out.push(`Note: the results come from ${shas.size} different commits (${[...shas].join(', ')}).`, '')
+  out.push('The load generator (firmware-sim, in the benchmark process), the edge broker and nats-server run on the same machine and share its cores; every figure includes that contention. Compare ratios measured in the same run rather than absolute numbers across machines.', '')
+  out.push('## Commands', '', '```sh', 'npm run build', ...Object.entries(ctx.files).map(([name, d]) => str(get(d, 'command')) || `${DEFAULT_COMMANDS[name] ?? `npx tsx bench/${name}.ts`}   # default options (this result file does not record its command)`), 'npx tsx bench/report.ts', '```', '')
+  return out.join('\n')
+}
+
+export async function main(): Promise<void> {
+  const files: Record<string, Json> = {}
+  const names = fs.existsSync(RESULTS_DIR) ? fs.readdirSync(RESULTS_DIR).filter((n) => n.endsWith('.json')) : []
+  names.sort((a, b) => (ORDER.indexOf(a.slice(0, -5)) + 1 || 99) - (ORDER.indexOf(b.slice(0, -5)) + 1 || 99) || a.localeCompare(b))
+  for (const n of names) {
+    try {
+      files[n.slice(0, -5)] = JSON.parse(fs.readFileSync(path.join(RESULTS_DIR, n), 'utf8'))
+    } catch (err) {
+      process.stderr.write(`skipping ${n}: ${(err as Error).message}\n`)
+    }
+  }
+  const ctx: Ctx = { files, charts: {}, targets: [] }
+  evaluateTargets(ctx)
+  const known = new Set(ORDER)
+  const sections = [throughputSection(ctx), drainSection(ctx), crashSection(ctx), compactnessSection(ctx), footprintSection(ctx), startupSection(ctx)]
+  for (const [name, d] of Object.entries(files)) if (!known.has(name)) sections.push(`## ${name}\n\n${generic(d)}\n`)
+  const targets = table([['target (issue 3)', 'measured', 'verdict'], ...ctx.targets.map((t) => [t.target, t.measured, t.verdict === 'met' ? '**met**' : t.verdict === 'missed' ? '**missed**' : 'not measured'])])
+  const md = [
+    '# Benchmark results',
+    '',
+    `Generated by \`npx tsx bench/report.ts\` from \`bench/results/*.json\` (${names.length ? names.join(', ') : 'none found'}); do not edit by hand. What each benchmark measures: \`bench/README.md\`.`,
+    '',
+    '## Targets',
+    '',
+    targets,
+    '',
+    environmentSection(ctx),
+    ...sections,
+  ].join('\n')
+  fs.mkdirSync(CHART_DIR, { recursive: true })
+  for (const [file, svg] of Object.entries(ctx.charts)) fs.writeFileSync(path.join(CHART_DIR, file), svg)
+  fs.writeFileSync(OUT, md.replace(/\n{3,}/g, '\n\n'))
+  process.stdout.write(`wrote ${path.relative(ROOT, OUT)} and ${Object.keys(ctx.charts).length} chart(s) in ${path.relative(ROOT, CHART_DIR)}/\n`)
+  for (const t of ctx.targets) process.stdout.write(`${t.verdict.padEnd(12)} ${t.target}: ${t.measured}\n`)
+}
+
+runIfMain(import.meta.url, main)
