@@ -11,9 +11,9 @@
 // - a message JetStream rejects with a 4xx error `maxAttempts` times (e.g. larger than the stream
 //   allows) goes to the dead-letter file, is counted and logged, and stops blocking the cursor.
 import { connect } from '@nats-io/transport-node'
-import { createInbox, headers } from '@nats-io/transport-node'
+import { createInbox } from '@nats-io/transport-node'
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
-import { decodeEntry, encodePayload, topicMatches, topicToSubject } from '../codec/index.js'
+import { decodeEntry, encodePayload, encodeUplinkHeaders, topicMatches, topicToSubject } from '../codec/index.js'
 import type { Logger } from '../logger.js'
 import type { LogReader, RingLog } from '../log/index.js'
 import type { Metrics } from '../metrics/index.js'
@@ -62,6 +62,17 @@ interface Inflight {
   undecodable: boolean
 }
 
+/**
+ * Headers already encoded by codec/headers.ts. nats.js only calls `encode()` on the headers of a
+ * publish (protocol.js); building MsgHdrsImpl and three set() calls per message cost ~1 µs more
+ * (measured), and its set() refuses client ids with CR/LF. The integration tests read the headers
+ * back, so a nats.js change here cannot pass unnoticed.
+ */
+function preEncoded(bytes: Uint8Array): MsgHdrs {
+  return { encode: () => bytes } as unknown as MsgHdrs
+}
+const NO_HEADERS = preEncoded(new Uint8Array(0))
+
 const ERROR_KEY = Buffer.from('"error"')
 const DUPLICATE_KEY = Buffer.from('"duplicate":true')
 const BACKOFF_MIN_MS = 100
@@ -83,7 +94,7 @@ export class Forwarder {
   private backoffMs = 0
   private resumeAt = 0
   private closed = false
-  private readonly rawCache = new Map<string, boolean>()
+  private readonly topics = new Map<string, { subject: string; raw: boolean }>()
 
   constructor(private readonly opts: ForwarderOptions) {
     opts.metrics.forwardInflight.collect(() => this.window.length)
@@ -191,15 +202,14 @@ export class Forwarder {
     let subject = ''
     let data: Uint8Array = body
     let undecodable = ''
-    const hdrs = headers()
+    let hdrs = NO_HEADERS
     try {
       const e = decodeEntry(body)
-      subject = topicToSubject(this.opts.subjectPrefix, e.topic)
-      const p = encodePayload(e.payload, this.opts.cbor && !this.isRaw(e.topic))
+      const t = this.topicInfo(e.topic)
+      subject = t.subject
+      const p = encodePayload(e.payload, this.opts.cbor && !t.raw)
       data = p.data
-      hdrs.set('Nats-Msg-Id', `${this.opts.gatewayId}:${epoch}:${seq}`)
-      hdrs.set('Ferry-Client', e.clientId)
-      hdrs.set('Content-Type', p.contentType)
+      hdrs = preEncoded(encodeUplinkHeaders(`${this.opts.gatewayId}:${epoch}:${seq}`, e.clientId, p.contentType))
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
@@ -210,16 +220,15 @@ export class Forwarder {
     this.send(f)
   }
 
-  /** Whether `topic` matches a --raw-topics filter (memoised per topic, bounded). */
-  private isRaw(topic: string): boolean {
-    if (this.opts.rawTopics.length === 0) return false
-    let raw = this.rawCache.get(topic)
-    if (raw === undefined) {
-      raw = this.opts.rawTopics.some((f) => topicMatches(f, topic))
-      if (this.rawCache.size >= 10_000) this.rawCache.clear()
-      this.rawCache.set(topic, raw)
+  /** The subject of `topic` and whether it matches a --raw-topics filter, memoised per topic (bounded). */
+  private topicInfo(topic: string): { subject: string; raw: boolean } {
+    let t = this.topics.get(topic)
+    if (!t) {
+      t = { subject: topicToSubject(this.opts.subjectPrefix, topic), raw: this.opts.rawTopics.some((f) => topicMatches(f, topic)) }
+      if (this.topics.size >= 10_000) this.topics.clear()
+      this.topics.set(topic, t)
     }
-    return raw
+    return t
   }
 
   private send(f: Inflight): void {

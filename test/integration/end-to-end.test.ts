@@ -1,6 +1,6 @@
 // End to end: MQTT devices → ring log → JetStream, exactly once, in order, JSON as CBOR.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { decodeCbor, subjectToTopic } from '../../src/codec/index.js'
+import { decodeCbor, subjectToTopic, unescapeHeaderValue } from '../../src/codec/index.js'
 import type { Gateway } from '../../src/gateway.js'
 import { startGateway } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
@@ -63,6 +63,17 @@ describe('end to end', () => {
     expect(last.headers['Content-Type']).toBe('application/octet-stream')
     expect(Buffer.from(last.data)).toEqual(payload)
     expect(subjectToTopic('ferry', last.subject)).toBe('site.a/dev 1/*raw>/')
+  })
+
+  it('forward - a client id with CR/LF and non-ASCII is carried, escaped, in Ferry-Client', async () => {
+    const c = await connectClient(gw.ingress.address.port, 'gerät\r\n%1')
+    const before = await waitForCount(nats.url, 0)
+    await c.publishAsync('odd/id', '{"x":1}', { qos: 1 })
+    await endClient(c)
+    expect(await waitForCount(nats.url, before + 1)).toBe(before + 1)
+    const last = (await readStream(nats.url)).at(-1)!
+    expect(last.headers['Ferry-Client']).toBe('gerät%0D%0A%251')
+    expect(unescapeHeaderValue(last.headers['Ferry-Client']!)).toBe('gerät\r\n%1')
   })
 
   it('forward - JSON on topics matching --raw-topics passes unchanged', async () => {

@@ -1,7 +1,7 @@
 // Codec laws: topic ↔ subject round-trips, JSON → CBOR keeps the value, entries round-trip.
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { decodeCbor, decodeEntry, encodeEntry, encodePayload, subjectToTopic, topicFilterProblem, topicMatches, topicToSubject } from '../../src/codec/index.js'
+import { decodeCbor, decodeEntry, encodeEntry, encodePayload, encodeUplinkHeaders, escapeHeaderValue, subjectToTopic, topicFilterProblem, topicMatches, topicToSubject, unescapeHeaderValue } from '../../src/codec/index.js'
 
 const topicChars = fc.constantFrom('a', 'b', 'Z', '0', '.', '*', '>', ' ', '%', '/', '$', '-', '_', 'é', '\t', '\u007f', '中')
 const topic = fc.array(topicChars, { minLength: 1, maxLength: 40 }).map((a) => a.join(''))
@@ -88,5 +88,24 @@ describe('topic filters', () => {
     expect(topicFilterProblem('a/#/b')).toMatch(/last/)
     expect(topicFilterProblem('a/b+')).toMatch(/whole level/)
     expect(topicFilterProblem('a/+/#')).toBeUndefined()
+  })
+})
+
+describe('headers', () => {
+  it('headers - any client id becomes a valid header value and back', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (id) => {
+        const v = escapeHeaderValue(id)
+        expect(v).not.toMatch(/[\r\n\x00-\x1f\x7f]/)
+        expect(unescapeHeaderValue(v)).toBe(id)
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('headers - the encoded block', () => {
+    expect(Buffer.from(encodeUplinkHeaders('gw:1:7', 'dev\r\n1', 'application/cbor')).toString()).toBe(
+      'NATS/1.0\r\nNats-Msg-Id: gw:1:7\r\nFerry-Client: dev%0D%0A1\r\nContent-Type: application/cbor\r\n\r\n',
+    )
   })
 })
