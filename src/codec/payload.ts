@@ -54,7 +54,7 @@ export function encodePayload(payload: Uint8Array, cbor: boolean): EncodedPayloa
     } catch {
       return { data: payload, contentType: CONTENT_TYPE_OCTETS }
     }
-    if (LONG_DIGITS.test(text) && hasUnsafeInteger(value)) return { data: payload, contentType: CONTENT_TYPE_JSON }
+    if (hasUnsafeInteger(value) && LONG_DIGITS.test(text)) return { data: payload, contentType: CONTENT_TYPE_JSON }
     const data = encoder.encode(value)
     // Rarely CBOR is larger (e.g. arrays of short decimals become 9-byte floats): keep the text, so
     // that what goes upstream is never larger than what the device sent.

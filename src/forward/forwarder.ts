@@ -122,8 +122,8 @@ export class Forwarder {
           servers: [...this.opts.servers],
           name: `ferry-${this.opts.gatewayId}`,
           maxReconnectAttempts: -1,
-          reconnectTimeWait: 1000,
-          reconnectJitter: 500,
+          reconnectTimeWait: 500,
+          reconnectJitter: 250,
           pingInterval: 10_000,
           maxPingOut: 3,
         })
