@@ -110,11 +110,17 @@ export class Gateway {
   close(timeoutMs = this.config.shutdownTimeoutMs): Promise<void> {
     this.closing ??= (async () => {
       const deadline = Date.now() + timeoutMs
-      await this.ingress.close()
-      await this.log.drain()
-      await this.forwarder.close(Math.max(0, deadline - Date.now()))
-      await this.log.close()
-      this.deadLetters.close()
+      try {
+        await this.ingress.close()
+        await this.log.drain()
+        await this.forwarder.close(Math.max(0, deadline - Date.now()))
+      } catch (err) {
+        this.logger.error('error while stopping; closing the log anyway', { error: err })
+      } finally {
+        // Whatever happened upstream, the log is sealed and checkpointed.
+        await this.log.close()
+        this.deadLetters.close()
+      }
       this.logger.info('stopped', { acked: this.log.acked, lastSeq: this.log.durableSeq })
     })()
     return this.closing

@@ -8,14 +8,15 @@
 //
 // Header values cannot hold CR or LF; MQTT client ids can hold anything. In Ferry-Client, `%` and
 // every byte <= 0x1f or == 0x7f are written as `%XX` (the subject rule, without the space and
-// wildcard cases), so the value is always valid and the original id recoverable.
+// wildcard cases), and so is a space at either end (decoders trim values), so the value is always
+// valid and the original id recoverable.
 
-const MUST_ESCAPE = /[%\x00-\x1f\x7f]/
+const MUST_ESCAPE = /[%\x00-\x1f\x7f]|^ | $/
 
-/** Escapes a value for a NATS header as described above. */
+/** Escapes a value for a NATS header as described above (also a leading or trailing space, which decoders trim). */
 export function escapeHeaderValue(v: string): string {
   if (!MUST_ESCAPE.test(v)) return v
-  return v.replace(/[%\x00-\x1f\x7f]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0'))
+  return v.replace(/[%\x00-\x1f\x7f]|^ | $/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0'))
 }
 
 /** Reverses {@link escapeHeaderValue}. */

@@ -24,9 +24,21 @@ export class DeadLetters {
   /** Appends one dead letter durably (synchronous: a rare path that must not reorder with the ack). */
   write(d: DeadLetter): void {
     this.fd ??= fs.openSync(this.path, 'a')
-    const line = JSON.stringify({ seq: d.seq, epoch: d.epoch, ts: d.ts, deadAt: Date.now(), reason: d.reason, entry: d.body.toString('base64') })
-    fs.writeSync(this.fd, line + '\n')
-    fs.fdatasyncSync(this.fd)
+    const fd = this.fd
+    const line = Buffer.from(JSON.stringify({ seq: d.seq, epoch: d.epoch, ts: d.ts, deadAt: Date.now(), reason: d.reason, entry: d.body.toString('base64') }) + '\n')
+    const before = fs.fstatSync(fd).size
+    try {
+      // The whole line or nothing: loop over short writes, undo a partial line on error.
+      for (let done = 0; done < line.length; ) done += fs.writeSync(fd, line, done, line.length - done)
+      fs.fdatasyncSync(fd)
+    } catch (err) {
+      try {
+        fs.ftruncateSync(fd, before)
+      } catch {
+        // the caller retries; a torn line can only remain if truncating fails too
+      }
+      throw err
+    }
   }
 
   close(): void {

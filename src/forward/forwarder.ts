@@ -18,6 +18,7 @@ import type { Logger } from '../logger.js'
 import type { LogReader, RingLog } from '../log/index.js'
 import type { Metrics } from '../metrics/index.js'
 import type { DeadLetters } from './dead-letter.js'
+import { classifyPubAck } from './puback.js'
 import { ensureStream } from './stream.js'
 
 /** Options of the forwarder. Times in milliseconds. */
@@ -62,6 +63,19 @@ interface Inflight {
   undecodable: boolean
 }
 
+/** Resolves true when `p` settles (either way) within `ms`, false otherwise. */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)))
+  const settled = p.then(
+    () => true,
+    () => true,
+  )
+  const r = await Promise.race([settled, timeout])
+  clearTimeout(timer)
+  return r
+}
+
 /**
  * Headers already encoded by codec/headers.ts. nats.js only calls `encode()` on the headers of a
  * publish (protocol.js); building MsgHdrsImpl and three set() calls per message cost ~1 µs more
@@ -73,8 +87,6 @@ function preEncoded(bytes: Uint8Array): MsgHdrs {
 }
 const NO_HEADERS = preEncoded(new Uint8Array(0))
 
-const ERROR_KEY = Buffer.from('"error"')
-const DUPLICATE_KEY = Buffer.from('"duplicate":true')
 const BACKOFF_MIN_MS = 100
 const BACKOFF_MAX_MS = 5000
 
@@ -126,6 +138,7 @@ export class Forwarder {
           reconnectJitter: 250,
           pingInterval: 10_000,
           maxPingOut: 3,
+          timeout: 5000,
         })
       } catch (err) {
         if (this.backoffMs === 0 || this.backoffMs >= BACKOFF_MAX_MS) {
@@ -213,7 +226,7 @@ export class Forwarder {
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
-    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, done: false, lastError: '', undecodable: undecodable !== '' }
+    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, done: false, lastError: undecodable, undecodable: undecodable !== '' }
     this.window.push(f)
     this.bySeq.set(seq, f)
     this.inflightBytes += data.length
@@ -259,21 +272,12 @@ export class Forwarder {
       this.reject(f, `status ${status} ${msg.headers?.description ?? ''}`.trim(), false)
       return
     }
-    // Fast path: a PubAck without "error" needs no JSON parsing ({"stream":..,"seq":..[,"duplicate":true]}).
-    const body = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength)
-    if (body.indexOf(ERROR_KEY) >= 0) {
-      let ack: { error?: { code?: number; err_code?: number; description?: string } }
-      try {
-        ack = JSON.parse(body.toString()) as typeof ack
-      } catch {
-        this.reject(f, 'unparseable PubAck', false)
-        return
-      }
-      const code = ack.error?.code ?? 500
-      this.reject(f, `JetStream error ${code}/${ack.error?.err_code ?? 0}: ${ack.error?.description ?? ''}`, code >= 400 && code < 500)
+    const ack = classifyPubAck(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength))
+    if (ack.kind === 'error') {
+      this.reject(f, ack.reason, ack.permanent)
       return
     }
-    if (body.indexOf(DUPLICATE_KEY) >= 0) this.opts.metrics.forwardDuplicates.inc()
+    if (ack.kind === 'duplicate') this.opts.metrics.forwardDuplicates.inc()
     this.opts.metrics.forwardAckLatency.observe((Date.now() - f.sentAt) / 1000)
     this.opts.metrics.forwarded.inc()
     this.complete(f)
@@ -287,10 +291,12 @@ export class Forwarder {
       return
     }
     f.sentAt = 0 // resend when the backoff ends (tick)
+    // One backoff step per failure episode, not per rejected message of the window.
+    if (Date.now() < this.resumeAt) return
     const delay = this.nextBackoff()
     this.resumeAt = Date.now() + delay
     if (this.backoffMs === BACKOFF_MIN_MS * 2 || this.backoffMs >= BACKOFF_MAX_MS) {
-      this.opts.logger.warn('JetStream publish failed; retrying with backoff', { seq: f.seq, reason, backoffMs: delay })
+      this.opts.logger.warn('JetStream publish failed; retrying with backoff', { seq: f.seq, reason, backoffMs: Math.round(delay) })
     }
   }
 
@@ -407,13 +413,16 @@ export class Forwarder {
       this.opts.logger.warn('closing with messages still unacknowledged; they are resent at next start', { messages: this.window.length })
     }
     if (this.timer) clearInterval(this.timer)
-    await this.loop?.catch((err: unknown) => this.opts.logger.error('forwarder loop failed', { error: err }))
+    const remaining = (): number => Math.max(0, deadline - Date.now())
+    // Never wait past the deadline: the loop may be in a first connect() to a server that does not
+    // answer, or in a stream check; drain() may hang on a stalled server.
+    const loopDone = await settlesWithin(this.loop ?? Promise.resolve(), remaining())
     const nc = this.nc
     if (nc && !nc.isClosed()) {
       this.sub?.unsubscribe()
-      await nc.drain().catch(() => nc.close())
+      if (!(await settlesWithin(nc.drain(), Math.min(remaining(), 2000)))) await nc.close().catch(() => {})
     }
-    await this.opts.reader.close()
+    if (loopDone) await this.opts.reader.close()
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -22,9 +22,11 @@ export interface Remembered {
 export class RetransmitIndex {
   // client id → packet id → what was stored. Nested maps: no key string built per publish.
   private readonly byClient = new Map<string, Map<number, Remembered>>()
-  // (client, packet id) in the order first stored, overwritten round-robin: O(1) eviction.
+  // Every add takes the next slot, round-robin (O(1) eviction). A slot evicts its entry only if
+  // that entry is still current: a key stored again took a newer slot and stays.
   private readonly ringClient: (string | undefined)[]
   private readonly ringPacket: Uint16Array
+  private readonly ringRec: (Remembered | undefined)[]
   private pos = 0
   private count = 0
 
@@ -34,6 +36,7 @@ export class RetransmitIndex {
   ) {
     this.ringClient = new Array<string | undefined>(Math.max(0, capacity))
     this.ringPacket = new Uint16Array(Math.max(0, capacity))
+    this.ringRec = new Array<Remembered | undefined>(Math.max(0, capacity))
   }
 
   /**
@@ -43,36 +46,29 @@ export class RetransmitIndex {
   add(clientId: string, packetId: number, payloadCrc: number, conn: number, at: number, pending?: Promise<unknown>): Remembered {
     const rec: Remembered = { pending, crc: payloadCrc, conn, at }
     if (this.capacity <= 0 || packetId === 0) return rec
+    const evictRec = this.ringRec[this.pos]
+    if (evictRec !== undefined) this.forget(this.ringClient[this.pos]!, this.ringPacket[this.pos]!, evictRec)
     let perClient = this.byClient.get(clientId)
-    if (perClient?.has(packetId)) {
-      perClient.set(packetId, rec)
-      return rec
-    }
-    const evictClient = this.ringClient[this.pos]
-    if (evictClient !== undefined) {
-      const m = this.byClient.get(evictClient)
-      if (m?.delete(this.ringPacket[this.pos]!)) this.count--
-      if (m && m.size === 0) this.byClient.delete(evictClient)
-      if (evictClient === clientId) perClient = this.byClient.get(clientId)
-    }
     if (!perClient) {
       perClient = new Map()
       this.byClient.set(clientId, perClient)
     }
+    if (!perClient.has(packetId)) this.count++
     perClient.set(packetId, rec)
-    this.count++
     this.ringClient[this.pos] = clientId
     this.ringPacket[this.pos] = packetId
+    this.ringRec[this.pos] = rec
     this.pos = (this.pos + 1) % this.capacity
     return rec
   }
 
-  /** Forgets `rec` (its append failed), unless a newer publish replaced it. */
+  /** Forgets `rec` (evicted, or its append failed), unless a newer publish replaced it. */
   forget(clientId: string, packetId: number, rec: Remembered): void {
     const m = this.byClient.get(clientId)
     if (m?.get(packetId) === rec) {
       m.delete(packetId)
       this.count--
+      if (m.size === 0) this.byClient.delete(clientId)
     }
   }
 

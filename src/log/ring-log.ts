@@ -120,6 +120,7 @@ export class RingLog {
   private ackedSeq = 0
   private checkpointedAcked = -1
   private checkpointing = false
+  private checkpointRetryAt = 0
   private epochValue = 0
   private logId: Buffer = Buffer.alloc(16)
   private checkpoint!: Checkpoint
@@ -414,6 +415,7 @@ export class RingLog {
     if (isEnospc(err)) {
       try {
         await this.fs.ftruncate(active.fd, active.seg.size)
+        await this.freeForwarded().catch(() => false) // room for the next batch, if forwarded segments exist
         for (const b of batch) b.reject(new LogFullError('disk full (ENOSPC); record not stored'))
         this.opts.metrics.drops.inc(batch.length, { reason: 'discard_new' })
         this.opts.logger.error('disk full while writing the log; batch refused', { records: batch.length, error: err })
@@ -456,6 +458,34 @@ export class RingLog {
    * (ENOSPC) here is not fatal: partial writes are undone and LogFullError refuses the batch.
    */
   private async roll(): Promise<void> {
+    try {
+      await this.rollOnce()
+    } catch (err) {
+      // A disk full below --log-max-bytes (other files took the space): give back what is already
+      // forwarded, oldest first, and try once more before refusing.
+      if (!(err instanceof LogFullError) || !err.message.includes('ENOSPC') || !(await this.freeForwarded())) throw err
+      await this.rollOnce()
+    }
+  }
+
+  /** Deletes forwarded segments (all but the active one); true when any was deleted. */
+  private async freeForwarded(): Promise<boolean> {
+    let freed = false
+    while (this.segments.length > 0 && this.segments[0] !== this.active?.seg && this.segments[0]!.lastSeq <= this.ackedSeq) {
+      const oldest = this.segments[0]!
+      await this.writeCheckpoint(false)
+      this.segments.shift()
+      await this.fs.unlink(oldest.path)
+      freed = true
+    }
+    if (freed) {
+      await this.fs.fsyncDir(this.segDir)
+      this.opts.logger.warn('disk full below --log-max-bytes: deleted forwarded segments to make room')
+    }
+    return freed
+  }
+
+  private async rollOnce(): Promise<void> {
     await this.makeRoom()
     const fsys = this.fs
     if (this.active) {
@@ -478,16 +508,19 @@ export class RingLog {
     }
     const base = this.nextSeq
     const p = path.join(this.segDir, segmentFileName(base))
-    const fd = await fsys.open(p, 'wx')
+    let fd: number | undefined
     try {
+      fd = await fsys.open(p, 'wx')
       const header = encodeSegmentHeader({ baseSeq: base, createdAt: Date.now(), epoch: this.epochValue, logId: this.logId })
       await writeFully(fsys, fd, header, 0)
       await fsys.fdatasync(fd)
       // The directory entry is the state: make it durable before any record in it is acknowledged.
       await fsys.fsyncDir(this.segDir)
     } catch (err) {
-      await fsys.close(fd).catch(() => {})
-      await fsys.unlink(p).catch(() => {})
+      if (fd !== undefined) {
+        await fsys.close(fd).catch(() => {})
+        await fsys.unlink(p).catch(() => {})
+      }
       if (isEnospc(err)) throw new LogFullError('disk full (ENOSPC) while starting a segment; record not stored')
       throw err
     }
@@ -573,14 +606,20 @@ export class RingLog {
     if (seq > this.ackedSeq) this.ackedSeq = Math.min(seq, this.durable)
     // Also checkpoint every CHECKPOINT_EVERY acks, so a fast crash loop during a big drain does
     // not resend everything since the last timed checkpoint.
-    if (this.ackedSeq - this.checkpointedAcked >= CHECKPOINT_EVERY && !this.checkpointing) this.checkpointIfMoved()
+    if (this.ackedSeq - this.checkpointedAcked >= CHECKPOINT_EVERY && !this.checkpointing && Date.now() >= this.checkpointRetryAt) {
+      this.checkpointIfMoved()
+    }
   }
 
   private checkpointIfMoved(): void {
     if (this.ackedSeq !== this.checkpointedAcked && !this.failed && !this.closed && !this.checkpointing) {
       this.checkpointing = true
       this.writeCheckpoint(false)
-        .catch((err: unknown) => this.opts.logger.error('checkpoint write failed', { error: err }))
+        .catch((err: unknown) => {
+          // After a failure only the timer retries: no write (and log line) per ack.
+          this.checkpointRetryAt = Date.now() + this.opts.checkpointIntervalMs
+          this.opts.logger.error('checkpoint write failed', { error: err })
+        })
         .finally(() => (this.checkpointing = false))
     }
   }

@@ -38,6 +38,8 @@ export interface NatsServer {
   stop(): Promise<void>
   /** Starts it again on the same port and store. */
   start(): Promise<void>
+  /** Sends a signal to the running server (e.g. SIGSTOP/SIGCONT to simulate a stalled server). */
+  signal(sig: NodeJS.Signals): void
   [Symbol.asyncDispose](): Promise<void>
 }
 
@@ -100,7 +102,11 @@ export async function startNats(extraConfig = ''): Promise<NatsServer> {
     storeDir,
     stop,
     start,
+    signal: (sig) => {
+      child?.kill(sig)
+    },
     async [Symbol.asyncDispose]() {
+      child?.kill('SIGCONT')
       await stop()
       fs.rmSync(dir, { recursive: true, force: true })
     },

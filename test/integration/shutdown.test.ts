@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest'
 import { spawnGateway } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
 import { connectClient, endClient } from '../helpers/mqtt.js'
-import { freePort } from '../helpers/nats.js'
+import { freePort, startNats } from '../helpers/nats.js'
 
 describe('shutdown', () => {
   it('shutdown - SIGTERM with a connected device and a silent socket exits 0 well before the CONNECT timeout', async () => {
@@ -38,5 +38,19 @@ describe('shutdown', () => {
     child.kill('SIGTERM')
     expect(await exited).toBe(0)
     expect(out).toContain('"msg":"stopped"')
+  })
+
+  it('shutdown - with NATS stalled (SIGSTOP) the stop still finishes in time, seals the log and exits 0', async () => {
+    await using nats = await startNats()
+    const gw = await spawnGateway(['--data-dir', tempDir(), '--mqtt-listen', '127.0.0.1:0', '--nats-url', nats.url, '--shutdown-timeout-ms', '1500'])
+    const device = await connectClient(gw.port, 'stall-dev')
+    await device.publishAsync('devices/stall/t', 'before', { qos: 1 })
+    nats.signal('SIGSTOP')
+    await device.publishAsync('devices/stall/t', 'during', { qos: 1 }) // acknowledged by the log
+    const code = await gw.kill('SIGTERM')
+    nats.signal('SIGCONT')
+    expect(code).toBe(0)
+    expect(gw.output()).toContain('"msg":"stopped"')
+    await endClient(device)
   })
 })

@@ -20,7 +20,10 @@ describe('retransmits', () => {
     expect(r.size).toBe(100)
     expect(r.find('dev', 1000, 1000, 1, true, 0)).toBeDefined()
     expect(r.find('dev', 900, 900, 1, true, 0)).toBeUndefined()
-    r.add('dev', 1000, 1, 1, 0) // update in place
-    expect(r.size).toBe(100)
+    r.add('dev', 1000, 1, 1, 0) // stored again: takes a new slot (evicting the oldest); its old slot no longer evicts it
+    expect(r.size).toBeLessThanOrEqual(100)
+    for (let i = 2000; i < 2099; i++) r.add('dev', i, i, 1, 0) // 99 more: the re-added key survives
+    expect(r.find('dev', 1000, 1, 1, true, 0)).toBeDefined()
+    expect(r.size).toBeLessThanOrEqual(100)
   })
 })
