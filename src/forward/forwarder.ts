@@ -87,6 +87,11 @@ function preEncoded(bytes: Uint8Array): MsgHdrs {
 }
 const NO_HEADERS = preEncoded(new Uint8Array(0))
 
+/**
+ * Records read and published per step. Each record costs ~10 µs of synchronous work; between steps
+ * the loop yields (setImmediate), so MQTT traffic waits at most about this many records' worth.
+ */
+const READ_CHUNK_RECORDS = 64
 const BACKOFF_MIN_MS = 100
 const BACKOFF_MAX_MS = 5000
 
@@ -200,7 +205,7 @@ export class Forwarder {
       await this.sleep(1000)
       return
     }
-    const recs = await this.opts.reader.read(Math.min(room, 512), this.opts.maxInflightBytes - this.inflightBytes)
+    const recs = await this.opts.reader.read(Math.min(room, READ_CHUNK_RECORDS), this.opts.maxInflightBytes - this.inflightBytes)
     if (recs.length === 0) {
       if (this.window.length === 0) this.opts.log.ack(this.opts.reader.position - 1)
       // Yield to I/O first, so that even a wait that resolves at once cannot starve the process.
@@ -209,6 +214,8 @@ export class Forwarder {
       return
     }
     for (const r of recs) this.publishNew(r.seq, r.epoch, r.ts, r.body)
+    // Let ingress (PUBACKs) and PubAcks in between chunks.
+    await new Promise((r) => setImmediate(r))
   }
 
   private publishNew(seq: number, epoch: number, ts: number, body: Buffer): void {
