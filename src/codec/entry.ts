@@ -28,20 +28,21 @@ export interface Entry {
 
 /** Encodes an entry into one Buffer. Client ids longer than 255 bytes are refused by ingress first. */
 export function encodeEntry(e: Entry): Buffer {
-  const cid = Buffer.from(e.clientId, 'utf8')
-  const topic = Buffer.from(e.topic, 'utf8')
-  if (cid.length > 255 || topic.length > 0xffff) {
-    throw new FerryError('FERRY_ERR_CODEC_ENTRY', `client id or topic too long (${cid.length}, ${topic.length} bytes)`)
+  const cidLen = Buffer.byteLength(e.clientId, 'utf8')
+  const topicLen = Buffer.byteLength(e.topic, 'utf8')
+  if (cidLen > 255 || topicLen > 0xffff) {
+    throw new FerryError('FERRY_ERR_CODEC_ENTRY', `client id or topic too long (${cidLen}, ${topicLen} bytes)`)
   }
-  const out = Buffer.allocUnsafe(FIXED + cid.length + topic.length + e.payload.length)
+  // Strings are written straight into the entry: no intermediate buffers on the append path.
+  const out = Buffer.allocUnsafe(FIXED + cidLen + topicLen + e.payload.length)
   out[0] = ENTRY_VERSION
   out[1] = (e.qos & 3) | (e.retain ? 4 : 0)
   out.writeUInt16LE(e.packetId & 0xffff, 2)
-  out[4] = cid.length
-  out.writeUInt16LE(topic.length, 5)
-  cid.copy(out, FIXED)
-  topic.copy(out, FIXED + cid.length)
-  out.set(e.payload, FIXED + cid.length + topic.length)
+  out[4] = cidLen
+  out.writeUInt16LE(topicLen, 5)
+  out.write(e.clientId, FIXED, cidLen, 'utf8')
+  out.write(e.topic, FIXED + cidLen, topicLen, 'utf8')
+  out.set(e.payload, FIXED + cidLen + topicLen)
   return out
 }
 
