@@ -211,6 +211,7 @@ export class Forwarder {
       // Yield to I/O first, so that even a wait that resolves at once cannot starve the process.
       await new Promise((r) => setImmediate(r))
       await Promise.race([this.opts.log.waitForData(this.opts.reader.position - 1), this.sleep(1000)])
+      this.wake() // clears the 1 s timer when data came first (no timer left behind per empty read)
       return
     }
     for (const r of recs) this.publishNew(r.seq, r.epoch, r.ts, r.body)

@@ -81,4 +81,20 @@ describe('forward', () => {
       await gw.close()
     }
   })
+
+  it('limits - the largest publish the default --max-record-bytes accepts still fits NATS max_payload with its headers', async () => {
+    const gw = await startGateway({ 'log.dataDir': tempDir(), 'nats.url': nats.url, 'nats.stream': 'BIG', 'nats.subjectPrefix': 'big' })
+    try {
+      const clientId = 'x'.repeat(200)
+      const topic = 'big/payload'
+      const payload = Buffer.alloc(gw.config.log.maxRecordBytes - 7 - clientId.length - topic.length, 0xff)
+      const c = await connectClient(gw.ingress.address.port, clientId)
+      await c.publishAsync(topic, payload, { qos: 1 })
+      await endClient(c)
+      expect(await waitForCount(nats.url, 1, 20_000, 'BIG')).toBe(1)
+      expect(gw.metrics.drops.get({ reason: 'dead_letter' })).toBe(0)
+    } finally {
+      await gw.close()
+    }
+  })
 })
