@@ -91,7 +91,7 @@ export async function startNatsServer(opts: { mqtt?: boolean } = {}): Promise<{ 
 export async function startFerry(args: string[]): Promise<{ proc: Proc; mqttPort: number; startMs: number }> {
   const mqttPort = await freePort()
   const t0 = performance.now()
-  const proc = startProc(process.execPath, [path.join(ROOT, 'dist/ferry.cjs'), 'run', '--log-format', 'json', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
+  const proc = startProc(process.execPath, [path.join(ROOT, 'dist/ferry.cjs'), 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
   await waitPort(mqttPort, 120_000)
   return { proc, mqttPort, startMs: performance.now() - t0 }
 }
@@ -182,7 +182,7 @@ export function openFilesLimit(): { soft: number; hard: number } {
 export async function startFerryAt(mqttPort: number, args: string[], opts: { command?: string[]; deadlineMs?: number } = {}): Promise<{ proc: Proc; mqttPort: number; startMs: number }> {
   const [cmd, ...pre] = opts.command ?? [process.execPath, path.join(ROOT, 'dist/ferry.cjs')]
   const t0 = performance.now()
-  const proc = startProc(cmd!, [...pre, 'run', '--log-format', 'json', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
+  const proc = startProc(cmd!, [...pre, 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
   const startMs = await whenAccepting(mqttPort, proc, t0, opts.deadlineMs)
   return { proc, mqttPort, startMs }
 }

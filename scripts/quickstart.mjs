@@ -116,12 +116,14 @@ if (bin) {
 }
 
 const mqttPort = await freePort(1883)
+const httpPort = await freePort(9464)
 const gatewayArgs = ['dist/ferry.cjs', 'run', '--nats-url', natsUrl, '--data-dir', path.join(tmp, 'data'), '--log-format', 'pretty']
+if (httpPort !== 9464) gatewayArgs.push('--http-listen', `127.0.0.1:${httpPort}`)
 if (mqttPort !== 1883) {
   say(`port 1883 is taken; the gateway listens on ${mqttPort} instead`)
   gatewayArgs.push('--mqtt-listen', `127.0.0.1:${mqttPort}`)
 }
-say(`gateway: node ${gatewayArgs.join(' ')}`)
+say(`gateway: node ${gatewayArgs.join(' ')}  (metrics: http://127.0.0.1:${httpPort}/metrics)`)
 start('ferry', process.execPath, gatewayArgs, true)
 if (!(await waitPort(mqttPort, 15_000))) {
   say('the gateway did not start')

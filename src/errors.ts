@@ -12,6 +12,7 @@ export const ERROR_CODES = {
   FERRY_ERR_CODEC_ENTRY: 'a log entry cannot be decoded',
   FERRY_ERR_FORWARD_STREAM: 'the JetStream stream cannot be created or does not capture the uplink subjects',
   FERRY_ERR_INGRESS_LISTEN: 'the MQTT listener cannot bind its address',
+  FERRY_ERR_HTTP_LISTEN: 'the HTTP (metrics) listener cannot bind its address',
   FERRY_ERR_INGRESS_REFUSED: 'a device publish was refused (topic, size or log full)',
 } as const
 

@@ -7,7 +7,8 @@ import { DeadLetters, Forwarder } from './forward/index.js'
 import { Ingress, RetransmitIndex } from './ingress/index.js'
 import { LogReader, RingLog } from './log/index.js'
 import type { Logger } from './logger.js'
-import { createMetrics } from './metrics/index.js'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { createMetrics, MetricsServer } from './metrics/index.js'
 import type { Metrics } from './metrics/index.js'
 
 /** Entries the retransmit index remembers (and reads back from the log at start). */
@@ -28,6 +29,8 @@ export class Gateway {
     readonly forwarder: Forwarder,
     private readonly deadLetters: DeadLetters,
     private readonly logger: Logger,
+    readonly http: MetricsServer,
+    private readonly stopMonitors: () => void,
   ) {}
 
   /**
@@ -36,6 +39,9 @@ export class Gateway {
    */
   static async start(config: Config, logger: Logger): Promise<Gateway> {
     const metrics = createMetrics()
+    const eld = monitorEventLoopDelay({ resolution: 10 })
+    eld.enable()
+    metrics.eventLoopDelay.collect(() => eld.percentile(99) / 1e9)
     const t0 = performance.now()
     const log = await RingLog.open({
       dir: config.log.dataDir,
@@ -97,10 +103,19 @@ export class Gateway {
       }),
       deadLetters,
     })
+    let http: MetricsServer
+    try {
+      http = await MetricsServer.start({ host: config.http.host, port: config.http.port, registry: metrics.registry, logger: logger.child('http') })
+    } catch (err) {
+      await ingress.close()
+      await log.close()
+      throw err
+    }
     forwarder.start()
     const a = ingress.address
+    logger.info('HTTP listening', { address: `${http.address.host}:${http.address.port}` })
     logger.info('MQTT listening', { address: `${a.host}:${a.port}` })
-    return new Gateway(config, metrics, log, ingress, forwarder, deadLetters, logger)
+    return new Gateway(config, metrics, log, ingress, forwarder, deadLetters, logger, http, () => eld.disable())
   }
 
   /**
@@ -120,6 +135,8 @@ export class Gateway {
         // Whatever happened upstream, the log is sealed and checkpointed.
         await this.log.close()
         this.deadLetters.close()
+        await this.http.close()
+        this.stopMonitors()
       }
       this.logger.info('stopped', { acked: this.log.acked, lastSeq: this.log.durableSeq })
     })()

@@ -46,6 +46,7 @@ async function run(args: string[]): Promise<number> {
     return 1
   }
   const started = gateway
+  started.metrics.processRss.collect(() => process.memoryUsage.rss())
   return new Promise<number>((resolve) => {
     let stopping = false
     stop = (signal: string): void => {

@@ -141,8 +141,8 @@ export function parseConfig(raw: RawValues, defaultGatewayId: string): Config {
       problems.push(`${where(spec.key, spec, r?.source ?? 'default')} must be ${describe(spec)}, got ${JSON.stringify(value)}`)
       continue
     }
-    if (spec.key === 'mqtt.listen') {
-      setPath(out, 'mqtt', converted)
+    if (spec.kind === 'hostport') {
+      setPath(out, spec.key.split('.')[0]!, converted)
     } else {
       setPath(out, spec.key, converted)
     }

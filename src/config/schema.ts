@@ -26,6 +26,7 @@ const GiB = 1024 * MiB
 export const OPTIONS: readonly OptionSpec[] = [
   { key: 'gatewayId', flag: '--gateway-id', env: 'FERRY_GATEWAY_ID', kind: 'string', default: '', help: 'name of this gateway, part of every Nats-Msg-Id; letters, digits, "-", "_" (default: the host name)' },
   { key: 'mqtt.listen', flag: '--mqtt-listen', env: 'FERRY_MQTT_LISTEN', kind: 'hostport', default: '127.0.0.1:1883', help: 'MQTT TCP listener HOST:PORT (port 0 = any free port)' },
+  { key: 'http.listen', flag: '--http-listen', env: 'FERRY_HTTP_LISTEN', kind: 'hostport', default: '127.0.0.1:9464', help: 'HTTP listener HOST:PORT for /metrics (Prometheus) and /healthz' },
   { key: 'log.dataDir', flag: '--data-dir', env: 'FERRY_DATA_DIR', kind: 'string', default: './data', help: 'directory of the ring log, checkpoint and dead letters' },
   { key: 'log.maxBytes', flag: '--log-max-bytes', env: 'FERRY_LOG_MAX_BYTES', kind: 'bytes', default: 1 * GiB, min: 128 * KiB, max: 2 ** 50, help: 'bound on the ring log on disk (e.g. 512MiB, 2GiB); at least 2 segments' },
   { key: 'log.segmentBytes', flag: '--log-segment-bytes', env: 'FERRY_LOG_SEGMENT_BYTES', kind: 'bytes', default: 64 * MiB, min: 64 * KiB, max: 1 * GiB, help: 'size of one segment file; disk is reclaimed in whole segments' },
@@ -52,6 +53,7 @@ export const OPTIONS: readonly OptionSpec[] = [
 export interface Config {
   readonly gatewayId: string
   readonly mqtt: { readonly host: string; readonly port: number }
+  readonly http: { readonly host: string; readonly port: number }
   readonly log: {
     readonly dataDir: string
     readonly maxBytes: number

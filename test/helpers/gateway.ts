@@ -9,7 +9,7 @@ import type { Logger } from '../../src/logger.js'
 
 /** Starts a gateway in this process with config keys (e.g. {'log.dataDir': dir}); MQTT on a free port. */
 export async function startGateway(values: Record<string, unknown>, logger: Logger = silentLogger): Promise<Gateway> {
-  const raw: RawValues = new Map(Object.entries({ 'mqtt.listen': '127.0.0.1:0', gatewayId: 'test', ...values }).map(([k, v]) => [k, { value: v, source: 'flag' as const }]))
+  const raw: RawValues = new Map(Object.entries({ 'mqtt.listen': '127.0.0.1:0', 'http.listen': '127.0.0.1:0', gatewayId: 'test', ...values }).map(([k, v]) => [k, { value: v, source: 'flag' as const }]))
   return Gateway.start(parseConfig(raw, 'test'), logger)
 }
 
@@ -31,7 +31,7 @@ export interface GatewayProcess {
 
 /** Spawns `node dist/ferry.cjs run <args>` and waits until it listens for MQTT. */
 export async function spawnGateway(args: string[], timeoutMs = 20_000): Promise<GatewayProcess> {
-  const child = spawn(process.execPath, ['dist/ferry.cjs', 'run', '--log-format', 'json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, ['dist/ferry.cjs', 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()))
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()))

@@ -49,6 +49,14 @@ describe('end to end', () => {
     expect(ids.size).toBe(10_000)
     for (const d of devices) expect(seen.get(d)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1))
     expect(gw.metrics.forwarded.get()).toBe(10_000)
+    // The same figures over HTTP, in Prometheus text format.
+    const base = `http://127.0.0.1:${gw.http.address.port}`
+    const text = await (await fetch(`${base}/metrics`)).text()
+    expect(text).toContain('ferry_mqtt_received_messages_total{qos="1"} 10000')
+    expect(text).toContain('ferry_forward_messages_total 10000')
+    expect(text).toMatch(/# HELP ferry_log_fsync_latency_seconds .+\n# TYPE ferry_log_fsync_latency_seconds histogram/)
+    expect(text).toMatch(/ferry_drops_total 0\n/)
+    expect(await (await fetch(`${base}/healthz`)).text()).toBe('ok\n')
   })
 
   it('forward - non-JSON payloads pass unchanged as application/octet-stream; topics with "." and spaces round-trip', async () => {

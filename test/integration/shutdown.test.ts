@@ -26,7 +26,7 @@ describe('shutdown', () => {
   })
 
   it('shutdown - SIGTERM while starting stops gracefully once started (exit 0, not killed)', async () => {
-    const child = spawn(process.execPath, ['dist/ferry.cjs', 'run', '--log-format', 'json', '--data-dir', tempDir(), '--mqtt-listen', '127.0.0.1:0', '--nats-url', `nats://127.0.0.1:${await freePort()}`], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const child = spawn(process.execPath, ['dist/ferry.cjs', 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', '--data-dir', tempDir(), '--mqtt-listen', '127.0.0.1:0', '--nats-url', `nats://127.0.0.1:${await freePort()}`], { stdio: ['ignore', 'ignore', 'pipe'] })
     let out = ''
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
     await new Promise<void>((resolve) =>
