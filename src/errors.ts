@@ -7,6 +7,7 @@ export const ERROR_CODES = {
   FERRY_ERR_LOG_FULL: 'the ring log is at --log-max-bytes and --discard new refuses the append',
   FERRY_ERR_LOG_CLOSED: 'the ring log was used after close()',
   FERRY_ERR_LOG_IO: 'a write or fdatasync on the ring log failed; the segment is not trusted again',
+  FERRY_ERR_LOG_LOCKED: 'another Ferry process uses the data directory',
   FERRY_ERR_LOG_RECORD_TOO_LARGE: 'a record is larger than the log accepts',
   FERRY_ERR_CODEC_SUBJECT: 'a NATS subject is not one Ferry produced (cannot be decoded to an MQTT topic)',
   FERRY_ERR_CODEC_ENTRY: 'a log entry cannot be decoded',

@@ -31,6 +31,7 @@ import {
   MAX_BODY_BYTES,
 } from './format.js'
 import { nodeFs, writeFully } from './fs.js'
+import { DirLock } from './lock.js'
 import type { LogFs } from './fs.js'
 import { SegmentScanner } from './scanner.js'
 
@@ -129,6 +130,7 @@ export class RingLog {
   private idleWaiters: Array<() => void> = []
   private timers: NodeJS.Timeout[] = []
   private syncing = false
+  private lock: DirLock | undefined
   /** Reused for every group commit (one write is in flight at a time); grows to the largest batch. */
   private arena: Buffer = Buffer.alloc(0)
   /** Findings of the recovery at open. */
@@ -148,7 +150,14 @@ export class RingLog {
       throw new FerryError('FERRY_ERR_LOG_RECORD_TOO_LARGE', `maxRecordBytes ${opts.maxRecordBytes} does not fit in a segment of ${opts.segmentBytes} bytes`)
     }
     const log = new RingLog(opts)
-    await log.recover()
+    await (opts.fs ?? nodeFs).mkdir(opts.dir)
+    log.lock = DirLock.acquire(opts.dir)
+    try {
+      await log.recover()
+    } catch (err) {
+      log.lock.release()
+      throw err
+    }
     const m = opts.metrics
     m.logBytes.collect(() => log.sizeBytes)
     m.logSegments.collect(() => log.segments.length)
@@ -749,6 +758,7 @@ export class RingLog {
     }
     if (!this.failed) await this.writeCheckpoint(true).catch((err: unknown) => this.opts.logger.error('final checkpoint failed', { error: err }))
     await this.checkpoint.close().catch(() => {})
+    this.lock?.release()
     this.wake()
   }
 

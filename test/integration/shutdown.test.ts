@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process'
 import net from 'node:net'
 import { describe, expect, it } from 'vitest'
-import { spawnGateway } from '../helpers/gateway.js'
+import { runFerry, spawnGateway } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
 import { connectClient, endClient } from '../helpers/mqtt.js'
 import { freePort, startNats } from '../helpers/nats.js'
@@ -52,5 +52,18 @@ describe('shutdown', () => {
     expect(code).toBe(0)
     expect(gw.output()).toContain('"msg":"stopped"')
     await endClient(device)
+  })
+
+  it('lock - a second gateway on the same data directory fails fast; a lock left by kill -9 is taken over', async () => {
+    const dir = tempDir()
+    const upstream = `nats://127.0.0.1:${await freePort()}`
+    const first = await spawnGateway(['--data-dir', dir, '--mqtt-listen', '127.0.0.1:0', '--nats-url', upstream])
+    const second = await runFerry(['run', '--data-dir', dir, '--mqtt-listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0', '--nats-url', upstream])
+    expect(second.code).toBe(1)
+    expect(second.stderr).toContain('FERRY_ERR_LOG_LOCKED')
+    expect(second.stderr).toContain(`is in use by another Ferry (pid ${first.child.pid})`)
+    await first.kill('SIGKILL')
+    const third = await spawnGateway(['--data-dir', dir, '--mqtt-listen', '127.0.0.1:0', '--nats-url', upstream])
+    expect(await third.kill('SIGTERM')).toBe(0)
   })
 })
