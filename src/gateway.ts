@@ -15,6 +15,8 @@ import type { Metrics } from './metrics/index.js'
 const RETRANSMIT_MEMORY = 65_536
 /** A resend without DUP on a new connection within this time counts as a retransmission (see ingress/retransmits.ts). */
 const RETRANSMIT_WINDOW_MS = 300_000
+/** Backlog (records) from which the forwarder opens its live lane. */
+const LIVE_LANE_MIN_BACKLOG = 10_000
 /** Bytes appended and not yet written above which QoS 0 publishes wait for the log too. */
 const MAX_PENDING_BYTES = 16 * 1024 * 1024
 
@@ -102,6 +104,8 @@ export class Gateway {
         logger.child('log').warn('skipped damaged records in the log', { records, atSeq })
       }),
       deadLetters,
+      liveLaneMinBacklog: config.nats.liveLane ? LIVE_LANE_MIN_BACKLOG : 0,
+      openReader: (fromSeq) => new LogReader(log, fromSeq),
     })
     let http: MetricsServer
     try {

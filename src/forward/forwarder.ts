@@ -10,6 +10,14 @@
 // - the log's ack cursor advances only over a contiguous run of PubAcks;
 // - a message JetStream rejects with a 4xx error `maxAttempts` times (e.g. larger than the stream
 //   allows) goes to the dead-letter file, is counted and logged, and stops blocking the cursor.
+//
+// Live lane: a large backlog would make every new message wait behind it. When the main reader is
+// at least `liveLaneMinBacklog` records behind, the forwarder collects the topics of the backlog
+// (main position .. split], then a second reader forwards records after `split` at once if their
+// topic is not among them (so no topic's order changes); records of backlog topics wait for the main
+// reader. When the main reader reaches a record the live lane already sent, it takes that in-flight
+// entry into its window instead of publishing again, so the ack cursor still only moves over a
+// contiguous run. The lane closes when the main reader catches up with it.
 import { connect } from '@nats-io/transport-node'
 import { createInbox } from '@nats-io/transport-node'
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
@@ -45,6 +53,13 @@ export interface ForwarderOptions {
   readonly log: RingLog
   readonly reader: LogReader
   readonly deadLetters: DeadLetters
+  /**
+   * Live lane: while a backlog of at least `liveLaneMinBacklog` records drains, records newer than
+   * the backlog whose topic has nothing in the backlog are forwarded at once (see README). 0 = off.
+   */
+  readonly liveLaneMinBacklog: number
+  /** Opens a second reader on the log (the live lane's). */
+  readonly openReader: (fromSeq: number) => LogReader
 }
 
 interface Inflight {
@@ -92,6 +107,24 @@ const NO_HEADERS = preEncoded(new Uint8Array(0))
  * the loop yields (setImmediate), so MQTT traffic waits at most about this many records' worth.
  */
 const READ_CHUNK_RECORDS = 64
+/** Above this many distinct topics in a backlog, no live lane (bounded memory). */
+const LIVE_LANE_MAX_TOPICS = 100_000
+/** Room kept for the live lane in the in-flight window. */
+const LIVE_LANE_SHARE = 0.25
+
+interface LiveLane {
+  readonly reader: LogReader
+  /** Topics with records in the backlog: their newer records wait for the main reader. */
+  readonly backlogTopics: Set<string>
+  /** Records the lane published, by seq, until the main reader takes them into its window. */
+  readonly sent: Map<number, Inflight>
+  /** Records read and published by the lane, to close a lane that finds nothing to do. */
+  read: number
+  published: number
+}
+
+/** A lane that read this many records without one to send is closed (every topic has backlog). */
+const LIVE_LANE_IDLE_RECORDS = 50_000
 const BACKOFF_MIN_MS = 100
 const BACKOFF_MAX_MS = 5000
 
@@ -112,9 +145,14 @@ export class Forwarder {
   private resumeAt = 0
   private closed = false
   private readonly topics = new Map<string, { subject: string; raw: boolean }>()
+  /** Published and not yet acknowledged (both lanes). */
+  private unacked = 0
+  private live: LiveLane | undefined
+  private liveScan: Promise<void> | undefined
+  private liveRetryAt = 0
 
   constructor(private readonly opts: ForwarderOptions) {
-    opts.metrics.forwardInflight.collect(() => this.window.length)
+    opts.metrics.forwardInflight.collect(() => this.unacked)
     opts.metrics.forwardConnected.collect(() => (this.connected ? 1 : 0))
   }
 
@@ -200,13 +238,18 @@ export class Forwarder {
       await this.sleep(this.resumeAt - Date.now())
       return
     }
-    const room = this.opts.maxInflight - this.window.length
+    this.maybeStartLiveLane()
+    if (this.live) await this.stepLiveLane()
+    // The main lane leaves a share of the window to the live lane while one is open.
+    const cap = this.live ? Math.floor(this.opts.maxInflight * (1 - LIVE_LANE_SHARE)) : this.opts.maxInflight
+    const room = cap - this.unacked
     if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes) {
-      await this.sleep(1000)
+      await this.sleep(this.live ? 5 : 1000)
       return
     }
     const recs = await this.opts.reader.read(Math.min(room, READ_CHUNK_RECORDS), this.opts.maxInflightBytes - this.inflightBytes)
     if (recs.length === 0) {
+      this.absorbLive(this.opts.reader.position)
       if (this.window.length === 0) this.opts.log.ack(this.opts.reader.position - 1)
       // Yield to I/O first, so that even a wait that resolves at once cannot starve the process.
       await new Promise((r) => setImmediate(r))
@@ -214,12 +257,127 @@ export class Forwarder {
       this.wake() // clears the 1 s timer when data came first (no timer left behind per empty read)
       return
     }
-    for (const r of recs) this.publishNew(r.seq, r.epoch, r.ts, r.body)
+    for (const r of recs) {
+      // Entries the live lane sent up to here join the window in seq order; this one too, if sent.
+      if (this.live && this.absorbLive(r.seq + 1) === r.seq) continue
+      this.publishNew(r.seq, r.epoch, r.ts, r.body)
+    }
+    this.absorbLive(this.opts.reader.position)
+    if (this.live && this.opts.reader.position >= this.live.reader.position) await this.closeLiveLane()
     // Let ingress (PUBACKs) and PubAcks in between chunks.
     await new Promise((r) => setImmediate(r))
   }
 
-  private publishNew(seq: number, epoch: number, ts: number, body: Buffer): void {
+  /** Starts collecting the backlog's topics when the main reader is far behind (runs beside the main lane). */
+  private maybeStartLiveLane(): void {
+    const min = this.opts.liveLaneMinBacklog
+    if (min <= 0 || this.live || this.liveScan || Date.now() < this.liveRetryAt) return
+    const from = this.opts.reader.position
+    const split = this.opts.log.durableSeq
+    if (split - from + 1 < min) return
+    this.liveScan = this.scanBacklog(from, split)
+      .then((topics) => {
+        if (!topics || !this.running || this.opts.reader.position > split) {
+          this.liveRetryAt = Date.now() + 10_000
+          return
+        }
+        this.live = { reader: this.opts.openReader(split + 1), backlogTopics: topics, sent: new Map(), read: 0, published: 0 }
+        this.opts.logger.info('live lane open: new messages on topics without backlog are forwarded ahead of the backlog', {
+          backlog: split - this.opts.reader.position + 1,
+          backlogTopics: topics.size,
+          split,
+        })
+      })
+      .catch((err: unknown) => {
+        this.liveRetryAt = Date.now() + 60_000
+        this.opts.logger.warn('live lane scan failed; the backlog drains in order', { error: err })
+      })
+      .finally(() => (this.liveScan = undefined))
+  }
+
+  /** The topics of records in (from .. split], or undefined when there are too many. */
+  private async scanBacklog(from: number, split: number): Promise<Set<string> | undefined> {
+    const reader = this.opts.openReader(from)
+    const topics = new Set<string>()
+    try {
+      while (this.running && reader.position <= split) {
+        const recs = await reader.read(4096, 4 * 1024 * 1024)
+        if (recs.length === 0) break
+        for (const r of recs) {
+          if (r.seq > split) break
+          try {
+            topics.add(decodeEntry(r.body).topic)
+          } catch {
+            // undecodable: the main lane dead-letters it
+          }
+        }
+        if (topics.size > LIVE_LANE_MAX_TOPICS) return undefined
+        await new Promise((r) => setImmediate(r))
+      }
+      return topics
+    } finally {
+      await reader.close()
+    }
+  }
+
+  /** Forwards what the live lane may send now: new records whose topic has no backlog. */
+  private async stepLiveLane(): Promise<void> {
+    const live = this.live!
+    const room = this.opts.maxInflight - this.unacked
+    if (room <= 0) return
+    const recs = await live.reader.read(Math.min(room, READ_CHUNK_RECORDS), this.opts.maxInflightBytes)
+    live.read += recs.length
+    if (live.published === 0 && live.read >= LIVE_LANE_IDLE_RECORDS) {
+      // Every new record belongs to a backlog topic: the lane only costs reads. Try again later.
+      this.liveRetryAt = Date.now() + 30_000
+      await this.closeLiveLane()
+      return
+    }
+    for (const r of recs) {
+      if (r.seq < this.opts.reader.position) continue // the main lane has it already
+      let topic: string
+      try {
+        topic = decodeEntry(r.body).topic
+      } catch {
+        continue // the main lane dead-letters it
+      }
+      if (live.backlogTopics.has(topic)) continue
+      const f = this.publishNew(r.seq, r.epoch, r.ts, r.body, false)
+      live.sent.set(r.seq, f)
+      live.published++
+    }
+  }
+
+  /**
+   * Moves live-lane entries with seq < `upTo` into the main window, in seq order (the lane sends in
+   * seq order and Map keeps insertion order). Returns the seq of the last entry moved, or -1.
+   */
+  private absorbLive(upTo: number): number {
+    const live = this.live
+    if (!live) return -1
+    let last = -1
+    for (const [seq, f] of live.sent) {
+      if (seq >= upTo) break
+      live.sent.delete(seq)
+      this.window.push(f)
+      last = seq
+    }
+    if (last >= 0) this.advance()
+    return last
+  }
+
+  private async closeLiveLane(): Promise<void> {
+    const live = this.live
+    if (!live) return
+    // Entries may join the window only in seq order, i.e. once the main reader is past them.
+    this.absorbLive(this.opts.reader.position)
+    if (live.sent.size > 0) return
+    this.live = undefined
+    await live.reader.close()
+    this.opts.logger.info('live lane closed', { published: live.published, read: live.read })
+  }
+
+  private publishNew(seq: number, epoch: number, ts: number, body: Buffer, inWindow = true): Inflight {
     let subject = ''
     let data: Uint8Array = body
     let undecodable = ''
@@ -235,10 +393,12 @@ export class Forwarder {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
     const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, done: false, lastError: undecodable, undecodable: undecodable !== '' }
-    this.window.push(f)
+    if (inWindow) this.window.push(f)
     this.bySeq.set(seq, f)
     this.inflightBytes += data.length
+    this.unacked++
     this.send(f)
+    return f
   }
 
   /** The subject of `topic` and whether it matches a --raw-topics filter, memoised per topic (bounded). */
@@ -322,29 +482,46 @@ export class Forwarder {
   }
 
   private complete(f: Inflight): void {
+    if (f.done) return
     f.done = true
     this.bySeq.delete(f.seq)
     this.inflightBytes -= f.data.length
+    this.unacked--
+    this.advance()
+    if (this.unacked < this.opts.maxInflight) this.wake()
+  }
+
+  /** Acks the log over the contiguous run of done entries at the head of the window. */
+  private advance(): void {
     let acked = -1
     while (this.window.length > 0 && this.window[0]!.done) acked = this.window.shift()!.seq
     if (acked >= 0) {
       this.opts.log.ack(acked)
       this.backoffMs = 0
     }
-    if (this.window.length < this.opts.maxInflight) this.wake()
+  }
+
+  /** Every unacknowledged entry of both lanes, main window first (seq order within each). */
+  private *pendingEntries(): Generator<Inflight> {
+    for (const f of this.window) if (!f.done) yield f
+    if (this.live) for (const f of this.live.sent.values()) if (!f.done) yield f
   }
 
   /** Resends what timed out or waits for a resend after a failure. */
   private tick(): void {
     if (!this.connected || !this.nc || Date.now() < this.resumeAt) return
     const now = Date.now()
-    const oldest = this.window.find((f) => !f.done)
-    if (!oldest) return
-    if (oldest.sentAt !== 0 && now - oldest.sentAt < this.opts.ackTimeoutMs) return
+    let due = false
+    for (const f of this.pendingEntries()) {
+      if (f.sentAt === 0 || now - f.sentAt >= this.opts.ackTimeoutMs) {
+        due = true
+        break
+      }
+    }
+    if (!due) return
     // Resend every unacknowledged message in order, so per-topic order is kept as far as possible.
     let n = 0
-    for (const f of this.window) {
-      if (f.done) continue
+    for (const f of [...this.pendingEntries()]) {
       if (f.sentAt === 0 || now - f.sentAt >= this.opts.ackTimeoutMs) {
         this.send(f)
         n++
@@ -364,7 +541,7 @@ export class Forwarder {
         this.opts.metrics.forwardReconnects.inc()
         this.opts.logger.info('reconnected to NATS', { server: s.server })
         // Anything in flight may have been lost with the connection: resend it now (same msg ids).
-        for (const f of this.window) if (!f.done) f.sentAt = 0
+        for (const f of this.pendingEntries()) f.sentAt = 0
         this.resumeAt = 0
         this.tick()
         this.wake()
@@ -396,7 +573,7 @@ export class Forwarder {
 
   /** Messages published and not yet acknowledged. */
   get inflight(): number {
-    return this.window.length
+    return this.unacked
   }
 
   get isConnected(): boolean {
@@ -413,12 +590,12 @@ export class Forwarder {
     this.running = false
     this.wake()
     const deadline = Date.now() + timeoutMs
-    while (this.window.length > 0 && this.connected && Date.now() < deadline) {
+    while (this.unacked > 0 && this.connected && Date.now() < deadline) {
       this.tick()
       await new Promise((r) => setTimeout(r, 20))
     }
-    if (this.window.length > 0) {
-      this.opts.logger.warn('closing with messages still unacknowledged; they are resent at next start', { messages: this.window.length })
+    if (this.unacked > 0) {
+      this.opts.logger.warn('closing with messages still unacknowledged; they are resent at next start', { messages: this.unacked })
     }
     if (this.timer) clearInterval(this.timer)
     const remaining = (): number => Math.max(0, deadline - Date.now())
@@ -430,7 +607,10 @@ export class Forwarder {
       this.sub?.unsubscribe()
       if (!(await settlesWithin(nc.drain(), Math.min(remaining(), 2000)))) await nc.close().catch(() => {})
     }
-    if (loopDone) await this.opts.reader.close()
+    if (loopDone) {
+      await this.opts.reader.close()
+      await this.live?.reader.close()
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
