@@ -66,9 +66,10 @@ interface Inflight {
   readonly seq: number
   readonly epoch: number
   readonly ts: number
-  readonly body: Buffer
+  /** Cleared once acknowledged (a live-lane entry may wait long for the main reader). */
+  body: Buffer
   readonly subject: string
-  readonly data: Uint8Array
+  data: Uint8Array
   readonly hdrs: MsgHdrs
   sentAt: number
   attempts: number
@@ -101,6 +102,7 @@ function preEncoded(bytes: Uint8Array): MsgHdrs {
   return { encode: () => bytes } as unknown as MsgHdrs
 }
 const NO_HEADERS = preEncoded(new Uint8Array(0))
+const EMPTY = Buffer.alloc(0)
 
 /**
  * Records read and published per step. Each record costs ~10 µs of synchronous work; between steps
@@ -109,8 +111,18 @@ const NO_HEADERS = preEncoded(new Uint8Array(0))
 const READ_CHUNK_RECORDS = 64
 /** Above this many distinct topics in a backlog, no live lane (bounded memory). */
 const LIVE_LANE_MAX_TOPICS = 100_000
-/** Room kept for the live lane in the in-flight window. */
+/** Share of the in-flight window the live lane may use (and the main lane leaves to it). */
 const LIVE_LANE_SHARE = 0.25
+/** No live lane for windows smaller than this (the shares would round to nothing). */
+const LIVE_LANE_MIN_WINDOW = 8
+/** Live-lane entries waiting for the main reader, at most (memory bound). */
+const LIVE_LANE_MAX_WAITING = 20_000
+/**
+ * The lane pauses while its oldest waiting entry is older than this. Until the main reader takes
+ * an entry into its window, the checkpoint does not cover it, so a restart sends it again; keeping
+ * that within JetStream's default 2-minute duplicate window means the copy is dropped.
+ */
+const LIVE_LANE_MAX_AGE_MS = 60_000
 
 interface LiveLane {
   readonly reader: LogReader
@@ -241,7 +253,7 @@ export class Forwarder {
     this.maybeStartLiveLane()
     if (this.live) await this.stepLiveLane()
     // The main lane leaves a share of the window to the live lane while one is open.
-    const cap = this.live ? Math.floor(this.opts.maxInflight * (1 - LIVE_LANE_SHARE)) : this.opts.maxInflight
+    const cap = this.live ? Math.max(1, Math.floor(this.opts.maxInflight * (1 - LIVE_LANE_SHARE))) : this.opts.maxInflight
     const room = cap - this.unacked
     if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes) {
       await this.sleep(this.live ? 5 : 1000)
@@ -271,14 +283,14 @@ export class Forwarder {
   /** Starts collecting the backlog's topics when the main reader is far behind (runs beside the main lane). */
   private maybeStartLiveLane(): void {
     const min = this.opts.liveLaneMinBacklog
-    if (min <= 0 || this.live || this.liveScan || Date.now() < this.liveRetryAt) return
+    if (min <= 0 || this.opts.maxInflight < LIVE_LANE_MIN_WINDOW || this.live || this.liveScan || Date.now() < this.liveRetryAt) return
     const from = this.opts.reader.position
     const split = this.opts.log.durableSeq
     if (split - from + 1 < min) return
     this.liveScan = this.scanBacklog(from, split)
       .then((topics) => {
         if (!topics || !this.running || this.opts.reader.position > split) {
-          this.liveRetryAt = Date.now() + 10_000
+          this.liveRetryAt = Math.max(this.liveRetryAt, Date.now() + 10_000)
           return
         }
         this.live = { reader: this.opts.openReader(split + 1), backlogTopics: topics, sent: new Map(), read: 0, published: 0 }
@@ -301,7 +313,7 @@ export class Forwarder {
     const topics = new Set<string>()
     try {
       while (this.running && reader.position <= split) {
-        const recs = await reader.read(4096, 4 * 1024 * 1024)
+        const recs = await reader.read(READ_CHUNK_RECORDS * 4, 1024 * 1024)
         if (recs.length === 0) break
         for (const r of recs) {
           if (r.seq > split) break
@@ -311,7 +323,10 @@ export class Forwarder {
             // undecodable: the main lane dead-letters it
           }
         }
-        if (topics.size > LIVE_LANE_MAX_TOPICS) return undefined
+        if (topics.size > LIVE_LANE_MAX_TOPICS) {
+          this.liveRetryAt = Date.now() + 300_000
+          return undefined
+        }
         await new Promise((r) => setImmediate(r))
       }
       return topics
@@ -323,9 +338,14 @@ export class Forwarder {
   /** Forwards what the live lane may send now: new records whose topic has no backlog. */
   private async stepLiveLane(): Promise<void> {
     const live = this.live!
-    const room = this.opts.maxInflight - this.unacked
-    if (room <= 0) return
-    const recs = await live.reader.read(Math.min(room, READ_CHUNK_RECORDS), this.opts.maxInflightBytes)
+    // The lane's own share of the window, never the main lane's.
+    let laneUnacked = 0
+    for (const f of live.sent.values()) if (!f.done) laneUnacked++
+    const room = Math.min(Math.ceil(this.opts.maxInflight * LIVE_LANE_SHARE) - laneUnacked, this.opts.maxInflight - this.unacked)
+    if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes || live.sent.size >= LIVE_LANE_MAX_WAITING) return
+    const oldest = live.sent.values().next()
+    if (!oldest.done && Date.now() - oldest.value.ts > LIVE_LANE_MAX_AGE_MS) return
+    const recs = await live.reader.read(Math.min(room, READ_CHUNK_RECORDS), this.opts.maxInflightBytes - this.inflightBytes)
     live.read += recs.length
     if (live.published === 0 && live.read >= LIVE_LANE_IDLE_RECORDS) {
       // Every new record belongs to a backlog topic: the lane only costs reads. Try again later.
@@ -487,6 +507,9 @@ export class Forwarder {
     this.bySeq.delete(f.seq)
     this.inflightBytes -= f.data.length
     this.unacked--
+    // Done entries are never sent again: drop the payload (its view would pin a 1 MiB read chunk).
+    f.body = EMPTY
+    f.data = EMPTY
     this.advance()
     if (this.unacked < this.opts.maxInflight) this.wake()
   }

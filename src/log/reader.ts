@@ -40,6 +40,19 @@ export class LogReader {
 
   /** Up to `maxRecords` / about `maxBytes` records; empty when nothing durable is left to read now. */
   async read(maxRecords: number, maxBytes: number): Promise<LogRecord[]> {
+    const start = this.nextSeq
+    try {
+      return await this.readFrom(maxRecords, maxBytes)
+    } catch (err) {
+      // The records collected so far are lost with the exception: rewind, and rescan the segment
+      // from its start on the next call, so none of them is skipped.
+      this.nextSeq = start
+      await this.closeSegment()
+      throw err
+    }
+  }
+
+  private async readFrom(maxRecords: number, maxBytes: number): Promise<LogRecord[]> {
     const out: LogRecord[] = []
     let bytes = 0
     while (out.length < maxRecords && bytes < maxBytes) {

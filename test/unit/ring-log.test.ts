@@ -348,3 +348,28 @@ describe('ring log - full at restart', () => {
     await log.close()
   })
 })
+
+describe('ring log - reader errors', () => {
+  it('reader - an I/O error in the middle of a read loses nothing: the next read starts where the failed one did', async () => {
+    let failReads = 0
+    const faulty: LogFs = {
+      ...nodeFs,
+      read: async (fd, buf, off, len, pos) => {
+        if (failReads > 0 && --failReads === 0) throw Object.assign(new Error('EIO'), { code: 'EIO' })
+        return nodeFs.read(fd, buf, off, len, pos)
+      },
+    }
+    const log = await openLog(tempDir(), { fs: faulty, segmentBytes: 64 * 1024, readChunkBytes: 4096 })
+    await Promise.all(Array.from({ length: 2000 }, (_, i) => log.append(body(i))))
+    const r = new LogReader(log, 1)
+    const first = await r.read(100, 1 << 20)
+    expect(first.map((x) => x.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1))
+    failReads = 3 // fails on a later chunk read inside the next call
+    await expect(r.read(1500, 1 << 20)).rejects.toThrow('EIO')
+    const seqs: number[] = []
+    for (let recs = await r.read(1000, 1 << 20); recs.length > 0; recs = await r.read(1000, 1 << 20)) seqs.push(...recs.map((x) => x.seq))
+    expect(seqs).toEqual(Array.from({ length: 1900 }, (_, i) => i + 101))
+    await r.close()
+    await log.close()
+  })
+})
