@@ -75,6 +75,8 @@ interface DrainResult {
   rssDuringDrainMaxMiB: number
   liveDuringDrain: Latency
   liveAfterDrain: Latency
+  /** A device that starts publishing once messages arrive again (it has no backlog). */
+  freshDuringDrain: Latency
   liveLost: number
 }
 
@@ -181,6 +183,7 @@ async function startMosquittoEdge(variant: MosquittoVariant): Promise<Edge> {
 async function runOutage(edge: Edge): Promise<{ result: DrainResult; series: Series }> {
   let fill: Fleet | undefined
   let live: Fleet | undefined
+  let fresh: Fleet | undefined
   let nc: NatsConnection | undefined
   let stored = 0
   let series: ReturnType<typeof startSeries> | undefined
@@ -221,6 +224,15 @@ async function runOutage(edge: Edge): Promise<{ result: DrainResult; series: Ser
         } catch {}
       },
     })
+    const freshLat: number[] = []
+    nc.subscribe(edge.liveSubject.replace('live-00001', 'fresh-00001'), {
+      callback: (_e, m) => {
+        try {
+          const v = decodePayload(m.data, m.headers?.get('Content-Type')) as { ts?: unknown }
+          if (typeof v.ts === 'number' && !drained) freshLat.push(Date.now() - v.ts)
+        } catch {}
+      },
+    })
     const l = startFleet({ url: `mqtt://127.0.0.1:${edge.mqttPort}`, devices: 1, idPrefix: 'live', ratePerDevice: LIVE_RATE, qos: 1, payloadBytes: PAYLOAD })
     live = l
     // Backlog in JetStream ≈ stream count − live messages acknowledged. Done when it reaches what
@@ -233,8 +245,12 @@ async function runOutage(edge: Edge): Promise<{ result: DrainResult; series: Ser
       const now = performance.now()
       if (c !== undefined) {
         stored = c
-        const b = c - l.stats().acked
-        if (b > 0 && Number.isNaN(firstAt)) firstAt = now
+        const b = c - l.stats().acked - (fresh?.stats().acked ?? 0)
+        if (b > 0 && Number.isNaN(firstAt)) {
+          firstAt = now
+          // Messages arrive again: a device that starts now has nothing in the backlog.
+          fresh = startFleet({ url: `mqtt://127.0.0.1:${edge.mqttPort}`, devices: 1, idPrefix: 'fresh', ratePerDevice: LIVE_RATE, qos: 1, payloadBytes: PAYLOAD })
+        }
         if (b > backlog + 10 || (b > backlog && b >= acked)) {
           backlog = b
           lastGrowthAt = now
@@ -251,10 +267,11 @@ async function runOutage(edge: Edge): Promise<{ result: DrainResult; series: Ser
     await sleep(3000)
     const s = await series.stop()
     await l.close()
+    await fresh?.close()
     // Let the live device's last messages land before reading the stream back.
-    const want = acked + l.stats().acked
-    for (let i = 0; i < 100 && ((await streamCount(nc, edge.stream)) ?? 0) < Math.min(want, stored + l.stats().acked); i++) await sleep(50)
-    const audit = await auditStream(edge.nats.url, edge.stream, [f.ledger, l.ledger], decodePayload)
+    const want = acked + l.stats().acked + (fresh?.stats().acked ?? 0)
+    for (let i = 0; i < 100 && ((await streamCount(nc, edge.stream)) ?? 0) < Math.min(want, stored + l.stats().acked + (fresh?.stats().acked ?? 0)); i++) await sleep(50)
+    const audit = await auditStream(edge.nats.url, edge.stream, fresh ? [f.ledger, l.ledger, fresh.ledger] : [f.ledger, l.ledger], decodePayload)
     const backlogAudit = audit.perLedger[0]!
     const liveAudit = audit.perLedger[1]!
     const rssAll = rssFill.map((r) => r.rss)
@@ -274,6 +291,7 @@ async function runOutage(edge: Edge): Promise<{ result: DrainResult; series: Ser
         rssDuringDrainMaxMiB: Math.max(...drainRows.map((r) => r[3]!)),
         liveDuringDrain: latency(drainLat),
         liveAfterDrain: latency(afterLat),
+        freshDuringDrain: latency(freshLat),
         liveLost: liveAudit.lost,
       },
       series: s,
@@ -282,6 +300,7 @@ async function runOutage(edge: Edge): Promise<{ result: DrainResult; series: Ser
     await series?.stop()
     await fill?.close()
     await live?.close()
+    await fresh?.close()
     await nc?.close()
   }
 }
@@ -382,7 +401,7 @@ export async function main(): Promise<Record<string, unknown>> {
 
   process.stdout.write(`\nBacklog drain: ${MESSAGES.toLocaleString('en-US')} messages buffered with the upstream down, then up; ${DEVICES} devices, QoS 1, ~${PAYLOAD}-byte JSON; medians of ${RUNS} run(s)\n\n`)
   printTable([
-    ['edge', 'acked', 'fill msg/s', 'drain msg/s', 'time to empty s', 'first arrival s', 'msg/s once flowing', 'lost', 'dup', 'RSS buffering MiB', 'RSS draining max MiB', 'live p50/p99 during ms', 'live p50/p99 after ms'],
+    ['edge', 'acked', 'fill msg/s', 'drain msg/s', 'time to empty s', 'first arrival s', 'msg/s once flowing', 'lost', 'dup', 'RSS buffering MiB', 'RSS draining max MiB', 'live p50/p99 during ms', 'live p50/p99 after ms', 'new device p50/p99 during ms'],
     ...edges.map(([k, d]) => [
       k,
       d.acked.toLocaleString('en-US'),
@@ -397,6 +416,7 @@ export async function main(): Promise<Record<string, unknown>> {
       d.rssDuringDrainMaxMiB,
       `${d.liveDuringDrain.p50}/${d.liveDuringDrain.p99}`,
       `${d.liveAfterDrain.p50}/${d.liveAfterDrain.p99}`,
+      d.freshDuringDrain ? `${d.freshDuringDrain.p50}/${d.freshDuringDrain.p99}` : '-',
     ]),
   ])
   if (ingest) process.stdout.write(`\nNATS MQTT ingest of the same messages (no outage): ${Math.round(ingest.arrivedPerS).toLocaleString('en-US')} msg/s into JetStream (${Math.round(ingest.ackedPerS).toLocaleString('en-US')} msg/s acked)\n`)

@@ -352,6 +352,7 @@ function drainSection(ctx: Ctx): string {
   row('RSS while draining, max MiB', (s) => f(num(get(s, 'rssDuringDrainMaxMiB'))))
   row('live device p50 / p99 during drain, ms', (s) => `${f(num(get(s, 'liveDuringDrain', 'p50')))} / ${f(num(get(s, 'liveDuringDrain', 'p99')))}`)
   row('live device p50 / p99 after drain, ms', (s) => `${f(num(get(s, 'liveAfterDrain', 'p50')))} / ${f(num(get(s, 'liveAfterDrain', 'p99')))}`)
+  row('device started once messages flow again, p50 / p99 during drain, ms', (s) => `${f(num(get(s, 'freshDuringDrain', 'p50')))} / ${f(num(get(s, 'freshDuringDrain', 'p99')))}`)
   out.push(table(rows), '')
   out.push('RSS is that of the edge process (Ferry or Mosquitto). Mosquitto holds its backlog in memory; Ferry holds it in its on-disk log.', '')
   const defaults = med['mosquitto-defaults']
