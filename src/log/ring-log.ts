@@ -704,9 +704,6 @@ export class RingLog {
   get pendingAppendBytes(): number {
     return this.pendingBytes
   }
-  get isClosed(): boolean {
-    return this.closed
-  }
   /** The error that stopped the log, if any. */
   get failure(): Error | undefined {
     return this.failed

@@ -34,7 +34,6 @@ export class SegmentScanner {
   private buf: Buffer = Buffer.alloc(0)
   private bufAt = 0
   private pos: number
-  private badFrom = -1
   /** Seq of the last valid data record returned (or `afterSeq`). */
   lastSeq: number
   /** End offset of the last valid frame (or the start offset). Anything after it at EOF is a torn tail. */
@@ -43,10 +42,6 @@ export class SegmentScanner {
   sealed = false
   /** Seal contents when sealed. */
   seal: { firstSeq: number; lastSeq: number } | undefined
-  /** Bytes stepped over while resyncing, in total. */
-  badBytes = 0
-  /** True when the scan stopped inside a damaged region (bytes after `lastEnd` are not valid frames). */
-  inDamage = false
 
   constructor(
     private readonly fsys: LogFs,
@@ -70,10 +65,7 @@ export class SegmentScanner {
   async next(): Promise<ScannedRecord | undefined> {
     for (;;) {
       const limit = this.opts.limit()
-      if (this.sealed || this.pos >= limit) {
-        this.inDamage = this.badFrom >= 0
-        return undefined
-      }
+      if (this.sealed || this.pos >= limit) return undefined
       const rel = this.pos - this.bufAt
       const check =
         rel >= 0 && rel < this.buf.length
@@ -89,22 +81,14 @@ export class SegmentScanner {
           if (n === 0) break
           got += n
         }
-        if (got === 0) {
-          this.inDamage = this.badFrom >= 0
-          return undefined
-        }
+        if (got === 0) return undefined
         this.buf = got === want ? buf : buf.subarray(0, got)
         this.bufAt = this.pos
         continue
       }
       if (check === 'invalid' || (check.type !== TYPE_SEAL && check.seq <= this.lastSeq)) {
-        if (this.badFrom < 0) this.badFrom = this.pos
         this.pos += 8
         continue
-      }
-      if (this.badFrom >= 0) {
-        this.badBytes += this.pos - this.badFrom
-        this.badFrom = -1
       }
       const offset = this.pos
       this.pos += check.length
