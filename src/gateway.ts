@@ -1,7 +1,7 @@
 // Composition root: builds the stages from the config, owns the start order and the close order.
 import { crc32 } from 'node:zlib'
 import path from 'node:path'
-import { decodeEntry } from './codec/index.js'
+import { PayloadPolicy, decodeEntry } from './codec/index.js'
 import type { Config } from './config/index.js'
 import { DeadLetters, Forwarder } from './forward/index.js'
 import { Ingress, RetransmitIndex } from './ingress/index.js'
@@ -66,13 +66,15 @@ export class Gateway {
       nextSeq: log.next,
       epoch: log.epoch,
     })
+    const payloads = new PayloadPolicy(config.codec.cbor, config.codec.rawTopics)
     let ingress: Ingress
     try {
       // Before listening: a device's first publish after our crash may be a retransmission.
-      const retransmits = await readRetransmits(log)
+      const retransmits = await readRetransmits(log, payloads)
       ingress = await Ingress.start({
         host: config.mqtt.host,
         port: config.mqtt.port,
+        payloads,
         maxEntryBytes: config.log.maxRecordBytes,
         retransmits,
         maxPendingBytes: MAX_PENDING_BYTES,
@@ -90,8 +92,7 @@ export class Gateway {
       stream: config.nats.stream,
       subjectPrefix: config.nats.subjectPrefix,
       gatewayId: config.gatewayId,
-      cbor: config.codec.cbor,
-      rawTopics: config.codec.rawTopics,
+      payloads,
       maxInflight: config.nats.maxInflight,
       maxInflightBytes: config.nats.maxInflightBytes,
       ackTimeoutMs: config.nats.ackTimeoutMs,
@@ -153,7 +154,7 @@ export class Gateway {
 }
 
 /** Reads the newest records back so retransmissions of messages stored before a crash are recognised. */
-async function readRetransmits(log: RingLog): Promise<RetransmitIndex> {
+async function readRetransmits(log: RingLog, payloads: PayloadPolicy): Promise<RetransmitIndex> {
   const index = new RetransmitIndex(RETRANSMIT_MEMORY, RETRANSMIT_WINDOW_MS)
   const from = Math.max(log.headSeq, log.durableSeq - RETRANSMIT_MEMORY + 1)
   if (from > log.durableSeq) return index
@@ -165,7 +166,8 @@ async function readRetransmits(log: RingLog): Promise<RetransmitIndex> {
       for (const r of recs) {
         try {
           const e = decodeEntry(r.body)
-          if (e.qos > 0) index.add(e.clientId, e.packetId, crc32(e.payload), 0, r.ts)
+          // Ingress hashes the payload as stored; version 1 entries hold the device's bytes.
+          if (e.qos > 0) index.add(e.clientId, e.packetId, crc32(e.encoding ? e.payload : payloads.encode(e.topic, e.payload).data), 0, r.ts)
         } catch {
           // an undecodable entry is dealt with (dead-lettered) by the forwarder
         }

@@ -1,8 +1,8 @@
 // Public names of the codec: pure functions shared by ingress, forward, tools and firmware-sim.
 export { topicToSubject, subjectToTopic } from './subject.js'
-export { encodePayload, decodeCbor, CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, CONTENT_TYPE_OCTETS } from './payload.js'
+export { encodePayload, decodeCbor, PayloadPolicy, CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, CONTENT_TYPE_OCTETS } from './payload.js'
 export type { EncodedPayload } from './payload.js'
-export { encodeEntry, decodeEntry, ENTRY_VERSION } from './entry.js'
-export type { Entry } from './entry.js'
+export { encodeEntry, decodeEntry, encodingOf, ENCODING_CONTENT_TYPE, ENTRY_VERSION } from './entry.js'
+export type { Entry, PayloadEncoding } from './entry.js'
 export { topicFilterProblem, topicMatches } from './topic-filter.js'
 export { encodeUplinkHeaders, escapeHeaderValue, unescapeHeaderValue } from './headers.js'

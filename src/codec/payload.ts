@@ -1,6 +1,7 @@
 // Payload encoding upstream: JSON payloads become plain RFC 8949 CBOR, everything else passes unchanged.
 import { isUtf8 } from 'node:buffer'
 import { Encoder } from 'cbor-x'
+import { topicMatches } from './topic-filter.js'
 
 export const CONTENT_TYPE_CBOR = 'application/cbor'
 export const CONTENT_TYPE_OCTETS = 'application/octet-stream'
@@ -61,6 +62,31 @@ export function encodePayload(payload: Uint8Array, cbor: boolean): EncodedPayloa
     return data.length <= payload.length ? { data, contentType: CONTENT_TYPE_CBOR } : { data: payload, contentType: CONTENT_TYPE_JSON }
   }
   return { data: payload, contentType: CONTENT_TYPE_OCTETS }
+}
+
+/**
+ * The payload rule of one configuration (`--cbor`, `--raw-topics`), with the per-topic filter
+ * match memoised (bounded), so the hot path does not test every filter for every publish.
+ */
+export class PayloadPolicy {
+  private readonly raw = new Map<string, boolean>()
+
+  constructor(
+    private readonly cbor: boolean,
+    private readonly rawTopics: readonly string[],
+  ) {}
+
+  /** Encodes `payload` published on `topic` for upstream. */
+  encode(topic: string, payload: Uint8Array): EncodedPayload {
+    if (!this.cbor) return { data: payload, contentType: CONTENT_TYPE_OCTETS }
+    let raw = this.raw.get(topic)
+    if (raw === undefined) {
+      raw = this.rawTopics.some((f) => topicMatches(f, topic))
+      if (this.raw.size >= 10_000) this.raw.clear()
+      this.raw.set(topic, raw)
+    }
+    return encodePayload(payload, !raw)
+  }
 }
 
 // Maps decode as Map (cbor-x renames a "__proto__" key when it builds objects itself).

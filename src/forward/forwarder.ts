@@ -21,7 +21,8 @@
 import { connect } from '@nats-io/transport-node'
 import { createInbox } from '@nats-io/transport-node'
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
-import { decodeEntry, encodePayload, encodeUplinkHeaders, topicMatches, topicToSubject } from '../codec/index.js'
+import { ENCODING_CONTENT_TYPE, decodeEntry, encodeUplinkHeaders, topicToSubject } from '../codec/index.js'
+import type { PayloadPolicy } from '../codec/index.js'
 import type { Logger } from '../logger.js'
 import type { LogReader, RingLog } from '../log/index.js'
 import type { Metrics } from '../metrics/index.js'
@@ -36,10 +37,8 @@ export interface ForwarderOptions {
   readonly stream: string
   readonly subjectPrefix: string
   readonly gatewayId: string
-  /** Convert JSON payloads to CBOR. */
-  readonly cbor: boolean
-  /** Topic filters whose payloads are never converted. */
-  readonly rawTopics: readonly string[]
+  /** Encodes the payloads of version 1 log entries (newer entries are encoded at ingest). */
+  readonly payloads: PayloadPolicy
   /** Most messages published and not yet acknowledged. */
   readonly maxInflight: number
   /** Most payload bytes published and not yet acknowledged. */
@@ -156,7 +155,7 @@ export class Forwarder {
   private backoffMs = 0
   private resumeAt = 0
   private closed = false
-  private readonly topics = new Map<string, { subject: string; raw: boolean }>()
+  private readonly topics = new Map<string, string>()
   /** Published and not yet acknowledged (both lanes). */
   private unacked = 0
   private live: LiveLane | undefined
@@ -404,11 +403,12 @@ export class Forwarder {
     let hdrs = NO_HEADERS
     try {
       const e = decodeEntry(body)
-      const t = this.topicInfo(e.topic)
-      subject = t.subject
-      const p = encodePayload(e.payload, this.opts.cbor && !t.raw)
-      data = p.data
-      hdrs = preEncoded(encodeUplinkHeaders(`${this.opts.gatewayId}:${epoch}:${seq}`, e.clientId, p.contentType))
+      subject = this.subjectOf(e.topic)
+      // Entries are encoded at ingest; only those of version 1 still hold the device's bytes.
+      let contentType: string = ENCODING_CONTENT_TYPE[e.encoding ?? 0]
+      data = e.payload
+      if (!contentType) ({ data, contentType } = this.opts.payloads.encode(e.topic, e.payload))
+      hdrs = preEncoded(encodeUplinkHeaders(`${this.opts.gatewayId}:${epoch}:${seq}`, e.clientId, contentType))
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
@@ -421,15 +421,15 @@ export class Forwarder {
     return f
   }
 
-  /** The subject of `topic` and whether it matches a --raw-topics filter, memoised per topic (bounded). */
-  private topicInfo(topic: string): { subject: string; raw: boolean } {
-    let t = this.topics.get(topic)
-    if (!t) {
-      t = { subject: topicToSubject(this.opts.subjectPrefix, topic), raw: this.opts.rawTopics.some((f) => topicMatches(f, topic)) }
+  /** The subject of `topic`, memoised per topic (bounded). */
+  private subjectOf(topic: string): string {
+    let s = this.topics.get(topic)
+    if (s === undefined) {
+      s = topicToSubject(this.opts.subjectPrefix, topic)
       if (this.topics.size >= 10_000) this.topics.clear()
-      this.topics.set(topic, t)
+      this.topics.set(topic, s)
     }
-    return t
+    return s
   }
 
   private send(f: Inflight): void {

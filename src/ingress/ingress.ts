@@ -8,7 +8,8 @@ import net from 'node:net'
 import { crc32 } from 'node:zlib'
 import { Aedes } from 'aedes'
 import type { Client, PublishPacket } from 'aedes'
-import { encodeEntry } from '../codec/index.js'
+import { encodeEntry, encodingOf } from '../codec/index.js'
+import type { PayloadPolicy } from '../codec/index.js'
 import { FerryError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { Metrics } from '../metrics/index.js'
@@ -26,7 +27,9 @@ export interface IngressOptions {
   readonly host: string
   /** TCP port; 0 picks a free one. */
   readonly port: number
-  /** Largest stored entry (topic + client id + payload + 7 bytes); bigger publishes are refused. */
+  /** Encodes payloads for upstream (JSON to CBOR) before they are stored. */
+  readonly payloads: PayloadPolicy
+  /** Largest stored entry (topic + client id + encoded payload + 7 bytes); bigger publishes are refused. */
   readonly maxEntryBytes: number
   /** Memory of stored publishes, to recognise retransmissions (filled from the log's tail before listening). */
   readonly retransmits: RetransmitIndex
@@ -125,16 +128,18 @@ export class Ingress {
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
     const qos = packet.qos
     const packetId = packet.messageId ?? 0
+    // Stored as it goes upstream; a retransmission is encoded the same way, so its CRC matches.
+    const encoded = this.opts.payloads.encode(packet.topic, payload)
     let entry: Buffer
     try {
-      entry = encodeEntry({ clientId, topic: packet.topic, qos, retain: packet.retain, packetId, payload })
+      entry = encodeEntry({ clientId, topic: packet.topic, qos, retain: packet.retain, packetId, encoding: encodingOf(encoded.contentType), payload: encoded.data })
     } catch (err) {
       return this.refuse(client, cb, 'too_large', (err as Error).message)
     }
     if (entry.length > this.opts.maxEntryBytes) {
       return this.refuse(client, cb, 'too_large', `publish of ${payload.length} payload bytes on "${packet.topic}" exceeds the ${this.opts.maxEntryBytes}-byte record limit`)
     }
-    const hash = crc32(payload)
+    const hash = crc32(encoded.data)
     const conn = (client && this.connIds.get(client)) ?? -1
     const prior = qos > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup, Date.now()) : undefined
     if (prior) {

@@ -1,7 +1,7 @@
 // Codec laws: topic ↔ subject round-trips, JSON → CBOR keeps the value, entries round-trip.
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { decodeCbor, decodeEntry, encodeEntry, encodePayload, encodeUplinkHeaders, escapeHeaderValue, subjectToTopic, topicFilterProblem, topicMatches, topicToSubject, unescapeHeaderValue } from '../../src/codec/index.js'
+import { PayloadPolicy, decodeCbor, decodeEntry, encodeEntry, encodePayload, encodeUplinkHeaders, escapeHeaderValue, subjectToTopic, topicFilterProblem, topicMatches, topicToSubject, unescapeHeaderValue } from '../../src/codec/index.js'
 
 const topicChars = fc.constantFrom('a', 'b', 'Z', '0', '.', '*', '>', ' ', '%', '/', '$', '-', '_', 'é', '\t', '\u007f', '中')
 const topic = fc.array(topicChars, { minLength: 1, maxLength: 40 }).map((a) => a.join(''))
@@ -66,13 +66,33 @@ describe('codec', () => {
         fc.constantFrom(0 as const, 1 as const, 2 as const),
         fc.boolean(),
         fc.integer({ min: 0, max: 65535 }),
+        fc.constantFrom(0 as const, 1 as const, 2 as const, 3 as const),
         fc.uint8Array({ maxLength: 300 }),
-        (clientId, t, qos, retain, packetId, payload) => {
-          const e = decodeEntry(encodeEntry({ clientId, topic: t, qos, retain, packetId, payload }))
-          expect({ ...e, payload: Buffer.from(e.payload) }).toEqual({ clientId, topic: t, qos, retain, packetId, payload: Buffer.from(payload) })
+        (clientId, t, qos, retain, packetId, encoding, payload) => {
+          const e = decodeEntry(encodeEntry({ clientId, topic: t, qos, retain, packetId, encoding, payload }))
+          expect({ ...e, payload: Buffer.from(e.payload) }).toEqual({ clientId, topic: t, qos, retain, packetId, encoding, payload: Buffer.from(payload) })
         },
       ),
     )
+  })
+
+  it('entry - version 1 entries (payload as the device sent it) are still read', () => {
+    const v2 = encodeEntry({ clientId: 'c', topic: 'a/b', qos: 1, retain: false, packetId: 7, encoding: 1, payload: Buffer.from([0xa0]) })
+    const v1 = Buffer.from(v2)
+    v1[0] = 1
+    v1[1] = 1 // flags of version 1: QoS only
+    expect(decodeEntry(v1)).toMatchObject({ clientId: 'c', topic: 'a/b', qos: 1, packetId: 7, encoding: 0 })
+    v1[0] = 3
+    expect(() => decodeEntry(v1)).toThrow(/unknown version 3/)
+  })
+
+  it('payload policy - --raw-topics and --cbor off keep payloads as sent', () => {
+    const json = Buffer.from('{"a":1}')
+    const policy = new PayloadPolicy(true, ['raw/#'])
+    expect(policy.encode('t/x', json).contentType).toBe('application/cbor')
+    expect(policy.encode('raw/x', json)).toEqual({ data: json, contentType: 'application/octet-stream' })
+    expect(policy.encode('raw/x', json).contentType).toBe('application/octet-stream') // memoised
+    expect(new PayloadPolicy(false, []).encode('t/x', json)).toEqual({ data: json, contentType: 'application/octet-stream' })
   })
 })
 
