@@ -14,6 +14,9 @@ export const ERROR_CODES = {
   FERRY_ERR_FORWARD_STREAM: 'the JetStream stream cannot be created or does not capture the uplink subjects',
   FERRY_ERR_INGRESS_LISTEN: 'the MQTT listener cannot bind its address',
   FERRY_ERR_HTTP_LISTEN: 'the HTTP (metrics) listener cannot bind its address',
+  FERRY_ERR_AUTH_FILE: 'the credentials file (--auth-file) cannot be read or has an invalid line',
+  FERRY_ERR_ACL_FILE: 'the ACL file (--acl-file) cannot be read or has an invalid rule',
+  FERRY_ERR_TLS: 'a TLS certificate, key or CA file cannot be read or used',
   FERRY_ERR_INGRESS_REFUSED: 'a device publish was refused (topic, size or log full)',
 } as const
 

@@ -1,9 +1,10 @@
 // Composition root: builds the stages from the config, owns the start order and the close order.
 import { crc32 } from 'node:zlib'
 import path from 'node:path'
+import { Admission, serverTlsOptions } from './auth/index.js'
 import { PayloadPolicy, decodeEntry } from './codec/index.js'
 import type { Config } from './config/index.js'
-import { DeadLetters, Forwarder } from './forward/index.js'
+import { DeadLetters, Forwarder, upstreamOptions } from './forward/index.js'
 import { Ingress, RetransmitIndex } from './ingress/index.js'
 import { LogReader, RingLog } from './log/index.js'
 import type { Logger } from './logger.js'
@@ -32,6 +33,7 @@ export class Gateway {
     private readonly deadLetters: DeadLetters,
     private readonly logger: Logger,
     readonly http: MetricsServer,
+    readonly admission: Admission,
     private readonly stopMonitors: () => void,
   ) {}
 
@@ -41,6 +43,20 @@ export class Gateway {
    */
   static async start(config: Config, logger: Logger): Promise<Gateway> {
     const metrics = createMetrics()
+    // Credentials, ACL and certificates first: a bad file stops the start before the log is touched.
+    const admission = Admission.load({
+      authFile: config.auth.file,
+      aclFile: config.auth.aclFile,
+      allowAnonymous: config.auth.allowAnonymous,
+      requireClientCert: config.tls.requireClientCert,
+      logger: logger.child('auth'),
+      metrics,
+    })
+    const connectOptions = upstreamOptions(config.nats)
+    const tlsListener = config.mqtts ? { ...config.mqtts, options: serverTlsOptions(config.tls) } : undefined
+    if (config.auth.allowAnonymous) {
+      logger.warn('--allow-anonymous: devices may connect without credentials', { listeners: [config.mqtt, config.mqtts].filter(Boolean) })
+    }
     const eld = monitorEventLoopDelay({ resolution: 10 })
     eld.enable()
     metrics.eventLoopDelay.collect(() => eld.percentile(99) / 1e9)
@@ -74,6 +90,9 @@ export class Gateway {
       ingress = await Ingress.start({
         host: config.mqtt.host,
         port: config.mqtt.port,
+        ...(tlsListener ? { tls: tlsListener } : {}),
+        admission,
+        limits: config.limits,
         payloads,
         maxEntryBytes: config.log.maxRecordBytes,
         retransmits,
@@ -89,6 +108,7 @@ export class Gateway {
     const deadLetters = new DeadLetters(config.log.dataDir)
     const forwarder = new Forwarder({
       servers: config.nats.url,
+      connectOptions,
       stream: config.nats.stream,
       subjectPrefix: config.nats.subjectPrefix,
       gatewayId: config.gatewayId,
@@ -119,8 +139,8 @@ export class Gateway {
     forwarder.start()
     const a = ingress.address
     logger.info('HTTP listening', { address: `${http.address.host}:${http.address.port}` })
-    logger.info('MQTT listening', { address: `${a.host}:${a.port}` })
-    return new Gateway(config, metrics, log, ingress, forwarder, deadLetters, logger, http, () => eld.disable())
+    logger.info('MQTT listening', { address: `${a.host}:${a.port}`, ...(ingress.tlsAddress ? { tls: `${ingress.tlsAddress.host}:${ingress.tlsAddress.port}` } : {}), auth: admission.summary })
+    return new Gateway(config, metrics, log, ingress, forwarder, deadLetters, logger, http, admission, () => eld.disable())
   }
 
   /**

@@ -1,6 +1,7 @@
 // Process entry: argv and environment → config → gateway; signals; the only place that exits the process.
 import os from 'node:os'
 import { mainHelp, runHelp, VERSION } from './cli/help.js'
+import { passwd } from './cli/passwd.js'
 import { loadConfig, redactedConfig } from './config/index.js'
 import { ConfigError, FerryError } from './errors.js'
 import { Gateway } from './gateway.js'
@@ -38,14 +39,24 @@ async function run(args: string[]): Promise<number> {
   }
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGTERM', () => stop('SIGTERM'))
+  // SIGHUP reloads the credentials and ACL files (without it, SIGHUP would end the process).
+  let reload = (): void => logger.warn('SIGHUP while starting: nothing reloaded; send it again once started')
+  process.on('SIGHUP', () => reload())
   logger.info('starting', { version: VERSION, node: process.version, pid: process.pid, config: redactedConfig(config) })
   try {
     gateway = await Gateway.start(config, logger)
   } catch (err) {
     logger.error('failed to start', { error: err })
+    // A credentials, ACL or certificate file that cannot be used is a configuration error.
+    const code = (err as FerryError).code
+    if (code === 'FERRY_ERR_AUTH_FILE' || code === 'FERRY_ERR_ACL_FILE' || code === 'FERRY_ERR_TLS') {
+      process.stderr.write(`ferry: ${(err as Error).message}\n`)
+      return 2
+    }
     return 1
   }
   const started = gateway
+  reload = () => started.admission.reload()
   started.metrics.processRss.collect(() => process.memoryUsage.rss())
   return new Promise<number>((resolve) => {
     let stopping = false
@@ -87,6 +98,8 @@ async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case 'run':
       return run(rest)
+    case 'passwd':
+      return passwd(rest)
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`)

@@ -15,10 +15,13 @@ export function mainHelp(): string {
 
 Usage:
   ferry run [options]      run the gateway (see 'ferry run --help')
+  ferry passwd FILE DEVICE add or change a device's password in a credentials file (--auth-file);
+                           asks on a terminal, else reads the first line of stdin
   ferry version            print the version
   ferry help               this text
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 invalid configuration, 130 second signal.
+Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads --auth-file and --acl-file.
 `
 }
 

@@ -14,8 +14,10 @@ export interface LoadInput {
   readonly hostname: string
 }
 
+const BOOL_WORD = /^(true|false|on|off|yes|no|1|0)$/i
+
 /**
- * Parses `--flag value` / `--flag=value` arguments. `--config FILE` names the file. Unknown flags,
+ * Parses `--flag value` / `--flag=value` arguments; a boolean flag alone means true. `--config FILE` names the file. Unknown flags,
  * missing values and positional arguments are problems.
  */
 export function parseFlags(argv: readonly string[], problems: string[]): { values: RawValues; configFile?: string } {
@@ -31,6 +33,9 @@ export function parseFlags(argv: readonly string[], problems: string[]): { value
     const eq = arg.indexOf('=')
     const flag = eq > 0 ? arg.slice(0, eq) : arg
     let value: string | undefined = eq > 0 ? arg.slice(eq + 1) : undefined
+    if (value === undefined && byFlag.get(flag)?.kind === 'bool' && !BOOL_WORD.test(argv[i + 1] ?? '')) {
+      value = 'true' // a bare switch: --allow-anonymous
+    }
     if (value === undefined) {
       const next = argv[i + 1]
       if (next === undefined || next.startsWith('--')) {

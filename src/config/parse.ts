@@ -41,7 +41,7 @@ function describe(spec: OptionSpec): string {
     case 'enum':
       return `one of ${spec.values?.map((v) => `"${v}"`).join(', ')}`
     case 'hostport':
-      return 'HOST:PORT with a port in [0, 65535]'
+      return spec.default === '' ? 'HOST:PORT with a port in [0, 65535], or empty for off' : 'HOST:PORT with a port in [0, 65535]'
     case 'urls':
       return 'one or more nats:// URLs, comma separated'
     case 'topics':
@@ -77,6 +77,7 @@ function convert(spec: OptionSpec, v: unknown): unknown {
       return typeof v === 'string' && spec.values?.includes(v) ? v : undefined
     case 'hostport': {
       if (typeof v !== 'string') return undefined
+      if (v.trim() === '' && spec.default === '') return null // an optional listener, off
       const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(v.trim())
       if (!m) return undefined
       const port = Number(m[2])
@@ -166,8 +167,40 @@ export function parseConfig(raw: RawValues, defaultGatewayId: string): Config {
   if (!/^[^\s.*>/\\]+$/.test(nats.stream)) {
     problems.push(`'nats.stream' must be a stream name without spaces, ".", "*", ">", "/" or "\\", got ${JSON.stringify(nats.stream)}`)
   }
+  problems.push(...securityProblems(c))
   if (problems.length > 0) throw new ConfigError(problems)
   return deepFreeze(c)
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/
+
+/** Whether `host` only accepts connections from this machine. */
+export function isLoopback(host: string): boolean {
+  return LOOPBACK.test(host)
+}
+
+/** Cross-field rules of the security options. */
+function securityProblems(c: Config): string[] {
+  const problems: string[] = []
+  const { tls, auth, nats } = c
+  if (c.mqtts && (!tls.cert || !tls.key)) problems.push(`'mqtts.listen' (--mqtts-listen) needs --tls-cert and --tls-key`)
+  if (!c.mqtts && (tls.cert || tls.key || tls.ca || tls.requireClientCert)) problems.push(`--tls-cert, --tls-key, --tls-ca and --require-client-cert apply to the MQTTS listener: set --mqtts-listen HOST:PORT too`)
+  if (tls.requireClientCert && !tls.ca) problems.push(`'tls.requireClientCert' (--require-client-cert) needs --tls-ca, the CA file that signs device certificates`)
+  const identified = auth.file !== '' || tls.requireClientCert
+  const exposed = [c.mqtt, ...(c.mqtts ? [c.mqtts] : [])].filter((l) => !isLoopback(l.host))
+  if (exposed.length > 0 && !identified && !auth.allowAnonymous) {
+    problems.push(
+      `'mqtt.listen' ${exposed.map((l) => `${l.host}:${l.port}`).join(', ')} accepts connections from other machines but no authentication is configured: set --auth-file FILE (see 'ferry passwd'), or --require-client-cert, or --allow-anonymous to accept anyone (not recommended)`,
+    )
+  }
+  if (auth.aclFile && !identified && !auth.allowAnonymous) {
+    problems.push(`'auth.aclFile' (--acl-file) names devices, which needs --auth-file or --require-client-cert`)
+  }
+  const creds = [nats.token && '--nats-token', nats.user && '--nats-user', nats.nkeyFile && '--nats-nkey-file', nats.credsFile && '--nats-creds'].filter(Boolean)
+  if (creds.length > 1) problems.push(`NATS credentials: use only one of ${creds.join(', ')}`)
+  if ((nats.user === '') !== (nats.password === '')) problems.push(`'nats.user' and 'nats.password' (--nats-user, --nats-password) go together`)
+  if ((nats.tlsCert === '') !== (nats.tlsKey === '')) problems.push(`'nats.tlsCert' and 'nats.tlsKey' (--nats-tls-cert, --nats-tls-key) go together`)
+  return problems
 }
 
 /** Flattens a parsed config file (nested objects or dotted keys) into raw values. */

@@ -26,6 +26,25 @@ const GiB = 1024 * MiB
 export const OPTIONS: readonly OptionSpec[] = [
   { key: 'gatewayId', flag: '--gateway-id', env: 'FERRY_GATEWAY_ID', kind: 'string', default: '', help: 'name of this gateway, part of every Nats-Msg-Id; letters, digits, "-", "_" (default: the host name)' },
   { key: 'mqtt.listen', flag: '--mqtt-listen', env: 'FERRY_MQTT_LISTEN', kind: 'hostport', default: '127.0.0.1:1883', help: 'MQTT TCP listener HOST:PORT (port 0 = any free port)' },
+  { key: 'mqtts.listen', flag: '--mqtts-listen', env: 'FERRY_MQTTS_LISTEN', kind: 'hostport', default: '', help: 'MQTT over TLS listener HOST:PORT (off when empty); needs --tls-cert and --tls-key' },
+  { key: 'tls.cert', flag: '--tls-cert', env: 'FERRY_TLS_CERT', kind: 'string', default: '', help: 'PEM certificate (chain) file of the MQTTS listener' },
+  { key: 'tls.key', flag: '--tls-key', env: 'FERRY_TLS_KEY', kind: 'string', default: '', help: 'PEM private key file of the MQTTS listener' },
+  { key: 'tls.ca', flag: '--tls-ca', env: 'FERRY_TLS_CA', kind: 'string', default: '', help: 'PEM file of the CAs that sign device certificates (for --require-client-cert)' },
+  { key: 'tls.requireClientCert', flag: '--require-client-cert', env: 'FERRY_REQUIRE_CLIENT_CERT', kind: 'bool', default: false, help: 'MQTTS devices must present a certificate signed by --tls-ca; its CN (or first DNS/URI SAN) is the device identity' },
+  { key: 'auth.file', flag: '--auth-file', env: 'FERRY_AUTH_FILE', kind: 'string', default: '', help: 'credentials file (scrypt hashes; manage with "ferry passwd FILE DEVICE"); devices must log in' },
+  { key: 'auth.aclFile', flag: '--acl-file', env: 'FERRY_ACL_FILE', kind: 'string', default: '', help: 'Mosquitto-style ACL file (user/topic/pattern rules, %u and %c); anything not allowed is denied' },
+  { key: 'auth.allowAnonymous', flag: '--allow-anonymous', env: 'FERRY_ALLOW_ANONYMOUS', kind: 'bool', default: false, help: 'accept devices without credentials, also on a non-loopback listener without --auth-file (warned at every start)' },
+  { key: 'limits.maxPacketBytes', flag: '--max-packet-bytes', env: 'FERRY_MAX_PACKET_BYTES', kind: 'bytes', default: 1 * MiB, min: 1 * KiB, max: 256 * MiB, help: 'largest MQTT packet; a larger one is refused from its fixed header, before it is buffered' },
+  { key: 'limits.maxConnections', flag: '--max-connections', env: 'FERRY_MAX_CONNECTIONS', kind: 'int', default: 10_000, min: 1, max: 1_000_000, help: 'open MQTT connections (TCP and TLS together); more are closed at once' },
+  { key: 'limits.connectionRate', flag: '--max-connection-rate', env: 'FERRY_MAX_CONNECTION_RATE', kind: 'int', default: 2000, min: 1, max: 1_000_000, help: 'new connections per second, all addresses together (bursts up to the same number)' },
+  { key: 'limits.connectionRatePerAddress', flag: '--max-connection-rate-per-address', env: 'FERRY_MAX_CONNECTION_RATE_PER_ADDRESS', kind: 'int', default: 200, min: 1, max: 1_000_000, help: 'new connections per second from one IP address (bursts up to the same number)' },
+  { key: 'limits.connectTimeoutMs', flag: '--connect-timeout-ms', env: 'FERRY_CONNECT_TIMEOUT_MS', kind: 'int', default: 10_000, min: 100, max: 600_000, help: 'a socket that has not completed CONNECT after this long is closed, milliseconds' },
+  { key: 'limits.maxKeepalive', flag: '--max-keepalive', env: 'FERRY_MAX_KEEPALIVE', kind: 'int', default: 3600, min: 0, max: 65_535, help: 'largest keepalive a device may ask for, seconds; keepalive 0 (never) is refused too; 0 = no bound' },
+  { key: 'limits.maxTopicBytes', flag: '--max-topic-bytes', env: 'FERRY_MAX_TOPIC_BYTES', kind: 'int', default: 1024, min: 16, max: 65_535, help: 'longest topic or topic filter, UTF-8 bytes' },
+  { key: 'limits.maxTopicLevels', flag: '--max-topic-levels', env: 'FERRY_MAX_TOPIC_LEVELS', kind: 'int', default: 32, min: 1, max: 100, help: 'most levels ("/"-separated) in a topic or topic filter' },
+  { key: 'limits.maxSubscriptions', flag: '--max-subscriptions', env: 'FERRY_MAX_SUBSCRIPTIONS', kind: 'int', default: 100, min: 1, max: 100_000, help: 'subscriptions one client may hold' },
+  { key: 'limits.maxInflightIn', flag: '--max-inflight-in', env: 'FERRY_MAX_INFLIGHT_IN', kind: 'int', default: 1000, min: 1, max: 65_535, help: 'inbound QoS 2 messages one client may leave without PUBREL; more disconnect it' },
+  { key: 'limits.drainTimeoutMs', flag: '--drain-timeout-ms', env: 'FERRY_DRAIN_TIMEOUT_MS', kind: 'int', default: 30_000, min: 100, max: 600_000, help: 'a subscriber that reads nothing for this long while messages wait for it is disconnected, milliseconds' },
   { key: 'http.listen', flag: '--http-listen', env: 'FERRY_HTTP_LISTEN', kind: 'hostport', default: '127.0.0.1:9464', help: 'HTTP listener HOST:PORT for /metrics (Prometheus) and /healthz' },
   { key: 'log.dataDir', flag: '--data-dir', env: 'FERRY_DATA_DIR', kind: 'string', default: './data', help: 'directory of the ring log, checkpoint and dead letters' },
   { key: 'log.maxBytes', flag: '--log-max-bytes', env: 'FERRY_LOG_MAX_BYTES', kind: 'bytes', default: 1 * GiB, min: 128 * KiB, max: 2 ** 50, help: 'bound on the ring log on disk (e.g. 512MiB, 2GiB); at least 2 segments' },
@@ -36,6 +55,14 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'log.maxRecordBytes', flag: '--max-record-bytes', env: 'FERRY_MAX_RECORD_BYTES', kind: 'bytes', default: 1023 * KiB, min: 1 * KiB, max: 64 * MiB, help: 'largest stored publish (payload + topic + client id + 7 bytes); default leaves 1 KiB of the NATS default max_payload (1 MiB) for headers' },
   { key: 'log.checkpointIntervalMs', flag: '--checkpoint-interval-ms', env: 'FERRY_CHECKPOINT_INTERVAL_MS', kind: 'int', default: 1000, min: 10, max: 60_000, help: 'how often the forwarded position is checkpointed, milliseconds' },
   { key: 'nats.url', flag: '--nats-url', env: 'FERRY_NATS_URL', kind: 'urls', default: ['nats://127.0.0.1:4222'], help: 'NATS server URL(s), comma separated' },
+  { key: 'nats.token', flag: '--nats-token', env: 'FERRY_NATS_TOKEN', kind: 'string', default: '', secret: true, help: 'NATS token authentication' },
+  { key: 'nats.user', flag: '--nats-user', env: 'FERRY_NATS_USER', kind: 'string', default: '', help: 'NATS user (with --nats-password)' },
+  { key: 'nats.password', flag: '--nats-password', env: 'FERRY_NATS_PASSWORD', kind: 'string', default: '', secret: true, help: 'NATS password' },
+  { key: 'nats.nkeyFile', flag: '--nats-nkey-file', env: 'FERRY_NATS_NKEY_FILE', kind: 'string', default: '', help: 'file holding an NKey seed (SU...) for NATS authentication' },
+  { key: 'nats.credsFile', flag: '--nats-creds', env: 'FERRY_NATS_CREDS', kind: 'string', default: '', help: 'NATS .creds file (user JWT and seed)' },
+  { key: 'nats.tlsCa', flag: '--nats-tls-ca', env: 'FERRY_NATS_TLS_CA', kind: 'string', default: '', help: 'PEM file of the CA that signs the NATS server certificate; setting any --nats-tls-* option requires TLS' },
+  { key: 'nats.tlsCert', flag: '--nats-tls-cert', env: 'FERRY_NATS_TLS_CERT', kind: 'string', default: '', help: 'PEM client certificate file for NATS (with --nats-tls-key)' },
+  { key: 'nats.tlsKey', flag: '--nats-tls-key', env: 'FERRY_NATS_TLS_KEY', kind: 'string', default: '', help: 'PEM client key file for NATS' },
   { key: 'nats.stream', flag: '--stream', env: 'FERRY_STREAM', kind: 'string', default: 'FERRY', help: 'JetStream stream; created with subjects <prefix>.up.> and <prefix>.events.> when missing' },
   { key: 'nats.subjectPrefix', flag: '--subject-prefix', env: 'FERRY_SUBJECT_PREFIX', kind: 'string', default: 'ferry', help: 'prefix of every subject Ferry uses (e.g. ferry.site1)' },
   { key: 'nats.maxInflight', flag: '--max-inflight', env: 'FERRY_MAX_INFLIGHT', kind: 'int', default: 2048, min: 1, max: 65_536, help: 'messages published to JetStream and not yet acknowledged' },
@@ -54,6 +81,22 @@ export const OPTIONS: readonly OptionSpec[] = [
 export interface Config {
   readonly gatewayId: string
   readonly mqtt: { readonly host: string; readonly port: number }
+  readonly mqtts: { readonly host: string; readonly port: number } | null
+  readonly tls: { readonly cert: string; readonly key: string; readonly ca: string; readonly requireClientCert: boolean }
+  readonly auth: { readonly file: string; readonly aclFile: string; readonly allowAnonymous: boolean }
+  readonly limits: {
+    readonly maxPacketBytes: number
+    readonly maxConnections: number
+    readonly connectionRate: number
+    readonly connectionRatePerAddress: number
+    readonly connectTimeoutMs: number
+    readonly maxKeepalive: number
+    readonly maxTopicBytes: number
+    readonly maxTopicLevels: number
+    readonly maxSubscriptions: number
+    readonly maxInflightIn: number
+    readonly drainTimeoutMs: number
+  }
   readonly http: { readonly host: string; readonly port: number }
   readonly log: {
     readonly dataDir: string
@@ -67,6 +110,14 @@ export interface Config {
   }
   readonly nats: {
     readonly url: readonly string[]
+    readonly token: string
+    readonly user: string
+    readonly password: string
+    readonly nkeyFile: string
+    readonly credsFile: string
+    readonly tlsCa: string
+    readonly tlsCert: string
+    readonly tlsKey: string
     readonly stream: string
     readonly subjectPrefix: string
     readonly maxInflight: number

@@ -20,7 +20,7 @@
 // contiguous run. The lane closes when the main reader catches up with it.
 import { connect } from '@nats-io/transport-node'
 import { createInbox } from '@nats-io/transport-node'
-import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
+import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { ENCODING_CONTENT_TYPE, decodeEntry, encodeUplinkHeaders, topicToSubject } from '../codec/index.js'
 import type { PayloadPolicy } from '../codec/index.js'
 import type { Logger } from '../logger.js'
@@ -34,6 +34,8 @@ import { ensureStream } from './stream.js'
 export interface ForwarderOptions {
   /** NATS server URLs. */
   readonly servers: readonly string[]
+  /** Authentication and TLS (see upstream-auth.ts). */
+  readonly connectOptions?: Partial<ConnectionOptions>
   readonly stream: string
   readonly subjectPrefix: string
   readonly gatewayId: string
@@ -185,6 +187,7 @@ export class Forwarder {
     while (this.running && !nc) {
       try {
         nc = await connect({
+          ...this.opts.connectOptions,
           servers: [...this.opts.servers],
           name: `ferry-${this.opts.gatewayId}`,
           maxReconnectAttempts: -1,

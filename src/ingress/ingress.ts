@@ -5,14 +5,17 @@
 // stored under the fsync policy. Appends are queued in call order, and aedes calls the hook in
 // packet order, so each client's publishes keep their order in the log.
 import net from 'node:net'
+import tls from 'node:tls'
 import { crc32 } from 'node:zlib'
 import { Aedes } from 'aedes'
-import type { Client, PublishPacket } from 'aedes'
+import type { AuthenticateError, Client, PublishPacket, Subscription } from 'aedes'
+import type { Admission } from '../auth/index.js'
 import { encodeEntry, encodingOf } from '../codec/index.js'
 import type { PayloadPolicy } from '../codec/index.js'
 import { FerryError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { Metrics } from '../metrics/index.js'
+import { ConnectionLimiter, guardFrames } from './limits.js'
 import type { RetransmitIndex } from './retransmits.js'
 
 /** What ingress needs from the log: an ordered, durable append. */
@@ -23,10 +26,30 @@ export interface Appender {
 }
 
 /** Options of the MQTT ingress. */
+/** The protective limits of the MQTT listeners (see the --max-* options). */
+export interface IngressLimits {
+  readonly maxPacketBytes: number
+  readonly maxConnections: number
+  readonly connectionRate: number
+  readonly connectionRatePerAddress: number
+  readonly connectTimeoutMs: number
+  /** Seconds; 0 = no bound. */
+  readonly maxKeepalive: number
+  readonly maxTopicBytes: number
+  readonly maxTopicLevels: number
+  readonly maxSubscriptions: number
+  readonly maxInflightIn: number
+  readonly drainTimeoutMs: number
+}
+
 export interface IngressOptions {
   readonly host: string
   /** TCP port; 0 picks a free one. */
   readonly port: number
+  /** The MQTT-over-TLS listener, if any. */
+  readonly tls?: { readonly host: string; readonly port: number; readonly options: tls.TlsOptions }
+  readonly admission: Admission
+  readonly limits: IngressLimits
   /** Encodes payloads for upstream (JSON to CBOR) before they are stored. */
   readonly payloads: PayloadPolicy
   /** Largest stored entry (topic + client id + encoded payload + 7 bytes); bigger publishes are refused. */
@@ -41,7 +64,7 @@ export interface IngressOptions {
 }
 
 /** Why a publish was refused (label of ferry_mqtt_refused_total). */
-type RefuseReason = 'sys_topic' | 'too_large' | 'log_full' | 'log_error'
+type RefuseReason = 'sys_topic' | 'too_large' | 'topic_too_long' | 'acl' | 'log_full' | 'log_error'
 
 function refusalReason(err: unknown): RefuseReason {
   return (err as { code?: string }).code === 'FERRY_ERR_LOG_FULL' ? 'log_full' : 'log_error'
@@ -56,7 +79,7 @@ export class Ingress {
   private constructor(
     private readonly opts: IngressOptions,
     private readonly broker: Aedes,
-    private readonly server: net.Server,
+    private readonly servers: readonly net.Server[],
     private readonly sockets: Set<net.Socket>,
   ) {
     this.receivedByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceived.child({ qos: String(q) }))
@@ -69,38 +92,84 @@ export class Ingress {
   /** Creates the broker and listens. Rejects with FERRY_ERR_INGRESS_LISTEN when the address cannot be bound. */
   static async start(opts: IngressOptions): Promise<Ingress> {
     let self: Ingress | undefined
+    const { admission, limits, metrics, logger } = opts
     const broker = await Aedes.createBroker({
       maxClientsIdLength: 255,
+      connectTimeout: limits.connectTimeoutMs,
+      keepaliveLimit: limits.maxKeepalive,
+      maxTopicLevels: limits.maxTopicLevels,
+      maxInflightInbound: limits.maxInflightIn,
+      drainTimeout: limits.drainTimeoutMs,
+      authenticate: (client, username, password, cb) =>
+        admission.authenticate(client, username, password, (err, ok) => cb(err as AuthenticateError | null, ok ?? null)),
       authorizePublish: (client, packet, cb) => {
         if (!self) return cb(new Error('starting'))
         self.authorizePublish(client, packet, cb)
       },
+      authorizeSubscribe: (client, sub, cb) => {
+        if (!self) return cb(new Error('starting'))
+        self.authorizeSubscribe(client, sub, cb)
+      },
     })
     const sockets = new Set<net.Socket>()
-    const server = net.createServer((socket) => {
+    const limiter = new ConnectionLimiter(limits.maxConnections, limits.connectionRate, limits.connectionRatePerAddress)
+    const accept = (socket: net.Socket): void => {
       sockets.add(socket)
       socket.once('close', () => sockets.delete(socket))
-      broker.handle(socket)
-    })
-    self = new Ingress(opts, broker, server, sockets)
+      const refused = limiter.refuse(socket.remoteAddress ?? '', sockets.size)
+      if (refused) {
+        metrics.mqttLimits.inc(1, { limit: refused })
+        socket.destroy()
+        return
+      }
+      const client = broker.handle(socket)
+      guardFrames(client as unknown as Parameters<typeof guardFrames>[0], limits.maxPacketBytes, (why) => {
+        metrics.mqttLimits.inc(1, { limit: 'packet_size' })
+        logger.info('connection closed: packet refused before buffering', { clientId: client.id ?? null, address: socket.remoteAddress, why })
+      })
+    }
+    const servers: net.Server[] = [net.createServer(accept)]
+    if (opts.tls) {
+      // A failed handshake never reaches aedes: count it and move on.
+      const s = tls.createServer({ minVersion: 'TLSv1.2', ...opts.tls.options }, accept)
+      s.on('tlsClientError', (err) => {
+        metrics.mqttAuthFailures.inc(1, { reason: 'tls_handshake' })
+        logger.info('TLS handshake failed', { error: err.message })
+      })
+      servers.push(s)
+    }
+    self = new Ingress(opts, broker, servers, sockets)
     self.wireEvents()
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err) =>
-        reject(new FerryError('FERRY_ERR_INGRESS_LISTEN', `cannot listen for MQTT on ${opts.host}:${opts.port}: ${err.message}`, { cause: err })),
-      )
-      server.listen(opts.port, opts.host, () => resolve())
-    }).catch(async (err: unknown) => {
+    const addresses = [{ host: opts.host, port: opts.port }, ...(opts.tls ? [opts.tls] : [])]
+    try {
+      for (const [i, server] of servers.entries()) {
+        const { host, port } = addresses[i]!
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', (err) =>
+            reject(new FerryError('FERRY_ERR_INGRESS_LISTEN', `cannot listen for MQTT${i > 0 ? 'S' : ''} on ${host}:${port}: ${err.message}`, { cause: err })),
+          )
+          server.listen(port, host, () => resolve())
+        })
+        server.on('error', (err) => logger.error('MQTT listener error', { error: err }))
+      }
+    } catch (err) {
+      for (const server of servers) server.close()
       await new Promise<void>((r) => broker.close(() => r()))
       throw err
-    })
-    server.on('error', (err) => opts.logger.error('MQTT listener error', { error: err }))
+    }
     return self
   }
 
-  /** The bound address (port resolved when 0 was asked). */
+  /** The bound address of the TCP listener (port resolved when 0 was asked). */
   get address(): { host: string; port: number } {
-    const a = this.server.address() as net.AddressInfo
+    const a = this.servers[0]!.address() as net.AddressInfo
     return { host: a.address, port: a.port }
+  }
+
+  /** The bound address of the TLS listener, if any. */
+  get tlsAddress(): { host: string; port: number } | undefined {
+    const a = this.servers[1]?.address() as net.AddressInfo | undefined
+    return a ? { host: a.address, port: a.port } : undefined
   }
 
   private wireEvents(): void {
@@ -125,6 +194,10 @@ export class Ingress {
     const started = performance.now()
     const clientId = client?.id ?? ''
     if (packet.topic.startsWith('$')) return this.refuse(client, cb, 'sys_topic', `publish to "${packet.topic}" refused: topics starting with "$" are reserved`)
+    if (Buffer.byteLength(packet.topic) > this.opts.limits.maxTopicBytes) {
+      return this.refuse(client, cb, 'topic_too_long', `topic of ${Buffer.byteLength(packet.topic)} bytes exceeds --max-topic-bytes ${this.opts.limits.maxTopicBytes}`)
+    }
+    if (!this.opts.admission.mayPublish(client, packet.topic)) return this.refuse(client, cb, 'acl', `publish to "${packet.topic}" denied by the ACL`)
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
     const qos = packet.qos
     const packetId = packet.messageId ?? 0
@@ -186,6 +259,23 @@ export class Ingress {
     )
   }
 
+  private authorizeSubscribe(client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void): void {
+    const { limits, metrics } = this.opts
+    const held = (client as unknown as { subscriptions?: Record<string, unknown> }).subscriptions ?? {}
+    const bytes = Buffer.byteLength(sub.topic)
+    // Refused filters get SUBACK 0x80; the client stays connected.
+    if (bytes > limits.maxTopicBytes) {
+      metrics.mqttLimits.inc(1, { limit: 'topic_bytes' })
+      return cb(null, null)
+    }
+    if (!Object.hasOwn(held, sub.topic) && Object.keys(held).length >= limits.maxSubscriptions) {
+      metrics.mqttLimits.inc(1, { limit: 'subscriptions' })
+      this.opts.logger.info('subscription refused: --max-subscriptions reached', { clientId: client.id, topic: sub.topic, limit: limits.maxSubscriptions })
+      return cb(null, null)
+    }
+    this.opts.admission.authorizeSubscribe(client, sub, cb)
+  }
+
   /** Refuses a publish: no acknowledgement; aedes closes that client's connection (MQTT 3.1.1 has no negative ack). */
   private refuse(client: Client | null, cb: (err?: Error | null) => void, reason: RefuseReason, message: string): void {
     this.opts.metrics.mqttRefused.inc(1, { reason })
@@ -197,7 +287,7 @@ export class Ingress {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    const serverClosed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
     await new Promise<void>((resolve) => this.broker.close(() => resolve()))
     // Sockets that never completed CONNECT are not aedes clients: close them too.
     for (const s of this.sockets) s.destroy()

@@ -1,0 +1,182 @@
+// Who may connect, and what each client may publish and subscribe to.
+//
+// Identity: with --require-client-cert, a TLS client's certificate (CN, else the first DNS/URI
+// SAN), checked against the username when one is sent; otherwise, with --auth-file, the username
+// whose password verified. Without either (loopback or --allow-anonymous), clients are anonymous:
+// an unverified username is never taken as an identity. Refusals all look alike on the wire
+// (CONNACK 4 or 5) and are counted by reason; a refused client never gets a session, so its will
+// is not published.
+//
+// A client id bound to an identity (while connected, or while its persistent session lives) cannot
+// be taken over by another identity: aedes would otherwise close the owner and hand over its
+// session.
+import type { TLSSocket } from 'node:tls'
+import type { Client, Subscription } from 'aedes'
+import type { Logger } from '../logger.js'
+import type { Metrics } from '../metrics/index.js'
+import { Acl } from './acl.js'
+import { Passwords } from './passwords.js'
+
+export interface AdmissionOptions {
+  readonly authFile: string
+  readonly aclFile: string
+  readonly allowAnonymous: boolean
+  readonly requireClientCert: boolean
+  readonly logger: Logger
+  readonly metrics: Metrics
+}
+
+type FailReason = 'credentials' | 'anonymous' | 'certificate' | 'takeover' | 'busy'
+
+/** CONNACK return codes of MQTT 3.1.1. */
+const IDENTIFIER_REJECTED = 2
+const SERVER_UNAVAILABLE = 3
+const BAD_CREDENTIALS = 4
+const NOT_AUTHORIZED = 5
+
+interface Binding {
+  readonly identity: string | undefined
+  persistent: boolean
+  readonly clients: Set<Client>
+}
+
+/** An aedes authenticate error carrying the CONNACK code. */
+function refusal(returnCode: number): Error & { returnCode: number } {
+  return Object.assign(new Error('connection refused'), { returnCode })
+}
+
+/** The identity a verified client certificate names: its CN, else its first DNS or URI SAN. */
+export function certificateIdentity(socket: TLSSocket): string | undefined {
+  if (!socket.authorized) return undefined
+  const cert = socket.getPeerCertificate()
+  const cn = cert?.subject?.CN
+  if (typeof cn === 'string' && cn !== '') return cn
+  const san = /(?:DNS|URI):([^,]+)/.exec(cert?.subjectaltname ?? '')
+  return san?.[1]?.trim() || undefined
+}
+
+export class Admission {
+  private readonly identities = new WeakMap<Client, string | undefined>()
+  private readonly bindings = new Map<string, Binding>()
+
+  private constructor(
+    private readonly opts: AdmissionOptions,
+    private passwords: Passwords | undefined,
+    private acl: Acl | undefined,
+  ) {}
+
+  /** Loads the files; throws FERRY_ERR_AUTH_FILE / FERRY_ERR_ACL_FILE. */
+  static load(opts: AdmissionOptions): Admission {
+    return new Admission(opts, opts.authFile ? Passwords.load(opts.authFile) : undefined, opts.aclFile ? Acl.load(opts.aclFile) : undefined)
+  }
+
+  /** What is enforced, for the startup log. */
+  get summary(): Record<string, unknown> {
+    return {
+      devices: this.passwords?.size ?? null,
+      aclRules: this.acl?.ruleCount ?? null,
+      anonymous: this.opts.allowAnonymous || (!this.passwords && !this.opts.requireClientCert),
+      clientCertificates: this.opts.requireClientCert,
+    }
+  }
+
+  /** Reads the files again; a file that fails validation keeps the old rules (logged). Connections stay. */
+  reload(): boolean {
+    const { logger, metrics } = this.opts
+    try {
+      const passwords = this.opts.authFile ? Passwords.load(this.opts.authFile) : undefined
+      const acl = this.opts.aclFile ? Acl.load(this.opts.aclFile) : undefined
+      this.passwords = passwords
+      this.acl = acl
+      metrics.authReloads.inc(1, { result: 'ok' })
+      logger.info('credentials and ACL reloaded', this.summary)
+      return true
+    } catch (err) {
+      metrics.authReloads.inc(1, { result: 'failed' })
+      logger.error('reload failed; the previous credentials and ACL stay in force', { error: err })
+      return false
+    }
+  }
+
+  /** aedes' authenticate hook. */
+  authenticate(client: Client, username: string | undefined, password: Buffer | undefined, cb: (err: Error | null, ok?: boolean) => void): void {
+    this.identify(client, username, password).then(
+      (r) => {
+        if (typeof r === 'number') return cb(refusal(r))
+        const identity = r.identity
+        const bound = this.bindings.get(client.id)
+        if (bound && bound.identity !== identity && (bound.clients.size > 0 || bound.persistent)) {
+          this.fail(client, 'takeover', `client id is bound to another identity's session`)
+          return cb(refusal(IDENTIFIER_REJECTED))
+        }
+        this.identities.set(client, identity)
+        const b = bound && bound.identity === identity ? bound : { identity, persistent: false, clients: new Set<Client>() }
+        b.persistent = !client.clean
+        b.clients.add(client)
+        this.bindings.set(client.id, b)
+        client.conn.once('close', () => {
+          b.clients.delete(client)
+          if (b.clients.size === 0 && !b.persistent && this.bindings.get(client.id) === b) this.bindings.delete(client.id)
+        })
+        cb(null, true)
+      },
+      (err: unknown) => {
+        this.opts.logger.error('authentication error', { clientId: client.id, error: err })
+        cb(refusal(SERVER_UNAVAILABLE))
+      },
+    )
+  }
+
+  private async identify(client: Client, username: string | undefined, password: Buffer | undefined): Promise<{ identity: string | undefined } | number> {
+    const socket = client.conn as Partial<TLSSocket>
+    if (this.opts.requireClientCert && typeof socket.getPeerCertificate === 'function') {
+      const identity = certificateIdentity(socket as TLSSocket)
+      if (identity === undefined) return this.fail(client, 'certificate', 'no verified client certificate', NOT_AUTHORIZED)
+      if (username !== undefined && username !== identity) return this.fail(client, 'certificate', `username does not match the certificate's identity`, NOT_AUTHORIZED)
+      return { identity }
+    }
+    if (this.passwords) {
+      if (username === undefined || username === '') {
+        if (this.opts.allowAnonymous) return { identity: undefined }
+        return this.fail(client, 'anonymous', 'no username', NOT_AUTHORIZED)
+      }
+      const ok = await this.passwords.verify(username, password ?? Buffer.alloc(0))
+      if (ok === 'busy') return this.fail(client, 'busy', 'too many logins waiting for password hashing', SERVER_UNAVAILABLE)
+      if (!ok) return this.fail(client, 'credentials', 'unknown device or wrong password', BAD_CREDENTIALS)
+      return { identity: username }
+    }
+    if (this.opts.requireClientCert) {
+      // A plain TCP client where certificates identify devices and no passwords exist.
+      if (this.opts.allowAnonymous) return { identity: undefined }
+      return this.fail(client, 'certificate', 'plain TCP connection without a certificate', NOT_AUTHORIZED)
+    }
+    return { identity: undefined }
+  }
+
+  private fail(client: Client, reason: FailReason, detail: string, code = NOT_AUTHORIZED): number {
+    this.opts.metrics.mqttAuthFailures.inc(1, { reason })
+    // The detail stays in our log; the device only sees the CONNACK code.
+    this.opts.logger.info('connection refused', { clientId: client.id, address: (client.conn as { remoteAddress?: string } | undefined)?.remoteAddress, reason, detail })
+    return code
+  }
+
+  /** Whether the ACL lets this client publish on `topic` (counted and logged when not). */
+  mayPublish(client: Client | null, topic: string): boolean {
+    if (!this.acl || !client) return true
+    if (this.acl.canPublish(this.identities.get(client), client.id, topic)) return true
+    this.deny(client, 'publish', topic)
+    return false
+  }
+
+  /** aedes' authorizeSubscribe hook: a denied filter gets SUBACK 0x80 and the client stays connected. */
+  authorizeSubscribe(client: Client, sub: Subscription, cb: (err: Error | null, sub: Subscription | null) => void): void {
+    if (!this.acl || this.acl.canSubscribe(this.identities.get(client), client.id, sub.topic)) return cb(null, sub)
+    this.deny(client, 'subscribe', sub.topic)
+    cb(null, null)
+  }
+
+  private deny(client: Client, action: 'publish' | 'subscribe', topic: string): void {
+    this.opts.metrics.mqttAclDenials.inc(1, { action })
+    this.opts.logger.info('ACL denied', { clientId: client.id, identity: this.identities.get(client) ?? null, action, topic })
+  }
+}

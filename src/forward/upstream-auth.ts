@@ -1,0 +1,50 @@
+// How Ferry authenticates to NATS and secures the connection, from the --nats-* options.
+//
+// Secrets are read here and go only into the connection options: the config keeps file paths, and
+// the token and password options are marked secret, so neither reaches a log line. Any
+// --nats-tls-* option (or a tls:// URL) makes nats.js require TLS: a server that does not offer it
+// is an error, never a silent fallback to plain text.
+import fs from 'node:fs'
+import { credsAuthenticator, nkeyAuthenticator } from '@nats-io/transport-node'
+import type { ConnectionOptions } from '@nats-io/transport-node'
+import { FerryError } from '../errors.js'
+
+export interface UpstreamSecurity {
+  readonly token: string
+  readonly user: string
+  readonly password: string
+  readonly nkeyFile: string
+  readonly credsFile: string
+  readonly tlsCa: string
+  readonly tlsCert: string
+  readonly tlsKey: string
+}
+
+function read(file: string, flag: string): Buffer {
+  try {
+    return fs.readFileSync(file)
+  } catch (err) {
+    throw new FerryError('FERRY_ERR_TLS', `cannot read ${flag} ${file}: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+/** Connection options for authentication and TLS. Reads (and so checks) every named file now. */
+export function upstreamOptions(s: UpstreamSecurity): Partial<ConnectionOptions> {
+  const o: Partial<ConnectionOptions> = {}
+  if (s.token) o.token = s.token
+  if (s.user) {
+    o.user = s.user
+    o.pass = s.password
+  }
+  if (s.nkeyFile) {
+    const seed = read(s.nkeyFile, '--nats-nkey-file').toString('utf8').trim()
+    if (!/^SU[A-Z2-7]{50,}$/.test(seed)) throw new FerryError('FERRY_ERR_TLS', `--nats-nkey-file ${s.nkeyFile} does not hold a user NKey seed (SU...)`)
+    o.authenticator = nkeyAuthenticator(new TextEncoder().encode(seed))
+  }
+  if (s.credsFile) o.authenticator = credsAuthenticator(new Uint8Array(read(s.credsFile, '--nats-creds')))
+  if (s.tlsCa || s.tlsCert) {
+    for (const [file, flag] of [[s.tlsCa, '--nats-tls-ca'], [s.tlsCert, '--nats-tls-cert'], [s.tlsKey, '--nats-tls-key']] as const) if (file) read(file, flag)
+    o.tls = { ...(s.tlsCa ? { caFile: s.tlsCa } : {}), ...(s.tlsCert ? { certFile: s.tlsCert, keyFile: s.tlsKey } : {}) }
+  }
+  return o
+}

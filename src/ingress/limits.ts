@@ -1,0 +1,134 @@
+// Limits in front of aedes: connections (count and rate) and the size of one MQTT packet.
+//
+// aedes 1.x buffers a packet until its announced remaining length has arrived, whatever that
+// length: a PUBLISH announcing 200 MB makes it hold 200 MB. The frame guard reads only the fixed
+// headers of the byte stream (type byte and remaining length) as chunks arrive, before the parser
+// sees them, and closes the connection as soon as a header announces more than the limit or a
+// remaining length longer than 4 bytes (malformed).
+import type net from 'node:net'
+
+/** What the guard needs of an aedes client: its socket and its mqtt-packet parser. */
+interface GuardedClient {
+  readonly conn: net.Socket
+  _parser?: { parse(buf: Buffer): unknown }
+}
+
+/**
+ * Wraps the client's parser so every chunk is checked first. `onViolation` runs once, with why;
+ * the connection is destroyed and nothing of the offending chunk reaches the parser.
+ */
+export function guardFrames(client: GuardedClient, maxPacketBytes: number, onViolation: (why: string) => void): void {
+  const parser = client._parser
+  if (!parser || typeof parser.parse !== 'function') throw new Error('aedes client without _parser.parse: the frame guard needs updating for this aedes version')
+  const parse = parser.parse.bind(parser)
+  // 0: expecting a packet's first byte; 1: reading its remaining length; 2: skipping its body.
+  let phase = 0
+  let length = 0
+  let multiplier = 1
+  let lengthBytes = 0
+  let remaining = 0
+  let violated = false
+  parser.parse = (buf: Buffer) => {
+    if (violated) return 0
+    for (let i = 0; i < buf.length; ) {
+      if (phase === 2) {
+        const skip = Math.min(remaining, buf.length - i)
+        remaining -= skip
+        i += skip
+        if (remaining === 0) phase = 0
+        continue
+      }
+      if (phase === 0) {
+        phase = 1
+        length = 0
+        multiplier = 1
+        lengthBytes = 0
+        i++
+        continue
+      }
+      const b = buf[i++]!
+      length += (b & 0x7f) * multiplier
+      multiplier *= 128
+      lengthBytes++
+      if (b & 0x80) {
+        if (lengthBytes === 4) return violate('remaining length longer than 4 bytes (malformed packet)')
+        continue
+      }
+      const total = 1 + lengthBytes + length
+      if (total > maxPacketBytes) return violate(`packet of ${total} bytes announced; the limit is ${maxPacketBytes} (--max-packet-bytes)`)
+      remaining = length
+      phase = remaining > 0 ? 2 : 0
+    }
+    return parse(buf)
+  }
+  function violate(why: string): number {
+    violated = true
+    onViolation(why)
+    client.conn.destroy()
+    return 0
+  }
+}
+
+/** A token bucket refilled at `rate` per second, holding at most `rate` tokens. */
+class Bucket {
+  private tokens: number
+  private at: number
+
+  constructor(
+    private readonly rate: number,
+    now: number,
+  ) {
+    this.tokens = rate
+    this.at = now
+  }
+
+  take(now: number): boolean {
+    this.tokens = Math.min(this.rate, this.tokens + ((now - this.at) / 1000) * this.rate)
+    this.at = now
+    if (this.tokens < 1) return false
+    this.tokens--
+    return true
+  }
+
+  full(now: number): boolean {
+    return this.tokens + ((now - this.at) / 1000) * this.rate >= this.rate
+  }
+}
+
+/** Most source addresses tracked at once (full buckets are forgotten first). */
+const MAX_TRACKED_ADDRESSES = 100_000
+
+/** Admission of new sockets: total open connections and new connections per second (all, and per address). */
+export class ConnectionLimiter {
+  private readonly total: Bucket
+  private readonly perAddress = new Map<string, Bucket>()
+
+  constructor(
+    private readonly maxConnections: number,
+    private readonly rate: number,
+    private readonly ratePerAddress: number,
+  ) {
+    this.total = new Bucket(rate, performance.now())
+  }
+
+  /** Why a new socket from `address` must be closed now, or undefined to accept it. `open` counts it. */
+  refuse(address: string, open: number): 'max_connections' | 'connection_rate' | 'connection_rate_per_address' | undefined {
+    if (open > this.maxConnections) return 'max_connections'
+    const now = performance.now()
+    let b = this.perAddress.get(address)
+    if (!b) {
+      if (this.perAddress.size >= MAX_TRACKED_ADDRESSES) this.prune(now)
+      b = new Bucket(this.ratePerAddress, now)
+      this.perAddress.set(address, b)
+    }
+    if (!b.take(now)) return 'connection_rate_per_address'
+    if (!this.total.take(now)) return 'connection_rate'
+    return undefined
+  }
+
+  private prune(now: number): void {
+    for (const [a, b] of this.perAddress) if (b.full(now)) this.perAddress.delete(a)
+    // Still full of busy addresses: start over rather than grow (a flood from many addresses).
+    if (this.perAddress.size >= MAX_TRACKED_ADDRESSES) this.perAddress.clear()
+  }
+}
