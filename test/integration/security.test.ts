@@ -208,6 +208,40 @@ describe('credentials and ACL', () => {
     await endClient(owner)
   })
 
+  it('auth storm - 300 wrong-password logins queue behind one hasher; an honest device keeps its PUBACK latency and loses nothing', async () => {
+    const canary = await connected(gw.port, { clientId: 'canary-storm', username: 'dev-a', password: 'secret-a' })
+    const measure = async (ms: number, during?: () => Promise<unknown>): Promise<number[]> => {
+      const lat: number[] = []
+      const pending: Promise<void>[] = []
+      const timer = setInterval(() => {
+        const t0 = performance.now()
+        pending.push(canary.publishAsync('devices/dev-a/canary', '{"c":1}', { qos: 1 }).then(() => void lat.push(performance.now() - t0)))
+      }, 20)
+      await Promise.all([new Promise((r) => setTimeout(r, ms)), during?.()])
+      clearInterval(timer)
+      await Promise.all(pending)
+      return lat.sort((a, b) => a - b)
+    }
+    const p99 = (xs: number[]): number => xs[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))]!
+    const quiet = await measure(1500)
+    const refusals: (MqttClient | number)[] = []
+    const storm = async (): Promise<void> => {
+      const all: Promise<void>[] = []
+      for (let i = 0; i < 300; i++) {
+        all.push(tryConnect(gw.port, { clientId: `storm-${i}`, username: i % 2 ? 'dev-b' : `ghost-${i}`, password: 'nope', connectTimeout: 30_000 }).catch(() => -1).then((r) => void refusals.push(r)))
+        if (i % 50 === 49) await new Promise((r) => setTimeout(r, 250)) // within the per-address connection rate
+      }
+      await Promise.all(all)
+    }
+    const stormy = await measure(1500, storm)
+    console.log(`auth storm: canary PUBACK p99 ${p99(quiet).toFixed(1)} ms quiet, ${p99(stormy).toFixed(1)} ms during 300 failed logins (${stormy.length} publishes)`)
+    expect(refusals.every((r) => typeof r === 'number' && r !== 0)).toBe(true)
+    expect(canary.connected).toBe(true)
+    // Unbounded hashing on libuv's pool would put the log's fdatasync behind dozens of 25 ms hashes.
+    expect(p99(stormy)).toBeLessThan(500)
+    await endClient(canary)
+  }, 60_000)
+
   it('reload - SIGHUP picks up a new device and rules; a broken file keeps the old ones', async () => {
     expect(await tryConnect(gw.port, { clientId: 'c-1', username: 'dev-c', password: 'secret-c' })).toBe(4)
     expect((await passwd(authFile, 'dev-c', 'secret-c')).code).toBe(0)
