@@ -1,11 +1,10 @@
 // Composition root: builds the stages from the config, owns the start order and the close order.
-import { crc32 } from 'node:zlib'
 import path from 'node:path'
 import { Admission, serverTlsOptions } from './auth/index.js'
 import { PayloadPolicy, decodeEntry } from './codec/index.js'
 import type { Config } from './config/index.js'
 import { DeadLetters, Forwarder, upstreamOptions } from './forward/index.js'
-import { Ingress, RetransmitIndex } from './ingress/index.js'
+import { Ingress, RetransmitIndex, retransmitHash } from './ingress/index.js'
 import { LogReader, RingLog } from './log/index.js'
 import type { Logger } from './logger.js'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
@@ -187,7 +186,7 @@ async function readRetransmits(log: RingLog, payloads: PayloadPolicy): Promise<R
         try {
           const e = decodeEntry(r.body)
           // Ingress hashes the payload as stored; version 1 entries hold the device's bytes.
-          if (e.qos > 0) index.add(e.clientId, e.packetId, crc32(e.encoding ? e.payload : payloads.encode(e.topic, e.payload).data), 0, r.ts)
+          if (e.qos > 0 && e.packetId > 0) index.add(e.clientId, e.packetId, retransmitHash(e.topic, e.encoding ? e.payload : payloads.encode(e.topic, e.payload).data), 0, r.ts)
         } catch {
           // an undecodable entry is dealt with (dead-lettered) by the forwarder
         }

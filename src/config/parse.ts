@@ -225,6 +225,8 @@ export function flattenFile(obj: unknown, problems: string[]): RawValues {
 /** Returns the config as plain JSON for the startup log, with secrets redacted. */
 export function redactedConfig(c: Config): Record<string, unknown> {
   const copy = JSON.parse(JSON.stringify(c)) as Record<string, unknown>
-  for (const spec of OPTIONS) if (spec.secret) setPath(copy, spec.key, '<redacted>')
+  for (const spec of OPTIONS) {
+    if (spec.secret && spec.key.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)?.[k], c) !== '') setPath(copy, spec.key, '<redacted>')
+  }
   return copy
 }

@@ -1,4 +1,4 @@
 // Public names of the MQTT ingress.
-export { Ingress } from './ingress.js'
+export { Ingress, retransmitHash } from './ingress.js'
 export type { IngressOptions, Appender } from './ingress.js'
 export { RetransmitIndex } from './retransmits.js'

@@ -64,10 +64,17 @@ export interface IngressOptions {
 }
 
 /** Why a publish was refused (label of ferry_mqtt_refused_total). */
-type RefuseReason = 'sys_topic' | 'too_large' | 'topic_too_long' | 'acl' | 'log_full' | 'log_error'
+const MALFORMED_TOPIC = /[\u0000\uFFFD]/
+
+type RefuseReason = 'malformed' | 'sys_topic' | 'too_large' | 'topic_too_long' | 'acl' | 'log_full' | 'log_error'
 
 function refusalReason(err: unknown): RefuseReason {
   return (err as { code?: string }).code === 'FERRY_ERR_LOG_FULL' ? 'log_full' : 'log_error'
+}
+
+/** What identifies a retransmission besides client and packet id: CRC-32 of topic and stored payload. */
+export function retransmitHash(topic: string, stored: Uint8Array): number {
+  return crc32(stored, crc32(topic))
 }
 
 export class Ingress {
@@ -93,15 +100,27 @@ export class Ingress {
   static async start(opts: IngressOptions): Promise<Ingress> {
     let self: Ingress | undefined
     const { admission, limits, metrics, logger } = opts
+    const badKeepalive = new WeakSet<Client>()
     const broker = await Aedes.createBroker({
       maxClientsIdLength: 255,
       connectTimeout: limits.connectTimeoutMs,
-      keepaliveLimit: limits.maxKeepalive,
+      // Not aedes' keepaliveLimit: it answers CONNACK 6, which MQTT 3.1.1 does not define. Like
+      // Mosquitto, a keepalive out of bounds gets "identifier rejected" (2), from authenticate.
+      preConnect: (client, packet, cb) => {
+        if (limits.maxKeepalive > 0 && (!packet.keepalive || packet.keepalive > limits.maxKeepalive)) badKeepalive.add(client)
+        cb(null, true)
+      },
       maxTopicLevels: limits.maxTopicLevels,
       maxInflightInbound: limits.maxInflightIn,
       drainTimeout: limits.drainTimeoutMs,
-      authenticate: (client, username, password, cb) =>
-        admission.authenticate(client, username, password, (err, ok) => cb(err as AuthenticateError | null, ok ?? null)),
+      authenticate: (client, username, password, cb) => {
+        if (badKeepalive.has(client)) {
+          metrics.mqttLimits.inc(1, { limit: 'keepalive' })
+          logger.info('connection refused: keepalive out of bounds (--max-keepalive)', { clientId: client.id, max: limits.maxKeepalive })
+          return cb(Object.assign(new Error('keepalive out of bounds'), { returnCode: 2 }) as AuthenticateError, null)
+        }
+        admission.authenticate(client, username, password, (err, ok) => cb(err as AuthenticateError | null, ok ?? null))
+      },
       authorizePublish: (client, packet, cb) => {
         if (!self) return cb(new Error('starting'))
         self.authorizePublish(client, packet, cb)
@@ -181,7 +200,11 @@ export class Ingress {
       this.connIds.set(client, ++this.lastConnId)
     })
     this.broker.on('clientDisconnect', () => clients--)
+    // aedes reports an error once per pending write (e.g. every delivery a slow subscriber left): log the first.
+    const reported = new WeakSet<Client>()
     this.broker.on('clientError', (client, err) => {
+      if (reported.has(client)) return
+      reported.add(client)
       logger.info('client disconnected on error', { clientId: client.id, error: err.message })
     })
     this.broker.on('connectionError', (_client, err) => {
@@ -194,6 +217,13 @@ export class Ingress {
     const started = performance.now()
     const clientId = client?.id ?? ''
     if (packet.topic.startsWith('$')) return this.refuse(client, cb, 'sys_topic', `publish to "${packet.topic}" refused: topics starting with "$" are reserved`)
+    // Malformed for MQTT 3.1.1 yet passed by the parser: QoS > 0 without a packet id [MQTT-2.3.1-1], and
+    // U+0000 [MQTT-1.5.3-2] or ill-formed UTF-8 [MQTT-1.5.3-1] in the topic. The parser has already
+    // turned ill-formed bytes into U+FFFD, so a topic holding U+FFFD is refused (a real U+FFFD too).
+    // (A will is published by aedes itself, at its QoS, without a packet id.)
+    const isWill = client !== null && packet === (client as unknown as { will?: unknown }).will
+    if (packet.qos > 0 && !packet.messageId && !isWill) return this.refuse(client, cb, 'malformed', 'QoS 1/2 PUBLISH without a packet identifier')
+    if (MALFORMED_TOPIC.test(packet.topic)) return this.refuse(client, cb, 'malformed', 'topic holds U+0000 or ill-formed UTF-8')
     if (Buffer.byteLength(packet.topic) > this.opts.limits.maxTopicBytes) {
       return this.refuse(client, cb, 'topic_too_long', `topic of ${Buffer.byteLength(packet.topic)} bytes exceeds --max-topic-bytes ${this.opts.limits.maxTopicBytes}`)
     }
@@ -203,6 +233,7 @@ export class Ingress {
     const packetId = packet.messageId ?? 0
     // Stored as it goes upstream; a retransmission is encoded the same way, so its CRC matches.
     const encoded = this.opts.payloads.encode(packet.topic, payload)
+    const hash = retransmitHash(packet.topic, encoded.data)
     let entry: Buffer
     try {
       entry = encodeEntry({ clientId, topic: packet.topic, qos, retain: packet.retain, packetId, encoding: encodingOf(encoded.contentType), payload: encoded.data })
@@ -212,9 +243,9 @@ export class Ingress {
     if (entry.length > this.opts.maxEntryBytes) {
       return this.refuse(client, cb, 'too_large', `publish of ${payload.length} payload bytes on "${packet.topic}" exceeds the ${this.opts.maxEntryBytes}-byte record limit`)
     }
-    const hash = crc32(encoded.data)
     const conn = (client && this.connIds.get(client)) ?? -1
-    const prior = qos > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup, Date.now()) : undefined
+    // Only device PUBLISH packets (QoS > 0, with a packet id) can be retransmitted; wills cannot.
+    const prior = packetId > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup, Date.now()) : undefined
     if (prior) {
       // A retransmission of a message already stored or being stored (our acknowledgement was
       // lost, e.g. in a crash): acknowledge it once the original is stored, without storing it
@@ -231,10 +262,11 @@ export class Ingress {
     metrics.mqttReceivedBytes.inc(payload.length)
     const pendingBefore = this.opts.log.pendingAppendBytes
     const stored = this.opts.log.append(entry)
-    if (qos === 0) {
+    if (qos === 0 || packetId === 0) {
       // QoS 0 goes through the same log but nothing waits for it to be stored, unless writes fall
-      // behind: then it waits too, so that aedes stops reading the socket (bounded memory).
-      if (pendingBefore < this.opts.maxPendingBytes) {
+      // behind: then it waits too, so that aedes stops reading the socket (bounded memory). A will
+      // (QoS 1/2 without packet id) waits for its append; it is never a retransmission.
+      if (qos === 0 && pendingBefore < this.opts.maxPendingBytes) {
         stored.catch(() => {})
         return cb(null)
       }

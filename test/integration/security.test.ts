@@ -298,7 +298,7 @@ describe('limits', () => {
 
   beforeAll(async () => {
     nats = await startNats()
-    gw = await spawnGateway(['--data-dir', tempDir(), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--connect-timeout-ms', '1000', '--max-packet-bytes', '64KiB', '--max-subscriptions', '3', '--max-topic-bytes', '64'])
+    gw = await spawnGateway(['--data-dir', tempDir(), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--connect-timeout-ms', '1000', '--max-packet-bytes', '64KiB', '--max-subscriptions', '3', '--max-topic-bytes', '64', '--drain-timeout-ms', '1000'])
   }, 30_000)
 
   afterAll(async () => {
@@ -350,6 +350,19 @@ describe('limits', () => {
     await endClient(c)
   }, 30_000)
 
+  it('limits - keepalive 0 or above --max-keepalive gets CONNACK "identifier rejected" (2), as Mosquitto answers', async () => {
+    for (const keepalive of [0, 3601]) {
+      const s = net.connect(gw.port, '127.0.0.1')
+      await new Promise((r) => s.once('connect', r))
+      const reply = new Promise<Buffer>((resolve) => s.once('data', resolve))
+      const connect = Buffer.from(CONNECT)
+      connect.writeUInt16BE(keepalive, 10)
+      s.write(connect)
+      expect([...(await reply)]).toEqual([0x20, 0x02, 0x00, 0x02])
+      s.destroy()
+    }
+  })
+
   it('limits - topic length and subscription count: refused filters get SUBACK 0x80, long topics disconnect', async () => {
     const c = await connected(gw.port, { clientId: 'subs' })
     expect(await subscribe(c, ['a/1', 'a/2', 'a/3', 'a/4', 'x'.repeat(65)])).toEqual([1, 1, 1, 128, 128])
@@ -357,6 +370,34 @@ describe('limits', () => {
     expect(await closedWithin(c, 3000)).toBe(true)
     await endClient(c)
   })
+
+  it('limits - a subscriber that stops reading is disconnected after the drain timeout; publishers and the forwarder carry on', async () => {
+    const slow = net.connect(gw.port, '127.0.0.1')
+    await new Promise((r) => slow.once('connect', r))
+    const topic = Buffer.from('devices/#')
+    slow.write(CONNECT)
+    slow.write(Buffer.concat([Buffer.from([0x82, 2 + 2 + topic.length + 1, 0x00, 0x01, 0x00, topic.length]), topic, Buffer.from([0x00])]))
+    await new Promise((r) => setTimeout(r, 200))
+    slow.pause() // never reads again: the kernel buffers fill, then aedes' writes wait for 'drain'
+    // The paused socket never sees the gateway's FIN (it is queued behind unread data): watch the gateway instead.
+    const closed = until(() => gw.output().includes('"error":"drain timeout"'), 15_000).then((ok) => (ok ? performance.now() : -1))
+    const before = await streamCountOf(nats.url)
+    const pub = await connected(gw.port, { clientId: 'pub-fast' })
+    const payload = JSON.stringify({ pad: 'x'.repeat(8000) })
+    const t0 = performance.now()
+    let acked = 0
+    for (let i = 0; i < 2000; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, () => pub.publishAsync('devices/pub-fast/blob', payload, { qos: 1 }).then(() => void acked++)))
+    }
+    const tClosed = await closed
+    expect(tClosed).toBeGreaterThan(0)
+    slow.destroy()
+    expect(acked).toBe(2000)
+    expect(await waitForCount(nats.url, before + 2000, 20_000)).toBe(before + 2000)
+    console.log(`slow subscriber closed ${((tClosed - t0) / 1000).toFixed(1)} s after publishing began; 2000 x 8 KB acknowledged and forwarded`)
+    expect(await metricValue(gw, 'ferry_mqtt_clients')).toBe(1)
+    await endClient(pub)
+  }, 40_000)
 
   it('limits - new connections beyond the per-address rate are closed at once and counted', async () => {
     const g = await spawnGateway(['--data-dir', tempDir(), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--max-connection-rate-per-address', '5'])
@@ -372,6 +413,14 @@ describe('limits', () => {
     }
   })
 })
+
+async function streamCountOf(url: string): Promise<number> {
+  return (await readStream(url).catch(() => [])).length
+}
+
+async function metricValue(g: GatewayProcess, name: string): Promise<number> {
+  return metric(g, name)
+}
 
 function rss(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
