@@ -73,6 +73,8 @@ const SETTLE_MS = Number(values['settle-seconds']) * 1000
 /** File descriptors this process needs besides the device sockets (servers' pipes, probes, stores). */
 const FD_MARGIN = 1000
 
+const BIG_FLEET_LIMITS = ['--max-connections', '20000', '--max-connection-rate', '100000', '--max-connection-rate-per-address', '100000']
+
 type Target = 'ferry' | 'nats-mqtt'
 const LABEL: Record<Target, string> = { ferry: 'Ferry', 'nats-mqtt': 'NATS MQTT listener' }
 
@@ -108,7 +110,9 @@ async function startTarget(target: Target): Promise<Running> {
     }
     const dataDir = tempDir('ferry-bench-footprint-')
     dirs.push(dataDir)
-    const ferry = await startFerryAt(await freePort(), ['--nats-url', nats.url, '--data-dir', dataDir])
+    // 10,000 devices from one address connect as fast as they can: lift the connection limits
+    // (defaults: 10,000 open, 200/s per address), as a deployment of that size would.
+    const ferry = await startFerryAt(await freePort(), ['--nats-url', nats.url, '--data-dir', dataDir, ...BIG_FLEET_LIMITS])
     procs.push(ferry.proc)
     return { pid: ferry.proc.pid, mqttUrl: `mqtt://127.0.0.1:${ferry.mqttPort}`, upstreamPid: nats.proc.pid, stop }
   } catch (err) {

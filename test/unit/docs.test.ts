@@ -1,7 +1,9 @@
 // README stays true: every error code and every option is documented, and the README names nothing that does not exist.
 import fs from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { OPTIONS } from '../../src/config/index.js'
+import os from 'node:os'
+import path from 'node:path'
+import { OPTIONS, loadConfig } from '../../src/config/index.js'
 import { ERROR_CODES } from '../../src/errors.js'
 
 const readme = fs.readFileSync('README.md', 'utf8')
@@ -20,5 +22,15 @@ describe('docs', () => {
     }
     const flags = [...readme.matchAll(/^\| `(--[a-z-]+)` \|/gm)].map((m) => m[1])
     for (const f of flags) expect(OPTIONS.map((o) => o.flag).concat('--config')).toContain(f)
+  })
+
+  it('docs - the hardened example configuration in README is valid', () => {
+    const yaml = /\*\*Hardened example\*\*[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme)?.[1]
+    expect(yaml).toBeDefined()
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-docs-')), 'ferry.yaml')
+    fs.writeFileSync(file, yaml!)
+    const c = loadConfig({ argv: ['--config', file], env: {}, hostname: 'x' })
+    expect(c.tls.requireClientCert).toBe(true)
+    expect(c.mqtts).toEqual({ host: '0.0.0.0', port: 8883 })
   })
 })
