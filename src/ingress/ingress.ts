@@ -205,6 +205,9 @@ export class Ingress {
     this.broker.on('clientError', (client, err) => {
       if (reported.has(client)) return
       reported.add(client)
+      // Limits aedes enforces itself, counted with ours.
+      if (err.message.startsWith('maxInflightInbound exceeded')) metrics.mqttLimits.inc(1, { limit: 'inflight_in' })
+      else if (err.message === 'drain timeout') metrics.mqttLimits.inc(1, { limit: 'drain_timeout' })
       logger.info('client disconnected on error', { clientId: client.id, error: err.message })
     })
     this.broker.on('connectionError', (_client, err) => {

@@ -399,6 +399,37 @@ describe('limits', () => {
     await endClient(pub)
   }, 40_000)
 
+  it('limits - --max-connections closes sockets beyond the bound at once; --max-inflight-in ends half-open QoS 2 floods', async () => {
+    const g = await spawnGateway(['--data-dir', tempDir(), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--max-connections', '5', '--max-inflight-in', '3'])
+    try {
+      const sockets = await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          const s = net.connect(g.port, '127.0.0.1')
+          s.on('error', () => {})
+          await new Promise((r) => s.once('connect', r))
+          return s
+        }),
+      )
+      await until(() => sockets.filter((s) => !s.destroyed && !s.readableEnded).length <= 5, 3000)
+      await new Promise((r) => setTimeout(r, 200))
+      expect(sockets.filter((s) => s.readableEnded || s.destroyed)).toHaveLength(3)
+      for (const s of sockets) s.destroy()
+      expect(await metric(g, 'ferry_mqtt_limit_refusals_total')).toBe(3)
+      // QoS 2 PUBLISH x4 with distinct ids and never a PUBREL: the fourth exceeds the window of 3.
+      const q = await connected(g.port, { clientId: 'qos2-flood' })
+      const stream = (q as unknown as { stream: net.Socket }).stream
+      for (let id = 1; id <= 4; id++) {
+        const topic = Buffer.from('devices/q/x')
+        stream.write(Buffer.concat([Buffer.from([0x34, 2 + topic.length + 2 + 2, 0, topic.length]), topic, Buffer.from([0, id, 0x7b, 0x7d])]))
+      }
+      expect(await closedWithin(q, 3000)).toBe(true)
+      await endClient(q)
+      expect(await metric(g, 'ferry_mqtt_limit_refusals_total')).toBe(4)
+    } finally {
+      await g.kill('SIGTERM')
+    }
+  })
+
   it('limits - new connections beyond the per-address rate are closed at once and counted', async () => {
     const g = await spawnGateway(['--data-dir', tempDir(), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--max-connection-rate-per-address', '5'])
     try {
