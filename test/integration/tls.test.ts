@@ -180,3 +180,45 @@ describe('NATS over TLS with a token', () => {
     }
   })
 })
+
+describe('NATS credentials', () => {
+  async function forwardsWith(natsConf: string, args: string[], connectOpts: Record<string, unknown>): Promise<{ stored: number; output: string }> {
+    const nats = await startNats(natsConf)
+    const gw = await spawnGateway(['--data-dir', tempDir(), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', ...args])
+    try {
+      const c = await tryConnect(`mqtt://127.0.0.1:${gw.port}`, { clientId: 'cred-1' })
+      if (typeof c === 'string') throw new Error(c)
+      for (let i = 0; i < 5; i++) await c.publishAsync('devices/cred-1/t', `{"i":${i}}`, { qos: 1 })
+      await endClient(c)
+      const { connect } = await import('@nats-io/transport-node')
+      const { jetstreamManager } = await import('@nats-io/jetstream')
+      let stored = 0
+      for (let i = 0; i < 100 && stored < 5; i++, await new Promise((r) => setTimeout(r, 100))) {
+        const nc = await connect({ servers: nats.url, ...connectOpts })
+        stored = await (await jetstreamManager(nc)).streams.info('FERRY').then((si) => si.state.messages, () => 0)
+        await nc.close()
+      }
+      return { stored, output: gw.output() }
+    } finally {
+      await gw.kill('SIGTERM')
+      await nats.stop()
+    }
+  }
+
+  it('upstream - user and password; the password is never logged', async () => {
+    const r = await forwardsWith('authorization { user: ferry, password: "pw-81c2a9" }', ['--nats-user', 'ferry', '--nats-password', 'pw-81c2a9'], { user: 'ferry', pass: 'pw-81c2a9' })
+    expect(r.stored).toBe(5)
+    expect(r.output).not.toContain('pw-81c2a9')
+  })
+
+  it('upstream - an NKey seed file', async () => {
+    const { nkeys, nkeyAuthenticator } = await import('@nats-io/transport-node')
+    const user = nkeys.createUser()
+    const seed = new TextDecoder().decode(user.getSeed())
+    const seedFile = file('ferry.nk')
+    fs.writeFileSync(seedFile, `${seed}\n`, { mode: 0o600 })
+    const r = await forwardsWith(`authorization { users: [ { nkey: ${user.getPublicKey()} } ] }`, ['--nats-nkey-file', seedFile], { authenticator: nkeyAuthenticator(user.getSeed()) })
+    expect(r.stored).toBe(5)
+    expect(r.output).not.toContain(seed)
+  })
+})
