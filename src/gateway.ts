@@ -4,7 +4,7 @@ import { Admission, serverTlsOptions } from './auth/index.js'
 import { PayloadPolicy, decodeEntry } from './codec/index.js'
 import type { Config } from './config/index.js'
 import { DeadLetters, Forwarder, upstreamOptions } from './forward/index.js'
-import { Ingress, RetransmitIndex, retransmitHash } from './ingress/index.js'
+import { Ingress, RetransmitIndex, recordPresence, retransmitHash } from './ingress/index.js'
 import { LogReader, RingLog } from './log/index.js'
 import type { Logger } from './logger.js'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
@@ -104,6 +104,7 @@ export class Gateway {
       await log.close()
       throw err
     }
+    if (config.presence) recordPresence(ingress.devices, log, metrics, logger.child('presence'))
     const deadLetters = new DeadLetters(config.log.dataDir)
     const forwarder = new Forwarder({
       servers: config.nats.url,
@@ -129,7 +130,13 @@ export class Gateway {
     })
     let http: MetricsServer
     try {
-      http = await MetricsServer.start({ host: config.http.host, port: config.http.port, registry: metrics.registry, logger: logger.child('http') })
+      http = await MetricsServer.start({
+        host: config.http.host,
+        port: config.http.port,
+        registry: metrics.registry,
+        logger: logger.child('http'),
+        json: { '/devices': () => ({ devices: ingress.devices.list() }) },
+      })
     } catch (err) {
       await ingress.close()
       await log.close()

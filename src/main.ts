@@ -1,6 +1,7 @@
 // Process entry: argv and environment → config → gateway; signals; the only place that exits the process.
 import os from 'node:os'
 import { mainHelp, runHelp, VERSION } from './cli/help.js'
+import { devices } from './cli/devices.js'
 import { passwd } from './cli/passwd.js'
 import { loadConfig, redactedConfig } from './config/index.js'
 import { ConfigError, FerryError } from './errors.js'
@@ -100,6 +101,8 @@ async function main(argv: string[]): Promise<number> {
       return run(rest)
     case 'passwd':
       return passwd(rest)
+    case 'devices':
+      return devices(rest)
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`)

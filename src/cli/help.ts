@@ -17,6 +17,8 @@ Usage:
   ferry run [options]      run the gateway (see 'ferry run --help')
   ferry passwd FILE DEVICE add or change a device's password in a credentials file (--auth-file);
                            asks on a terminal, else reads the first line of stdin
+  ferry devices [--http HOST:PORT] [--json]
+                           devices connected to a running gateway (its --http-listen)
   ferry version            print the version
   ferry help               this text
 

@@ -18,6 +18,11 @@ const encoder = new Encoder({
   tagUint8Array: false,
 })
 
+/** Plain RFC 8949 CBOR of a value (Ferry's own event bodies). */
+export function encodeCbor(value: unknown): Buffer {
+  return encoder.encode(value)
+}
+
 /** The result of encoding one device payload for upstream. */
 export interface EncodedPayload {
   readonly data: Uint8Array

@@ -10,14 +10,15 @@
 import { FerryError } from '../errors.js'
 
 const MUST_ESCAPE = /[%.*>\x00-\x20\x7f]/
+const MUST_ESCAPE_ID = /[%.*>/\x00-\x20\x7f]/
 
-function escapeLevel(level: string): string {
+function escapeLevel(level: string, slash = false): string {
   if (level.length === 0) return '%'
-  if (!MUST_ESCAPE.test(level)) return level
+  if (!(slash ? MUST_ESCAPE_ID : MUST_ESCAPE).test(level)) return level
   let out = ''
   for (const ch of level) {
     const c = ch.codePointAt(0) ?? 0
-    if (c === 0x25 || c === 0x2e || c === 0x2a || c === 0x3e || c <= 0x20 || c === 0x7f) {
+    if (c === 0x25 || c === 0x2e || c === 0x2a || c === 0x3e || c <= 0x20 || c === 0x7f || (slash && c === 0x2f)) {
       out += '%' + c.toString(16).toUpperCase().padStart(2, '0')
     } else {
       out += ch
@@ -39,7 +40,7 @@ function unescapeLevel(token: string, subject: string): string {
 
 /** Maps an MQTT topic to the NATS subject Ferry publishes it on: `<prefix>.up.<escaped levels>`. */
 export function topicToSubject(prefix: string, topic: string): string {
-  return `${prefix}.up.${topic.split('/').map(escapeLevel).join('.')}`
+  return `${prefix}.up.${topic.split('/').map((l) => escapeLevel(l)).join('.')}`
 }
 
 /**
@@ -56,4 +57,31 @@ export function subjectToTopic(prefix: string, subject: string): string {
     .split('.')
     .map((t) => unescapeLevel(t, subject))
     .join('/')
+}
+
+/**
+ * A device id (the MQTT client id) as one subject token: the level rule, plus `/` as `%2F`, so a
+ * client id holding `/` stays one token. Used in `<prefix>.events.<device>.…`, `<prefix>.cmd.<device>.…`
+ * and `<prefix>.rpc.<device>.…`.
+ */
+export function deviceToken(clientId: string): string {
+  return escapeLevel(clientId, true)
+}
+
+/** Reverses {@link deviceToken}. */
+export function tokenToDevice(token: string): string {
+  return unescapeLevel(token, token)
+}
+
+/** Log entries with topics under this prefix are Ferry's own events about a device (never a device's publish: `$` topics are refused). */
+export const EVENT_TOPIC_PREFIX = '$ferry/events/'
+
+/** The subject of an event about a device: `<prefix>.events.<device>.<event>`. */
+export function eventSubject(prefix: string, clientId: string, event: string): string {
+  return `${prefix}.events.${deviceToken(clientId)}.${escapeLevel(event)}`
+}
+
+/** Topic levels (as MQTT writes them) of the subject tokens after `skip` tokens; each token unescaped. */
+export function tokensToLevels(subject: string, skip: number): string[] {
+  return subject.split('.').slice(skip).map((t) => unescapeLevel(t, subject))
 }

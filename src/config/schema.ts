@@ -70,6 +70,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'nats.ackTimeoutMs', flag: '--ack-timeout-ms', env: 'FERRY_ACK_TIMEOUT_MS', kind: 'int', default: 5000, min: 100, max: 120_000, help: 'resend a message without PubAck after this long, milliseconds (same Nats-Msg-Id)' },
   { key: 'nats.maxAttempts', flag: '--max-attempts', env: 'FERRY_MAX_ATTEMPTS', kind: 'int', default: 3, min: 1, max: 1000, help: 'JetStream rejections (4xx) of one message before it goes to the dead-letter file' },
   { key: 'nats.liveLane', flag: '--live-lane', env: 'FERRY_LIVE_LANE', kind: 'bool', default: true, help: 'while a backlog of 10,000+ records drains, forward new messages on topics without backlog at once (on|off)' },
+  { key: 'presence', flag: '--presence', env: 'FERRY_PRESENCE', kind: 'bool', default: true, help: 'write a "connected" and a "disconnected" event per device session to <prefix>.events.<device>.<event> (on|off)' },
   { key: 'codec.cbor', flag: '--cbor', env: 'FERRY_CBOR', kind: 'bool', default: true, help: 'send JSON payloads as CBOR (on|off)' },
   { key: 'codec.rawTopics', flag: '--raw-topics', env: 'FERRY_RAW_TOPICS', kind: 'topics', default: [], help: 'MQTT topic filters (comma separated, + and # allowed) whose payloads are always sent unchanged' },
   { key: 'logging.level', flag: '--log-level', env: 'FERRY_LOG_LEVEL', kind: 'enum', values: ['debug', 'info', 'warn', 'error'], default: 'info', help: 'least severe log level written' },
@@ -126,6 +127,7 @@ export interface Config {
     readonly maxAttempts: number
     readonly liveLane: boolean
   }
+  readonly presence: boolean
   readonly codec: { readonly cbor: boolean; readonly rawTopics: readonly string[] }
   readonly logging: { readonly level: 'debug' | 'info' | 'warn' | 'error'; readonly format: 'auto' | 'json' | 'pretty' }
   readonly shutdownTimeoutMs: number

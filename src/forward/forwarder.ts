@@ -21,7 +21,7 @@
 import { connect } from '@nats-io/transport-node'
 import { createInbox } from '@nats-io/transport-node'
 import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
-import { ENCODING_CONTENT_TYPE, decodeEntry, encodeUplinkHeaders, topicToSubject } from '../codec/index.js'
+import { ENCODING_CONTENT_TYPE, EVENT_TOPIC_PREFIX, decodeEntry, encodeUplinkHeaders, eventSubject, topicToSubject } from '../codec/index.js'
 import type { PayloadPolicy } from '../codec/index.js'
 import type { Logger } from '../logger.js'
 import type { LogReader, RingLog } from '../log/index.js'
@@ -151,6 +151,8 @@ export class Forwarder {
   private running = false
   private connected = false
   private streamReady = false
+  /** False when the stream does not capture `<prefix>.events.>`: event entries are then dropped (counted). */
+  private eventsCaptured = true
   private loop: Promise<void> | undefined
   private wakeLoop: (() => void) | undefined
   private timer: NodeJS.Timeout | undefined
@@ -239,7 +241,7 @@ export class Forwarder {
     }
     if (!this.streamReady) {
       try {
-        await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger)
+        this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger)).eventsCaptured
         this.streamReady = true
         this.backoffMs = 0
       } catch (err) {
@@ -404,9 +406,12 @@ export class Forwarder {
     let data: Uint8Array = body
     let undecodable = ''
     let hdrs = NO_HEADERS
+    let dropEvent = false
     try {
       const e = decodeEntry(body)
-      subject = this.subjectOf(e.topic)
+      const isEvent = e.topic.startsWith(EVENT_TOPIC_PREFIX)
+      dropEvent = isEvent && !this.eventsCaptured
+      subject = isEvent ? eventSubject(this.opts.subjectPrefix, e.clientId, e.topic.slice(EVENT_TOPIC_PREFIX.length)) : this.subjectOf(e.topic)
       // Entries are encoded at ingest; only those of version 1 still hold the device's bytes.
       let contentType: string = ENCODING_CONTENT_TYPE[e.encoding ?? 0]
       data = e.payload
@@ -420,7 +425,12 @@ export class Forwarder {
     this.bySeq.set(seq, f)
     this.inflightBytes += data.length
     this.unacked++
-    this.send(f)
+    if (dropEvent) {
+      this.opts.metrics.drops.inc(1, { reason: 'events_not_captured' })
+      this.complete(f)
+    } else {
+      this.send(f)
+    }
     return f
   }
 

@@ -31,7 +31,7 @@ export function uplinkSubjects(prefix: string): string[] {
  * Creates the stream with the uplink subjects when it is missing; when it exists, checks that it
  * captures `<prefix>.up.>` and throws FERRY_ERR_FORWARD_STREAM naming the fix otherwise.
  */
-export async function ensureStream(nc: NatsConnection, stream: string, prefix: string, logger: Logger): Promise<void> {
+export async function ensureStream(nc: NatsConnection, stream: string, prefix: string, logger: Logger): Promise<{ eventsCaptured: boolean }> {
   const jsm = await jetstreamManager(nc, { timeout: 5000 })
   const want = `${prefix}.up.>`
   let info
@@ -44,7 +44,7 @@ export async function ensureStream(nc: NatsConnection, stream: string, prefix: s
   if (!info) {
     await jsm.streams.add({ name: stream, subjects: uplinkSubjects(prefix) })
     logger.info('created JetStream stream', { stream, subjects: uplinkSubjects(prefix) })
-    return
+    return { eventsCaptured: true }
   }
   const subjects = info.config.subjects ?? []
   if (!subjects.some((s) => subjectCovers(s, want))) {
@@ -57,4 +57,9 @@ export async function ensureStream(nc: NatsConnection, stream: string, prefix: s
   if (bad.length > 0) {
     logger.warn('stream also captures command or RPC subjects; requests to devices may be answered by JetStream', { stream, subjects: bad })
   }
+  const eventsCaptured = subjects.some((s) => subjectCovers(s, `${prefix}.events.>`))
+  if (!eventsCaptured) {
+    logger.warn(`stream does not capture "${prefix}.events.>": device events (presence, command-expired, command-dead) are dropped and counted; add that subject to the stream to keep them`, { stream, subjects })
+  }
+  return { eventsCaptured }
 }

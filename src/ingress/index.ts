@@ -2,3 +2,6 @@
 export { Ingress, retransmitHash } from './ingress.js'
 export type { IngressOptions, Appender } from './ingress.js'
 export { RetransmitIndex } from './retransmits.js'
+export { Devices } from './devices.js'
+export type { DeviceInfo, DisconnectReason } from './devices.js'
+export { appendDeviceEvent, recordPresence } from './presence.js'

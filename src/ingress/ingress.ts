@@ -15,6 +15,7 @@ import type { PayloadPolicy } from '../codec/index.js'
 import { FerryError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { Metrics } from '../metrics/index.js'
+import { Devices } from './devices.js'
 import { ConnectionLimiter, guardFrames } from './limits.js'
 import type { RetransmitIndex } from './retransmits.js'
 
@@ -82,6 +83,13 @@ export class Ingress {
   private readonly connIds = new WeakMap<Client, number>()
   private readonly receivedByQos: { inc(n?: number): void }[]
   private lastConnId = 0
+  /** Who is connected; delivery of commands and RPC requests. */
+  readonly devices: Devices
+  /**
+   * Publishes answered inside the gateway instead of being stored (RPC responses): returns true
+   * when it took the publish, which is then acknowledged once `handled` resolves.
+   */
+  intercept: ((client: Client, topic: string, payload: Buffer) => Promise<void> | undefined) | undefined
 
   private constructor(
     private readonly opts: IngressOptions,
@@ -90,6 +98,7 @@ export class Ingress {
     private readonly sockets: Set<net.Socket>,
   ) {
     this.receivedByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceived.child({ qos: String(q) }))
+    this.devices = new Devices(broker)
   }
 
   private get retransmits(): RetransmitIndex {
@@ -231,6 +240,17 @@ export class Ingress {
       return this.refuse(client, cb, 'topic_too_long', `topic of ${Buffer.byteLength(packet.topic)} bytes exceeds --max-topic-bytes ${this.opts.limits.maxTopicBytes}`)
     }
     if (!this.opts.admission.mayPublish(client, packet.topic)) return this.refuse(client, cb, 'acl', `publish to "${packet.topic}" denied by the ACL`)
+    this.devices.countIn(client)
+    if (client && this.intercept) {
+      const handled = this.intercept(client, packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload)
+      if (handled) {
+        handled.then(
+          () => cb(null),
+          () => cb(null),
+        )
+        return
+      }
+    }
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
     const qos = packet.qos
     const packetId = packet.messageId ?? 0
@@ -322,6 +342,7 @@ export class Ingress {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.devices.stopping = true
     const serverClosed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
     await new Promise<void>((resolve) => this.broker.close(() => resolve()))
     // Sockets that never completed CONNECT are not aedes clients: close them too.

@@ -4,7 +4,7 @@ import { Counter, Gauge, Histogram, Registry } from './registry.js'
 const LATENCY_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 
 /** Drop reasons used as the `reason` label of ferry_drops_total. */
-export type DropReason = 'discard_old' | 'discard_new' | 'dead_letter' | 'corrupt' | 'qos0_overload'
+export type DropReason = 'discard_old' | 'discard_new' | 'dead_letter' | 'corrupt' | 'qos0_overload' | 'expired' | 'events_not_captured'
 
 /** Creates the registry with every metric of the gateway. */
 export function createMetrics() {
@@ -19,6 +19,7 @@ export function createMetrics() {
     mqttAclDenials: r.add(new Counter('ferry_mqtt_acl_denials_total', 'Publishes and subscriptions the ACL denied, by action')),
     mqttLimits: r.add(new Counter('ferry_mqtt_limit_refusals_total', 'Connections or packets refused by a limit, by limit')),
     authReloads: r.add(new Counter('ferry_auth_reloads_total', 'Reloads of the credentials and ACL files (SIGHUP), by result')),
+    deviceEvents: r.add(new Counter('ferry_device_events_total', 'Events about devices written to the log (connected, disconnected, command-expired, command-dead), by event')),
     mqttRetransmits: r.add(new Counter('ferry_mqtt_retransmits_dropped_total', 'QoS 1/2 retransmissions recognised as already stored and not stored again')),
     pubackLatency: r.add(new Histogram('ferry_mqtt_puback_latency_seconds', 'Time from PUBLISH to PUBACK/PUBREC (log append)', LATENCY_S)),
     logAppended: r.add(new Counter('ferry_log_appended_records_total', 'Records written to the ring log')),

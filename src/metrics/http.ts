@@ -1,4 +1,5 @@
-// The HTTP endpoint: /metrics in Prometheus text format, /healthz for liveness.
+// The HTTP endpoint: /metrics in Prometheus text format, /healthz for liveness, and JSON routes
+// the gateway adds (/devices).
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { FerryError } from '../errors.js'
@@ -11,6 +12,8 @@ export interface MetricsServerOptions {
   readonly port: number
   readonly registry: Registry
   readonly logger: Logger
+  /** More GET routes answering JSON, by path. */
+  readonly json?: Readonly<Record<string, () => unknown>>
 }
 
 /** A small HTTP server; `close()` is idempotent. */
@@ -21,15 +24,17 @@ export class MetricsServer {
 
   static async start(opts: MetricsServerOptions): Promise<MetricsServer> {
     const server = http.createServer((req, res) => {
-      const url = (req.url ?? '/').split('?')[0]
+      const url = (req.url ?? '/').split('?')[0] ?? '/'
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD' }).end()
       } else if (url === '/metrics') {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(opts.registry.render())
       } else if (url === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n')
+      } else if (opts.json && Object.hasOwn(opts.json, url)) {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(opts.json[url]!()) + '\n')
       } else {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics or /healthz\n')
+        res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: try ${['/metrics', '/healthz', ...Object.keys(opts.json ?? {})].join(', ')}\n`)
       }
     })
     server.keepAliveTimeout = 5000

@@ -1,4 +1,6 @@
-// Reads a JetStream stream back (every message, in stream order) for assertions.
+// Reads a JetStream stream back (in stream order) for assertions. By default only device data,
+// `<prefix>.up.>` (the tests' prefix is the stream name in lower case); `which: 'events'` reads
+// Ferry's device events (`<prefix>.events.>`), `'all'` everything.
 import { connect } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 
@@ -9,12 +11,20 @@ export interface StoredMessage {
   readonly data: Uint8Array
 }
 
-/** Number of messages in the stream (0 when it does not exist). */
-export async function streamCount(url: string, stream = 'FERRY'): Promise<number> {
+export type Which = 'up' | 'events' | 'all'
+
+function filterOf(stream: string, which: Which): string {
+  return which === 'all' ? '>' : `${stream.toLowerCase()}.${which}.>`
+}
+
+/** Number of messages in the stream (0 when it does not exist), device data only by default. */
+export async function streamCount(url: string, stream = 'FERRY', which: Which = 'up'): Promise<number> {
   const nc = await connect({ servers: url })
   try {
     const jsm = await jetstreamManager(nc)
-    return (await jsm.streams.info(stream)).state.messages
+    if (which === 'all') return (await jsm.streams.info(stream)).state.messages
+    const subjects = (await jsm.streams.info(stream, { subjects_filter: filterOf(stream, which) })).state.subjects ?? {}
+    return Object.values(subjects).reduce((a, b) => a + b, 0)
   } catch {
     return 0
   } finally {
@@ -32,16 +42,15 @@ export async function waitForCount(url: string, n: number, timeoutMs = 30_000, s
   }
 }
 
-/** Every message of the stream, in order. */
-export async function readStream(url: string, stream = 'FERRY'): Promise<StoredMessage[]> {
+/** The stream's messages in order, device data only by default. */
+export async function readStream(url: string, stream = 'FERRY', which: Which = 'up'): Promise<StoredMessage[]> {
+  const total = await streamCount(url, stream, which)
+  const out: StoredMessage[] = []
+  if (total === 0) return out
   const nc = await connect({ servers: url })
   try {
-    const jsm = await jetstreamManager(nc)
-    const total = (await jsm.streams.info(stream)).state.messages
-    const out: StoredMessage[] = []
-    if (total === 0) return out
     const js = jetstream(nc)
-    const consumer = await js.consumers.get(stream) // ordered consumer
+    const consumer = await js.consumers.get(stream, { filter_subjects: filterOf(stream, which) }) // ordered consumer
     const iter = await consumer.consume()
     for await (const m of iter) {
       const headers: Record<string, string> = {}

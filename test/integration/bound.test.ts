@@ -34,6 +34,8 @@ function config(dir: string, discard: 'old' | 'new', stream: string): Record<str
     'log.maxBytes': MAX,
     'log.maxRecordBytes': 16 * 1024,
     'log.discard': discard,
+    // Exact record accounting below: no presence events in the log.
+    presence: 'off',
     'nats.url': nats.url,
     'nats.stream': stream,
     'nats.subjectPrefix': stream.toLowerCase(),

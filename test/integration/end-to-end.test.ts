@@ -48,12 +48,14 @@ describe('end to end', () => {
     }
     expect(ids.size).toBe(10_000)
     for (const d of devices) expect(seen.get(d)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1))
-    expect(gw.metrics.forwarded.get()).toBe(10_000)
+    // 10,000 messages and a connected and a disconnected event per device.
+    for (let i = 0; i < 100 && gw.metrics.forwarded.get() < 10_000 + 2 * devices.length; i++) await new Promise((r) => setTimeout(r, 50))
+    expect(gw.metrics.forwarded.get()).toBe(10_000 + 2 * devices.length)
     // The same figures over HTTP, in Prometheus text format.
     const base = `http://127.0.0.1:${gw.http.address.port}`
     const text = await (await fetch(`${base}/metrics`)).text()
     expect(text).toContain('ferry_mqtt_received_messages_total{qos="1"} 10000')
-    expect(text).toContain('ferry_forward_messages_total 10000')
+    expect(text).toContain('ferry_forward_messages_total 10020')
     expect(text).toMatch(/# HELP ferry_log_fsync_latency_seconds .+\n# TYPE ferry_log_fsync_latency_seconds histogram/)
     expect(text).toMatch(/ferry_drops_total 0\n/)
     expect(await (await fetch(`${base}/healthz`)).text()).toBe('ok\n')

@@ -41,7 +41,7 @@ describe('forward', () => {
   it('stream - an existing stream that does not capture <prefix>.up.> is reported; messages wait in the log until it is fixed', async () => {
     await withJsm((jsm) => jsm.streams.add({ name: 'WRONG', subjects: ['elsewhere.>'] }))
     const lines: string[] = []
-    const gw = await startGateway({ 'log.dataDir': tempDir(), 'nats.url': nats.url, 'nats.stream': 'WRONG', 'nats.subjectPrefix': 'wrong' }, memoryLogger(lines))
+    const gw = await startGateway({ 'log.dataDir': tempDir(), 'nats.url': nats.url, 'nats.stream': 'WRONG', 'nats.subjectPrefix': 'wrong', presence: 'off' }, memoryLogger(lines))
     try {
       await until(() => lines.some((l) => l.includes('FERRY_ERR_FORWARD_STREAM')))
       const line = lines.find((l) => l.includes('FERRY_ERR_FORWARD_STREAM'))!
@@ -60,7 +60,7 @@ describe('forward', () => {
   it('dead letter - a message the stream rejects permanently is moved aside, counted, and does not wedge the log', async () => {
     await withJsm((jsm) => jsm.streams.add({ name: 'DL', subjects: ['dl.up.>'], max_msg_size: 300 }))
     const dir = tempDir()
-    const gw = await startGateway({ 'log.dataDir': dir, 'nats.url': nats.url, 'nats.stream': 'DL', 'nats.subjectPrefix': 'dl' })
+    const gw = await startGateway({ 'log.dataDir': dir, 'nats.url': nats.url, 'nats.stream': 'DL', 'nats.subjectPrefix': 'dl', presence: 'off' })
     try {
       const c = await connectClient(gw.ingress.address.port, 'dl-dev')
       await c.publishAsync('t/small', 'one', { qos: 1 })

@@ -123,7 +123,8 @@ describe('NATS over TLS with a token', () => {
     const { jetstreamManager } = await import('@nats-io/jetstream')
     const nc = await connect({ servers: natsUrl(), token: TOKEN, tls: { caFile: file('ca.pem') } })
     try {
-      return (await (await jetstreamManager(nc)).streams.info('FERRY')).state.messages
+      // Device data only (the stream also holds presence events).
+      return Object.values((await (await jetstreamManager(nc)).streams.info('FERRY', { subjects_filter: 'ferry.up.>' })).state.subjects ?? {}).reduce((a, b) => a + b, 0)
     } catch {
       return 0
     } finally {
@@ -195,7 +196,7 @@ describe('NATS credentials', () => {
       let stored = 0
       for (let i = 0; i < 100 && stored < 5; i++, await new Promise((r) => setTimeout(r, 100))) {
         const nc = await connect({ servers: nats.url, ...connectOpts })
-        stored = await (await jetstreamManager(nc)).streams.info('FERRY').then((si) => si.state.messages, () => 0)
+        stored = await (await jetstreamManager(nc)).streams.info('FERRY', { subjects_filter: 'ferry.up.>' }).then((si) => Object.values(si.state.subjects ?? {}).reduce((a, b) => a + b, 0), () => 0)
         await nc.close()
       }
       return { stored, output: gw.output() }
