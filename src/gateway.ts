@@ -4,7 +4,8 @@ import { Admission, serverTlsOptions } from './auth/index.js'
 import { PayloadPolicy, decodeEntry } from './codec/index.js'
 import type { Config } from './config/index.js'
 import { DeadLetters, Forwarder, upstreamOptions } from './forward/index.js'
-import { Ingress, RetransmitIndex, recordPresence, retransmitHash } from './ingress/index.js'
+import { Commands, Downlink, Rpc } from './downlink/index.js'
+import { Ingress, RetransmitIndex, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
 import { LogReader, RingLog } from './log/index.js'
 import type { Logger } from './logger.js'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
@@ -33,6 +34,7 @@ export class Gateway {
     private readonly logger: Logger,
     readonly http: MetricsServer,
     readonly admission: Admission,
+    private readonly downlink: Downlink,
     private readonly stopMonitors: () => void,
   ) {}
 
@@ -143,10 +145,37 @@ export class Gateway {
       throw err
     }
     forwarder.start()
+    // Cloud → device: durable commands and request-reply, on a NATS connection of their own.
+    const devLog = logger.child('downlink')
+    const commands = new Commands({
+      stream: config.downlink.cmdStream,
+      subjectPrefix: config.nats.subjectPrefix,
+      gatewayId: config.gatewayId,
+      topicTemplate: config.downlink.cmdTopic,
+      ackTimeoutMs: config.downlink.cmdAckTimeoutMs,
+      maxDeliver: config.downlink.cmdMaxDeliver,
+      defaultTtlMs: config.downlink.cmdTtlMs,
+      maxInflight: config.downlink.cmdMaxInflight,
+      devices: ingress.devices,
+      event: (clientId, event, body) => appendDeviceEvent(log, metrics, devLog, clientId, event, body),
+      logger: devLog,
+      metrics,
+    })
+    const rpc = new Rpc({
+      subjectPrefix: config.nats.subjectPrefix,
+      timeoutMs: config.downlink.rpcTimeoutMs,
+      maxPending: config.downlink.rpcMaxPending,
+      devices: ingress.devices,
+      payloads,
+      logger: devLog,
+      metrics,
+    })
+    ingress.intercept = (client, topic, payload) => rpc.intercept(client.id, topic, payload)
+    const downlink = new Downlink(config.nats.url, connectOptions, `ferry-${config.gatewayId}-downlink`, commands, rpc, devLog)
     const a = ingress.address
     logger.info('HTTP listening', { address: `${http.address.host}:${http.address.port}` })
     logger.info('MQTT listening', { address: `${a.host}:${a.port}`, ...(ingress.tlsAddress ? { tls: `${ingress.tlsAddress.host}:${ingress.tlsAddress.port}` } : {}), auth: admission.summary })
-    return new Gateway(config, metrics, log, ingress, forwarder, deadLetters, logger, http, admission, () => eld.disable())
+    return new Gateway(config, metrics, log, ingress, forwarder, deadLetters, logger, http, admission, downlink, () => eld.disable())
   }
 
   /**
@@ -157,6 +186,7 @@ export class Gateway {
     this.closing ??= (async () => {
       const deadline = Date.now() + timeoutMs
       try {
+        await this.downlink.close()
         await this.ingress.close()
         await this.log.drain()
         await this.forwarder.close(Math.max(0, deadline - Date.now()))

@@ -70,6 +70,14 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'nats.ackTimeoutMs', flag: '--ack-timeout-ms', env: 'FERRY_ACK_TIMEOUT_MS', kind: 'int', default: 5000, min: 100, max: 120_000, help: 'resend a message without PubAck after this long, milliseconds (same Nats-Msg-Id)' },
   { key: 'nats.maxAttempts', flag: '--max-attempts', env: 'FERRY_MAX_ATTEMPTS', kind: 'int', default: 3, min: 1, max: 1000, help: 'JetStream rejections (4xx) of one message before it goes to the dead-letter file' },
   { key: 'nats.liveLane', flag: '--live-lane', env: 'FERRY_LIVE_LANE', kind: 'bool', default: true, help: 'while a backlog of 10,000+ records drains, forward new messages on topics without backlog at once (on|off)' },
+  { key: 'downlink.cmdStream', flag: '--cmd-stream', env: 'FERRY_CMD_STREAM', kind: 'string', default: 'FERRY_CMD', help: 'JetStream stream of commands to devices; created when missing (work queue, subjects <prefix>.cmd.>)' },
+  { key: 'downlink.cmdTopic', flag: '--cmd-topic', env: 'FERRY_CMD_TOPIC', kind: 'string', default: 'commands/{device}/{rest}', help: 'MQTT topic a command on <prefix>.cmd.<device>.<rest> is delivered on ({device}: client id, {rest}: the subject tokens after it as topic levels)' },
+  { key: 'downlink.cmdTtlMs', flag: '--cmd-ttl-ms', env: 'FERRY_CMD_TTL_MS', kind: 'int', default: 0, min: 0, max: 365 * 86_400_000, help: 'TTL of commands without a Ferry-TTL header, milliseconds; an older command is never delivered (0 = none)' },
+  { key: 'downlink.cmdMaxDeliver', flag: '--cmd-max-deliver', env: 'FERRY_CMD_MAX_DELIVER', kind: 'int', default: 5, min: 1, max: 1000, help: 'deliveries of a command without PUBACK before it is terminated as dead (event command-dead)' },
+  { key: 'downlink.cmdAckTimeoutMs', flag: '--cmd-ack-timeout-ms', env: 'FERRY_CMD_ACK_TIMEOUT_MS', kind: 'int', default: 10_000, min: 100, max: 600_000, help: 'wait this long for a device\'s PUBACK of a command before delivering it again, milliseconds' },
+  { key: 'downlink.cmdMaxInflight', flag: '--cmd-max-inflight', env: 'FERRY_CMD_MAX_INFLIGHT', kind: 'int', default: 1000, min: 1, max: 1_000_000, help: 'commands being delivered at once, all devices together (each device: one at a time, in order)' },
+  { key: 'downlink.rpcTimeoutMs', flag: '--rpc-timeout-ms', env: 'FERRY_RPC_TIMEOUT_MS', kind: 'int', default: 10_000, min: 100, max: 600_000, help: 'default and longest wait for a device\'s RPC response (a request may ask less with header Ferry-Timeout), milliseconds' },
+  { key: 'downlink.rpcMaxPending', flag: '--rpc-max-pending', env: 'FERRY_RPC_MAX_PENDING', kind: 'int', default: 1000, min: 1, max: 1_000_000, help: 'RPC requests waiting for devices at once; more are answered "429 too many pending requests"' },
   { key: 'presence', flag: '--presence', env: 'FERRY_PRESENCE', kind: 'bool', default: true, help: 'write a "connected" and a "disconnected" event per device session to <prefix>.events.<device>.<event> (on|off)' },
   { key: 'codec.cbor', flag: '--cbor', env: 'FERRY_CBOR', kind: 'bool', default: true, help: 'send JSON payloads as CBOR (on|off)' },
   { key: 'codec.rawTopics', flag: '--raw-topics', env: 'FERRY_RAW_TOPICS', kind: 'topics', default: [], help: 'MQTT topic filters (comma separated, + and # allowed) whose payloads are always sent unchanged' },
@@ -126,6 +134,16 @@ export interface Config {
     readonly ackTimeoutMs: number
     readonly maxAttempts: number
     readonly liveLane: boolean
+  }
+  readonly downlink: {
+    readonly cmdStream: string
+    readonly cmdTopic: string
+    readonly cmdTtlMs: number
+    readonly cmdMaxDeliver: number
+    readonly cmdAckTimeoutMs: number
+    readonly cmdMaxInflight: number
+    readonly rpcTimeoutMs: number
+    readonly rpcMaxPending: number
   }
   readonly presence: boolean
   readonly codec: { readonly cbor: boolean; readonly rawTopics: readonly string[] }

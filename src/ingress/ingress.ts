@@ -150,6 +150,8 @@ export class Ingress {
         socket.destroy()
         return
       }
+      // Small packets (PUBACK, commands, RPC) go out at once instead of waiting on Nagle's algorithm.
+      socket.setNoDelay(true)
       const client = broker.handle(socket)
       guardFrames(client as unknown as Parameters<typeof guardFrames>[0], limits.maxPacketBytes, (why) => {
         metrics.mqttLimits.inc(1, { limit: 'packet_size' })

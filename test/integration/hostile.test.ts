@@ -486,7 +486,7 @@ describe('hostile clients', () => {
         } else {
           socket.end()
           // After our FIN the gateway must let the connection go: a hang here is a leak per client.
-          if (await within(3000)) stats.closedAfterFin++
+          if (await within(10_000)) stats.closedAfterFin++ // generous: CI runs test files in parallel on 2 cores
           else stats.hung++
         }
         socket.destroy()

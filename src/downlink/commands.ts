@@ -1,0 +1,241 @@
+// Durable commands: JetStream (`<prefix>.cmd.<device>.<rest>`) → MQTT QoS 1 on the device's command
+// topic, acknowledged in JetStream only after the device's PUBACK.
+//
+// The command stream (--cmd-stream) has work-queue retention: a command leaves it when acknowledged.
+// Each device gets its own durable pull consumer, `<gatewayId>_<device>`, filtered to its subjects,
+// with one unacknowledged command at a time, so commands reach a device in order and a device that
+// never acknowledges holds up only itself. A device's consumer is read only while the device is
+// connected and subscribed to its command topic; otherwise commands wait in JetStream, not here. A
+// command older than its TTL (header Ferry-TTL, or --cmd-ttl-ms) is terminated, never delivered
+// late, and reported as the event `command-expired`; one delivered --cmd-max-deliver times without a
+// PUBACK is terminated and reported as `command-dead`. Both events go through the ring log, like
+// presence.
+import crypto from 'node:crypto'
+import { AckPolicy, DeliverPolicy, RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
+import type { JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
+import type { NatsConnection } from '@nats-io/transport-node'
+import { deviceToken, tokensToLevels, topicMatches } from '../codec/index.js'
+import type { Devices } from '../ingress/index.js'
+import type { Logger } from '../logger.js'
+import type { Metrics } from '../metrics/index.js'
+
+export interface CommandOptions {
+  readonly stream: string
+  readonly subjectPrefix: string
+  readonly gatewayId: string
+  /** MQTT topic template with {device} and {rest}. */
+  readonly topicTemplate: string
+  /** Wait for a device's PUBACK this long before trying again. */
+  readonly ackTimeoutMs: number
+  /** Deliveries without a PUBACK before a command is dead. */
+  readonly maxDeliver: number
+  /** TTL of commands without a Ferry-TTL header, ms; 0 = none. */
+  readonly defaultTtlMs: number
+  /** Commands being delivered at once, all devices together. */
+  readonly maxInflight: number
+  readonly devices: Devices
+  /** Appends an event about a device to the ring log. */
+  readonly event: (clientId: string, event: string, body: Record<string, unknown>) => void
+  readonly logger: Logger
+  readonly metrics: Metrics
+}
+
+/** How long one pull request waits on the server for a device's next command. */
+const PULL_EXPIRES_MS = 30_000
+/** Consumers of devices not seen for this long are removed by the server. */
+const INACTIVE_NS = 7 * 24 * 3600 * 1e9
+
+/** Parses a TTL: milliseconds, or a number with ms, s, m, h, d. Undefined when not one. */
+export function parseTtl(v: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(v)
+  if (!m) return undefined
+  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms']
+  return Math.round(Number(m[1]) * mult)
+}
+
+/** A consumer name for a device: readable when the id is plain, always unique. */
+export function consumerName(gatewayId: string, clientId: string): string {
+  const plain = /^[A-Za-z0-9_-]{1,48}$/.test(clientId)
+  const base = clientId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40)
+  return plain ? `${gatewayId}_${clientId}` : `${gatewayId}_${base}_${crypto.createHash('sha256').update(clientId).digest('hex').slice(0, 12)}`
+}
+
+/** The command topic of a device for `rest` (topic levels). */
+export function commandTopic(template: string, clientId: string, rest: string): string {
+  return template.replaceAll('{device}', clientId).replaceAll('{rest}', rest)
+}
+
+/** A counting semaphore. */
+class Slots {
+  private used = 0
+  private readonly waiting: (() => void)[] = []
+
+  constructor(private readonly size: number) {}
+
+  get inUse(): number {
+    return this.used
+  }
+
+  async acquire(): Promise<void> {
+    if (this.used < this.size) {
+      this.used++
+      return
+    }
+    await new Promise<void>((r) => this.waiting.push(r))
+  }
+
+  release(): void {
+    const next = this.waiting.shift()
+    if (next) next()
+    else this.used--
+  }
+}
+
+export class Commands {
+  private js: JetStreamClient | undefined
+  private jsm: JetStreamManager | undefined
+  private readonly pumps = new Map<string, Promise<void>>()
+  private readonly consumers = new Set<string>()
+  private readonly slots: Slots
+  private running = true
+  private ready: Promise<void> | undefined
+
+  constructor(private readonly opts: CommandOptions) {
+    this.slots = new Slots(opts.maxInflight)
+    opts.metrics.commandsInflight.collect(() => this.slots.inUse)
+    opts.devices.on('online', (d) => this.maybeStart(d.clientId))
+    opts.devices.on('subscribed', (clientId) => this.maybeStart(clientId))
+  }
+
+  /** Uses `nc` (reconnecting by itself) from now on; creates the command stream when missing. */
+  attach(nc: NatsConnection): Promise<void> {
+    this.js = jetstream(nc)
+    this.ready = (async () => {
+      this.jsm = await jetstreamManager(nc, { timeout: 5000 })
+      await this.ensureStream(this.jsm)
+      for (const id of this.opts.devices.list().map((d) => d.clientId)) this.maybeStart(id)
+    })()
+    return this.ready
+  }
+
+  private async ensureStream(jsm: JetStreamManager): Promise<void> {
+    const subject = `${this.opts.subjectPrefix}.cmd.>`
+    const info = await jsm.streams.info(this.opts.stream).catch(() => undefined)
+    if (!info) {
+      await jsm.streams.add({ name: this.opts.stream, subjects: [subject], retention: RetentionPolicy.Workqueue })
+      this.opts.logger.info('created command stream', { stream: this.opts.stream, subjects: [subject], retention: 'workqueue' })
+    } else if (!(info.config.subjects ?? []).includes(subject)) {
+      this.opts.logger.warn(`command stream does not capture "${subject}"; commands to this gateway's devices will not arrive`, { stream: this.opts.stream, subjects: info.config.subjects })
+    }
+  }
+
+  /** Whether the device holds a subscription that receives its command topic. */
+  private subscribed(clientId: string): boolean {
+    const probe = commandTopic(this.opts.topicTemplate, clientId, 'x')
+    return this.opts.devices.subscriptions(clientId).some((f) => topicMatches(f, probe))
+  }
+
+  private maybeStart(clientId: string): void {
+    if (!this.running || !this.js || this.pumps.has(clientId) || !this.opts.devices.isOnline(clientId) || !this.subscribed(clientId)) return
+    const pump = this.pump(clientId).then(
+      () => {
+        this.pumps.delete(clientId)
+        // Back online and subscribed meanwhile (a quick reconnect): start over.
+        setImmediate(() => this.maybeStart(clientId))
+      },
+      (err: unknown) => {
+        this.pumps.delete(clientId)
+        this.consumers.delete(consumerName(this.opts.gatewayId, clientId)) // made again next time
+        if (!this.running) return
+        // NATS unreachable, stream or consumer missing: try again in a while (commands wait in JetStream).
+        this.opts.logger.warn('command delivery to a device interrupted; retrying in 2 s', { clientId, error: err })
+        setTimeout(() => this.maybeStart(clientId), 2000).unref()
+      },
+    )
+    this.pumps.set(clientId, pump)
+  }
+
+  private async consumerFor(clientId: string): Promise<string> {
+    const name = consumerName(this.opts.gatewayId, clientId)
+    if (!this.consumers.has(name)) {
+      await this.ready
+      await this.jsm!.consumers.add(this.opts.stream, {
+        durable_name: name,
+        filter_subject: `${this.opts.subjectPrefix}.cmd.${deviceToken(clientId)}.>`,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        max_ack_pending: 1,
+        // The server redelivers on its own if the gateway dies holding a command.
+        ack_wait: (this.opts.ackTimeoutMs + 5000) * 1_000_000,
+        max_deliver: -1,
+        inactive_threshold: INACTIVE_NS,
+      })
+      this.consumers.add(name)
+    }
+    return name
+  }
+
+  /** Delivers the device's commands one at a time while it is online and subscribed. */
+  private async pump(clientId: string): Promise<void> {
+    const { devices } = this.opts
+    const consumer = await this.js!.consumers.get(this.opts.stream, await this.consumerFor(clientId))
+    while (this.running && devices.isOnline(clientId) && this.subscribed(clientId)) {
+      const m = await consumer.next({ expires: PULL_EXPIRES_MS })
+      if (!m) continue
+      await this.slots.acquire()
+      try {
+        await this.handle(clientId, m)
+      } catch (err) {
+        m.nak(1000)
+        throw err
+      } finally {
+        this.slots.release()
+      }
+    }
+  }
+
+  private async handle(clientId: string, m: JsMsg): Promise<void> {
+    const { metrics, devices } = this.opts
+    const rest = tokensToLevels(m.subject, this.opts.subjectPrefix.split('.').length + 2).join('/')
+    const ttlHeader = m.headers?.get('Ferry-TTL')
+    const ttl = ttlHeader ? parseTtl(ttlHeader) : this.opts.defaultTtlMs
+    const ageMs = Date.now() - m.time.getTime()
+    const about = { subject: m.subject, streamSeq: m.seq }
+    if (ttl && ageMs > ttl) {
+      m.term() // (no reason text: nats-server 2.9 does not read one)
+      metrics.commands.inc(1, { result: 'expired' })
+      metrics.drops.inc(1, { reason: 'expired' })
+      this.opts.event(clientId, 'command-expired', { ...about, ttlMs: ttl, ageMs: Math.round(ageMs) })
+      this.opts.logger.info('command expired; not delivered', { clientId, ...about, ttlMs: ttl })
+      return
+    }
+    if (ttlHeader && ttl === undefined) this.opts.logger.warn('command with an unreadable Ferry-TTL header; delivered without a TTL', { clientId, ...about, ttl: ttlHeader })
+    if (m.info.deliveryCount > this.opts.maxDeliver) {
+      m.term()
+      metrics.commands.inc(1, { result: 'dead' })
+      metrics.drops.inc(1, { reason: 'dead_letter' })
+      const reason = `not acknowledged by the device after ${this.opts.maxDeliver} deliveries`
+      this.opts.event(clientId, 'command-dead', { ...about, reason, deliveries: this.opts.maxDeliver })
+      this.opts.logger.warn('command dead', { clientId, ...about, reason })
+      return
+    }
+    const started = performance.now()
+    const r = await devices.deliver(clientId, commandTopic(this.opts.topicTemplate, clientId, rest), Buffer.from(m.data), this.opts.ackTimeoutMs)
+    if (r === 'acked') {
+      await m.ackAck({ timeout: 5000 }).catch(() => m.ack())
+      metrics.commands.inc(1, { result: 'delivered' })
+      metrics.commandLatency.observe((performance.now() - started) / 1000)
+    } else {
+      // Back to JetStream: it is delivered again when the device is (still, or again) there.
+      m.nak(r === 'timeout' ? 1000 : 0)
+      metrics.commands.inc(1, { result: r === 'timeout' ? 'unacknowledged' : 'offline' })
+    }
+  }
+
+  /** Stops reading commands; the one being delivered goes back to JetStream if unacknowledged. */
+  async close(): Promise<void> {
+    this.running = false
+    // Pumps wait in a pull request of up to 30 s; their commands are nak'd or redelivered by the
+    // server (ack_wait), so there is nothing to wait for.
+  }
+}

@@ -1,0 +1,162 @@
+// Request-reply with devices: a NATS request on `<prefix>.rpc.<device>.<method>` becomes an MQTT
+// publish to `devices/<device>/rpc/request/<correlationId>`; the device's publish on
+// `devices/<device>/rpc/response/<correlationId>` becomes the reply.
+//
+// The device receives an envelope `{"method": ..., "params": ...}`: CBOR by default; JSON when it
+// subscribed to `devices/<device>/rpc/request/+/json`, and then requests come on
+// `devices/<device>/rpc/request/<correlationId>/json`. `params` is the request payload decoded by
+// its Content-Type (CBOR, JSON; other bytes as a byte string, or base64 in JSON; empty as null).
+// The device's reply is encoded for the cloud like telemetry (JSON to CBOR) with its Content-Type.
+// Every reply carries a `Ferry-Status` header: `200 OK`, `503 device offline`, `429 too many
+// pending requests`, `504 device did not answer`, `400 bad request`. Replies are not stored.
+import crypto from 'node:crypto'
+import { headers as natsHeaders } from '@nats-io/transport-node'
+import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
+import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, decodeCbor, encodeCbor, tokenToDevice, topicMatches } from '../codec/index.js'
+import type { PayloadPolicy } from '../codec/index.js'
+import type { Devices } from '../ingress/index.js'
+import type { Logger } from '../logger.js'
+import type { Metrics } from '../metrics/index.js'
+
+export interface RpcOptions {
+  readonly subjectPrefix: string
+  /** Default and largest time a request waits for the device, ms. */
+  readonly timeoutMs: number
+  readonly maxPending: number
+  readonly devices: Devices
+  readonly payloads: PayloadPolicy
+  readonly logger: Logger
+  readonly metrics: Metrics
+}
+
+interface Pending {
+  readonly clientId: string
+  readonly reply: string
+  readonly started: number
+  readonly timer: NodeJS.Timeout
+}
+
+/** The parts of a device response topic, or undefined when `topic` is not one. */
+export function parseResponseTopic(topic: string): { clientId: string; correlationId: string } | undefined {
+  const l = topic.split('/')
+  if (l.length < 5 || l[0] !== 'devices' || l[2] !== 'rpc' || l[3] !== 'response' || !l[4]) return undefined
+  return { clientId: l[1]!, correlationId: l[4] }
+}
+
+function decodeParams(data: Uint8Array, contentType: string | undefined): unknown {
+  if (data.length === 0) return null
+  if (contentType === CONTENT_TYPE_CBOR) return decodeCbor(data)
+  if (contentType === CONTENT_TYPE_JSON || contentType === undefined) {
+    try {
+      return JSON.parse(Buffer.from(data).toString('utf8'))
+    } catch {
+      if (contentType === CONTENT_TYPE_JSON) throw new Error('payload is not JSON')
+    }
+  }
+  return Buffer.from(data)
+}
+
+export class Rpc {
+  private sub: Subscription | undefined
+  private nc: NatsConnection | undefined
+  private readonly pending = new Map<string, Pending>()
+  private counter = 0
+  private readonly salt = crypto.randomBytes(3).toString('hex')
+
+  constructor(private readonly opts: RpcOptions) {
+    opts.metrics.rpcPending.collect(() => this.pending.size)
+    // A device that goes away answers nothing: its requests fail now, not at their timeout.
+    opts.devices.on('offline', (d) => {
+      for (const [id, p] of this.pending) if (p.clientId === d.clientId) this.finish(id, '503 device offline', 'offline')
+    })
+  }
+
+  attach(nc: NatsConnection): void {
+    this.nc = nc
+    this.sub = nc.subscribe(`${this.opts.subjectPrefix}.rpc.>`, { callback: (err, m) => (err ? undefined : this.onRequest(m)) })
+  }
+
+  private respond(reply: string, status: string, data?: Uint8Array, contentType?: string): void {
+    const h = natsHeaders()
+    h.set('Ferry-Status', status)
+    if (contentType) h.set('Content-Type', contentType)
+    this.nc?.publish(reply, data ?? new Uint8Array(0), { headers: h })
+  }
+
+  private onRequest(m: Msg): void {
+    const { devices, metrics } = this.opts
+    if (!m.reply) {
+      metrics.rpc.inc(1, { result: 'no_reply_subject' })
+      return
+    }
+    const tokens = m.subject.split('.').slice(this.opts.subjectPrefix.split('.').length + 1)
+    if (tokens.length < 2) {
+      metrics.rpc.inc(1, { result: 'bad_request' })
+      return this.respond(m.reply, '400 bad request: the subject must be <prefix>.rpc.<device>.<method>')
+    }
+    const clientId = tokenToDevice(tokens[0]!)
+    const method = tokens.slice(1).join('.')
+    if (!devices.isOnline(clientId)) {
+      metrics.rpc.inc(1, { result: 'offline' })
+      return this.respond(m.reply, '503 device offline')
+    }
+    if (this.pending.size >= this.opts.maxPending) {
+      metrics.rpc.inc(1, { result: 'busy' })
+      return this.respond(m.reply, '429 too many pending requests')
+    }
+    let params: unknown
+    try {
+      params = decodeParams(m.data, m.headers?.get('Content-Type') || undefined)
+    } catch (err) {
+      metrics.rpc.inc(1, { result: 'bad_request' })
+      return this.respond(m.reply, `400 bad request: ${(err as Error).message}`)
+    }
+    const asked = Number(m.headers?.get('Ferry-Timeout') || this.opts.timeoutMs)
+    const timeoutMs = Math.min(this.opts.timeoutMs, Number.isFinite(asked) && asked > 0 ? asked : this.opts.timeoutMs)
+    const correlationId = `${this.salt}${(++this.counter).toString(36)}`
+    const base = `devices/${clientId}/rpc/request/${correlationId}`
+    const json = devices.subscriptions(clientId).some((f) => topicMatches(f, `${base}/json`))
+    const topic = json ? `${base}/json` : base
+    const payload = json
+      ? Buffer.from(JSON.stringify({ method, params: Buffer.isBuffer(params) ? params.toString('base64') : params }))
+      : encodeCbor({ method, params })
+    const timer = setTimeout(() => this.finish(correlationId, '504 device did not answer', 'timeout'), timeoutMs)
+    this.pending.set(correlationId, { clientId, reply: m.reply, started: performance.now(), timer })
+    // The request goes at QoS 1; its PUBACK means nothing to the caller, the response does.
+    void devices.deliver(clientId, topic, payload, timeoutMs)
+  }
+
+  private finish(correlationId: string, status: string, result: string, data?: Uint8Array, contentType?: string): void {
+    const p = this.pending.get(correlationId)
+    if (!p) return
+    this.pending.delete(correlationId)
+    clearTimeout(p.timer)
+    this.opts.metrics.rpc.inc(1, { result })
+    if (result === 'ok') this.opts.metrics.rpcLatency.observe((performance.now() - p.started) / 1000)
+    this.respond(p.reply, status, data, contentType)
+  }
+
+  /**
+   * Takes a device publish if it is an RPC response (see Ingress.intercept): the reply is sent and
+   * the publish acknowledged, not stored. Responses for unknown or other devices' requests are
+   * dropped and counted.
+   */
+  intercept(clientId: string, topic: string, payload: Buffer): Promise<void> | undefined {
+    const r = parseResponseTopic(topic)
+    if (!r || r.clientId !== clientId) return undefined
+    const p = this.pending.get(r.correlationId)
+    if (!p || p.clientId !== clientId) {
+      this.opts.metrics.rpc.inc(1, { result: 'unknown_correlation' })
+      this.opts.logger.info('RPC response for no pending request (late, or unknown correlation id); dropped', { clientId, topic })
+      return Promise.resolve()
+    }
+    const enc = this.opts.payloads.encode(topic, payload)
+    this.finish(r.correlationId, '200 OK', 'ok', enc.data, enc.contentType)
+    return Promise.resolve()
+  }
+
+  close(): void {
+    this.sub?.unsubscribe()
+    for (const id of [...this.pending.keys()]) this.finish(id, '503 gateway stopping', 'stopping')
+  }
+}

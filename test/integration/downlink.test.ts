@@ -1,0 +1,196 @@
+// Cloud → device: durable commands (JetStream → MQTT QoS 1, acked after the device's PUBACK, waiting
+// in JetStream while the device is away, TTL, dead commands, isolation between devices) and
+// request-reply through the bundled gateway, with a real nats-server and real MQTT clients.
+import net from 'node:net'
+import { connect, headers } from '@nats-io/transport-node'
+import type { NatsConnection } from '@nats-io/transport-node'
+import { jetstream, jetstreamManager } from '@nats-io/jetstream'
+import mqtt from 'mqtt'
+import mqttPacket from 'mqtt-packet'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { decodeCbor } from '../../src/codec/index.js'
+import { spawnGateway } from '../helpers/gateway.js'
+import type { GatewayProcess } from '../helpers/gateway.js'
+import { tempDir } from '../helpers/log.js'
+import { endClient } from '../helpers/mqtt.js'
+import { startNats } from '../helpers/nats.js'
+import type { NatsServer } from '../helpers/nats.js'
+import { readStream } from '../helpers/stream.js'
+
+interface Device {
+  got: { topic: string; payload: string; at: number }[]
+  /** PUBACKs held back (when the device acks by hand). */
+  held: (() => void)[]
+  end(): Promise<void>
+}
+
+/**
+ * A device subscribed to its command topic, on a raw MQTT 3.1.1 connection (mqtt.js acknowledges by
+ * itself; only MQTT 5 lets it hold a PUBACK back). `ack`: 'auto', 'manual' (held until released) or 'never'.
+ */
+async function device(port: number, id: string, ack: 'auto' | 'manual' | 'never' = 'auto'): Promise<Device> {
+  const socket = net.connect(port, '127.0.0.1')
+  await new Promise((r) => socket.once('connect', r))
+  const parser = mqttPacket.parser({ protocolVersion: 4 })
+  const d: Device = {
+    got: [],
+    held: [],
+    end: async () => {
+      socket.write(mqttPacket.generate({ cmd: 'disconnect' }))
+      socket.end()
+      await new Promise((r) => socket.once('close', r))
+    },
+  }
+  let suback: () => void = () => {}
+  const subscribed = new Promise<void>((r) => (suback = r))
+  parser.on('packet', (p) => {
+    if (p.cmd === 'suback') suback()
+    if (p.cmd !== 'publish') return
+    d.got.push({ topic: p.topic, payload: Buffer.from(p.payload as Buffer).toString(), at: Date.now() })
+    const puback = (): void => void socket.write(mqttPacket.generate({ cmd: 'puback', messageId: p.messageId! }))
+    if (ack === 'auto') puback()
+    else if (ack === 'manual') d.held.push(puback)
+  })
+  socket.on('data', (b) => parser.parse(b))
+  socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: id, clean: true, keepalive: 60 }))
+  socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `commands/${id}/#`, qos: 1 }] }))
+  await subscribed
+  return d
+}
+
+async function until(cond: () => boolean | Promise<boolean>, ms = 10_000): Promise<boolean> {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (await cond()) return true
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return cond()
+}
+
+describe('downlink', () => {
+  let nats: NatsServer
+  let gw: GatewayProcess
+  let nc: NatsConnection
+  const dataDir = tempDir('ferry-downlink-')
+  const args = (): string[] => ['--data-dir', dataDir, '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--cmd-ack-timeout-ms', '500', '--cmd-max-deliver', '3', '--rpc-timeout-ms', '3000']
+
+  const command = async (subject: string, body: string, h?: Record<string, string>): Promise<void> => {
+    const hdrs = headers()
+    for (const [k, v] of Object.entries(h ?? {})) hdrs.set(k, v)
+    await jetstream(nc).publish(subject, body, { headers: hdrs })
+  }
+  const cmdCount = async (): Promise<number> => (await (await jetstreamManager(nc)).streams.info('FERRY_CMD')).state.messages
+  const events = async (device: string): Promise<{ event: string; body: Record<string, unknown> }[]> =>
+    (await readStream(nats.url, 'FERRY', 'events')).filter((m) => m.subject.startsWith(`ferry.events.${device}.`)).map((m) => ({ event: m.subject.split('.').pop()!, body: decodeCbor(m.data) as Record<string, unknown> }))
+
+  beforeAll(async () => {
+    nats = await startNats()
+    gw = await spawnGateway(args())
+    nc = await connect({ servers: nats.url })
+    expect(await until(async () => (await jetstreamManager(nc)).streams.info('FERRY_CMD').then(() => true, () => false))).toBe(true)
+  }, 30_000)
+
+  afterAll(async () => {
+    await nc?.close()
+    await gw?.kill('SIGTERM')
+    await nats?.stop()
+  })
+
+  it('commands - to an online device: delivered once, acknowledged in JetStream only after the device PUBACKs', async () => {
+    const d = await device(gw.port, 'cmd-on', 'manual')
+    await command('ferry.cmd.cmd-on.config.set', '{"rate":5}')
+    expect(await until(() => d.got.length === 1)).toBe(true)
+    expect(d.got[0]).toMatchObject({ topic: 'commands/cmd-on/config/set', payload: '{"rate":5}' })
+    await new Promise((r) => setTimeout(r, 300)) // well past the device's receipt, short of the ack timeout
+    expect(await cmdCount()).toBe(1) // not acknowledged without the PUBACK
+    d.held.shift()!()
+    expect(await until(async () => (await cmdCount()) === 0)).toBe(true) // work queue: gone once acked
+    await new Promise((r) => setTimeout(r, 800))
+    expect(d.got).toHaveLength(1)
+    await d.end()
+  })
+
+  it('commands - to an offline device, gateway restarted meanwhile: delivered in order when it connects and subscribes', async () => {
+    const first = await device(gw.port, 'cmd-off') // creates its consumer, then leaves
+    await first.end()
+    for (let i = 1; i <= 5; i++) await command(`ferry.cmd.cmd-off.step.${i}`, `{"n":${i}}`)
+    expect(await gw.kill('SIGTERM')).toBe(0)
+    gw = await spawnGateway(args())
+    expect(await cmdCount()).toBe(5) // waiting in JetStream, not in the gateway
+    const d = await device(gw.port, 'cmd-off')
+    expect(await until(() => d.got.length >= 5)).toBe(true)
+    expect(d.got.map((g) => g.topic)).toEqual([1, 2, 3, 4, 5].map((i) => `commands/cmd-off/step/${i}`))
+    expect(await until(async () => (await cmdCount()) === 0)).toBe(true)
+    await d.end()
+  }, 40_000)
+
+  it('commands - an expired command is never delivered; command-expired is reported through the log', async () => {
+    await command('ferry.cmd.cmd-ttl.reboot', '{}', { 'Ferry-TTL': '300ms' })
+    await command('ferry.cmd.cmd-ttl.keep', '{"k":1}', { 'Ferry-TTL': '1h' })
+    await new Promise((r) => setTimeout(r, 600))
+    const d = await device(gw.port, 'cmd-ttl')
+    expect(await until(() => d.got.length >= 1)).toBe(true)
+    await new Promise((r) => setTimeout(r, 300))
+    expect(d.got.map((g) => g.topic)).toEqual(['commands/cmd-ttl/keep'])
+    expect(await until(async () => (await events('cmd-ttl')).some((e) => e.event === 'command-expired'))).toBe(true)
+    const ev = (await events('cmd-ttl')).find((e) => e.event === 'command-expired')!
+    expect(ev.body).toMatchObject({ device: 'cmd-ttl', subject: 'ferry.cmd.cmd-ttl.reboot', ttlMs: 300 })
+    await d.end()
+  })
+
+  it('commands - a device that never acknowledges delays no other device; its command dies after --cmd-max-deliver', async () => {
+    const stuck = await device(gw.port, 'cmd-stuck', 'never')
+    const fine = await device(gw.port, 'cmd-fine')
+    await command('ferry.cmd.cmd-stuck.x', '{"never":true}')
+    const t0 = Date.now()
+    for (let i = 1; i <= 20; i++) await command(`ferry.cmd.cmd-fine.n.${i}`, `{"i":${i}}`)
+    expect(await until(() => fine.got.length >= 20)).toBe(true)
+    const took = Date.now() - t0
+    expect(fine.got.map((g) => JSON.parse(g.payload).i)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
+    // The stuck device gets its command again after each ack timeout (500 ms), 3 times, then it is dead.
+    expect(await until(async () => (await events('cmd-stuck')).some((e) => e.event === 'command-dead'), 15_000)).toBe(true)
+    expect(stuck.got.length).toBe(3)
+    const dead = (await events('cmd-stuck')).find((e) => e.event === 'command-dead')!
+    expect(String(dead.body.reason)).toContain('after 3 deliveries')
+    console.log(`20 commands to a healthy device in ${took} ms while another device never acknowledged`)
+    await stuck.end()
+    await fine.end()
+  }, 30_000)
+
+  it('rpc - round trip through the device; an offline device fails fast with 503; a silent device times out with 504', async () => {
+    const d = mqtt.connect(`mqtt://127.0.0.1:${gw.port}`, { clientId: 'rpc-dev', reconnectPeriod: 0 })
+    await new Promise((r) => d.once('connect', r))
+    await d.subscribeAsync('devices/rpc-dev/rpc/request/+/json', { qos: 1 })
+    d.on('message', (topic, payload) => {
+      const req = JSON.parse(payload.toString()) as { method: string; params: { who?: string } }
+      const corr = topic.split('/')[4]
+      if (req.method === 'getConfig') d.publish(`devices/rpc-dev/rpc/response/${corr}`, JSON.stringify({ rate: 5, asked: req.params.who }), { qos: 1 })
+      // "sleep" is ignored: no response
+    })
+    const lat: number[] = []
+    for (let i = 0; i < 50; i++) {
+      const t0 = performance.now()
+      const r = await nc.request('ferry.rpc.rpc-dev.getConfig', JSON.stringify({ who: `c${i}` }), { timeout: 5000 })
+      lat.push(performance.now() - t0)
+      expect(r.headers?.get('Ferry-Status')).toBe('200 OK')
+      expect(r.headers?.get('Content-Type')).toBe('application/cbor')
+      expect(decodeCbor(r.data)).toEqual({ rate: 5, asked: `c${i}` })
+    }
+    lat.sort((a, b) => a - b)
+    console.log(`RPC round trip through the gateway: p50 ${lat[25]!.toFixed(2)} ms, p99 ${lat[49]!.toFixed(2)} ms (50 requests)`)
+    let t0 = performance.now()
+    const off = await nc.request('ferry.rpc.nobody-here.getConfig', '{}', { timeout: 5000 })
+    expect(off.headers?.get('Ferry-Status')).toBe('503 device offline')
+    expect(performance.now() - t0).toBeLessThan(1000)
+    const h = headers()
+    h.set('Ferry-Timeout', '400')
+    t0 = performance.now()
+    const silent = await nc.request('ferry.rpc.rpc-dev.sleep', '{}', { timeout: 5000, headers: h })
+    expect(silent.headers?.get('Ferry-Status')).toBe('504 device did not answer')
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(350)
+    // A response nobody waits for is acknowledged, counted and dropped; it is not stored.
+    await d.publishAsync('devices/rpc-dev/rpc/response/unknown-corr', '{}', { qos: 1 })
+    expect((await readStream(nats.url)).filter((m) => m.subject.includes('rpc'))).toEqual([])
+    await endClient(d)
+  })
+})
