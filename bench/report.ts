@@ -22,8 +22,9 @@ const DEFAULT_COMMANDS: Record<string, string> = {
   crash: 'npx tsx bench/crash.ts',
   compactness: 'npx tsx bench/compactness.ts',
   footprint: 'npx tsx bench/footprint.ts',
+  downlink: 'npx tsx bench/downlink.ts',
 }
-const ORDER = ['throughput', 'drain', 'crash', 'compactness', 'footprint', 'startup']
+const ORDER = ['throughput', 'drain', 'crash', 'compactness', 'footprint', 'startup', 'downlink']
 
 const PEERS: Record<string, string> = {
   'nats-mqtt': 'NATS MQTT listener',
@@ -498,6 +499,17 @@ function startupSection(ctx: Ctx): string {
 }
 
 /** Every numeric leaf of a result whose shape this report does not know (first 80). */
+function downlinkSection(ctx: Ctx): string {
+  const d = ctx.files.downlink
+  if (!d) return '## Cloud to device\n\nNo `bench/results/downlink.json` yet: run `npx tsx bench/downlink.ts`.\n'
+  const s = obj(get(d, 'summary'))
+  const out = ['## Cloud to device', '']
+  out.push(`${f(num(get(d, 'commands')))} durable commands round robin over ${f(num(get(d, 'devices')))} devices (JetStream → gateway → MQTT QoS 1 → PUBACK → JetStream ack), every device receiving its commands once and in order; ${f(num(get(d, 'requests')))} RPC requests (NATS request → device → reply) to one device. ${runsNote(d)}`, '')
+  out.push(table([['figure', 'Ferry'], ...Object.entries(s).map(([k, v]) => [k, f(num(v), k.includes('ms') ? 2 : undefined)])]), '')
+  out.push("NATS's MQTT listener has no counterpart: it delivers NATS-originated messages to devices at QoS 0 only, and keeps nothing for offline devices.", '')
+  return out.join('\n')
+}
+
 function generic(d: Json): string {
   const rows: string[][] = [['field', 'value']]
   const walk = (v: Json, p: string): void => {
@@ -608,7 +620,7 @@ export async function main(): Promise<void> {
   const ctx: Ctx = { files, charts: {}, targets: [] }
   evaluateTargets(ctx)
   const known = new Set(ORDER)
-  const sections = [throughputSection(ctx), drainSection(ctx), crashSection(ctx), compactnessSection(ctx), footprintSection(ctx), startupSection(ctx)]
+  const sections = [throughputSection(ctx), drainSection(ctx), crashSection(ctx), compactnessSection(ctx), footprintSection(ctx), startupSection(ctx), downlinkSection(ctx)]
   for (const [name, d] of Object.entries(files)) if (!known.has(name)) sections.push(`## ${name}\n\n${generic(d)}\n`)
   const targets = table([['target (issue 3)', 'measured', 'verdict'], ...ctx.targets.map((t) => [t.target, t.measured, t.verdict === 'met' ? '**met**' : t.verdict === 'missed' ? '**missed**' : 'not measured'])])
   const md = [

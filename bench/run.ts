@@ -1,6 +1,7 @@
 // Runs every benchmark scenario in turn, then the report (npm run bench); each also runs alone with `npx tsx bench/<name>.ts`.
 import { main as compactness } from './compactness.js'
 import { main as crash } from './crash.js'
+import { main as downlink } from './downlink.js'
 import { main as drain } from './drain.js'
 import { main as footprint } from './footprint.js'
 import { main as report } from './report.js'
@@ -14,6 +15,7 @@ async function run(): Promise<void> {
   await footprint()
   await compactness()
   await crash()
+  await downlink()
   await report()
 }
 

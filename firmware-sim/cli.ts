@@ -46,6 +46,8 @@ Options:
   --offline-rate <n>        offline episodes per device per minute (link lost, no DISCONNECT) (default 0)
   --offline-ms <ms>         mean length of an offline episode (50..150 %) (default 10000)
   --storm-every <s>         every s seconds all connected devices drop their connection at once and reconnect
+  --commands                devices act on Ferry's downlink: commands on commands/<id>/# (config/set {"rate":n},
+                            offline {"ms":n}) and RPCs getConfig and reboot on devices/<id>/rpc/request/+/json
   --backoff-max-ms <ms>     longest reconnect backoff; it starts at 500 ms and doubles, ±20 % jitter (default 10000)
   --max-pending <n>         with --rate > 0, a device with n unacked messages skips producing (default 1000)
   --seed <n>                seed of the random choices (default: random, printed at start)
@@ -178,6 +180,7 @@ function parseRun(argv: string[]): RunConfig | 'help' {
     'offline-rate': { type: 'string' },
     'offline-ms': { type: 'string' },
     'storm-every': { type: 'string' },
+    commands: { type: 'boolean' },
     'backoff-max-ms': { type: 'string' },
     'max-pending': { type: 'string' },
     seed: { type: 'string' },
@@ -250,6 +253,7 @@ function parseRun(argv: string[]): RunConfig | 'help' {
   if (backoffMax !== undefined) fleet.backoffMaxMs = backoffMax
   const maxPending = num('max-pending', str('max-pending'), { int: true, min: 1 })
   if (maxPending !== undefined) fleet.maxPending = maxPending
+  if (flags.on('commands')) fleet.commands = true
   const durationSec = num('duration', str('duration'), { min: 0 })
   const ledgerIntervalSec = num('ledger-interval', str('ledger-interval'), { min: 0.1 }) ?? 5
   return { fleet, durationSec, ledgerPath: str('ledger'), ledgerIntervalSec, seed }

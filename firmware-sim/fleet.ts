@@ -94,6 +94,13 @@ export interface FleetOptions {
    * `<topicPrefix>/<id>/cmd` at QoS 1, as firmware waiting for commands does. Default: 1 if `clean` is false, else 0.
    */
   persistentShare?: number
+  /**
+   * Devices act on Ferry's downlink: they subscribe to `commands/<id>/#` and `devices/<id>/rpc/request/+/json`
+   * (QoS 1) and handle `config/set` `{"rate": n}` (new messages per second), `offline` `{"ms": n}` (drop the link and
+   * stay away that long), and the RPCs `getConfig` (answers rate, profile, firmware, uptime) and `reboot` (answers,
+   * then reconnects after a second). Default false.
+   */
+  commands?: boolean
   /** Pad each telemetry JSON payload with a `"pad"` string field to this many bytes. Default: no padding. */
   payloadBytes?: number
   /** Size range of `large` payloads in bytes, `[min, max]`. Default `[8192, 65536]`; max ≤ 1 MiB. */
@@ -180,6 +187,10 @@ export interface FleetStats {
   offlineEpisodes: number
   /** Reconnect storms triggered. */
   storms: number
+  /** Commands received (with `commands`). */
+  commandsReceived: number
+  /** RPC requests answered (with `commands`). */
+  rpcAnswered: number
   /** Latency from `publish()` to its ack callback, QoS ≥ 1 only, over the most recent `latencySamples`. */
   ackLatencyMs: LatencySummary
 }
@@ -236,7 +247,7 @@ interface Device {
   readonly profile: ProfileName
   readonly clean: boolean
   /** Mean publish interval, ms (ratePerDevice > 0). */
-  readonly intervalMs: number
+  intervalMs: number
   readonly bootAt: number
   client: MqttClient | undefined
   link: LinkState
@@ -268,6 +279,8 @@ interface Device {
 }
 
 const DEFAULT_URL = 'mqtt://127.0.0.1:1883'
+/** What simulated devices answer as their firmware version. */
+const FIRMWARE = 'fsim-1.4.2'
 const BACKOFF_JITTER = 0.2
 /** Owed messages older than this are skipped, so an overloaded event loop does not snowball. */
 const MAX_CATCH_UP_MS = 1000
@@ -416,6 +429,8 @@ export function startFleet(opts: FleetOptions): Fleet {
   let qos0Dropped = 0
   let offlineEpisodes = 0
   let storms = 0
+  let commandsReceived = 0
+  let rpcAnswered = 0
   let connected = 0
   let offlineNow = 0
   let completeDevices = 0
@@ -629,6 +644,39 @@ export function startFleet(opts: FleetOptions): Fleet {
         if (err) d.subscribed = false // retried at the next CONNACK
       })
     }
+    // Clean sessions lose their subscriptions with the connection: subscribe at every CONNACK.
+    if (opts.commands) client.subscribe({ [`commands/${d.id}/#`]: { qos: 1 }, [`devices/${d.id}/rpc/request/+/json`]: { qos: 1 } })
+  }
+
+  /** A command or RPC request from the gateway (see FleetOptions.commands). */
+  function onDownlink(d: Device, client: MqttClient, topic: string, payload: Buffer): void {
+    let body: Record<string, unknown> = {}
+    try {
+      body = JSON.parse(payload.toString('utf8')) as Record<string, unknown>
+    } catch {}
+    const levels = topic.split('/')
+    if (levels[0] === 'commands') {
+      commandsReceived++
+      const what = levels.slice(2).join('/')
+      if (what === 'config/set' && typeof body.rate === 'number' && body.rate > 0 && d.intervalMs > 0) d.intervalMs = 1000 / body.rate
+      if (what === 'offline' && typeof body.ms === 'number') {
+        offlineEpisodes++
+        d.offlineUntil = performance.now() + body.ms
+        setImmediate(() => dropLink(d)) // after mqtt.js has sent the PUBACK
+      }
+      return
+    }
+    if (levels[2] !== 'rpc' || levels[3] !== 'request') return
+    const respond = (v: unknown): void => {
+      rpcAnswered++
+      client.publish(`devices/${d.id}/rpc/response/${levels[4]}`, JSON.stringify(v), { qos: 1 })
+    }
+    if (body.method === 'getConfig') respond({ rate: d.intervalMs > 0 ? 1000 / d.intervalMs : 0, profile: d.profile, firmware: FIRMWARE, uptimeS: Math.round((Date.now() - d.bootAt) / 1000) })
+    else if (body.method === 'reboot') {
+      respond({ rebooting: true })
+      d.offlineUntil = performance.now() + 1000
+      setTimeout(() => dropLink(d), 50)
+    } else respond({ error: `unknown method ${String(body.method)}` })
   }
 
   function onClose(d: Device, client: MqttClient): void {
@@ -706,6 +754,7 @@ export function startFleet(opts: FleetOptions): Fleet {
     d.client = client
     d.link = 'connecting'
     client.on('packetreceive', (packet: Packet) => onConnack(d, client, packet))
+    if (opts.commands) client.on('message', (topic, payload) => onDownlink(d, client, topic, payload))
     client.on('close', () => onClose(d, client))
     client.on('error', () => {
       if (!closed) errors++
@@ -803,6 +852,8 @@ export function startFleet(opts: FleetOptions): Fleet {
         qos0Dropped,
         offlineEpisodes,
         storms,
+        commandsReceived,
+        rpcAnswered,
         ackLatencyMs: latency.summary(),
       }
     },

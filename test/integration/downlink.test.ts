@@ -8,6 +8,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import mqtt from 'mqtt'
 import mqttPacket from 'mqtt-packet'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startFleet } from '../../firmware-sim/index.js'
 import { decodeCbor } from '../../src/codec/index.js'
 import { spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
@@ -193,4 +194,26 @@ describe('downlink', () => {
     expect((await readStream(nats.url)).filter((m) => m.subject.includes('rpc'))).toEqual([])
     await endClient(d)
   })
+
+  it('firmware-sim - simulated devices change their rate on a command, answer getConfig, and go offline when told', async () => {
+    const fleet = startFleet({ url: `mqtt://127.0.0.1:${gw.port}`, devices: 2, ratePerDevice: 2, qos: 1, commands: true, idPrefix: 'fsim', rampMs: 10 })
+    try {
+      const id = 'fsim-00001'
+      const ask = async (): Promise<{ status: string | undefined; body: Record<string, unknown> | null }> => {
+        const r = await nc.request(`ferry.rpc.${id}.getConfig`, '{}', { timeout: 5000 })
+        return { status: r.headers?.get('Ferry-Status'), body: r.data.length ? (decodeCbor(r.data) as Record<string, unknown>) : null }
+      }
+      expect(await until(async () => (await ask()).status === '200 OK', 10_000)).toBe(true)
+      expect((await ask()).body).toMatchObject({ rate: 2, firmware: 'fsim-1.4.2' })
+      await command(`ferry.cmd.${id}.config.set`, '{"rate":10}')
+      expect(await until(async () => (await ask()).body?.rate === 10)).toBe(true)
+      await command(`ferry.cmd.${id}.offline`, '{"ms":1500}')
+      expect(await until(async () => (await ask()).status === '503 device offline', 5000)).toBe(true)
+      expect(await until(async () => (await ask()).status === '200 OK', 15_000)).toBe(true)
+      expect(fleet.stats().commandsReceived).toBeGreaterThanOrEqual(2)
+      expect(await until(async () => (await cmdCount()) === 0)).toBe(true)
+    } finally {
+      await fleet.close()
+    }
+  }, 40_000)
 })
