@@ -155,7 +155,7 @@ export async function main(): Promise<Record<string, unknown>> {
     'RPC requests/s, 10 concurrent callers': median(runs.map((r) => r.rpc.perS)),
   }
   process.stdout.write(`\nCloud → device: ${DEVICES} devices, ${COMMANDS} commands, ${REQUESTS} RPC requests; medians of ${RUNS} runs\n\n`)
-  process.stdout.write(printTable([['figure', 'Ferry'], ...Object.entries(summary).map(([k, v]) => [k, v.toFixed(k.includes('ms') ? 2 : 0)])]) + '\n')
+  printTable([['figure', 'Ferry'], ...Object.entries(summary).map(([k, v]) => [k, v.toFixed(k.includes('ms') ? 2 : 0)])])
   const result = { command: commandLine(), devices: DEVICES, commands: COMMANDS, requests: REQUESTS, runs: RUNS, perRun: runs, summary }
   process.stdout.write(`wrote ${writeResult('downlink', result)}\n`)
   return result
