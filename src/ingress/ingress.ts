@@ -130,13 +130,24 @@ export class Ingress {
         }
         admission.authenticate(client, username, password, (err, ok) => cb(err as AuthenticateError | null, ok ?? null))
       },
+      // A throw in a hook would end the process with every client: refuse that one client instead.
       authorizePublish: (client, packet, cb) => {
         if (!self) return cb(new Error('starting'))
-        self.authorizePublish(client, packet, cb)
+        try {
+          self.authorizePublish(client, packet, cb)
+        } catch (err) {
+          self.hookFailed('authorizePublish', client, err)
+          cb(new FerryError('FERRY_ERR_INGRESS_REFUSED', 'internal error'))
+        }
       },
       authorizeSubscribe: (client, sub, cb) => {
         if (!self) return cb(new Error('starting'))
-        self.authorizeSubscribe(client, sub, cb)
+        try {
+          self.authorizeSubscribe(client, sub, cb)
+        } catch (err) {
+          self.hookFailed('authorizeSubscribe', client, err)
+          cb(null, null)
+        }
       },
     })
     const sockets = new Set<net.Socket>()
@@ -236,6 +247,7 @@ export class Ingress {
     // turned ill-formed bytes into U+FFFD, so a topic holding U+FFFD is refused (a real U+FFFD too).
     // (A will is published by aedes itself, at its QoS, without a packet id.)
     const isWill = client !== null && packet === (client as unknown as { will?: unknown }).will
+    if (packet.qos !== 0 && packet.qos !== 1 && packet.qos !== 2) return this.refuse(client, cb, 'malformed', `QoS ${String(packet.qos)}`) // a will's QoS 3 gets this far
     if (packet.qos > 0 && !packet.messageId && !isWill) return this.refuse(client, cb, 'malformed', 'QoS 1/2 PUBLISH without a packet identifier')
     if (MALFORMED_TOPIC.test(packet.topic)) return this.refuse(client, cb, 'malformed', 'topic holds U+0000 or ill-formed UTF-8')
     if (Buffer.byteLength(packet.topic) > this.opts.limits.maxTopicBytes) {
@@ -314,6 +326,11 @@ export class Ingress {
         this.refuse(client, cb, refusalReason(err), (err as Error).message)
       },
     )
+  }
+
+  private hookFailed(hook: string, client: Client | null, err: unknown): void {
+    this.opts.metrics.mqttRefused.inc(1, { reason: 'internal_error' })
+    this.opts.logger.error('error in an MQTT hook; refusing that client', { hook, clientId: client?.id ?? null, error: err })
   }
 
   private authorizeSubscribe(client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void): void {

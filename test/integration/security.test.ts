@@ -350,6 +350,25 @@ describe('limits', () => {
     await endClient(c)
   }, 30_000)
 
+  it('malformed - a will with QoS 3 (the parser lets it through) does not take the gateway down when the client vanishes', async () => {
+    const s = net.connect(gw.port, '127.0.0.1')
+    await new Promise((r) => s.once('connect', r))
+    const body = Buffer.concat([
+      Buffer.from([0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x1e, 0x00, 0x3c]), // MQTT 3.1.1; clean, will, will QoS 3; keepalive 60
+      Buffer.from([0x00, 0x02, 0x77, 0x33]), // client id "w3"
+      Buffer.from([0x00, 0x03, 0x77, 0x2f, 0x74]), // will topic "w/t"
+      Buffer.from([0x00, 0x01, 0x78]), // will payload "x"
+    ])
+    s.write(Buffer.concat([Buffer.from([0x10, body.length]), body]))
+    await new Promise((r) => setTimeout(r, 200))
+    s.destroy() // no DISCONNECT: the will is due
+    await new Promise((r) => setTimeout(r, 300))
+    expect(gw.child.exitCode).toBe(null)
+    const c = await connected(gw.port, { clientId: 'after-will3' })
+    await c.publishAsync('devices/after-will3/t', '{}', { qos: 1 })
+    await endClient(c)
+  })
+
   it('limits - keepalive 0 or above --max-keepalive gets CONNACK "identifier rejected" (2), as Mosquitto answers', async () => {
     for (const keepalive of [0, 3601]) {
       const s = net.connect(gw.port, '127.0.0.1')
