@@ -9,7 +9,7 @@ import { Ingress, RetransmitIndex, appendDeviceEvent, recordPresence, retransmit
 import { LogReader, RingLog } from './log/index.js'
 import type { Logger } from './logger.js'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { createMetrics, MetricsServer } from './metrics/index.js'
+import { createMetrics, Health, MetricsServer } from './metrics/index.js'
 import type { Metrics } from './metrics/index.js'
 
 /** Entries the retransmit index remembers (and reads back from the log at start). */
@@ -130,6 +130,16 @@ export class Gateway {
       liveLaneMinBacklog: config.nats.liveLane ? LIVE_LANE_MIN_BACKLOG : 0,
       openReader: (fromSeq) => new LogReader(log, fromSeq),
     })
+    const health = new Health({
+      log,
+      dataDir: config.log.dataDir,
+      segmentBytes: config.log.segmentBytes,
+      mqttListening: () => ingress.listening,
+      upstream: () => forwarder.health,
+      openReader: (fromSeq) => new LogReader(log, fromSeq),
+      metrics,
+      stallMs: config.readyStallMs,
+    })
     let http: MetricsServer
     try {
       http = await MetricsServer.start({
@@ -138,8 +148,10 @@ export class Gateway {
         registry: metrics.registry,
         logger: logger.child('http'),
         json: { '/devices': () => ({ devices: ingress.devices.list() }) },
+        readiness: () => health.readiness,
       })
     } catch (err) {
+      health.close()
       await ingress.close()
       await log.close()
       throw err
@@ -175,7 +187,10 @@ export class Gateway {
     const a = ingress.address
     logger.info('HTTP listening', { address: `${http.address.host}:${http.address.port}` })
     logger.info('MQTT listening', { address: `${a.host}:${a.port}`, ...(ingress.tlsAddress ? { tls: `${ingress.tlsAddress.host}:${ingress.tlsAddress.port}` } : {}), auth: admission.summary })
-    return new Gateway(config, metrics, log, ingress, forwarder, deadLetters, logger, http, admission, downlink, () => eld.disable())
+    return new Gateway(config, metrics, log, ingress, forwarder, deadLetters, logger, http, admission, downlink, () => {
+      eld.disable()
+      health.close()
+    })
   }
 
   /**

@@ -83,6 +83,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'codec.rawTopics', flag: '--raw-topics', env: 'FERRY_RAW_TOPICS', kind: 'topics', default: [], help: 'MQTT topic filters (comma separated, + and # allowed) whose payloads are always sent unchanged' },
   { key: 'logging.level', flag: '--log-level', env: 'FERRY_LOG_LEVEL', kind: 'enum', values: ['debug', 'info', 'warn', 'error'], default: 'info', help: 'least severe log level written' },
   { key: 'logging.format', flag: '--log-format', env: 'FERRY_LOG_FORMAT', kind: 'enum', values: ['auto', 'json', 'pretty'], default: 'auto', help: 'json lines, pretty text, or auto (pretty on a terminal)' },
+  { key: 'readyStallMs', flag: '--ready-stall-ms', env: 'FERRY_READY_STALL_MS', kind: 'int', default: 30_000, min: 1000, max: 3_600_000, help: '/readyz fails when records wait this long without any JetStream PubAck although NATS is connected, milliseconds' },
   { key: 'shutdownTimeoutMs', flag: '--shutdown-timeout-ms', env: 'FERRY_SHUTDOWN_TIMEOUT_MS', kind: 'int', default: 10_000, min: 0, max: 600_000, help: 'deadline for a graceful stop, milliseconds' },
 ]
 
@@ -148,5 +149,6 @@ export interface Config {
   readonly presence: boolean
   readonly codec: { readonly cbor: boolean; readonly rawTopics: readonly string[] }
   readonly logging: { readonly level: 'debug' | 'info' | 'warn' | 'error'; readonly format: 'auto' | 'json' | 'pretty' }
+  readonly readyStallMs: number
   readonly shutdownTimeoutMs: number
 }

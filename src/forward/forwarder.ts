@@ -151,6 +151,10 @@ export class Forwarder {
   private running = false
   private connected = false
   private streamReady = false
+  /** Date.now() of the last PubAck (0: none yet). */
+  private lastAckAtMs = 0
+  /** Why the last publish or stream check failed, for /readyz (cleared by a PubAck). */
+  private lastProblem = ''
   /** False when the stream does not capture `<prefix>.events.>`: event entries are then dropped (counted). */
   private eventsCaptured = true
   private loop: Promise<void> | undefined
@@ -245,6 +249,7 @@ export class Forwarder {
         this.streamReady = true
         this.backoffMs = 0
       } catch (err) {
+        this.lastProblem = `stream not ready: ${(err as Error).message}`
         logger.error('JetStream stream not ready; buffering in the log and retrying', { stream: this.opts.stream, error: err })
         await this.sleep(this.nextBackoff())
         return
@@ -462,6 +467,11 @@ export class Forwarder {
     }
   }
 
+  /** Upstream state for /readyz: connected, last PubAck time (ms, 0 = none), last problem ('' = none). */
+  get health(): { connected: boolean; lastAckAtMs: number; problem: string } {
+    return { connected: this.connected, lastAckAtMs: this.lastAckAtMs, problem: this.lastProblem }
+  }
+
   private onReply(msg: Msg): void {
     const seq = Number(msg.subject.slice(this.inbox.length + 1))
     const f = this.bySeq.get(seq)
@@ -479,6 +489,8 @@ export class Forwarder {
       return
     }
     if (ack.kind === 'duplicate') this.opts.metrics.forwardDuplicates.inc()
+    this.lastAckAtMs = Date.now()
+    this.lastProblem = ''
     this.opts.metrics.forwardAckLatency.observe((Date.now() - f.sentAt) / 1000)
     this.opts.metrics.forwarded.inc()
     this.complete(f)
@@ -487,6 +499,7 @@ export class Forwarder {
   /** A failed publish: permanent rejections count towards dead-lettering; everything is retried with backoff. */
   private reject(f: Inflight, reason: string, permanent: boolean): void {
     f.lastError = reason
+    this.lastProblem = reason
     if (permanent && f.attempts >= this.opts.maxAttempts && this.deadLetter({ seq: f.seq, epoch: f.epoch, ts: f.ts, body: f.body, reason })) {
       this.complete(f)
       return

@@ -82,6 +82,7 @@ export class Ingress {
   private closed = false
   private readonly connIds = new WeakMap<Client, number>()
   private readonly receivedByQos: { inc(n?: number): void }[]
+  private readonly receivedBytesByQos: { inc(n?: number): void }[]
   private lastConnId = 0
   /** Who is connected; delivery of commands and RPC requests. */
   readonly devices: Devices
@@ -98,6 +99,7 @@ export class Ingress {
     private readonly sockets: Set<net.Socket>,
   ) {
     this.receivedByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceived.child({ qos: String(q) }))
+    this.receivedBytesByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceivedBytes.child({ qos: String(q) }))
     this.devices = new Devices(broker)
   }
 
@@ -201,6 +203,11 @@ export class Ingress {
     return self
   }
 
+  /** Whether every MQTT listener accepts connections. */
+  get listening(): boolean {
+    return !this.closed && this.servers.every((s) => s.listening)
+  }
+
   /** The bound address of the TCP listener (port resolved when 0 was asked). */
   get address(): { host: string; port: number } {
     const a = this.servers[0]!.address() as net.AddressInfo
@@ -296,7 +303,7 @@ export class Ingress {
       return
     }
     this.receivedByQos[qos]!.inc()
-    metrics.mqttReceivedBytes.inc(payload.length)
+    this.receivedBytesByQos[qos]!.inc(payload.length)
     const pendingBefore = this.opts.log.pendingAppendBytes
     const stored = this.opts.log.append(entry)
     if (qos === 0 || packetId === 0) {

@@ -1,5 +1,5 @@
-// The HTTP endpoint: /metrics in Prometheus text format, /healthz for liveness, and JSON routes
-// the gateway adds (/devices).
+// The HTTP endpoint: /metrics in Prometheus text format, /healthz for liveness, /readyz for
+// readiness (see health.ts), and JSON routes the gateway adds (/devices).
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { FerryError } from '../errors.js'
@@ -14,6 +14,8 @@ export interface MetricsServerOptions {
   readonly logger: Logger
   /** More GET routes answering JSON, by path. */
   readonly json?: Readonly<Record<string, () => unknown>>
+  /** /readyz: HTTP 503 when `status` is "failing", else 200; the body is the JSON of the whole value. */
+  readonly readiness?: () => { status: string }
 }
 
 /** A small HTTP server; `close()` is idempotent. */
@@ -31,10 +33,13 @@ export class MetricsServer {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(opts.registry.render())
       } else if (url === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n')
+      } else if (url === '/readyz' && opts.readiness) {
+        const r = opts.readiness()
+        res.writeHead(r.status === 'failing' ? 503 : 200, { 'content-type': 'application/json' }).end(JSON.stringify(r, null, 2) + '\n')
       } else if (opts.json && Object.hasOwn(opts.json, url)) {
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(opts.json[url]!()) + '\n')
       } else {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: try ${['/metrics', '/healthz', ...Object.keys(opts.json ?? {})].join(', ')}\n`)
+        res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: try ${['/metrics', '/healthz', ...(opts.readiness ? ['/readyz'] : []), ...Object.keys(opts.json ?? {})].join(', ')}\n`)
       }
     })
     server.keepAliveTimeout = 5000

@@ -1,0 +1,162 @@
+// Readiness: named checks with a state each (ok / degraded / failing), the backlog, and the drain
+// estimate. Sampled once a second; /readyz and the metrics read the last sample.
+//
+// - mqtt:     the MQTT listener(s) accept connections.
+// - log:      the ring log has not failed (a failed fdatasync stops it).
+// - disk:     free space in the data directory: degraded below 2 segments, failing below 1.
+// - upstream: connected to NATS *and acknowledging*: failing while disconnected, or while a backlog
+//             has waited UPSTREAM_STALL_MS without any PubAck (connected but, e.g., the stream
+//             refuses writes).
+// The gateway is ready (HTTP 200) unless a check is failing (HTTP 503); degraded says why in 200.
+import fs from 'node:fs'
+import type { LogReader, RingLog } from '../log/index.js'
+import type { Metrics } from './catalogue.js'
+
+export type CheckState = 'ok' | 'degraded' | 'failing'
+
+export interface Check {
+  readonly status: CheckState
+  readonly detail: string
+}
+
+export interface Readiness {
+  readonly status: CheckState
+  readonly checks: Readonly<Record<'mqtt' | 'log' | 'disk' | 'upstream', Check>>
+  readonly backlog: {
+    readonly records: number
+    /** Age of the oldest record not yet acknowledged by JetStream, seconds (0 without backlog). */
+    readonly oldestAgeSeconds: number
+    /** Messages acknowledged by JetStream per second, recent average. */
+    readonly forwardRatePerSecond: number
+    /** Expected seconds until the backlog is empty at the recent rate (null: not draining). */
+    readonly drainEstimateSeconds: number | null
+  }
+}
+
+/** A backlog with no PubAck for this long while connected fails the upstream check. */
+export const UPSTREAM_STALL_MS = 30_000
+/** Weight of the newest one-second sample in the forward-rate average (about a 20 s window). */
+const RATE_ALPHA = 0.1
+
+export interface HealthSources {
+  readonly log: RingLog
+  readonly dataDir: string
+  readonly segmentBytes: number
+  readonly mqttListening: () => boolean
+  readonly upstream: () => { connected: boolean; lastAckAtMs: number; problem: string }
+  readonly openReader: (fromSeq: number) => LogReader
+  readonly metrics: Metrics
+  readonly stallMs?: number
+}
+
+export class Health {
+  private rate = 0
+  private lastForwarded = 0
+  private lastSampleAt = 0
+  private backlogSince = 0
+  private oldestTs = 0
+  private readingOldest = false
+  private readonly timer: NodeJS.Timeout
+  private current: Readiness
+
+  constructor(private readonly src: HealthSources) {
+    const m = src.metrics
+    m.logRecords.collect(() => Math.max(0, src.log.durableSeq - src.log.headSeq + 1))
+    m.logOldestAge.collect(() => this.current.backlog.oldestAgeSeconds)
+    m.forwardRate.collect(() => this.current.backlog.forwardRatePerSecond)
+    m.drainEstimate.collect(() => this.current.backlog.drainEstimateSeconds ?? NaN)
+    m.ready.collect(() => (this.current.status === 'failing' ? 0 : 1))
+    this.lastForwarded = m.forwarded.get()
+    this.lastSampleAt = Date.now()
+    this.current = this.evaluate()
+    this.timer = setInterval(() => this.sample(), 1000)
+    this.timer.unref()
+  }
+
+  /** The last evaluation (at most a second old). */
+  get readiness(): Readiness {
+    return this.current
+  }
+
+  private sample(): void {
+    const now = Date.now()
+    const forwarded = this.src.metrics.forwarded.get()
+    const perS = ((forwarded - this.lastForwarded) * 1000) / Math.max(1, now - this.lastSampleAt)
+    this.rate = this.rate === 0 ? perS : this.rate + RATE_ALPHA * (perS - this.rate)
+    this.lastForwarded = forwarded
+    this.lastSampleAt = now
+    this.refreshOldest()
+    this.current = this.evaluate()
+  }
+
+  /** Reads the receive time of the oldest unacknowledged record (one small read, at most one at a time). */
+  private refreshOldest(): void {
+    const { log } = this.src
+    if (log.durableSeq <= log.acked) {
+      this.oldestTs = 0
+      return
+    }
+    if (this.readingOldest) return
+    this.readingOldest = true
+    const reader = this.src.openReader(log.acked + 1)
+    reader
+      .read(1, 64 * 1024)
+      .then((recs) => (this.oldestTs = recs[0]?.ts ?? this.oldestTs))
+      .catch(() => {})
+      .finally(() => {
+        this.readingOldest = false
+        void reader.close().catch(() => {})
+      })
+  }
+
+  private evaluate(): Readiness {
+    const { log } = this.src
+    const now = Date.now()
+    const records = Math.max(0, log.durableSeq - log.acked)
+    if (records === 0) this.backlogSince = 0
+    else if (this.backlogSince === 0) this.backlogSince = now
+    const mqtt: Check = this.src.mqttListening() ? { status: 'ok', detail: 'listening' } : { status: 'failing', detail: 'MQTT listener not listening' }
+    const logCheck: Check = log.failure ? { status: 'failing', detail: `ring log stopped: ${log.failure.message}` } : { status: 'ok', detail: 'writable' }
+    const disk = this.disk()
+    const up = this.src.upstream()
+    const stallMs = this.src.stallMs ?? UPSTREAM_STALL_MS
+    const waitingMs = records > 0 ? now - Math.max(this.backlogSince, up.lastAckAtMs) : 0
+    let upstream: Check
+    if (!up.connected) upstream = { status: 'failing', detail: `not connected to NATS; buffering ${records} records in the log${up.problem ? ` (${up.problem})` : ''}` }
+    else if (waitingMs > stallMs) upstream = { status: 'failing', detail: `connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting${up.problem ? `: ${up.problem}` : ''}` }
+    else upstream = { status: 'ok', detail: records > 0 ? `acknowledging; ${records} records to forward` : 'acknowledging' }
+    const checks = { mqtt, log: logCheck, disk, upstream }
+    const states = Object.values(checks).map((c) => c.status)
+    const status: CheckState = states.includes('failing') ? 'failing' : states.includes('degraded') ? 'degraded' : 'ok'
+    const rate = Math.round(this.rate * 10) / 10
+    return {
+      status,
+      checks,
+      backlog: {
+        records,
+        oldestAgeSeconds: records > 0 && this.oldestTs > 0 ? Math.max(0, (now - this.oldestTs) / 1000) : 0,
+        forwardRatePerSecond: rate,
+        drainEstimateSeconds: records === 0 ? 0 : rate > 0.5 ? Math.round((records / rate) * 10) / 10 : null,
+      },
+    }
+  }
+
+  private disk(): Check {
+    let free: number
+    try {
+      const s = fs.statfsSync(this.src.dataDir)
+      free = s.bavail * s.bsize
+    } catch (err) {
+      return { status: 'failing', detail: `cannot stat the data directory: ${(err as Error).message}` }
+    }
+    const seg = this.src.segmentBytes
+    const mib = (b: number): string => `${(b / 2 ** 20).toFixed(0)} MiB`
+    if (free < seg) return { status: 'failing', detail: `${mib(free)} free in the data directory, less than one segment (${mib(seg)}): appends will fail` }
+    if (free < 2 * seg) return { status: 'degraded', detail: `${mib(free)} free in the data directory, less than two segments (${mib(2 * seg)})` }
+    return { status: 'ok', detail: `${mib(free)} free` }
+  }
+
+  close(): void {
+    clearInterval(this.timer)
+  }
+}
