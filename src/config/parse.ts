@@ -30,12 +30,24 @@ export function parseBytes(v: unknown): number | undefined {
   return Number.isInteger(n) ? n : undefined
 }
 
+/** Parses `10s`, `1500ms`, `2m`, `1h`, or a bare number of milliseconds. Undefined when not a duration. */
+export function parseDuration(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isInteger(v) ? v : undefined
+  if (typeof v !== 'string') return undefined
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(v)
+  if (!m) return undefined
+  const n = Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms']
+  return Number.isInteger(n) ? n : Math.round(n)
+}
+
 function describe(spec: OptionSpec): string {
   switch (spec.kind) {
     case 'int':
       return `an integer in [${spec.min}, ${spec.max}]`
     case 'bytes':
       return `a size in [${spec.min}, ${spec.max}] bytes (a number, or with a unit: KiB, MiB, GiB)`
+    case 'duration':
+      return `a duration from ${spec.min} ms to ${spec.max} ms (e.g. 10s, 1500ms, 2m; a bare number is milliseconds)`
     case 'bool':
       return 'one of true, false, on, off'
     case 'enum':
@@ -66,6 +78,10 @@ function convert(spec: OptionSpec, v: unknown): unknown {
     }
     case 'bytes': {
       const n = parseBytes(v)
+      return n !== undefined && n >= (spec.min ?? 0) && n <= (spec.max ?? Infinity) ? n : undefined
+    }
+    case 'duration': {
+      const n = parseDuration(v)
       return n !== undefined && n >= (spec.min ?? 0) && n <= (spec.max ?? Infinity) ? n : undefined
     }
     case 'bool':

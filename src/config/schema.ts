@@ -1,7 +1,7 @@
 // The configuration: every option once, with its flag, environment variable, default, unit and meaning.
 
 /** Value kinds an option can have. */
-export type OptionKind = 'string' | 'int' | 'bytes' | 'bool' | 'enum' | 'hostport' | 'urls' | 'topics'
+export type OptionKind = 'string' | 'int' | 'bytes' | 'duration' | 'bool' | 'enum' | 'hostport' | 'urls' | 'topics'
 
 /** One configuration option. `key` is its path in the config file and in {@link Config}. */
 export interface OptionSpec {
@@ -84,7 +84,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'logging.level', flag: '--log-level', env: 'FERRY_LOG_LEVEL', kind: 'enum', values: ['debug', 'info', 'warn', 'error'], default: 'info', help: 'least severe log level written' },
   { key: 'logging.format', flag: '--log-format', env: 'FERRY_LOG_FORMAT', kind: 'enum', values: ['auto', 'json', 'pretty'], default: 'auto', help: 'json lines, pretty text, or auto (pretty on a terminal)' },
   { key: 'readyStallMs', flag: '--ready-stall-ms', env: 'FERRY_READY_STALL_MS', kind: 'int', default: 30_000, min: 1000, max: 3_600_000, help: '/readyz fails when records wait this long without any JetStream PubAck although NATS is connected, milliseconds' },
-  { key: 'shutdownTimeoutMs', flag: '--shutdown-timeout-ms', env: 'FERRY_SHUTDOWN_TIMEOUT_MS', kind: 'int', default: 10_000, min: 0, max: 600_000, help: 'deadline for a graceful stop, milliseconds' },
+  { key: 'shutdownTimeoutMs', flag: '--shutdown-timeout', env: 'FERRY_SHUTDOWN_TIMEOUT', kind: 'duration', default: 10_000, min: 0, max: 600_000, help: 'deadline for a graceful stop (e.g. 10s, 1500ms, 2m; a bare number is milliseconds); a second signal exits at once' },
 ]
 
 /** The validated, frozen configuration. Sizes in bytes, times in milliseconds. */

@@ -42,7 +42,7 @@ describe('shutdown', () => {
 
   it('shutdown - with NATS stalled (SIGSTOP) the stop still finishes in time, seals the log and exits 0', async () => {
     await using nats = await startNats()
-    const gw = await spawnGateway(['--data-dir', tempDir(), '--mqtt-listen', '127.0.0.1:0', '--nats-url', nats.url, '--shutdown-timeout-ms', '1500'])
+    const gw = await spawnGateway(['--data-dir', tempDir(), '--mqtt-listen', '127.0.0.1:0', '--nats-url', nats.url, '--shutdown-timeout', '1.5s'])
     const device = await connectClient(gw.port, 'stall-dev')
     await device.publishAsync('devices/stall/t', 'before', { qos: 1 })
     nats.signal('SIGSTOP')

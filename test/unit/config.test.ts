@@ -61,6 +61,11 @@ describe('config', () => {
 
   it('config - raw topic filters are validated', () => {
     expect(load(['--raw-topics', 'firmware/#, +/raw/+']).codec.rawTopics).toEqual(['firmware/#', '+/raw/+'])
+    expect(load(['--shutdown-timeout', '2.5s']).shutdownTimeoutMs).toBe(2500)
+    expect(load(['--shutdown-timeout', '1500']).shutdownTimeoutMs).toBe(1500)
+    expect(load(['--shutdown-timeout', '1m']).shutdownTimeoutMs).toBe(60_000)
+    expect(() => load(['--shutdown-timeout', '11m'])).toThrow(/'shutdownTimeoutMs' \(flag --shutdown-timeout\) must be a duration/)
+    expect(load(['--allow-anonymous', '--mqtt-listen', '0.0.0.0:1883']).auth.allowAnonymous).toBe(true)
     expect(load([]).codec.rawTopics).toEqual([])
     expect(() => load(['--raw-topics', 'a/#/b'])).toThrow(/'codec.rawTopics' \(flag --raw-topics\) must be MQTT topic filters/)
   })
