@@ -1,7 +1,9 @@
 // Process entry: argv and environment → config → gateway; signals; the only place that exits the process.
 import os from 'node:os'
 import { mainHelp, runHelp, VERSION } from './cli/help.js'
+import { check } from './cli/check.js'
 import { devices } from './cli/devices.js'
+import { logTools } from './cli/log-tools.js'
 import { passwd } from './cli/passwd.js'
 import { loadConfig, redactedConfig } from './config/index.js'
 import { ConfigError, FerryError } from './errors.js'
@@ -103,6 +105,12 @@ async function main(argv: string[]): Promise<number> {
       return passwd(rest)
     case 'devices':
       return devices(rest)
+    case 'log':
+    case 'dlq':
+    case 'replay':
+      return logTools(cmd, rest)
+    case 'check':
+      return check(rest)
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`)

@@ -19,6 +19,16 @@ Usage:
                            asks on a terminal, else reads the first line of stdin
   ferry devices [--http HOST:PORT] [--json]
                            devices connected to a running gateway (its --http-listen)
+  ferry check [--config FILE] [options]
+                           validate a configuration and the files it names, printing every problem
+  ferry log stat DIR       segments, positions, backlog and damage of a data directory
+  ferry log dump DIR [--from SEQ] [--limit N] [--json]
+                           records with topic, time, size and a payload preview
+  ferry dlq list|show|replay|purge DIR [--seq SEQ]
+                           dead letters: list, show one, put back in line, remove (replay and purge:
+                           gateway stopped)
+  ferry replay [--data-dir DIR] --from SEQ | --since TIME
+                           forward acknowledged history still on disk again (gateway stopped)
   ferry version            print the version
   ferry help               this text
 

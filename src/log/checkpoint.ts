@@ -16,6 +16,7 @@
 // | 32  | 4    | epoch                                        |
 // | 36  | 16   | log id                                       |
 // | 52  | 4    | CRC-32 of bytes 0..52                        |
+import fs from 'node:fs'
 import { crc32 } from 'node:zlib'
 import type { LogFs } from './fs.js'
 import { writeFully } from './fs.js'
@@ -59,6 +60,34 @@ function decode(b: Buffer): { gen: number; state: CheckpointState } | undefined 
       epoch: b.readUInt32LE(32),
       logId: Buffer.from(b.subarray(36, 52)),
     },
+  }
+}
+
+/** The best valid state in a checkpoint file, read without creating or locking anything (tools). */
+export function readCheckpointState(path: string): CheckpointState | undefined {
+  let buf: Buffer
+  try {
+    buf = fs.readFileSync(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+  const slots = [decode(buf.subarray(0, SLOT_BYTES)), decode(buf.subarray(SLOT_BYTES, SLOT_BYTES * 2))]
+  let best: { gen: number; state: CheckpointState } | undefined
+  for (const s of slots) if (s && (!best || s.gen > best.gen)) best = s
+  return best?.state
+}
+
+/**
+ * Writes `state` as a new generation into a checkpoint file that no gateway has open (tools, with
+ * the data directory locked by the caller): fdatasync'd, like the gateway's own writes.
+ */
+export async function rewriteCheckpoint(fsys: LogFs, path: string, state: CheckpointState): Promise<void> {
+  const { checkpoint } = await Checkpoint.open(fsys, path)
+  try {
+    await checkpoint.write(state)
+  } finally {
+    await checkpoint.close()
   }
 }
 

@@ -58,6 +58,18 @@ export class DirLock {
     return new DirLock(file, owner)
   }
 
+  /** The pid of the live process holding `dir`'s lock, or undefined (free, or held by a process that is gone). */
+  static holder(dir: string): number | undefined {
+    let held: string
+    try {
+      held = fs.readFileSync(path.join(dir, 'lock'), 'utf8').trim()
+    } catch {
+      return undefined
+    }
+    const [pid, ticks] = held.split(' ')
+    return pid && ticks && startTicks(pid) === ticks ? Number(pid) : undefined
+  }
+
   release(): void {
     try {
       if (fs.readFileSync(this.file, 'utf8').trim() === this.owner) fs.unlinkSync(this.file)

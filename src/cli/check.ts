@@ -1,0 +1,53 @@
+// `ferry check [--config FILE] [flags]`: validates a configuration (flags, FERRY_* environment, file)
+// and the files it names (credentials, ACL, certificates, NATS credentials) without starting.
+// Prints every problem; exit 0 when there is none, 2 otherwise.
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { Admission, serverTlsOptions } from '../auth/index.js'
+import { loadConfig, redactedConfig } from '../config/index.js'
+import type { Config } from '../config/index.js'
+import { ConfigError } from '../errors.js'
+import { upstreamOptions } from '../forward/index.js'
+import { silentLogger } from '../logger.js'
+import { createMetrics } from '../metrics/index.js'
+
+function fileProblems(c: Config): string[] {
+  const problems: string[] = []
+  const attempt = (what: string, fn: () => unknown): void => {
+    try {
+      fn()
+    } catch (err) {
+      problems.push(`${what}: ${(err as Error).message}`)
+    }
+  }
+  attempt('credentials/ACL', () => Admission.load({ authFile: c.auth.file, aclFile: c.auth.aclFile, allowAnonymous: c.auth.allowAnonymous, requireClientCert: c.tls.requireClientCert, logger: silentLogger, metrics: createMetrics() }))
+  if (c.mqtts) attempt('MQTTS', () => serverTlsOptions(c.tls))
+  attempt('NATS', () => upstreamOptions(c.nats))
+  // The data directory: existing and writable, or creatable.
+  let dir = path.resolve(c.log.dataDir)
+  while (!fs.existsSync(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir)
+  attempt(`'log.dataDir' ${c.log.dataDir}`, () => fs.accessSync(dir, fs.constants.W_OK))
+  return problems
+}
+
+export async function check(argv: string[]): Promise<number> {
+  let config: Config
+  try {
+    config = loadConfig({ argv, env: process.env, hostname: os.hostname() })
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`ferry check: ${err.problems.length} problem(s):\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`)
+      return 2
+    }
+    process.stderr.write(`ferry check: ${(err as Error).message}\n`)
+    return 2
+  }
+  const problems = fileProblems(config)
+  if (problems.length > 0) {
+    process.stderr.write(`ferry check: ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join('\n')}\n`)
+    return 2
+  }
+  process.stdout.write(`configuration is valid\n${JSON.stringify(redactedConfig(config), null, 2)}\n`)
+  return 0
+}

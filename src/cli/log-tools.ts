@@ -1,0 +1,290 @@
+// Tools for a data directory:
+//   ferry log stat DIR [--json]
+//   ferry log dump DIR [--from SEQ] [--limit N] [--json]
+//   ferry dlq list|show|replay|purge DIR [--seq SEQ]
+//   ferry replay [--data-dir DIR] (--from SEQ | --since TIME)
+// stat, dump, dlq list and dlq show only read, also beside a running gateway. dlq replay, dlq purge
+// and replay change the directory and need the gateway stopped (they take its lock).
+import fs from 'node:fs'
+import path from 'node:path'
+import { ENCODING_CONTENT_TYPE, decodeCbor, decodeEntry } from '../codec/index.js'
+import { FerryError } from '../errors.js'
+import { DirLock, RingLog, nodeFs, readCheckpointState, rewriteCheckpoint, scanLog, statLog } from '../log/index.js'
+import type { InspectedRecord } from '../log/index.js'
+import { silentLogger } from '../logger.js'
+import { createMetrics } from '../metrics/index.js'
+
+export const LOG_USAGE = `Usage:
+  ferry log stat DIR [--json]                              segments, positions, backlog, damage
+  ferry log dump DIR [--from SEQ] [--limit N] [--json]     records with topic, time, size, payload preview
+  ferry dlq list DIR [--json]                              dead letters with their reasons
+  ferry dlq show DIR --seq SEQ                             one dead letter, whole
+  ferry dlq replay DIR [--seq SEQ]                         put dead letters back in line for forwarding (gateway stopped)
+  ferry dlq purge DIR [--seq SEQ]                          remove dead letters, with a count (gateway stopped)
+  ferry replay [--data-dir DIR] --from SEQ | --since TIME  forward acknowledged history again (gateway stopped)
+`
+
+class UsageError extends Error {}
+
+interface Args {
+  positional: string[]
+  flags: Map<string, string | true>
+}
+
+function parse(argv: string[], valueFlags: string[], boolFlags: string[]): Args {
+  const out: Args = { positional: [], flags: new Map() }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    if (!a.startsWith('--')) {
+      out.positional.push(a)
+      continue
+    }
+    const [name, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined]
+    if (boolFlags.includes(name)) out.flags.set(name, true)
+    else if (valueFlags.includes(name)) {
+      const v = inline ?? argv[++i]
+      if (v === undefined) throw new UsageError(`${name} needs a value`)
+      out.flags.set(name, v)
+    } else throw new UsageError(`unknown flag ${name}`)
+  }
+  return out
+}
+
+function intFlag(args: Args, name: string): number | undefined {
+  const v = args.flags.get(name)
+  if (v === undefined) return undefined
+  if (typeof v !== 'string' || !/^\d+$/.test(v)) throw new UsageError(`${name} must be a whole number, got ${JSON.stringify(v)}`)
+  return Number(v)
+}
+
+function dirOf(args: Args): string {
+  const dir = args.positional[0]
+  if (!dir) throw new UsageError('give the data directory')
+  if (!fs.existsSync(dir)) throw new UsageError(`${dir} does not exist`)
+  return dir
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString()
+
+/** A short, printable view of a stored payload. */
+export function preview(payload: Uint8Array, encoding: number, max = 80): string {
+  let text: string
+  try {
+    if (encoding === 1) text = JSON.stringify(decodeCbor(payload))
+    else if (Buffer.from(payload).every((b) => b >= 0x20 || b === 0x0a || b === 0x09)) text = Buffer.from(payload).toString('utf8')
+    else text = `0x${Buffer.from(payload.subarray(0, 32)).toString('hex')}${payload.length > 32 ? '…' : ''}`
+  } catch {
+    text = `0x${Buffer.from(payload.subarray(0, 32)).toString('hex')}`
+  }
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text
+}
+
+function describeRecord(r: { seq: number; ts: number; body: Buffer }): Record<string, unknown> {
+  try {
+    const e = decodeEntry(r.body)
+    const encoding = e.encoding ?? 0
+    return {
+      seq: r.seq,
+      time: iso(r.ts),
+      bytes: r.body.length,
+      clientId: e.clientId,
+      topic: e.topic,
+      qos: e.qos,
+      contentType: ENCODING_CONTENT_TYPE[encoding] || 'as sent',
+      payload: preview(e.payload, encoding),
+    }
+  } catch (err) {
+    return { seq: r.seq, time: iso(r.ts), bytes: r.body.length, error: (err as Error).message }
+  }
+}
+
+async function logStat(args: Args): Promise<number> {
+  const s = await statLog(dirOf(args))
+  if (args.flags.has('--json')) {
+    process.stdout.write(JSON.stringify({ ...s, checkpoint: s.checkpoint ? { ...s.checkpoint, logId: s.checkpoint.logId.toString('hex') } : null }, null, 2) + '\n')
+    return 0
+  }
+  const w = (l: string): boolean => process.stdout.write(l + '\n')
+  w(`data directory  ${path.resolve(s.dir)}${s.runningPid ? `  (in use by a running gateway, pid ${s.runningPid}: a snapshot)` : ''}`)
+  w(`records         ${s.records.toLocaleString('en')} (seq ${s.firstSeq ?? '-'} … ${s.lastSeq ?? '-'}), ${(s.bytes / 2 ** 20).toFixed(1)} MiB in ${s.segments.length} segment(s)`)
+  w(`acknowledged    up to seq ${s.acked} (checkpoint: ${s.checkpoint ? `${s.checkpoint.clean ? 'clean stop' : 'not a clean stop'}, epoch ${s.checkpoint.epoch}` : 'none'})`)
+  w(`backlog         ${s.backlog.toLocaleString('en')} record(s) not yet forwarded`)
+  w(`damaged         ${s.corrupt} record(s) skipped as corrupt`)
+  w('')
+  w('SEGMENT                     BYTES  EPOCH  FIRST  LAST  RECORDS  SEALED  CORRUPT  NOTE')
+  for (const g of s.segments) {
+    w(`${g.file.padEnd(24)} ${String(g.bytes).padStart(8)} ${String(g.epoch).padStart(6)} ${String(g.firstSeq ?? '-').padStart(6)} ${String(g.lastSeq ?? '-').padStart(5)} ${String(g.records).padStart(8)} ${(g.sealed ? 'yes' : 'no').padStart(7)} ${String(g.corrupt).padStart(8)}  ${g.problem ?? (g.tailBytes > 0 ? `${g.tailBytes} bytes after the last record` : '')}`)
+  }
+  return 0
+}
+
+async function logDump(args: Args): Promise<number> {
+  const dir = dirOf(args)
+  const from = intFlag(args, '--from') ?? 0
+  const limit = intFlag(args, '--limit') ?? 100
+  const json = args.flags.has('--json')
+  let n = 0
+  await scanLog(dir, Math.max(0, from - 1), (r: InspectedRecord) => {
+    if (n >= limit) return false
+    n++
+    const d = describeRecord(r)
+    if (json) process.stdout.write(JSON.stringify(d) + '\n')
+    else process.stdout.write(d.error ? `${d.seq}  ${d.time}  ${d.bytes} B  undecodable: ${d.error}\n` : `${d.seq}  ${d.time}  ${String(d.bytes).padStart(5)} B  ${d.clientId}  ${d.topic}  qos${d.qos}  ${d.contentType}  ${d.payload}\n`)
+    return n < limit
+  })
+  if (!json) process.stderr.write(`${n} record(s)\n`)
+  return 0
+}
+
+interface DeadLine {
+  seq: number
+  epoch: number
+  ts: number
+  deadAt: number
+  reason: string
+  entry: string
+}
+
+function deadLetters(dir: string): { file: string; lines: DeadLine[] } {
+  const file = path.join(dir, 'dead-letter.jsonl')
+  if (!fs.existsSync(file)) return { file, lines: [] }
+  const lines = fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as DeadLine)
+  return { file, lines }
+}
+
+/** Takes the data directory's lock for a tool that changes it; a running gateway makes this fail. */
+function lockForChange(dir: string): DirLock {
+  try {
+    return DirLock.acquire(dir)
+  } catch (err) {
+    if (err instanceof FerryError && err.code === 'FERRY_ERR_LOG_LOCKED') throw new UsageError(`${err.message}; this command changes the directory and needs the gateway stopped`)
+    throw err
+  }
+}
+
+async function dlq(sub: string, args: Args): Promise<number> {
+  const dir = dirOf(args)
+  const only = intFlag(args, '--seq')
+  const { file, lines } = deadLetters(dir)
+  const chosen = lines.filter((l) => only === undefined || l.seq === only)
+  if (sub === 'list') {
+    if (args.flags.has('--json')) {
+      for (const l of lines) process.stdout.write(JSON.stringify({ ...describeRecord({ seq: l.seq, ts: l.ts, body: Buffer.from(l.entry, 'base64') }), deadAt: iso(l.deadAt), reason: l.reason }) + '\n')
+      return 0
+    }
+    for (const l of lines) {
+      const d = describeRecord({ seq: l.seq, ts: l.ts, body: Buffer.from(l.entry, 'base64') })
+      process.stdout.write(`${l.seq}  dead ${iso(l.deadAt)}  ${d.clientId ?? ''}  ${d.topic ?? ''}  ${d.bytes} B  reason: ${l.reason}\n`)
+    }
+    process.stderr.write(`${lines.length} dead letter(s) in ${file}\n`)
+    return 0
+  }
+  if (sub === 'show') {
+    if (only === undefined) throw new UsageError('dlq show needs --seq SEQ')
+    const l = chosen[0]
+    if (!l) {
+      process.stderr.write(`no dead letter with seq ${only}\n`)
+      return 1
+    }
+    const body = Buffer.from(l.entry, 'base64')
+    const e = decodeEntry(body)
+    process.stdout.write(JSON.stringify({ ...describeRecord({ seq: l.seq, ts: l.ts, body }), epoch: l.epoch, deadAt: iso(l.deadAt), reason: l.reason, payload: preview(e.payload, e.encoding ?? 0, 100_000) }, null, 2) + '\n')
+    return 0
+  }
+  if (sub !== 'replay' && sub !== 'purge') throw new UsageError(`unknown dlq command ${JSON.stringify(sub)}`)
+  const lock = lockForChange(dir)
+  try {
+    if (sub === 'replay' && chosen.length > 0) {
+      // Back in line: appended to the log as new records; the gateway forwards them at its next start.
+      lock.release()
+      const log = await RingLog.open({ dir, segmentBytes: 64 * 1024 * 1024, maxBytes: 2 ** 50, discard: 'new', fsync: 'always', fsyncIntervalMs: 100, maxRecordBytes: 32 * 1024 * 1024, checkpointIntervalMs: 1000, logger: silentLogger, metrics: createMetrics() })
+      try {
+        for (const [i, l] of chosen.entries()) {
+          await log.append(Buffer.from(l.entry, 'base64'))
+          if (process.stderr.isTTY) process.stderr.write(`\rreplaying ${i + 1}/${chosen.length}`)
+        }
+      } finally {
+        await log.close()
+      }
+      if (process.stderr.isTTY) process.stderr.write('\n')
+    }
+    const keep = lines.filter((l) => !chosen.includes(l))
+    const tmp = `${file}.tmp`
+    fs.writeFileSync(tmp, keep.map((l) => JSON.stringify(l) + '\n').join(''))
+    const fd = fs.openSync(tmp, 'r')
+    fs.fsyncSync(fd)
+    fs.closeSync(fd)
+    fs.renameSync(tmp, file)
+    process.stdout.write(`${sub === 'replay' ? 'replayed' : 'purged'} ${chosen.length} dead letter(s); ${keep.length} left\n`)
+    return 0
+  } finally {
+    lock.release()
+  }
+}
+
+/** `ferry replay`: moves the acknowledged position back, so the gateway forwards that history again at its next start. */
+async function replay(args: Args): Promise<number> {
+  const dir = (args.flags.get('--data-dir') as string | undefined) ?? './data'
+  const from = intFlag(args, '--from')
+  const since = args.flags.get('--since')
+  if ((from === undefined) === (since === undefined)) throw new UsageError('give exactly one of --from SEQ or --since TIME')
+  let seq = from
+  if (since !== undefined) {
+    const t = Date.parse(String(since))
+    if (Number.isNaN(t)) throw new UsageError(`--since must be a date and time (e.g. 2026-11-28T10:00:00Z), got ${JSON.stringify(since)}`)
+    await scanLog(dir, 0, (r) => {
+      if (r.ts < t) return true
+      seq = r.seq
+      return false
+    })
+    if (seq === undefined) {
+      process.stderr.write(`nothing on disk received since ${iso(t)}\n`)
+      return 1
+    }
+  }
+  const lock = lockForChange(dir)
+  try {
+    const s = await statLog(dir)
+    const cp = readCheckpointState(path.join(dir, 'checkpoint'))
+    if (!cp || s.firstSeq === null) {
+      process.stderr.write('nothing to replay: no checkpoint or no records\n')
+      return 1
+    }
+    const target = Math.max(s.firstSeq, seq!) - 1
+    if (target >= cp.acked) {
+      process.stdout.write(`nothing to do: seq ${target + 1} is not yet acknowledged (acknowledged up to ${cp.acked})\n`)
+      return 0
+    }
+    await rewriteCheckpoint(nodeFs, path.join(dir, 'checkpoint'), { ...cp, acked: target })
+    process.stdout.write(
+      `the gateway will forward seq ${target + 1} … ${cp.acked} again at its next start (${cp.acked - target} record(s))${seq! < s.firstSeq ? `; seq ${seq} … ${s.firstSeq - 1} are no longer on disk` : ''}.\n` +
+        `They keep their Nats-Msg-Id: JetStream drops those it still has in its duplicate window (2 minutes by default) and stores the rest again.\n`,
+    )
+    return 0
+  } finally {
+    lock.release()
+  }
+}
+
+/** Runs `ferry log …`, `ferry dlq …` or `ferry replay …`; returns the exit code. */
+export async function logTools(cmd: 'log' | 'dlq' | 'replay', argv: string[]): Promise<number> {
+  try {
+    if (cmd === 'replay') return await replay(parse(argv, ['--data-dir', '--from', '--since'], []))
+    const [sub = '', ...rest] = argv
+    const args = parse(rest, ['--from', '--limit', '--seq'], ['--json'])
+    if (cmd === 'log' && sub === 'stat') return await logStat(args)
+    if (cmd === 'log' && sub === 'dump') return await logDump(args)
+    if (cmd === 'dlq') return await dlq(sub, args)
+    throw new UsageError(`unknown command: ferry ${cmd} ${sub}`)
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`ferry ${cmd}: ${err.message}\n\n${LOG_USAGE}`)
+      return 2
+    }
+    throw err
+  }
+}
