@@ -9,7 +9,8 @@ import { Ingress, RetransmitIndex, appendDeviceEvent, recordPresence, retransmit
 import { LogReader, RingLog } from './log/index.js'
 import type { Logger } from './logger.js'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { createMetrics, Health, MetricsServer } from './metrics/index.js'
+import { createMetrics, Health, MetricsServer, STATUS_PAGE } from './metrics/index.js'
+import { VERSION } from './version.js'
 import type { Metrics } from './metrics/index.js'
 
 /** Entries the retransmit index remembers (and reads back from the log at start). */
@@ -147,7 +148,20 @@ export class Gateway {
         port: config.http.port,
         registry: metrics.registry,
         logger: logger.child('http'),
-        json: { '/devices': () => ({ devices: ingress.devices.list() }) },
+        statusPage: STATUS_PAGE,
+        json: {
+          '/devices': () => ({ devices: ingress.devices.list() }),
+          '/status.json': () => ({
+            gatewayId: config.gatewayId,
+            version: VERSION,
+            now: Date.now(),
+            readiness: health.readiness,
+            clients: metrics.mqttClients.get(),
+            totals: { received: metrics.mqttReceived.total(), forwarded: metrics.forwarded.get(), dropped: metrics.drops.total() },
+            series: health.series,
+            drops: health.recentDrops,
+          }),
+        },
         readiness: () => health.readiness,
       })
     } catch (err) {

@@ -1,7 +1,8 @@
 // Help texts of the command line, generated from the option table so they never drift.
 import { OPTIONS } from '../config/index.js'
 
-export const VERSION = '0.1.0'
+export { VERSION } from '../version.js'
+import { VERSION } from '../version.js'
 
 function defaultText(v: unknown): string {
   if (Array.isArray(v)) return v.length === 0 ? '(none)' : v.join(',')

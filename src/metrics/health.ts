@@ -33,6 +33,29 @@ export interface Readiness {
   }
 }
 
+/** One point of the status page's charts. */
+export interface SeriesPoint {
+  /** ms since the Unix epoch. */
+  readonly t: number
+  /** Messages per second received from devices, and acknowledged by JetStream. */
+  readonly in: number
+  readonly out: number
+  readonly backlog: number
+  readonly oldestAgeSeconds: number
+}
+
+/** Messages dropped by a policy within one sample. */
+export interface DropEvent {
+  readonly t: number
+  readonly reason: string
+  readonly count: number
+}
+
+/** Seconds between series points, and how many are kept (10 minutes). */
+const SERIES_EVERY_S = 2
+const SERIES_POINTS = 300
+const RECENT_DROPS = 50
+
 /** A backlog with no PubAck for this long while connected fails the upstream check. */
 export const UPSTREAM_STALL_MS = 30_000
 /** Weight of the newest one-second sample in the forward-rate average (about a 20 s window). */
@@ -58,6 +81,13 @@ export class Health {
   private readingOldest = false
   private readonly timer: NodeJS.Timeout
   private current: Readiness
+  private ticks = 0
+  private lastReceived = 0
+  private lastForwardedForSeries = 0
+  private lastSeriesAt = 0
+  private readonly points: SeriesPoint[] = []
+  private lastDrops = new Map<string, number>()
+  private readonly drops: DropEvent[] = []
 
   constructor(private readonly src: HealthSources) {
     const m = src.metrics
@@ -68,6 +98,10 @@ export class Health {
     m.ready.collect(() => (this.current.status === 'failing' ? 0 : 1))
     this.lastForwarded = m.forwarded.get()
     this.lastSampleAt = Date.now()
+    this.lastReceived = m.mqttReceived.total()
+    this.lastForwardedForSeries = this.lastForwarded
+    this.lastSeriesAt = this.lastSampleAt
+    this.lastDrops = m.drops.byLabel('reason')
     this.current = this.evaluate()
     this.timer = setInterval(() => this.sample(), 1000)
     this.timer.unref()
@@ -87,6 +121,46 @@ export class Health {
     this.lastSampleAt = now
     this.refreshOldest()
     this.current = this.evaluate()
+    this.recordDrops(now)
+    if (++this.ticks % SERIES_EVERY_S === 0) this.recordPoint(now)
+  }
+
+  private recordPoint(now: number): void {
+    const m = this.src.metrics
+    const received = m.mqttReceived.total()
+    const forwarded = m.forwarded.get()
+    const s = Math.max(0.001, (now - this.lastSeriesAt) / 1000)
+    this.points.push({
+      t: now,
+      in: Math.round(((received - this.lastReceived) / s) * 10) / 10,
+      out: Math.round(((forwarded - this.lastForwardedForSeries) / s) * 10) / 10,
+      backlog: this.current.backlog.records,
+      oldestAgeSeconds: Math.round(this.current.backlog.oldestAgeSeconds * 10) / 10,
+    })
+    if (this.points.length > SERIES_POINTS) this.points.shift()
+    this.lastReceived = received
+    this.lastForwardedForSeries = forwarded
+    this.lastSeriesAt = now
+  }
+
+  private recordDrops(now: number): void {
+    const drops = this.src.metrics.drops.byLabel('reason')
+    for (const [reason, n] of drops) {
+      const d = n - (this.lastDrops.get(reason) ?? 0)
+      if (d > 0) this.drops.push({ t: now, reason, count: d })
+    }
+    if (this.drops.length > RECENT_DROPS) this.drops.splice(0, this.drops.length - RECENT_DROPS)
+    this.lastDrops = drops
+  }
+
+  /** The last 10 minutes, one point every 2 s. */
+  get series(): readonly SeriesPoint[] {
+    return this.points
+  }
+
+  /** The most recent drops, oldest first. */
+  get recentDrops(): readonly DropEvent[] {
+    return this.drops
   }
 
   /** Reads the receive time of the oldest unacknowledged record (one small read, at most one at a time). */
@@ -136,7 +210,8 @@ export class Health {
         records,
         oldestAgeSeconds: records > 0 && this.oldestTs > 0 ? Math.max(0, (now - this.oldestTs) / 1000) : 0,
         forwardRatePerSecond: rate,
-        drainEstimateSeconds: records === 0 ? 0 : rate > 0.5 ? Math.round((records / rate) * 10) / 10 : null,
+        // Not draining while upstream is down or stalled, whatever the rate was before.
+        drainEstimateSeconds: records === 0 ? 0 : upstream.status === 'ok' && rate > 0.5 ? Math.round((records / rate) * 10) / 10 : null,
       },
     }
   }

@@ -14,6 +14,8 @@ export interface MetricsServerOptions {
   readonly logger: Logger
   /** More GET routes answering JSON, by path. */
   readonly json?: Readonly<Record<string, () => unknown>>
+  /** Serve the status page on `/`. */
+  readonly statusPage?: string
   /** /readyz: HTTP 503 when `status` is "failing", else 200; the body is the JSON of the whole value. */
   readonly readiness?: () => { status: string }
 }
@@ -33,6 +35,8 @@ export class MetricsServer {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(opts.registry.render())
       } else if (url === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n')
+      } else if (url === '/' && opts.statusPage) {
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(opts.statusPage)
       } else if (url === '/readyz' && opts.readiness) {
         const r = opts.readiness()
         res.writeHead(r.status === 'failing' ? 503 : 200, { 'content-type': 'application/json' }).end(JSON.stringify(r, null, 2) + '\n')

@@ -33,6 +33,22 @@ export class Counter implements Metric {
   get(labels?: Labels): number {
     return this.values.get(labelKey(labels)) ?? 0
   }
+  /** The sum over every label set. */
+  total(): number {
+    let t = 0
+    for (const v of this.values.values()) t += v
+    return t
+  }
+  /** Each label set's value, keyed by the value of label `name` (label sets without it are left out). */
+  byLabel(name: string): Map<string, number> {
+    const out = new Map<string, number>()
+    const re = new RegExp(`(?:^|,)${name}="((?:[^"\\\\]|\\\\.)*)"`)
+    for (const [k, v] of this.values) {
+      const m = re.exec(k)
+      if (m) out.set(m[1]!.replace(/\\(.)/g, (_x, c: string) => (c === 'n' ? '\n' : c)), v)
+    }
+    return out
+  }
   render(): string {
     if (this.values.size === 0) return `${this.name} 0\n`
     let s = ''

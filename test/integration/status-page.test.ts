@@ -1,0 +1,89 @@
+// The status page in a real headless Chromium (Debian's chromium, driven by playwright-core): it
+// loads without internet, its numbers match /metrics, and it shows an upstream outage (backlog
+// rising, upstream down). A screenshot is saved under the test's temp directory.
+import fs from 'node:fs'
+import path from 'node:path'
+import { chromium } from 'playwright-core'
+import type { Browser, Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { spawnGateway } from '../helpers/gateway.js'
+import type { GatewayProcess } from '../helpers/gateway.js'
+import { tempDir } from '../helpers/log.js'
+import { connectClient, endClient, publishSeries } from '../helpers/mqtt.js'
+import { startNats } from '../helpers/nats.js'
+import type { NatsServer } from '../helpers/nats.js'
+import { waitForCount } from '../helpers/stream.js'
+
+const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => fs.existsSync(p))
+
+async function metric(base: string, name: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text()
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)
+  return m ? Number(m[1]) : NaN
+}
+
+async function field(page: Page, name: string, attr = 'data-value'): Promise<string | null> {
+  return page.locator(`[data-field="${name}"]`).getAttribute(attr)
+}
+
+describe('status page', () => {
+  let nats: NatsServer
+  let gw: GatewayProcess
+  let browser: Browser
+  let base: string
+  const shots = tempDir('ferry-status-page-')
+
+  beforeAll(async () => {
+    if (!CHROMIUM) throw new Error('chromium is not installed: apt-get install -y chromium (.ci/run does)')
+    nats = await startNats()
+    gw = await spawnGateway(['--data-dir', tempDir(), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--presence', 'off'])
+    base = `http://127.0.0.1:${/"msg":"HTTP listening","address":"[^"]*:(\d+)"/.exec(gw.output())![1]}`
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu'] })
+  }, 60_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    await gw?.kill('SIGTERM')
+    await nats?.stop()
+  })
+
+  it('page - loads offline, matches /metrics, and shows an outage: upstream down, backlog rising', async () => {
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 } }) // a phone
+    const external: string[] = []
+    page.on('request', (r) => {
+      if (!r.url().startsWith(base)) external.push(r.url())
+    })
+    await page.goto(`${base}/`)
+    await expect.poll(() => page.locator('[data-field="status"]').textContent(), { timeout: 15_000 }).toBe('ok')
+
+    const c = await connectClient(gw.port, 'page-dev')
+    await publishSeries(c, 'page-dev', 300)
+    await waitForCount(nats.url, 300)
+    await expect.poll(async () => Number(await field(page, 'forwarded')), { timeout: 10_000 }).toBe(await metric(base, 'ferry_forward_messages_total'))
+    expect(Number(await field(page, 'clients'))).toBe(await metric(base, 'ferry_mqtt_clients'))
+    expect(await page.locator('[data-field="upstream"]').getAttribute('data-state')).toBe('ok')
+
+    // Outage: NATS stops, the device keeps publishing; the page shows upstream down and the backlog.
+    await nats.stop()
+    await publishSeries(c, 'page-dev', 500, 20, 301)
+    await expect.poll(() => page.locator('[data-field="upstream"]').getAttribute('data-state'), { timeout: 15_000 }).toBe('failing')
+    await expect.poll(() => page.locator('[data-field="status"]').textContent(), { timeout: 5000 }).toBe('failing')
+    const backlog = await metric(base, 'ferry_log_backlog_records')
+    expect(backlog).toBeGreaterThanOrEqual(500)
+    await expect.poll(async () => Number(await field(page, 'backlog')), { timeout: 5000 }).toBe(backlog)
+    await expect(page.locator('[data-check="upstream"]').textContent()).resolves.toContain('not connected to NATS')
+    // The backlog chart has drawn a rising line (the last point higher than the first).
+    await expect.poll(() => page.locator('#backlog path').first().getAttribute('d'), { timeout: 10_000 }).toMatch(/ L/)
+    const shot = path.join(shots, 'status-page-outage.png')
+    await page.screenshot({ path: shot, fullPage: true })
+    expect(fs.statSync(shot).size).toBeGreaterThan(10_000)
+    console.log(`status page screenshot: ${shot}`)
+
+    await nats.start()
+    await expect.poll(() => page.locator('[data-field="status"]').textContent(), { timeout: 20_000 }).toBe('ok')
+    await expect.poll(async () => Number(await field(page, 'backlog')), { timeout: 20_000 }).toBe(0)
+    expect(external).toEqual([]) // no CDN, nothing outside the gateway
+    await endClient(c)
+    await page.close()
+  }, 90_000)
+})
