@@ -33,4 +33,14 @@ describe('docs', () => {
     expect(c.tls.requireClientCert).toBe(true)
     expect(c.mqtts).toEqual({ host: '0.0.0.0', port: 8883 })
   })
+
+  it('docs - contrib/ferry.service uses only flags and commands that exist', () => {
+    const unit = fs.readFileSync('contrib/ferry.service', 'utf8')
+    const flags = new Set(OPTIONS.map((o) => o.flag).concat('--config'))
+    for (const line of unit.split('\n').filter((l) => /^Exec(Start|StartPre)=/.test(l))) {
+      for (const f of line.match(/--[a-z-]+/g) ?? []) expect(flags, `${f} in ${line}`).toContain(f)
+      expect(line).toMatch(/ferry (run|check) /)
+    }
+    expect(unit).toContain('RestartPreventExitStatus=2')
+  })
 })
