@@ -43,7 +43,7 @@ export class Gateway {
    * Starts the gateway: recover the log, then listen for MQTT, then forward. Upstream being down
    * does not stop the start: the log buffers until NATS is reachable.
    */
-  static async start(config: Config, logger: Logger): Promise<Gateway> {
+  static async start(config: Config, logger: Logger, opts: { onRecoveryProgress?: (done: number, total: number) => void } = {}): Promise<Gateway> {
     const metrics = createMetrics()
     // Credentials, ACL and certificates first: a bad file stops the start before the log is touched.
     const admission = Admission.load({
@@ -72,6 +72,7 @@ export class Gateway {
       fsyncIntervalMs: config.log.fsyncIntervalMs,
       maxRecordBytes: config.log.maxRecordBytes,
       checkpointIntervalMs: config.log.checkpointIntervalMs,
+      ...(opts.onRecoveryProgress ? { onRecoveryProgress: opts.onRecoveryProgress } : {}),
       logger: logger.child('log'),
       metrics,
     })

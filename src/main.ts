@@ -47,7 +47,17 @@ async function run(args: string[]): Promise<number> {
   process.on('SIGHUP', () => reload())
   logger.info('starting', { version: VERSION, node: process.version, pid: process.pid, config: redactedConfig(config) })
   try {
-    gateway = await Gateway.start(config, logger)
+    // On a terminal, a long recovery shows its progress; otherwise the "ring log recovered" line says it all.
+    const tty = process.stderr.isTTY && format === 'pretty'
+    let shown = false
+    gateway = await Gateway.start(config, logger, {
+      onRecoveryProgress: (done, total) => {
+        if (!tty || total < 8) return
+        shown = true
+        process.stderr.write(`\rrecovering the ring log: segment ${done + 1} of ${total}`)
+      },
+    })
+    if (shown) process.stderr.write('\n')
   } catch (err) {
     logger.error('failed to start', { error: err })
     // A credentials, ACL or certificate file that cannot be used is a configuration error.

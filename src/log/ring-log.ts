@@ -64,6 +64,8 @@ export interface RingLogOptions {
   readonly metrics: Metrics
   /** File-system seam (tests inject faults). Default: the real file system. */
   readonly fs?: LogFs
+  /** Called after each segment recovery looked at (progress of a long start). */
+  readonly onRecoveryProgress?: (segmentsDone: number, segmentsTotal: number) => void
 }
 
 /** One segment file as the log tracks it. */
@@ -190,7 +192,9 @@ export class RingLog {
       quarantined.push(name)
       log.error('segment quarantined: its records are not forwarded', { segment: name, reason: why })
     }
+    let done = 0
     for (const name of names) {
+      this.opts.onRecoveryProgress?.(done++, names.length)
       const base = parseSegmentFileName(name)
       if (base === undefined) {
         if (name.endsWith('.tmp')) await fsys.unlink(path.join(this.segDir, name))
