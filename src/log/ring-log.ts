@@ -164,6 +164,7 @@ export class RingLog {
     m.logBytes.collect(() => log.sizeBytes)
     m.logSegments.collect(() => log.segments.length)
     m.logBacklog.collect(() => Math.max(0, log.durable - log.ackedSeq))
+    m.logBacklogBytes.collect(() => log.backlogBytesEstimate())
     log.timers.push(setInterval(() => log.checkpointIfMoved(), opts.checkpointIntervalMs))
     if (opts.fsync === 'batch') log.timers.push(setInterval(() => void log.syncTick(), opts.fsyncIntervalMs))
     for (const t of log.timers) t.unref()
@@ -709,6 +710,22 @@ export class RingLog {
     return this.pendingBytes
   }
   /** The error that stopped the log, if any. */
+  /**
+   * Bytes of the records after the acknowledged position: whole segments after it, and the
+   * segment holding it in proportion to its records still to forward (an estimate: records differ
+   * in size).
+   */
+  backlogBytesEstimate(): number {
+    let bytes = 0
+    for (const s of this.segments) {
+      if (s.lastSeq <= this.ackedSeq) continue
+      const records = s.lastSeq - s.baseSeq + 1
+      const waiting = s.lastSeq - Math.max(this.ackedSeq, s.baseSeq - 1)
+      bytes += records > 0 ? Math.round((s.size * waiting) / records) : 0
+    }
+    return bytes
+  }
+
   get failure(): Error | undefined {
     return this.failed
   }

@@ -34,6 +34,7 @@ export function createMetrics() {
     logBytes: r.add(new Gauge('ferry_log_size_bytes', 'Bytes in ring log segment files')),
     logSegments: r.add(new Gauge('ferry_log_segments', 'Ring log segment files')),
     logBacklog: r.add(new Gauge('ferry_log_backlog_records', 'Records in the log not yet acknowledged by JetStream')),
+    logBacklogBytes: r.add(new Gauge('ferry_log_backlog_bytes', 'Bytes of the records not yet acknowledged by JetStream (estimated from segment sizes)')),
     logRecords: r.add(new Gauge('ferry_log_records', 'Records in the ring log (forwarded or not)')),
     logOldestAge: r.add(new Gauge('ferry_log_oldest_unforwarded_age_seconds', 'Age of the oldest record not yet acknowledged by JetStream (0 without backlog)')),
     forwardRate: r.add(new Gauge('ferry_forward_rate_messages_per_second', 'Messages acknowledged by JetStream per second, recent average')),

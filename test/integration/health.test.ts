@@ -62,6 +62,9 @@ describe('readiness', () => {
       expect(down.body.backlog.oldestAgeSeconds).toBeGreaterThan(1)
       expect(await metric(gw, 'ferry_ready')).toBe(0)
       expect(await metric(gw, 'ferry_log_backlog_records')).toBeGreaterThanOrEqual(200)
+      // 200 records of ~60 bytes stored, ~100 framed: the estimate lands in that range.
+      expect(await metric(gw, 'ferry_log_backlog_bytes')).toBeGreaterThan(200 * 40)
+      expect(await metric(gw, 'ferry_log_backlog_bytes')).toBeLessThan(200 * 400)
       await nats.start()
       const back = await until(() => readyz(gw), (r) => r.body.status === 'ok' && r.body.backlog.records === 0)
       expect(back.code).toBe(200)
