@@ -4,12 +4,13 @@ import { Counter, Gauge, Histogram, Registry } from './registry.js'
 const LATENCY_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 
 /** Drop reasons used as the `reason` label of ferry_drops_total. */
-export type DropReason = 'discard_old' | 'discard_new' | 'dead_letter' | 'corrupt' | 'qos0_overload' | 'expired' | 'events_not_captured'
+export const DROP_REASONS = ['discard_old', 'discard_new', 'expired', 'dead_letter', 'corrupt', 'qos0_overload', 'events_not_captured'] as const
+export type DropReason = (typeof DROP_REASONS)[number]
 
 /** Creates the registry with every metric of the gateway. */
 export function createMetrics() {
   const r = new Registry()
-  return {
+  const m = {
     registry: r,
     mqttClients: r.add(new Gauge('ferry_mqtt_clients', 'Connected MQTT clients')),
     mqttReceived: r.add(new Counter('ferry_mqtt_received_messages_total', 'PUBLISH packets accepted from devices, by qos')),
@@ -51,6 +52,10 @@ export function createMetrics() {
     processRss: r.add(new Gauge('ferry_process_resident_memory_bytes', 'Resident set size of the gateway process')),
     eventLoopDelay: r.add(new Gauge('ferry_process_event_loop_delay_p99_seconds', 'Event loop delay, 99th percentile since start')),
   }
+  // Every drop reason is exported from the start, at 0. (qos0_overload stays 0: when writes fall
+  // behind, QoS 0 publishes wait for the log instead of being dropped.)
+  for (const reason of DROP_REASONS) m.drops.child({ reason })
+  return m
 }
 
 export type Metrics = ReturnType<typeof createMetrics>

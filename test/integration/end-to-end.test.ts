@@ -57,7 +57,8 @@ describe('end to end', () => {
     expect(text).toContain('ferry_mqtt_received_messages_total{qos="1"} 10000')
     expect(text).toContain('ferry_forward_messages_total 10020')
     expect(text).toMatch(/# HELP ferry_log_fsync_latency_seconds .+\n# TYPE ferry_log_fsync_latency_seconds histogram/)
-    expect(text).toMatch(/ferry_drops_total 0\n/)
+    expect(text).toMatch(/ferry_drops_total\{reason="discard_old"\} 0\n/)
+    expect(text).not.toMatch(/ferry_drops_total\{[^}]*\} [1-9]/)
     expect(await (await fetch(`${base}/healthz`)).text()).toBe('ok\n')
   })
 
