@@ -40,7 +40,7 @@ export function createMetrics() {
     logOldestAge: r.add(new Gauge('ferry_log_oldest_unforwarded_age_seconds', 'Age of the oldest record not yet acknowledged by JetStream (0 without backlog)')),
     forwardRate: r.add(new Gauge('ferry_forward_rate_messages_per_second', 'Messages acknowledged by JetStream per second, recent average')),
     drainEstimate: r.add(new Gauge('ferry_forward_drain_estimate_seconds', 'Expected time until the backlog is empty at the recent forward rate (NaN while not draining)')),
-    ready: r.add(new Gauge('ferry_ready', '1 when /readyz is ok or degraded, 0 when failing')),
+    ready: r.add(new Gauge('ferry_health_ready', '1 when /readyz is ok or degraded, 0 when failing')),
     drops: r.add(new Counter('ferry_drops_total', 'Messages dropped by an explicit policy, by reason')),
     forwarded: r.add(new Counter('ferry_forward_messages_total', 'Messages acknowledged by JetStream')),
     forwardDuplicates: r.add(new Counter('ferry_forward_duplicates_total', 'PubAcks with duplicate: true (resends JetStream dropped)')),

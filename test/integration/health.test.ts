@@ -60,7 +60,7 @@ describe('readiness', () => {
       expect(down.body.checks.mqtt.status).toBe('ok') // devices are still served
       expect(down.body.backlog.records).toBeGreaterThanOrEqual(200)
       expect(down.body.backlog.oldestAgeSeconds).toBeGreaterThan(1)
-      expect(await metric(gw, 'ferry_ready')).toBe(0)
+      expect(await metric(gw, 'ferry_health_ready')).toBe(0)
       expect(await metric(gw, 'ferry_log_backlog_records')).toBeGreaterThanOrEqual(200)
       // 200 records of ~60 bytes stored, ~100 framed: the estimate lands in that range.
       expect(await metric(gw, 'ferry_log_backlog_bytes')).toBeGreaterThan(200 * 40)
@@ -70,7 +70,7 @@ describe('readiness', () => {
       expect(back.code).toBe(200)
       expect(back.body.backlog).toMatchObject({ records: 0, oldestAgeSeconds: 0, drainEstimateSeconds: 0 })
       expect(back.body.backlog.forwardRatePerSecond).toBeGreaterThan(0)
-      expect(await metric(gw, 'ferry_ready')).toBe(1)
+      expect(await metric(gw, 'ferry_health_ready')).toBe(1)
       await endClient(c)
     } finally {
       await gw.close()
