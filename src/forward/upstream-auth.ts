@@ -7,18 +7,11 @@
 import fs from 'node:fs'
 import { credsAuthenticator, nkeyAuthenticator } from '@nats-io/transport-node'
 import type { ConnectionOptions } from '@nats-io/transport-node'
+import type { Config } from '../config/index.js'
 import { FerryError } from '../errors.js'
 
-export interface UpstreamSecurity {
-  readonly token: string
-  readonly user: string
-  readonly password: string
-  readonly nkeyFile: string
-  readonly credsFile: string
-  readonly tlsCa: string
-  readonly tlsCert: string
-  readonly tlsKey: string
-}
+/** The --nats-* options about credentials and TLS. */
+export type UpstreamSecurity = Pick<Config['nats'], 'token' | 'user' | 'password' | 'nkeyFile' | 'credsFile' | 'tlsCa' | 'tlsCert' | 'tlsKey'>
 
 function read(file: string, flag: string): Buffer {
   try {

@@ -10,6 +10,7 @@ import { crc32 } from 'node:zlib'
 import { Aedes } from 'aedes'
 import type { AuthenticateError, Client, PublishPacket, Subscription } from 'aedes'
 import type { Admission } from '../auth/index.js'
+import type { Config } from '../config/index.js'
 import { encodeEntry, encodingOf } from '../codec/index.js'
 import type { PayloadPolicy } from '../codec/index.js'
 import { FerryError } from '../errors.js'
@@ -27,21 +28,8 @@ export interface Appender {
 }
 
 /** Options of the MQTT ingress. */
-/** The protective limits of the MQTT listeners (see the --max-* options). */
-export interface IngressLimits {
-  readonly maxPacketBytes: number
-  readonly maxConnections: number
-  readonly connectionRate: number
-  readonly connectionRatePerAddress: number
-  readonly connectTimeoutMs: number
-  /** Seconds; 0 = no bound. */
-  readonly maxKeepalive: number
-  readonly maxTopicBytes: number
-  readonly maxTopicLevels: number
-  readonly maxSubscriptions: number
-  readonly maxInflightIn: number
-  readonly drainTimeoutMs: number
-}
+/** The protective limits of the MQTT listeners (see the --max-* options; keepalive in seconds, 0 = no bound). */
+export type IngressLimits = Config['limits']
 
 export interface IngressOptions {
   readonly host: string
