@@ -38,6 +38,8 @@ interface Pending {
 
 /** The parts of a device response topic, or undefined when `topic` is not one. */
 export function parseResponseTopic(topic: string): { clientId: string; correlationId: string } | undefined {
+  // Every device publish passes here: rule out telemetry without allocating.
+  if (!topic.startsWith('devices/') || !topic.includes('/rpc/response/')) return undefined
   const l = topic.split('/')
   if (l.length < 5 || l[0] !== 'devices' || l[2] !== 'rpc' || l[3] !== 'response' || !l[4]) return undefined
   return { clientId: l[1]!, correlationId: l[4] }
