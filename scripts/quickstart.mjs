@@ -123,7 +123,7 @@ if (mqttPort !== 1883) {
   say(`port 1883 is taken; the gateway listens on ${mqttPort} instead`)
   gatewayArgs.push('--mqtt-listen', `127.0.0.1:${mqttPort}`)
 }
-say(`gateway: node ${gatewayArgs.join(' ')}  (metrics: http://127.0.0.1:${httpPort}/metrics)`)
+say(`gateway: node ${gatewayArgs.join(' ')}  (status page: http://127.0.0.1:${httpPort}/, metrics: /metrics, readiness: /readyz)`)
 start('ferry', process.execPath, gatewayArgs, true)
 if (!(await waitPort(mqttPort, 15_000))) {
   say('the gateway did not start')
