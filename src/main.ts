@@ -71,6 +71,7 @@ async function run(args: string[]): Promise<number> {
   const started = gateway
   reload = () => started.admission.reload()
   started.metrics.processRss.collect(() => process.memoryUsage.rss())
+  started.metrics.processHeap.collect(() => process.memoryUsage().heapUsed)
   return new Promise<number>((resolve) => {
     let stopping = false
     stop = (signal: string): void => {

@@ -110,6 +110,8 @@ export class Admission {
           return cb(refusal(IDENTIFIER_REJECTED))
         }
         this.identities.set(client, identity)
+        // Everyone anonymous: no identity to protect, no binding to keep (memory per connection).
+        if (identity === undefined && !bound) return cb(null, true)
         const b = bound && bound.identity === identity ? bound : { identity, persistent: false, clients: new Set<Client>() }
         b.persistent = !client.clean
         b.clients.add(client)

@@ -23,9 +23,10 @@ export interface DeviceInfo {
 
 interface Session extends DeviceInfo {
   readonly client: Client
-  readonly acks: Map<number, () => void>
+  /** Deliveries waiting for a PUBACK, by packet id (created on the first delivery). */
+  acks?: Map<number, () => void>
   /** Deliveries waiting for a PUBACK, told when the device goes. */
-  readonly waiting: Set<() => void>
+  waiting?: Set<() => void>
 }
 
 /** The aedes internals used here (see the file comment). */
@@ -84,9 +85,9 @@ export class Devices extends EventEmitter<DeviceEvents> {
       this.reasons.set(old.client, 'takeover')
       this.gone(old.client)
     }
-    const s: Session = { client, clientId: client.id, address: c.conn.remoteAddress ?? '', connectedAt: Date.now(), clean: c.clean, messagesIn: 0, messagesOut: 0, acks: new Map(), waiting: new Set() }
+    const s: Session = { client, clientId: client.id, address: c.conn.remoteAddress ?? '', connectedAt: Date.now(), clean: c.clean, messagesIn: 0, messagesOut: 0 }
     c._parser.on('packet', (p) => {
-      if (p.cmd === 'puback' && p.messageId !== undefined) {
+      if (p.cmd === 'puback' && p.messageId !== undefined && s.acks) {
         const done = s.acks.get(p.messageId)
         if (done) {
           s.acks.delete(p.messageId)
@@ -108,7 +109,7 @@ export class Devices extends EventEmitter<DeviceEvents> {
     if (!s || s.client !== client) return
     this.sessions.delete(client.id)
     const reason = (client as unknown as AedesClientInternals)._disconnected ? 'clean' : this.stopping ? 'gateway_stop' : (this.reasons.get(client) ?? 'connection_lost')
-    for (const w of [...s.waiting]) w()
+    for (const w of [...(s.waiting ?? [])]) w()
     this.emit('offline', s, reason)
   }
 
@@ -145,16 +146,18 @@ export class Devices extends EventEmitter<DeviceEvents> {
     const id = c._nextId
     c._nextId = id >= 65535 ? 1 : id + 1
     return new Promise((resolve) => {
+      const acks = (s.acks ??= new Map())
+      const waiting = (s.waiting ??= new Set())
       const offline = (): void => finish('offline')
       const finish = (r: 'acked' | 'offline' | 'timeout'): void => {
         clearTimeout(timer)
-        s.acks.delete(id)
-        s.waiting.delete(offline)
+        acks.delete(id)
+        waiting.delete(offline)
         resolve(r)
       }
       const timer = setTimeout(() => finish('timeout'), timeoutMs)
-      s.acks.set(id, () => finish('acked'))
-      s.waiting.add(offline)
+      acks.set(id, () => finish('acked'))
+      waiting.add(offline)
       c.deliverQoS(
         { cmd: 'publish', brokerId: this.broker.id, brokerCounter: ++(this.broker as unknown as { counter: number }).counter, topic, payload, qos: 1, retain: false, dup: false, messageId: id },
         () => {},

@@ -50,6 +50,7 @@ export function createMetrics() {
     forwardConnected: r.add(new Gauge('ferry_forward_connected', '1 while connected to NATS')),
     forwardReconnects: r.add(new Counter('ferry_forward_reconnects_total', 'Reconnections to NATS')),
     processRss: r.add(new Gauge('ferry_process_resident_memory_bytes', 'Resident set size of the gateway process')),
+    processHeap: r.add(new Gauge('ferry_process_heap_used_bytes', 'V8 heap in use (part of the resident set)')),
     eventLoopDelay: r.add(new Gauge('ferry_process_event_loop_delay_p99_seconds', 'Event loop delay, 99th percentile since start')),
   }
   // Every drop reason is exported from the start, at 0. (qos0_overload stays 0: when writes fall
