@@ -26,11 +26,12 @@ function passwd(file: string, device: string, password: string): Promise<{ code:
   return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stderr })))
 }
 
-/** Connects; resolves with the client, or with the CONNACK refusal code. */
+/** Connects; resolves with the client, the CONNACK refusal code, or -2 when the socket closed without a CONNACK. */
 function tryConnect(port: number, opts: IClientOptions): Promise<MqttClient | number> {
   const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
   return new Promise((resolve, reject) => {
     c.once('connect', () => resolve(c))
+    c.once('close', () => resolve(-2)) // (a no-op once settled)
     c.once('error', (err) => {
       c.end(true)
       const code = (err as { code?: number }).code
