@@ -1,12 +1,12 @@
 // Canary devices for hostile tests: steady QoS 1 publishers with a ledger of PUBACKs and their latency, checked against the stream afterwards.
 import fs from 'node:fs'
-import type { MqttClient } from 'mqtt'
+import type { IClientOptions, MqttClient } from 'mqtt'
 import { CONTENT_TYPE_CBOR, decodeCbor, topicToSubject } from '../../src/codec/index.js'
 import { connectClient } from './mqtt.js'
 import { readStream } from './stream.js'
 import type { StoredMessage } from './stream.js'
 
-/** A device publishing `{device, seq, ts}` at QoS 1 on `canary/<id>/telemetry` at a fixed rate. */
+/** A device publishing `{device, seq, ts}` at QoS 1 on `<topicRoot>/<id>/telemetry` at a fixed rate. */
 export interface Canary {
   readonly id: string
   readonly topic: string
@@ -22,10 +22,11 @@ export interface Canary {
 }
 
 /** Connects a canary (no reconnect: a canary that is dropped shows up in `disconnects()` and in missing PUBACKs). */
-export async function startCanary(port: number, id: string, ratePerSec = 50): Promise<Canary> {
-  const client = await connectClient(port, id)
+export async function startCanary(port: number, id: string, ratePerSec = 50, opts: IClientOptions & { topic?: string } = {}): Promise<Canary> {
+  const { topic: topicOpt, ...clientOpts } = opts
+  const client = await connectClient(port, id, clientOpts)
   client.on('error', () => {})
-  const topic = `canary/${id}/telemetry`
+  const topic = topicOpt ?? `canary/${id}/telemetry`
   const acked = new Map<number, number>()
   let next = 0
   let inflight = 0
