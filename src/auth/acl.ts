@@ -11,7 +11,7 @@
 // Access is read, write, readwrite (the default) or deny. What no rule allows is denied. A publish
 // needs a write rule matching its topic; a subscription needs a read rule covering its whole filter
 // (`#` is allowed only where a rule allows `#` there). `%u` and `%c` expand only when the identity
-// or client id holds none of `+`, `#`, `/` or NUL, so no one can name themselves into a wildcard;
+// or client id holds none of `+`, `#`, `/`, `%` or NUL, so no one can name themselves into a wildcard;
 // otherwise the rule does not apply to them. `#` and `+` in a rule's first level do not match `$`
 // topics (MQTT 4.7.2): `$SYS/...` needs a rule of its own.
 import fs from 'node:fs'
@@ -27,7 +27,8 @@ interface Rule {
   readonly pattern: boolean
 }
 
-const UNSAFE_IDENTITY = /[+#/\x00]/
+/** Never expanded: wildcards, level separators, NUL, and % (an identity "%c" must not become a client id). */
+const UNSAFE_IDENTITY = /[+#/\x00%]/
 
 /** True when every topic matching `inner` also matches `outer` (both valid filters). */
 export function filterCovers(outer: string, inner: string): boolean {

@@ -103,6 +103,8 @@ export class Admission {
     this.identify(client, username, password).then(
       (r) => {
         if (typeof r === 'number') return cb(refusal(r))
+        // Gone while its password was hashed: aedes drops this answer; bind nothing to a dead client.
+        if ((client as unknown as { closed?: boolean }).closed || (client.conn as { destroyed?: boolean }).destroyed) return cb(refusal(SERVER_UNAVAILABLE))
         const identity = r.identity
         const bound = this.bindings.get(client.id)
         if (bound && bound.identity !== identity && (bound.clients.size > 0 || bound.persistent)) {

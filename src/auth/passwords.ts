@@ -15,6 +15,8 @@ const SALT_BYTES = 16
 const KEY_BYTES = 32
 /** scrypt cost: N = 2^14, r = 8, p = 1 (16 MiB of memory per hash, ~20-50 ms on a small CPU). */
 export const DEFAULT_COST = { ln: 14, r: 8, p: 1 } as const
+/** Memory scrypt may use for one hash. */
+const SCRYPT_MAXMEM = 256 * 1024 * 1024
 /** Hashes running at once (libuv's pool has 4 threads; the log's fdatasync needs one). */
 const HASH_CONCURRENCY = 1
 /** Logins waiting for a hash beyond this are refused at once ("server unavailable"). */
@@ -38,7 +40,7 @@ const DEVICE = /^[^:\x00-\x1f\x7f]{1,255}$/
 
 function scrypt(password: Buffer, salt: Buffer, cost: Cost): Promise<Buffer> {
   return new Promise((resolve, reject) =>
-    crypto.scrypt(password, salt, KEY_BYTES, { N: 2 ** cost.ln, r: cost.r, p: cost.p, maxmem: 256 * 1024 * 1024 }, (err, key) => (err ? reject(err) : resolve(key))),
+    crypto.scrypt(password, salt, KEY_BYTES, { N: 2 ** cost.ln, r: cost.r, p: cost.p, maxmem: SCRYPT_MAXMEM }, (err, key) => (err ? reject(err) : resolve(key))),
   )
 }
 
@@ -69,8 +71,9 @@ export function parsePasswordFile(text: string, file: string): Map<string, Entry
       return
     }
     const cost = { ln: Number(m[1]), r: Number(m[2]), p: Number(m[3]) }
-    if (cost.ln < 10 || cost.ln > 20 || cost.r < 1 || cost.p < 1 || cost.p > 4) {
-      problems.push(`line ${i + 1}: scrypt cost ln=${cost.ln},r=${cost.r},p=${cost.p} out of range (ln 10-20, r >= 1, p 1-4)`)
+    // scrypt needs about 128 * N * r bytes; more than SCRYPT_MAXMEM would fail at every login.
+    if (cost.ln < 10 || cost.ln > 20 || cost.r < 1 || cost.p < 1 || cost.p > 4 || 128 * 2 ** cost.ln * cost.r > SCRYPT_MAXMEM / 2) {
+      problems.push(`line ${i + 1}: scrypt cost ln=${cost.ln},r=${cost.r},p=${cost.p} out of range (ln 10-20, r >= 1, p 1-4, 128 * 2^ln * r at most ${SCRYPT_MAXMEM / 2 / 2 ** 20} MiB)`)
       return
     }
     if (out.has(device)) problems.push(`line ${i + 1}: device ${JSON.stringify(device)} appears twice`)

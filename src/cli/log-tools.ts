@@ -66,6 +66,11 @@ function dirOf(args: Args): string {
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 
+/** Device-controlled text for a terminal: control characters (ESC sequences too) as \\xNN. */
+export function printable(v: unknown): string {
+  return String(v ?? '').replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+}
+
 /** A short, printable view of a stored payload. */
 export function preview(payload: Uint8Array, encoding: number, max = 80): string {
   let text: string
@@ -129,7 +134,7 @@ async function logDump(args: Args): Promise<number> {
     n++
     const d = describeRecord(r)
     if (json) process.stdout.write(JSON.stringify(d) + '\n')
-    else process.stdout.write(d.error ? `${d.seq}  ${d.time}  ${d.bytes} B  undecodable: ${d.error}\n` : `${d.seq}  ${d.time}  ${String(d.bytes).padStart(5)} B  ${d.clientId}  ${d.topic}  qos${d.qos}  ${d.contentType}  ${d.payload}\n`)
+    else process.stdout.write(d.error ? `${d.seq}  ${d.time}  ${d.bytes} B  undecodable: ${printable(d.error)}\n` : `${d.seq}  ${d.time}  ${String(d.bytes).padStart(5)} B  ${printable(d.clientId)}  ${printable(d.topic)}  qos${d.qos}  ${d.contentType}  ${printable(d.payload)}\n`)
     return n < limit
   })
   if (!json) process.stderr.write(`${n} record(s)\n`)
@@ -178,7 +183,7 @@ async function dlq(sub: string, args: Args): Promise<number> {
     }
     for (const l of lines) {
       const d = describeRecord({ seq: l.seq, ts: l.ts, body: Buffer.from(l.entry, 'base64') })
-      process.stdout.write(`${l.seq}  dead ${iso(l.deadAt)}  ${d.clientId ?? ''}  ${d.topic ?? ''}  ${d.bytes} B  reason: ${l.reason}\n`)
+      process.stdout.write(`${l.seq}  dead ${iso(l.deadAt)}  ${printable(d.clientId)}  ${printable(d.topic)}  ${d.bytes} B  reason: ${printable(l.reason)}\n`)
     }
     process.stderr.write(`${lines.length} dead letter(s) in ${file}\n`)
     return 0

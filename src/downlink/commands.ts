@@ -14,6 +14,7 @@ import crypto from 'node:crypto'
 import { AckPolicy, DeliverPolicy, RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
+import { filtersOverlap } from '../auth/index.js'
 import { deviceToken, tokensToLevels, topicMatches } from '../codec/index.js'
 import type { Devices } from '../ingress/index.js'
 import type { Logger } from '../logger.js'
@@ -42,6 +43,8 @@ export interface CommandOptions {
 
 /** How long one pull request waits on the server for a device's next command. */
 const PULL_EXPIRES_MS = 30_000
+/** A command whose topic the device has not subscribed to is offered again after this long. */
+const NOT_SUBSCRIBED_RETRY_MS = 5000
 /** Consumers of devices not seen for this long are removed by the server. */
 const INACTIVE_NS = 7 * 24 * 3600 * 1e9
 
@@ -130,9 +133,16 @@ export class Commands {
   }
 
   /** Whether the device holds a subscription that receives its command topic. */
+  /** Whether the device holds a subscription under its command topics (any command of it may match). */
   private subscribed(clientId: string): boolean {
-    const probe = commandTopic(this.opts.topicTemplate, clientId, 'x')
-    return this.opts.devices.subscriptions(clientId).some((f) => topicMatches(f, probe))
+    const t = this.opts.topicTemplate
+    const subs = this.opts.devices.subscriptions(clientId)
+    if (t.endsWith('{rest}')) {
+      const all = commandTopic(t, clientId, '#')
+      return subs.some((f) => filtersOverlap(f, all))
+    }
+    const probe = commandTopic(t, clientId, 'x')
+    return subs.some((f) => topicMatches(f, probe))
   }
 
   private maybeStart(clientId: string): void {
@@ -210,17 +220,26 @@ export class Commands {
       return
     }
     if (ttlHeader && ttl === undefined) this.opts.logger.warn('command with an unreadable Ferry-TTL header; delivered without a TTL', { clientId, ...about, ttl: ttlHeader })
+    const topic = commandTopic(this.opts.topicTemplate, clientId, rest)
+    // Only to a device subscribed to this very topic (it may hold just commands/<id>/reboot).
+    const wanted = devices.subscriptions(clientId).some((f) => topicMatches(f, topic))
     if (m.info.deliveryCount > this.opts.maxDeliver) {
       m.term()
       metrics.commands.inc(1, { result: 'dead' })
       metrics.drops.inc(1, { reason: 'dead_letter' })
-      const reason = `not acknowledged by the device after ${this.opts.maxDeliver} deliveries`
+      const reason = wanted ? `not acknowledged by the device after ${this.opts.maxDeliver} deliveries` : `the device is not subscribed to ${topic} (${this.opts.maxDeliver} tries)`
       this.opts.event(clientId, 'command-dead', { ...about, reason, deliveries: this.opts.maxDeliver })
       this.opts.logger.warn('command dead', { clientId, ...about, reason })
       return
     }
+    if (!wanted) {
+      // Its later commands wait behind it (one at a time, in order): try again later, then dead.
+      m.nak(NOT_SUBSCRIBED_RETRY_MS)
+      metrics.commands.inc(1, { result: 'not_subscribed' })
+      return
+    }
     const started = performance.now()
-    const r = await devices.deliver(clientId, commandTopic(this.opts.topicTemplate, clientId, rest), Buffer.from(m.data), this.opts.ackTimeoutMs)
+    const r = await devices.deliver(clientId, topic, Buffer.from(m.data), this.opts.ackTimeoutMs)
     if (r === 'acked') {
       m.ack() // the server holds this device's next command until it has processed the ack (max_ack_pending 1)
       metrics.commands.inc(1, { result: 'delivered' })

@@ -30,10 +30,7 @@ export class Downlink {
         this.nc = await connect({ ...this.connectOptions, servers: [...this.servers], name: this.name, maxReconnectAttempts: -1, reconnectTimeWait: 500, timeout: 5000 })
       } catch (err) {
         if (backoff >= 8000) this.logger.debug('downlink: NATS not reachable; retrying', { error: err })
-        await new Promise<void>((r) => {
-          const t = setTimeout(r, backoff)
-          this.wake = () => (clearTimeout(t), r())
-        })
+        await this.pause(backoff)
         backoff = Math.min(10_000, backoff * 2)
         continue
       }
@@ -46,11 +43,19 @@ export class Downlink {
           break
         } catch (err) {
           this.logger.warn('downlink: command stream not ready; retrying', { error: err, retryMs: wait })
-          await new Promise((r) => setTimeout(r, wait))
+          await this.pause(wait)
         }
       }
       return
     }
+  }
+
+  /** Sleeps `ms`, or less when close() wakes it. */
+  private pause(ms: number): Promise<void> {
+    return new Promise<void>((r) => {
+      const t = setTimeout(r, ms)
+      this.wake = () => (clearTimeout(t), r())
+    })
   }
 
   /** Stops reading commands and requests, answers pending requests, closes the connection. */

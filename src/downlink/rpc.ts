@@ -117,8 +117,15 @@ export class Rpc {
     const timeoutMs = Math.min(this.opts.timeoutMs, Number.isFinite(asked) && asked > 0 ? asked : this.opts.timeoutMs)
     const correlationId = `${this.salt}${(++this.counter).toString(36)}`
     const base = `devices/${clientId}/rpc/request/${correlationId}`
-    const json = devices.subscriptions(clientId).some((f) => topicMatches(f, `${base}/json`))
+    // Only to a device subscribed to its request topic: a client that took the id without the
+    // right to subscribe there (ACL) never sees requests.
+    const subs = devices.subscriptions(clientId)
+    const json = subs.some((f) => topicMatches(f, `${base}/json`))
     const topic = json ? `${base}/json` : base
+    if (!json && !subs.some((f) => topicMatches(f, base))) {
+      metrics.rpc.inc(1, { result: 'not_subscribed' })
+      return this.respond(m.reply, `503 device not subscribed to devices/${clientId}/rpc/request/+`)
+    }
     const payload = json
       ? Buffer.from(JSON.stringify({ method, params: Buffer.isBuffer(params) ? params.toString('base64') : params }))
       : encodeCbor({ method, params })

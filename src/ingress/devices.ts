@@ -158,9 +158,17 @@ export class Devices extends EventEmitter<DeviceEvents> {
       const timer = setTimeout(() => finish('timeout'), timeoutMs)
       acks.set(id, () => finish('acked'))
       waiting.add(offline)
-      c.deliverQoS(
-        { cmd: 'publish', brokerId: this.broker.id, brokerCounter: ++(this.broker as unknown as { counter: number }).counter, topic, payload, qos: 1, retain: false, dup: false, messageId: id },
-        () => {},
+      const packet = { cmd: 'publish', brokerId: this.broker.id, brokerCounter: ++(this.broker as unknown as { counter: number }).counter, topic, payload, qos: 1, retain: false, dup: false, messageId: id }
+      if (c.clean) {
+        c.deliverQoS(packet, () => {})
+        return
+      }
+      // A persistent session keeps its outgoing QoS 1 messages in aedes' persistence: queue it
+      // there first, as aedes' own Client.publish does (deliverQoS only updates a queued packet).
+      const persistence = (this.broker as unknown as { persistence: { outgoingEnqueue(sub: { clientId: string }, p: unknown): Promise<void> } }).persistence
+      persistence.outgoingEnqueue({ clientId }, packet).then(
+        () => c.deliverQoS(packet, () => {}),
+        () => finish('offline'),
       )
     })
   }

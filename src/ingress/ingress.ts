@@ -69,6 +69,8 @@ export function retransmitHash(topic: string, stored: Uint8Array): number {
 export class Ingress {
   private closed = false
   private readonly connIds = new WeakMap<Client, number>()
+  /** Filters granted and perhaps not yet stored in the client's session (see authorizeSubscribe). */
+  private readonly granting = new WeakMap<Client, Set<string>>()
   private readonly receivedByQos: { inc(n?: number): void }[]
   private readonly receivedBytesByQos: { inc(n?: number): void }[]
   private lastConnId = 0
@@ -142,15 +144,18 @@ export class Ingress {
     })
     const sockets = new Set<net.Socket>()
     const limiter = new ConnectionLimiter(limits.maxConnections, limits.connectionRate, limits.connectionRatePerAddress)
-    const accept = (socket: net.Socket): void => {
+    /** Counts a new TCP connection (before any TLS handshake) and closes it at once when a limit says so. */
+    const admit = (socket: net.Socket): boolean => {
       sockets.add(socket)
       socket.once('close', () => sockets.delete(socket))
       const refused = limiter.refuse(socket.remoteAddress ?? '', sockets.size)
-      if (refused) {
-        metrics.mqttLimits.inc(1, { limit: refused })
-        socket.destroy()
-        return
-      }
+      if (!refused) return true
+      metrics.mqttLimits.inc(1, { limit: refused })
+      socket.destroy()
+      return false
+    }
+    /** Hands an admitted connection (plain, or TLS after its handshake) to aedes behind the frame guard. */
+    const attach = (socket: net.Socket): void => {
       // Small packets (PUBACK, commands, RPC) go out at once instead of waiting on Nagle's algorithm.
       socket.setNoDelay(true)
       const client = broker.handle(socket)
@@ -159,13 +164,17 @@ export class Ingress {
         logger.info('connection closed: packet refused before buffering', { clientId: client.id ?? null, address: socket.remoteAddress, why })
       })
     }
-    const servers: net.Server[] = [net.createServer(accept)]
+    const servers: net.Server[] = [net.createServer((socket) => admit(socket) && attach(socket))]
     if (opts.tls) {
-      // A failed handshake never reaches aedes: count it and move on.
-      const s = tls.createServer({ minVersion: 'TLSv1.2', ...opts.tls.options }, accept)
-      s.on('tlsClientError', (err) => {
+      // Limits apply to the raw connection, before the handshake; a handshake must finish within
+      // the CONNECT timeout; a failed one is counted and its socket closed (Node leaves it open
+      // when there is a tlsClientError listener).
+      const s = tls.createServer({ minVersion: 'TLSv1.2', handshakeTimeout: limits.connectTimeoutMs, ...opts.tls.options }, attach)
+      s.on('connection', (raw: net.Socket) => void admit(raw))
+      s.on('tlsClientError', (err, socket) => {
         metrics.mqttAuthFailures.inc(1, { reason: 'tls_handshake' })
         logger.info('TLS handshake failed', { error: err.message })
+        socket.destroy()
       })
       servers.push(s)
     }
@@ -217,6 +226,10 @@ export class Ingress {
       this.connIds.set(client, ++this.lastConnId)
     })
     this.broker.on('clientDisconnect', () => clients--)
+    this.broker.on('subscribe', (subs, client) => {
+      const pending = client && this.granting.get(client)
+      if (pending) for (const s of subs) pending.delete(s.topic)
+    })
     // aedes reports an error once per pending write (e.g. every delivery a slow subscriber left): log the first.
     const reported = new WeakSet<Client>()
     this.broker.on('clientError', (client, err) => {
@@ -337,12 +350,24 @@ export class Ingress {
       metrics.mqttLimits.inc(1, { limit: 'topic_bytes' })
       return cb(null, null)
     }
-    if (!Object.hasOwn(held, sub.topic) && Object.keys(held).length >= limits.maxSubscriptions) {
+    // Granted filters not yet in `held` count too: a persistent session stores them asynchronously,
+    // so every filter of one SUBSCRIBE would otherwise be measured against the same count.
+    const pending = this.granting.get(client)
+    let count = Object.keys(held).length
+    if (pending) for (const f of pending) if (!Object.hasOwn(held, f)) count++
+    if (!Object.hasOwn(held, sub.topic) && !pending?.has(sub.topic) && count >= limits.maxSubscriptions) {
       metrics.mqttLimits.inc(1, { limit: 'subscriptions' })
       this.opts.logger.info('subscription refused: --max-subscriptions reached', { clientId: client.id, topic: sub.topic, limit: limits.maxSubscriptions })
       return cb(null, null)
     }
-    this.opts.admission.authorizeSubscribe(client, sub, cb)
+    this.opts.admission.authorizeSubscribe(client, sub, (err, granted) => {
+      if (!err && granted) {
+        const set = this.granting.get(client) ?? new Set<string>()
+        set.add(sub.topic)
+        this.granting.set(client, set)
+      }
+      cb(err, granted)
+    })
   }
 
   /** Refuses a publish: no acknowledgement; aedes closes that client's connection (MQTT 3.1.1 has no negative ack). */

@@ -67,8 +67,16 @@ export async function scanLog(dir: string, afterSeq: number, visit: (r: Inspecte
   const out: SegmentStat[] = []
   let stopped = false
   for (const file of segmentFiles(dir)) {
-    const bytes = fs.statSync(file).size
-    const fd = await nodeFs.open(file, 'r')
+    // A running gateway may remove a segment (eviction) while we read: skip what is gone.
+    let bytes: number
+    let fd: number
+    try {
+      bytes = fs.statSync(file).size
+      fd = await nodeFs.open(file, 'r')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
+      throw err
+    }
     try {
       const head = Buffer.alloc(SEGMENT_HEADER_BYTES)
       await nodeFs.read(fd, head, 0, head.length, 0)
@@ -88,7 +96,7 @@ export async function scanLog(dir: string, afterSeq: number, visit: (r: Inspecte
         if (stopped) break
         const r = await scanner.next()
         if (!r) break
-        if (records > 0) corrupt += scanner.gapBefore
+        corrupt += scanner.gapBefore // (before the first record: damage at the segment's start)
         records++
         first ??= r.seq
         last = r.seq

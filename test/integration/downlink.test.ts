@@ -29,7 +29,7 @@ interface Device {
  * A device subscribed to its command topic, on a raw MQTT 3.1.1 connection (mqtt.js acknowledges by
  * itself; only MQTT 5 lets it hold a PUBACK back). `ack`: 'auto', 'manual' (held until released) or 'never'.
  */
-async function device(port: number, id: string, ack: 'auto' | 'manual' | 'never' = 'auto'): Promise<Device> {
+async function device(port: number, id: string, ack: 'auto' | 'manual' | 'never' = 'auto', opts: { clean?: boolean; filter?: string } = {}): Promise<Device> {
   const socket = net.connect(port, '127.0.0.1')
   await new Promise((r) => socket.once('connect', r))
   const parser = mqttPacket.parser({ protocolVersion: 4 })
@@ -53,8 +53,8 @@ async function device(port: number, id: string, ack: 'auto' | 'manual' | 'never'
     else if (ack === 'manual') d.held.push(puback)
   })
   socket.on('data', (b) => parser.parse(b))
-  socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: id, clean: true, keepalive: 60 }))
-  socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `commands/${id}/#`, qos: 1 }] }))
+  socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: id, clean: opts.clean ?? true, keepalive: 60 }))
+  socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: opts.filter ?? `commands/${id}/#`, qos: 1 }] }))
   await subscribed
   return d
 }
@@ -110,6 +110,32 @@ describe('downlink', () => {
     expect(d.got).toHaveLength(1)
     await d.end()
   })
+
+  it('commands - a device with a persistent session gets its commands and stays connected', async () => {
+    const d = await device(gw.port, 'cmd-persist', 'auto', { clean: false })
+    for (let i = 1; i <= 3; i++) await command(`ferry.cmd.cmd-persist.n.${i}`, `{"i":${i}}`)
+    expect(await until(() => d.got.length >= 3)).toBe(true)
+    expect(d.got.map((g) => g.topic)).toEqual([1, 2, 3].map((i) => `commands/cmd-persist/n/${i}`))
+    expect(await until(async () => (await cmdCount()) === 0)).toBe(true)
+    expect(gw.output()).not.toMatch(/"clientId":"cmd-persist","error"/)
+    await d.end()
+  })
+
+  it('commands - only to topics the device subscribed to; the others wait, then die with the reason', async () => {
+    const d = await device(gw.port, 'cmd-narrow', 'auto', { filter: 'commands/cmd-narrow/reboot' })
+    await command('ferry.cmd.cmd-narrow.reboot', '{}')
+    expect(await until(() => d.got.length === 1)).toBe(true)
+    await command('ferry.cmd.cmd-narrow.config.set', '{"rate":1}')
+    await new Promise((r) => setTimeout(r, 500))
+    expect(d.got.map((g) => g.topic)).toEqual(['commands/cmd-narrow/reboot'])
+    await d.end()
+    // Subscribed to it now: the waiting command is delivered at its next try.
+    const wide = await device(gw.port, 'cmd-narrow')
+    expect(await until(() => wide.got.length === 1, 10_000)).toBe(true)
+    expect(wide.got[0]!.topic).toBe('commands/cmd-narrow/config/set')
+    expect(await until(async () => (await cmdCount()) === 0)).toBe(true)
+    await wide.end()
+  }, 20_000)
 
   it('commands - to an offline device, gateway restarted meanwhile: delivered in order when it connects and subscribes', async () => {
     const first = await device(gw.port, 'cmd-off') // creates its consumer, then leaves
@@ -189,6 +215,12 @@ describe('downlink', () => {
     const silent = await nc.request('ferry.rpc.rpc-dev.sleep', '{}', { timeout: 5000, headers: h })
     expect(silent.headers?.get('Ferry-Status')).toBe('504 device did not answer')
     expect(performance.now() - t0).toBeGreaterThanOrEqual(350)
+    // A client with the id but without a subscription to the request topic gets nothing.
+    const bare = mqtt.connect(`mqtt://127.0.0.1:${gw.port}`, { clientId: 'rpc-bare', reconnectPeriod: 0 })
+    await new Promise((r) => bare.once('connect', r))
+    const none = await nc.request('ferry.rpc.rpc-bare.getConfig', '{}', { timeout: 5000 })
+    expect(none.headers?.get('Ferry-Status')).toBe('503 device not subscribed to devices/rpc-bare/rpc/request/+')
+    await endClient(bare)
     // A response nobody waits for is acknowledged, counted and dropped; it is not stored.
     await d.publishAsync('devices/rpc-dev/rpc/response/unknown-corr', '{}', { qos: 1 })
     expect((await readStream(nats.url)).filter((m) => m.subject.includes('rpc'))).toEqual([])

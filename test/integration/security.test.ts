@@ -414,6 +414,13 @@ describe('limits', () => {
     }
   })
 
+  it('limits - --max-subscriptions holds for a persistent session subscribing to many filters at once', async () => {
+    const c = await connected(gw.port, { clientId: 'subs-persistent', clean: false })
+    const granted = await subscribe(c, Array.from({ length: 10 }, (_, i) => `p/${i}`))
+    expect(granted.filter((g) => g !== 128)).toHaveLength(3)
+    await endClient(c)
+  })
+
   it('limits - topic length and subscription count: refused filters get SUBACK 0x80, long topics disconnect', async () => {
     const c = await connected(gw.port, { clientId: 'subs' })
     expect(await subscribe(c, ['a/1', 'a/2', 'a/3', 'a/4', 'x'.repeat(65)])).toEqual([1, 1, 1, 128, 128])

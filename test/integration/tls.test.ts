@@ -2,6 +2,7 @@
 // nats-server that requires TLS and a token (never logged, no fallback to plain text).
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
+import net from 'node:net'
 import path from 'node:path'
 import mqtt from 'mqtt'
 import type { IClientOptions, MqttClient } from 'mqtt'
@@ -67,7 +68,7 @@ describe('MQTTS with client certificates', () => {
     gw = await spawnGateway([
       '--data-dir', file('data'), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0',
       '--mqtts-listen', `127.0.0.1:${port}`, '--tls-cert', file('server.pem'), '--tls-key', file('server.key'), '--tls-ca', file('ca.pem'),
-      '--require-client-cert', '--acl-file', file('devices.acl'),
+      '--require-client-cert', '--acl-file', file('devices.acl'), '--connect-timeout-ms', '1500',
     ])
   }, 60_000)
 
@@ -92,6 +93,23 @@ describe('MQTTS with client certificates', () => {
     await new Promise((r) => setTimeout(r, 300))
     expect(await streamCount(nats.url)).toBe(1)
   })
+
+  it('tls - silent sockets on the TLS port are closed at the CONNECT timeout, failed handshakes at once', async () => {
+    const port = Number(new URL(url).port)
+    const sockets = await Promise.all(
+      Array.from({ length: 5 }, async () => {
+        const s = net.connect(port, '127.0.0.1')
+        s.on('error', () => {})
+        await new Promise((r) => s.once('connect', r))
+        return s
+      }),
+    )
+    const closed = await Promise.all(sockets.map((s) => new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), 5000)
+      s.once('close', () => (clearTimeout(t), resolve(true)))
+    })))
+    expect(closed).toEqual([true, true, true, true, true])
+  }, 15_000)
 
   it('tls - no client certificate: the handshake fails; a username other than the CN is refused', async () => {
     expect(typeof (await tryConnect(url, { clientId: 'tls-none', ...tlsOpts() }))).toBe('string')

@@ -31,10 +31,11 @@ describe('ACL', () => {
     expect(acl.canPublish('d1', 'c1', 'devices/d1/secret')).toBe(false) // deny wins
     expect(acl.canSubscribe('d1', 'c1', 'commands/c1')).toBe(true)
     expect(acl.canSubscribe('d1', 'c1', 'commands/+')).toBe(false)
-    for (const evil of ['+', '#', 'a/b', 'x\u0000']) {
+    for (const evil of ['+', '#', 'a/b', 'x\u0000', '%c']) {
       expect(acl.canPublish(evil, 'c1', `devices/${evil === '+' ? 'd2' : 'd1'}/t`)).toBe(false)
       expect(acl.canSubscribe('d1', evil, 'commands/#')).toBe(false)
     }
+    expect(acl.canPublish('%c', 'victim', 'devices/victim/t')).toBe(false) // "%c" as identity is not expanded again
     expect(acl.canSubscribe('ops', 'o', 'devices/#')).toBe(false) // overlaps the deny rule
     expect(acl.canSubscribe('ops', 'o', 'devices/d1/t')).toBe(true)
     expect(acl.canPublish(undefined, 'anon', 'devices/anon/t')).toBe(false) // anonymous: no patterns, no rules
@@ -62,6 +63,8 @@ describe('credentials', () => {
 
   it('passwords - bad lines and duplicates are reported with their line numbers', () => {
     expect(() => parsePasswordFile('a:plain\nb:$scrypt$ln=30,r=8,p=1$AA==$AA==\n', 'f')).toThrow(/line 1: expected.*line 2: scrypt cost ln=30/)
+    // Within the ranges but beyond what scrypt may allocate: refused when read, not at every login.
+    expect(() => parsePasswordFile('c:$scrypt$ln=18,r=8,p=1$AA==$AA==\n', 'f')).toThrow(/line 1: scrypt cost ln=18,r=8/)
     expect(() => parsePasswordFile('a:$scrypt$ln=10,r=8,p=1$AA==$AA==\na:$scrypt$ln=10,r=8,p=1$AA==$AA==\n', 'f')).toThrow(/line 2: device "a" appears twice/)
   })
 })
