@@ -127,7 +127,11 @@ const LIVE_LANE_MAX_AGE_MS = 60_000
 
 interface LiveLane {
   readonly reader: LogReader
-  /** Topics with records in the backlog: their newer records wait for the main reader. */
+  /**
+   * Topics and devices with records in the backlog (`t:<topic>`, `c:<client id>`): their newer
+   * records wait for the main reader. Keyed by device too, so that a device's presence events keep
+   * their order with its data.
+   */
   readonly backlogTopics: Set<string>
   /** Records the lane published, by seq, until the main reader takes them into its window. */
   readonly sent: Map<number, Inflight>
@@ -316,7 +320,7 @@ export class Forwarder {
       .finally(() => (this.liveScan = undefined))
   }
 
-  /** The topics of records in (from .. split], or undefined when there are too many. */
+  /** The topics and devices of records in (from .. split], or undefined when there are too many. */
   private async scanBacklog(from: number, split: number): Promise<Set<string> | undefined> {
     const reader = this.opts.openReader(from)
     const topics = new Set<string>()
@@ -327,7 +331,10 @@ export class Forwarder {
         for (const r of recs) {
           if (r.seq > split) break
           try {
-            topics.add(decodeEntry(r.body).topic)
+            const e = decodeEntry(r.body)
+            // Events share one topic per kind: they are keyed by their device only.
+            if (!e.topic.startsWith(EVENT_TOPIC_PREFIX)) topics.add(`t:${e.topic}`)
+            topics.add(`c:${e.clientId}`)
           } catch {
             // undecodable: the main lane dead-letters it
           }
@@ -364,13 +371,13 @@ export class Forwarder {
     }
     for (const r of recs) {
       if (r.seq < this.opts.reader.position) continue // the main lane has it already
-      let topic: string
+      let e: { topic: string; clientId: string }
       try {
-        topic = decodeEntry(r.body).topic
+        e = decodeEntry(r.body)
       } catch {
         continue // the main lane dead-letters it
       }
-      if (live.backlogTopics.has(topic)) continue
+      if (live.backlogTopics.has(`c:${e.clientId}`) || (!e.topic.startsWith(EVENT_TOPIC_PREFIX) && live.backlogTopics.has(`t:${e.topic}`))) continue
       const f = this.publishNew(r.seq, r.epoch, r.ts, r.body, false)
       live.sent.set(r.seq, f)
       live.published++

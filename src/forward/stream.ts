@@ -57,7 +57,10 @@ export async function ensureStream(nc: NatsConnection, stream: string, prefix: s
   if (bad.length > 0) {
     logger.warn('stream also captures command or RPC subjects; requests to devices may be answered by JetStream', { stream, subjects: bad })
   }
-  const eventsCaptured = subjects.some((s) => subjectCovers(s, `${prefix}.events.>`))
+  // Events may also go to a stream of their own, or to a narrower filter: ask JetStream which
+  // stream would store one.
+  const probe = `${prefix}.events.probe.connected`
+  const eventsCaptured = subjects.some((s) => subjectCovers(s, `${prefix}.events.>`)) || (await jsm.streams.find(probe).then(() => true, () => false))
   if (!eventsCaptured) {
     logger.warn(`stream does not capture "${prefix}.events.>": device events (presence, command-expired, command-dead) are dropped and counted; add that subject to the stream to keep them`, { stream, subjects })
   }

@@ -79,6 +79,8 @@ export class Devices extends EventEmitter<DeviceEvents> {
   }
 
   private ready(client: Client): void {
+    // Reset between the CONNACK write and this event: its disconnect has already passed by.
+    if ((client as unknown as { closed?: boolean }).closed) return
     const c = client as unknown as AedesClientInternals
     const old = this.sessions.get(client.id)
     if (old) {

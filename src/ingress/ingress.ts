@@ -11,7 +11,7 @@ import { Aedes } from 'aedes'
 import type { AuthenticateError, Client, PublishPacket, Subscription } from 'aedes'
 import type { Admission } from '../auth/index.js'
 import type { Config } from '../config/index.js'
-import { encodeEntry, encodingOf } from '../codec/index.js'
+import { encodeEntry, encodePayload, encodingOf } from '../codec/index.js'
 import type { PayloadPolicy } from '../codec/index.js'
 import { FerryError } from '../errors.js'
 import type { Logger } from '../logger.js'
@@ -262,7 +262,7 @@ export class Ingress {
       return this.refuse(client, cb, 'topic_too_long', `topic of ${Buffer.byteLength(packet.topic)} bytes exceeds --max-topic-bytes ${this.opts.limits.maxTopicBytes}`)
     }
     if (!this.opts.admission.mayPublish(client, packet.topic)) return this.refuse(client, cb, 'acl', `publish to "${packet.topic}" denied by the ACL`)
-    this.devices.countIn(client)
+    if (!isWill) this.devices.countIn(client)
     if (client && this.intercept) {
       const handled = this.intercept(client, packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload)
       if (handled) {
@@ -290,7 +290,10 @@ export class Ingress {
     }
     const conn = (client && this.connIds.get(client)) ?? -1
     // Only device PUBLISH packets (QoS > 0, with a packet id) can be retransmitted; wills cannot.
-    const prior = packetId > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup, Date.now()) : undefined
+    // The original may have been stored in another form: before a restart with other --cbor or
+    // --raw-topics settings, as sent or as CBOR.
+    const otherForms = (): number[] => [retransmitHash(packet.topic, payload), retransmitHash(packet.topic, encodePayload(payload, true).data)]
+    const prior = packetId > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup, Date.now(), otherForms) : undefined
     if (prior) {
       // A retransmission of a message already stored or being stored (our acknowledgement was
       // lost, e.g. in a crash): acknowledge it once the original is stored, without storing it

@@ -72,11 +72,15 @@ export class RetransmitIndex {
     }
   }
 
-  /** The stored (or being stored) publish this one retransmits, if any. */
-  find(clientId: string, packetId: number, payloadCrc: number, conn: number, dup: boolean, now: number): Remembered | undefined {
+  /**
+   * The stored (or being stored) publish this one retransmits, if any. `otherCrcs` gives the CRCs
+   * of the other forms the payload may have been stored in (e.g. before a restart with other codec
+   * settings); it is called only when everything but the CRC already matches (rare).
+   */
+  find(clientId: string, packetId: number, payloadCrc: number, conn: number, dup: boolean, now: number, otherCrcs?: () => number[]): Remembered | undefined {
     const e = this.byClient.get(clientId)?.get(packetId)
-    if (!e || e.crc !== payloadCrc) return undefined
-    return dup || (e.conn !== conn && now - e.at < this.windowMs) ? e : undefined
+    if (!e || !(dup || (e.conn !== conn && now - e.at < this.windowMs))) return undefined
+    return e.crc === payloadCrc || otherCrcs?.().includes(e.crc) ? e : undefined
   }
 
   get size(): number {

@@ -34,10 +34,11 @@ describe('live lane', () => {
     expect(gw.log.durableSeq - gw.log.acked).toBeGreaterThanOrEqual(16_000)
     expect(lines.some((l) => l.includes('live lane open'))).toBe(false)
 
-    const live = await connectClient(port, 'live-0')
     await nats.start()
     const until = Date.now() + 20_000
     while (!lines.some((l) => l.includes('live lane open')) && Date.now() < until) await new Promise((r) => setTimeout(r, 5))
+    // Connected once the drain runs: nothing of this device (not even its "connected" event) is in the backlog.
+    const live = await connectClient(port, 'live-0')
     // During the drain: a device without backlog, and a backlog device that keeps publishing.
     for (let i = 1; i <= 20; i++) {
       await publishSeries(live, 'live-0', 1, 1, i)
