@@ -1,6 +1,7 @@
 // Starts a Ferry gateway for tests: in process (Gateway class) or as the bundled program (node dist/ferry.cjs).
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
+import { reapAtExit } from './reap.js'
 import { parseConfig } from '../../src/config/index.js'
 import type { RawValues } from '../../src/config/index.js'
 import { Gateway } from '../../src/gateway.js'
@@ -31,7 +32,7 @@ export interface GatewayProcess {
 
 /** Spawns `node dist/ferry.cjs run <args>` and waits until it listens for MQTT. */
 export async function spawnGateway(args: string[], timeoutMs = 20_000): Promise<GatewayProcess> {
-  const child = spawn(process.execPath, ['dist/ferry.cjs', 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = reapAtExit(spawn(process.execPath, ['dist/ferry.cjs', 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }))
   let out = ''
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()))
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()))
@@ -65,7 +66,7 @@ export async function spawnGateway(args: string[], timeoutMs = 20_000): Promise<
 
 /** Runs `node dist/ferry.cjs <args>` to completion; resolves with exit code and output. */
 export async function runFerry(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['dist/ferry.cjs', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+  const child = reapAtExit(spawn(process.execPath, ['dist/ferry.cjs', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }))
   let stdout = ''
   let stderr = ''
   child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()))

@@ -1,6 +1,7 @@
 // Starts a private nats-server -js on an ephemeral port with a temp store dir, for one test file.
 import { spawn, execFileSync } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
+import { reapAtExit } from './reap.js'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
@@ -72,7 +73,7 @@ export async function startNats(extraConfig = ''): Promise<NatsServer> {
   fs.writeFileSync(conf, `listen: 127.0.0.1:${port}\njetstream { store_dir: "${storeDir}" }\n${extraConfig}\n`)
   let child: ChildProcess | undefined
   const start = async (): Promise<void> => {
-    const c = spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const c = reapAtExit(spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] }))
     let err = ''
     c.stderr?.on('data', (d: Buffer) => {
       if (err.length < 10_000) err += d.toString()
