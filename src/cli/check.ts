@@ -4,13 +4,13 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { Admission, serverTlsOptions } from '../auth/index.js'
+import { Acl, Passwords, readPem, serverTlsOptions } from '../auth/index.js'
 import { loadConfig, redactedConfig } from '../config/index.js'
 import type { Config } from '../config/index.js'
 import { ConfigError } from '../errors.js'
 import { upstreamOptions } from '../forward/index.js'
-import { silentLogger } from '../logger.js'
-import { createMetrics } from '../metrics/index.js'
+
+const EMPTY_UPSTREAM = { token: '', user: '', password: '', nkeyFile: '', credsFile: '', tlsCa: '', tlsCert: '', tlsKey: '' }
 
 function fileProblems(c: Config): string[] {
   const problems: string[] = []
@@ -21,9 +21,16 @@ function fileProblems(c: Config): string[] {
       problems.push(`${what}: ${(err as Error).message}`)
     }
   }
-  attempt('credentials/ACL', () => Admission.load({ authFile: c.auth.file, aclFile: c.auth.aclFile, allowAnonymous: c.auth.allowAnonymous, requireClientCert: c.tls.requireClientCert, logger: silentLogger, metrics: createMetrics() }))
-  if (c.mqtts) attempt('MQTTS', () => serverTlsOptions(c.tls))
-  attempt('NATS', () => upstreamOptions(c.nats))
+  // Each file on its own, so that every unreadable one is reported.
+  if (c.auth.file) attempt('credentials', () => Passwords.load(c.auth.file))
+  if (c.auth.aclFile) attempt('ACL', () => Acl.load(c.auth.aclFile))
+  if (c.mqtts) {
+    for (const [file, flag] of [[c.tls.cert, '--tls-cert'], [c.tls.key, '--tls-key'], [c.tls.ca, '--tls-ca']] as const) if (file) attempt('MQTTS', () => readPem(file, flag))
+    if (problems.length === 0) attempt('MQTTS', () => serverTlsOptions(c.tls))
+  }
+  if (c.nats.nkeyFile) attempt('NATS', () => upstreamOptions({ ...EMPTY_UPSTREAM, nkeyFile: c.nats.nkeyFile }))
+  if (c.nats.credsFile) attempt('NATS', () => upstreamOptions({ ...EMPTY_UPSTREAM, credsFile: c.nats.credsFile }))
+  for (const [file, flag] of [[c.nats.tlsCa, '--nats-tls-ca'], [c.nats.tlsCert, '--nats-tls-cert'], [c.nats.tlsKey, '--nats-tls-key']] as const) if (file) attempt('NATS', () => readPem(file, flag))
   // The data directory: existing and writable, or creatable.
   let dir = path.resolve(c.log.dataDir)
   while (!fs.existsSync(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir)
