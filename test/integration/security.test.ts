@@ -254,17 +254,9 @@ describe('credentials and ACL', () => {
   }, 60_000)
 
   it('canaries - two honest devices published through every attack above: the gateway stayed up, they lost nothing, memory stayed bounded', async () => {
-    for (const c of canaries) await c.stop()
-    expect(gw.child.exitCode).toBe(null)
-    expect(canaries.every((c) => c.disconnects() === 0 && c.acked.size === c.sent())).toBe(true)
-    const check = await checkCanaries(nats.url, canaries)
-    expect(check.missing).toEqual([])
-    expect(check.duplicates).toEqual([])
-    const p99 = quantile(canaries.flatMap((c) => [...c.acked.values()]), 0.99)
-    console.log(`credentials/ACL attacks: canary PUBACK p99 ${p99.toFixed(1)} ms over ${canaries.reduce((a, c) => a + c.acked.size, 0)} publishes; RSS ${(rssBefore / 2 ** 20).toFixed(1)} -> ${(rss(gw.child.pid!) / 2 ** 20).toFixed(1)} MiB`)
     // Bounded, not flat: 300 scrypt hashes (16 MiB of memory each, on libuv's threads) leave the
     // allocator's arenas grown; nothing here may grow with the size of an attack.
-    expect(rss(gw.child.pid!) - rssBefore).toBeLessThan(192 * 2 ** 20)
+    await expectCanariesUnharmed('credentials/ACL attacks', gw, nats, canaries, rssBefore, 192 * 2 ** 20)
   }, 30_000)
 
   it('reload - SIGHUP picks up a new device and rules; a broken file keeps the old ones', async () => {
@@ -505,16 +497,8 @@ describe('limits', () => {
   })
 
   it('canaries - two honest devices published through every attack above: the gateway stayed up, they lost nothing, memory stayed bounded', async () => {
-    for (const c of canaries) await c.stop()
-    expect(gw.child.exitCode).toBe(null)
-    expect(canaries.every((c) => c.disconnects() === 0 && c.acked.size === c.sent())).toBe(true)
-    const check = await checkCanaries(nats.url, canaries)
-    expect(check.missing).toEqual([])
-    expect(check.duplicates).toEqual([])
-    const p99 = quantile(canaries.flatMap((c) => [...c.acked.values()]), 0.99)
-    console.log(`limit attacks: canary PUBACK p99 ${p99.toFixed(1)} ms over ${canaries.reduce((a, c) => a + c.acked.size, 0)} publishes; RSS ${(rssBefore / 2 ** 20).toFixed(1)} -> ${(rss(gw.child.pid!) / 2 ** 20).toFixed(1)} MiB`)
     // Bounded, not flat: 1,000 sockets, 16 MB of payloads to a subscriber that stopped reading.
-    expect(rss(gw.child.pid!) - rssBefore).toBeLessThan(160 * 2 ** 20)
+    await expectCanariesUnharmed('limit attacks', gw, nats, canaries, rssBefore, 160 * 2 ** 20)
   }, 30_000)
 })
 
@@ -524,6 +508,19 @@ async function streamCountOf(url: string): Promise<number> {
 
 async function metricValue(g: GatewayProcess, name: string): Promise<number> {
   return metric(g, name)
+}
+
+/** Stops the canaries and checks: gateway up, every PUBACKed message stored once, RSS grew less than `maxGrowth`. */
+async function expectCanariesUnharmed(what: string, gw: GatewayProcess, nats: NatsServer, canaries: Canary[], rssBefore: number, maxGrowth: number): Promise<void> {
+  for (const c of canaries) await c.stop()
+  expect(gw.child.exitCode).toBe(null)
+  expect(canaries.every((c) => c.disconnects() === 0 && c.acked.size === c.sent())).toBe(true)
+  const check = await checkCanaries(nats.url, canaries)
+  expect(check.missing).toEqual([])
+  expect(check.duplicates).toEqual([])
+  const p99 = quantile(canaries.flatMap((c) => [...c.acked.values()]), 0.99)
+  console.log(`${what}: canary PUBACK p99 ${p99.toFixed(1)} ms over ${canaries.reduce((a, c) => a + c.acked.size, 0)} publishes; RSS ${(rssBefore / 2 ** 20).toFixed(1)} -> ${(rss(gw.child.pid!) / 2 ** 20).toFixed(1)} MiB`)
+  expect(rss(gw.child.pid!) - rssBefore).toBeLessThan(maxGrowth)
 }
 
 function rss(pid: number): number {
