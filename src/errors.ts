@@ -44,8 +44,11 @@ export class ConfigError extends FerryError {
 
 /** The log refused an append because it is full under `discard: "new"`. */
 export class LogFullError extends FerryError {
-  constructor(message: string) {
+  /** True when the file system is full (ENOSPC), false when the log is at --log-max-bytes. */
+  readonly diskFull: boolean
+  constructor(message: string, diskFull = false) {
     super('FERRY_ERR_LOG_FULL', message)
+    this.diskFull = diskFull
     this.name = 'LogFullError'
   }
 }

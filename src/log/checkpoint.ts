@@ -1,7 +1,9 @@
 // The forwarder's ack position, checkpointed atomically in a two-slot file.
 //
 // File `<dataDir>/checkpoint`, 8 KiB: two 4 KiB slots, written alternately (slot = generation % 2),
-// each followed by fdatasync. On load the valid slot with the highest generation wins, so a torn
+// each followed by fdatasync. Both slots are allocated (written out in full) when the file is opened,
+// so a later checkpoint write overwrites blocks the file already owns and cannot fail with ENOSPC
+// on a full disk (on file systems that overwrite in place: not on copy-on-write ones). On load the valid slot with the highest generation wins, so a torn
 // write of one slot leaves the other intact. The checkpoint is a hint that bounds duplicates:
 // losing it means resending from the oldest segment, never skipping data.
 //
@@ -116,8 +118,26 @@ export class Checkpoint {
     const slots = [decode(buf.subarray(0, SLOT_BYTES)), decode(buf.subarray(SLOT_BYTES))]
     let best: { gen: number; state: CheckpointState } | undefined
     for (const s of slots) if (s && (!best || s.gen > best.gen)) best = s
-    return { checkpoint: new Checkpoint(fsys, fd, best?.gen ?? 0), state: best?.state }
+    const checkpoint = new Checkpoint(fsys, fd, best?.gen ?? 0)
+    if (got < buf.length) {
+      // A new file, or one an older version left with a hole (its first write went to the second
+      // slot): write both slots out, keeping what they hold, so no later write needs new blocks.
+      try {
+        await writeFully(fsys, fd, buf, 0)
+        await fsys.fdatasync(fd)
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== 'ENOSPC') {
+          await fsys.close(fd).catch(() => {})
+          throw err
+        }
+        checkpoint.allocated = false
+      }
+    }
+    return { checkpoint, state: best?.state }
   }
+
+  /** False when the file could not be fully allocated at open (disk full); writes may then fail with ENOSPC. */
+  allocated = true
 
   /** Writes the next generation into the other slot and fdatasyncs it. */
   async write(state: CheckpointState): Promise<void> {

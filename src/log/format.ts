@@ -138,11 +138,16 @@ export function writeFrame(out: Buffer, at: number, type: number, seq: number, t
 }
 
 /** Encodes the seal body. */
-export function encodeSealBody(firstSeq: number, lastSeq: number): Buffer {
+/**
+ * The seal's body. `lostSeqs`: seqs at the end of the segment (up to lastSeq) that a power loss
+ * took after they were acknowledged; recovery writes it once and counts them, readers skip them.
+ */
+export function encodeSealBody(firstSeq: number, lastSeq: number, lostSeqs = 0): Buffer {
   const b = Buffer.alloc(SEAL_BODY_BYTES)
   b.writeBigUInt64LE(BigInt(firstSeq), 0)
   b.writeBigUInt64LE(BigInt(lastSeq), 8)
-  b.writeBigUInt64LE(BigInt(Math.max(0, lastSeq - firstSeq + 1)), 16)
+  b.writeBigUInt64LE(BigInt(Math.max(0, lastSeq - firstSeq + 1 - lostSeqs)), 16)
+  b.writeBigUInt64LE(BigInt(lostSeqs), 24)
   return b
 }
 
@@ -185,6 +190,9 @@ export function checkFrame(buf: Buffer, at: number, available: number, maxBodyBy
 }
 
 /** Decodes a seal body. */
-export function decodeSealBody(body: Buffer): { firstSeq: number; lastSeq: number } {
-  return { firstSeq: Number(body.readBigUInt64LE(0)), lastSeq: Number(body.readBigUInt64LE(8)) }
+export function decodeSealBody(body: Buffer): { firstSeq: number; lastSeq: number; lostSeqs: number } {
+  const lostSeqs = Number(body.readBigUInt64LE(24))
+  const lastSeq = Number(body.readBigUInt64LE(8))
+  const firstSeq = Number(body.readBigUInt64LE(0))
+  return { firstSeq, lastSeq, lostSeqs: lostSeqs <= lastSeq - firstSeq + 1 ? lostSeqs : 0 }
 }

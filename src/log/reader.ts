@@ -68,7 +68,7 @@ export class LogReader {
         if (seg.baseSeq > this.nextSeq) {
           // Seqs with no segment: a quarantined segment, or a tail lost to power loss under
           // --fsync batch|none (the seq floor survived in the checkpoint, the records did not).
-          this.countCorrupt(seg.baseSeq - this.nextSeq)
+          this.countCorrupt(this.log.unaccountedGap(this.nextSeq, seg.baseSeq - 1))
           this.nextSeq = seg.baseSeq
           continue
         }
@@ -101,8 +101,9 @@ export class LogReader {
           }
           break
         }
-        // Segment finished. Seqs it should have held but did not yield were damaged.
-        const end = Math.min(seg.lastSeq, this.log.durableSeq)
+        // Segment finished. Seqs it should have held but did not yield were damaged (except those
+        // its seal says a power loss took: recovery counted them).
+        const end = Math.min(seg.lastSeq - seg.lostSeqs, this.log.durableSeq)
         if (end >= this.nextSeq) this.countCorrupt(end - this.nextSeq + 1)
         this.nextSeq = Math.max(this.nextSeq, seg.lastSeq + 1)
         await this.closeSegment()
@@ -119,7 +120,7 @@ export class LogReader {
   }
 
   private countCorrupt(n: number): void {
-    this.onDamaged(n, this.nextSeq)
+    if (n > 0) this.onDamaged(n, this.nextSeq)
   }
 
   private async closeSegment(): Promise<void> {

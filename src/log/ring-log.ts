@@ -7,6 +7,14 @@
 //           none: the write). The reader never reads past it.
 //   next    next seq to assign; seqs are never reused, and each start writes a new segment with a
 //           new epoch, so `<epoch>:<seq>` never names two different records.
+//
+// Disk full (ENOSPC on any write: record, seal, segment header, checkpoint) is a state, not an
+// error. The partial write is undone; forwarded segments are deleted (and under discard "old" the
+// oldest segment evicted, counted) to make room and the write is tried again; if nothing can be
+// freed the batch is refused (counted as `disk_full`) and so is every append for `diskFullRetryMs`,
+// after which the next append tries again. A segment deleted by the drain ends the wait at once.
+// Deleting a forwarded segment never waits on a checkpoint write: recovery takes an ack position
+// older than the oldest segment as "everything before the oldest segment was forwarded".
 import { randomBytes } from 'node:crypto'
 import path from 'node:path'
 import { FerryError, LogClosedError, LogFullError, LogIoError } from '../errors.js'
@@ -56,6 +64,8 @@ export interface RingLogOptions {
   readonly maxRecordBytes: number
   /** How often the ack position is checkpointed when it moved. */
   readonly checkpointIntervalMs: number
+  /** After ENOSPC, appends are refused at once for this long, then tried again. Default 1000. */
+  readonly diskFullRetryMs?: number
   /** Largest single write (one group commit). Default 1 MiB. */
   readonly maxBatchBytes?: number
   /** Bytes per sequential read of the backlog. Default 1 MiB. */
@@ -78,6 +88,8 @@ export interface SegmentInfo {
   /** Bytes in the file (for the active segment: bytes written). */
   size: number
   sealed: boolean
+  /** Seqs at the end (up to lastSeq) lost to a power loss and already counted: readers skip them. */
+  lostSeqs: number
 }
 
 interface PendingAppend {
@@ -103,6 +115,11 @@ function isEnospc(err: unknown): boolean {
   return (err as { code?: unknown }).code === 'ENOSPC'
 }
 
+function errCode(err: unknown): string {
+  const c = (err as { code?: unknown }).code
+  return typeof c === 'string' ? c : err instanceof Error ? err.message : String(err)
+}
+
 export class RingLog {
   private readonly fs: LogFs
   private readonly segDir: string
@@ -122,8 +139,21 @@ export class RingLog {
   private durableSize = 0
   private ackedSeq = 0
   private checkpointedAcked = -1
+  /** Seq floor of the last checkpoint written. */
+  private checkpointedFloor = -1
+  /** Date.now() when the disk filled up (0: not full); appends are refused until diskFullRetryAt. */
+  private diskFullSince = 0
+  private diskFullRetryAt = 0
+  private diskFullRefused = 0
+  private freeing = false
+  /** Seqs a power loss took from the end of the log (counted at open); the reader does not count them again. */
+  private lostTail: { first: number; last: number } | undefined
+  /** Where the forwarder's main reader is (records below it were read; see evictOldest). */
+  private readPosition = 0
   private checkpointing = false
   private checkpointRetryAt = 0
+  private checkpointWarnAt = 0
+  private checkpointFailures = 0
   private epochValue = 0
   private logId: Buffer = Buffer.alloc(16)
   private checkpoint!: Checkpoint
@@ -186,6 +216,9 @@ export class RingLog {
     let damaged = 0
     let maxEpoch = state?.epoch ?? 0
     const names = (await fsys.readdir(this.segDir)).sort()
+    const lastName = names.filter((n) => parseSegmentFileName(n) !== undefined).at(-1)
+    const floor = state?.seqFloor ?? 0
+    let lostCounted = 0
     const quarantine = async (name: string, why: string): Promise<void> => {
       const qdir = path.join(this.opts.dir, 'quarantine')
       await fsys.mkdir(qdir)
@@ -229,7 +262,7 @@ export class RingLog {
         }
         if (this.logId.every((b) => b === 0)) this.logId = header.logId
         maxEpoch = Math.max(maxEpoch, header.epoch)
-        const seg: SegmentInfo = { baseSeq: base, epoch: header.epoch, path: p, lastSeq: base - 1, size, sealed: false }
+        const seg: SegmentInfo = { baseSeq: base, epoch: header.epoch, path: p, lastSeq: base - 1, size, sealed: false, lostSeqs: 0 }
         // Fast path: a valid seal at the end of the file.
         if (size >= SEGMENT_HEADER_BYTES + SEAL_FRAME_BYTES) {
           const sbuf = Buffer.alloc(SEAL_FRAME_BYTES)
@@ -239,6 +272,7 @@ export class RingLog {
             const s = decodeSealBody(f.body)
             if (s.firstSeq === base && s.lastSeq >= base - 1) {
               seg.lastSeq = s.lastSeq
+              seg.lostSeqs = s.lostSeqs
               seg.sealed = true
             }
           }
@@ -269,16 +303,43 @@ export class RingLog {
             log.warn('truncating torn tail of segment', { segment: name, bytes: size - sc.lastEnd, lastSeq: sc.lastSeq })
             await fsys.ftruncate(fd, sc.lastEnd)
           }
+          if (name === lastName && state && floor >= base && floor > seg.lastSeq) {
+            // The checkpoint's seq floor says records up to `floor` were written (and acknowledged
+            // to devices) in this segment, but they are gone: a power loss under --fsync
+            // batch|none. The seal claims them with a lost count, so they are counted once, here,
+            // and readers skip them; those the checkpoint says were forwarded are not lost.
+            const first = Math.max(seg.lastSeq, state.acked) + 1
+            if (first <= floor) {
+              lostCounted = floor - first + 1
+              log.warn('records acknowledged to devices are missing from the end of the log (power loss under --fsync batch|none?); counted as lost (power_loss)', {
+                segment: name,
+                records: lostCounted,
+                firstSeq: first,
+                lastSeq: floor,
+              })
+            }
+            seg.lostSeqs = floor - seg.lastSeq
+            seg.lastSeq = floor
+          }
           if (seg.lastSeq < base) {
             await fsys.close(fd)
             await fsys.unlink(p)
             continue
           }
           const seal = Buffer.alloc(SEAL_FRAME_BYTES)
-          writeFrame(seal, 0, TYPE_SEAL, seg.lastSeq, Date.now(), encodeSealBody(base, seg.lastSeq))
-          await writeFully(fsys, fd, seal, sc.lastEnd)
-          await fsys.fdatasync(fd)
-          seg.size = sc.lastEnd + SEAL_FRAME_BYTES
+          writeFrame(seal, 0, TYPE_SEAL, seg.lastSeq, Date.now(), encodeSealBody(base, seg.lastSeq, seg.lostSeqs))
+          seg.size = sc.lastEnd
+          try {
+            await writeFully(fsys, fd, seal, sc.lastEnd)
+            await fsys.fdatasync(fd)
+            seg.size = sc.lastEnd + SEAL_FRAME_BYTES
+          } catch (err) {
+            // A full disk must not stop a restart: the segment is not written to again in this run
+            // (each start writes a new segment), so it is treated as sealed and scanned again next time.
+            if (!isEnospc(err)) throw err
+            await fsys.ftruncate(fd, sc.lastEnd)
+            log.warn('disk full: could not seal a recovered segment; it is scanned again at the next start', { segment: name })
+          }
           seg.sealed = true
         }
         this.segments.push(seg)
@@ -301,16 +362,32 @@ export class RingLog {
       log.warn('checkpoint is ahead of the data; resuming from the last record on disk', { checkpoint: acked, lastSeq })
       acked = lastSeq
     }
-    if (acked < this.durable && last && state && state.seqFloor > last.lastSeq) {
-      log.warn('records acknowledged to devices are missing from the end of the log (power loss under --fsync batch|none?); they are counted as lost', {
-        lastOnDisk: last.lastSeq,
-        seqFloor: state.seqFloor,
-      })
+    if (state && floor > this.durable) {
+      // Seqs up to the floor were written, but the last segment ends earlier and could not carry
+      // the lost count (it was sealed, quarantined or removed): count them now; this run's readers
+      // skip them. (A restart before new records are written counts them again.)
+      const first = Math.max(this.durable, state.acked) + 1
+      if (first <= floor) {
+        this.lostTail = { first, last: floor }
+        lostCounted += floor - first + 1
+        log.warn('records acknowledged to devices are missing from the end of the log (power loss under --fsync batch|none?); counted as lost (power_loss)', {
+          records: floor - first + 1,
+          firstSeq: first,
+          lastSeq: floor,
+          lastOnDisk: this.durable,
+        })
+      }
     }
+    if (lostCounted > 0) this.opts.metrics.drops.inc(lostCounted, { reason: 'power_loss' })
     this.ackedSeq = Math.max(acked, head - 1)
     this.epochValue = maxEpoch + 1
     if (state && !state.clean) log.info('previous run did not shut down cleanly; recovered', { lastSeq, acked: this.ackedSeq })
-    await this.writeCheckpoint(false)
+    if (!checkpoint.allocated) log.warn('disk full: the checkpoint file could not be allocated; checkpoint writes may fail until space returns')
+    await this.writeCheckpoint(false).catch((err: unknown) => {
+      // Not fatal: the previous checkpoint stays valid (a seq floor no higher than the data's).
+      if (!isEnospc(err)) throw err
+      log.warn('disk full: could not write the checkpoint at start; retried with the next one', { error: err })
+    })
     this.recovery = {
       segments: this.segments.length,
       scannedSegments: scanned,
@@ -358,16 +435,21 @@ export class RingLog {
     this.writing = true
     try {
       while (this.pending.length > 0 && !this.failed) {
+        if (this.diskFullSince > 0 && Date.now() < this.diskFullRetryAt) {
+          this.rejectPending(new LogFullError('disk full (ENOSPC); record not stored', true), 'disk_full')
+          break
+        }
         const first = this.pending[0]!
         if (!this.active || this.active.seg.size + frameBytes(first.body.length) > this.capacity) {
           try {
             await this.roll()
           } catch (err) {
             if (err instanceof LogFullError) {
-              this.rejectPending(err, 'discard_new')
+              if (err.diskFull) this.enterDiskFull(err)
+              this.rejectPending(err, err.diskFull ? 'disk_full' : 'discard_new')
               break
             }
-            this.fail(err)
+            this.fail(err, 'starting a new segment')
             break
           }
         }
@@ -395,7 +477,28 @@ export class RingLog {
         try {
           await writeFully(this.fs, active.fd, buf, active.seg.size)
         } catch (err) {
-          await this.writeFailed(err, active, batch)
+          if (!isEnospc(err)) {
+            for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
+            this.fail(err, `write to ${path.basename(active.seg.path)}`)
+            break
+          }
+          // Disk full: undo the partial write, make room if possible and try the batch again.
+          try {
+            await this.fs.ftruncate(active.fd, active.seg.size)
+          } catch (terr) {
+            for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
+            this.fail(terr, `truncating ${path.basename(active.seg.path)} after ENOSPC`)
+            break
+          }
+          if (await this.reclaim()) {
+            this.pending.unshift(...batch)
+            for (const b of batch) this.pendingBytes += b.body.length
+            continue
+          }
+          const full = new LogFullError('disk full (ENOSPC); record not stored', true)
+          this.enterDiskFull(err)
+          this.countRefused(batch.length, 'disk_full')
+          for (const b of batch) b.reject(full)
           continue
         }
         if (this.opts.fsync === 'always') {
@@ -404,7 +507,7 @@ export class RingLog {
             await this.fs.fdatasync(active.fd)
           } catch (err) {
             for (const b of batch) b.reject(new LogIoError('fdatasync failed; batch not stored', { cause: err }))
-            this.fail(err)
+            this.fail(err, `fdatasync of ${path.basename(active.seg.path)}`)
             break
           }
           this.opts.metrics.logFsyncLatency.observe((performance.now() - t0) / 1000)
@@ -415,6 +518,7 @@ export class RingLog {
         this.opts.metrics.logAppended.inc(batch.length)
         this.opts.metrics.logAppendedBytes.inc(bytes)
         if (this.opts.fsync !== 'batch') this.setDurable(lastSeq, active.seg.size)
+        if (this.diskFullSince > 0) this.leaveDiskFull()
         for (let i = 0; i < batch.length; i++) batch[i]!.resolve(firstSeq + i)
       }
     } finally {
@@ -424,28 +528,40 @@ export class RingLog {
     else if (this.pending.length === 0) this.notifyIdle()
   }
 
-  /** A failed write: ENOSPC is survivable (truncate the partial write, refuse the batch); anything else is fatal. */
-  private async writeFailed(err: unknown, active: { seg: SegmentInfo; fd: number }, batch: PendingAppend[]): Promise<void> {
-    if (isEnospc(err)) {
-      try {
-        await this.fs.ftruncate(active.fd, active.seg.size)
-        await this.freeForwarded().catch(() => false) // room for the next batch, if forwarded segments exist
-        for (const b of batch) b.reject(new LogFullError('disk full (ENOSPC); record not stored'))
-        this.opts.metrics.drops.inc(batch.length, { reason: 'discard_new' })
-        this.opts.logger.error('disk full while writing the log; batch refused', { records: batch.length, error: err })
-        return
-      } catch (terr) {
-        err = terr
-      }
-    }
-    for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
-    this.fail(err)
+  /** The disk is full and nothing could be freed: refuse appends for a while (logged once per episode). */
+  private enterDiskFull(err: unknown): void {
+    const now = Date.now()
+    this.diskFullRetryAt = now + (this.opts.diskFullRetryMs ?? 1000)
+    if (this.diskFullSince > 0) return
+    this.diskFullSince = now
+    this.diskFullRefused = 0
+    this.opts.logger.error('disk full (ENOSPC): publishes are refused (no PUBACK) until space returns; forwarding goes on, and forwarded segments are deleted as it does', {
+      dir: this.opts.dir,
+      error: errCode(err),
+    })
+  }
+
+  private leaveDiskFull(): void {
+    this.opts.logger.warn('disk space available again: publishes are accepted', {
+      fullForMs: Date.now() - this.diskFullSince,
+      refused: this.diskFullRefused,
+    })
+    this.diskFullSince = 0
+    this.diskFullRetryAt = 0
+  }
+
+  /** Makes room on a full disk: forwarded segments first, then (discard "old") the oldest segment. */
+  private async reclaim(): Promise<boolean> {
+    if (await this.freeForwarded()) return true
+    if (this.opts.discard === 'old') return this.evictOldest('disk full (ENOSPC)')
+    return false
   }
 
   /** Stops the log for good after an I/O error it cannot trust itself to recover from (fsyncgate). */
-  private fail(err: unknown): void {
-    this.failed = err instanceof Error ? err : new Error(String(err))
-    this.opts.logger.error('ring log I/O failed; no more appends are accepted. Restart to recover from disk', { error: err })
+  private fail(err: unknown, what: string): void {
+    const cause = err instanceof Error ? err : new Error(String(err))
+    this.failed = new LogIoError(`${what} failed: ${errCode(err)}`, { cause })
+    this.opts.logger.error('ring log I/O failed; no more appends are accepted. Restart to recover from disk', { failed: what, error: err })
     this.rejectPending(new LogIoError('ring log failed', { cause: err }))
     if (this.active) {
       const fd = this.active.fd
@@ -456,47 +572,92 @@ export class RingLog {
     this.notifyIdle()
   }
 
-  private rejectPending(err: Error, reason?: 'discard_new'): void {
+  private countRefused(records: number, reason: 'discard_new' | 'disk_full'): void {
+    if (records === 0) return
+    this.opts.metrics.drops.inc(records, { reason })
+    if (reason === 'disk_full') this.diskFullRefused += records // logged when the episode ends
+    else this.opts.logger.warn('log full: appends refused (discard "new")', { records })
+  }
+
+  private rejectPending(err: Error, reason?: 'discard_new' | 'disk_full'): void {
     const p = this.pending
     this.pending = []
     this.pendingBytes = 0
-    if (reason && p.length > 0) {
-      this.opts.metrics.drops.inc(p.length, { reason })
-      this.opts.logger.warn('log full: appends refused (discard "new")', { records: p.length })
-    }
+    if (reason) this.countRefused(p.length, reason)
     for (const a of p) a.reject(err)
   }
 
   /**
    * Seals the active segment (if any) and starts a new one, making room first. A full disk
-   * (ENOSPC) here is not fatal: partial writes are undone and LogFullError refuses the batch.
+   * (ENOSPC) here is not fatal: partial writes are undone, room is made as on a write, and
+   * LogFullError (diskFull) refuses the batch when none can be made.
    */
   private async roll(): Promise<void> {
-    try {
-      await this.rollOnce()
-    } catch (err) {
-      // A disk full below --log-max-bytes (other files took the space): give back what is already
-      // forwarded, oldest first, and try once more before refusing.
-      if (!(err instanceof LogFullError) || !err.message.includes('ENOSPC') || !(await this.freeForwarded())) throw err
-      await this.rollOnce()
+    for (;;) {
+      try {
+        await this.rollOnce()
+        return
+      } catch (err) {
+        if (!(err instanceof LogFullError) || !err.diskFull || !(await this.reclaim())) throw err
+      }
     }
   }
 
-  /** Deletes forwarded segments (all but the active one); true when any was deleted. */
+  /** Deletes forwarded segments (all but the active one), oldest first; true when any was deleted. */
   private async freeForwarded(): Promise<boolean> {
-    let freed = false
+    let freed = 0
     while (this.segments.length > 0 && this.segments[0] !== this.active?.seg && this.segments[0]!.lastSeq <= this.ackedSeq) {
-      const oldest = this.segments[0]!
-      await this.writeCheckpoint(false)
-      this.segments.shift()
-      await this.fs.unlink(oldest.path)
-      freed = true
+      // Removed from the list before the await, so a concurrent caller never picks it again.
+      const oldest = this.segments.shift()!
+      await this.unlinkSegment(oldest)
+      freed++
+      this.diskFullRetryAt = 0 // space came back: the next append tries at once
     }
-    if (freed) {
+    if (freed > 0) {
       await this.fs.fsyncDir(this.segDir)
-      this.opts.logger.warn('disk full below --log-max-bytes: deleted forwarded segments to make room')
+      this.opts.logger.info('disk full: deleted forwarded segments to make room', { segments: freed })
+      this.checkpointIfMoved()
     }
-    return freed
+    return freed > 0
+  }
+
+  private async unlinkSegment(seg: SegmentInfo): Promise<void> {
+    try {
+      await this.fs.unlink(seg.path)
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 'ENOENT') throw err
+    }
+  }
+
+  /**
+   * Evicts the oldest segment although not all of it was forwarded (discard "old"). Records the
+   * forwarder has not read yet are counted as `discard_old` drops and logged with their seq range;
+   * those it already read are in its window and still forwarded (see the forwarder's close).
+   */
+  private async evictOldest(why: string): Promise<boolean> {
+    const oldest = this.segments[0]
+    if (!oldest || oldest === this.active?.seg) return false
+    this.segments.shift()
+    if (oldest.lastSeq > this.ackedSeq) {
+      const unacked = Math.max(this.ackedSeq + 1, oldest.baseSeq)
+      const from = Math.max(unacked, this.readPosition)
+      const lost = Math.max(0, oldest.lastSeq - oldest.lostSeqs - from + 1)
+      this.ackedSeq = oldest.lastSeq
+      if (lost > 0) this.opts.metrics.drops.inc(lost, { reason: 'discard_old' })
+      this.opts.logger.warn(`${why}: evicted the oldest segment with records not yet forwarded (discard "old")`, {
+        segment: path.basename(oldest.path),
+        records: lost,
+        firstSeq: from,
+        lastSeq: oldest.lastSeq,
+        // Read by the forwarder before the eviction: still forwarded from its window, not counted.
+        inFlight: Math.max(0, Math.min(from, oldest.lastSeq + 1) - unacked),
+      })
+    }
+    await this.unlinkSegment(oldest)
+    await this.fs.fsyncDir(this.segDir)
+    this.wake()
+    this.checkpointIfMoved()
+    return true
   }
 
   private async rollOnce(): Promise<void> {
@@ -511,7 +672,7 @@ export class RingLog {
       } catch (err) {
         if (!isEnospc(err)) throw err
         await fsys.ftruncate(fd, seg.size) // undo the partial seal; the segment stays active
-        throw new LogFullError('disk full (ENOSPC) while sealing a segment; record not stored')
+        throw new LogFullError('disk full (ENOSPC) while sealing a segment; record not stored', true)
       }
       await fsys.fdatasync(fd)
       seg.size += SEAL_FRAME_BYTES
@@ -535,10 +696,10 @@ export class RingLog {
         await fsys.close(fd).catch(() => {})
         await fsys.unlink(p).catch(() => {})
       }
-      if (isEnospc(err)) throw new LogFullError('disk full (ENOSPC) while starting a segment; record not stored')
+      if (isEnospc(err)) throw new LogFullError('disk full (ENOSPC) while starting a segment; record not stored', true)
       throw err
     }
-    const seg: SegmentInfo = { baseSeq: base, epoch: this.epochValue, path: p, lastSeq: base - 1, size: SEGMENT_HEADER_BYTES, sealed: false }
+    const seg: SegmentInfo = { baseSeq: base, epoch: this.epochValue, path: p, lastSeq: base - 1, size: SEGMENT_HEADER_BYTES, sealed: false, lostSeqs: 0 }
     this.segments.push(seg)
     this.active = { seg, fd }
     this.durableSize = SEGMENT_HEADER_BYTES
@@ -555,22 +716,16 @@ export class RingLog {
         if (this.opts.discard === 'new') {
           throw new LogFullError(`ring log is full (${used} of ${this.opts.maxBytes} bytes) and the oldest segment is not yet forwarded`)
         }
-        const lost = oldest.lastSeq - Math.max(this.ackedSeq, oldest.baseSeq - 1)
-        this.ackedSeq = oldest.lastSeq
-        this.opts.metrics.drops.inc(lost, { reason: 'discard_old' })
-        this.opts.logger.warn('log full: evicted the oldest segment with records not yet forwarded (discard "old")', {
-          segment: path.basename(oldest.path),
-          records: lost,
-          firstSeq: Math.max(oldest.baseSeq, oldest.lastSeq - lost + 1),
-          lastSeq: oldest.lastSeq,
-        })
+        await this.evictOldest('log full')
+        continue
       }
-      // Checkpoint first, then unlink: a crash in between leaves a segment the checkpoint covers.
-      await this.writeCheckpoint(false)
+      // No checkpoint write first: recovery treats an ack position below the oldest segment as
+      // "all before it forwarded", and on a full disk a checkpoint write must not hold this up.
       this.segments.shift()
-      await this.fs.unlink(oldest.path)
+      await this.unlinkSegment(oldest)
       await this.fs.fsyncDir(this.segDir)
       this.wake()
+      this.checkpointIfMoved()
     }
   }
 
@@ -606,8 +761,10 @@ export class RingLog {
       this.opts.metrics.logFsyncLatency.observe((performance.now() - t0) / 1000)
       if (this.active === active) this.setDurable(seq, size)
       else this.setDurable(Math.max(this.durable, seq), this.durableSize)
+      // The seq floor follows the sync, so a power loss that cuts the tail is found and counted.
+      this.checkpointIfMoved()
     } catch (err) {
-      this.fail(err)
+      this.fail(err, `fdatasync of ${path.basename(active.seg.path)}`)
     } finally {
       this.syncing = false
     }
@@ -618,6 +775,19 @@ export class RingLog {
   /** Marks every seq <= `seq` as acknowledged upstream. Late acks below the current position are ignored. */
   ack(seq: number): void {
     if (seq > this.ackedSeq) this.ackedSeq = Math.min(seq, this.durable)
+    if (this.diskFullSince > 0 && !this.freeing) {
+      const oldest = this.segments[0]
+      if (oldest && oldest !== this.active?.seg && oldest.lastSeq <= this.ackedSeq) {
+        // The drain made a segment deletable: give its space back and end the wait at once.
+        this.freeing = true
+        this.freeForwarded()
+          .then((freed) => {
+            if (freed) this.diskFullRetryAt = 0
+          })
+          .catch((err: unknown) => this.opts.logger.error('could not delete a forwarded segment', { error: err }))
+          .finally(() => (this.freeing = false))
+      }
+    }
     // Also checkpoint every CHECKPOINT_EVERY acks, so a fast crash loop during a big drain does
     // not resend everything since the last timed checkpoint.
     if (this.ackedSeq - this.checkpointedAcked >= CHECKPOINT_EVERY && !this.checkpointing && Date.now() >= this.checkpointRetryAt) {
@@ -625,14 +795,22 @@ export class RingLog {
     }
   }
 
+  /** Writes a checkpoint (in the background) when the ack position or the seq floor moved. */
   private checkpointIfMoved(): void {
-    if (this.ackedSeq !== this.checkpointedAcked && !this.failed && !this.closed && !this.checkpointing) {
+    const moved = this.ackedSeq !== this.checkpointedAcked || this.nextSeq - 1 !== this.checkpointedFloor
+    if (moved && !this.failed && !this.closed && !this.checkpointing) {
       this.checkpointing = true
       this.writeCheckpoint(false)
         .catch((err: unknown) => {
-          // After a failure only the timer retries: no write (and log line) per ack.
-          this.checkpointRetryAt = Date.now() + this.opts.checkpointIntervalMs
-          this.opts.logger.error('checkpoint write failed', { error: err })
+          // After a failure only the timer retries: no write (and log line) per ack, and one
+          // line a minute while it keeps failing.
+          const now = Date.now()
+          this.checkpointRetryAt = now + this.opts.checkpointIntervalMs
+          this.checkpointFailures++
+          if (now >= this.checkpointWarnAt) {
+            this.checkpointWarnAt = now + 60_000
+            this.opts.logger.error('checkpoint write failed; retrying (nothing is deleted or lost for it)', { error: err, failures: this.checkpointFailures })
+          }
         })
         .finally(() => (this.checkpointing = false))
     }
@@ -649,6 +827,12 @@ export class RingLog {
     const run = this.checkpointChain.then(async () => {
       await this.checkpoint.write(state)
       this.checkpointedAcked = state.acked
+      this.checkpointedFloor = state.seqFloor
+      if (this.checkpointFailures > 0) {
+        this.opts.logger.info('checkpoint written again', { after: this.checkpointFailures })
+        this.checkpointFailures = 0
+        this.checkpointWarnAt = 0
+      }
     })
     this.checkpointChain = run.catch(() => {})
     return run
@@ -666,6 +850,27 @@ export class RingLog {
       this.dataWaiter = { promise, resolve }
     }
     return this.dataWaiter.promise
+  }
+
+  /**
+   * The forwarder's main reader reports its position: records below it are in the forwarder's
+   * window, so an eviction (discard "old") does not count them as dropped.
+   */
+  noteReadPosition(seq: number): void {
+    this.readPosition = seq
+  }
+
+  /** Date.now() since when the disk is full and appends are refused (0: not full). */
+  get diskFullSinceMs(): number {
+    return this.diskFullSince
+  }
+
+  /** Seqs in [from, to] not known to be lost to a power loss (those were counted at open). */
+  unaccountedGap(from: number, to: number): number {
+    const n = to - from + 1
+    const t = this.lostTail
+    if (!t || n <= 0) return Math.max(0, n)
+    return n - Math.max(0, Math.min(to, t.last) - Math.max(from, t.first) + 1)
   }
 
   /** The segment holding `seq`, or the first one after it; undefined if none. */

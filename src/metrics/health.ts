@@ -3,7 +3,8 @@
 //
 // - mqtt:     the MQTT listener(s) accept connections.
 // - log:      the ring log has not failed (a failed fdatasync stops it).
-// - disk:     free space in the data directory: degraded below 2 segments, failing below 1.
+// - disk:     free space in the data directory: degraded below 2 segments, failing below 1 or
+//             while the log refuses appends because the disk is full.
 // - upstream: connected to NATS *and acknowledging*: failing while disconnected, or while a backlog
 //             has waited UPSTREAM_STALL_MS without any PubAck (connected but, e.g., the stream
 //             refuses writes).
@@ -217,6 +218,10 @@ export class Health {
   }
 
   private disk(): Check {
+    const fullSince = this.src.log.diskFullSinceMs
+    if (fullSince > 0) {
+      return { status: 'failing', detail: `disk full (ENOSPC) for ${Math.round((Date.now() - fullSince) / 1000)} s: publishes are refused until space returns; forwarding goes on` }
+    }
     let free: number
     try {
       const s = fs.statfsSync(this.src.dataDir)
