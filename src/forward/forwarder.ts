@@ -11,13 +11,25 @@
 // - a message JetStream rejects with a 4xx error `maxAttempts` times (e.g. larger than the stream
 //   allows) goes to the dead-letter file, is counted and logged, and stops blocking the cursor.
 //
+// No overtaking: after a refusal, a PubAck timeout or a reconnect, the forwarder recovers before it
+// sends anything new. Every unacknowledged record is rewound (to be sent again), the earliest one
+// goes alone (the probe, after the backoff) until JetStream stores it, then the rest are sent again
+// in seq order, then new records flow. So a record is never sent ahead of an earlier one that was
+// refused or lost. What remains: JetStream itself may refuse (or lose) a record and store a later one
+// that was already in flight (e.g. a stream that starts accepting again mid-window); the forwarder
+// sees this when the earlier record is stored on its resend while a later record of its topic or
+// device was stored first, and counts it (ferry_forward_reordered_total) and logs it.
+// A rejection that answers an older send of a record that was sent again since is ignored.
+//
 // Live lane: a large backlog would make every new message wait behind it. When the main reader is
 // at least `liveLaneMinBacklog` records behind, the forwarder collects the topics of the backlog
 // (main position .. split], then a second reader forwards records after `split` at once if their
 // topic is not among them (so no topic's order changes); records of backlog topics wait for the main
 // reader. When the main reader reaches a record the live lane already sent, it takes that in-flight
 // entry into its window instead of publishing again, so the ack cursor still only moves over a
-// contiguous run. The lane closes when the main reader catches up with it.
+// contiguous run. The lane closes when the main reader catches up with it. What the lane may send is
+// decided by LaneHold (lane-hold.ts): the topics and devices of the backlog and of the window's
+// unacknowledged records, plus those of every record the lane left to the main reader.
 import { connect } from '@nats-io/transport-node'
 import { createInbox } from '@nats-io/transport-node'
 import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
@@ -27,6 +39,7 @@ import type { Logger } from '../logger.js'
 import type { LogReader, RingLog } from '../log/index.js'
 import type { Metrics } from '../metrics/index.js'
 import type { DeadLetters } from './dead-letter.js'
+import { LaneHold } from './lane-hold.js'
 import { classifyPubAck } from './puback.js'
 import { ensureStream } from './stream.js'
 
@@ -75,9 +88,14 @@ interface Inflight {
   sentAt: number
   attempts: number
   done: boolean
+  /** Done because JetStream stored it (not dead-lettered or dropped). */
+  stored: boolean
   lastError: string
   /** The log entry cannot be decoded: it can only be dead-lettered. */
   undecodable: boolean
+  /** MQTT topic ('' for events and undecodable entries) and client id: the keys of order. */
+  readonly topic: string
+  readonly clientId: string
 }
 
 /** Resolves true when `p` settles (either way) within `ms`, false otherwise. */
@@ -128,11 +146,11 @@ const LIVE_LANE_MAX_AGE_MS = 60_000
 interface LiveLane {
   readonly reader: LogReader
   /**
-   * Topics and devices with records in the backlog (`t:<topic>`, `c:<client id>`): their newer
-   * records wait for the main reader. Keyed by device too, so that a device's presence events keep
-   * their order with its data.
+   * Topics and devices with records not yet stored ahead of the lane: their newer records wait for
+   * the main reader. Keyed by device too, so that a device's presence events keep their order with
+   * its data.
    */
-  readonly backlogTopics: Set<string>
+  readonly hold: LaneHold
   /** Records the lane published, by seq, until the main reader takes them into its window. */
   readonly sent: Map<number, Inflight>
   /** Records read and published by the lane, to close a lane that finds nothing to do. */
@@ -173,6 +191,11 @@ export class Forwarder {
   private live: LiveLane | undefined
   private liveScan: Promise<void> | undefined
   private liveRetryAt = 0
+  /** Recovering from a refusal, timeout or reconnect: nothing new is sent (see the header). */
+  private recovering = false
+  /** The record sent alone while recovering, until JetStream stores it. */
+  private probe: Inflight | undefined
+  private reorderWarnAt = 0
 
   constructor(private readonly opts: ForwarderOptions) {
     opts.metrics.forwardInflight.collect(() => this.unacked)
@@ -263,6 +286,10 @@ export class Forwarder {
       await this.sleep(this.resumeAt - Date.now())
       return
     }
+    if (this.recovering) {
+      await this.stepRecovery()
+      return
+    }
     this.maybeStartLiveLane()
     if (this.live) await this.stepLiveLane()
     // The main lane leaves a share of the window to the live lane while one is open.
@@ -273,6 +300,7 @@ export class Forwarder {
       return
     }
     const recs = await this.opts.reader.read(Math.min(room, READ_CHUNK_RECORDS), this.opts.maxInflightBytes - this.inflightBytes)
+    this.opts.log.noteReadPosition(this.opts.reader.position)
     if (recs.length === 0) {
       this.absorbLive(this.opts.reader.position)
       if (this.window.length === 0) this.opts.log.ack(this.opts.reader.position - 1)
@@ -285,12 +313,70 @@ export class Forwarder {
     for (const r of recs) {
       // Entries the live lane sent up to here join the window in seq order; this one too, if sent.
       if (this.live && this.absorbLive(r.seq + 1) === r.seq) continue
-      this.publishNew(r.seq, r.epoch, r.ts, r.body)
+      // A failure while this chunk goes out: the rest joins the window unsent, to follow the
+      // recovery in order.
+      this.publishNew(r.seq, r.epoch, r.ts, r.body, true, !this.recovering)
     }
     this.absorbLive(this.opts.reader.position)
     if (this.live && this.opts.reader.position >= this.live.reader.position) await this.closeLiveLane()
     // Let ingress (PUBACKs) and PubAcks in between chunks.
     await new Promise((r) => setImmediate(r))
+  }
+
+  /**
+   * Enters recovery after a refusal, a PubAck timeout or a reconnect: every unacknowledged record
+   * is rewound, so that it is sent again in order after the probe (see the header).
+   */
+  private enterRecovery(cause: 'refused' | 'timeout' | 'reconnect'): void {
+    if (!this.recovering) {
+      this.recovering = true
+      this.opts.metrics.forwardRecoveries.inc(1, { cause })
+    }
+    for (const f of this.pendingEntries()) f.sentAt = 0
+    this.probe = undefined
+    this.wake()
+  }
+
+  /** One step of recovery: send the probe alone, wait for it, then resend the rest in order and resume. */
+  private async stepRecovery(): Promise<void> {
+    const probe = this.probe
+    if (probe?.done) {
+      // Stored (or dead-lettered): the rest goes again in seq order, then new records follow.
+      this.probe = undefined
+      this.recovering = false
+      let n = 0
+      for (const f of [...this.pendingEntries()]) {
+        if (f.sentAt !== 0) continue
+        this.send(f)
+        n++
+      }
+      if (n > 0) this.opts.metrics.forwardRetries.inc(n)
+      this.opts.logger.info('forwarding resumed: the earliest unacknowledged record was stored, the rest sent again in order', { resent: n + 1 })
+      return
+    }
+    if (!probe || probe.sentAt === 0) {
+      const head = this.pendingEntries().next()
+      if (head.done) {
+        this.recovering = false // everything was acknowledged meanwhile
+        return
+      }
+      this.probe = head.value
+      this.send(head.value)
+      this.opts.metrics.forwardRetries.inc()
+    }
+    const p = this.probe
+    if (!p || p.done || p.sentAt === 0) return // answered at once (dead-lettered, or refused: after the backoff)
+    const waited = Date.now() - p.sentAt
+    if (waited >= this.opts.ackTimeoutMs) {
+      // No answer at all: the stream may be gone while something else listens on its subjects
+      // (no "no responders" then). Check it through the JetStream API before the next probe.
+      this.streamReady = false
+      this.lastProblem = `no PubAck within ${this.opts.ackTimeoutMs} ms`
+      p.sentAt = 0
+      this.resumeAt = Date.now() + this.nextBackoff()
+      return
+    }
+    await this.sleep(Math.min(this.opts.ackTimeoutMs - waited, 250))
   }
 
   /** Starts collecting the backlog's topics when the main reader is far behind (runs beside the main lane). */
@@ -301,15 +387,18 @@ export class Forwarder {
     const split = this.opts.log.durableSeq
     if (split - from + 1 < min) return
     this.liveScan = this.scanBacklog(from, split)
-      .then((topics) => {
-        if (!topics || !this.running || this.opts.reader.position > split) {
+      .then((hold) => {
+        if (!hold || !this.running || this.opts.reader.position > split) {
           this.liveRetryAt = Math.max(this.liveRetryAt, Date.now() + 10_000)
           return
         }
-        this.live = { reader: this.opts.openReader(split + 1), backlogTopics: topics, sent: new Map(), read: 0, published: 0 }
+        // Records the main lane read meanwhile (or before the scan) and has not got stored yet:
+        // they may be sent again after a failure, so nothing of theirs may overtake them either.
+        for (const f of this.window) if (!f.done && !f.undecodable) hold.hold(f.topic, f.clientId, f.topic === '')
+        this.live = { reader: this.opts.openReader(split + 1), hold, sent: new Map(), read: 0, published: 0 }
         this.opts.logger.info('live lane open: new messages on topics without backlog are forwarded ahead of the backlog', {
           backlog: split - this.opts.reader.position + 1,
-          backlogTopics: topics.size,
+          backlogTopics: hold.size,
           split,
         })
       })
@@ -321,9 +410,9 @@ export class Forwarder {
   }
 
   /** The topics and devices of records in (from .. split], or undefined when there are too many. */
-  private async scanBacklog(from: number, split: number): Promise<Set<string> | undefined> {
+  private async scanBacklog(from: number, split: number): Promise<LaneHold | undefined> {
     const reader = this.opts.openReader(from)
-    const topics = new Set<string>()
+    const topics = new LaneHold()
     try {
       while (this.running && reader.position <= split) {
         const recs = await reader.read(READ_CHUNK_RECORDS * 4, 1024 * 1024)
@@ -332,9 +421,7 @@ export class Forwarder {
           if (r.seq > split) break
           try {
             const e = decodeEntry(r.body)
-            // Events share one topic per kind: they are keyed by their device only.
-            if (!e.topic.startsWith(EVENT_TOPIC_PREFIX)) topics.add(`t:${e.topic}`)
-            topics.add(`c:${e.clientId}`)
+            topics.hold(e.topic, e.clientId, e.topic.startsWith(EVENT_TOPIC_PREFIX))
           } catch {
             // undecodable: the main lane dead-letters it
           }
@@ -377,7 +464,13 @@ export class Forwarder {
       } catch {
         continue // the main lane dead-letters it
       }
-      if (live.backlogTopics.has(`c:${e.clientId}`) || (!e.topic.startsWith(EVENT_TOPIC_PREFIX) && live.backlogTopics.has(`t:${e.topic}`))) continue
+      // A record left to the main reader holds its topic and device from now on (LaneHold).
+      if (!live.hold.admit(e.topic, e.clientId, e.topic.startsWith(EVENT_TOPIC_PREFIX))) continue
+      if (live.hold.size > LIVE_LANE_MAX_TOPICS) {
+        this.liveRetryAt = Date.now() + 300_000
+        await this.closeLiveLane()
+        return
+      }
       const f = this.publishNew(r.seq, r.epoch, r.ts, r.body, false)
       live.sent.set(r.seq, f)
       live.published++
@@ -413,15 +506,19 @@ export class Forwarder {
     this.opts.logger.info('live lane closed', { published: live.published, read: live.read })
   }
 
-  private publishNew(seq: number, epoch: number, ts: number, body: Buffer, inWindow = true): Inflight {
+  private publishNew(seq: number, epoch: number, ts: number, body: Buffer, inWindow = true, sendNow = true): Inflight {
     let subject = ''
     let data: Uint8Array = body
     let undecodable = ''
     let hdrs = NO_HEADERS
     let dropEvent = false
+    let topic = ''
+    let clientId = ''
     try {
       const e = decodeEntry(body)
       const isEvent = e.topic.startsWith(EVENT_TOPIC_PREFIX)
+      clientId = e.clientId
+      if (!isEvent) topic = e.topic
       dropEvent = isEvent && !this.eventsCaptured
       subject = isEvent ? eventSubject(this.opts.subjectPrefix, e.clientId, e.topic.slice(EVENT_TOPIC_PREFIX.length)) : this.subjectOf(e.topic)
       // Entries are encoded at ingest; only those of version 1 still hold the device's bytes.
@@ -432,7 +529,7 @@ export class Forwarder {
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
-    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, done: false, lastError: undecodable, undecodable: undecodable !== '' }
+    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, done: false, stored: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId }
     if (inWindow) this.window.push(f)
     this.bySeq.set(seq, f)
     this.inflightBytes += data.length
@@ -440,7 +537,7 @@ export class Forwarder {
     if (dropEvent) {
       this.opts.metrics.drops.inc(1, { reason: 'events_not_captured' })
       this.complete(f)
-    } else {
+    } else if (sendNow) {
       this.send(f)
     }
     return f
@@ -466,7 +563,9 @@ export class Forwarder {
       return
     }
     try {
-      this.nc!.publish(f.subject, f.data, { reply: `${this.inbox}.${f.seq}`, headers: f.hdrs })
+      // The reply subject names the attempt, so an answer to an older send can be told apart.
+      const reply = f.attempts === 1 ? `${this.inbox}.${f.seq}` : `${this.inbox}.${f.seq}_${f.attempts}`
+      this.nc!.publish(f.subject, f.data, { reply, headers: f.hdrs })
     } catch (err) {
       // Synchronous refusals (e.g. larger than the server's max_payload) never succeed.
       f.attempts = this.opts.maxAttempts
@@ -480,11 +579,15 @@ export class Forwarder {
   }
 
   private onReply(msg: Msg): void {
-    const seq = Number(msg.subject.slice(this.inbox.length + 1))
+    const token = msg.subject.slice(this.inbox.length + 1)
+    const cut = token.indexOf('_')
+    const seq = Number(cut < 0 ? token : token.slice(0, cut))
+    const attempt = cut < 0 ? 1 : Number(token.slice(cut + 1))
     const f = this.bySeq.get(seq)
     if (!f || f.done) return
     const status = msg.headers?.code ?? 0
     if (status >= 400 || msg.data.length === 0) {
+      if (attempt !== f.attempts) return // answers an older send; the newer one is under way
       // 503: no responders (no stream captures the subject, or JetStream unavailable).
       this.streamReady = status !== 503
       this.reject(f, `status ${status} ${msg.headers?.description ?? ''}`.trim(), false)
@@ -492,15 +595,50 @@ export class Forwarder {
     }
     const ack = classifyPubAck(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength))
     if (ack.kind === 'error') {
+      if (attempt !== f.attempts) return
       this.reject(f, ack.reason, ack.permanent)
       return
     }
     if (ack.kind === 'duplicate') this.opts.metrics.forwardDuplicates.inc()
+    else if (f.attempts > 1) this.checkOvertaken(f)
     this.lastAckAtMs = Date.now()
     this.lastProblem = ''
     this.opts.metrics.forwardAckLatency.observe((Date.now() - f.sentAt) / 1000)
     this.opts.metrics.forwarded.inc()
+    f.stored = true
     this.complete(f)
+  }
+
+  /**
+   * A record stored only on a resend: if a later record of its topic or device was stored already,
+   * JetStream holds them out of order (it refused or lost this one and stored the later one, which
+   * was in flight). Counted and logged; it cannot be undone.
+   */
+  private checkOvertaken(f: Inflight): void {
+    let after = false
+    let overtaken: Inflight | undefined
+    for (const g of this.window) {
+      if (g === f) {
+        after = true
+        continue
+      }
+      if (after && g.stored && (g.clientId === f.clientId || (f.topic !== '' && g.topic === f.topic))) {
+        overtaken = g
+        break
+      }
+    }
+    if (!overtaken) return
+    this.opts.metrics.forwardReordered.inc()
+    const now = Date.now()
+    if (now >= this.reorderWarnAt) {
+      this.reorderWarnAt = now + 10_000
+      this.opts.logger.warn('JetStream stored a record after a later one of its topic or device (it refused or lost the earlier one while storing the later one in flight)', {
+        seq: f.seq,
+        storedBefore: overtaken.seq,
+        clientId: f.clientId,
+        reason: f.lastError,
+      })
+    }
   }
 
   /** A failed publish: permanent rejections count towards dead-lettering; everything is retried with backoff. */
@@ -511,7 +649,9 @@ export class Forwarder {
       this.complete(f)
       return
     }
-    f.sentAt = 0 // resend when the backoff ends (tick)
+    f.sentAt = 0 // sent again by the recovery, in order
+    if (!this.recovering) this.enterRecovery('refused')
+    else if (f === this.probe) this.probe = undefined // probe again after the backoff
     // One backoff step per failure episode, not per rejected message of the window.
     if (Date.now() < this.resumeAt) return
     const delay = this.nextBackoff()
@@ -563,27 +703,18 @@ export class Forwarder {
     if (this.live) for (const f of this.live.sent.values()) if (!f.done) yield f
   }
 
-  /** Resends what timed out or waits for a resend after a failure. */
+  /** Notices records without PubAck for `ackTimeoutMs`: recovery resends them, in order. */
   private tick(): void {
-    if (!this.connected || !this.nc || Date.now() < this.resumeAt) return
+    if (!this.connected || !this.nc || this.recovering) return
     const now = Date.now()
-    let due = false
     for (const f of this.pendingEntries()) {
-      if (f.sentAt === 0 || now - f.sentAt >= this.opts.ackTimeoutMs) {
-        due = true
-        break
+      if (f.sentAt !== 0 && now - f.sentAt >= this.opts.ackTimeoutMs) {
+        this.lastProblem = `no PubAck within ${this.opts.ackTimeoutMs} ms`
+        this.opts.logger.warn('JetStream did not acknowledge in time; resending from the earliest unacknowledged record', { seq: f.seq, ackTimeoutMs: this.opts.ackTimeoutMs })
+        this.enterRecovery('timeout')
+        return
       }
     }
-    if (!due) return
-    // Resend every unacknowledged message in order, so per-topic order is kept as far as possible.
-    let n = 0
-    for (const f of [...this.pendingEntries()]) {
-      if (f.sentAt === 0 || now - f.sentAt >= this.opts.ackTimeoutMs) {
-        this.send(f)
-        n++
-      }
-    }
-    if (n > 0) this.opts.metrics.forwardRetries.inc(n)
   }
 
   private async watchStatus(nc: NatsConnection): Promise<void> {
@@ -596,10 +727,10 @@ export class Forwarder {
         this.streamReady = false
         this.opts.metrics.forwardReconnects.inc()
         this.opts.logger.info('reconnected to NATS', { server: s.server })
-        // Anything in flight may have been lost with the connection: resend it now (same msg ids).
-        for (const f of this.pendingEntries()) f.sentAt = 0
+        // Anything in flight may have been lost with the connection: resend it (same msg ids), in
+        // order, before anything new.
         this.resumeAt = 0
-        this.tick()
+        if (this.unacked > 0) this.enterRecovery('reconnect')
         this.wake()
       }
     }
@@ -646,12 +777,23 @@ export class Forwarder {
     this.running = false
     this.wake()
     const deadline = Date.now() + timeoutMs
+    if (this.recovering && this.connected) {
+      // No time for a probe: send what waits once more, in order.
+      for (const f of [...this.pendingEntries()]) if (f.sentAt === 0) this.send(f)
+    }
     while (this.unacked > 0 && this.connected && Date.now() < deadline) {
-      this.tick()
       await new Promise((r) => setTimeout(r, 20))
     }
     if (this.unacked > 0) {
       this.opts.logger.warn('closing with messages still unacknowledged; they are resent at next start', { messages: this.unacked })
+      // Records of a segment evicted under discard "old" were kept in the window (not counted as
+      // dropped then); those still unacknowledged are gone with this process: count them now.
+      let evicted = 0
+      for (const f of this.pendingEntries()) if (f.seq <= this.opts.log.acked) evicted++
+      if (evicted > 0) {
+        this.opts.metrics.drops.inc(evicted, { reason: 'discard_old' })
+        this.opts.logger.warn('records of an evicted segment were not acknowledged before the stop; counted as dropped (discard "old")', { records: evicted })
+      }
     }
     if (this.timer) clearInterval(this.timer)
     const remaining = (): number => Math.max(0, deadline - Date.now())

@@ -45,6 +45,8 @@ export function createMetrics() {
     forwarded: r.add(new Counter('ferry_forward_messages_total', 'Messages acknowledged by JetStream')),
     forwardDuplicates: r.add(new Counter('ferry_forward_duplicates_total', 'PubAcks with duplicate: true (resends JetStream dropped)')),
     forwardRetries: r.add(new Counter('ferry_forward_retries_total', 'Messages published again after a timeout, error or reconnect')),
+    forwardRecoveries: r.add(new Counter('ferry_forward_recoveries_total', 'Times forwarding paused and resent from the earliest unacknowledged record, by cause (refused, timeout, reconnect)')),
+    forwardReordered: r.add(new Counter('ferry_forward_reordered_total', 'Records JetStream stored after a later record of the same topic or device (it refused or lost the earlier one while storing the later one)')),
     forwardInflight: r.add(new Gauge('ferry_forward_inflight_messages', 'Published messages waiting for a PubAck')),
     forwardAckLatency: r.add(new Histogram('ferry_forward_puback_latency_seconds', 'Time from publish to JetStream PubAck', LATENCY_S)),
     forwardConnected: r.add(new Gauge('ferry_forward_connected', '1 while connected to NATS')),
@@ -56,6 +58,7 @@ export function createMetrics() {
   // Every drop reason is exported from the start, at 0. (qos0_overload stays 0: when writes fall
   // behind, QoS 0 publishes wait for the log instead of being dropped.)
   for (const reason of DROP_REASONS) m.drops.child({ reason })
+  for (const cause of ['refused', 'timeout', 'reconnect']) m.forwardRecoveries.child({ cause })
   return m
 }
 
