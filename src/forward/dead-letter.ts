@@ -2,8 +2,11 @@
 //
 // `<dataDir>/dead-letter.jsonl`, one JSON object per line, fdatasync'd before the log cursor moves
 // past the message: {"seq","epoch","ts","deadAt","reason","entry" (the log record body, base64)}.
-import fs from 'node:fs'
+// Writes go through the log's file-system seam, off the event loop, one group at a time: dead
+// letters that arrive while a write is under way share the next write and its fdatasync.
 import path from 'node:path'
+import { nodeFs, writeFully } from '../log/index.js'
+import type { LogFs } from '../log/index.js'
 
 export interface DeadLetter {
   readonly seq: number
@@ -13,36 +16,70 @@ export interface DeadLetter {
   readonly reason: string
 }
 
+interface Waiting {
+  readonly line: Buffer
+  readonly resolve: () => void
+  readonly reject: (err: unknown) => void
+}
+
 export class DeadLetters {
   private fd: number | undefined
+  private size = 0
+  private queue: Waiting[] = []
+  private writing = false
   readonly path: string
 
-  constructor(dir: string) {
+  constructor(
+    dir: string,
+    private readonly fsys: LogFs = nodeFs,
+  ) {
     this.path = path.join(dir, 'dead-letter.jsonl')
   }
 
-  /** Appends one dead letter durably (synchronous: a rare path that must not reorder with the ack). */
-  write(d: DeadLetter): void {
-    this.fd ??= fs.openSync(this.path, 'a')
-    const fd = this.fd
+  /** Appends one dead letter durably. Rejects (nothing written) on an I/O error such as ENOSPC. */
+  write(d: DeadLetter): Promise<void> {
     const line = Buffer.from(JSON.stringify({ seq: d.seq, epoch: d.epoch, ts: d.ts, deadAt: Date.now(), reason: d.reason, entry: d.body.toString('base64') }) + '\n')
-    const before = fs.fstatSync(fd).size
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ line, resolve, reject })
+      if (!this.writing) void this.pump()
+    })
+  }
+
+  private async pump(): Promise<void> {
+    this.writing = true
     try {
-      // The whole line or nothing: loop over short writes, undo a partial line on error.
-      for (let done = 0; done < line.length; ) done += fs.writeSync(fd, line, done, line.length - done)
-      fs.fdatasyncSync(fd)
-    } catch (err) {
-      try {
-        fs.ftruncateSync(fd, before)
-      } catch {
-        // the caller retries; a torn line can only remain if truncating fails too
+      while (this.queue.length > 0) {
+        const group = this.queue
+        this.queue = []
+        try {
+          if (this.fd === undefined) {
+            const fd = await this.fsys.open(this.path, 'a+')
+            this.size = await this.fsys.fsize(fd)
+            this.fd = fd
+          }
+          const buf = Buffer.concat(group.map((w) => w.line))
+          try {
+            // The whole group or nothing: positional write at the end, undone on error.
+            await writeFully(this.fsys, this.fd, buf, this.size)
+            await this.fsys.fdatasync(this.fd)
+          } catch (err) {
+            await this.fsys.ftruncate(this.fd, this.size).catch(() => {}) // a torn line can only remain if this fails too
+            throw err
+          }
+          this.size += buf.length
+          for (const w of group) w.resolve()
+        } catch (err) {
+          for (const w of group) w.reject(err)
+        }
       }
-      throw err
+    } finally {
+      this.writing = false
     }
   }
 
   close(): void {
-    if (this.fd !== undefined) fs.closeSync(this.fd)
+    const fd = this.fd
     this.fd = undefined
+    if (fd !== undefined) void this.fsys.close(fd).catch(() => {})
   }
 }

@@ -90,6 +90,8 @@ interface Inflight {
   done: boolean
   /** Done because JetStream stored it (not dead-lettered or dropped). */
   stored: boolean
+  /** Being written to the dead-letter file: not sent again meanwhile. */
+  parked: boolean
   lastError: string
   /** The log entry cannot be decoded: it can only be dead-lettered. */
   undecodable: boolean
@@ -332,7 +334,7 @@ export class Forwarder {
       this.recovering = true
       this.opts.metrics.forwardRecoveries.inc(1, { cause })
     }
-    for (const f of this.pendingEntries()) f.sentAt = 0
+    for (const f of this.pendingEntries()) if (!f.parked) f.sentAt = 0
     this.probe = undefined
     this.wake()
   }
@@ -346,12 +348,16 @@ export class Forwarder {
       this.recovering = false
       let n = 0
       for (const f of [...this.pendingEntries()]) {
-        if (f.sentAt !== 0) continue
+        if (f.sentAt !== 0 || f.parked) continue
         this.send(f)
         n++
       }
       if (n > 0) this.opts.metrics.forwardRetries.inc(n)
       this.opts.logger.info('forwarding resumed: the earliest unacknowledged record was stored, the rest sent again in order', { resent: n + 1 })
+      return
+    }
+    if (probe?.parked) {
+      await this.sleep(50) // being dead-lettered: done once the file has it
       return
     }
     if (!probe || probe.sentAt === 0) {
@@ -361,6 +367,7 @@ export class Forwarder {
         return
       }
       this.probe = head.value
+      if (head.value.parked) return
       this.send(head.value)
       this.opts.metrics.forwardRetries.inc()
     }
@@ -529,7 +536,7 @@ export class Forwarder {
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
-    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, done: false, stored: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId }
+    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId }
     if (inWindow) this.window.push(f)
     this.bySeq.set(seq, f)
     this.inflightBytes += data.length
@@ -645,8 +652,8 @@ export class Forwarder {
   private reject(f: Inflight, reason: string, permanent: boolean): void {
     f.lastError = reason
     this.lastProblem = reason
-    if (permanent && f.attempts >= this.opts.maxAttempts && this.deadLetter({ seq: f.seq, epoch: f.epoch, ts: f.ts, body: f.body, reason })) {
-      this.complete(f)
+    if (permanent && f.attempts >= this.opts.maxAttempts) {
+      this.deadLetter(f, reason)
       return
     }
     f.sentAt = 0 // sent again by the recovery, in order
@@ -661,17 +668,28 @@ export class Forwarder {
     }
   }
 
-  /** Writes a dead letter; false when the file cannot be written (the message then stays in line and is retried). */
-  private deadLetter(d: { seq: number; epoch: number; ts: number; body: Buffer; reason: string }): boolean {
-    try {
-      this.opts.deadLetters.write(d)
-    } catch (err) {
-      this.opts.logger.error('cannot write the dead-letter file; the message stays in the log and is retried', { seq: d.seq, error: err })
-      return false
-    }
-    this.opts.metrics.drops.inc(1, { reason: 'dead_letter' })
-    this.opts.logger.error('message dead-lettered: JetStream rejects it permanently', { seq: d.seq, reason: d.reason })
-    return true
+  /**
+   * Writes a dead letter (off the event loop) and completes the entry once the file has it. When
+   * the file cannot be written (e.g. ENOSPC) the message stays in line and is tried again.
+   */
+  private deadLetter(f: Inflight, reason: string): void {
+    f.parked = true
+    this.opts.deadLetters.write({ seq: f.seq, epoch: f.epoch, ts: f.ts, body: f.body, reason }).then(
+      () => {
+        f.parked = false
+        this.opts.metrics.drops.inc(1, { reason: 'dead_letter' })
+        this.opts.logger.error('message dead-lettered: JetStream rejects it permanently', { seq: f.seq, reason })
+        this.complete(f)
+      },
+      (err: unknown) => {
+        f.parked = false
+        this.opts.logger.error('cannot write the dead-letter file; the message stays in the log and is retried', { seq: f.seq, error: err })
+        f.sentAt = 0
+        if (!this.recovering) this.enterRecovery('refused')
+        else if (f === this.probe) this.probe = undefined
+        if (Date.now() >= this.resumeAt) this.resumeAt = Date.now() + this.nextBackoff()
+      },
+    )
   }
 
   private complete(f: Inflight): void {
@@ -708,7 +726,7 @@ export class Forwarder {
     if (!this.connected || !this.nc || this.recovering) return
     const now = Date.now()
     for (const f of this.pendingEntries()) {
-      if (f.sentAt !== 0 && now - f.sentAt >= this.opts.ackTimeoutMs) {
+      if (f.sentAt !== 0 && !f.parked && now - f.sentAt >= this.opts.ackTimeoutMs) {
         this.lastProblem = `no PubAck within ${this.opts.ackTimeoutMs} ms`
         this.opts.logger.warn('JetStream did not acknowledge in time; resending from the earliest unacknowledged record', { seq: f.seq, ackTimeoutMs: this.opts.ackTimeoutMs })
         this.enterRecovery('timeout')
@@ -779,7 +797,7 @@ export class Forwarder {
     const deadline = Date.now() + timeoutMs
     if (this.recovering && this.connected) {
       // No time for a probe: send what waits once more, in order.
-      for (const f of [...this.pendingEntries()]) if (f.sentAt === 0) this.send(f)
+      for (const f of [...this.pendingEntries()]) if (f.sentAt === 0 && !f.parked) this.send(f)
     }
     while (this.unacked > 0 && this.connected && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20))

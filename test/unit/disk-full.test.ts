@@ -4,6 +4,7 @@ import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { LogFullError, LogIoError } from '../../src/errors.js'
 import { Checkpoint } from '../../src/log/checkpoint.js'
+import { DeadLetters } from '../../src/forward/dead-letter.js'
 import { LogReader, nodeFs } from '../../src/log/index.js'
 import type { LogFs, RingLog } from '../../src/log/index.js'
 import { createMetrics } from '../../src/metrics/index.js'
@@ -235,5 +236,25 @@ describe('disk full - ring log', () => {
     expect(log.failure?.message).toMatch(/^fdatasync of 0+1\.seg failed: EIO$/)
     await expect(log.append(body(3))).rejects.toBeInstanceOf(LogIoError)
     await log.close()
+  })
+
+  it('disk full - a dead letter that hits ENOSPC leaves no partial line and is written once space returns', async () => {
+    let full = false
+    let syncs = 0
+    const fsys: LogFs = { ...fullableFs(() => full), fdatasync: async (fd) => (syncs++, nodeFs.fdatasync(fd)) }
+    const dir = tempDir()
+    const dl = new DeadLetters(dir, fsys)
+    const d = (seq: number): { seq: number; epoch: number; ts: number; body: Buffer; reason: string } => ({ seq, epoch: 1, ts: 0, body: body(seq), reason: 'too large' })
+    await dl.write(d(1))
+    full = true
+    await expect(dl.write(d(2))).rejects.toMatchObject({ code: 'ENOSPC' })
+    full = false
+    // Written off the event loop; those that arrive together share one write and one fdatasync.
+    const before = syncs
+    await Promise.all([dl.write(d(3)), dl.write(d(4)), dl.write(d(5))])
+    expect(syncs - before).toBeLessThanOrEqual(2)
+    dl.close()
+    const lines = fs.readFileSync(dl.path, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { seq: number }).seq)
+    expect(lines).toEqual([1, 3, 4, 5])
   })
 })
