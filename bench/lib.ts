@@ -91,7 +91,7 @@ export async function startNatsServer(opts: { mqtt?: boolean } = {}): Promise<{ 
 export async function startFerry(args: string[]): Promise<{ proc: Proc; mqttPort: number; startMs: number }> {
   const mqttPort = await freePort()
   const t0 = performance.now()
-  const proc = startProc(process.execPath, [path.join(ROOT, 'dist/ferry.cjs'), 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
+  const proc = startProc(process.execPath, [process.env.FERRY_BUNDLE ?? path.join(ROOT, 'dist/ferry.cjs'), 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
   await waitPort(mqttPort, 120_000)
   return { proc, mqttPort, startMs: performance.now() - t0 }
 }

@@ -179,6 +179,8 @@ export class Forwarder {
   private lastAckAtMs = 0
   /** Why the last publish or stream check failed, for /readyz (cleared by a PubAck). */
   private lastProblem = ''
+  /** Why the last stream check failed ('' once one succeeds), for /readyz. */
+  private streamProblem = ''
   /** False when the stream does not capture `<prefix>.events.>`: event entries are then dropped (counted). */
   private eventsCaptured = true
   private loop: Promise<void> | undefined
@@ -276,9 +278,11 @@ export class Forwarder {
       try {
         this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger)).eventsCaptured
         this.streamReady = true
+        this.streamProblem = ''
         this.backoffMs = 0
       } catch (err) {
         this.lastProblem = `stream not ready: ${(err as Error).message}`
+        this.streamProblem = `stream "${this.opts.stream}" not ready: ${(err as Error).message}`
         logger.error('JetStream stream not ready; buffering in the log and retrying', { stream: this.opts.stream, error: err })
         await this.sleep(this.nextBackoff())
         return
@@ -580,9 +584,9 @@ export class Forwarder {
     }
   }
 
-  /** Upstream state for /readyz: connected, last PubAck time (ms, 0 = none), last problem ('' = none). */
-  get health(): { connected: boolean; lastAckAtMs: number; problem: string } {
-    return { connected: this.connected, lastAckAtMs: this.lastAckAtMs, problem: this.lastProblem }
+  /** Upstream state for /readyz: connected, last PubAck time (ms, 0 = none), last problem ('' = none), failed stream check. */
+  get health(): { connected: boolean; lastAckAtMs: number; problem: string; streamProblem: string } {
+    return { connected: this.connected, lastAckAtMs: this.lastAckAtMs, problem: this.lastProblem, streamProblem: this.streamProblem }
   }
 
   private onReply(msg: Msg): void {
@@ -728,6 +732,9 @@ export class Forwarder {
     for (const f of this.pendingEntries()) {
       if (f.sentAt !== 0 && !f.parked && now - f.sentAt >= this.opts.ackTimeoutMs) {
         this.lastProblem = `no PubAck within ${this.opts.ackTimeoutMs} ms`
+        // The stream may be gone while something else listens on its subjects (no "no
+        // responders" then): check it through the JetStream API before the probe.
+        this.streamReady = false
         this.opts.logger.warn('JetStream did not acknowledge in time; resending from the earliest unacknowledged record', { seq: f.seq, ackTimeoutMs: this.opts.ackTimeoutMs })
         this.enterRecovery('timeout')
         return

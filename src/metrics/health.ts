@@ -67,7 +67,8 @@ export interface HealthSources {
   readonly dataDir: string
   readonly segmentBytes: number
   readonly mqttListening: () => boolean
-  readonly upstream: () => { connected: boolean; lastAckAtMs: number; problem: string }
+  /** `streamProblem`: why the stream check through the JetStream API failed ('' = it did not). */
+  readonly upstream: () => { connected: boolean; lastAckAtMs: number; problem: string; streamProblem?: string }
   readonly openReader: (fromSeq: number) => LogReader
   readonly metrics: Metrics
   readonly stallMs?: number
@@ -198,6 +199,7 @@ export class Health {
     const waitingMs = records > 0 ? now - Math.max(this.backlogSince, up.lastAckAtMs) : 0
     let upstream: Check
     if (!up.connected) upstream = { status: 'failing', detail: `not connected to NATS; buffering ${records} records in the log${up.problem ? ` (${up.problem})` : ''}` }
+    else if (up.streamProblem) upstream = { status: 'failing', detail: `connected, but the stream is not usable; buffering ${records} records in the log: ${up.streamProblem}` }
     else if (waitingMs > stallMs) upstream = { status: 'failing', detail: `connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting${up.problem ? `: ${up.problem}` : ''}` }
     else upstream = { status: 'ok', detail: records > 0 ? `acknowledging; ${records} records to forward` : 'acknowledging' }
     const checks = { mqtt, log: logCheck, disk, upstream }
