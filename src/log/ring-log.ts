@@ -263,8 +263,10 @@ export class RingLog {
         if (this.logId.every((b) => b === 0)) this.logId = header.logId
         maxEpoch = Math.max(maxEpoch, header.epoch)
         const seg: SegmentInfo = { baseSeq: base, epoch: header.epoch, path: p, lastSeq: base - 1, size, sealed: false, lostSeqs: 0 }
-        // Fast path: a valid seal at the end of the file.
-        if (size >= SEGMENT_HEADER_BYTES + SEAL_FRAME_BYTES) {
+        // Fast path: a valid seal at the end of the file. Not for the last segment unless the
+        // previous run stopped cleanly: a crash leaves the last segment unsealed, and its last
+        // record's payload (device bytes) could end with something that looks like a seal.
+        if (size >= SEGMENT_HEADER_BYTES + SEAL_FRAME_BYTES && (name !== lastName || state?.clean === true)) {
           const sbuf = Buffer.alloc(SEAL_FRAME_BYTES)
           await fsys.read(fd, sbuf, 0, SEAL_FRAME_BYTES, size - SEAL_FRAME_BYTES)
           const f = checkFrame(sbuf, 0, SEAL_FRAME_BYTES, SEAL_FRAME_BYTES)
