@@ -8,7 +8,9 @@
 // its Content-Type (CBOR, JSON; other bytes as a byte string, or base64 in JSON; empty as null).
 // The device's reply is encoded for the cloud like telemetry (JSON to CBOR) with its Content-Type.
 // Every reply carries a `Ferry-Status` header: `200 OK`, `503 device offline`, `429 too many
-// pending requests`, `504 device did not answer`, `400 bad request`. Replies are not stored.
+// pending requests`, `504 device did not answer`, `400 bad request`. Replies are not stored. A
+// request ends with its reply: its MQTT delivery is withdrawn then, so a persistent session never
+// gets it later.
 import crypto from 'node:crypto'
 import { headers as natsHeaders } from '@nats-io/transport-node'
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
@@ -34,6 +36,8 @@ interface Pending {
   readonly reply: string
   readonly started: number
   readonly timer: NodeJS.Timeout
+  /** Withdraws the request's MQTT delivery once the request has its reply. */
+  readonly delivery: AbortController
 }
 
 /** The parts of a device response topic, or undefined when `topic` is not one. */
@@ -130,9 +134,10 @@ export class Rpc {
       ? Buffer.from(JSON.stringify({ method, params: Buffer.isBuffer(params) ? params.toString('base64') : params }))
       : encodeCbor({ method, params })
     const timer = setTimeout(() => this.finish(correlationId, '504 device did not answer', 'timeout'), timeoutMs)
-    this.pending.set(correlationId, { clientId, reply: m.reply, started: performance.now(), timer })
+    const delivery = new AbortController()
+    this.pending.set(correlationId, { clientId, reply: m.reply, started: performance.now(), timer, delivery })
     // The request goes at QoS 1; its PUBACK means nothing to the caller, the response does.
-    void devices.deliver(clientId, topic, payload, timeoutMs)
+    void devices.deliver(clientId, topic, payload, timeoutMs, delivery.signal)
   }
 
   private finish(correlationId: string, status: string, result: string, data?: Uint8Array, contentType?: string): void {
@@ -140,6 +145,7 @@ export class Rpc {
     if (!p) return
     this.pending.delete(correlationId)
     clearTimeout(p.timer)
+    p.delivery.abort()
     this.opts.metrics.rpc.inc(1, { result })
     if (result === 'ok') this.opts.metrics.rpcLatency.observe((performance.now() - p.started) / 1000)
     this.respond(p.reply, status, data, contentType)
