@@ -40,13 +40,21 @@ interface Pending {
   readonly delivery: AbortController
 }
 
-/** The parts of a device response topic, or undefined when `topic` is not one. */
-export function parseResponseTopic(topic: string): { clientId: string; correlationId: string } | undefined {
+const RESPONSE_PREFIX = 'devices/'
+const RESPONSE_INFIX = '/rpc/response/'
+
+/**
+ * The correlation id in `topic` when it is `clientId`'s response topic,
+ * `devices/<clientId>/rpc/response/<correlationId>` (further levels ignored); else undefined. The
+ * topic is matched against the whole client id, which may hold `/`.
+ */
+export function responseCorrelation(clientId: string, topic: string): string | undefined {
   // Every device publish passes here: rule out telemetry without allocating.
-  if (!topic.startsWith('devices/') || !topic.includes('/rpc/response/')) return undefined
-  const l = topic.split('/')
-  if (l.length < 5 || l[0] !== 'devices' || l[2] !== 'rpc' || l[3] !== 'response' || !l[4]) return undefined
-  return { clientId: l[1]!, correlationId: l[4] }
+  const at = RESPONSE_PREFIX.length + clientId.length + RESPONSE_INFIX.length
+  if (!topic.startsWith(RESPONSE_PREFIX) || !topic.startsWith(clientId, RESPONSE_PREFIX.length) || !topic.startsWith(RESPONSE_INFIX, at - RESPONSE_INFIX.length)) return undefined
+  const end = topic.indexOf('/', at)
+  const correlationId = end < 0 ? topic.slice(at) : topic.slice(at, end)
+  return correlationId || undefined
 }
 
 function decodeParams(data: Uint8Array, contentType: string | undefined): unknown {
@@ -157,16 +165,16 @@ export class Rpc {
    * dropped and counted.
    */
   intercept(clientId: string, topic: string, payload: Buffer): Promise<void> | undefined {
-    const r = parseResponseTopic(topic)
-    if (!r || r.clientId !== clientId) return undefined
-    const p = this.pending.get(r.correlationId)
+    const correlationId = responseCorrelation(clientId, topic)
+    if (correlationId === undefined) return undefined
+    const p = this.pending.get(correlationId)
     if (!p || p.clientId !== clientId) {
       this.opts.metrics.rpc.inc(1, { result: 'unknown_correlation' })
       this.opts.logger.info('RPC response for no pending request (late, or unknown correlation id); dropped', { clientId, topic })
       return Promise.resolve()
     }
     const enc = this.opts.payloads.encode(topic, payload)
-    this.finish(r.correlationId, '200 OK', 'ok', enc.data, enc.contentType)
+    this.finish(correlationId, '200 OK', 'ok', enc.data, enc.contentType)
     return Promise.resolve()
   }
 

@@ -1,7 +1,9 @@
-// Cloud → device with persistent sessions, through the bundled gateway with a real nats-server and
-// real MQTT clients: a device that reconnects with clean=false receives only what Ferry still
-// delivers, at most one copy per delivery attempt: nothing of a command gone `command-dead` or
-// expired, nothing of an RPC request already answered 503 or 504.
+// Cloud → device with persistent sessions and unusual client ids, through the bundled gateway with a
+// real nats-server and real MQTT clients:
+// - a device that reconnects with clean=false receives only what Ferry still delivers, at most one
+//   copy per delivery attempt: nothing of a command gone `command-dead` or expired, nothing of an RPC
+//   request already answered 503 or 504;
+// - RPC works for client ids holding `/`, a space or `%`.
 //
 // "Nothing was replayed" is checked with a marker: aedes writes a session's queued messages right
 // after the CONNACK, before anything Ferry sends later, so once a marker sent after the reconnect has
@@ -10,12 +12,13 @@ import { connect, headers } from '@nats-io/transport-node'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { decodeCbor } from '../../src/codec/index.js'
+import { decodeCbor, deviceToken } from '../../src/codec/index.js'
 import { rawDevice, until } from '../helpers/device.js'
 import type { RawDevice, Received } from '../helpers/device.js'
 import { spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
+import { connectClient, endClient } from '../helpers/mqtt.js'
 import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 import { readStream } from '../helpers/stream.js'
@@ -41,7 +44,7 @@ async function stop(h: Harness | undefined): Promise<void> {
   await h?.nats.stop()
 }
 
-describe('downlink - persistent sessions', () => {
+describe('downlink - persistent sessions and client ids', () => {
   let h: Harness
 
   beforeAll(async () => {
@@ -132,5 +135,27 @@ describe('downlink - persistent sessions', () => {
     expect(await until(async () => (await ask()) === '200 OK')).toBe(true)
     expect(back.got.filter((g) => (decodeCbor(g.bytes) as { method: string }).method !== 'ping')).toEqual([])
     await back.end()
+  }, 20_000)
+
+  it('rpc - devices whose client id holds "/", a space or "%" answer requests; the responses are not stored as telemetry', async () => {
+    for (const id of ['site7/pump', 'site 7', 'pump%1', 'a/b/c']) {
+      const d = await connectClient(h.gw.port, id)
+      try {
+        await d.subscribeAsync(`devices/${id}/rpc/request/+`, { qos: 1 })
+        d.on('message', (topic, payload) => {
+          const corr = topic.slice(`devices/${id}/rpc/request/`.length)
+          const req = decodeCbor(payload) as { method: string }
+          d.publish(`devices/${id}/rpc/response/${corr}`, JSON.stringify({ id, method: req.method }), { qos: 1 })
+        })
+        const hdr = headers()
+        hdr.set('Ferry-Timeout', '2000')
+        const r = await h.nc.request(`ferry.rpc.${deviceToken(id)}.getConfig`, '{}', { timeout: 5000, headers: hdr })
+        expect(r.headers?.get('Ferry-Status'), id).toBe('200 OK')
+        expect(decodeCbor(r.data)).toEqual({ id, method: 'getConfig' })
+      } finally {
+        await endClient(d)
+      }
+    }
+    expect((await readStream(h.nats.url)).filter((m) => m.subject.includes('rpc'))).toEqual([])
   }, 20_000)
 })
