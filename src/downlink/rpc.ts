@@ -8,12 +8,12 @@
 // its Content-Type (CBOR, JSON; other bytes as a byte string, or base64 in JSON; empty as null).
 // The device's reply is encoded for the cloud like telemetry (JSON to CBOR) with its Content-Type.
 // Every reply carries a `Ferry-Status` header: `200 OK`, `503 device offline`, `429 too many
-// pending requests`, `504 device did not answer`, `400 bad request`. Replies are not stored. A
-// request ends with its reply: its MQTT delivery is withdrawn then, so a persistent session never
-// gets it later.
+// pending requests`, `504 device did not answer`, `400 bad request`, `502 response too large` (a
+// response the NATS server's max_payload cannot carry). Replies are not stored. A request ends with
+// its reply: its MQTT delivery is withdrawn then, so a persistent session never gets it later.
 import crypto from 'node:crypto'
 import { headers as natsHeaders } from '@nats-io/transport-node'
-import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, decodeCbor, encodeCbor, tokenToDevice, topicMatches } from '../codec/index.js'
 import type { PayloadPolicy } from '../codec/index.js'
 import type { Devices } from '../ingress/index.js'
@@ -57,6 +57,13 @@ export function responseCorrelation(clientId: string, topic: string): string | u
   return correlationId || undefined
 }
 
+/** Bytes of a NATS header block as nats.js writes it: `NATS/1.0\r\n`, `Key: value\r\n` each, `\r\n`. */
+function headerBytes(h: Iterable<[string, string[]]>): number {
+  let n = 12
+  for (const [k, vs] of h) for (const v of vs) n += Buffer.byteLength(k) + Buffer.byteLength(v) + 4
+  return n
+}
+
 function decodeParams(data: Uint8Array, contentType: string | undefined): unknown {
   if (data.length === 0) return null
   if (contentType === CONTENT_TYPE_CBOR) return decodeCbor(data)
@@ -90,11 +97,26 @@ export class Rpc {
     this.sub = nc.subscribe(`${this.opts.subjectPrefix}.rpc.>`, { callback: (err, m) => (err ? undefined : this.onRequest(m)) })
   }
 
-  private respond(reply: string, status: string, data?: Uint8Array, contentType?: string): void {
+  private static headers(status: string, contentType?: string): MsgHdrs {
     const h = natsHeaders()
     h.set('Ferry-Status', status)
     if (contentType) h.set('Content-Type', contentType)
-    this.nc?.publish(reply, data ?? new Uint8Array(0), { headers: h })
+    return h
+  }
+
+  /** Sends a reply; never throws (a reply lost with the connection is lost). */
+  private respond(reply: string, status: string, data?: Uint8Array, contentType?: string): void {
+    try {
+      this.nc?.publish(reply, data ?? new Uint8Array(0), { headers: Rpc.headers(status, contentType) })
+    } catch (err) {
+      this.opts.logger.warn('RPC reply not sent', { status, error: err })
+    }
+  }
+
+  /** The NATS server's max_payload when a reply with this body and headers would exceed it. */
+  private exceeds(data: Uint8Array, status: string, contentType?: string): number | undefined {
+    const max = this.nc?.info?.max_payload
+    return max !== undefined && data.length + headerBytes(Rpc.headers(status, contentType)) > max ? max : undefined
   }
 
   private onRequest(m: Msg): void {
@@ -154,6 +176,13 @@ export class Rpc {
     this.pending.delete(correlationId)
     clearTimeout(p.timer)
     p.delivery.abort()
+    const max = data && this.exceeds(data, status, contentType)
+    if (data && max) {
+      // A body the server would refuse: nats.js throws, and the caller would hear nothing.
+      this.opts.logger.info("RPC response larger than the NATS server's max_payload; answered 502", { clientId: p.clientId, bytes: data.length, maxPayload: max })
+      this.opts.metrics.rpc.inc(1, { result: 'too_large' })
+      return this.respond(p.reply, `502 response too large: ${data.length} bytes, the NATS server's max_payload is ${max}`)
+    }
     this.opts.metrics.rpc.inc(1, { result })
     if (result === 'ok') this.opts.metrics.rpcLatency.observe((performance.now() - p.started) / 1000)
     this.respond(p.reply, status, data, contentType)

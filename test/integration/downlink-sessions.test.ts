@@ -1,9 +1,10 @@
-// Cloud → device with persistent sessions and unusual client ids, through the bundled gateway with a
-// real nats-server and real MQTT clients:
+// Cloud → device with persistent sessions, unusual client ids and a small max_payload, through the
+// bundled gateway with a real nats-server and real MQTT clients:
 // - a device that reconnects with clean=false receives only what Ferry still delivers, at most one
 //   copy per delivery attempt: nothing of a command gone `command-dead` or expired, nothing of an RPC
 //   request already answered 503 or 504;
-// - RPC works for client ids holding `/`, a space or `%`.
+// - RPC works for client ids holding `/`, a space or `%`;
+// - an RPC response larger than the NATS server's max_payload gets the caller a 502, not silence.
 //
 // "Nothing was replayed" is checked with a marker: aedes writes a session's queued messages right
 // after the CONNACK, before anything Ferry sends later, so once a marker sent after the reconnect has
@@ -157,5 +158,47 @@ describe('downlink - persistent sessions and client ids', () => {
       }
     }
     expect((await readStream(h.nats.url)).filter((m) => m.subject.includes('rpc'))).toEqual([])
+  }, 20_000)
+})
+
+describe('downlink - NATS max_payload', () => {
+  let h: Harness
+
+  beforeAll(async () => {
+    h = await harness('max_payload: 4096')
+  }, 30_000)
+
+  afterAll(() => stop(h))
+
+  it('rpc - a response larger than the server max_payload gets the caller a 502 at once; one that fits is answered; around the limit every caller gets a reply', async () => {
+    const id = 'big-answer'
+    const d = await connectClient(h.gw.port, id)
+    try {
+      await d.subscribeAsync(`devices/${id}/rpc/request/+`, { qos: 1 })
+      d.on('message', (topic, payload) => {
+        const corr = topic.slice(`devices/${id}/rpc/request/`.length)
+        const { params } = decodeCbor(payload) as { params: { bytes: number } }
+        d.publish(`devices/${id}/rpc/response/${corr}`, Buffer.alloc(params.bytes, 7), { qos: 1 })
+      })
+      const ask = (bytes: number): Promise<{ status: string | undefined; size: number; ms: number }> => {
+        const t0 = performance.now()
+        return h.nc.request(`ferry.rpc.${id}.dump`, JSON.stringify({ bytes }), { timeout: 4000 }).then((r) => ({ status: r.headers?.get('Ferry-Status'), size: r.data.length, ms: performance.now() - t0 }))
+      }
+      const fits = await ask(3000)
+      expect(fits).toMatchObject({ status: '200 OK', size: 3000 })
+      const big = await ask(6000)
+      expect(big.status).toMatch(/^502 response too large/)
+      expect(big.size).toBe(0)
+      expect(big.ms).toBeLessThan(2000)
+      // Around the limit (body + headers), every caller gets a reply: 200 while it fits, then 502.
+      const statuses: string[] = []
+      for (let bytes = 3990; bytes <= 4100; bytes += 10) statuses.push((await ask(bytes)).status!.slice(0, 3))
+      expect(statuses.every((s) => s === '200' || s === '502')).toBe(true)
+      expect(statuses.indexOf('502')).toBeGreaterThan(0)
+      expect(statuses.slice(statuses.indexOf('502')).every((s) => s === '502')).toBe(true)
+      console.log(`RPC response over max_payload: "${big.status}" after ${big.ms.toFixed(1)} ms; around the limit: ${statuses.join(' ')}`)
+    } finally {
+      await endClient(d)
+    }
   }, 20_000)
 })
