@@ -22,7 +22,6 @@ const TEN_MINUTES_MS = 600_000
 describe('downlink - gateway clock skew', () => {
   let nats: NatsServer
   let nc: NatsConnection
-  let gw: GatewayProcess | undefined
 
   beforeAll(async () => {
     nats = await startNats()
@@ -30,21 +29,24 @@ describe('downlink - gateway clock skew', () => {
   }, 30_000)
 
   afterAll(async () => {
-    await gw?.kill('SIGTERM')
     await nc?.close()
     await nats?.stop()
   })
 
   /**
-   * Starts the bundled gateway with its wall clock shifted by `skewMs`. Each gets its own gateway id:
-   * with a fresh data directory, the same id would repeat the first one's Nats-Msg-Ids, and
-   * JetStream would drop its events as duplicates.
+   * Runs `body` with the bundled gateway, its wall clock shifted by `skewMs`, then stops it. Each
+   * gets its own gateway id: with a fresh data directory, the same id would repeat the first one's
+   * Nats-Msg-Ids, and JetStream would drop its events as duplicates.
    */
-  const skewedGateway = async (skewMs: number): Promise<GatewayProcess> => {
+  const withSkewedGateway = async (skewMs: number, body: (gw: GatewayProcess) => Promise<void>): Promise<void> => {
     const args = ['--data-dir', tempDir('ferry-downlink-clock-'), '--gateway-id', `skew${skewMs}`, '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--cmd-ack-timeout-ms', '500']
-    const g = await spawnGateway(args, 20_000, { NODE_OPTIONS: `--require ${SKEW_PRELOAD}`, TEST_CLOCK_SKEW_MS: String(skewMs) })
-    expect(await until(async () => (await jetstreamManager(nc)).streams.info('FERRY_CMD').then(() => true, () => false))).toBe(true)
-    return g
+    const gw = await spawnGateway(args, 20_000, { NODE_OPTIONS: `--require ${SKEW_PRELOAD}`, TEST_CLOCK_SKEW_MS: String(skewMs) })
+    try {
+      expect(await until(async () => (await jetstreamManager(nc)).streams.info('FERRY_CMD').then(() => true, () => false))).toBe(true)
+      await body(gw)
+    } finally {
+      await gw.kill('SIGTERM')
+    }
   }
   const command = async (subject: string, body: string, ttl?: string): Promise<void> => {
     const h = headers()
@@ -63,43 +65,41 @@ describe('downlink - gateway clock skew', () => {
   const waitUntil = (at: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, at - Date.now())))
 
   it('commands - gateway clock 10 min fast: a 60 s TTL command to an online device is delivered; a 1 s TTL one expires after 2 s, its age measured on the server clock', async () => {
-    gw = await skewedGateway(+TEN_MINUTES_MS)
-    const id = 'clk-fast'
-    const sent = Date.now()
-    await command(`ferry.cmd.${id}.short`, '{}', '1s') // waits for the device, which is not there yet
-    await waitUntil(sent + 2000)
-    const connected = Date.now()
-    const d = await rawDevice(gw.port, id)
-    expect(await until(async () => (await expired(id)).length === 1)).toBe(true)
-    const age = Number((await expired(id))[0]!.ageMs)
-    const trueAge = Date.now() - sent
-    await command(`ferry.cmd.${id}.long`, '{}', '60s')
-    expect(await afterMarker(d, id)).toEqual([`commands/${id}/long`, `commands/${id}/marker`])
-    console.log(`gateway +10 min: a 1 s TTL command expired at age ${age} ms (by this host's real clock at most ${trueAge} ms); a 60 s TTL command was delivered`)
-    expect(age).toBeGreaterThanOrEqual(connected - sent - 1000)
-    expect(age).toBeLessThanOrEqual(trueAge + 1000)
-    await d.end()
-    await gw.kill('SIGTERM')
-    gw = undefined
+    await withSkewedGateway(+TEN_MINUTES_MS, async (gw) => {
+      const id = 'clk-fast'
+      const sent = Date.now()
+      await command(`ferry.cmd.${id}.short`, '{}', '1s') // waits for the device, which is not there yet
+      await waitUntil(sent + 2000)
+      const connected = Date.now()
+      const d = await rawDevice(gw.port, id)
+      expect(await until(async () => (await expired(id)).length === 1)).toBe(true)
+      const age = Number((await expired(id))[0]!.ageMs)
+      const trueAge = Date.now() - sent
+      await command(`ferry.cmd.${id}.long`, '{}', '60s')
+      expect(await afterMarker(d, id)).toEqual([`commands/${id}/long`, `commands/${id}/marker`])
+      console.log(`gateway +10 min: a 1 s TTL command expired at age ${age} ms (by this host's real clock at most ${trueAge} ms); a 60 s TTL command was delivered`)
+      expect(age).toBeGreaterThanOrEqual(connected - sent - 1000)
+      expect(age).toBeLessThanOrEqual(trueAge + 1000)
+      await d.end()
+    })
   }, 30_000)
 
   it('commands - gateway clock 10 min slow: a 2 s TTL command queued while the device is away is not delivered when it connects after 4 s', async () => {
-    gw = await skewedGateway(-TEN_MINUTES_MS)
-    const id = 'clk-slow'
-    const sent = Date.now()
-    await command(`ferry.cmd.${id}.reboot`, '{}', '2s')
-    await waitUntil(sent + 4000)
-    const connected = Date.now()
-    const d = await rawDevice(gw.port, id)
-    expect(await afterMarker(d, id)).toEqual([`commands/${id}/marker`])
-    expect(await until(async () => (await expired(id)).length === 1)).toBe(true)
-    const age = Number((await expired(id))[0]!.ageMs)
-    const trueAge = Date.now() - sent
-    console.log(`gateway -10 min: a 2 s TTL command expired at age ${age} ms (by this host's real clock at most ${trueAge} ms)`)
-    expect(age).toBeGreaterThanOrEqual(connected - sent - 1000)
-    expect(age).toBeLessThanOrEqual(trueAge + 1000)
-    await d.end()
-    await gw.kill('SIGTERM')
-    gw = undefined
+    await withSkewedGateway(-TEN_MINUTES_MS, async (gw) => {
+      const id = 'clk-slow'
+      const sent = Date.now()
+      await command(`ferry.cmd.${id}.reboot`, '{}', '2s')
+      await waitUntil(sent + 4000)
+      const connected = Date.now()
+      const d = await rawDevice(gw.port, id)
+      expect(await afterMarker(d, id)).toEqual([`commands/${id}/marker`])
+      expect(await until(async () => (await expired(id)).length === 1)).toBe(true)
+      const age = Number((await expired(id))[0]!.ageMs)
+      const trueAge = Date.now() - sent
+      console.log(`gateway -10 min: a 2 s TTL command expired at age ${age} ms (by this host's real clock at most ${trueAge} ms)`)
+      expect(age).toBeGreaterThanOrEqual(connected - sent - 1000)
+      expect(age).toBeLessThanOrEqual(trueAge + 1000)
+      await d.end()
+    })
   }, 30_000)
 })
