@@ -9,7 +9,8 @@
 // command older than its TTL (header Ferry-TTL, or --cmd-ttl-ms) is terminated, never delivered
 // late, and reported as the event `command-expired`; one delivered --cmd-max-deliver times without a
 // PUBACK is terminated and reported as `command-dead`. Both events go through the ring log, like
-// presence.
+// presence. A command's age is measured on the NATS server's clock (server-clock.ts), the clock that
+// stamped it, so the gateway's own clock does not matter.
 import crypto from 'node:crypto'
 import { AckPolicy, DeliverPolicy, RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
@@ -19,6 +20,7 @@ import { deviceToken, tokensToLevels, topicMatches } from '../codec/index.js'
 import type { Devices } from '../ingress/index.js'
 import type { Logger } from '../logger.js'
 import type { Metrics } from '../metrics/index.js'
+import { ServerClock } from './server-clock.js'
 
 export interface CommandOptions {
   readonly stream: string
@@ -47,6 +49,10 @@ const PULL_EXPIRES_MS = 30_000
 const NOT_SUBSCRIBED_RETRY_MS = 5000
 /** Consumers of devices not seen for this long are removed by the server. */
 const INACTIVE_NS = 7 * 24 * 3600 * 1e9
+/** The server removes a clock probe's consumer after this long if deleting it failed. */
+const PROBE_INACTIVE_NS = 30 * 1e9
+/** Differences between this host's clock and the server's below this are not worth a warning. */
+const SKEW_WARN_MS = 1000
 
 /** Parses a TTL: milliseconds, or a number with ms, s, m, h, d. Undefined when not one. */
 export function parseTtl(v: string): number | undefined {
@@ -102,6 +108,9 @@ export class Commands {
   private readonly slots: Slots
   private running = true
   private ready: Promise<void> | undefined
+  private readonly clock = new ServerClock(() => this.probeServerTime())
+  /** The host-minus-server clock difference last warned about, ms. */
+  private warnedSkewMs = 0
 
   constructor(private readonly opts: CommandOptions) {
     this.slots = new Slots(opts.maxInflight)
@@ -116,6 +125,7 @@ export class Commands {
     this.ready = (async () => {
       this.jsm = await jetstreamManager(nc, { timeout: 5000 })
       await this.ensureStream(this.jsm)
+      await this.sampleClock()
       for (const id of this.opts.devices.list().map((d) => d.clientId)) this.maybeStart(id)
     })()
     return this.ready
@@ -132,7 +142,47 @@ export class Commands {
     }
   }
 
-  /** Whether the device holds a subscription that receives its command topic. */
+  /**
+   * The server's current time. nats-server 2.9 tells it in no API response but a new consumer's
+   * `created` (2.10 and later also in `ts`), so this makes an ephemeral consumer that matches no
+   * command, reads that and deletes it. Its filter `<prefix>.cmd.<token>` holds no command (those are
+   * `<prefix>.cmd.<device>.<rest>`) and overlaps no device's `<prefix>.cmd.<device>.>`, as a
+   * work-queue stream requires.
+   */
+  private async probeServerTime(): Promise<string> {
+    const jsm = this.jsm!
+    const info = await jsm.consumers.add(this.opts.stream, {
+      filter_subject: `${this.opts.subjectPrefix}.cmd._clock_${this.opts.gatewayId}`,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      inactive_threshold: PROBE_INACTIVE_NS,
+      mem_storage: true,
+    })
+    jsm.consumers.delete(this.opts.stream, info.name).catch(() => {})
+    return info.ts ?? info.created
+  }
+
+  /** Samples the server's clock; logs instead of failing (TTLs then use this host's clock). */
+  private async sampleClock(): Promise<void> {
+    try {
+      await this.clock.sample()
+    } catch (err) {
+      this.opts.logger.warn("cannot read the NATS server's clock; command TTLs use this host's clock meanwhile", { error: err })
+      return
+    }
+    const skewMs = Math.round(Date.now() - this.clock.now()!)
+    if (Math.abs(skewMs - this.warnedSkewMs) > SKEW_WARN_MS) {
+      this.warnedSkewMs = skewMs
+      this.opts.logger.warn("this host's clock differs from the NATS server's; command TTLs follow the server's", { skewMs })
+    }
+  }
+
+  /** The NATS server's time now (this host's while it cannot be read), ms since the epoch. */
+  private serverNow(): number {
+    if (this.clock.due) void this.sampleClock()
+    return this.clock.now() ?? Date.now()
+  }
+
   /** Whether the device holds a subscription under its command topics (any command of it may match). */
   private subscribed(clientId: string): boolean {
     const t = this.opts.topicTemplate
@@ -209,7 +259,7 @@ export class Commands {
     const rest = tokensToLevels(m.subject, this.opts.subjectPrefix.split('.').length + 2).join('/')
     const ttlHeader = m.headers?.get('Ferry-TTL')
     const ttl = ttlHeader ? parseTtl(ttlHeader) : this.opts.defaultTtlMs
-    const ageMs = Date.now() - m.time.getTime()
+    const ageMs = this.serverNow() - m.time.getTime() // both on the server's clock
     const about = { subject: m.subject, streamSeq: m.seq }
     if (ttl && ageMs > ttl) {
       m.term() // (no reason text: nats-server 2.9 does not read one)

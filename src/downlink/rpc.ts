@@ -8,10 +8,12 @@
 // its Content-Type (CBOR, JSON; other bytes as a byte string, or base64 in JSON; empty as null).
 // The device's reply is encoded for the cloud like telemetry (JSON to CBOR) with its Content-Type.
 // Every reply carries a `Ferry-Status` header: `200 OK`, `503 device offline`, `429 too many
-// pending requests`, `504 device did not answer`, `400 bad request`. Replies are not stored.
+// pending requests`, `504 device did not answer`, `400 bad request`, `502 response too large` (a
+// response the NATS server's max_payload cannot carry). Replies are not stored. A request ends with
+// its reply: its MQTT delivery is withdrawn then, so a persistent session never gets it later.
 import crypto from 'node:crypto'
 import { headers as natsHeaders } from '@nats-io/transport-node'
-import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, decodeCbor, encodeCbor, tokenToDevice, topicMatches } from '../codec/index.js'
 import type { PayloadPolicy } from '../codec/index.js'
 import type { Devices } from '../ingress/index.js'
@@ -34,15 +36,32 @@ interface Pending {
   readonly reply: string
   readonly started: number
   readonly timer: NodeJS.Timeout
+  /** Withdraws the request's MQTT delivery once the request has its reply. */
+  readonly delivery: AbortController
 }
 
-/** The parts of a device response topic, or undefined when `topic` is not one. */
-export function parseResponseTopic(topic: string): { clientId: string; correlationId: string } | undefined {
+const RESPONSE_PREFIX = 'devices/'
+const RESPONSE_INFIX = '/rpc/response/'
+
+/**
+ * The correlation id in `topic` when it is `clientId`'s response topic,
+ * `devices/<clientId>/rpc/response/<correlationId>` (further levels ignored); else undefined. The
+ * topic is matched against the whole client id, which may hold `/`.
+ */
+export function responseCorrelation(clientId: string, topic: string): string | undefined {
   // Every device publish passes here: rule out telemetry without allocating.
-  if (!topic.startsWith('devices/') || !topic.includes('/rpc/response/')) return undefined
-  const l = topic.split('/')
-  if (l.length < 5 || l[0] !== 'devices' || l[2] !== 'rpc' || l[3] !== 'response' || !l[4]) return undefined
-  return { clientId: l[1]!, correlationId: l[4] }
+  const at = RESPONSE_PREFIX.length + clientId.length + RESPONSE_INFIX.length
+  if (!topic.startsWith(RESPONSE_PREFIX) || !topic.startsWith(clientId, RESPONSE_PREFIX.length) || !topic.startsWith(RESPONSE_INFIX, at - RESPONSE_INFIX.length)) return undefined
+  const end = topic.indexOf('/', at)
+  const correlationId = end < 0 ? topic.slice(at) : topic.slice(at, end)
+  return correlationId || undefined
+}
+
+/** Bytes of a NATS header block as nats.js writes it: `NATS/1.0\r\n`, `Key: value\r\n` each, `\r\n`. */
+function headerBytes(h: Iterable<[string, string[]]>): number {
+  let n = 12
+  for (const [k, vs] of h) for (const v of vs) n += Buffer.byteLength(k) + Buffer.byteLength(v) + 4
+  return n
 }
 
 function decodeParams(data: Uint8Array, contentType: string | undefined): unknown {
@@ -78,11 +97,26 @@ export class Rpc {
     this.sub = nc.subscribe(`${this.opts.subjectPrefix}.rpc.>`, { callback: (err, m) => (err ? undefined : this.onRequest(m)) })
   }
 
-  private respond(reply: string, status: string, data?: Uint8Array, contentType?: string): void {
+  private static headers(status: string, contentType?: string): MsgHdrs {
     const h = natsHeaders()
     h.set('Ferry-Status', status)
     if (contentType) h.set('Content-Type', contentType)
-    this.nc?.publish(reply, data ?? new Uint8Array(0), { headers: h })
+    return h
+  }
+
+  /** Sends a reply; never throws (a reply lost with the connection is lost). */
+  private respond(reply: string, status: string, data?: Uint8Array, contentType?: string): void {
+    try {
+      this.nc?.publish(reply, data ?? new Uint8Array(0), { headers: Rpc.headers(status, contentType) })
+    } catch (err) {
+      this.opts.logger.warn('RPC reply not sent', { status, error: err })
+    }
+  }
+
+  /** The NATS server's max_payload when a reply with this body and headers would exceed it. */
+  private exceeds(data: Uint8Array, status: string, contentType?: string): number | undefined {
+    const max = this.nc?.info?.max_payload
+    return max !== undefined && data.length + headerBytes(Rpc.headers(status, contentType)) > max ? max : undefined
   }
 
   private onRequest(m: Msg): void {
@@ -130,9 +164,10 @@ export class Rpc {
       ? Buffer.from(JSON.stringify({ method, params: Buffer.isBuffer(params) ? params.toString('base64') : params }))
       : encodeCbor({ method, params })
     const timer = setTimeout(() => this.finish(correlationId, '504 device did not answer', 'timeout'), timeoutMs)
-    this.pending.set(correlationId, { clientId, reply: m.reply, started: performance.now(), timer })
+    const delivery = new AbortController()
+    this.pending.set(correlationId, { clientId, reply: m.reply, started: performance.now(), timer, delivery })
     // The request goes at QoS 1; its PUBACK means nothing to the caller, the response does.
-    void devices.deliver(clientId, topic, payload, timeoutMs)
+    void devices.deliver(clientId, topic, payload, timeoutMs, delivery.signal)
   }
 
   private finish(correlationId: string, status: string, result: string, data?: Uint8Array, contentType?: string): void {
@@ -140,6 +175,14 @@ export class Rpc {
     if (!p) return
     this.pending.delete(correlationId)
     clearTimeout(p.timer)
+    p.delivery.abort()
+    const max = data && this.exceeds(data, status, contentType)
+    if (data && max) {
+      // A body the server would refuse: nats.js throws, and the caller would hear nothing.
+      this.opts.logger.info("RPC response larger than the NATS server's max_payload; answered 502", { clientId: p.clientId, bytes: data.length, maxPayload: max })
+      this.opts.metrics.rpc.inc(1, { result: 'too_large' })
+      return this.respond(p.reply, `502 response too large: ${data.length} bytes, the NATS server's max_payload is ${max}`)
+    }
     this.opts.metrics.rpc.inc(1, { result })
     if (result === 'ok') this.opts.metrics.rpcLatency.observe((performance.now() - p.started) / 1000)
     this.respond(p.reply, status, data, contentType)
@@ -151,16 +194,16 @@ export class Rpc {
    * dropped and counted.
    */
   intercept(clientId: string, topic: string, payload: Buffer): Promise<void> | undefined {
-    const r = parseResponseTopic(topic)
-    if (!r || r.clientId !== clientId) return undefined
-    const p = this.pending.get(r.correlationId)
+    const correlationId = responseCorrelation(clientId, topic)
+    if (correlationId === undefined) return undefined
+    const p = this.pending.get(correlationId)
     if (!p || p.clientId !== clientId) {
       this.opts.metrics.rpc.inc(1, { result: 'unknown_correlation' })
       this.opts.logger.info('RPC response for no pending request (late, or unknown correlation id); dropped', { clientId, topic })
       return Promise.resolve()
     }
     const enc = this.opts.payloads.encode(topic, payload)
-    this.finish(r.correlationId, '200 OK', 'ok', enc.data, enc.contentType)
+    this.finish(correlationId, '200 OK', 'ok', enc.data, enc.contentType)
     return Promise.resolve()
   }
 

@@ -1,13 +1,13 @@
 // The connected devices: who is online, since when, from where, with message counts; and the one
 // way to send a device a QoS 1 message and learn when it acknowledged it (commands, RPC).
 //
-// aedes has no public "deliver to this client and tell me about its PUBACK". We pass the packet to
-// the client's own delivery path (`deliverQoS`, which also keeps it in a persistent session) with
-// a packet id taken from the client's counter, the way aedes numbers its own deliveries, and watch
-// the client's parser for the PUBACK with that id. Pinned to aedes 1.2; test/integration/downlink
-// fails if that changes.
+// aedes has no public "deliver to this client and tell me about its PUBACK"; the internals this
+// takes are in aedes-internals.ts. A delivery that ends without a PUBACK (timeout, device gone,
+// cancelled) is withdrawn from a persistent session's queue, so a device reconnecting with
+// clean=false gets only what is still being delivered: at most one copy per delivery.
 import { EventEmitter } from 'node:events'
 import type { Aedes, Client } from 'aedes'
+import { disconnectedCleanly, isClosed, onDeliver, onPuback, onTakeover, sendQoS1, sessionOf, subscriptionsOf } from './aedes-internals.js'
 
 /** Why a device went offline (the `reason` of its "disconnected" event). */
 export type DisconnectReason = 'clean' | 'keepalive_timeout' | 'error' | 'takeover' | 'connection_lost' | 'gateway_stop'
@@ -29,17 +29,8 @@ interface Session extends DeviceInfo {
   waiting?: Set<() => void>
 }
 
-/** The aedes internals used here (see the file comment). */
-interface AedesClientInternals {
-  _nextId: number
-  _parser: { on(event: 'packet', listener: (p: { cmd: string; messageId?: number }) => void): void }
-  deliverQoS(packet: Record<string, unknown>, cb: () => void): void
-  deliver0(packet: unknown, cb: () => void): void
-  _disconnected?: boolean
-  clean: boolean
-  conn: { remoteAddress?: string }
-  subscriptions: Record<string, { qos: number }>
-}
+/** How a delivery ended: PUBACK, device gone (or not there), no PUBACK in time, or cancelled by its sender. */
+export type DeliveryResult = 'acked' | 'offline' | 'timeout' | 'cancelled'
 
 export interface DeviceEvents {
   online: [info: DeviceInfo]
@@ -61,13 +52,7 @@ export class Devices extends EventEmitter<DeviceEvents> {
       if ((connack as { returnCode?: number }).returnCode === 0) this.ready(client)
     })
     // aedes closes the previous connection of a client id when it registers the new one.
-    const b = broker as unknown as { registerClient(c: Client): void; clients: Record<string, Client | undefined> }
-    const register = b.registerClient.bind(broker)
-    b.registerClient = (c) => {
-      const old = b.clients[c.id]
-      if (old && old !== c) this.reasons.set(old, 'takeover')
-      register(c)
-    }
+    onTakeover(broker, (old) => this.reasons.set(old, 'takeover'))
     broker.on('clientDisconnect', (client) => this.gone(client))
     broker.on('keepaliveTimeout', (client) => this.reasons.set(client, 'keepalive_timeout'))
     broker.on('clientError', (client) => {
@@ -80,28 +65,23 @@ export class Devices extends EventEmitter<DeviceEvents> {
 
   private ready(client: Client): void {
     // Reset between the CONNACK write and this event: its disconnect has already passed by.
-    if ((client as unknown as { closed?: boolean }).closed) return
-    const c = client as unknown as AedesClientInternals
+    if (isClosed(client)) return
     const old = this.sessions.get(client.id)
     if (old) {
       this.reasons.set(old.client, 'takeover')
       this.gone(old.client)
     }
-    const s: Session = { client, clientId: client.id, address: c.conn.remoteAddress ?? '', connectedAt: Date.now(), clean: c.clean, messagesIn: 0, messagesOut: 0 }
-    c._parser.on('packet', (p) => {
-      if (p.cmd === 'puback' && p.messageId !== undefined && s.acks) {
-        const done = s.acks.get(p.messageId)
-        if (done) {
-          s.acks.delete(p.messageId)
-          done()
-        }
+    const { clean, address } = sessionOf(client)
+    const s: Session = { client, clientId: client.id, address, connectedAt: Date.now(), clean, messagesIn: 0, messagesOut: 0 }
+    onPuback(client, (messageId) => {
+      const done = s.acks?.get(messageId)
+      if (done) {
+        s.acks!.delete(messageId)
+        done()
       }
     })
     // Count every delivery to the device (subscriptions, commands, RPC).
-    const deliverQoS = c.deliverQoS.bind(c)
-    const deliver0 = c.deliver0.bind(c)
-    c.deliverQoS = (packet, cb) => (s.messagesOut++, deliverQoS(packet, cb))
-    c.deliver0 = (packet, cb) => (s.messagesOut++, deliver0(packet, cb))
+    onDeliver(client, () => s.messagesOut++)
     this.sessions.set(client.id, s)
     this.emit('online', s)
   }
@@ -110,7 +90,7 @@ export class Devices extends EventEmitter<DeviceEvents> {
     const s = this.sessions.get(client.id)
     if (!s || s.client !== client) return
     this.sessions.delete(client.id)
-    const reason = (client as unknown as AedesClientInternals)._disconnected ? 'clean' : this.stopping ? 'gateway_stop' : (this.reasons.get(client) ?? 'connection_lost')
+    const reason = disconnectedCleanly(client) ? 'clean' : this.stopping ? 'gateway_stop' : (this.reasons.get(client) ?? 'connection_lost')
     for (const w of [...(s.waiting ?? [])]) w()
     this.emit('offline', s, reason)
   }
@@ -130,7 +110,7 @@ export class Devices extends EventEmitter<DeviceEvents> {
   /** The filters the device holds (its session's subscriptions). */
   subscriptions(clientId: string): string[] {
     const s = this.sessions.get(clientId)
-    return s ? Object.keys((s.client as unknown as AedesClientInternals).subscriptions ?? {}) : []
+    return s ? subscriptionsOf(s.client) : []
   }
 
   list(): DeviceInfo[] {
@@ -139,39 +119,34 @@ export class Devices extends EventEmitter<DeviceEvents> {
 
   /**
    * Sends `payload` on `topic` to the device at QoS 1. Resolves 'acked' on its PUBACK, 'offline' if
-   * it is not connected or disconnects first, 'timeout' after `timeoutMs`.
+   * it is not connected or disconnects first, 'timeout' after `timeoutMs`, 'cancelled' when `signal`
+   * aborts first. Unless acked, the delivery is withdrawn: a persistent session does not keep it.
    */
-  deliver(clientId: string, topic: string, payload: Buffer, timeoutMs: number): Promise<'acked' | 'offline' | 'timeout'> {
+  deliver(clientId: string, topic: string, payload: Buffer, timeoutMs: number, signal?: AbortSignal): Promise<DeliveryResult> {
     const s = this.sessions.get(clientId)
     if (!s) return Promise.resolve('offline')
-    const c = s.client as unknown as AedesClientInternals
-    const id = c._nextId
-    c._nextId = id >= 65535 ? 1 : id + 1
+    if (signal?.aborted) return Promise.resolve('cancelled')
     return new Promise((resolve) => {
       const acks = (s.acks ??= new Map())
       const waiting = (s.waiting ??= new Set())
+      let ended = false
       const offline = (): void => finish('offline')
-      const finish = (r: 'acked' | 'offline' | 'timeout'): void => {
+      const cancel = (): void => finish('cancelled')
+      const finish = (r: DeliveryResult): void => {
+        if (ended) return
+        ended = true
         clearTimeout(timer)
-        acks.delete(id)
+        acks.delete(sent.messageId)
         waiting.delete(offline)
+        signal?.removeEventListener('abort', cancel)
+        if (r !== 'acked') sent.withdraw() // (a PUBACK has removed it already)
         resolve(r)
       }
+      const sent = sendQoS1(this.broker, s.client, topic, payload, offline)
       const timer = setTimeout(() => finish('timeout'), timeoutMs)
-      acks.set(id, () => finish('acked'))
+      acks.set(sent.messageId, () => finish('acked'))
       waiting.add(offline)
-      const packet = { cmd: 'publish', brokerId: this.broker.id, brokerCounter: ++(this.broker as unknown as { counter: number }).counter, topic, payload, qos: 1, retain: false, dup: false, messageId: id }
-      if (c.clean) {
-        c.deliverQoS(packet, () => {})
-        return
-      }
-      // A persistent session keeps its outgoing QoS 1 messages in aedes' persistence: queue it
-      // there first, as aedes' own Client.publish does (deliverQoS only updates a queued packet).
-      const persistence = (this.broker as unknown as { persistence: { outgoingEnqueue(sub: { clientId: string }, p: unknown): Promise<void> } }).persistence
-      persistence.outgoingEnqueue({ clientId }, packet).then(
-        () => c.deliverQoS(packet, () => {}),
-        () => finish('offline'),
-      )
+      signal?.addEventListener('abort', cancel, { once: true })
     })
   }
 }

@@ -1,15 +1,15 @@
 // Cloud → device: durable commands (JetStream → MQTT QoS 1, acked after the device's PUBACK, waiting
 // in JetStream while the device is away, TTL, dead commands, isolation between devices) and
 // request-reply through the bundled gateway, with a real nats-server and real MQTT clients.
-import net from 'node:net'
 import { connect, headers } from '@nats-io/transport-node'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import mqtt from 'mqtt'
-import mqttPacket from 'mqtt-packet'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startFleet } from '../../firmware-sim/index.js'
 import { decodeCbor } from '../../src/codec/index.js'
+import { rawDevice, until } from '../helpers/device.js'
+import type { RawDevice } from '../helpers/device.js'
 import { spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
@@ -18,54 +18,9 @@ import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 import { readStream } from '../helpers/stream.js'
 
-interface Device {
-  got: { topic: string; payload: string; at: number }[]
-  /** PUBACKs held back (when the device acks by hand). */
-  held: (() => void)[]
-  end(): Promise<void>
-}
-
-/**
- * A device subscribed to its command topic, on a raw MQTT 3.1.1 connection (mqtt.js acknowledges by
- * itself; only MQTT 5 lets it hold a PUBACK back). `ack`: 'auto', 'manual' (held until released) or 'never'.
- */
-async function device(port: number, id: string, ack: 'auto' | 'manual' | 'never' = 'auto', opts: { clean?: boolean; filter?: string } = {}): Promise<Device> {
-  const socket = net.connect(port, '127.0.0.1')
-  await new Promise((r) => socket.once('connect', r))
-  const parser = mqttPacket.parser({ protocolVersion: 4 })
-  const d: Device = {
-    got: [],
-    held: [],
-    end: async () => {
-      socket.write(mqttPacket.generate({ cmd: 'disconnect' }))
-      socket.end()
-      await new Promise((r) => socket.once('close', r))
-    },
-  }
-  let suback: () => void = () => {}
-  const subscribed = new Promise<void>((r) => (suback = r))
-  parser.on('packet', (p) => {
-    if (p.cmd === 'suback') suback()
-    if (p.cmd !== 'publish') return
-    d.got.push({ topic: p.topic, payload: Buffer.from(p.payload as Buffer).toString(), at: Date.now() })
-    const puback = (): void => void socket.write(mqttPacket.generate({ cmd: 'puback', messageId: p.messageId! }))
-    if (ack === 'auto') puback()
-    else if (ack === 'manual') d.held.push(puback)
-  })
-  socket.on('data', (b) => parser.parse(b))
-  socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: id, clean: opts.clean ?? true, keepalive: 60 }))
-  socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: opts.filter ?? `commands/${id}/#`, qos: 1 }] }))
-  await subscribed
-  return d
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms = 10_000): Promise<boolean> {
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    if (await cond()) return true
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  return cond()
+/** A device subscribed to its command topic (or `filter`); `ack`: 'auto', 'manual' (held until released) or 'never'. */
+function device(port: number, id: string, ack: 'auto' | 'manual' | 'never' = 'auto', opts: { clean?: boolean; filter?: string } = {}): Promise<RawDevice> {
+  return rawDevice(port, id, { ack, clean: opts.clean ?? true, filters: [opts.filter ?? `commands/${id}/#`] })
 }
 
 describe('downlink', () => {
