@@ -15,7 +15,7 @@
 // after which the next append tries again. A segment deleted by the drain ends the wait at once.
 // Deleting a forwarded segment never waits on a checkpoint write: recovery takes an ack position
 // older than the oldest segment as "everything before the oldest segment was forwarded".
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomInt } from 'node:crypto'
 import path from 'node:path'
 import { FerryError, LogClosedError, LogFullError, LogIoError } from '../errors.js'
 import type { Logger } from '../logger.js'
@@ -382,7 +382,10 @@ export class RingLog {
     }
     if (lostCounted > 0) this.opts.metrics.drops.inc(lostCounted, { reason: 'power_loss' })
     this.ackedSeq = Math.max(acked, head - 1)
-    this.epochValue = maxEpoch + 1
+    // A new data directory starts at a random epoch: a gateway that keeps its --gateway-id but
+    // loses its data directory (or a second gateway given the same id) must not reuse message ids
+    // (`<gateway-id>:<epoch>:<seq>`) that JetStream may still hold in its duplicate window.
+    this.epochValue = maxEpoch > 0 ? maxEpoch + 1 : randomInt(1, 2 ** 31)
     if (state && !state.clean) log.info('previous run did not shut down cleanly; recovered', { lastSeq, acked: this.ackedSeq })
     if (!checkpoint.allocated) log.warn('disk full: the checkpoint file could not be allocated; checkpoint writes may fail until space returns')
     await this.writeCheckpoint(false).catch((err: unknown) => {
