@@ -91,6 +91,10 @@ export class Ingress {
     this.receivedByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceived.child({ qos: String(q) }))
     this.receivedBytesByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceivedBytes.child({ qos: String(q) }))
     this.devices = new Devices(broker)
+    // A device that sent DISCONNECT had its PUBACKs: what it sent is not resent without DUP (retransmits.ts).
+    this.devices.on('offline', (info, reason) => {
+      if (reason === 'clean') opts.retransmits.ended(info.clientId)
+    })
   }
 
   private get retransmits(): RetransmitIndex {
@@ -293,7 +297,7 @@ export class Ingress {
     // The original may have been stored in another form: before a restart with other --cbor or
     // --raw-topics settings, as sent or as CBOR.
     const otherForms = (): number[] => [retransmitHash(packet.topic, payload), retransmitHash(packet.topic, encodePayload(payload, true).data)]
-    const prior = packetId > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup, Date.now(), otherForms) : undefined
+    const prior = packetId > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup, started, otherForms) : undefined
     if (prior) {
       // A retransmission of a message already stored or being stored (our acknowledgement was
       // lost, e.g. in a crash): acknowledge it once the original is stored, without storing it
@@ -324,11 +328,11 @@ export class Ingress {
       )
       return
     }
-    const remembered = this.retransmits.add(clientId, packetId, hash, conn, Date.now(), stored)
+    const remembered = this.retransmits.add(clientId, packetId, hash, conn, started, stored)
     stored.then(
       () => {
         remembered.pending = undefined
-        remembered.at = Date.now()
+        remembered.at = performance.now() // monotonic, as `started`: see retransmits.ts
         metrics.pubackLatency.observe((performance.now() - started) / 1000)
         cb(null)
       },
