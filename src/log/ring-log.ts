@@ -141,7 +141,10 @@ export class RingLog {
   private checkpointedAcked = -1
   /** Seq floor of the last checkpoint written. */
   private checkpointedFloor = -1
-  /** Date.now() when the disk filled up (0: not full); appends are refused until diskFullRetryAt. */
+  /**
+   * performance.now() when the disk filled up (0: not full); appends are refused until
+   * diskFullRetryAt. Monotonic, so a step of the wall clock neither prolongs nor cuts the wait.
+   */
   private diskFullSince = 0
   private diskFullRetryAt = 0
   private diskFullRefused = 0
@@ -440,7 +443,7 @@ export class RingLog {
     this.writing = true
     try {
       while (this.pending.length > 0 && !this.failed) {
-        if (this.diskFullSince > 0 && Date.now() < this.diskFullRetryAt) {
+        if (this.diskFullSince > 0 && performance.now() < this.diskFullRetryAt) {
           this.rejectPending(new LogFullError('disk full (ENOSPC); record not stored', true), 'disk_full')
           break
         }
@@ -535,7 +538,7 @@ export class RingLog {
 
   /** The disk is full and nothing could be freed: refuse appends for a while (logged once per episode). */
   private enterDiskFull(err: unknown): void {
-    const now = Date.now()
+    const now = performance.now()
     this.diskFullRetryAt = now + (this.opts.diskFullRetryMs ?? 1000)
     if (this.diskFullSince > 0) return
     this.diskFullSince = now
@@ -548,7 +551,7 @@ export class RingLog {
 
   private leaveDiskFull(): void {
     this.opts.logger.warn('disk space available again: publishes are accepted', {
-      fullForMs: Date.now() - this.diskFullSince,
+      fullForMs: Math.round(performance.now() - this.diskFullSince),
       refused: this.diskFullRefused,
     })
     this.diskFullSince = 0
@@ -795,7 +798,7 @@ export class RingLog {
     }
     // Also checkpoint every CHECKPOINT_EVERY acks, so a fast crash loop during a big drain does
     // not resend everything since the last timed checkpoint.
-    if (this.ackedSeq - this.checkpointedAcked >= CHECKPOINT_EVERY && !this.checkpointing && Date.now() >= this.checkpointRetryAt) {
+    if (this.ackedSeq - this.checkpointedAcked >= CHECKPOINT_EVERY && !this.checkpointing && performance.now() >= this.checkpointRetryAt) {
       this.checkpointIfMoved()
     }
   }
@@ -809,7 +812,7 @@ export class RingLog {
         .catch((err: unknown) => {
           // After a failure only the timer retries: no write (and log line) per ack, and one
           // line a minute while it keeps failing.
-          const now = Date.now()
+          const now = performance.now()
           this.checkpointRetryAt = now + this.opts.checkpointIntervalMs
           this.checkpointFailures++
           if (now >= this.checkpointWarnAt) {
@@ -865,9 +868,9 @@ export class RingLog {
     this.readPosition = seq
   }
 
-  /** Date.now() since when the disk is full and appends are refused (0: not full). */
-  get diskFullSinceMs(): number {
-    return this.diskFullSince
+  /** How long the disk has been full with appends refused, in ms (0: not full). */
+  get diskFullForMs(): number {
+    return this.diskFullSince > 0 ? Math.max(1, performance.now() - this.diskFullSince) : 0
   }
 
   /** Seqs in [from, to] not known to be lost to a power loss (those were counted at open). */

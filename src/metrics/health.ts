@@ -220,9 +220,9 @@ export class Health {
   }
 
   private disk(): Check {
-    const fullSince = this.src.log.diskFullSinceMs
-    if (fullSince > 0) {
-      return { status: 'failing', detail: `disk full (ENOSPC) for ${Math.round((Date.now() - fullSince) / 1000)} s: publishes are refused until space returns; forwarding goes on` }
+    const fullFor = this.src.log.diskFullForMs
+    if (fullFor > 0) {
+      return { status: 'failing', detail: `disk full (ENOSPC) for ${Math.round(fullFor / 1000)} s: publishes are refused until space returns; forwarding goes on` }
     }
     let free: number
     try {

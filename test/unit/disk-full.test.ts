@@ -53,7 +53,7 @@ describe('disk full - ring log', () => {
     expect(await log.append(body(1))).toBe(1)
     full = true
     await expect(log.append(body(2))).rejects.toMatchObject({ code: 'FERRY_ERR_LOG_FULL', diskFull: true })
-    expect(log.diskFullSinceMs).toBeGreaterThan(0)
+    expect(log.diskFullForMs).toBeGreaterThan(0)
     // While full, appends are refused at once, without touching the disk.
     const before = writes.tried
     const refused = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => log.append(body(10 + i))))
@@ -64,7 +64,7 @@ describe('disk full - ring log', () => {
     full = false // someone else freed space
     await new Promise((r) => setTimeout(r, 320))
     expect(await log.append(body(3))).toBe(2)
-    expect(log.diskFullSinceMs).toBe(0)
+    expect(log.diskFullForMs).toBe(0)
     expect(log.failure).toBeUndefined()
     expect(await readSeqs(log, 1)).toEqual([1, 2])
     await log.close()
@@ -78,7 +78,7 @@ describe('disk full - ring log', () => {
     expect(log.listSegments().length).toBeGreaterThanOrEqual(3)
     full = true
     await expect(log.append(body(1000))).rejects.toBeInstanceOf(LogFullError)
-    expect(log.diskFullSinceMs).toBeGreaterThan(0)
+    expect(log.diskFullForMs).toBeGreaterThan(0)
     // The disk really has room once the forwarded segment is gone (simulated: the first unlink frees it).
     const first = log.listSegments()[0]!
     log.ack(first.lastSeq)
