@@ -85,6 +85,7 @@ interface Inflight {
   readonly subject: string
   data: Uint8Array
   readonly hdrs: MsgHdrs
+  /** performance.now() of the last send; 0 = to be sent. */
   sentAt: number
   attempts: number
   done: boolean
@@ -187,6 +188,7 @@ export class Forwarder {
   private wakeLoop: (() => void) | undefined
   private timer: NodeJS.Timeout | undefined
   private backoffMs = 0
+  /** performance.now() before which nothing is sent (backoff). Timers here are monotonic: a step of the wall clock must not stall forwarding. */
   private resumeAt = 0
   private closed = false
   private readonly topics = new Map<string, string>()
@@ -288,8 +290,8 @@ export class Forwarder {
         return
       }
     }
-    if (Date.now() < this.resumeAt) {
-      await this.sleep(this.resumeAt - Date.now())
+    if (performance.now() < this.resumeAt) {
+      await this.sleep(this.resumeAt - performance.now())
       return
     }
     if (this.recovering) {
@@ -377,14 +379,14 @@ export class Forwarder {
     }
     const p = this.probe
     if (!p || p.done || p.sentAt === 0) return // answered at once (dead-lettered, or refused: after the backoff)
-    const waited = Date.now() - p.sentAt
+    const waited = performance.now() - p.sentAt
     if (waited >= this.opts.ackTimeoutMs) {
       // No answer at all: the stream may be gone while something else listens on its subjects
       // (no "no responders" then). Check it through the JetStream API before the next probe.
       this.streamReady = false
       this.lastProblem = `no PubAck within ${this.opts.ackTimeoutMs} ms`
       p.sentAt = 0
-      this.resumeAt = Date.now() + this.nextBackoff()
+      this.resumeAt = performance.now() + this.nextBackoff()
       return
     }
     await this.sleep(Math.min(this.opts.ackTimeoutMs - waited, 250))
@@ -393,14 +395,14 @@ export class Forwarder {
   /** Starts collecting the backlog's topics when the main reader is far behind (runs beside the main lane). */
   private maybeStartLiveLane(): void {
     const min = this.opts.liveLaneMinBacklog
-    if (min <= 0 || this.opts.maxInflight < LIVE_LANE_MIN_WINDOW || this.live || this.liveScan || Date.now() < this.liveRetryAt) return
+    if (min <= 0 || this.opts.maxInflight < LIVE_LANE_MIN_WINDOW || this.live || this.liveScan || performance.now() < this.liveRetryAt) return
     const from = this.opts.reader.position
     const split = this.opts.log.durableSeq
     if (split - from + 1 < min) return
     this.liveScan = this.scanBacklog(from, split)
       .then((hold) => {
         if (!hold || !this.running || this.opts.reader.position > split) {
-          this.liveRetryAt = Math.max(this.liveRetryAt, Date.now() + 10_000)
+          this.liveRetryAt = Math.max(this.liveRetryAt, performance.now() + 10_000)
           return
         }
         // Records the main lane read meanwhile (or before the scan) and has not got stored yet:
@@ -414,7 +416,7 @@ export class Forwarder {
         })
       })
       .catch((err: unknown) => {
-        this.liveRetryAt = Date.now() + 60_000
+        this.liveRetryAt = performance.now() + 60_000
         this.opts.logger.warn('live lane scan failed; the backlog drains in order', { error: err })
       })
       .finally(() => (this.liveScan = undefined))
@@ -438,7 +440,7 @@ export class Forwarder {
           }
         }
         if (topics.size > LIVE_LANE_MAX_TOPICS) {
-          this.liveRetryAt = Date.now() + 300_000
+          this.liveRetryAt = performance.now() + 300_000
           return undefined
         }
         await new Promise((r) => setImmediate(r))
@@ -463,7 +465,7 @@ export class Forwarder {
     live.read += recs.length
     if (live.published === 0 && live.read >= LIVE_LANE_IDLE_RECORDS) {
       // Every new record belongs to a backlog topic: the lane only costs reads. Try again later.
-      this.liveRetryAt = Date.now() + 30_000
+      this.liveRetryAt = performance.now() + 30_000
       await this.closeLiveLane()
       return
     }
@@ -478,7 +480,7 @@ export class Forwarder {
       // A record left to the main reader holds its topic and device from now on (LaneHold).
       if (!live.hold.admit(e.topic, e.clientId, e.topic.startsWith(EVENT_TOPIC_PREFIX))) continue
       if (live.hold.size > LIVE_LANE_MAX_TOPICS) {
-        this.liveRetryAt = Date.now() + 300_000
+        this.liveRetryAt = performance.now() + 300_000
         await this.closeLiveLane()
         return
       }
@@ -566,7 +568,7 @@ export class Forwarder {
   }
 
   private send(f: Inflight): void {
-    f.sentAt = Date.now()
+    f.sentAt = performance.now()
     f.attempts++
     if (f.undecodable) {
       f.attempts = this.opts.maxAttempts
@@ -614,7 +616,7 @@ export class Forwarder {
     else if (f.attempts > 1) this.checkOvertaken(f)
     this.lastAckAtMs = Date.now()
     this.lastProblem = ''
-    this.opts.metrics.forwardAckLatency.observe((Date.now() - f.sentAt) / 1000)
+    this.opts.metrics.forwardAckLatency.observe((performance.now() - f.sentAt) / 1000)
     this.opts.metrics.forwarded.inc()
     f.stored = true
     this.complete(f)
@@ -640,7 +642,7 @@ export class Forwarder {
     }
     if (!overtaken) return
     this.opts.metrics.forwardReordered.inc()
-    const now = Date.now()
+    const now = performance.now()
     if (now >= this.reorderWarnAt) {
       this.reorderWarnAt = now + 10_000
       this.opts.logger.warn('JetStream stored a record after a later one of its topic or device (it refused or lost the earlier one while storing the later one in flight)', {
@@ -664,9 +666,9 @@ export class Forwarder {
     if (!this.recovering) this.enterRecovery('refused')
     else if (f === this.probe) this.probe = undefined // probe again after the backoff
     // One backoff step per failure episode, not per rejected message of the window.
-    if (Date.now() < this.resumeAt) return
+    if (performance.now() < this.resumeAt) return
     const delay = this.nextBackoff()
-    this.resumeAt = Date.now() + delay
+    this.resumeAt = performance.now() + delay
     if (this.backoffMs === BACKOFF_MIN_MS * 2 || this.backoffMs >= BACKOFF_MAX_MS) {
       this.opts.logger.warn('JetStream publish failed; retrying with backoff', { seq: f.seq, reason, backoffMs: Math.round(delay) })
     }
@@ -691,7 +693,7 @@ export class Forwarder {
         f.sentAt = 0
         if (!this.recovering) this.enterRecovery('refused')
         else if (f === this.probe) this.probe = undefined
-        if (Date.now() >= this.resumeAt) this.resumeAt = Date.now() + this.nextBackoff()
+        if (performance.now() >= this.resumeAt) this.resumeAt = performance.now() + this.nextBackoff()
       },
     )
   }
@@ -728,7 +730,7 @@ export class Forwarder {
   /** Notices records without PubAck for `ackTimeoutMs`: recovery resends them, in order. */
   private tick(): void {
     if (!this.connected || !this.nc || this.recovering) return
-    const now = Date.now()
+    const now = performance.now()
     for (const f of this.pendingEntries()) {
       if (f.sentAt !== 0 && !f.parked && now - f.sentAt >= this.opts.ackTimeoutMs) {
         this.lastProblem = `no PubAck within ${this.opts.ackTimeoutMs} ms`
@@ -801,12 +803,12 @@ export class Forwarder {
     this.closed = true
     this.running = false
     this.wake()
-    const deadline = Date.now() + timeoutMs
+    const deadline = performance.now() + timeoutMs
     if (this.recovering && this.connected) {
       // No time for a probe: send what waits once more, in order.
       for (const f of [...this.pendingEntries()]) if (f.sentAt === 0 && !f.parked) this.send(f)
     }
-    while (this.unacked > 0 && this.connected && Date.now() < deadline) {
+    while (this.unacked > 0 && this.connected && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20))
     }
     if (this.unacked > 0) {
@@ -821,7 +823,7 @@ export class Forwarder {
       }
     }
     if (this.timer) clearInterval(this.timer)
-    const remaining = (): number => Math.max(0, deadline - Date.now())
+    const remaining = (): number => Math.max(0, deadline - performance.now())
     // Never wait past the deadline: the loop may be in a first connect() to a server that does not
     // answer, or in a stream check; drain() may hang on a stalled server.
     const loopDone = await settlesWithin(this.loop ?? Promise.resolve(), remaining())
