@@ -53,8 +53,22 @@ export class DirLock {
     }
     // Stale (its process is gone): take it over atomically.
     const tmp = `${file}.${owner.split(' ')[0]}.tmp`
-    fs.writeFileSync(tmp, owner + '\n')
-    fs.renameSync(tmp, file)
+    try {
+      fs.writeFileSync(tmp, owner + '\n')
+      fs.renameSync(tmp, file)
+    } catch (err) {
+      fs.rmSync(tmp, { force: true })
+      if ((err as { code?: string }).code !== 'ENOSPC') throw new FerryError('FERRY_ERR_LOG_IO', `cannot take over the stale lock ${file}: ${(err as Error).message}`, { cause: err })
+      // A full disk must not stop a restart: overwrite the old lock in place (its block is ours).
+      const fd = fs.openSync(file, 'r+')
+      try {
+        const line = Buffer.from(owner + '\n')
+        fs.writeSync(fd, line, 0, line.length, 0)
+        fs.ftruncateSync(fd, line.length)
+      } finally {
+        fs.closeSync(fd)
+      }
+    }
     return new DirLock(file, owner)
   }
 

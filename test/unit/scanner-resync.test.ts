@@ -298,13 +298,12 @@ describe('scanner resync', () => {
 })
 
 describe('recovery fast path', () => {
-  // Found with the scanner review; the fast path is in src/log/ring-log.ts (not changed here).
-  // Recovery trusts a valid seal in the last 64 bytes of a segment without scanning it. After a
-  // kill -9 the active segment has no seal, and if its last record's payload ends with a crafted seal,
-  // recovery takes it: the records after the seal's lastSeq are never forwarded (not even counted)
-  // and their seqs are given out again. Remove `.fails` once recovery scans an unsealed last segment
-  // (e.g. always scan the last segment, whose end is the only one a crash can leave unsealed).
-  it.fails('recovery - a seal forged at the end of the last record of an unsealed segment is not trusted', async () => {
+  // Found with the scanner review. Recovery used to trust a valid seal in the last 64 bytes of any
+  // segment without scanning it. After a kill -9 the active segment has no seal, and if its last
+  // record's payload ends with a crafted seal, recovery took it: the records after the seal's lastSeq
+  // were never forwarded (not even counted) and their seqs were given out again. Now the last
+  // segment's seal is trusted only after a clean stop.
+  it('recovery - a seal forged at the end of the last record of an unsealed segment is not trusted', async () => {
     const dir = tempDir()
     fs.mkdirSync(path.join(dir, 'segments'))
     const forged = frame(TYPE_SEAL, 2, encodeSealBody(1, 2))
