@@ -107,3 +107,38 @@ export async function until(cond: () => boolean | Promise<boolean>, timeoutMs: n
     await new Promise((r) => setTimeout(r, everyMs))
   }
 }
+
+/**
+ * Publishes seqs `from`..`from + count - 1` of `device` on `topic` at QoS 1 with up to `window`
+ * unacknowledged, each `{device, seq, tag?}` written to the ledger; resolves once all are PUBACKed.
+ */
+export async function publishTracked(
+  client: MqttClient,
+  ledger: AckLedger,
+  opts: { device: string; topic: string; count: number; from?: number; window?: number; tag?: string },
+): Promise<void> {
+  const { device, topic, count } = opts
+  const from = opts.from ?? 1
+  const window = opts.window ?? 100
+  let next = from
+  let done = 0
+  await new Promise<void>((resolve, reject) => {
+    let inflight = 0
+    const pump = (): void => {
+      while (inflight < window && next < from + count) {
+        const seq = next++
+        inflight++
+        ledger.sent(device, seq, topic)
+        const payload = JSON.stringify(opts.tag === undefined ? { device, seq } : { device, seq, tag: opts.tag })
+        client.publish(topic, payload, { qos: 1 }, (err) => {
+          inflight--
+          if (err) return reject(err)
+          ledger.acked(device, seq)
+          if (++done === count) resolve()
+          else pump()
+        })
+      }
+    }
+    pump()
+  })
+}
