@@ -23,6 +23,8 @@ export interface GatewayProcess {
   readonly child: ChildProcess
   /** MQTT port, parsed from the "MQTT listening" log line. */
   readonly port: number
+  /** HTTP port (/metrics, /readyz), parsed from the "HTTP listening" log line. */
+  readonly httpPort: number
   /** stderr so far (JSON log lines). */
   output(): string
   /** Resolves with the exit code once the process exited. */
@@ -52,9 +54,11 @@ export async function spawnGateway(args: string[], timeoutMs = 20_000, env: Reco
       reject(new Error(`gateway exited with ${code} before listening:\n${out}`))
     })
   })
+  const http = /"msg":"HTTP listening","address":"[^"]*:(\d+)"/.exec(out)
   return {
     child,
     port,
+    httpPort: http ? Number(http[1]) : 0,
     output: () => out,
     exited,
     async kill(signal) {
