@@ -219,54 +219,87 @@ export class Forwarder {
     })
   }
 
+  /**
+   * Connects, forwards until the connection closes, and connects again, for as long as it runs.
+   * The connection is made with nats.js's own reconnection off: a publish made while the socket
+   * was already dead would sit in nats.js's buffer and go out on the next connection ahead of the
+   * older records lost with the old one. With a connection per session, such a publish fails (or
+   * dies with its connection) and the recovery resends everything unacknowledged in seq order.
+   */
   private async run(): Promise<void> {
     const { logger } = this.opts
-    // First connection: our own loop (so close() can stop it); afterwards nats.js reconnects forever.
-    let nc: NatsConnection | undefined
-    while (this.running && !nc) {
+    let sessions = 0
+    while (this.running) {
+      const nc = await this.connectOnce()
+      if (!nc) return
+      if (sessions++ > 0) {
+        this.opts.metrics.forwardReconnects.inc()
+        logger.info('reconnected to NATS', { server: nc.getServer() })
+      } else {
+        logger.info('connected to NATS', { server: nc.getServer() })
+      }
+      this.nc = nc
+      this.connected = true
+      this.streamReady = false
+      this.resumeAt = 0
+      // Anything in flight may have been lost with the last connection: resend it (same msg ids),
+      // in order, before anything new.
+      if (this.unacked > 0) this.enterRecovery('reconnect')
+      let open = true
+      const closed = nc.closed().then((err) => {
+        open = false
+        this.connected = false
+        if (this.running) logger.warn('disconnected from NATS; buffering in the log', { error: err ?? undefined })
+        this.wake()
+      })
+      this.sub = nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => (err ? undefined : this.onReply(msg)) })
+      while (this.running && open) {
+        if (this.opts.log.failure) {
+          logger.error('ring log failed; forwarding stops')
+          return
+        }
+        try {
+          await this.step(nc)
+        } catch (err) {
+          // A read error (EIO, EMFILE, ...) must not end forwarding: log, back off, try again.
+          logger.error('forwarding step failed; retrying', { error: err })
+          await this.sleep(this.nextBackoff())
+        }
+      }
+      if (!this.running) return // close() drains or closes the connection
+      await closed
+      this.sub = undefined
+      await this.sleep(this.nextBackoff())
+    }
+  }
+
+  /** One connection attempt after another (with backoff) until one succeeds or the forwarder stops. */
+  private async connectOnce(): Promise<NatsConnection | undefined> {
+    while (this.running) {
       try {
-        nc = await connect({
+        const nc = await connect({
           ...this.opts.connectOptions,
           servers: [...this.opts.servers],
           name: `ferry-${this.opts.gatewayId}`,
-          maxReconnectAttempts: -1,
-          reconnectTimeWait: 500,
-          reconnectJitter: 250,
+          reconnect: false,
           pingInterval: 10_000,
           maxPingOut: 3,
           timeout: 5000,
         })
+        if (!this.running) {
+          await nc.close()
+          return undefined
+        }
+        this.backoffMs = 0
+        return nc
       } catch (err) {
         if (this.backoffMs === 0 || this.backoffMs >= BACKOFF_MAX_MS) {
-          logger.warn('NATS not reachable; buffering in the log and retrying', { servers: this.opts.servers, error: err })
+          this.opts.logger.warn('NATS not reachable; buffering in the log and retrying', { servers: this.opts.servers, error: err })
         }
         await this.sleep(this.nextBackoff())
       }
     }
-    if (!nc) return
-    if (!this.running) {
-      await nc.close()
-      return
-    }
-    this.backoffMs = 0
-    this.nc = nc
-    logger.info('connected to NATS', { server: nc.getServer() })
-    this.connected = true
-    void this.watchStatus(nc)
-    this.sub = nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => (err ? undefined : this.onReply(msg)) })
-    while (this.running) {
-      if (this.opts.log.failure) {
-        logger.error('ring log failed; forwarding stops')
-        return
-      }
-      try {
-        await this.step(nc)
-      } catch (err) {
-        // A read error (EIO, EMFILE, ...) must not end forwarding: log, back off, try again.
-        logger.error('forwarding step failed; retrying', { error: err })
-        await this.sleep(this.nextBackoff())
-      }
-    }
+    return undefined
   }
 
   /** One pass of the forwarding loop: wait for what blocks progress, or publish the next records. */
@@ -575,11 +608,23 @@ export class Forwarder {
       this.reject(f, f.lastError || 'undecodable log entry', true)
       return
     }
+    const nc = this.nc
+    if (!nc || nc.isClosed()) {
+      // The connection is gone: the next one resends it, in order (recovery).
+      f.sentAt = 0
+      if (!this.recovering) this.enterRecovery('reconnect')
+      return
+    }
     try {
       // The reply subject names the attempt, so an answer to an older send can be told apart.
       const reply = f.attempts === 1 ? `${this.inbox}.${f.seq}` : `${this.inbox}.${f.seq}_${f.attempts}`
-      this.nc!.publish(f.subject, f.data, { reply, headers: f.hdrs })
+      nc.publish(f.subject, f.data, { reply, headers: f.hdrs })
     } catch (err) {
+      if (nc.isClosed()) {
+        f.sentAt = 0
+        if (!this.recovering) this.enterRecovery('reconnect')
+        return
+      }
       // Synchronous refusals (e.g. larger than the server's max_payload) never succeed.
       f.attempts = this.opts.maxAttempts
       this.reject(f, `publish refused: ${(err as Error).message}`, true)
@@ -740,25 +785,6 @@ export class Forwarder {
         this.opts.logger.warn('JetStream did not acknowledge in time; resending from the earliest unacknowledged record', { seq: f.seq, ackTimeoutMs: this.opts.ackTimeoutMs })
         this.enterRecovery('timeout')
         return
-      }
-    }
-  }
-
-  private async watchStatus(nc: NatsConnection): Promise<void> {
-    for await (const s of nc.status()) {
-      if (s.type === 'disconnect') {
-        this.connected = false
-        this.opts.logger.warn('disconnected from NATS; buffering in the log', { server: s.server })
-      } else if (s.type === 'reconnect') {
-        this.connected = true
-        this.streamReady = false
-        this.opts.metrics.forwardReconnects.inc()
-        this.opts.logger.info('reconnected to NATS', { server: s.server })
-        // Anything in flight may have been lost with the connection: resend it (same msg ids), in
-        // order, before anything new.
-        this.resumeAt = 0
-        if (this.unacked > 0) this.enterRecovery('reconnect')
-        this.wake()
       }
     }
   }

@@ -73,7 +73,10 @@ async function backlogDraining(id: string): Promise<Drain> {
     drained: () => streamCount(nats.url, 'FERRY', 'up'),
     async finish(complete = () => true) {
       proxy.setLatency(0)
-      await until(async () => (await readyz(gw)).backlog.records === 0, 30_000, async () => `an empty backlog: ${JSON.stringify((await readyz(gw)).backlog)}`, 100)
+      // /metrics is computed at the scrape (the /readyz body is refreshed once a second, so right
+      // after the publishes it may still show the empty backlog from before them).
+      const backlog = async (): Promise<number> => Number(/^ferry_log_backlog_records (\d+)$/m.exec(await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text())?.[1] ?? -1)
+      await until(async () => (await backlog()) === 0, 30_000, async () => `an empty backlog: ${await backlog()} records`, 100)
       let records: StoredRecord[] = []
       await until(async () => complete((records = await readRecords(nats.url))), 10_000, 'the last records', 200).catch(() => {})
       return records

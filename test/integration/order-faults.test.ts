@@ -69,7 +69,9 @@ async function finish(
   expect(load.drops(), 'the gateway dropped a device connection').toBe(0)
   expect(load.acked(), 'every publish was acknowledged').toBe(load.sent())
   let drained = true
-  await until(async () => (await readyz(gw)).backlog.records === 0, 30_000, 'an empty backlog').catch(() => (drained = false))
+  // /metrics is computed at the scrape; the /readyz body is refreshed once a second.
+  const backlog = async (): Promise<number> => Number(/^ferry_log_backlog_records (\d+)$/m.exec(await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text())?.[1] ?? -1)
+  await until(async () => (await backlog()) === 0, 30_000, 'an empty backlog').catch(() => (drained = false))
   const report = checkRecords(ledger, await readRecords(url), { mustStore })
   const problems = also.filter(([ok]) => !ok).map(([, m]) => m)
   expect({ clean: clean(report), problems }, `${formatReport(report)}${problems.map((p) => `\n${p}`).join('')}`).toEqual({ clean: true, problems: [] })
