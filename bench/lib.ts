@@ -91,8 +91,10 @@ export async function startNatsServer(opts: { mqtt?: boolean } = {}): Promise<{ 
 export async function startFerry(args: string[]): Promise<{ proc: Proc; mqttPort: number; startMs: number }> {
   const mqttPort = await freePort()
   const t0 = performance.now()
-  const proc = startProc(process.execPath, [process.env.FERRY_BUNDLE ?? path.join(ROOT, 'dist/ferry.cjs'), 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
-  await waitPort(mqttPort, 120_000)
+  const proc = startProc(process.execPath, [process.env.BENCH_FERRY_BUNDLE ?? path.join(ROOT, 'dist/ferry.cjs'), 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
+  await waitPort(mqttPort, 120_000).catch((err: unknown) => {
+    throw new Error(`the gateway did not listen: ${(err as Error).message}\n${proc.output().slice(-3000)}`)
+  })
   return { proc, mqttPort, startMs: performance.now() - t0 }
 }
 
