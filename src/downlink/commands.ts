@@ -152,7 +152,8 @@ export class Commands {
   private async probeServerTime(): Promise<string> {
     const jsm = this.jsm!
     const info = await jsm.consumers.add(this.opts.stream, {
-      filter_subject: `${this.opts.subjectPrefix}.cmd._clock_${this.opts.gatewayId}`,
+      // One token whatever the gateway id holds, so it never overlaps a device's filter.
+      filter_subject: `${this.opts.subjectPrefix}.cmd._clock_${this.opts.gatewayId.replace(/[^A-Za-z0-9_-]/g, '_')}`,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
       inactive_threshold: PROBE_INACTIVE_NS,

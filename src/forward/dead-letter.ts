@@ -53,7 +53,10 @@ export class DeadLetters {
         this.queue = []
         try {
           if (this.fd === undefined) {
-            const fd = await this.fsys.open(this.path, 'a+')
+            // Created if missing, then opened for positional writes (O_APPEND would ignore the
+            // position, and the undo below relies on knowing where the group starts).
+            await this.fsys.close(await this.fsys.open(this.path, 'a'))
+            const fd = await this.fsys.open(this.path, 'r+')
             this.size = await this.fsys.fsize(fd)
             this.fd = fd
           }
@@ -63,7 +66,12 @@ export class DeadLetters {
             await writeFully(this.fsys, this.fd, buf, this.size)
             await this.fsys.fdatasync(this.fd)
           } catch (err) {
-            await this.fsys.ftruncate(this.fd, this.size).catch(() => {}) // a torn line can only remain if this fails too
+            const fd = this.fd
+            await this.fsys.ftruncate(fd, this.size).catch(async () => {
+              // A torn line can only remain if this fails too: reopen (and re-read the end) next time.
+              this.fd = undefined
+              await this.fsys.close(fd).catch(() => {})
+            })
             throw err
           }
           this.size += buf.length

@@ -87,7 +87,12 @@ interface Inflight {
   readonly hdrs: MsgHdrs
   /** performance.now() of the last send; 0 = to be sent. */
   sentAt: number
+  /** Sends so far (names the reply subject of each). */
   attempts: number
+  /** Permanent (4xx) rejections so far: `maxAttempts` of them dead-letter the record. */
+  rejections: number
+  /** In this.window (main lane), not only in the live lane's map. */
+  inWindow: boolean
   done: boolean
   /** Done because JetStream stored it (not dead-lettered or dropped). */
   stored: boolean
@@ -202,6 +207,8 @@ export class Forwarder {
   /** The record sent alone while recovering, until JetStream stores it. */
   private probe: Inflight | undefined
   private reorderWarnAt = 0
+  /** Entries in this.window stored by JetStream and not yet shifted off its head (checkOvertaken). */
+  private storedInWindow = 0
 
   constructor(private readonly opts: ForwarderOptions) {
     opts.metrics.forwardInflight.collect(() => this.unacked)
@@ -351,7 +358,11 @@ export class Forwarder {
       this.wake() // clears the 1 s timer when data came first (no timer left behind per empty read)
       return
     }
+    const evictedUpTo = this.opts.log.acked
     for (const r of recs) {
+      // A record at or below the ack position was not forwarded: its segment was evicted (discard
+      // "old") while this read was under way, and the eviction counted it as dropped. So it is.
+      if (r.seq <= evictedUpTo) continue
       // Entries the live lane sent up to here join the window in seq order; this one too, if sent.
       if (this.live && this.absorbLive(r.seq + 1) === r.seq) continue
       // A failure while this chunk goes out: the rest joins the window unsent, to follow the
@@ -534,6 +545,8 @@ export class Forwarder {
     for (const [seq, f] of live.sent) {
       if (seq >= upTo) break
       live.sent.delete(seq)
+      f.inWindow = true
+      if (f.stored) this.storedInWindow++
       this.window.push(f)
       last = seq
     }
@@ -575,7 +588,7 @@ export class Forwarder {
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
-    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId }
+    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, rejections: 0, inWindow, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId }
     if (inWindow) this.window.push(f)
     this.bySeq.set(seq, f)
     this.inflightBytes += data.length
@@ -604,7 +617,7 @@ export class Forwarder {
     f.sentAt = performance.now()
     f.attempts++
     if (f.undecodable) {
-      f.attempts = this.opts.maxAttempts
+      f.rejections = this.opts.maxAttempts - 1
       this.reject(f, f.lastError || 'undecodable log entry', true)
       return
     }
@@ -626,7 +639,7 @@ export class Forwarder {
         return
       }
       // Synchronous refusals (e.g. larger than the server's max_payload) never succeed.
-      f.attempts = this.opts.maxAttempts
+      f.rejections = this.opts.maxAttempts - 1
       this.reject(f, `publish refused: ${(err as Error).message}`, true)
     }
   }
@@ -661,9 +674,11 @@ export class Forwarder {
     else if (f.attempts > 1) this.checkOvertaken(f)
     this.lastAckAtMs = Date.now()
     this.lastProblem = ''
-    this.opts.metrics.forwardAckLatency.observe((performance.now() - f.sentAt) / 1000)
+    // A late answer to an older send of a record rewound since (sentAt 0) has no send time to measure.
+    if (f.sentAt > 0) this.opts.metrics.forwardAckLatency.observe((performance.now() - f.sentAt) / 1000)
     this.opts.metrics.forwarded.inc()
     f.stored = true
+    if (f.inWindow) this.storedInWindow++
     this.complete(f)
   }
 
@@ -673,6 +688,8 @@ export class Forwarder {
    * was in flight). Counted and logged; it cannot be undone.
    */
   private checkOvertaken(f: Inflight): void {
+    // Usually nothing after the head is stored yet: no scan (the window may hold 65,536 entries).
+    if (this.storedInWindow === 0 || !f.inWindow) return
     let after = false
     let overtaken: Inflight | undefined
     for (const g of this.window) {
@@ -703,7 +720,7 @@ export class Forwarder {
   private reject(f: Inflight, reason: string, permanent: boolean): void {
     f.lastError = reason
     this.lastProblem = reason
-    if (permanent && f.attempts >= this.opts.maxAttempts) {
+    if (permanent && ++f.rejections >= this.opts.maxAttempts) {
       this.deadLetter(f, reason)
       return
     }
@@ -728,6 +745,7 @@ export class Forwarder {
     this.opts.deadLetters.write({ seq: f.seq, epoch: f.epoch, ts: f.ts, body: f.body, reason }).then(
       () => {
         f.parked = false
+        if (f.done) return // an older send was stored meanwhile: not a drop
         this.opts.metrics.drops.inc(1, { reason: 'dead_letter' })
         this.opts.logger.error('message dead-lettered: JetStream rejects it permanently', { seq: f.seq, reason })
         this.complete(f)
@@ -759,7 +777,11 @@ export class Forwarder {
   /** Acks the log over the contiguous run of done entries at the head of the window. */
   private advance(): void {
     let acked = -1
-    while (this.window.length > 0 && this.window[0]!.done) acked = this.window.shift()!.seq
+    while (this.window.length > 0 && this.window[0]!.done) {
+      const f = this.window.shift()!
+      if (f.stored) this.storedInWindow--
+      acked = f.seq
+    }
     if (acked >= 0) {
       this.opts.log.ack(acked)
       this.backoffMs = 0
@@ -830,10 +852,8 @@ export class Forwarder {
     this.running = false
     this.wake()
     const deadline = performance.now() + timeoutMs
-    if (this.recovering && this.connected) {
-      // No time for a probe: send what waits once more, in order.
-      for (const f of [...this.pendingEntries()]) if (f.sentAt === 0 && !f.parked) this.send(f)
-    }
+    // Records waiting for the recovery are not sent now (that could put them ahead of a refused
+    // one): the next start sends them, in order.
     while (this.unacked > 0 && this.connected && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20))
     }

@@ -119,9 +119,10 @@ export class Checkpoint {
     let best: { gen: number; state: CheckpointState } | undefined
     for (const s of slots) if (s && (!best || s.gen > best.gen)) best = s
     const checkpoint = new Checkpoint(fsys, fd, best?.gen ?? 0)
-    if (got < buf.length) {
-      // A new file, or one an older version left with a hole (its first write went to the second
-      // slot): write both slots out, keeping what they hold, so no later write needs new blocks.
+    {
+      // Every open writes both slots out, keeping what they hold: a new file, or one an older
+      // version left with a hole (its first write went to the second slot; reading a hole gives
+      // zeros, so its size alone does not tell), then owns every block a later write needs.
       try {
         await writeFully(fsys, fd, buf, 0)
         await fsys.fdatasync(fd)

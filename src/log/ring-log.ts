@@ -149,6 +149,11 @@ export class RingLog {
   private diskFullRetryAt = 0
   private diskFullRefused = 0
   private freeing = false
+  /**
+   * A recovered segment recovery could not seal (disk full): sealed before the next segment is
+   * started, so that only the last segment on disk can ever lack its seal.
+   */
+  private unsealedOnDisk: SegmentInfo | undefined
   /** Seqs a power loss took from the end of the log (counted at open); the reader does not count them again. */
   private lostTail: { first: number; last: number } | undefined
   /** Where the forwarder's main reader is (records below it were read; see evictOldest). */
@@ -343,6 +348,7 @@ export class RingLog {
             // (each start writes a new segment), so it is treated as sealed and scanned again next time.
             if (!isEnospc(err)) throw err
             await fsys.ftruncate(fd, sc.lastEnd)
+            this.unsealedOnDisk = seg
             log.warn('disk full: could not seal a recovered segment; it is scanned again at the next start', { segment: name })
           }
           seg.sealed = true
@@ -498,7 +504,15 @@ export class RingLog {
             this.fail(terr, `truncating ${path.basename(active.seg.path)} after ENOSPC`)
             break
           }
-          if (await this.reclaim()) {
+          let reclaimed: boolean
+          try {
+            reclaimed = await this.reclaim()
+          } catch (rerr) {
+            for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
+            this.fail(rerr, 'deleting segments to make room on a full disk')
+            break
+          }
+          if (reclaimed) {
             this.pending.unshift(...batch)
             for (const b of batch) this.pendingBytes += b.body.length
             continue
@@ -615,9 +629,21 @@ export class RingLog {
   private async freeForwarded(): Promise<boolean> {
     let freed = 0
     while (this.segments.length > 0 && this.segments[0] !== this.active?.seg && this.segments[0]!.lastSeq <= this.ackedSeq) {
+      if (this.segments.length === 1) {
+        // The last segment on disk (sealed by a roll whose new segment could not be created):
+        // after it is gone only the checkpoint's seq floor keeps seqs from being reused at the next
+        // start, so that floor must be current first. (The checkpoint never needs new blocks.)
+        const ok = await this.writeCheckpoint(false).then(() => true, () => false)
+        if (!ok || this.segments.length !== 1 || this.segments[0]!.lastSeq > this.ackedSeq) break
+      }
       // Removed from the list before the await, so a concurrent caller never picks it again.
       const oldest = this.segments.shift()!
-      await this.unlinkSegment(oldest)
+      try {
+        await this.unlinkSegment(oldest)
+      } catch (err) {
+        this.segments.unshift(oldest) // still on disk: keep tracking it
+        throw err
+      }
       freed++
       this.diskFullRetryAt = 0 // space came back: the next append tries at once
     }
@@ -644,7 +670,8 @@ export class RingLog {
    */
   private async evictOldest(why: string): Promise<boolean> {
     const oldest = this.segments[0]
-    if (!oldest || oldest === this.active?.seg) return false
+    // Never the last segment on disk: its seqs keep the next start from reusing them.
+    if (!oldest || oldest === this.active?.seg || this.segments.length === 1) return false
     this.segments.shift()
     if (oldest.lastSeq > this.ackedSeq) {
       const unacked = Math.max(this.ackedSeq + 1, oldest.baseSeq)
@@ -687,7 +714,30 @@ export class RingLog {
       seg.sealed = true
       this.active = undefined
       await fsys.close(fd)
-      this.setDurable(this.durable, 0)
+      // The seal's fdatasync made the whole segment durable (under --fsync batch the interval sync
+      // may not have covered its tail yet, and without an active segment it never would).
+      this.setDurable(Math.max(this.durable, seg.lastSeq), 0)
+    }
+    const unsealed = this.unsealedOnDisk && this.segments.includes(this.unsealedOnDisk) ? this.unsealedOnDisk : undefined
+    this.unsealedOnDisk = unsealed
+    if (unsealed) {
+      const ufd = await fsys.open(unsealed.path, 'r+')
+      try {
+        const seal = Buffer.alloc(SEAL_FRAME_BYTES)
+        writeFrame(seal, 0, TYPE_SEAL, unsealed.lastSeq, Date.now(), encodeSealBody(unsealed.baseSeq, unsealed.lastSeq, unsealed.lostSeqs))
+        try {
+          await writeFully(fsys, ufd, seal, unsealed.size)
+        } catch (err) {
+          if (!isEnospc(err)) throw err
+          await fsys.ftruncate(ufd, unsealed.size)
+          throw new LogFullError('disk full (ENOSPC) while sealing a recovered segment; record not stored', true)
+        }
+        await fsys.fdatasync(ufd)
+        unsealed.size += SEAL_FRAME_BYTES
+        this.unsealedOnDisk = undefined
+      } finally {
+        await fsys.close(ufd).catch(() => {})
+      }
     }
     const base = this.nextSeq
     const p = path.join(this.segDir, segmentFileName(base))
@@ -964,6 +1014,8 @@ export class RingLog {
     for (const t of this.timers) clearInterval(t)
     this.rejectPending(new LogClosedError())
     const active = this.active
+    // Whether the last segment on disk ends with a real seal (see the clean checkpoint below).
+    let sealed = this.unsealedOnDisk === undefined
     if (active && !this.failed && active.seg.lastSeq < active.seg.baseSeq) {
       // Nothing was written in this run: leave no empty segment behind.
       this.active = undefined
@@ -972,6 +1024,7 @@ export class RingLog {
       await this.fs.unlink(active.seg.path).catch(() => {})
     } else if (active && !this.failed) {
       const { seg, fd } = active
+      sealed = false
       try {
         if (this.opts.fsync !== 'always') await this.fs.fdatasync(fd)
         const seal = Buffer.alloc(SEAL_FRAME_BYTES)
@@ -981,13 +1034,16 @@ export class RingLog {
         seg.size += SEAL_FRAME_BYTES
         seg.sealed = true
         this.durable = seg.lastSeq
+        sealed = true
       } catch (err) {
+        await this.fs.ftruncate(fd, seg.size).catch(() => {}) // no partial seal left behind
         this.opts.logger.error('could not seal the active segment at close; it will be scanned at next start', { error: err })
       }
       this.active = undefined
       await this.fs.close(fd).catch(() => {})
     }
-    if (!this.failed) await this.writeCheckpoint(true).catch((err: unknown) => this.opts.logger.error('final checkpoint failed', { error: err }))
+    // "Clean" lets the next start trust the last segment's seal without a scan: only if it has one.
+    if (!this.failed) await this.writeCheckpoint(sealed).catch((err: unknown) => this.opts.logger.error('final checkpoint failed', { error: err }))
     await this.checkpoint.close().catch(() => {})
     this.lock?.release()
     this.wake()

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest'
 import { LogFullError, LogIoError } from '../../src/errors.js'
 import { Checkpoint } from '../../src/log/checkpoint.js'
 import { DeadLetters } from '../../src/forward/dead-letter.js'
-import { LogReader, nodeFs } from '../../src/log/index.js'
+import { LogReader, nodeFs, readCheckpointState } from '../../src/log/index.js'
 import type { LogFs, RingLog } from '../../src/log/index.js'
 import { createMetrics } from '../../src/metrics/index.js'
 import { openLog, tempDir } from '../helpers/log.js'
@@ -215,6 +215,18 @@ describe('disk full - ring log', () => {
     await checkpoint.close()
     expect(fs.statSync(cp).size).toBe(8192)
     expect(state).toBeDefined()
+    // Or 8 KiB with a hole in the first slot (its first write went to the second): the size says
+    // nothing, reading the hole gives zeros. Filled at open all the same.
+    const slot1 = fs.readFileSync(cp).subarray(4096, 8192)
+    const holey = path.join(dir, 'holey')
+    const fd = fs.openSync(holey, 'w')
+    fs.writeSync(fd, slot1, 0, 4096, 4096)
+    fs.closeSync(fd)
+    if (fs.statSync(holey).blocks * 512 < 8192) {
+      const again = await Checkpoint.open(nodeFs, holey)
+      await again.checkpoint.close()
+      expect(fs.statSync(holey).blocks * 512).toBeGreaterThanOrEqual(8192)
+    }
     const again = await openLog(dir)
     expect(again.acked).toBe(1)
     await again.close()
@@ -256,5 +268,96 @@ describe('disk full - ring log', () => {
     dl.close()
     const lines = fs.readFileSync(dl.path, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { seq: number }).seq)
     expect(lines).toEqual([1, 3, 4, 5])
+  })
+
+  it('disk full - an error while deleting segments to make room stops the log (named), never leaves an append hanging', async () => {
+    let full = false
+    const fsys: LogFs = {
+      ...fullableFs(() => full),
+      fsyncDir: async (d) => {
+        if (full) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' })
+        return nodeFs.fsyncDir(d)
+      },
+    }
+    const log = await openLog(tempDir(), { fs: fsys, segmentBytes: 64 * 1024 })
+    await Promise.all(Array.from({ length: 600 }, (_, i) => log.append(body(i))))
+    log.ack(log.listSegments()[0]!.lastSeq)
+    full = true
+    await expect(log.append(body(1000))).rejects.toBeInstanceOf(LogIoError)
+    expect(log.failure?.message).toMatch(/deleting segments to make room on a full disk failed: EIO/)
+    await log.close()
+  })
+
+  it('disk full - the last segment on disk is kept (or the floor checkpointed first), so a crash never reuses seqs', async () => {
+    let full = false
+    let checkpointFull = false
+    const dir = tempDir()
+    const cpPath = path.join(dir, 'checkpoint')
+    const fds = new Map<number, string>()
+    const fsys: LogFs = {
+      ...nodeFs,
+      open: async (p, flags) => {
+        const fd = await nodeFs.open(p, flags)
+        fds.set(fd, p)
+        return fd
+      },
+      write: async (fd, buf, off, len, pos) => {
+        if ((full && pos === 0 && fds.get(fd)?.endsWith('.seg')) || (checkpointFull && fds.get(fd) === cpPath)) throw enospc()
+        return nodeFs.write(fd, buf, off, len, pos)
+      },
+    }
+    const log = await openLog(dir, { fs: fsys, segmentBytes: 64 * 1024, diskFullRetryMs: 0, discard: 'new', checkpointIntervalMs: 60_000 })
+    let n = 0
+    while (log.listSegments().length < 2) await log.append(body(n++))
+    // The next roll seals the active segment, then cannot start a new one; every checkpoint fails.
+    full = true
+    checkpointFull = true
+    while (log.listSegments().every((s) => !s.sealed || log.listSegments().length > 1)) {
+      const before = log.listSegments().length
+      await log.append(body(n++)).catch(() => {})
+      if (log.listSegments().length === before && log.listSegments().at(-1)!.sealed) break
+    }
+    const last = log.listSegments().at(-1)!.lastSeq
+    log.ack(last) // all forwarded: the drain would like to free everything
+    await new Promise((r) => setTimeout(r, 50))
+    await log.append(body(n++)).catch(() => {})
+    expect(log.listSegments().length).toBeGreaterThanOrEqual(1) // no checkpoint possible: the last one stays
+    // A crash now (no close): the next start must not give out seqs again.
+    const again = await openLog(dir)
+    expect(await again.append(body(0))).toBe(last + 1)
+    await again.close()
+  })
+
+  it('disk full - a seal that fails at close leaves no clean checkpoint, so the next start scans the last segment', async () => {
+    let failSeal = false
+    const fsys: LogFs = { ...fullableFs((_fd, pos, len) => failSeal && len === 64 && pos > 0) }
+    const dir = tempDir()
+    const log = await openLog(dir, { fs: fsys })
+    await Promise.all(Array.from({ length: 20 }, (_, i) => log.append(body(i))))
+    failSeal = true
+    await log.close()
+    // Not "clean": a clean checkpoint would let the next start trust whatever the segment ends with
+    // (a device's payload can end with bytes that look like a seal).
+    expect(readCheckpointState(path.join(dir, 'checkpoint'))?.clean).toBe(false)
+    const again = await openLog(dir)
+    expect(again.recovery.scannedSegments).toBe(1)
+    expect(await again.append(body(0))).toBe(21)
+    await again.close()
+  })
+
+  it('disk full - under fsync batch, a segment sealed by a roll that could not start the next one is readable to its end', async () => {
+    let full = false
+    const dir = tempDir()
+    const fsys = fullableFs((_fd, pos) => full && pos === 0)
+    const log = await openLog(dir, { fs: fsys, fsync: 'batch', fsyncIntervalMs: 60_000, segmentBytes: 64 * 1024, diskFullRetryMs: 60_000 })
+    let n = 0
+    await log.append(body(n++))
+    // Fill the segment (no interval sync will come), then the roll seals it and fails to start the next.
+    full = true
+    while (log.diskFullForMs === 0) await log.append(body(n++)).catch(() => {})
+    const sealedSeg = log.listSegments().at(-1)!
+    expect(sealedSeg.sealed).toBe(true)
+    expect(log.durableSeq).toBe(sealedSeg.lastSeq)
+    await log.close()
   })
 })
