@@ -256,7 +256,7 @@ export class Forwarder {
       const closed = nc.closed().then((err) => {
         open = false
         this.connected = false
-        if (this.running) logger.warn('disconnected from NATS; buffering in the log', { error: err ?? undefined })
+        if (this.running) logger.warn('disconnected from NATS; buffering in the log', err ? { error: err } : {})
         this.wake()
       })
       this.sub = nc.subscribe(`${this.inbox}.*`, { callback: (err, msg) => (err ? undefined : this.onReply(msg)) })
