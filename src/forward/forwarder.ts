@@ -221,9 +221,24 @@ export class Forwarder {
     this.running = true
     this.timer = setInterval(() => this.tick(), 250)
     this.timer.unref()
-    this.loop = this.run().catch((err: unknown) => {
-      this.opts.logger.error('forwarder stopped on an unexpected error; messages stay in the log', { error: err })
-    })
+    this.loop = this.runForever()
+  }
+
+  /** run(), started again after an unexpected error (a bug must not stop forwarding for good). */
+  private async runForever(): Promise<void> {
+    while (this.running) {
+      try {
+        await this.run()
+        return
+      } catch (err) {
+        this.opts.logger.error('forwarding failed on an unexpected error; starting again (messages stay in the log)', { error: err })
+        this.connected = false
+        const nc = this.nc
+        this.nc = undefined
+        if (nc && !nc.isClosed()) await nc.close().catch(() => {})
+        await this.sleep(this.nextBackoff())
+      }
+    }
   }
 
   /**
@@ -398,12 +413,13 @@ export class Forwarder {
       this.recovering = false
       let n = 0
       for (const f of [...this.pendingEntries()]) {
-        if (f.sentAt !== 0 || f.parked) continue
+        if (f.sentAt !== 0 || f.parked || f.done) continue
         this.send(f)
-        n++
+        if (this.recovering) break // the connection went, or a refusal came back at once: recover again
+        if (f.sentAt !== 0) n++
       }
       if (n > 0) this.opts.metrics.forwardRetries.inc(n)
-      this.opts.logger.info('forwarding resumed: the earliest unacknowledged record was stored, the rest sent again in order', { resent: n + 1 })
+      if (!this.recovering) this.opts.logger.info('forwarding resumed: the earliest unacknowledged record was stored, the rest sent again in order', { resent: n })
       return
     }
     if (probe?.parked) {
@@ -528,7 +544,8 @@ export class Forwarder {
         await this.closeLiveLane()
         return
       }
-      const f = this.publishNew(r.seq, r.epoch, r.ts, r.body, false)
+      // Recovery may have begun during the read: then it waits unsent, and the resume sends it in order.
+      const f = this.publishNew(r.seq, r.epoch, r.ts, r.body, false, !this.recovering)
       live.sent.set(r.seq, f)
       live.published++
     }
@@ -633,12 +650,13 @@ export class Forwarder {
       const reply = f.attempts === 1 ? `${this.inbox}.${f.seq}` : `${this.inbox}.${f.seq}_${f.attempts}`
       nc.publish(f.subject, f.data, { reply, headers: f.hdrs })
     } catch (err) {
-      if (nc.isClosed()) {
+      if ((err as Error).name !== 'InvalidArgumentError') {
+        // Not about the message (closed, draining, ...): it goes again after the recovery, in order.
         f.sentAt = 0
-        if (!this.recovering) this.enterRecovery('reconnect')
+        if (!this.recovering) this.enterRecovery(nc.isClosed() ? 'reconnect' : 'refused')
         return
       }
-      // Synchronous refusals (e.g. larger than the server's max_payload) never succeed.
+      // Refused for the message itself (larger than the server's max_payload): never succeeds.
       f.rejections = this.opts.maxAttempts - 1
       this.reject(f, `publish refused: ${(err as Error).message}`, true)
     }
@@ -862,7 +880,7 @@ export class Forwarder {
       // Records of a segment evicted under discard "old" were kept in the window (not counted as
       // dropped then); those still unacknowledged are gone with this process: count them now.
       let evicted = 0
-      for (const f of this.pendingEntries()) if (f.seq <= this.opts.log.acked) evicted++
+      for (const f of this.pendingEntries()) if (f.seq <= this.opts.log.acked && this.opts.log.evictedUncounted(f.seq)) evicted++
       if (evicted > 0) {
         this.opts.metrics.drops.inc(evicted, { reason: 'discard_old' })
         this.opts.logger.warn('records of an evicted segment were not acknowledged before the stop; counted as dropped (discard "old")', { records: evicted })

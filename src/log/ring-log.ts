@@ -149,6 +149,9 @@ export class RingLog {
   private diskFullRetryAt = 0
   private diskFullRefused = 0
   private freeing = false
+  private freeRun: Promise<boolean> | undefined
+  /** A checkpoint was wanted while one was being written: write another when it is done. */
+  private checkpointAgain = false
   /**
    * A recovered segment recovery could not seal (disk full): sealed before the next segment is
    * started, so that only the last segment on disk can ever lack its seal.
@@ -158,6 +161,8 @@ export class RingLog {
   private lostTail: { first: number; last: number } | undefined
   /** Where the forwarder's main reader is (records below it were read; see evictOldest). */
   private readPosition = 0
+  /** Seq ranges [from, to] of evicted records not counted then (in the forwarder's window); the latest few. */
+  private readonly uncountedEvictions: Array<{ from: number; to: number }> = []
   private checkpointing = false
   private checkpointRetryAt = 0
   private checkpointWarnAt = 0
@@ -625,8 +630,16 @@ export class RingLog {
     }
   }
 
-  /** Deletes forwarded segments (all but the active one), oldest first; true when any was deleted. */
-  private async freeForwarded(): Promise<boolean> {
+  /**
+   * Deletes forwarded segments (all but the active one), oldest first; true when any was deleted.
+   * Concurrent callers (the pump on ENOSPC, an ack during a full disk) share one run and its result.
+   */
+  private freeForwarded(): Promise<boolean> {
+    this.freeRun ??= this.freeForwardedOnce().finally(() => (this.freeRun = undefined))
+    return this.freeRun
+  }
+
+  private async freeForwardedOnce(): Promise<boolean> {
     let freed = 0
     while (this.segments.length > 0 && this.segments[0] !== this.active?.seg && this.segments[0]!.lastSeq <= this.ackedSeq) {
       if (this.segments.length === 1) {
@@ -676,6 +689,10 @@ export class RingLog {
     if (oldest.lastSeq > this.ackedSeq) {
       const unacked = Math.max(this.ackedSeq + 1, oldest.baseSeq)
       const from = Math.max(unacked, this.readPosition)
+      if (from > unacked) {
+        this.uncountedEvictions.push({ from: unacked, to: Math.min(from, oldest.lastSeq + 1) - 1 })
+        if (this.uncountedEvictions.length > 64) this.uncountedEvictions.shift()
+      }
       const lost = Math.max(0, oldest.lastSeq - oldest.lostSeqs - from + 1)
       this.ackedSeq = oldest.lastSeq
       if (lost > 0) this.opts.metrics.drops.inc(lost, { reason: 'discard_old' })
@@ -842,7 +859,7 @@ export class RingLog {
           .then((freed) => {
             if (freed) this.diskFullRetryAt = 0
           })
-          .catch((err: unknown) => this.opts.logger.error('could not delete a forwarded segment', { error: err }))
+          .catch((err: unknown) => this.fail(err, 'deleting forwarded segments on a full disk'))
           .finally(() => (this.freeing = false))
       }
     }
@@ -856,6 +873,7 @@ export class RingLog {
   /** Writes a checkpoint (in the background) when the ack position or the seq floor moved. */
   private checkpointIfMoved(): void {
     const moved = this.ackedSeq !== this.checkpointedAcked || this.nextSeq - 1 !== this.checkpointedFloor
+    if (moved && this.checkpointing) this.checkpointAgain = true
     if (moved && !this.failed && !this.closed && !this.checkpointing) {
       this.checkpointing = true
       this.writeCheckpoint(false)
@@ -870,7 +888,14 @@ export class RingLog {
             this.opts.logger.error('checkpoint write failed; retrying (nothing is deleted or lost for it)', { error: err, failures: this.checkpointFailures })
           }
         })
-        .finally(() => (this.checkpointing = false))
+        .finally(() => {
+          this.checkpointing = false
+          // A sync (or an ack) wanted one meanwhile: the seq floor must not wait for the timer.
+          if (this.checkpointAgain && performance.now() >= this.checkpointRetryAt) {
+            this.checkpointAgain = false
+            this.checkpointIfMoved()
+          }
+        })
     }
   }
 
@@ -916,6 +941,14 @@ export class RingLog {
    */
   noteReadPosition(seq: number): void {
     this.readPosition = seq
+  }
+
+  /**
+   * True when `seq` was in a segment evicted under discard "old" while the forwarder held it in its
+   * window, so the eviction did not count it (the forwarder counts it if it is never acknowledged).
+   */
+  evictedUncounted(seq: number): boolean {
+    return this.uncountedEvictions.some((r) => seq >= r.from && seq <= r.to)
   }
 
   /** How long the disk has been full with appends refused, in ms (0: not full). */
