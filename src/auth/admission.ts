@@ -128,7 +128,11 @@ export class Admission {
         this.opts.logger.error('authentication error', { clientId: client.id, error: err })
         cb(refusal(SERVER_UNAVAILABLE))
       },
-    )
+    ).catch((err: unknown) => {
+      // A throw from aedes' answer to our callback: this client is refused, the process goes on.
+      this.opts.logger.error('error after authentication; closing the client', { clientId: client.id, error: err })
+      client.close()
+    })
   }
 
   private async identify(client: Client, username: string | undefined, password: Buffer | undefined): Promise<{ identity: string | undefined } | number> {

@@ -152,3 +152,28 @@ export function sendQoS1(broker: Aedes, client: Client, topic: string, payload: 
     },
   }
 }
+
+/** Whether `value` is an aedes client (the argument of a broker event that names one). */
+function isClient(value: unknown): value is Client {
+  return typeof value === 'object' && value !== null && 'conn' in value && 'broker' in value
+}
+
+/**
+ * Catches a throw from any listener of a broker event that names a client (`client`,
+ * `connackSent`, `clientDisconnect`, `subscribe`, …). aedes emits these from its packet handlers,
+ * where a throw would end the process with every device; instead `failed` is told, and can close
+ * that one client. Events naming no client rethrow as before.
+ */
+export function guardClientEvents(broker: Aedes, failed: (event: string, client: Client, err: unknown) => void): void {
+  const emit = broker.emit.bind(broker) as (event: string | symbol, ...args: unknown[]) => boolean
+  ;(broker as unknown as { emit: typeof emit }).emit = (event, ...args) => {
+    try {
+      return emit(event, ...args)
+    } catch (err) {
+      const client = args.find(isClient)
+      if (!client) throw err
+      failed(String(event), client, err)
+      return true
+    }
+  }
+}

@@ -17,6 +17,7 @@ import { FerryError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { Metrics } from '../metrics/index.js'
 import { Devices } from './devices.js'
+import { guardClientEvents } from './aedes-internals.js'
 import { ConnectionLimiter, guardFrames } from './limits.js'
 import type { RetransmitIndex } from './retransmits.js'
 
@@ -51,6 +52,15 @@ export interface IngressOptions {
   readonly metrics: Metrics
   readonly log: Appender
 }
+
+/**
+ * Longest client id, in UTF-8 bytes: a log entry stores its length in one byte (codec/entry.ts).
+ * aedes' own `maxClientsIdLength` counts UTF-16 units, so 130 × "é" (260 bytes) would pass it.
+ */
+export const MAX_CLIENT_ID_BYTES = 255
+
+/** CONNACK 2 of MQTT 3.1.1 ("identifier rejected"), also used for out-of-bounds keepalives as Mosquitto does. */
+const IDENTIFIER_REJECTED = 2
 
 /** Why a publish was refused (label of ferry_mqtt_refused_total). */
 const MALFORMED_TOPIC = /[\u0000\uFFFD]/
@@ -119,12 +129,25 @@ export class Ingress {
       maxInflightInbound: limits.maxInflightIn,
       drainTimeout: limits.drainTimeoutMs,
       authenticate: (client, username, password, cb) => {
+        const refuse = (returnCode: number): void => cb(Object.assign(new Error('connection refused'), { returnCode }) as AuthenticateError, null)
         if (badKeepalive.has(client)) {
           metrics.mqttLimits.inc(1, { limit: 'keepalive' })
           logger.info('connection refused: keepalive out of bounds (--max-keepalive)', { clientId: client.id, max: limits.maxKeepalive })
-          return cb(Object.assign(new Error('keepalive out of bounds'), { returnCode: 2 }) as AuthenticateError, null)
+          return refuse(IDENTIFIER_REJECTED)
         }
-        admission.authenticate(client, username, password, (err, ok) => cb(err as AuthenticateError | null, ok ?? null))
+        // Checked here, before the client id is stored anywhere (sessions, log entries, events).
+        const idBytes = Buffer.byteLength(client.id)
+        if (idBytes > MAX_CLIENT_ID_BYTES) {
+          metrics.mqttLimits.inc(1, { limit: 'client_id_bytes' })
+          logger.info('connection refused: client id too long', { clientIdPrefix: client.id.slice(0, 32), bytes: idBytes, max: MAX_CLIENT_ID_BYTES })
+          return refuse(IDENTIFIER_REJECTED)
+        }
+        try {
+          admission.authenticate(client, username, password, (err, ok) => cb(err as AuthenticateError | null, ok ?? null))
+        } catch (err) {
+          self?.hookFailed('authenticate', client, err)
+          refuse(3)
+        }
       },
       // A throw in a hook would end the process with every client: refuse that one client instead.
       authorizePublish: (client, packet, cb) => {
@@ -145,6 +168,12 @@ export class Ingress {
           cb(null, null)
         }
       },
+    })
+    // Whatever a listener does on behalf of one client (presence events, device registry, downlink)
+    // may fail for that client only: it is disconnected, the gateway and the other devices go on.
+    guardClientEvents(broker, (event, client, err) => {
+      self?.hookFailed(`event ${event}`, client, err)
+      client.close()
     })
     const sockets = new Set<net.Socket>()
     const limiter = new ConnectionLimiter(limits.maxConnections, limits.connectionRate, limits.connectionRatePerAddress)

@@ -8,7 +8,15 @@ import type { Devices } from './devices.js'
 
 /** Appends an event about a device to the log (CBOR body). Failures are counted and logged, never thrown. */
 export function appendDeviceEvent(log: Appender, metrics: Metrics, logger: Logger, clientId: string, event: string, body: Record<string, unknown>): void {
-  const entry = encodeEntry({ clientId, topic: EVENT_TOPIC_PREFIX + event, qos: 1, retain: false, packetId: 0, encoding: 1, payload: encodeCbor({ device: clientId, event, ts: Date.now(), ...body }) })
+  let entry: Buffer
+  try {
+    entry = encodeEntry({ clientId, topic: EVENT_TOPIC_PREFIX + event, qos: 1, retain: false, packetId: 0, encoding: 1, payload: encodeCbor({ device: clientId, event, ts: Date.now(), ...body }) })
+  } catch (err) {
+    // Ingress bounds client ids at CONNECT; should an event still not encode, it is lost, not fatal.
+    metrics.drops.inc(1, { reason: 'events_not_captured' })
+    logger.warn('device event not stored', { clientId: clientId.slice(0, 64), event, error: err })
+    return
+  }
   metrics.deviceEvents.inc(1, { event })
   log.append(entry).catch((err: unknown) => {
     metrics.drops.inc(1, { reason: 'discard_new' })
