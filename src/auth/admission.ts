@@ -16,6 +16,7 @@ import type { Logger } from '../logger.js'
 import type { Metrics } from '../metrics/index.js'
 import { Acl } from './acl.js'
 import { Passwords } from './passwords.js'
+import { parseSubjectAltName } from './tls.js'
 
 export interface AdmissionOptions {
   readonly authFile: string
@@ -45,14 +46,24 @@ function refusal(returnCode: number): Error & { returnCode: number } {
   return Object.assign(new Error('connection refused'), { returnCode })
 }
 
-/** The identity a verified client certificate names: its CN, else its first DNS or URI SAN. */
+/** SAN entry types that can name a device. */
+const IDENTITY_SAN_TYPES = new Set(['DNS', 'URI'])
+
+/**
+ * The identity a verified client certificate names: its CN, else the value of its first SAN entry
+ * whose type is exactly DNS or URI. The SAN list is parsed entry by entry (parseSubjectAltName),
+ * never searched as a string: `email:xDNS:dev1` names no DNS entry. A CN given more than once
+ * (Node then returns an array) or a SAN list that does not parse names no identity.
+ */
 export function certificateIdentity(socket: TLSSocket): string | undefined {
   if (!socket.authorized) return undefined
   const cert = socket.getPeerCertificate()
-  const cn = cert?.subject?.CN
+  const cn: unknown = cert?.subject?.CN
   if (typeof cn === 'string' && cn !== '') return cn
-  const san = /(?:DNS|URI):([^,]+)/.exec(cert?.subjectaltname ?? '')
-  return san?.[1]?.trim() || undefined
+  if (cn !== undefined && cn !== '') return undefined
+  const entries = parseSubjectAltName(cert?.subjectaltname ?? '')
+  const san = entries?.find((e) => IDENTITY_SAN_TYPES.has(e.type))
+  return san?.value || undefined
 }
 
 export class Admission {

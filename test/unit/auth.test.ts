@@ -1,7 +1,7 @@
 // Admission rules without sockets: ACL parsing and matching, credentials file parsing and verification.
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { Acl, Passwords, filterCovers, filtersOverlap, hashPassword, parsePasswordFile } from '../../src/auth/index.js'
+import { Acl, Passwords, filterCovers, filtersOverlap, hashPassword, parsePasswordFile, parseSubjectAltName } from '../../src/auth/index.js'
 import { topicMatches } from '../../src/codec/index.js'
 
 const level = fc.constantFrom('a', 'b', 'c', '+', '$x')
@@ -66,5 +66,38 @@ describe('credentials', () => {
     // Within the ranges but beyond what scrypt may allocate: refused when read, not at every login.
     expect(() => parsePasswordFile('c:$scrypt$ln=18,r=8,p=1$AA==$AA==\n', 'f')).toThrow(/line 1: scrypt cost ln=18,r=8/)
     expect(() => parsePasswordFile('a:$scrypt$ln=10,r=8,p=1$AA==$AA==\na:$scrypt$ln=10,r=8,p=1$AA==$AA==\n', 'f')).toThrow(/line 2: device "a" appears twice/)
+  })
+})
+
+describe('certificate SAN', () => {
+  it('san - entries are split the way Node writes them; a type is only what precedes the first ":"', () => {
+    expect(parseSubjectAltName('email:xDNS:dev1, DNS:mallory')).toEqual([
+      { type: 'email', value: 'xDNS:dev1' },
+      { type: 'DNS', value: 'mallory' },
+    ])
+    // Node writes a value holding a comma as a JSON string (here with the comma escaped).
+    expect(parseSubjectAltName('DNS:"a\\u002c DNS:dev1", DNS:mallory')).toEqual([
+      { type: 'DNS', value: 'a, DNS:dev1' },
+      { type: 'DNS', value: 'mallory' },
+    ])
+    expect(parseSubjectAltName('IP Address:127.0.0.1, URI:spiffe://x/dev2')).toEqual([
+      { type: 'IP Address', value: '127.0.0.1' },
+      { type: 'URI', value: 'spiffe://x/dev2' },
+    ])
+    expect(parseSubjectAltName('')).toEqual([])
+    for (const bad of ['DNS', 'DNS:"open', 'DNS:"a"x', ', DNS:a', 'DNS:a, ', ':a']) expect(parseSubjectAltName(bad)).toBeUndefined()
+  })
+
+  it('san - any list of entries, formatted as Node does, parses back to the same list', () => {
+    const type = fc.constantFrom('DNS', 'URI', 'email', 'IP Address', 'othername')
+    const value = fc.string({ unit: 'binary', maxLength: 12 })
+    const format = (v: string): string => (/[,"\\]|[^\x20-\x7e]/.test(v) || v.startsWith('"') ? JSON.stringify(v) : v)
+    fc.assert(
+      fc.property(fc.array(fc.record({ type, value }), { maxLength: 5 }), (entries) => {
+        const text = entries.map((e) => `${e.type}:${format(e.value)}`).join(', ')
+        expect(parseSubjectAltName(text)).toEqual(entries)
+      }),
+      { numRuns: 1000 },
+    )
   })
 })
