@@ -136,6 +136,13 @@ export class Acl {
     return rules.some((r) => (r.access === 'write' || r.access === 'readwrite') && topicMatches(r.filter, topic))
   }
 
+  /** May this client receive a message published on `topic` (a read rule matches it, no deny rule does)? */
+  canRead(identity: string | undefined, clientId: string, topic: string): boolean {
+    const rules = this.rulesOf(identity, clientId)
+    if (rules.some((r) => r.access === 'deny' && topicMatches(r.filter, topic))) return false
+    return rules.some((r) => (r.access === 'read' || r.access === 'readwrite') && topicMatches(r.filter, topic))
+  }
+
   /** May this client subscribe to `filter` (every topic it can match)? */
   canSubscribe(identity: string | undefined, clientId: string, filter: string): boolean {
     const rules = this.rulesOf(identity, clientId)

@@ -7,6 +7,11 @@
 // (CONNACK 4 or 5) and are counted by reason; a refused client never gets a session, so its will
 // is not published.
 //
+// Reload is revocation: a client whose password entry is gone or changed is disconnected, and
+// every delivery to a client is checked against the ACL in force at that moment (mayReceive), so a
+// read rule removed by a reload stops what its subscriptions, retained messages, commands and RPC
+// requests would still bring.
+//
 // A client id bound to an identity (while connected, or while its persistent session lives) cannot
 // be taken over by another identity: aedes would otherwise close the owner and hand over its
 // session.
@@ -27,13 +32,20 @@ export interface AdmissionOptions {
   readonly metrics: Metrics
 }
 
-type FailReason = 'credentials' | 'anonymous' | 'certificate' | 'takeover' | 'busy'
+type FailReason = 'credentials' | 'anonymous' | 'certificate' | 'takeover' | 'busy' | 'revoked'
 
 /** CONNACK return codes of MQTT 3.1.1. */
 const IDENTIFIER_REJECTED = 2
 const SERVER_UNAVAILABLE = 3
 const BAD_CREDENTIALS = 4
 const NOT_AUTHORIZED = 5
+
+/** How a connected client proved its identity (what a reload checks again). */
+interface Admitted {
+  readonly identity: string | undefined
+  /** The password entry it verified against (Passwords.fingerprint), for password logins. */
+  readonly credential: string | undefined
+}
 
 interface Binding {
   readonly identity: string | undefined
@@ -69,6 +81,8 @@ export function certificateIdentity(socket: TLSSocket): string | undefined {
 export class Admission {
   private readonly identities = new WeakMap<Client, string | undefined>()
   private readonly bindings = new Map<string, Binding>()
+  /** Connected clients that logged in with a password, with the entry they verified against. */
+  private readonly live = new Map<Client, Admitted>()
 
   private constructor(
     private readonly opts: AdmissionOptions,
@@ -101,11 +115,23 @@ export class Admission {
       this.acl = acl
       metrics.authReloads.inc(1, { result: 'ok' })
       logger.info('credentials and ACL reloaded', this.summary)
+      this.revoke()
       return true
     } catch (err) {
       metrics.authReloads.inc(1, { result: 'failed' })
       logger.error('reload failed; the previous credentials and ACL stay in force', { error: err })
       return false
+    }
+  }
+
+  /** Disconnects every client whose password entry is gone or changed since it logged in. */
+  private revoke(): void {
+    for (const [client, a] of this.live) {
+      if (a.identity === undefined || this.passwords?.fingerprint(a.identity) === a.credential) continue
+      this.live.delete(client)
+      this.opts.metrics.mqttAuthFailures.inc(1, { reason: 'revoked' })
+      this.opts.logger.info('credentials revoked by reload; disconnecting the client', { clientId: client.id, identity: a.identity })
+      client.close()
     }
   }
 
@@ -123,6 +149,10 @@ export class Admission {
           return cb(refusal(IDENTIFIER_REJECTED))
         }
         this.identities.set(client, identity)
+        if (r.credential !== undefined) {
+          this.live.set(client, { identity, credential: r.credential })
+          client.conn.once('close', () => this.live.delete(client))
+        }
         // Everyone anonymous: no identity to protect, no binding to keep (memory per connection).
         if (identity === undefined && !bound) return cb(null, true)
         const b = bound && bound.identity === identity ? bound : { identity, persistent: false, clients: new Set<Client>() }
@@ -146,7 +176,7 @@ export class Admission {
     })
   }
 
-  private async identify(client: Client, username: string | undefined, password: Buffer | undefined): Promise<{ identity: string | undefined } | number> {
+  private async identify(client: Client, username: string | undefined, password: Buffer | undefined): Promise<{ identity: string | undefined; credential?: string } | number> {
     const socket = client.conn as Partial<TLSSocket>
     if (this.opts.requireClientCert && typeof socket.getPeerCertificate === 'function') {
       const identity = certificateIdentity(socket as TLSSocket)
@@ -159,10 +189,15 @@ export class Admission {
         if (this.opts.allowAnonymous) return { identity: undefined }
         return this.fail(client, 'anonymous', 'no username', NOT_AUTHORIZED)
       }
-      const ok = await this.passwords.verify(username, password ?? Buffer.alloc(0))
+      const passwords = this.passwords
+      const ok = await passwords.verify(username, password ?? Buffer.alloc(0))
       if (ok === 'busy') return this.fail(client, 'busy', 'too many logins waiting for password hashing', SERVER_UNAVAILABLE)
       if (!ok) return this.fail(client, 'credentials', 'unknown device or wrong password', BAD_CREDENTIALS)
-      return { identity: username }
+      // Verified against `passwords`; a reload meanwhile may have removed the entry (checked then).
+      if (passwords !== this.passwords && this.passwords?.fingerprint(username) !== passwords.fingerprint(username)) {
+        return this.fail(client, 'credentials', 'credentials changed while the password was being verified', BAD_CREDENTIALS)
+      }
+      return { identity: username, credential: passwords.fingerprint(username) }
     }
     if (this.opts.requireClientCert) {
       // A plain TCP client where certificates identify devices and no passwords exist.
@@ -184,6 +219,16 @@ export class Admission {
     if (!this.acl || !client) return true
     if (this.acl.canPublish(this.identities.get(client), client.id, topic)) return true
     this.deny(client, 'publish', topic)
+    return false
+  }
+
+  /**
+   * Whether the ACL in force now lets this client receive a message on `topic` (aedes'
+   * authorizeForward, and commands and RPC requests before they are sent). Counted when not.
+   */
+  mayReceive(client: Client, topic: string): boolean {
+    if (!this.acl || this.acl.canRead(this.identities.get(client), client.id, topic)) return true
+    this.opts.metrics.mqttAclDenials.inc(1, { action: 'deliver' })
     return false
   }
 

@@ -141,6 +141,12 @@ export class Passwords {
     return this.entries.size
   }
 
+  /** What identifies the device's current entry (its salt and hash), or undefined when it has none. */
+  fingerprint(device: string): string | undefined {
+    const e = this.entries.get(device)
+    return e && `${e.salt.toString('base64')}$${e.hash.toString('base64')}`
+  }
+
   /** Logins waiting for the hasher. */
   get queued(): number {
     return this.waiting.length

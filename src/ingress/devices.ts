@@ -44,7 +44,15 @@ export class Devices extends EventEmitter<DeviceEvents> {
   /** Set when the gateway stops: the disconnects that follow are reported as `gateway_stop`. */
   stopping = false
 
-  constructor(private readonly broker: Aedes) {
+  /**
+   * `mayReceive` is asked before each delivery (the ACL in force now, see Admission.mayReceive): a
+   * delivery it refuses is not sent and ends 'timeout' at once, as one the device never acknowledged
+   * (commands are then retried after a pause and end dead; 'offline' would be retried at once).
+   */
+  constructor(
+    private readonly broker: Aedes,
+    private readonly mayReceive: (client: Client, topic: string) => boolean = () => true,
+  ) {
     super()
     // Online from the moment CONNACK went out: a device's first PUBLISH can follow at once, and its
     // "connected" event must be in the log before that publish.
@@ -126,6 +134,7 @@ export class Devices extends EventEmitter<DeviceEvents> {
     const s = this.sessions.get(clientId)
     if (!s) return Promise.resolve('offline')
     if (signal?.aborted) return Promise.resolve('cancelled')
+    if (!this.mayReceive(s.client, topic)) return Promise.resolve('timeout')
     return new Promise((resolve) => {
       const acks = (s.acks ??= new Map())
       const waiting = (s.waiting ??= new Set())

@@ -100,7 +100,7 @@ export class Ingress {
   ) {
     this.receivedByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceived.child({ qos: String(q) }))
     this.receivedBytesByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceivedBytes.child({ qos: String(q) }))
-    this.devices = new Devices(broker)
+    this.devices = new Devices(broker, (client, topic) => opts.admission.mayReceive(client, topic))
     // A device that sent DISCONNECT had its PUBACKs: what it sent is not resent without DUP (retransmits.ts).
     this.devices.on('offline', (info, reason) => {
       if (reason === 'clean') opts.retransmits.ended(info.clientId)
@@ -157,6 +157,16 @@ export class Ingress {
         } catch (err) {
           self.hookFailed('authorizePublish', client, err)
           cb(new FerryError('FERRY_ERR_INGRESS_REFUSED', 'internal error'))
+        }
+      },
+      // Every message aedes sends a client (subscriptions, retained, a persistent session's queue,
+      // commands and RPC requests) is checked against the ACL in force now: a reload revokes.
+      authorizeForward: (client, packet) => {
+        try {
+          return admission.mayReceive(client, packet.topic) ? packet : null
+        } catch (err) {
+          self?.hookFailed('authorizeForward', client, err)
+          return null
         }
       },
       authorizeSubscribe: (client, sub, cb) => {
