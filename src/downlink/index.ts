@@ -1,5 +1,5 @@
 // Public names of the downlink: cloud → device commands and request-reply.
-export { Commands, commandTopic, consumerName, parseTtl } from './commands.js'
+export { Commands, commandTarget, commandTopic, consumerName, parseTtl } from './commands.js'
 export type { CommandOptions } from './commands.js'
 export { Rpc, responseCorrelation } from './rpc.js'
 export type { RpcOptions } from './rpc.js'
