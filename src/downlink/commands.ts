@@ -144,6 +144,8 @@ export class Commands {
   private running = true
   private ready: Promise<void> | undefined
   private readonly clock = new ServerClock(() => this.probeServerTime())
+  /** The last failure while reading or handling commands, for health. */
+  lastError: { readonly at: number; readonly message: string } | undefined
   /** The host-minus-server clock difference last warned about, ms. */
   private warnedSkewMs = 0
 
@@ -243,6 +245,7 @@ export class Commands {
         this.pumps.delete(clientId)
         this.consumers.delete(consumerName(this.opts.gatewayId, clientId)) // made again next time
         if (!this.running) return
+        this.lastError = { at: Date.now(), message: `commands to ${JSON.stringify(clientId)}: ${(err as Error).message}` }
         // NATS unreachable, stream or consumer missing: try again in a while (commands wait in JetStream).
         this.opts.logger.warn('command delivery to a device interrupted; retrying in 2 s', { clientId, error: err })
         setTimeout(() => this.maybeStart(clientId), 2000).unref()
