@@ -42,6 +42,12 @@ describe('downlink - hostile cloud input', () => {
     const r = await nc.request(subject, body, { timeout: 5000, headers: hdrs })
     return r.headers?.get('Ferry-Status')
   }
+  /** request(), asked again while the device is not registered yet (the gateway does that just after its CONNACK). */
+  const requestOnline = async (subject: string, body: string | Uint8Array, h?: Record<string, string>): Promise<string | undefined> => {
+    let status: string | undefined
+    await until(async () => (status = await request(subject, body, h)) !== '503 device offline', 2000)
+    return status
+  }
   const events = async (device: string): Promise<{ event: string; body: Record<string, unknown> }[]> =>
     (await readStream(nats.url, 'FERRY', 'events')).filter((m) => m.subject.startsWith(`ferry.events.${device}.`)).map((m) => ({ event: m.subject.split('.').pop()!, body: decodeCbor(m.data) as Record<string, unknown> }))
   const deadReasons = async (device: string): Promise<string[]> => (await events(device)).filter((e) => e.event === 'command-dead').map((e) => String(e.body.reason))
@@ -88,7 +94,7 @@ describe('downlink - hostile cloud input', () => {
   it('rpc - params nested deeper than the encoder can go are answered 400, and the downlink keeps serving', async () => {
     const d = await rawDevice(gw.port, 'deep-dev', { filters: ['devices/deep-dev/rpc/request/+'] })
     const depth = 100_000 // 200 kB of JSON
-    const status = await request('ferry.rpc.deep-dev.set', '['.repeat(depth) + ']'.repeat(depth))
+    const status = await requestOnline('ferry.rpc.deep-dev.set', '['.repeat(depth) + ']'.repeat(depth))
     expect(status).toMatch(/^400 bad request: params cannot be encoded for the device \(CBOR\)/)
     expect(d.got).toEqual([])
     await stillServing()
@@ -97,14 +103,14 @@ describe('downlink - hostile cloud input', () => {
 
   it('rpc - a client id with CR/LF is named in a status header that stays valid, and the downlink keeps serving', async () => {
     const d = await rawDevice(gw.port, 'crlf\r\ndev', { filters: [] })
-    expect(await request('ferry.rpc.crlf%0D%0Adev.x', '{}')).toBe('503 device not subscribed to devices/crlf%0D%0Adev/rpc/request/+')
+    expect(await requestOnline('ferry.rpc.crlf%0D%0Adev.x', '{}')).toBe('503 device not subscribed to devices/crlf%0D%0Adev/rpc/request/+')
     await stillServing()
     await d.end()
   })
 
   it('rpc - a 64-bit integer in a CBOR request to a JSON device is answered 400, and the downlink keeps serving', async () => {
     const d = await rawDevice(gw.port, 'json-dev', { filters: ['devices/json-dev/rpc/request/+/json'] })
-    const status = await request('ferry.rpc.json-dev.set', encodeCbor({ big: 2n ** 64n - 1n }), { 'Content-Type': 'application/cbor' })
+    const status = await requestOnline('ferry.rpc.json-dev.set', encodeCbor({ big: 2n ** 64n - 1n }), { 'Content-Type': 'application/cbor' })
     expect(status).toMatch(/^400 bad request: params cannot be encoded for the device \(JSON\)/)
     expect(d.got).toEqual([])
     await stillServing()
@@ -174,4 +180,32 @@ describe('downlink - hostile cloud input', () => {
     await endClient(d)
     await stillServing()
   })
+
+  it('readyz - after all the attacks above the downlink check is still ok', async () => {
+    const r = (await (await fetch(`http://127.0.0.1:${gw.httpPort}/readyz`)).json()) as { status: string; checks: Record<string, { status: string; detail: string }> }
+    expect(r.checks.downlink).toMatchObject({ status: 'ok', detail: expect.stringMatching(/^serving commands and RPC/) })
+  })
+})
+
+describe('downlink - health', () => {
+  it('readyz - a downlink whose RPC subscription the NATS server refuses is a failing named check, with the error', async () => {
+    // A NATS user that may not subscribe to the RPC subjects: the server ends that subscription.
+    await using nats = await startNats('authorization { users: [ { user: ferry, password: "pw-5e1d", permissions: { subscribe: { deny: ["ferry.rpc.>"] } } } ] }')
+    const gw = await spawnGateway(['--data-dir', tempDir('ferry-downlink-health-'), '--nats-url', nats.url, '--nats-user', 'ferry', '--nats-password', 'pw-5e1d', '--mqtt-listen', '127.0.0.1:0'])
+    try {
+      type Ready = { status: string; checks: Record<string, { status: string; detail: string }> }
+      let last: { code: number; body: Ready } | undefined
+      const failing = await until(async () => {
+        const res = await fetch(`http://127.0.0.1:${gw.httpPort}/readyz`)
+        last = { code: res.status, body: (await res.json()) as Ready }
+        return last.body.checks.downlink?.status === 'failing'
+      })
+      expect(failing).toBe(true)
+      expect(last!.code).toBe(503)
+      expect(last!.body.checks.downlink!.detail).toMatch(/RPC subscription has ended.*last error .*[Pp]ermissions [Vv]iolation/)
+      expect(last!.body.checks.upstream!.status).toBe('ok') // the forward path is fine: only the downlink is named
+    } finally {
+      await gw.kill('SIGTERM')
+    }
+  }, 30_000)
 })
