@@ -305,10 +305,9 @@ export class Commands {
 
   private async handle(clientId: string, m: JsMsg): Promise<void> {
     const { metrics, devices } = this.opts
-    let about: Record<string, unknown> = { streamSeq: m.seq }
+    const about = { subject: m.subject, streamSeq: m.seq }
     let target: ReturnType<typeof commandTarget>
     try {
-      about = { subject: m.subject, streamSeq: m.seq }
       const rest = m.subject.split('.').slice(this.opts.subjectPrefix.split('.').length + 2)
       const ttlHeader = m.headers?.get('Ferry-TTL')
       target = commandTarget(this.opts.topicTemplate, clientId, rest, ttlHeader === '' ? undefined : ttlHeader, this.opts.defaultTtlMs)
