@@ -132,6 +132,7 @@ export class Gateway {
       liveLaneMinBacklog: config.nats.liveLane ? LIVE_LANE_MIN_BACKLOG : 0,
       openReader: (fromSeq) => new LogReader(log, fromSeq),
     })
+    let downlinkRef: Downlink | undefined
     const health = new Health({
       log,
       dataDir: config.log.dataDir,
@@ -141,6 +142,8 @@ export class Gateway {
       openReader: (fromSeq) => new LogReader(log, fromSeq),
       metrics,
       stallMs: config.readyStallMs,
+      // The downlink starts after the HTTP endpoint: until then, not connected.
+      downlink: () => downlinkRef?.health ?? { connected: false, subscribed: false, commandsProblem: 'not started' },
     })
     let http: MetricsServer
     try {
@@ -199,6 +202,7 @@ export class Gateway {
     })
     ingress.intercept = (client, topic, payload) => rpc.intercept(client.id, topic, payload)
     const downlink = new Downlink(config.nats.url, connectOptions, `ferry-${config.gatewayId}-downlink`, commands, rpc, devLog)
+    downlinkRef = downlink
     const a = ingress.address
     logger.info('HTTP listening', { address: `${http.address.host}:${http.address.port}` })
     logger.info('MQTT listening', { address: `${a.host}:${a.port}`, ...(ingress.tlsAddress ? { tls: `${ingress.tlsAddress.host}:${ingress.tlsAddress.port}` } : {}), auth: admission.summary })

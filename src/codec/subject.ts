@@ -68,9 +68,42 @@ export function deviceToken(clientId: string): string {
   return escapeLevel(clientId, true)
 }
 
-/** Reverses {@link deviceToken}. */
+/** Reverses {@link deviceToken}. Throws FERRY_ERR_CODEC_SUBJECT on a stray `%`; accepts non-canonical escapes (see {@link canonicalDevice}). */
 export function tokenToDevice(token: string): string {
   return unescapeLevel(token, token)
+}
+
+/** The text of one token when it holds only valid escapes, else undefined; never throws. */
+function tryUnescape(token: string): string | undefined {
+  if (token === '%') return ''
+  if (!token.includes('%')) return token
+  if (/%(?![0-9A-F]{2})/.test(token)) return undefined
+  return token.replace(/%([0-9A-F]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16)))
+}
+
+/**
+ * The client id in a device token, only when the token is exactly what {@link deviceToken} makes of
+ * it (`deviceToken(id) === token`); else undefined, never a throw. `%64ev1` and `dev%31` name no
+ * device: a NATS permission on `<prefix>.rpc.dev1.>` then covers every way to reach dev1.
+ */
+export function canonicalDevice(token: string): string | undefined {
+  const id = tryUnescape(token)
+  return id !== undefined && deviceToken(id) === token ? id : undefined
+}
+
+/**
+ * The topic levels of subject tokens, each only in the exact form {@link topicToSubject} writes it;
+ * else the reason, naming the first token that is not (never a throw).
+ */
+export function canonicalLevels(tokens: readonly string[]): string[] | { readonly problem: string } {
+  const levels: string[] = []
+  for (const t of tokens) {
+    const level = tryUnescape(t)
+    if (level === undefined) return { problem: `token "${t}" has a "%" that is not an escape %XX (upper-case hex)` }
+    if (escapeLevel(level) !== t) return { problem: `token "${t}" is not in canonical form (Ferry writes it "${escapeLevel(level)}")` }
+    levels.push(level)
+  }
+  return levels
 }
 
 /** Log entries with topics under this prefix are Ferry's own events about a device (never a device's publish: `$` topics are refused). */

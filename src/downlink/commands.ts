@@ -11,12 +11,19 @@
 // PUBACK is terminated and reported as `command-dead`. Both events go through the ring log, like
 // presence. A command's age is measured on the NATS server's clock (server-clock.ts), the clock that
 // stamped it, so the gateway's own clock does not matter.
+//
+// Each command is handled in isolation: one that cannot be delivered as it is (a subject token not
+// in the canonical form topicToSubject writes, a level that would be an MQTT wildcard or empty, a
+// Ferry-TTL that is not a positive duration) is terminated at once as `command-dead` with the
+// reason, so it never holds the device's queue. A valid Ferry-TTL can only shorten --cmd-ttl-ms.
+// The consumer's own max_deliver is a backstop should the gateway fail on a command in a way these
+// checks do not foresee.
 import crypto from 'node:crypto'
 import { AckPolicy, DeliverPolicy, RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { filtersOverlap } from '../auth/index.js'
-import { deviceToken, tokensToLevels, topicMatches } from '../codec/index.js'
+import { canonicalLevels, deviceToken, topicMatches } from '../codec/index.js'
 import type { Devices } from '../ingress/index.js'
 import type { Logger } from '../logger.js'
 import type { Metrics } from '../metrics/index.js'
@@ -43,6 +50,9 @@ export interface CommandOptions {
   readonly metrics: Metrics
 }
 
+/** Deliveries the server allows beyond --cmd-max-deliver (the gateway terminates a command at delivery maxDeliver + 1). */
+const MAX_DELIVER_SPARE = 2
+
 /** How long one pull request waits on the server for a device's next command. */
 const PULL_EXPIRES_MS = 30_000
 /** A command whose topic the device has not subscribed to is offered again after this long. */
@@ -60,6 +70,31 @@ export function parseTtl(v: string): number | undefined {
   if (!m) return undefined
   const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms']
   return Math.round(Number(m[1]) * mult)
+}
+
+/**
+ * Where a command goes and its TTL (ms, 0 = none), or why it cannot be delivered at all. `rest` are
+ * the subject's tokens after `<prefix>.cmd.<device>`, `ttlHeader` its Ferry-TTL. Never throws.
+ */
+export function commandTarget(template: string, clientId: string, rest: readonly string[], ttlHeader: string | undefined, defaultTtlMs: number): { readonly topic: string; readonly ttlMs: number } | { readonly problem: string } {
+  const levels = canonicalLevels(rest)
+  if (!Array.isArray(levels)) return { problem: `subject ${levels.problem}` }
+  if (levels.length === 0) return { problem: 'subject has no topic levels after the device' }
+  for (const l of levels) {
+    if (l === '') return { problem: 'subject has an empty topic level' }
+    if (/[+#]/.test(l)) return { problem: `topic level "${l}" holds an MQTT wildcard (+ or #), which a PUBLISH may not carry` }
+    if (l.includes('\0')) return { problem: 'topic level holds U+0000, which MQTT topics may not carry' }
+  }
+  let ttlMs = defaultTtlMs
+  if (ttlHeader !== undefined) {
+    const asked = parseTtl(ttlHeader)
+    if (asked === undefined || asked <= 0) return { problem: `Ferry-TTL "${ttlHeader}" is not a positive duration (ms, or a number with ms, s, m, h, d)` }
+    // A sender may shorten --cmd-ttl-ms, never extend it (0 = none: then any valid TTL applies).
+    ttlMs = defaultTtlMs > 0 ? Math.min(defaultTtlMs, asked) : asked
+  }
+  const topic = commandTopic(template, clientId, levels.join('/'))
+  if (/[+#]/.test(topic)) return { problem: `topic "${topic}" holds an MQTT wildcard (+ or #), which a PUBLISH may not carry` }
+  return { topic, ttlMs }
 }
 
 /** A consumer name for a device: readable when the id is plain, always unique. */
@@ -109,6 +144,8 @@ export class Commands {
   private running = true
   private ready: Promise<void> | undefined
   private readonly clock = new ServerClock(() => this.probeServerTime())
+  /** The last failure while reading or handling commands, for health. */
+  lastError: { readonly at: number; readonly message: string } | undefined
   /** The host-minus-server clock difference last warned about, ms. */
   private warnedSkewMs = 0
 
@@ -208,6 +245,7 @@ export class Commands {
         this.pumps.delete(clientId)
         this.consumers.delete(consumerName(this.opts.gatewayId, clientId)) // made again next time
         if (!this.running) return
+        this.lastError = { at: Date.now(), message: `commands to ${JSON.stringify(clientId)}: ${(err as Error).message}` }
         // NATS unreachable, stream or consumer missing: try again in a while (commands wait in JetStream).
         this.opts.logger.warn('command delivery to a device interrupted; retrying in 2 s', { clientId, error: err })
         setTimeout(() => this.maybeStart(clientId), 2000).unref()
@@ -228,7 +266,8 @@ export class Commands {
         max_ack_pending: 1,
         // The server redelivers on its own if the gateway dies holding a command.
         ack_wait: (this.opts.ackTimeoutMs + 5000) * 1_000_000,
-        max_deliver: -1,
+        // A backstop: the gateway terminates a command itself after maxDeliver deliveries.
+        max_deliver: this.opts.maxDeliver + MAX_DELIVER_SPARE,
         inactive_threshold: INACTIVE_NS,
       })
       this.consumers.add(name)
@@ -255,13 +294,29 @@ export class Commands {
     }
   }
 
+  /** Terminates a command that will never be delivered and reports it as `command-dead`. */
+  private dead(clientId: string, m: JsMsg, reason: string, about: Record<string, unknown>, deliveries?: number): void {
+    m.term() // (no reason text: nats-server 2.9 does not read one)
+    this.opts.metrics.commands.inc(1, { result: 'dead' })
+    this.opts.metrics.drops.inc(1, { reason: 'dead_letter' })
+    this.opts.event(clientId, 'command-dead', { ...about, reason, ...(deliveries === undefined ? {} : { deliveries }) })
+    this.opts.logger.warn('command dead', { clientId, ...about, reason })
+  }
+
   private async handle(clientId: string, m: JsMsg): Promise<void> {
     const { metrics, devices } = this.opts
-    const rest = tokensToLevels(m.subject, this.opts.subjectPrefix.split('.').length + 2).join('/')
-    const ttlHeader = m.headers?.get('Ferry-TTL')
-    const ttl = ttlHeader ? parseTtl(ttlHeader) : this.opts.defaultTtlMs
-    const ageMs = this.serverNow() - m.time.getTime() // both on the server's clock
     const about = { subject: m.subject, streamSeq: m.seq }
+    let target: ReturnType<typeof commandTarget>
+    try {
+      const rest = m.subject.split('.').slice(this.opts.subjectPrefix.split('.').length + 2)
+      const ttlHeader = m.headers?.get('Ferry-TTL')
+      target = commandTarget(this.opts.topicTemplate, clientId, rest, ttlHeader === '' ? undefined : ttlHeader, this.opts.defaultTtlMs)
+    } catch (err) {
+      target = { problem: `cannot be read: ${(err as Error).message}` }
+    }
+    if ('problem' in target) return this.dead(clientId, m, target.problem, about)
+    const { topic, ttlMs: ttl } = target
+    const ageMs = this.serverNow() - m.time.getTime() // both on the server's clock
     if (ttl && ageMs > ttl) {
       m.term() // (no reason text: nats-server 2.9 does not read one)
       metrics.commands.inc(1, { result: 'expired' })
@@ -270,18 +325,11 @@ export class Commands {
       this.opts.logger.info('command expired; not delivered', { clientId, ...about, ttlMs: ttl })
       return
     }
-    if (ttlHeader && ttl === undefined) this.opts.logger.warn('command with an unreadable Ferry-TTL header; delivered without a TTL', { clientId, ...about, ttl: ttlHeader })
-    const topic = commandTopic(this.opts.topicTemplate, clientId, rest)
     // Only to a device subscribed to this very topic (it may hold just commands/<id>/reboot).
     const wanted = devices.subscriptions(clientId).some((f) => topicMatches(f, topic))
     if (m.info.deliveryCount > this.opts.maxDeliver) {
-      m.term()
-      metrics.commands.inc(1, { result: 'dead' })
-      metrics.drops.inc(1, { reason: 'dead_letter' })
       const reason = wanted ? `not acknowledged by the device after ${this.opts.maxDeliver} deliveries` : `the device is not subscribed to ${topic} (${this.opts.maxDeliver} tries)`
-      this.opts.event(clientId, 'command-dead', { ...about, reason, deliveries: this.opts.maxDeliver })
-      this.opts.logger.warn('command dead', { clientId, ...about, reason })
-      return
+      return this.dead(clientId, m, reason, about, this.opts.maxDeliver)
     }
     if (!wanted) {
       // Its later commands wait behind it (one at a time, in order): try again later, then dead.

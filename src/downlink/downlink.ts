@@ -6,11 +6,24 @@ import type { Logger } from '../logger.js'
 import type { Commands } from './commands.js'
 import type { Rpc } from './rpc.js'
 
+/** The downlink's state, for the `downlink` readiness check. */
+export interface DownlinkHealth {
+  readonly connected: boolean
+  /** The RPC request subscription is open. */
+  readonly subscribed: boolean
+  /** Why the command stream cannot be used ('' = it can). */
+  readonly commandsProblem: string
+  readonly lastError?: { readonly at: number; readonly message: string }
+}
+
 export class Downlink {
   private nc: NatsConnection | undefined
   private running = true
   private readonly loop: Promise<void>
   private wake: (() => void) | undefined
+  private connected = false
+  private commandsProblem = 'not attached yet'
+  private lastError: { readonly at: number; readonly message: string } | undefined
 
   constructor(
     private readonly servers: readonly string[],
@@ -35,18 +48,48 @@ export class Downlink {
         continue
       }
       if (!this.running) break
+      this.watch(this.nc)
       this.rpc.attach(this.nc)
       // The command stream may be missing permissions or JetStream may be starting: retry.
       for (let wait = 1000; this.running; wait = Math.min(30_000, wait * 2)) {
         try {
           await this.commands.attach(this.nc)
+          this.commandsProblem = ''
           break
         } catch (err) {
+          this.commandsProblem = (err as Error).message
+          this.lastError = { at: Date.now(), message: `command stream: ${(err as Error).message}` }
           this.logger.warn('downlink: command stream not ready; retrying', { error: err, retryMs: wait })
           await this.pause(wait)
         }
       }
       return
+    }
+  }
+
+  /** Follows the connection's state for health. */
+  private watch(nc: NatsConnection): void {
+    this.connected = true
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect') this.connected = false
+        else if (s.type === 'reconnect') this.connected = true
+      }
+    })().catch(() => {})
+    void nc.closed().then((err) => {
+      this.connected = false
+      if (err) this.lastError = { at: Date.now(), message: `connection closed: ${err.message}` }
+    })
+  }
+
+  /** Connection, RPC subscription, command stream, and the latest error of the downlink. */
+  get health(): DownlinkHealth {
+    const errors = [this.lastError, this.rpc.lastError, this.commands.lastError].filter((e) => e !== undefined)
+    return {
+      connected: this.connected,
+      subscribed: this.rpc.subscribed,
+      commandsProblem: this.commandsProblem,
+      ...(errors.length ? { lastError: errors.reduce((a, b) => (b.at > a.at ? b : a)) } : {}),
     }
   }
 

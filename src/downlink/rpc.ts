@@ -9,12 +9,18 @@
 // The device's reply is encoded for the cloud like telemetry (JSON to CBOR) with its Content-Type.
 // Every reply carries a `Ferry-Status` header: `200 OK`, `503 device offline`, `429 too many
 // pending requests`, `504 device did not answer`, `400 bad request`, `502 response too large` (a
-// response the NATS server's max_payload cannot carry). Replies are not stored. A request ends with
+// response the NATS server's max_payload cannot carry). Replies are not stored.
+//
+// Each request is handled in isolation: whatever goes wrong with one (a malformed subject, params
+// that cannot be encoded for the device) answers that request `400 bad request: <reason>` and never
+// reaches the NATS client's reader loop, which an exception in a subscription callback would end
+// (and with it every RPC and command of every device). The device token must be canonical
+// (deviceToken(id)); `%64ev1` does not reach dev1. A request ends with
 // its reply: its MQTT delivery is withdrawn then, so a persistent session never gets it later.
 import crypto from 'node:crypto'
 import { headers as natsHeaders } from '@nats-io/transport-node'
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
-import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, decodeCbor, encodeCbor, tokenToDevice, topicMatches } from '../codec/index.js'
+import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, canonicalDevice, decodeCbor, encodeCbor, topicMatches } from '../codec/index.js'
 import type { PayloadPolicy } from '../codec/index.js'
 import type { Devices } from '../ingress/index.js'
 import type { Logger } from '../logger.js'
@@ -39,6 +45,9 @@ interface Pending {
   /** Withdraws the request's MQTT delivery once the request has its reply. */
   readonly delivery: AbortController
 }
+
+/** At most one log line per this long about responses for no pending request; the metric counts each. */
+const UNKNOWN_LOG_INTERVAL_MS = 10_000
 
 const RESPONSE_PREFIX = 'devices/'
 const RESPONSE_INFIX = '/rpc/response/'
@@ -83,6 +92,9 @@ export class Rpc {
   private readonly pending = new Map<string, Pending>()
   private counter = 0
   private readonly salt = crypto.randomBytes(3).toString('hex')
+  /** When the last line about unknown correlation ids was logged, and how many were dropped since. */
+  private unknownLoggedAt = -Infinity
+  private unknownSince = 0
 
   constructor(private readonly opts: RpcOptions) {
     opts.metrics.rpcPending.collect(() => this.pending.size)
@@ -94,12 +106,39 @@ export class Rpc {
 
   attach(nc: NatsConnection): void {
     this.nc = nc
-    this.sub = nc.subscribe(`${this.opts.subjectPrefix}.rpc.>`, { callback: (err, m) => (err ? undefined : this.onRequest(m)) })
+    this.sub = nc.subscribe(`${this.opts.subjectPrefix}.rpc.>`, { callback: (err, m) => (err ? this.onSubscriptionError(err) : this.onRequestIsolated(m)) })
+  }
+
+  /** Whether the request subscription is open (false before attach and after it ended). */
+  get subscribed(): boolean {
+    return this.sub !== undefined && !this.sub.isClosed()
+  }
+
+  /** The last failure while handling a request or of the subscription, for health. */
+  lastError: { readonly at: number; readonly message: string } | undefined
+
+  private onSubscriptionError(err: Error): void {
+    this.lastError = { at: Date.now(), message: `subscription: ${err.message}` }
+    this.opts.logger.warn('RPC subscription error', { error: err })
+  }
+
+  /** onRequest, with anything it throws answered 400 for that request alone. */
+  private onRequestIsolated(m: Msg): void {
+    try {
+      this.onRequest(m)
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err)
+      this.lastError = { at: Date.now(), message: reason }
+      this.opts.metrics.rpc.inc(1, { result: 'bad_request' })
+      this.opts.logger.debug('RPC request refused', { subject: m.subject, reason })
+      if (m.reply) this.respond(m.reply, `400 bad request: ${reason}`)
+    }
   }
 
   private static headers(status: string, contentType?: string): MsgHdrs {
     const h = natsHeaders()
-    h.set('Ferry-Status', status)
+    // The status may hold device-controlled text (a client id with CR/LF): escaped, it cannot break the header block.
+    h.set('Ferry-Status', status.replace(/[\x00-\x1f\x7f]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')))
     if (contentType) h.set('Content-Type', contentType)
     return h
   }
@@ -130,7 +169,11 @@ export class Rpc {
       metrics.rpc.inc(1, { result: 'bad_request' })
       return this.respond(m.reply, '400 bad request: the subject must be <prefix>.rpc.<device>.<method>')
     }
-    const clientId = tokenToDevice(tokens[0]!)
+    const clientId = canonicalDevice(tokens[0]!)
+    if (clientId === undefined) {
+      metrics.rpc.inc(1, { result: 'bad_request' })
+      return this.respond(m.reply, `400 bad request: the device token "${tokens[0]!}" is not in the canonical form (deviceToken of a client id)`)
+    }
     const method = tokens.slice(1).join('.')
     if (!devices.isOnline(clientId)) {
       metrics.rpc.inc(1, { result: 'offline' })
@@ -160,14 +203,24 @@ export class Rpc {
       metrics.rpc.inc(1, { result: 'not_subscribed' })
       return this.respond(m.reply, `503 device not subscribed to devices/${clientId}/rpc/request/+`)
     }
-    const payload = json
-      ? Buffer.from(JSON.stringify({ method, params: Buffer.isBuffer(params) ? params.toString('base64') : params }))
-      : encodeCbor({ method, params })
+    let payload: Buffer
+    try {
+      payload = json
+        ? Buffer.from(JSON.stringify({ method, params: Buffer.isBuffer(params) ? params.toString('base64') : params }))
+        : encodeCbor({ method, params })
+    } catch (err) {
+      // Nesting deeper than the encoder's stack (RangeError), or a 64-bit integer from CBOR for a JSON device.
+      metrics.rpc.inc(1, { result: 'bad_request' })
+      return this.respond(m.reply, `400 bad request: params cannot be encoded for the device (${json ? 'JSON' : 'CBOR'}): ${(err as Error).message}`)
+    }
     const timer = setTimeout(() => this.finish(correlationId, '504 device did not answer', 'timeout'), timeoutMs)
     const delivery = new AbortController()
     this.pending.set(correlationId, { clientId, reply: m.reply, started: performance.now(), timer, delivery })
     // The request goes at QoS 1; its PUBACK means nothing to the caller, the response does.
-    void devices.deliver(clientId, topic, payload, timeoutMs, delivery.signal)
+    devices.deliver(clientId, topic, payload, timeoutMs, delivery.signal).catch((err: unknown) => {
+      this.lastError = { at: Date.now(), message: `delivery: ${(err as Error).message}` }
+      this.finish(correlationId, `400 bad request: the request could not be sent to the device: ${(err as Error).message}`, 'bad_request')
+    })
   }
 
   private finish(correlationId: string, status: string, result: string, data?: Uint8Array, contentType?: string): void {
@@ -199,7 +252,14 @@ export class Rpc {
     const p = this.pending.get(correlationId)
     if (!p || p.clientId !== clientId) {
       this.opts.metrics.rpc.inc(1, { result: 'unknown_correlation' })
-      this.opts.logger.info('RPC response for no pending request (late, or unknown correlation id); dropped', { clientId, topic })
+      // A device can send these as fast as it can publish: one line per interval, with the count.
+      this.unknownSince++
+      const now = performance.now()
+      if (now - this.unknownLoggedAt >= UNKNOWN_LOG_INTERVAL_MS) {
+        this.opts.logger.info('RPC responses for no pending request (late, or unknown correlation id); dropped', { clientId, topic, dropped: this.unknownSince, intervalMs: UNKNOWN_LOG_INTERVAL_MS })
+        this.unknownLoggedAt = now
+        this.unknownSince = 0
+      }
       return Promise.resolve()
     }
     const enc = this.opts.payloads.encode(topic, payload)

@@ -8,6 +8,10 @@
 // - upstream: connected to NATS *and acknowledging*: failing while disconnected, or while a backlog
 //             has waited UPSTREAM_STALL_MS without any PubAck (connected but, e.g., the stream
 //             refuses writes).
+// - downlink: commands and RPC from the cloud: failing when its NATS connection is up but the RPC
+//             subscription has ended (requests would go unanswered); degraded while not connected
+//             or while the command stream cannot be used (devices' data is still taken and kept).
+//             The detail names the last error while handling a request or command, and when.
 // The gateway is ready (HTTP 200) unless a check is failing (HTTP 503); degraded says why in 200.
 import fs from 'node:fs'
 import type { LogReader, RingLog } from '../log/index.js'
@@ -22,7 +26,7 @@ export interface Check {
 
 export interface Readiness {
   readonly status: CheckState
-  readonly checks: Readonly<Record<'mqtt' | 'log' | 'disk' | 'upstream', Check>>
+  readonly checks: Readonly<Record<'mqtt' | 'log' | 'disk' | 'upstream' | 'downlink', Check>>
   readonly backlog: {
     readonly records: number
     /** Age of the oldest record not yet acknowledged by JetStream, seconds (0 without backlog). */
@@ -62,6 +66,16 @@ export const UPSTREAM_STALL_MS = 30_000
 /** Weight of the newest one-second sample in the forward-rate average (about a 20 s window). */
 const RATE_ALPHA = 0.1
 
+/** What the downlink tells about itself (see the `downlink` check). */
+export interface DownlinkHealth {
+  readonly connected: boolean
+  /** The RPC request subscription is open. */
+  readonly subscribed: boolean
+  /** Why the command stream cannot be used ('' = it can). */
+  readonly commandsProblem: string
+  readonly lastError?: { readonly at: number; readonly message: string }
+}
+
 export interface HealthSources {
   readonly log: RingLog
   readonly dataDir: string
@@ -72,6 +86,8 @@ export interface HealthSources {
   readonly openReader: (fromSeq: number) => LogReader
   readonly metrics: Metrics
   readonly stallMs?: number
+  /** The downlink's state; without it the check says the downlink is not running. */
+  readonly downlink?: () => DownlinkHealth
 }
 
 export class Health {
@@ -202,7 +218,7 @@ export class Health {
     else if (up.streamProblem) upstream = { status: 'failing', detail: `connected, but the stream is not usable; buffering ${records} records in the log: ${up.streamProblem}` }
     else if (waitingMs > stallMs) upstream = { status: 'failing', detail: `connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting${up.problem ? `: ${up.problem}` : ''}` }
     else upstream = { status: 'ok', detail: records > 0 ? `acknowledging; ${records} records to forward` : 'acknowledging' }
-    const checks = { mqtt, log: logCheck, disk, upstream }
+    const checks = { mqtt, log: logCheck, disk, upstream, downlink: this.downlink(now) }
     const states = Object.values(checks).map((c) => c.status)
     const status: CheckState = states.includes('failing') ? 'failing' : states.includes('degraded') ? 'degraded' : 'ok'
     const rate = Math.round(this.rate * 10) / 10
@@ -217,6 +233,16 @@ export class Health {
         drainEstimateSeconds: records === 0 ? 0 : upstream.status === 'ok' && rate > 0.5 ? Math.round((records / rate) * 10) / 10 : null,
       },
     }
+  }
+
+  private downlink(now: number): Check {
+    const d = this.src.downlink?.()
+    if (!d) return { status: 'ok', detail: 'not running' }
+    const last = d.lastError ? `; last error ${Math.round((now - d.lastError.at) / 1000)} s ago: ${d.lastError.message}` : ''
+    if (!d.connected) return { status: 'degraded', detail: `not connected to NATS: no commands or RPC${last}` }
+    if (!d.subscribed) return { status: 'failing', detail: `connected, but the RPC subscription has ended: requests go unanswered${last}` }
+    if (d.commandsProblem) return { status: 'degraded', detail: `command stream not usable: ${d.commandsProblem}${last}` }
+    return { status: 'ok', detail: `serving commands and RPC${last}` }
   }
 
   private disk(): Check {

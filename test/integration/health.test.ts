@@ -48,7 +48,7 @@ describe('readiness', () => {
     try {
       const ok = await until(() => readyz(gw), (r) => r.body.status === 'ok')
       expect(ok.code).toBe(200)
-      expect(Object.keys(ok.body.checks).sort()).toEqual(['disk', 'log', 'mqtt', 'upstream'])
+      expect(Object.keys(ok.body.checks).sort()).toEqual(['disk', 'downlink', 'log', 'mqtt', 'upstream'])
       await nats.stop()
       const c = await connectClient(gw.ingress.address.port, 'ready-1')
       await publishSeries(c, 'ready-1', 200)

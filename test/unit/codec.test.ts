@@ -1,7 +1,7 @@
 // Codec laws: topic ↔ subject round-trips, JSON → CBOR keeps the value, entries round-trip.
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { PayloadPolicy, decodeCbor, decodeEntry, encodeEntry, encodePayload, encodeUplinkHeaders, escapeHeaderValue, subjectToTopic, topicFilterProblem, topicMatches, topicToSubject, unescapeHeaderValue } from '../../src/codec/index.js'
+import { PayloadPolicy, canonicalDevice, canonicalLevels, decodeCbor, deviceToken, decodeEntry, encodeEntry, encodePayload, encodeUplinkHeaders, escapeHeaderValue, subjectToTopic, topicFilterProblem, topicMatches, topicToSubject, unescapeHeaderValue } from '../../src/codec/index.js'
 
 const topicChars = fc.constantFrom('a', 'b', 'Z', '0', '.', '*', '>', ' ', '%', '/', '$', '-', '_', 'é', '\t', '\u007f', '中')
 const topic = fc.array(topicChars, { minLength: 1, maxLength: 40 }).map((a) => a.join(''))
@@ -25,6 +25,24 @@ describe('codec', () => {
     expect(topicToSubject('ferry', 'a.b/c d')).toBe('ferry.up.a%2Eb.c%20d')
     expect(topicToSubject('ferry', '/x//')).toBe('ferry.up.%.x.%.%')
     expect(() => subjectToTopic('ferry', 'other.up.a')).toThrow(/not under/)
+  })
+
+  it('subject - a device token or topic level is accepted only in the form Ferry writes it', () => {
+    fc.assert(
+      fc.property(topic, (id) => {
+        expect(canonicalDevice(deviceToken(id))).toBe(id)
+        const tokens = topicToSubject('ferry', id).split('.').slice(2)
+        expect(canonicalLevels(tokens)).toEqual(id.split('/'))
+      }),
+      { numRuns: 2000 },
+    )
+    // Other spellings of dev1 name no device, so a NATS permission on ferry.rpc.dev1.> means what it says.
+    for (const t of ['%64ev1', 'dev%31', 'dev%2f1', 'a%', '%zz', '%%', 'x%4']) expect(canonicalDevice(t)).toBeUndefined()
+    expect(canonicalDevice('dev1')).toBe('dev1')
+    expect(canonicalDevice('a%2Fb')).toBe('a/b')
+    expect(canonicalLevels(['x%zz'])).toEqual({ problem: expect.stringMatching(/"x%zz" has a "%" that is not an escape/) })
+    expect(canonicalLevels(['re%62oot'])).toEqual({ problem: expect.stringMatching(/"re%62oot" is not in canonical form \(Ferry writes it "reboot"\)/) })
+    expect(canonicalLevels(['a', '%', 'b%2Ec'])).toEqual(['a', '', 'b.c'])
   })
 
   it('payload - JSON becomes CBOR that decodes to the same value', () => {
