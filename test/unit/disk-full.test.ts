@@ -360,4 +360,45 @@ describe('disk full - ring log', () => {
     expect(log.durableSeq).toBe(sealedSeg.lastSeq)
     await log.close()
   })
+
+  it('disk full - no file descriptors (EMFILE) for a new segment refuses appends as no_descriptors, evicts nothing, and resumes', async () => {
+    let exhausted = false
+    const dir = tempDir()
+    const metrics = createMetrics()
+    const emfile = (): Error => Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE' })
+    const fsys: LogFs = {
+      ...nodeFs,
+      open: async (p, flags) => {
+        if (exhausted) throw emfile()
+        return nodeFs.open(p, flags)
+      },
+      fsyncDir: async (d) => {
+        if (exhausted) throw emfile()
+        return nodeFs.fsyncDir(d)
+      },
+    }
+    // discard "old": were EMFILE taken for a full disk, the oldest (unforwarded) segment would be evicted.
+    const log = await openLog(dir, { fs: fsys, diskFullRetryMs: 0, discard: 'old' }, metrics)
+    let n = 0
+    while (log.listSegments().length < 2) await log.append(body(n++))
+    const segmentsBefore = log.listSegments().length
+    exhausted = true
+    let refused: unknown
+    for (let i = 0; i < 400 && metrics.drops.get({ reason: 'no_descriptors' }) === 0; i++) await log.append(body(n++)).catch((err: unknown) => (refused = err))
+    expect(metrics.drops.get({ reason: 'no_descriptors' })).toBeGreaterThan(0)
+    expect(refused).toBeInstanceOf(LogFullError)
+    expect(String((refused as Error).message)).toContain('no file descriptors')
+    expect(metrics.drops.get({ reason: 'disk_full' })).toBe(0)
+    expect(metrics.drops.get({ reason: 'discard_old' })).toBe(0)
+    expect(log.failure).toBeUndefined()
+    expect(log.listSegments().length).toBeGreaterThanOrEqual(segmentsBefore)
+    exhausted = false
+    const seq = await log.append(body(n++))
+    expect(seq).toBe(n - metrics.drops.get({ reason: 'no_descriptors' }))
+    expect(await log.append(body(n++))).toBe(seq + 1)
+    await log.close()
+    const again = await openLog(dir)
+    expect((await readSeqs(again, 1)).at(-1)).toBe(seq + 1)
+    await again.close()
+  })
 })
