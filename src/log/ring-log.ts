@@ -133,8 +133,11 @@ export function isNoDescriptors(err: unknown): boolean {
 
 /** A segment could not be opened for want of file descriptors: refused and retried like a full disk. */
 class NoDescriptorsError extends LogFullError {
+  /** EMFILE or ENFILE. */
+  readonly errno: string
   constructor(what: string, cause: unknown) {
     super(`no file descriptors (${errCode(cause)}) while ${what}; record not stored`, true)
+    this.errno = errCode(cause)
   }
 }
 
@@ -608,7 +611,7 @@ export class RingLog {
     if (reason === 'no_descriptors') {
       this.opts.logger.error('no file descriptors (EMFILE/ENFILE) for a new segment: publishes are refused (no PUBACK) until one can be opened; forwarding goes on. Lower --max-connections or raise the limit (ulimit -n, LimitNOFILE=)', {
         dir: this.opts.dir,
-        error: errCode(err),
+        error: err instanceof NoDescriptorsError ? err.errno : errCode(err),
       })
       return
     }
