@@ -8,6 +8,9 @@
 // - every message carries `Nats-Msg-Id: <gatewayId>:<epoch>:<seq>`; a resend (timeout, reconnect,
 //   crash) reuses it, so JetStream's duplicate window drops the copy (PubAck duplicate: true);
 // - the log's ack cursor advances only over a contiguous run of PubAcks;
+// - a PubAck counts only when it names the configured stream (every publish carries
+//   `Nats-Expected-Stream`); anything else is a non-permanent refusal that also re-checks the
+//   stream (puback.ts), so a forged or misrouted reply never drops a record from the backlog;
 // - a message JetStream rejects with a 4xx error `maxAttempts` times (e.g. larger than the stream
 //   allows) goes to the dead-letter file, is counted and logged, and stops blocking the cursor.
 //

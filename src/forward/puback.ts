@@ -57,7 +57,8 @@ export function classifyPubAck(body: Buffer, expected: ExpectedStream): PubAckRe
     // Not a PubAck (something else answered on the subject): no proof that JetStream stored it.
     return { kind: 'error', reason: `unexpected reply: ${body.subarray(0, 80).toString()}`, permanent: false }
   }
-  if (body.indexOf(expected.prefix) !== 0) {
+  const { prefix } = expected
+  if (body.length < prefix.length || body.compare(prefix, 0, prefix.length, 0, prefix.length) !== 0) {
     // Another stream, or the same name written differently (escapes, spacing): decide on the parsed value.
     let stream: unknown
     try {
