@@ -7,6 +7,7 @@ import { Checkpoint } from '../../src/log/checkpoint.js'
 import { DeadLetters } from '../../src/forward/dead-letter.js'
 import { LogReader, nodeFs, readCheckpointState } from '../../src/log/index.js'
 import type { LogFs, RingLog } from '../../src/log/index.js'
+import { createLogger } from '../../src/logger.js'
 import { createMetrics } from '../../src/metrics/index.js'
 import { openLog, tempDir } from '../helpers/log.js'
 
@@ -399,6 +400,42 @@ describe('disk full - ring log', () => {
     await log.close()
     const again = await openLog(dir)
     expect((await readSeqs(again, 1)).at(-1)).toBe(seq + 1)
+    await again.close()
+  })
+
+  it('disk full - no descriptor to sync the directory after deleting a forwarded segment: owed to the next segment start, not fatal', async () => {
+    let failNextDirSync = false
+    let dirSyncFailures = 0
+    const lines: string[] = []
+    const fsys: LogFs = {
+      ...nodeFs,
+      fsyncDir: async (d) => {
+        if (failNextDirSync) {
+          failNextDirSync = false
+          dirSyncFailures++
+          throw Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE' })
+        }
+        return nodeFs.fsyncDir(d)
+      },
+    }
+    const logger = createLogger({ level: 'warn', format: 'json', write: (l) => lines.push(l) })
+    const dir = tempDir()
+    // Four segments fit: from then on every roll deletes the oldest (forwarded) one first.
+    const log = await openLog(dir, { fs: fsys, logger, maxBytes: 256 * 1024, discard: 'new' })
+    let n = 0
+    const appendAcked = async (): Promise<void> => log.ack(await log.append(body(n++)))
+    while (log.listSegments().length < 4) await appendAcked()
+    const before = log.listSegments()[0]!.baseSeq
+    failNextDirSync = true
+    while (log.listSegments()[0]!.baseSeq === before) await appendAcked()
+    expect(dirSyncFailures).toBe(1)
+    expect(log.failure).toBeUndefined()
+    expect(lines.some((l) => l.includes('the next segment start syncs it'))).toBe(true)
+    for (let i = 0; i < 1000; i++) await appendAcked() // more rolls and deletions
+    expect(log.failure).toBeUndefined()
+    await log.close()
+    const again = await openLog(dir)
+    expect((await readSeqs(again, 1)).at(-1)).toBe(n)
     await again.close()
   })
 })
