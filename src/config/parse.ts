@@ -70,7 +70,7 @@ function urlUserinfo(u: string): string | undefined {
 }
 
 /** A URL with any userinfo replaced, for messages. */
-export function redactUrl(u: string): string {
+function redactUrl(u: string): string {
   return urlUserinfo(u) === undefined ? u : u.replace(/^([a-z]+:\/\/)[^/?#]*@/i, '$1<redacted>@')
 }
 

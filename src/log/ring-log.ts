@@ -126,7 +126,7 @@ function isEnospc(err: unknown): boolean {
 type RefusalReason = 'discard_new' | 'disk_full' | 'no_descriptors'
 
 /** Out of file descriptors, for the process (EMFILE) or the system (ENFILE). */
-export function isNoDescriptors(err: unknown): boolean {
+function isNoDescriptors(err: unknown): boolean {
   const code = (err as { code?: unknown }).code
   return code === 'EMFILE' || code === 'ENFILE'
 }
