@@ -150,6 +150,8 @@ export class Gateway {
       http = await MetricsServer.start({
         host: config.http.host,
         port: config.http.port,
+        maxConnections: config.http.maxConnections,
+        allowedHosts: config.http.allowedHosts.split(','),
         registry: metrics.registry,
         logger: logger.child('http'),
         statusPage: STATUS_PAGE,

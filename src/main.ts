@@ -1,4 +1,5 @@
 // Process entry: argv and environment → config → gateway; signals; the only place that exits the process.
+import fs from 'node:fs'
 import os from 'node:os'
 import { mainHelp, runHelp, VERSION } from './cli/help.js'
 import { check } from './cli/check.js'
@@ -9,6 +10,19 @@ import { loadConfig, redactedConfig } from './config/index.js'
 import { ConfigError, FerryError } from './errors.js'
 import { Gateway } from './gateway.js'
 import { createLogger } from './logger.js'
+
+/** Descriptors Ferry needs besides its MQTT and HTTP connections: log segments, checkpoint, NATS, dead letters, listeners, Node's own. */
+const OWN_DESCRIPTORS = 64
+
+/** The soft limit on open files of this process (from /proc/self/limits), undefined when unknown or unlimited. */
+function descriptorSoftLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))
+    return m?.[1] === undefined || m[1] === 'unlimited' ? undefined : Number(m[1])
+  } catch {
+    return undefined // not Linux
+  }
+}
 
 async function run(args: string[]): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
@@ -46,6 +60,19 @@ async function run(args: string[]): Promise<number> {
   let reload = (): void => logger.warn('SIGHUP while starting: nothing reloaded; send it again once started')
   process.on('SIGHUP', () => reload())
   logger.info('starting', { version: VERSION, node: process.version, pid: process.pid, config: redactedConfig(config) })
+  // Descriptors are a budget: every connection holds one, and a log that cannot open its next segment refuses publishes.
+  const softLimit = descriptorSoftLimit()
+  const needed = config.limits.maxConnections + config.http.maxConnections + OWN_DESCRIPTORS
+  if (softLimit !== undefined && needed > softLimit) {
+    logger.warn('--max-connections does not fit the open-files limit: at the limit, new connections are refused and publishes wait for a descriptor. Raise the limit (ulimit -n, systemd LimitNOFILE=) or lower --max-connections', {
+      maxConnections: config.limits.maxConnections,
+      httpMaxConnections: config.http.maxConnections,
+      ownDescriptors: OWN_DESCRIPTORS,
+      needed,
+      softLimit,
+      suggestedMaxConnections: Math.max(0, softLimit - config.http.maxConnections - OWN_DESCRIPTORS),
+    })
+  }
   try {
     // On a terminal, a long recovery shows its progress; otherwise the "ring log recovered" line says it all.
     const tty = process.stderr.isTTY && format === 'pretty'

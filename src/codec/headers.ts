@@ -2,6 +2,7 @@
 //
 // NATS/1.0\r\n
 // Nats-Msg-Id: <gatewayId>:<epoch>:<seq>\r\n
+// Nats-Expected-Stream: <stream>\r\n   (JetStream refuses the publish when another stream captures the subject)
 // Ferry-Client: <MQTT client id, escaped>\r\n
 // Content-Type: <content type>\r\n
 // \r\n
@@ -24,7 +25,10 @@ export function unescapeHeaderValue(v: string): string {
   return v.includes('%') ? v.replace(/%([0-9A-F]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16))) : v
 }
 
-/** The header block of one uplink message, as bytes. `msgId` and `contentType` are ASCII by construction. */
-export function encodeUplinkHeaders(msgId: string, clientId: string, contentType: string): Uint8Array {
-  return Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\nFerry-Client: ${escapeHeaderValue(clientId)}\r\nContent-Type: ${contentType}\r\n\r\n`, 'utf8')
+/**
+ * The header block of one uplink message, as bytes. `msgId` and `contentType` are ASCII by construction; `stream` is the
+ * configured stream name (no CR/LF: config validation refuses white space in it).
+ */
+export function encodeUplinkHeaders(msgId: string, stream: string, clientId: string, contentType: string): Uint8Array {
+  return Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\nNats-Expected-Stream: ${stream}\r\nFerry-Client: ${escapeHeaderValue(clientId)}\r\nContent-Type: ${contentType}\r\n\r\n`, 'utf8')
 }

@@ -70,7 +70,8 @@ export function readConfigFile(file: string): unknown {
   try {
     return file.endsWith('.json') ? JSON.parse(text) : parseYaml(text)
   } catch (err) {
-    throw new FerryError('FERRY_ERR_CONFIG_FILE', `cannot parse config file ${file}: ${(err as Error).message}`, { cause: err })
+    // Only the first line: the parser's excerpt of the file may hold a secret.
+    throw new FerryError('FERRY_ERR_CONFIG_FILE', `cannot parse config file ${file}: ${(err as Error).message.split('\n')[0]?.replace(/:$/, '')}`)
   }
 }
 

@@ -63,6 +63,30 @@ function describe(spec: OptionSpec): string {
   }
 }
 
+/** The userinfo part of a URL (`user:pass` in nats://user:pass@host), undefined when there is none. */
+function urlUserinfo(u: string): string | undefined {
+  const m = /^[a-z]+:\/\/([^/?#]*)@/i.exec(u)
+  return m?.[1]
+}
+
+/** A URL with any userinfo replaced, for messages. */
+function redactUrl(u: string): string {
+  return urlUserinfo(u) === undefined ? u : u.replace(/^([a-z]+:\/\/)[^/?#]*@/i, '$1<redacted>@')
+}
+
+/**
+ * A rejected value as it may be printed: secret options show only the type of what was given (a YAML password that parses as a
+ * number must not reach the journal), URLs lose their userinfo.
+ */
+function shown(spec: OptionSpec, value: unknown): string {
+  if (spec.secret) return `${value === null ? 'null' : Array.isArray(value) ? 'a list' : `a ${typeof value}`} (value redacted)`
+  if (spec.kind === 'urls') {
+    if (typeof value === 'string') return JSON.stringify(value.split(',').map(redactUrl).join(','))
+    if (Array.isArray(value)) return JSON.stringify(value.map((u: unknown) => (typeof u === 'string' ? redactUrl(u) : u)))
+  }
+  return JSON.stringify(value)
+}
+
 function where(key: string, spec: OptionSpec, source: Source): string {
   if (source === 'flag') return `'${key}' (flag ${spec.flag})`
   if (source === 'env') return `'${key}' (environment ${spec.env})`
@@ -155,8 +179,17 @@ export function parseConfig(raw: RawValues, defaultGatewayId: string): Config {
     const value = r?.value ?? spec.default
     const converted = convert(spec, value)
     if (converted === undefined) {
-      problems.push(`${where(spec.key, spec, r?.source ?? 'default')} must be ${describe(spec)}, got ${JSON.stringify(value)}`)
+      problems.push(`${where(spec.key, spec, r?.source ?? 'default')} must be ${describe(spec)}, got ${shown(spec, value)}`)
       continue
+    }
+    if (spec.kind === 'urls') {
+      const withCredentials = (converted as string[]).filter((u) => urlUserinfo(u) !== undefined)
+      if (withCredentials.length > 0) {
+        problems.push(
+          `${where(spec.key, spec, r?.source ?? 'default')} must not contain credentials, got ${withCredentials.map((u) => JSON.stringify(redactUrl(u))).join(', ')}: give them with --nats-user and --nats-password, or --nats-token (FERRY_NATS_USER, FERRY_NATS_PASSWORD, FERRY_NATS_TOKEN)`,
+        )
+        continue
+      }
     }
     if (spec.kind === 'hostport') {
       setPath(out, spec.key.split('.')[0]!, converted)

@@ -46,6 +46,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'limits.maxInflightIn', flag: '--max-inflight-in', env: 'FERRY_MAX_INFLIGHT_IN', kind: 'int', default: 1000, min: 1, max: 65_535, help: 'inbound QoS 2 messages one client may leave without PUBREL; more disconnect it' },
   { key: 'limits.drainTimeoutMs', flag: '--drain-timeout-ms', env: 'FERRY_DRAIN_TIMEOUT_MS', kind: 'int', default: 30_000, min: 100, max: 600_000, help: 'a subscriber that reads nothing for this long while messages wait for it is disconnected, milliseconds' },
   { key: 'http.listen', flag: '--http-listen', env: 'FERRY_HTTP_LISTEN', kind: 'hostport', default: '127.0.0.1:9464', help: 'HTTP listener HOST:PORT for /metrics (Prometheus) and /healthz' },
+  { key: 'http.maxConnections', flag: '--http-max-connections', env: 'FERRY_HTTP_MAX_CONNECTIONS', kind: 'int', default: 32, min: 1, max: 10_000, help: 'open HTTP connections; more are closed at once' },
+  { key: 'http.allowedHosts', flag: '--http-allowed-hosts', env: 'FERRY_HTTP_ALLOWED_HOSTS', kind: 'string', default: '', help: 'host names accepted in the HTTP Host header besides localhost, IP addresses and the --http-listen host, comma separated' },
   { key: 'log.dataDir', flag: '--data-dir', env: 'FERRY_DATA_DIR', kind: 'string', default: './data', help: 'directory of the ring log, checkpoint and dead letters' },
   { key: 'log.maxBytes', flag: '--log-max-bytes', env: 'FERRY_LOG_MAX_BYTES', kind: 'bytes', default: 1 * GiB, min: 128 * KiB, max: 2 ** 50, help: 'bound on the ring log on disk (e.g. 512MiB, 2GiB); at least 2 segments' },
   { key: 'log.segmentBytes', flag: '--log-segment-bytes', env: 'FERRY_LOG_SEGMENT_BYTES', kind: 'bytes', default: 64 * MiB, min: 64 * KiB, max: 1 * GiB, help: 'size of one segment file; disk is reclaimed in whole segments' },
@@ -107,7 +109,8 @@ export interface Config {
     readonly maxInflightIn: number
     readonly drainTimeoutMs: number
   }
-  readonly http: { readonly host: string; readonly port: number }
+  /** `maxConnections`: open HTTP connections. `allowedHosts`: extra Host header names, comma separated ('' = none). */
+  readonly http: { readonly host: string; readonly port: number; readonly maxConnections: number; readonly allowedHosts: string }
   readonly log: {
     readonly dataDir: string
     readonly maxBytes: number

@@ -8,6 +8,9 @@
 // - every message carries `Nats-Msg-Id: <gatewayId>:<epoch>:<seq>`; a resend (timeout, reconnect,
 //   crash) reuses it, so JetStream's duplicate window drops the copy (PubAck duplicate: true);
 // - the log's ack cursor advances only over a contiguous run of PubAcks;
+// - a PubAck counts only when it names the configured stream (every publish carries
+//   `Nats-Expected-Stream`); anything else is a non-permanent refusal that also re-checks the
+//   stream (puback.ts), so a forged or misrouted reply never drops a record from the backlog;
 // - a message JetStream rejects with a 4xx error `maxAttempts` times (e.g. larger than the stream
 //   allows) goes to the dead-letter file, is counted and logged, and stops blocking the cursor.
 //
@@ -40,7 +43,8 @@ import type { LogReader, RingLog } from '../log/index.js'
 import type { Metrics } from '../metrics/index.js'
 import type { DeadLetters } from './dead-letter.js'
 import { LaneHold } from './lane-hold.js'
-import { classifyPubAck } from './puback.js'
+import { classifyPubAck, expectStream } from './puback.js'
+import type { ExpectedStream } from './puback.js'
 import { ensureStream } from './stream.js'
 
 /** Options of the forwarder. Times in milliseconds. */
@@ -175,6 +179,8 @@ export class Forwarder {
   private nc: NatsConnection | undefined
   private sub: Subscription | undefined
   private readonly inbox = createInbox('_FERRY')
+  /** The stream every PubAck must name (puback.ts). */
+  private readonly expected: ExpectedStream
   private readonly window: Inflight[] = []
   private readonly bySeq = new Map<number, Inflight>()
   private inflightBytes = 0
@@ -211,6 +217,7 @@ export class Forwarder {
   private storedInWindow = 0
 
   constructor(private readonly opts: ForwarderOptions) {
+    this.expected = expectStream(opts.stream)
     opts.metrics.forwardInflight.collect(() => this.unacked)
     opts.metrics.forwardConnected.collect(() => (this.connected ? 1 : 0))
   }
@@ -601,7 +608,7 @@ export class Forwarder {
       let contentType: string = ENCODING_CONTENT_TYPE[e.encoding ?? 0]
       data = e.payload
       if (!contentType) ({ data, contentType } = this.opts.payloads.encode(e.topic, e.payload))
-      hdrs = preEncoded(encodeUplinkHeaders(`${this.opts.gatewayId}:${epoch}:${seq}`, e.clientId, contentType))
+      hdrs = preEncoded(encodeUplinkHeaders(`${this.opts.gatewayId}:${epoch}:${seq}`, this.opts.stream, e.clientId, contentType))
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
@@ -682,9 +689,11 @@ export class Forwarder {
       this.reject(f, `status ${status} ${msg.headers?.description ?? ''}`.trim(), false)
       return
     }
-    const ack = classifyPubAck(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength))
+    const ack = classifyPubAck(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength), this.expected)
     if (ack.kind === 'error') {
       if (attempt !== f.attempts) return
+      // Not stored in our stream: check it through the JetStream API (gone? replaced?) before the next probe.
+      if (ack.wrongStream) this.streamReady = false
       this.reject(f, ack.reason, ack.permanent)
       return
     }

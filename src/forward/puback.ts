@@ -5,17 +5,41 @@
 // (clustered servers marshal the same fields without spaces). Keys end with a colon; a stream name
 // or domain never contains `":`, so searching for `"error":` cannot be fooled by a stream named
 // "error".
+//
+// A PubAck must name the configured stream. Publishes carry `Nats-Expected-Stream`, so JetStream
+// itself refuses to store them in another stream (err_code 10060); a reply naming another stream is
+// a forgery (anyone who can publish on Ferry's inbox) and proves nothing. Both are failures, not
+// permanent ones: the message is kept and sent again, never dead-lettered for it. A forger naming the
+// right stream cannot be told apart here: NATS permissions must keep others off the inbox (README).
 
 const ERROR_KEY = Buffer.from('"error":')
 const DUPLICATE_KEY = Buffer.from('"duplicate":')
 const STREAM_KEY = Buffer.from('{"stream":')
 
+/** JetStream's "expected stream does not match" (a publish carrying Nats-Expected-Stream captured by another stream). */
+const STREAM_NOT_MATCH = 10060
+
 export type PubAckResult =
   | { readonly kind: 'stored' | 'duplicate' }
-  | { readonly kind: 'error'; readonly reason: string; readonly permanent: boolean }
+  | { readonly kind: 'error'; readonly reason: string; readonly permanent: boolean; readonly wrongStream?: true }
 
-/** What a reply to a JetStream publish says: stored, duplicate (also stored), or an error (4xx = permanent). */
-export function classifyPubAck(body: Buffer): PubAckResult {
+/** The stream a PubAck must name, with its fast-path prefix precomputed. */
+export interface ExpectedStream {
+  readonly name: string
+  readonly prefix: Buffer
+}
+
+/** Builds the {@link ExpectedStream} of `name` (once per forwarder). */
+export function expectStream(name: string): ExpectedStream {
+  return { name, prefix: Buffer.from(`{"stream":${JSON.stringify(name)},`) }
+}
+
+/**
+ * What a reply to a JetStream publish says: stored, duplicate (also stored), or an error (4xx = permanent). A PubAck
+ * naming a stream other than `expected`, and JetStream's refusal to store in another stream, are non-permanent errors
+ * with `wrongStream`.
+ */
+export function classifyPubAck(body: Buffer, expected: ExpectedStream): PubAckResult {
   if (body.indexOf(ERROR_KEY) >= 0) {
     let parsed: { error?: { code?: number; err_code?: number; description?: string } }
     try {
@@ -24,11 +48,27 @@ export function classifyPubAck(body: Buffer): PubAckResult {
       return { kind: 'error', reason: 'unparseable PubAck', permanent: false }
     }
     const code = parsed.error?.code ?? 500
+    if (parsed.error?.err_code === STREAM_NOT_MATCH) {
+      return { kind: 'error', reason: `JetStream error ${code}/${STREAM_NOT_MATCH}: ${parsed.error.description ?? ''} (another stream captures the subject; expected "${expected.name}")`, permanent: false, wrongStream: true }
+    }
     return { kind: 'error', reason: `JetStream error ${code}/${parsed.error?.err_code ?? 0}: ${parsed.error?.description ?? ''}`, permanent: code >= 400 && code < 500 }
   }
   if (body.indexOf(STREAM_KEY) !== 0) {
     // Not a PubAck (something else answered on the subject): no proof that JetStream stored it.
     return { kind: 'error', reason: `unexpected reply: ${body.subarray(0, 80).toString()}`, permanent: false }
+  }
+  const { prefix } = expected
+  if (body.length < prefix.length || body.compare(prefix, 0, prefix.length, 0, prefix.length) !== 0) {
+    // Another stream, or the same name written differently (escapes, spacing): decide on the parsed value.
+    let stream: unknown
+    try {
+      stream = (JSON.parse(body.toString()) as { stream?: unknown }).stream
+    } catch {
+      return { kind: 'error', reason: 'unparseable PubAck', permanent: false }
+    }
+    if (stream !== expected.name) {
+      return { kind: 'error', reason: `PubAck names stream ${JSON.stringify(stream).slice(0, 80)}, not "${expected.name}" (forged, or not from JetStream)`, permanent: false, wrongStream: true }
+    }
   }
   // The field is only present when true.
   return { kind: body.indexOf(DUPLICATE_KEY) >= 0 ? 'duplicate' : 'stored' }

@@ -15,6 +15,13 @@
 // after which the next append tries again. A segment deleted by the drain ends the wait at once.
 // Deleting a forwarded segment never waits on a checkpoint write: recovery takes an ack position
 // older than the oldest segment as "everything before the oldest segment was forwarded".
+//
+// No file descriptors (EMFILE/ENFILE: too many sockets open) is the same kind of state: a segment
+// that cannot be opened refuses the batch (counted as `no_descriptors`) and every append for
+// `diskFullRetryMs`, then the next append tries again; it never stops the log. The directory sync
+// after deleting a segment is owed, not failed, when it cannot open the directory: the next
+// segment start syncs the same directory (a deletion lost to a crash meanwhile only brings back
+// forwarded records, below the ack position).
 import { randomBytes, randomInt } from 'node:crypto'
 import path from 'node:path'
 import { FerryError, LogClosedError, LogFullError, LogIoError } from '../errors.js'
@@ -115,6 +122,25 @@ function isEnospc(err: unknown): boolean {
   return (err as { code?: unknown }).code === 'ENOSPC'
 }
 
+/** Why appends were refused, as counted in ferry_drops_total. */
+type RefusalReason = 'discard_new' | 'disk_full' | 'no_descriptors'
+
+/** Out of file descriptors, for the process (EMFILE) or the system (ENFILE). */
+function isNoDescriptors(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code
+  return code === 'EMFILE' || code === 'ENFILE'
+}
+
+/** A segment could not be opened for want of file descriptors: refused and retried like a full disk. */
+class NoDescriptorsError extends LogFullError {
+  /** EMFILE or ENFILE. */
+  readonly errno: string
+  constructor(what: string, cause: unknown) {
+    super(`no file descriptors (${errCode(cause)}) while ${what}; record not stored`, true)
+    this.errno = errCode(cause)
+  }
+}
+
 function errCode(err: unknown): string {
   const c = (err as { code?: unknown }).code
   return typeof c === 'string' ? c : err instanceof Error ? err.message : String(err)
@@ -148,6 +174,10 @@ export class RingLog {
   private diskFullSince = 0
   private diskFullRetryAt = 0
   private diskFullRefused = 0
+  /** What the refusal episode is about (diskFullSince > 0). */
+  private fullReason: 'disk_full' | 'no_descriptors' = 'disk_full'
+  /** A deletion's directory sync could not run (no descriptors); the next segment start makes up for it. */
+  private dirSyncOwed = false
   private freeing = false
   private freeRun: Promise<boolean> | undefined
   /** A checkpoint was wanted while one was being written: write another when it is done. */
@@ -455,7 +485,10 @@ export class RingLog {
     try {
       while (this.pending.length > 0 && !this.failed) {
         if (this.diskFullSince > 0 && performance.now() < this.diskFullRetryAt) {
-          this.rejectPending(new LogFullError('disk full (ENOSPC); record not stored', true), 'disk_full')
+          this.rejectPending(
+            new LogFullError(this.fullReason === 'no_descriptors' ? 'no file descriptors (EMFILE); record not stored' : 'disk full (ENOSPC); record not stored', true),
+            this.fullReason,
+          )
           break
         }
         const first = this.pending[0]!
@@ -465,7 +498,7 @@ export class RingLog {
           } catch (err) {
             if (err instanceof LogFullError) {
               if (err.diskFull) this.enterDiskFull(err)
-              this.rejectPending(err, err.diskFull ? 'disk_full' : 'discard_new')
+              this.rejectPending(err, err instanceof NoDescriptorsError ? 'no_descriptors' : err.diskFull ? 'disk_full' : 'discard_new')
               break
             }
             this.fail(err, 'starting a new segment')
@@ -555,13 +588,33 @@ export class RingLog {
     else if (this.pending.length === 0) this.notifyIdle()
   }
 
-  /** The disk is full and nothing could be freed: refuse appends for a while (logged once per episode). */
+  /** Syncs the segment directory after a deletion; without descriptors the sync is owed to the next segment start. */
+  private async syncDirAfterDelete(): Promise<void> {
+    try {
+      await this.fs.fsyncDir(this.segDir)
+    } catch (err) {
+      if (!isNoDescriptors(err)) throw err
+      if (!this.dirSyncOwed) this.opts.logger.warn('no file descriptors to sync the segment directory after a deletion; the next segment start syncs it', { error: errCode(err) })
+      this.dirSyncOwed = true
+    }
+  }
+
+  /** The disk is full (or no descriptors are left) and nothing could be freed: refuse appends for a while (logged once per episode). */
   private enterDiskFull(err: unknown): void {
     const now = performance.now()
     this.diskFullRetryAt = now + (this.opts.diskFullRetryMs ?? 1000)
-    if (this.diskFullSince > 0) return
+    const reason = err instanceof NoDescriptorsError || isNoDescriptors(err) ? 'no_descriptors' : 'disk_full'
+    if (this.diskFullSince > 0 && reason === this.fullReason) return
+    this.fullReason = reason
+    if (this.diskFullSince === 0) this.diskFullRefused = 0
     this.diskFullSince = now
-    this.diskFullRefused = 0
+    if (reason === 'no_descriptors') {
+      this.opts.logger.error('no file descriptors (EMFILE/ENFILE) for a new segment: publishes are refused (no PUBACK) until one can be opened; forwarding goes on. Lower --max-connections or raise the limit (ulimit -n, LimitNOFILE=)', {
+        dir: this.opts.dir,
+        error: err instanceof NoDescriptorsError ? err.errno : errCode(err),
+      })
+      return
+    }
     this.opts.logger.error('disk full (ENOSPC): publishes are refused (no PUBACK) until space returns; forwarding goes on, and forwarded segments are deleted as it does', {
       dir: this.opts.dir,
       error: errCode(err),
@@ -569,7 +622,7 @@ export class RingLog {
   }
 
   private leaveDiskFull(): void {
-    this.opts.logger.warn('disk space available again: publishes are accepted', {
+    this.opts.logger.warn(this.fullReason === 'no_descriptors' ? 'file descriptors available again: publishes are accepted' : 'disk space available again: publishes are accepted', {
       fullForMs: Math.round(performance.now() - this.diskFullSince),
       refused: this.diskFullRefused,
     })
@@ -599,14 +652,14 @@ export class RingLog {
     this.notifyIdle()
   }
 
-  private countRefused(records: number, reason: 'discard_new' | 'disk_full'): void {
+  private countRefused(records: number, reason: RefusalReason): void {
     if (records === 0) return
     this.opts.metrics.drops.inc(records, { reason })
-    if (reason === 'disk_full') this.diskFullRefused += records // logged when the episode ends
+    if (reason !== 'discard_new') this.diskFullRefused += records // logged when the episode ends
     else this.opts.logger.warn('log full: appends refused (discard "new")', { records })
   }
 
-  private rejectPending(err: Error, reason?: 'discard_new' | 'disk_full'): void {
+  private rejectPending(err: Error, reason?: RefusalReason): void {
     const p = this.pending
     this.pending = []
     this.pendingBytes = 0
@@ -625,7 +678,8 @@ export class RingLog {
         await this.rollOnce()
         return
       } catch (err) {
-        if (!(err instanceof LogFullError) || !err.diskFull || !(await this.reclaim())) throw err
+        // Deleting (or evicting) segments frees no descriptors: a NoDescriptorsError goes straight to the refusal.
+        if (!(err instanceof LogFullError) || !err.diskFull || err instanceof NoDescriptorsError || !(await this.reclaim())) throw err
       }
     }
   }
@@ -661,7 +715,7 @@ export class RingLog {
       this.diskFullRetryAt = 0 // space came back: the next append tries at once
     }
     if (freed > 0) {
-      await this.fs.fsyncDir(this.segDir)
+      await this.syncDirAfterDelete()
       this.opts.logger.info('disk full: deleted forwarded segments to make room', { segments: freed })
       this.checkpointIfMoved()
     }
@@ -706,7 +760,7 @@ export class RingLog {
       })
     }
     await this.unlinkSegment(oldest)
-    await this.fs.fsyncDir(this.segDir)
+    await this.syncDirAfterDelete()
     this.wake()
     this.checkpointIfMoved()
     return true
@@ -738,7 +792,13 @@ export class RingLog {
     const unsealed = this.unsealedOnDisk && this.segments.includes(this.unsealedOnDisk) ? this.unsealedOnDisk : undefined
     this.unsealedOnDisk = unsealed
     if (unsealed) {
-      const ufd = await fsys.open(unsealed.path, 'r+')
+      let ufd: number
+      try {
+        ufd = await fsys.open(unsealed.path, 'r+')
+      } catch (err) {
+        if (isNoDescriptors(err)) throw new NoDescriptorsError('sealing a recovered segment', err)
+        throw err
+      }
       try {
         const seal = Buffer.alloc(SEAL_FRAME_BYTES)
         writeFrame(seal, 0, TYPE_SEAL, unsealed.lastSeq, Date.now(), encodeSealBody(unsealed.baseSeq, unsealed.lastSeq, unsealed.lostSeqs))
@@ -772,8 +832,10 @@ export class RingLog {
         await fsys.unlink(p).catch(() => {})
       }
       if (isEnospc(err)) throw new LogFullError('disk full (ENOSPC) while starting a segment; record not stored', true)
+      if (isNoDescriptors(err)) throw new NoDescriptorsError('starting a segment', err)
       throw err
     }
+    this.dirSyncOwed = false
     const seg: SegmentInfo = { baseSeq: base, epoch: this.epochValue, path: p, lastSeq: base - 1, size: SEGMENT_HEADER_BYTES, sealed: false, lostSeqs: 0 }
     this.segments.push(seg)
     this.active = { seg, fd }
@@ -798,7 +860,7 @@ export class RingLog {
       // "all before it forwarded", and on a full disk a checkpoint write must not hold this up.
       this.segments.shift()
       await this.unlinkSegment(oldest)
-      await this.fs.fsyncDir(this.segDir)
+      await this.syncDirAfterDelete()
       this.wake()
       this.checkpointIfMoved()
     }

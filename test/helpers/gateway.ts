@@ -32,9 +32,14 @@ export interface GatewayProcess {
   kill(signal: NodeJS.Signals): Promise<number | null>
 }
 
-/** Spawns `node dist/ferry.cjs run <args>` (with `env` added to this process's) and waits until it listens for MQTT. */
-export async function spawnGateway(args: string[], timeoutMs = 20_000, env: Record<string, string> = {}): Promise<GatewayProcess> {
-  const child = reapAtExit(spawn(process.execPath, ['dist/ferry.cjs', 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }))
+/**
+ * Spawns `node dist/ferry.cjs run <args>` (with `env` added to this process's) and waits until it listens for MQTT.
+ * `openFiles` runs it under `ulimit -n <openFiles>` (through sh, which execs node: the pid is the gateway's).
+ */
+export async function spawnGateway(args: string[], timeoutMs = 20_000, env: Record<string, string> = {}, openFiles?: number): Promise<GatewayProcess> {
+  const argv = ['dist/ferry.cjs', 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', ...args]
+  const [cmd, cmdArgs] = openFiles === undefined ? [process.execPath, argv] : ['sh', ['-c', `ulimit -n ${openFiles} && exec "$0" "$@"`, process.execPath, ...argv]]
+  const child = reapAtExit(spawn(cmd, cmdArgs, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }))
   let out = ''
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()))
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()))

@@ -142,8 +142,8 @@ describe('headers', () => {
   })
 
   it('headers - the encoded block', () => {
-    expect(Buffer.from(encodeUplinkHeaders('gw:1:7', 'dev\r\n1', 'application/cbor')).toString()).toBe(
-      'NATS/1.0\r\nNats-Msg-Id: gw:1:7\r\nFerry-Client: dev%0D%0A1\r\nContent-Type: application/cbor\r\n\r\n',
+    expect(Buffer.from(encodeUplinkHeaders('gw:1:7', 'FERRY', 'dev\r\n1', 'application/cbor')).toString()).toBe(
+      'NATS/1.0\r\nNats-Msg-Id: gw:1:7\r\nNats-Expected-Stream: FERRY\r\nFerry-Client: dev%0D%0A1\r\nContent-Type: application/cbor\r\n\r\n',
     )
   })
 })

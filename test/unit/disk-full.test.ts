@@ -7,6 +7,7 @@ import { Checkpoint } from '../../src/log/checkpoint.js'
 import { DeadLetters } from '../../src/forward/dead-letter.js'
 import { LogReader, nodeFs, readCheckpointState } from '../../src/log/index.js'
 import type { LogFs, RingLog } from '../../src/log/index.js'
+import { createLogger } from '../../src/logger.js'
 import { createMetrics } from '../../src/metrics/index.js'
 import { openLog, tempDir } from '../helpers/log.js'
 
@@ -359,5 +360,82 @@ describe('disk full - ring log', () => {
     expect(sealedSeg.sealed).toBe(true)
     expect(log.durableSeq).toBe(sealedSeg.lastSeq)
     await log.close()
+  })
+
+  it('disk full - no file descriptors (EMFILE) for a new segment refuses appends as no_descriptors, evicts nothing, and resumes', async () => {
+    let exhausted = false
+    const dir = tempDir()
+    const metrics = createMetrics()
+    const emfile = (): Error => Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE' })
+    const fsys: LogFs = {
+      ...nodeFs,
+      open: async (p, flags) => {
+        if (exhausted) throw emfile()
+        return nodeFs.open(p, flags)
+      },
+      fsyncDir: async (d) => {
+        if (exhausted) throw emfile()
+        return nodeFs.fsyncDir(d)
+      },
+    }
+    // discard "old": were EMFILE taken for a full disk, the oldest (unforwarded) segment would be evicted.
+    const log = await openLog(dir, { fs: fsys, diskFullRetryMs: 0, discard: 'old' }, metrics)
+    let n = 0
+    while (log.listSegments().length < 2) await log.append(body(n++))
+    const segmentsBefore = log.listSegments().length
+    exhausted = true
+    let refused: unknown
+    for (let i = 0; i < 400 && metrics.drops.get({ reason: 'no_descriptors' }) === 0; i++) await log.append(body(n++)).catch((err: unknown) => (refused = err))
+    expect(metrics.drops.get({ reason: 'no_descriptors' })).toBeGreaterThan(0)
+    expect(refused).toBeInstanceOf(LogFullError)
+    expect(String((refused as Error).message)).toContain('no file descriptors')
+    expect(metrics.drops.get({ reason: 'disk_full' })).toBe(0)
+    expect(metrics.drops.get({ reason: 'discard_old' })).toBe(0)
+    expect(log.failure).toBeUndefined()
+    expect(log.listSegments().length).toBeGreaterThanOrEqual(segmentsBefore)
+    exhausted = false
+    const seq = await log.append(body(n++))
+    expect(seq).toBe(n - metrics.drops.get({ reason: 'no_descriptors' }))
+    expect(await log.append(body(n++))).toBe(seq + 1)
+    await log.close()
+    const again = await openLog(dir)
+    expect((await readSeqs(again, 1)).at(-1)).toBe(seq + 1)
+    await again.close()
+  })
+
+  it('disk full - no descriptor to sync the directory after deleting a forwarded segment: owed to the next segment start, not fatal', async () => {
+    let failNextDirSync = false
+    let dirSyncFailures = 0
+    const lines: string[] = []
+    const fsys: LogFs = {
+      ...nodeFs,
+      fsyncDir: async (d) => {
+        if (failNextDirSync) {
+          failNextDirSync = false
+          dirSyncFailures++
+          throw Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE' })
+        }
+        return nodeFs.fsyncDir(d)
+      },
+    }
+    const logger = createLogger({ level: 'warn', format: 'json', write: (l) => lines.push(l) })
+    const dir = tempDir()
+    // Four segments fit: from then on every roll deletes the oldest (forwarded) one first.
+    const log = await openLog(dir, { fs: fsys, logger, maxBytes: 256 * 1024, discard: 'new' })
+    let n = 0
+    const appendAcked = async (): Promise<void> => log.ack(await log.append(body(n++)))
+    while (log.listSegments().length < 4) await appendAcked()
+    const before = log.listSegments()[0]!.baseSeq
+    failNextDirSync = true
+    while (log.listSegments()[0]!.baseSeq === before) await appendAcked()
+    expect(dirSyncFailures).toBe(1)
+    expect(log.failure).toBeUndefined()
+    expect(lines.some((l) => l.includes('the next segment start syncs it'))).toBe(true)
+    for (let i = 0; i < 1000; i++) await appendAcked() // more rolls and deletions
+    expect(log.failure).toBeUndefined()
+    await log.close()
+    const again = await openLog(dir)
+    expect((await readSeqs(again, 1)).at(-1)).toBe(n)
+    await again.close()
   })
 })
