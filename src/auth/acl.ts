@@ -14,9 +14,9 @@
 // or client id holds none of `+`, `#`, `/`, `%` or NUL, so no one can name themselves into a wildcard;
 // otherwise the rule does not apply to them. `#` and `+` in a rule's first level do not match `$`
 // topics (MQTT 4.7.2): `$SYS/...` needs a rule of its own.
-import fs from 'node:fs'
 import { topicFilterProblem, topicMatches } from '../codec/topic-filter.js'
 import { FerryError } from '../errors.js'
+import { readGuardedFile } from './file-mode.js'
 
 type Access = 'read' | 'write' | 'readwrite' | 'deny'
 
@@ -69,13 +69,9 @@ export class Acl {
   ) {}
 
   static load(file: string): Acl {
-    let text: string
-    try {
-      text = fs.readFileSync(file, 'utf8')
-    } catch (err) {
-      throw new FerryError('FERRY_ERR_ACL_FILE', `cannot read ACL file ${file} (--acl-file): ${(err as Error).message}`, { cause: err })
-    }
-    return Acl.parse(text, file)
+    // Rules are not secret, but whoever can write them can widen them: group/others-writable is refused.
+    const { bytes } = readGuardedFile(file, '--acl-file', 'FERRY_ERR_ACL_FILE', false, `cannot read ACL file ${file} (--acl-file)`)
+    return Acl.parse(bytes.toString('utf8'), file)
   }
 
   /** Parses ACL text; throws FERRY_ERR_ACL_FILE naming the line of every problem. */

@@ -92,7 +92,9 @@ export class Admission {
 
   /** Loads the files; throws FERRY_ERR_AUTH_FILE / FERRY_ERR_ACL_FILE. */
   static load(opts: AdmissionOptions): Admission {
-    return new Admission(opts, opts.authFile ? Passwords.load(opts.authFile) : undefined, opts.aclFile ? Acl.load(opts.aclFile) : undefined)
+    const passwords = opts.authFile ? Passwords.load(opts.authFile) : undefined
+    if (passwords?.warning) opts.logger.warn(passwords.warning)
+    return new Admission(opts, passwords, opts.aclFile ? Acl.load(opts.aclFile) : undefined)
   }
 
   /** What is enforced, for the startup log. */
@@ -111,6 +113,7 @@ export class Admission {
     try {
       const passwords = this.opts.authFile ? Passwords.load(this.opts.authFile) : undefined
       const acl = this.opts.aclFile ? Acl.load(this.opts.aclFile) : undefined
+      if (passwords?.warning) logger.warn(passwords.warning)
       this.passwords = passwords
       this.acl = acl
       metrics.authReloads.inc(1, { result: 'ok' })

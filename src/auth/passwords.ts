@@ -10,6 +10,7 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import { FerryError } from '../errors.js'
+import { readGuardedFile } from './file-mode.js'
 
 const SALT_BYTES = 16
 const KEY_BYTES = 32
@@ -127,15 +128,19 @@ export class Passwords {
     return crypto.createHmac('sha256', this.cacheKey).update(device).update('\0').update(password).digest()
   }
 
+  /**
+   * Reads and parses `file`; throws FERRY_ERR_AUTH_FILE when it cannot be read, is writable by group
+   * or others, or has an invalid line. `warning` is set when others can read it (hashes, not passwords).
+   */
   static load(file: string): Passwords {
-    let text: string
-    try {
-      text = fs.readFileSync(file, 'utf8')
-    } catch (err) {
-      throw new FerryError('FERRY_ERR_AUTH_FILE', `cannot read credentials file ${file} (--auth-file): ${(err as Error).message}`, { cause: err })
-    }
-    return new Passwords(parsePasswordFile(text, file))
+    const { bytes, warning } = readGuardedFile(file, '--auth-file', 'FERRY_ERR_AUTH_FILE', true, `cannot read credentials file ${file} (--auth-file)`)
+    const p = new Passwords(parsePasswordFile(bytes.toString('utf8'), file))
+    p.warning = warning
+    return p
   }
+
+  /** Set when others can read the file: logged at start and reload, printed by `ferry check`. */
+  warning: string | undefined
 
   get size(): number {
     return this.entries.size

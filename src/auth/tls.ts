@@ -1,15 +1,14 @@
 // TLS material of the MQTTS listener, read once at start (FERRY_ERR_TLS names the file that failed).
-import fs from 'node:fs'
 import tls from 'node:tls'
 import { FerryError } from '../errors.js'
+import { readGuardedFile } from './file-mode.js'
 
-/** Reads a PEM file given by `flag`; throws FERRY_ERR_TLS naming both. */
+/**
+ * Reads a PEM (or other credential) file given by `flag`; throws FERRY_ERR_TLS naming both when it
+ * cannot be read or group or others can write it (a swapped CA or key lets anyone in).
+ */
 export function readPem(file: string, flag: string): Buffer {
-  try {
-    return fs.readFileSync(file)
-  } catch (err) {
-    throw new FerryError('FERRY_ERR_TLS', `cannot read ${flag} ${file}: ${(err as Error).message}`, { cause: err })
-  }
+  return readGuardedFile(file, flag, 'FERRY_ERR_TLS', false).bytes
 }
 
 /** Server options of the MQTTS listener: TLS 1.2 at least; with `requireClientCert`, only certificates signed by `ca`. */

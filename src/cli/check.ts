@@ -1,6 +1,6 @@
 // `ferry check [--config FILE] [flags]`: validates a configuration (flags, FERRY_* environment, file)
 // and the files it names (credentials, ACL, certificates, NATS credentials) without starting.
-// Prints every problem; exit 0 when there is none, 2 otherwise.
+// Prints every problem (and warnings: a credentials file others can read); exit 0 when there is no problem, 2 otherwise.
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -12,7 +12,7 @@ import { upstreamOptions } from '../forward/index.js'
 
 const EMPTY_UPSTREAM = { token: '', user: '', password: '', nkeyFile: '', credsFile: '', tlsCa: '', tlsCert: '', tlsKey: '' }
 
-function fileProblems(c: Config): string[] {
+function fileProblems(c: Config, warnings: string[]): string[] {
   const problems: string[] = []
   const attempt = (what: string, fn: () => unknown): void => {
     try {
@@ -22,7 +22,12 @@ function fileProblems(c: Config): string[] {
     }
   }
   // Each file on its own, so that every unreadable one is reported.
-  if (c.auth.file) attempt('credentials', () => Passwords.load(c.auth.file))
+  if (c.auth.file) {
+    attempt('credentials', () => {
+      const { warning } = Passwords.load(c.auth.file)
+      if (warning) warnings.push(`credentials: ${warning}`)
+    })
+  }
   if (c.auth.aclFile) attempt('ACL', () => Acl.load(c.auth.aclFile))
   if (c.mqtts) {
     for (const [file, flag] of [[c.tls.cert, '--tls-cert'], [c.tls.key, '--tls-key'], [c.tls.ca, '--tls-ca']] as const) if (file) attempt('MQTTS', () => readPem(file, flag))
@@ -50,7 +55,9 @@ export async function check(argv: string[]): Promise<number> {
     process.stderr.write(`ferry check: ${(err as Error).message}\n`)
     return 2
   }
-  const problems = fileProblems(config)
+  const warnings: string[] = []
+  const problems = fileProblems(config, warnings)
+  if (warnings.length > 0) process.stderr.write(`ferry check: ${warnings.length} warning(s):\n${warnings.map((w) => `  - ${w}`).join('\n')}\n`)
   if (problems.length > 0) {
     process.stderr.write(`ferry check: ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join('\n')}\n`)
     return 2

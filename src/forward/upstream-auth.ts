@@ -4,21 +4,18 @@
 // the token and password options are marked secret, so neither reaches a log line. Any
 // --nats-tls-* option (or a tls:// URL) makes nats.js require TLS: a server that does not offer it
 // is an error, never a silent fallback to plain text.
-import fs from 'node:fs'
 import { credsAuthenticator, nkeyAuthenticator } from '@nats-io/transport-node'
 import type { ConnectionOptions } from '@nats-io/transport-node'
+import { readPem } from '../auth/index.js'
 import type { Config } from '../config/index.js'
 import { FerryError } from '../errors.js'
 
 /** The --nats-* options about credentials and TLS. */
 export type UpstreamSecurity = Pick<Config['nats'], 'token' | 'user' | 'password' | 'nkeyFile' | 'credsFile' | 'tlsCa' | 'tlsCert' | 'tlsKey'>
 
+// Refused when group or others can write the file: a swapped seed or CA redirects the upstream.
 function read(file: string, flag: string): Buffer {
-  try {
-    return fs.readFileSync(file)
-  } catch (err) {
-    throw new FerryError('FERRY_ERR_TLS', `cannot read ${flag} ${file}: ${(err as Error).message}`, { cause: err })
-  }
+  return readPem(file, flag)
 }
 
 /** Connection options for authentication and TLS. Reads (and so checks) every named file now. */
