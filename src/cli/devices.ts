@@ -1,7 +1,7 @@
 // `ferry devices [--http HOST:PORT] [--json]`: the devices connected to a running gateway, from its
 // HTTP endpoint (GET /devices).
 import type { DeviceInfo } from '../ingress/index.js'
-import { printable } from './log-tools.js'
+import { printable, printableJson } from './log-tools.js'
 
 export const DEVICES_USAGE = 'Usage: ferry devices [--http HOST:PORT] [--json]   (default 127.0.0.1:9464, the gateway\'s --http-listen)\n'
 
@@ -34,13 +34,13 @@ export async function devices(args: string[]): Promise<number> {
     return 1
   }
   if (json) {
-    process.stdout.write(JSON.stringify(list, null, 2) + '\n')
+    process.stdout.write(printableJson(list, 2) + '\n')
     return 0
   }
   const now = Date.now()
   const rows = [['DEVICE', 'ADDRESS', 'CONNECTED', 'FOR', 'SESSION', 'IN', 'OUT']]
   for (const d of list.sort((a, b) => a.clientId.localeCompare(b.clientId))) {
-    rows.push([printable(d.clientId), d.address, new Date(d.connectedAt).toISOString().replace('T', ' ').slice(0, 19), duration(now - d.connectedAt), d.clean ? 'clean' : 'persistent', String(d.messagesIn), String(d.messagesOut)])
+    rows.push([printable(d.clientId), printable(d.address), new Date(d.connectedAt).toISOString().replace('T', ' ').slice(0, 19), duration(now - d.connectedAt), d.clean ? 'clean' : 'persistent', String(d.messagesIn), String(d.messagesOut)])
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
   for (const r of rows) process.stdout.write(r.map((c, i) => (i >= 5 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd() + '\n')

@@ -66,9 +66,26 @@ function dirOf(args: Args): string {
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 
-/** Device-controlled text for a terminal: control characters (ESC sequences too) as \\xNN. */
+/**
+ * Device-controlled text for a terminal: C0/C1 controls (ESC sequences too) as \\xNN; invisible and
+ * format characters (bidirectional overrides and isolates U+202A–U+202E, U+2066–U+2069, marks
+ * U+200E/U+200F/U+061C, zero-width characters, line and paragraph separators) and lone surrogates
+ * as \\u{XXXX}, so a client id cannot reorder or hide what is printed around it; `\\` as `\\\\`,
+ * so an escape in the text cannot pass for one of ours.
+ */
 export function printable(v: unknown): string {
-  return String(v ?? '').replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+  return String(v ?? '').replace(/[\\\x00-\x1f\x7f-\x9f]|[\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu, (c) => {
+    if (c === '\\') return '\\\\'
+    const cp = c.codePointAt(0)!
+    return cp <= 0x9f ? `\\x${cp.toString(16).padStart(2, '0')}` : `\\u{${cp.toString(16).toUpperCase().padStart(4, '0')}}`
+  })
+}
+
+/** JSON for a terminal: the same invisible and format characters as `\\uXXXX` escapes (still valid JSON, same data). */
+export function printableJson(value: unknown, space?: number): string {
+  return JSON.stringify(value, null, space).replace(/[\x7f-\x9f]|[\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu, (c) =>
+    c.split('').map((u) => `\\u${u.charCodeAt(0).toString(16).padStart(4, '0')}`).join(''),
+  )
 }
 
 /** A short, printable view of a stored payload. */
@@ -133,7 +150,7 @@ async function logDump(args: Args): Promise<number> {
     if (n >= limit) return false
     n++
     const d = describeRecord(r)
-    if (json) process.stdout.write(JSON.stringify(d) + '\n')
+    if (json) process.stdout.write(printableJson(d) + '\n')
     else process.stdout.write(d.error ? `${d.seq}  ${d.time}  ${d.bytes} B  undecodable: ${printable(d.error)}\n` : `${d.seq}  ${d.time}  ${String(d.bytes).padStart(5)} B  ${printable(d.clientId)}  ${printable(d.topic)}  qos${d.qos}  ${d.contentType}  ${printable(d.payload)}\n`)
     return n < limit
   })
@@ -178,7 +195,7 @@ async function dlq(sub: string, args: Args): Promise<number> {
   const chosen = lines.filter((l) => only === undefined || l.seq === only)
   if (sub === 'list') {
     if (args.flags.has('--json')) {
-      for (const l of lines) process.stdout.write(JSON.stringify({ ...describeRecord({ seq: l.seq, ts: l.ts, body: Buffer.from(l.entry, 'base64') }), deadAt: iso(l.deadAt), reason: l.reason }) + '\n')
+      for (const l of lines) process.stdout.write(printableJson({ ...describeRecord({ seq: l.seq, ts: l.ts, body: Buffer.from(l.entry, 'base64') }), deadAt: iso(l.deadAt), reason: l.reason }) + '\n')
       return 0
     }
     for (const l of lines) {
@@ -197,7 +214,7 @@ async function dlq(sub: string, args: Args): Promise<number> {
     }
     const body = Buffer.from(l.entry, 'base64')
     const e = decodeEntry(body)
-    process.stdout.write(JSON.stringify({ ...describeRecord({ seq: l.seq, ts: l.ts, body }), epoch: l.epoch, deadAt: iso(l.deadAt), reason: l.reason, payload: preview(e.payload, e.encoding ?? 0, 100_000) }, null, 2) + '\n')
+    process.stdout.write(printableJson({ ...describeRecord({ seq: l.seq, ts: l.ts, body }), epoch: l.epoch, deadAt: iso(l.deadAt), reason: l.reason, payload: preview(e.payload, e.encoding ?? 0, 100_000) }, 2) + '\n')
     return 0
   }
   if (sub !== 'replay' && sub !== 'purge') throw new UsageError(`unknown dlq command ${JSON.stringify(sub)}`)
