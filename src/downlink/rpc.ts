@@ -66,6 +66,18 @@ export function responseCorrelation(clientId: string, topic: string): string | u
   return correlationId || undefined
 }
 
+/**
+ * Why Ferry will not publish a reply on `reply`, or undefined: a `$` subject (JetStream, KV and
+ * system APIs), Ferry's PubAck inbox `_FERRY.` or its own `<prefix>.` subjects (telemetry, events,
+ * commands). Replies go to inboxes; nats.js and the other clients use `_INBOX.` by default.
+ */
+export function replySubjectProblem(reply: string, subjectPrefix: string): string | undefined {
+  if (reply.startsWith('$')) return `reply subject ${JSON.stringify(reply)} is a system or JetStream API subject`
+  if (reply === '_FERRY' || reply.startsWith('_FERRY.')) return `reply subject ${JSON.stringify(reply)} is Ferry's PubAck inbox`
+  if (reply.startsWith(`${subjectPrefix}.`)) return `reply subject ${JSON.stringify(reply)} is under Ferry's subject prefix`
+  return undefined
+}
+
 /** Bytes of a NATS header block as nats.js writes it: `NATS/1.0\r\n`, `Key: value\r\n` each, `\r\n`. */
 function headerBytes(h: Iterable<[string, string[]]>): number {
   let n = 12
@@ -124,6 +136,15 @@ export class Rpc {
 
   /** onRequest, with anything it throws answered 400 for that request alone. */
   private onRequestIsolated(m: Msg): void {
+    // A requester chooses the reply subject, and Ferry publishes there with its own NATS rights:
+    // `$JS.API.STREAM.DELETE.<stream>` would make Ferry delete its stream. Such requests get no answer.
+    const refused = m.reply ? replySubjectProblem(m.reply, this.opts.subjectPrefix) : undefined
+    if (refused) {
+      this.lastError = { at: Date.now(), message: `request on ${m.subject} refused: ${refused}` }
+      this.opts.metrics.rpc.inc(1, { result: 'bad_reply_subject' })
+      this.opts.logger.debug('RPC request refused', { subject: m.subject, reason: refused })
+      return
+    }
     try {
       this.onRequest(m)
     } catch (err) {

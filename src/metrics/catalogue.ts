@@ -24,7 +24,7 @@ export function createMetrics() {
     commands: r.add(new Counter('ferry_downlink_commands_total', 'Commands handled, by result (delivered, expired, dead, offline, unacknowledged)')),
     commandsInflight: r.add(new Gauge('ferry_downlink_commands_inflight', 'Commands being delivered to devices')),
     commandLatency: r.add(new Histogram('ferry_downlink_command_delivery_seconds', 'Time from sending a command to the device to its PUBACK', LATENCY_S)),
-    rpc: r.add(new Counter('ferry_downlink_rpc_requests_total', 'RPC requests, by result (ok, offline, timeout, busy, bad_request, too_large, unknown_correlation, ...)')),
+    rpc: r.add(new Counter('ferry_downlink_rpc_requests_total', 'RPC requests, by result (ok, offline, timeout, busy, bad_request, bad_reply_subject, too_large, unknown_correlation, ...)')),
     rpcPending: r.add(new Gauge('ferry_downlink_rpc_pending', 'RPC requests waiting for a device')),
     rpcLatency: r.add(new Histogram('ferry_downlink_rpc_latency_seconds', 'Time from an RPC request to the device\'s response', LATENCY_S)),
     mqttRetransmits: r.add(new Counter('ferry_mqtt_retransmits_dropped_total', 'QoS 1/2 retransmissions recognised as already stored and not stored again')),
