@@ -18,7 +18,7 @@ import type { Logger } from '../logger.js'
 import type { Metrics } from '../metrics/index.js'
 import { Devices } from './devices.js'
 import { guardClientEvents } from './aedes-internals.js'
-import { ConnectionLimiter, guardFrames } from './limits.js'
+import { ConnectionLimiter, HandshakeLimiter, guardFrames } from './limits.js'
 import type { RetransmitIndex } from './retransmits.js'
 
 /** What ingress needs from the log: an ordered, durable append. */
@@ -58,6 +58,23 @@ export interface IngressOptions {
  * aedes' own `maxClientsIdLength` counts UTF-16 units, so 130 × "é" (260 bytes) would pass it.
  */
 export const MAX_CLIENT_ID_BYTES = 255
+
+/**
+ * What the MQTTS listener offers unless its TLS options say otherwise: TLS 1.3's suites (all AEAD)
+ * and, for TLS 1.2, only ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 (forward secrecy,
+ * no CBC, no RSA key transport). Node applies the `TLS_*` names to TLS 1.3 and the rest to 1.2.
+ */
+export const MQTTS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':')
 
 /** CONNACK 2 of MQTT 3.1.1 ("identifier rejected"), also used for out-of-bounds keepalives as Mosquitto does. */
 const IDENTIFIER_REJECTED = 2
@@ -209,15 +226,43 @@ export class Ingress {
     }
     const servers: net.Server[] = [net.createServer((socket) => admit(socket) && attach(socket))]
     if (opts.tls) {
-      // Limits apply to the raw connection, before the handshake; a handshake must finish within
-      // the CONNECT timeout; a failed one is counted and its socket closed (Node leaves it open
-      // when there is a tlsClientError listener).
-      const s = tls.createServer({ minVersion: 'TLSv1.2', handshakeTimeout: limits.connectTimeoutMs, ...opts.tls.options }, attach)
-      s.on('connection', (raw: net.Socket) => void admit(raw))
-      s.on('tlsClientError', (err, socket) => {
+      // The TLS server never listens itself: a plain listener admits each raw connection (the
+      // connection limits, then the handshake limits) and only then hands it to the TLS server.
+      // A refused connection so costs an accept and a close, no TLS state and no key exchange
+      // (the ClientHello has not been read). A handshake must finish within the CONNECT timeout;
+      // a failed one is counted and its socket closed (Node leaves it open when there is a
+      // tlsClientError listener). One in progress ends when it completes, or when its raw socket
+      // closes before that, which counts as a failure against its address.
+      const handshakes = new HandshakeLimiter(limits.maxTlsHandshakes, limits.tlsHandshakeRatePerAddress)
+      const handshaking = new Map<string, net.Socket>()
+      const secured = (socket: tls.TLSSocket): void => {
+        if (handshaking.delete(`${socket.remoteAddress}|${socket.remotePort}`)) handshakes.done()
+        attach(socket)
+      }
+      const tlsServer = tls.createServer({ minVersion: 'TLSv1.2', ciphers: MQTTS_CIPHERS, handshakeTimeout: limits.connectTimeoutMs, ...opts.tls.options }, secured)
+      tlsServer.on('tlsClientError', (err, socket) => {
         metrics.mqttAuthFailures.inc(1, { reason: 'tls_handshake' })
         logger.info('TLS handshake failed', { error: err.message })
         socket.destroy()
+      })
+      const s = net.createServer((raw) => {
+        if (!admit(raw)) return
+        const address = raw.remoteAddress ?? ''
+        const refused = handshakes.refuse(address)
+        if (refused) {
+          metrics.mqttLimits.inc(1, { limit: refused })
+          raw.destroy()
+          return
+        }
+        const key = `${address}|${raw.remotePort}`
+        handshaking.set(key, raw)
+        raw.once('close', () => {
+          if (handshaking.get(key) !== raw) return
+          handshaking.delete(key)
+          handshakes.done()
+          handshakes.failed(address)
+        })
+        tlsServer.emit('connection', raw)
       })
       servers.push(s)
     }
