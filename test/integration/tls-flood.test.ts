@@ -1,7 +1,7 @@
 // TLS handshakes are a limited resource: a flood of handshakes without client certificates from ten
 // loopback sources (each under the per-address connection rate) leaves an honest MQTTS device its
 // PUBACK latency; handshakes in progress and per address are capped; only AEAD suites are offered.
-import { execFileSync, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
@@ -9,6 +9,7 @@ import tls from 'node:tls'
 import mqtt from 'mqtt'
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { makeCertificates } from '../helpers/certs.js'
 import { spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
@@ -19,26 +20,6 @@ import { reapAtExit } from '../helpers/reap.js'
 
 const dir = tempDir('ferry-tls-flood-')
 const file = (n: string): string => path.join(dir, n)
-
-function openssl(...args: string[]): void {
-  execFileSync('openssl', args, { stdio: 'ignore' })
-}
-
-/**
- * A CA, a server certificate for 127.0.0.1 and client certificates for the given CNs (P-256). The
- * server key is RSA-2048, the common and the expensive case: each handshake signs with it.
- */
-function makeCertificates(clients: string[]): void {
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
-  openssl('req', '-x509', ...ec, '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '2', '-subj', '/CN=ferry-test-ca')
-  const sign = (name: string, subject: string, ext: string, key = ec): void => {
-    fs.writeFileSync(file(`${name}.ext`), ext)
-    openssl('req', ...key, '-keyout', file(`${name}.key`), '-out', file(`${name}.csr`), '-subj', subject)
-    openssl('x509', '-req', '-in', file(`${name}.csr`), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial', '-out', file(`${name}.pem`), '-days', '2', '-extfile', file(`${name}.ext`))
-  }
-  sign('server', '/CN=127.0.0.1', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n', ['-newkey', 'rsa:2048', '-nodes'])
-  for (const cn of clients) sign(cn, `/CN=${cn}`, 'extendedKeyUsage=clientAuth\n')
-}
 
 /**
  * The flood, in its own process so it does not share the test's event loop. It records one real
@@ -107,7 +88,8 @@ describe('MQTTS handshake limits', () => {
   }
 
   beforeAll(async () => {
-    makeCertificates(['dev-a'])
+    // RSA-2048 server key: each handshake signs with it, the expensive case.
+    makeCertificates(dir, ['dev-a'], 'rsa')
     fs.writeFileSync(file('devices.acl'), 'pattern write devices/%u/#\n')
     nats = await startNats()
     port = await freePort()
