@@ -59,6 +59,9 @@ export interface IngressOptions {
  */
 export const MAX_CLIENT_ID_BYTES = 255
 
+/** How long a listener stops accepting after an accept failed for lack of descriptors (EMFILE/ENFILE). */
+export const ACCEPT_PAUSE_MS = 1000
+
 /**
  * What the MQTTS listener offers unless its TLS options say otherwise: TLS 1.3's suites (all AEAD)
  * and, for TLS 1.2, only ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 (forward secrecy,
@@ -95,6 +98,8 @@ export function retransmitHash(topic: string, stored: Uint8Array): number {
 
 export class Ingress {
   private closed = false
+  /** The listeners' bound addresses (kept: a listener pausing for lack of descriptors has none). */
+  private readonly bound: { host: string; port: number }[] = []
   private readonly connIds = new WeakMap<Client, number>()
   /** Filters granted and perhaps not yet stored in the client's session (see authorizeSubscribe). */
   private readonly granting = new WeakMap<Client, Set<string>>()
@@ -278,7 +283,9 @@ export class Ingress {
           )
           server.listen(port, host, () => resolve())
         })
-        server.on('error', (err) => logger.error('MQTT listener error', { error: err }))
+        const a = server.address() as net.AddressInfo
+        self.bound[i] = { host: a.address, port: a.port }
+        self.pauseOnDescriptorExhaustion(server, self.bound[i]!, i > 0 ? 'MQTTS' : 'MQTT')
       }
     } catch (err) {
       for (const server of servers) server.close()
@@ -288,21 +295,50 @@ export class Ingress {
     return self
   }
 
-  /** Whether every MQTT listener accepts connections. */
+  /** Whether every MQTT listener accepts connections (not while one pauses for lack of descriptors). */
   get listening(): boolean {
     return !this.closed && this.servers.every((s) => s.listening)
   }
 
   /** The bound address of the TCP listener (port resolved when 0 was asked). */
   get address(): { host: string; port: number } {
-    const a = this.servers[0]!.address() as net.AddressInfo
-    return { host: a.address, port: a.port }
+    return this.bound[0]!
   }
 
   /** The bound address of the TLS listener, if any. */
   get tlsAddress(): { host: string; port: number } | undefined {
-    const a = this.servers[1]?.address() as net.AddressInfo | undefined
-    return a ? { host: a.address, port: a.port } : undefined
+    return this.bound[1]
+  }
+
+  /**
+   * An accept that fails with EMFILE/ENFILE leaves the connection in the backlog, so the listener
+   * would be told about it again at once, for as long as descriptors lack (a busy loop). libuv
+   * usually absorbs this itself (it frees a reserved descriptor, accepts and closes the pending
+   * connections); when that reserve is gone too the error reaches us: the listener then closes
+   * (stops accepting) and listens again on the same address after
+   * {@link ACCEPT_PAUSE_MS}, retrying while descriptors still lack. Logged once per episode.
+   */
+  private pauseOnDescriptorExhaustion(server: net.Server, at: { host: string; port: number }, name: string): void {
+    const { logger } = this.opts
+    let paused = false
+    let timer: NodeJS.Timeout | undefined
+    server.on('listening', () => {
+      if (!paused) return
+      paused = false
+      logger.info(`${name} listener accepting again`, { address: `${at.host}:${at.port}` })
+    })
+    server.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EMFILE' && err.code !== 'ENFILE') return logger.error(`${name} listener error`, { error: err })
+      if (!paused) logger.warn(`${name} listener out of file descriptors: not accepting connections for a while`, { address: `${at.host}:${at.port}`, code: err.code, pauseMs: ACCEPT_PAUSE_MS })
+      paused = true
+      if (server.listening) server.close()
+      if (timer || this.closed) return
+      timer = setTimeout(() => {
+        timer = undefined
+        if (!this.closed) server.listen(at.port, at.host)
+      }, ACCEPT_PAUSE_MS)
+      timer.unref()
+    })
   }
 
   private wireEvents(): void {
