@@ -237,9 +237,10 @@ export class Ingress {
       // (the ClientHello has not been read). A handshake must finish within the CONNECT timeout;
       // a failed one is counted and its socket closed (Node leaves it open when there is a
       // tlsClientError listener). One in progress ends when it completes, or when its raw socket
-      // closes before that, which counts as a failure against its address.
+      // closes before that or it is evicted as the oldest beyond --max-tls-handshakes, which count
+      // as failures against its address.
       const handshakes = new HandshakeLimiter(limits.maxTlsHandshakes, limits.tlsHandshakeRatePerAddress)
-      const handshaking = new Map<string, net.Socket>()
+      const handshaking = new Map<string, { readonly raw: net.Socket; fail(): void }>()
       const secured = (socket: tls.TLSSocket): void => {
         if (handshaking.delete(`${socket.remoteAddress}|${socket.remotePort}`)) handshakes.done()
         attach(socket)
@@ -260,13 +261,25 @@ export class Ingress {
           return
         }
         const key = `${address}|${raw.remotePort}`
-        handshaking.set(key, raw)
+        const pending = {
+          raw,
+          fail(): void {
+            handshaking.delete(key)
+            handshakes.done()
+            handshakes.failed(address)
+          },
+        }
+        handshaking.set(key, pending)
         raw.once('close', () => {
-          if (handshaking.get(key) !== raw) return
-          handshaking.delete(key)
-          handshakes.done()
-          handshakes.failed(address)
+          if (handshaking.get(key) === pending) pending.fail()
         })
+        // Too many in progress: the oldest goes (the Map keeps insertion order), not the newest.
+        for (const [, oldest] of handshaking) {
+          if (!handshakes.over) break
+          oldest.fail()
+          oldest.raw.destroy()
+          metrics.mqttLimits.inc(1, { limit: 'tls_handshakes' })
+        }
         tlsServer.emit('connection', raw)
       })
       servers.push(s)

@@ -144,8 +144,11 @@ export const FAILED_HANDSHAKE_COST = 4
 
 /**
  * Admission of TLS handshakes, checked when the raw connection arrives (before the ClientHello is
- * read, so a refused one costs no key exchange): handshakes in progress, and handshakes per second
- * from one address. A failed handshake costs its address {@link FAILED_HANDSHAKE_COST} more tokens.
+ * read, so a refused one costs no key exchange): handshakes per second from one address, and
+ * handshakes in progress. A failed handshake costs its address {@link FAILED_HANDSHAKE_COST} more
+ * tokens. Beyond the in-progress bound the caller ends the oldest handshake rather than refusing
+ * the newest: sockets that connect and stay silent then cannot hold every place for the length of
+ * the handshake timeout, while an honest handshake (milliseconds) is rarely the oldest.
  */
 export class HandshakeLimiter {
   private inProgress = 0
@@ -156,13 +159,17 @@ export class HandshakeLimiter {
     private readonly ratePerAddress: number,
   ) {}
 
-  /** Why a handshake from `address` must not start, or undefined: it started, and `done` must be called once when it ends. */
-  refuse(address: string): 'tls_handshakes' | 'tls_handshake_rate' | undefined {
-    if (this.inProgress >= this.maxInProgress) return 'tls_handshakes'
+  /** 'tls_handshake_rate' when `address` is over its rate; otherwise the handshake started, and `done` must be called once when it ends. */
+  refuse(address: string): 'tls_handshake_rate' | undefined {
     const now = performance.now()
     if (!this.bucket(address, now).take(now)) return 'tls_handshake_rate'
     this.inProgress++
     return undefined
+  }
+
+  /** Whether more handshakes are in progress than allowed: the caller ends the oldest ones. */
+  get over(): boolean {
+    return this.inProgress > this.maxInProgress
   }
 
   /** A handshake admitted by {@link refuse} ended (completed, failed or its socket closed). */

@@ -3,13 +3,15 @@ import { describe, expect, it } from 'vitest'
 import { FAILED_HANDSHAKE_COST, HandshakeLimiter } from '../../src/ingress/limits.js'
 
 describe('handshake limiter', () => {
-  it('limits - handshakes in progress are capped; one that ends frees its place', () => {
+  it('limits - beyond the handshakes in progress the limiter says so (the caller ends the oldest); one that ends frees its place', () => {
     const l = new HandshakeLimiter(2, 1000)
     expect(l.refuse('a')).toBeUndefined()
     expect(l.refuse('b')).toBeUndefined()
-    expect(l.refuse('c')).toBe('tls_handshakes')
-    l.done()
+    expect(l.over).toBe(false)
     expect(l.refuse('c')).toBeUndefined()
+    expect(l.over).toBe(true)
+    l.done()
+    expect(l.over).toBe(false)
   })
 
   it('limits - one address gets its rate in a burst, then is refused; other addresses are not', () => {
