@@ -67,6 +67,12 @@ async function metric(g: GatewayProcess, name: string, label: string): Promise<n
   return m ? Number(m[1]) : 0
 }
 
+/** CPU time (user + system) of a process so far, in clock ticks (Linux). */
+function cpuTicks(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
+  return Number(fields[11]) + Number(fields[12])
+}
+
 const p99 = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))]!
 
 describe('MQTTS handshake limits', () => {
@@ -124,9 +130,12 @@ describe('MQTTS handshake limits', () => {
     const quiet = await measure(2500)
     // 10 sources × 3 connections per 20 ms = 150/s each: under the per-address connection rate (200/s).
     let summary = { started: 0, answered: 0, refused: 0 }
+    const ticks0 = cpuTicks(gw.child.pid!)
+    const t0 = performance.now()
     const flooded = await measure(3000, async () => (summary = await flood(port, 3000, 3, 10)))
+    const cpuShare = ((cpuTicks(gw.child.pid!) - ticks0) * 10) / (performance.now() - t0) // 100 ticks per second
     const refused = (await metric(gw, 'ferry_mqtt_limit_refusals_total', 'limit="tls_handshake_rate"')) + (await metric(gw, 'ferry_mqtt_limit_refusals_total', 'limit="tls_handshakes"'))
-    console.log(`tls flood: canary PUBACK p99 ${p99(quiet).toFixed(1)} ms quiet, ${p99(flooded).toFixed(1)} ms during the flood (${flooded.length} publishes); flood ${JSON.stringify(summary)}, ${refused} refused by the handshake limits`)
+    console.log(`tls flood: canary PUBACK p99 ${p99(quiet).toFixed(1)} ms quiet, ${p99(flooded).toFixed(1)} ms during the flood (${flooded.length} publishes), gateway CPU ${(cpuShare * 100).toFixed(0)}% of a core; flood ${JSON.stringify(summary)}, ${refused} refused by the handshake limits`)
     expect(canary.connected).toBe(true)
     expect(gw.child.exitCode).toBeNull()
     expect(refused).toBeGreaterThan(0)
