@@ -38,6 +38,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'limits.maxConnections', flag: '--max-connections', env: 'FERRY_MAX_CONNECTIONS', kind: 'int', default: 10_000, min: 1, max: 1_000_000, help: 'open MQTT connections (TCP and TLS together); more are closed at once' },
   { key: 'limits.connectionRate', flag: '--max-connection-rate', env: 'FERRY_MAX_CONNECTION_RATE', kind: 'int', default: 2000, min: 1, max: 1_000_000, help: 'new connections per second, all addresses together (bursts up to the same number)' },
   { key: 'limits.connectionRatePerAddress', flag: '--max-connection-rate-per-address', env: 'FERRY_MAX_CONNECTION_RATE_PER_ADDRESS', kind: 'int', default: 200, min: 1, max: 1_000_000, help: 'new connections per second from one IP address (bursts up to the same number)' },
+  { key: 'limits.maxTlsHandshakes', flag: '--max-tls-handshakes', env: 'FERRY_MAX_TLS_HANDSHAKES', kind: 'int', default: 64, min: 1, max: 100_000, help: 'TLS handshakes in progress at once on the MQTTS listener; beyond it the oldest one in progress is closed' },
+  { key: 'limits.tlsHandshakeRatePerAddress', flag: '--max-tls-handshake-rate-per-address', env: 'FERRY_MAX_TLS_HANDSHAKE_RATE_PER_ADDRESS', kind: 'int', default: 20, min: 1, max: 1_000_000, help: 'TLS handshakes per second from one IP address (bursts up to the same number); a failed handshake costs 4 more' },
   { key: 'limits.connectTimeoutMs', flag: '--connect-timeout-ms', env: 'FERRY_CONNECT_TIMEOUT_MS', kind: 'int', default: 10_000, min: 100, max: 600_000, help: 'a socket that has not completed CONNECT after this long is closed, milliseconds' },
   { key: 'limits.maxKeepalive', flag: '--max-keepalive', env: 'FERRY_MAX_KEEPALIVE', kind: 'int', default: 3600, min: 0, max: 65_535, help: 'largest keepalive a device may ask for, seconds; keepalive 0 (never) is refused too; 0 = no bound' },
   { key: 'limits.maxTopicBytes', flag: '--max-topic-bytes', env: 'FERRY_MAX_TOPIC_BYTES', kind: 'int', default: 1024, min: 16, max: 65_535, help: 'longest topic or topic filter, UTF-8 bytes' },
@@ -101,6 +103,8 @@ export interface Config {
     readonly maxConnections: number
     readonly connectionRate: number
     readonly connectionRatePerAddress: number
+    readonly maxTlsHandshakes: number
+    readonly tlsHandshakeRatePerAddress: number
     readonly connectTimeoutMs: number
     readonly maxKeepalive: number
     readonly maxTopicBytes: number

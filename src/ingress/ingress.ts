@@ -18,7 +18,7 @@ import type { Logger } from '../logger.js'
 import type { Metrics } from '../metrics/index.js'
 import { Devices } from './devices.js'
 import { guardClientEvents } from './aedes-internals.js'
-import { ConnectionLimiter, guardFrames } from './limits.js'
+import { ConnectionLimiter, HandshakeLimiter, guardFrames } from './limits.js'
 import type { RetransmitIndex } from './retransmits.js'
 
 /** What ingress needs from the log: an ordered, durable append. */
@@ -59,6 +59,26 @@ export interface IngressOptions {
  */
 export const MAX_CLIENT_ID_BYTES = 255
 
+/** How long a listener stops accepting after an accept failed for lack of descriptors (EMFILE/ENFILE). */
+export const ACCEPT_PAUSE_MS = 1000
+
+/**
+ * What the MQTTS listener offers unless its TLS options say otherwise: TLS 1.3's suites (all AEAD)
+ * and, for TLS 1.2, only ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 (forward secrecy,
+ * no CBC, no RSA key transport). Node applies the `TLS_*` names to TLS 1.3 and the rest to 1.2.
+ */
+export const MQTTS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':')
+
 /** CONNACK 2 of MQTT 3.1.1 ("identifier rejected"), also used for out-of-bounds keepalives as Mosquitto does. */
 const IDENTIFIER_REJECTED = 2
 
@@ -78,6 +98,8 @@ export function retransmitHash(topic: string, stored: Uint8Array): number {
 
 export class Ingress {
   private closed = false
+  /** The listeners' bound addresses (kept: a listener pausing for lack of descriptors has none). */
+  private readonly bound: { host: string; port: number }[] = []
   private readonly connIds = new WeakMap<Client, number>()
   /** Filters granted and perhaps not yet stored in the client's session (see authorizeSubscribe). */
   private readonly granting = new WeakMap<Client, Set<string>>()
@@ -209,15 +231,56 @@ export class Ingress {
     }
     const servers: net.Server[] = [net.createServer((socket) => admit(socket) && attach(socket))]
     if (opts.tls) {
-      // Limits apply to the raw connection, before the handshake; a handshake must finish within
-      // the CONNECT timeout; a failed one is counted and its socket closed (Node leaves it open
-      // when there is a tlsClientError listener).
-      const s = tls.createServer({ minVersion: 'TLSv1.2', handshakeTimeout: limits.connectTimeoutMs, ...opts.tls.options }, attach)
-      s.on('connection', (raw: net.Socket) => void admit(raw))
-      s.on('tlsClientError', (err, socket) => {
+      // The TLS server never listens itself: a plain listener admits each raw connection (the
+      // connection limits, then the handshake limits) and only then hands it to the TLS server.
+      // A refused connection so costs an accept and a close, no TLS state and no key exchange
+      // (the ClientHello has not been read). A handshake must finish within the CONNECT timeout;
+      // a failed one is counted and its socket closed (Node leaves it open when there is a
+      // tlsClientError listener). One in progress ends when it completes, or when its raw socket
+      // closes before that or it is evicted as the oldest beyond --max-tls-handshakes, which count
+      // as failures against its address.
+      const handshakes = new HandshakeLimiter(limits.maxTlsHandshakes, limits.tlsHandshakeRatePerAddress)
+      const handshaking = new Map<string, { readonly raw: net.Socket; fail(): void }>()
+      const secured = (socket: tls.TLSSocket): void => {
+        if (handshaking.delete(`${socket.remoteAddress}|${socket.remotePort}`)) handshakes.done()
+        attach(socket)
+      }
+      const tlsServer = tls.createServer({ minVersion: 'TLSv1.2', ciphers: MQTTS_CIPHERS, handshakeTimeout: limits.connectTimeoutMs, ...opts.tls.options }, secured)
+      tlsServer.on('tlsClientError', (err, socket) => {
         metrics.mqttAuthFailures.inc(1, { reason: 'tls_handshake' })
         logger.info('TLS handshake failed', { error: err.message })
         socket.destroy()
+      })
+      const s = net.createServer((raw) => {
+        if (!admit(raw)) return
+        const address = raw.remoteAddress ?? ''
+        const refused = handshakes.refuse(address)
+        if (refused) {
+          metrics.mqttLimits.inc(1, { limit: refused })
+          raw.destroy()
+          return
+        }
+        const key = `${address}|${raw.remotePort}`
+        const pending = {
+          raw,
+          fail(): void {
+            handshaking.delete(key)
+            handshakes.done()
+            handshakes.failed(address)
+          },
+        }
+        handshaking.set(key, pending)
+        raw.once('close', () => {
+          if (handshaking.get(key) === pending) pending.fail()
+        })
+        // Too many in progress: the oldest goes (the Map keeps insertion order), not the newest.
+        for (const [, oldest] of handshaking) {
+          if (!handshakes.over) break
+          oldest.fail()
+          oldest.raw.destroy()
+          metrics.mqttLimits.inc(1, { limit: 'tls_handshakes' })
+        }
+        tlsServer.emit('connection', raw)
       })
       servers.push(s)
     }
@@ -233,7 +296,9 @@ export class Ingress {
           )
           server.listen(port, host, () => resolve())
         })
-        server.on('error', (err) => logger.error('MQTT listener error', { error: err }))
+        const a = server.address() as net.AddressInfo
+        self.bound[i] = { host: a.address, port: a.port }
+        self.pauseOnDescriptorExhaustion(server, self.bound[i]!, i > 0 ? 'MQTTS' : 'MQTT')
       }
     } catch (err) {
       for (const server of servers) server.close()
@@ -243,21 +308,50 @@ export class Ingress {
     return self
   }
 
-  /** Whether every MQTT listener accepts connections. */
+  /** Whether every MQTT listener accepts connections (not while one pauses for lack of descriptors). */
   get listening(): boolean {
     return !this.closed && this.servers.every((s) => s.listening)
   }
 
   /** The bound address of the TCP listener (port resolved when 0 was asked). */
   get address(): { host: string; port: number } {
-    const a = this.servers[0]!.address() as net.AddressInfo
-    return { host: a.address, port: a.port }
+    return this.bound[0]!
   }
 
   /** The bound address of the TLS listener, if any. */
   get tlsAddress(): { host: string; port: number } | undefined {
-    const a = this.servers[1]?.address() as net.AddressInfo | undefined
-    return a ? { host: a.address, port: a.port } : undefined
+    return this.bound[1]
+  }
+
+  /**
+   * An accept that fails with EMFILE/ENFILE leaves the connection in the backlog, so the listener
+   * would be told about it again at once, for as long as descriptors lack (a busy loop). libuv
+   * usually absorbs this itself (it frees a reserved descriptor, accepts and closes the pending
+   * connections); when that reserve is gone too the error reaches us: the listener then closes
+   * (stops accepting) and listens again on the same address after
+   * {@link ACCEPT_PAUSE_MS}, retrying while descriptors still lack. Logged once per episode.
+   */
+  private pauseOnDescriptorExhaustion(server: net.Server, at: { host: string; port: number }, name: string): void {
+    const { logger } = this.opts
+    let paused = false
+    let timer: NodeJS.Timeout | undefined
+    server.on('listening', () => {
+      if (!paused) return
+      paused = false
+      logger.info(`${name} listener accepting again`, { address: `${at.host}:${at.port}` })
+    })
+    server.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EMFILE' && err.code !== 'ENFILE') return logger.error(`${name} listener error`, { error: err })
+      if (!paused) logger.warn(`${name} listener out of file descriptors: not accepting connections for a while`, { address: `${at.host}:${at.port}`, code: err.code, pauseMs: ACCEPT_PAUSE_MS })
+      paused = true
+      if (server.listening) server.close()
+      if (timer || this.closed) return
+      timer = setTimeout(() => {
+        timer = undefined
+        if (!this.closed) server.listen(at.port, at.host)
+      }, ACCEPT_PAUSE_MS)
+      timer.unref()
+    })
   }
 
   private wireEvents(): void {

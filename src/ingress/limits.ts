@@ -1,4 +1,4 @@
-// Limits in front of aedes: connections (count and rate) and the size of one MQTT packet.
+// Limits in front of aedes: connections (count and rate), TLS handshakes (in progress and rate) and the size of one MQTT packet.
 //
 // aedes 1.x buffers a packet until its announced remaining length has arrived, whatever that
 // length: a PUBLISH announcing 200 MB makes it hold 200 MB. The frame guard reads only the fixed
@@ -93,6 +93,12 @@ class Bucket {
   full(now: number): boolean {
     return this.tokens + ((now - this.at) / 1000) * this.rate >= this.rate
   }
+
+  /** Takes `n` more tokens, down to one second's worth of debt at most (so a penalty ends by itself). */
+  charge(now: number, n: number): void {
+    this.tokens = Math.max(-this.rate, Math.min(this.rate, this.tokens + ((now - this.at) / 1000) * this.rate) - n)
+    this.at = now
+  }
 }
 
 /** Most source addresses tracked at once (full buckets are forgotten first). */
@@ -130,5 +136,63 @@ export class ConnectionLimiter {
     for (const [a, b] of this.perAddress) if (b.full(now)) this.perAddress.delete(a)
     // Still full of busy addresses: start over rather than grow (a flood from many addresses).
     if (this.perAddress.size >= MAX_TRACKED_ADDRESSES) this.perAddress.clear()
+  }
+}
+
+/** Tokens a failed TLS handshake costs its address on top of the one its attempt took. */
+export const FAILED_HANDSHAKE_COST = 4
+
+/**
+ * Admission of TLS handshakes, checked when the raw connection arrives (before the ClientHello is
+ * read, so a refused one costs no key exchange): handshakes per second from one address, and
+ * handshakes in progress. A failed handshake costs its address {@link FAILED_HANDSHAKE_COST} more
+ * tokens. Beyond the in-progress bound the caller ends the oldest handshake rather than refusing
+ * the newest: sockets that connect and stay silent then cannot hold every place for the length of
+ * the handshake timeout, while an honest handshake (milliseconds) is rarely the oldest.
+ */
+export class HandshakeLimiter {
+  private inProgress = 0
+  private readonly perAddress = new Map<string, Bucket>()
+
+  constructor(
+    private readonly maxInProgress: number,
+    private readonly ratePerAddress: number,
+  ) {}
+
+  /** 'tls_handshake_rate' when `address` is over its rate; otherwise the handshake started, and `done` must be called once when it ends. */
+  refuse(address: string): 'tls_handshake_rate' | undefined {
+    const now = performance.now()
+    if (!this.bucket(address, now).take(now)) return 'tls_handshake_rate'
+    this.inProgress++
+    return undefined
+  }
+
+  /** Whether more handshakes are in progress than allowed: the caller ends the oldest ones. */
+  get over(): boolean {
+    return this.inProgress > this.maxInProgress
+  }
+
+  /** A handshake admitted by {@link refuse} ended (completed, failed or its socket closed). */
+  done(): void {
+    this.inProgress--
+  }
+
+  /** A handshake from `address` failed: its address pays more for the next ones. */
+  failed(address: string): void {
+    const now = performance.now()
+    this.bucket(address, now).charge(now, FAILED_HANDSHAKE_COST)
+  }
+
+  private bucket(address: string, now: number): Bucket {
+    let b = this.perAddress.get(address)
+    if (!b) {
+      if (this.perAddress.size >= MAX_TRACKED_ADDRESSES) {
+        for (const [a, x] of this.perAddress) if (x.full(now)) this.perAddress.delete(a)
+        if (this.perAddress.size >= MAX_TRACKED_ADDRESSES) this.perAddress.clear()
+      }
+      b = new Bucket(this.ratePerAddress, now)
+      this.perAddress.set(address, b)
+    }
+    return b
   }
 }
