@@ -49,7 +49,7 @@ export function parseSubjectAltName(text: string): SanEntry[] | undefined {
     const colon = text.indexOf(':', i)
     if (colon < 0) return undefined
     const type = text.slice(i, colon)
-    if (!/^[A-Za-z][A-Za-z ]*$/.test(type)) return undefined
+    if (!/^[A-Za-z][A-Za-z0-9 ]*$/.test(type)) return undefined
     let value: string
     let end: number
     if (text[colon + 1] === '"') {

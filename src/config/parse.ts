@@ -65,13 +65,14 @@ function describe(spec: OptionSpec): string {
 
 /** The userinfo part of a URL (`user:pass` in nats://user:pass@host), undefined when there is none. */
 function urlUserinfo(u: string): string | undefined {
-  const m = /^[a-z]+:\/\/([^/?#]*)@/i.exec(u)
+  // With or without a scheme: `user:pass@host:4222` and `token@host:4222` hold credentials too.
+  const m = /^(?:[a-z]+:\/\/)?([^/?#]*)@/i.exec(u)
   return m?.[1]
 }
 
 /** A URL with any userinfo replaced, for messages. */
 function redactUrl(u: string): string {
-  return urlUserinfo(u) === undefined ? u : u.replace(/^([a-z]+:\/\/)[^/?#]*@/i, '$1<redacted>@')
+  return urlUserinfo(u) === undefined ? u : u.replace(/^((?:[a-z]+:\/\/)?)[^/?#]*@/i, '$1<redacted>@')
 }
 
 /**
@@ -128,7 +129,7 @@ function convert(spec: OptionSpec, v: unknown): unknown {
       const list = Array.isArray(v) ? v : typeof v === 'string' ? v.split(',') : undefined
       if (!list || list.length === 0) return undefined
       const urls = list.map((u) => (typeof u === 'string' ? u.trim() : ''))
-      return urls.every((u) => /^(nats|tls|wss?):\/\/[^\s]+$/.test(u) || /^[^\s/:]+:\d+$/.test(u)) ? urls : undefined
+      return urls.every((u) => /^(nats|tls|wss?):\/\/[^\s]+$/.test(u) || /^[^\s/:@]+:\d+$/.test(u)) ? urls : undefined
     }
     case 'topics': {
       const list = Array.isArray(v) ? v : typeof v === 'string' ? (v.trim() === '' ? [] : v.split(',')) : undefined

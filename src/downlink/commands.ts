@@ -269,7 +269,11 @@ export class Commands {
         // A backstop: the gateway terminates a command itself after maxDeliver deliveries.
         max_deliver: this.opts.maxDeliver + MAX_DELIVER_SPARE,
         inactive_threshold: INACTIVE_NS,
-      })
+        // Create or update: a consumer made by an older Ferry (or with another --cmd-max-deliver)
+        // is updated in place. nats.js sends action "create" by default, which nats-server 2.10+
+        // refuses for an existing consumer with another config (10148). '' is its CreateOrUpdate
+        // (ConsumerApiAction is not exported).
+      }, { action: '' } as unknown as Parameters<JetStreamManager['consumers']['add']>[2])
       this.consumers.add(name)
     }
     return name

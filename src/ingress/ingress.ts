@@ -237,10 +237,11 @@ export class Ingress {
       // (the ClientHello has not been read). A handshake must finish within the CONNECT timeout;
       // a failed one is counted and its socket closed (Node leaves it open when there is a
       // tlsClientError listener). One in progress ends when it completes, or when its raw socket
-      // closes before that or it is evicted as the oldest beyond --max-tls-handshakes, which count
-      // as failures against its address.
+      // closes before that or it is evicted as the oldest beyond --max-tls-handshakes. A handshake
+      // that failed (protocol error, bad or missing certificate) or that its client abandoned costs
+      // its address extra; one Ferry evicted (a slow honest device amid a flood) does not.
       const handshakes = new HandshakeLimiter(limits.maxTlsHandshakes, limits.tlsHandshakeRatePerAddress)
-      const handshaking = new Map<string, { readonly raw: net.Socket; fail(): void }>()
+      const handshaking = new Map<string, { readonly raw: net.Socket; end(penalty: boolean): void }>()
       const secured = (socket: tls.TLSSocket): void => {
         if (handshaking.delete(`${socket.remoteAddress}|${socket.remotePort}`)) handshakes.done()
         attach(socket)
@@ -263,20 +264,20 @@ export class Ingress {
         const key = `${address}|${raw.remotePort}`
         const pending = {
           raw,
-          fail(): void {
+          end(penalty: boolean): void {
             handshaking.delete(key)
             handshakes.done()
-            handshakes.failed(address)
+            if (penalty) handshakes.failed(address)
           },
         }
         handshaking.set(key, pending)
         raw.once('close', () => {
-          if (handshaking.get(key) === pending) pending.fail()
+          if (handshaking.get(key) === pending) pending.end(true) // failed, or abandoned by its client
         })
         // Too many in progress: the oldest goes (the Map keeps insertion order), not the newest.
         for (const [, oldest] of handshaking) {
           if (!handshakes.over) break
-          oldest.fail()
+          oldest.end(false)
           oldest.raw.destroy()
           metrics.mqttLimits.inc(1, { limit: 'tls_handshakes' })
         }
