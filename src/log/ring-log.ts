@@ -178,7 +178,6 @@ export class RingLog {
   private fullReason: 'disk_full' | 'no_descriptors' = 'disk_full'
   /** A deletion's directory sync could not run (no descriptors); the next segment start makes up for it. */
   private dirSyncOwed = false
-  private freeing = false
   private freeRun: Promise<boolean> | undefined
   /** A checkpoint was wanted while one was being written: write another when it is done. */
   private checkpointAgain = false
@@ -912,17 +911,12 @@ export class RingLog {
   /** Marks every seq <= `seq` as acknowledged upstream. Late acks below the current position are ignored. */
   ack(seq: number): void {
     if (seq > this.ackedSeq) this.ackedSeq = Math.min(seq, this.durable)
-    if (this.diskFullSince > 0 && !this.freeing) {
+    if (this.diskFullSince > 0 && !this.freeRun) {
       const oldest = this.segments[0]
       if (oldest && oldest !== this.active?.seg && oldest.lastSeq <= this.ackedSeq) {
-        // The drain made a segment deletable: give its space back and end the wait at once.
-        this.freeing = true
-        this.freeForwarded()
-          .then((freed) => {
-            if (freed) this.diskFullRetryAt = 0
-          })
-          .catch((err: unknown) => this.fail(err, 'deleting forwarded segments on a full disk'))
-          .finally(() => (this.freeing = false))
+        // The drain made a segment deletable: give its space back and end the wait at once
+        // (freeForwarded clears the retry time as it deletes).
+        this.freeForwarded().catch((err: unknown) => this.fail(err, 'deleting forwarded segments on a full disk'))
       }
     }
     // Also checkpoint every CHECKPOINT_EVERY acks, so a fast crash loop during a big drain does

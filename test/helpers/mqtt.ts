@@ -41,3 +41,15 @@ export async function publishSeries(c: MqttClient, device: string, count: number
 export async function endClient(c: MqttClient): Promise<void> {
   await c.endAsync(true).catch(() => {})
 }
+
+/** Resolves true when the connection is closed (or already was) within `ms`, false otherwise. */
+export function closedWithin(c: MqttClient, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (!c.connected) return resolve(true)
+    const t = setTimeout(() => resolve(false), ms)
+    c.once('close', () => {
+      clearTimeout(t)
+      resolve(true)
+    })
+  })
+}

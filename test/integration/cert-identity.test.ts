@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
-import { endClient } from '../helpers/mqtt.js'
+import { endClient, closedWithin } from '../helpers/mqtt.js'
 import { freePort, startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 import { readStream, waitForCount } from '../helpers/stream.js'
@@ -51,14 +51,6 @@ async function connected(url: string, opts: IClientOptions): Promise<MqttClient>
   const c = await tryConnect(url, opts)
   if (typeof c === 'string') throw new Error(`refused: ${c}`)
   return c
-}
-
-function closedWithin(c: MqttClient, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (!c.connected) return resolve(true)
-    const t = setTimeout(() => resolve(false), ms)
-    c.once('close', () => (clearTimeout(t), resolve(true)))
-  })
 }
 
 describe('certificate identity', () => {

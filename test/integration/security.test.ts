@@ -14,7 +14,7 @@ import type { GatewayProcess } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
 import { checkCanaries, quantile, startCanary } from '../helpers/canary.js'
 import type { Canary } from '../helpers/canary.js'
-import { endClient } from '../helpers/mqtt.js'
+import { endClient, closedWithin } from '../helpers/mqtt.js'
 import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 import { readStream, waitForCount } from '../helpers/stream.js'
@@ -47,18 +47,6 @@ async function connected(port: number, opts: IClientOptions): Promise<MqttClient
   const c = await tryConnect(port, opts)
   if (typeof c === 'number') throw new Error(`CONNACK refused with ${c}`)
   return c
-}
-
-/** Resolves true when the connection is closed within `ms`. */
-function closedWithin(c: MqttClient, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (!c.connected) return resolve(true)
-    const t = setTimeout(() => resolve(false), ms)
-    c.once('close', () => {
-      clearTimeout(t)
-      resolve(true)
-    })
-  })
 }
 
 /** The granted QoS of each filter (128 = refused). */

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
-import { endClient } from '../helpers/mqtt.js'
+import { endClient, closedWithin } from '../helpers/mqtt.js'
 import { freePort, startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 import { streamCount, waitForCount } from '../helpers/stream.js'
@@ -44,13 +44,6 @@ function tryConnect(url: string, opts: IClientOptions): Promise<MqttClient | str
       resolve(String((err as { code?: unknown }).code ?? err.message))
     })
     c.once('close', () => resolve('closed'))
-  })
-}
-
-function closedWithin(c: MqttClient, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const t = setTimeout(() => resolve(false), ms)
-    c.once('close', () => (clearTimeout(t), resolve(true)))
   })
 }
 

@@ -29,6 +29,23 @@ function fullableFs(full: (fd: number, position: number, length: number) => bool
   }
 }
 
+/** A file system whose writes fail with ENOSPC when `full(path, position)` says so (it knows each fd's path). */
+function pathAwareFs(full: (path: string | undefined, position: number) => boolean): LogFs {
+  const paths = new Map<number, string>()
+  return {
+    ...nodeFs,
+    open: async (p, flags) => {
+      const fd = await nodeFs.open(p, flags)
+      paths.set(fd, p)
+      return fd
+    },
+    write: async (fd, buf, off, len, pos) => {
+      if (full(paths.get(fd), pos)) throw enospc()
+      return nodeFs.write(fd, buf, off, len, pos)
+    },
+  }
+}
+
 async function readSeqs(log: RingLog, from = log.acked + 1): Promise<number[]> {
   const r = new LogReader(log, from)
   const out: number[] = []
@@ -170,19 +187,7 @@ describe('disk full - ring log', () => {
     let checkpointFull = false
     const dir = tempDir()
     const cpPath = path.join(dir, 'checkpoint')
-    const fds = new Map<number, string>()
-    const fsys: LogFs = {
-      ...nodeFs,
-      open: async (p, flags) => {
-        const fd = await nodeFs.open(p, flags)
-        fds.set(fd, p)
-        return fd
-      },
-      write: async (fd, buf, off, len, pos) => {
-        if (checkpointFull && fds.get(fd) === cpPath) throw enospc()
-        return nodeFs.write(fd, buf, off, len, pos)
-      },
-    }
+    const fsys = pathAwareFs((p) => checkpointFull && p === cpPath)
     const segmentBytes = 64 * 1024
     const log = await openLog(dir, { fs: fsys, segmentBytes, maxBytes: 4 * segmentBytes, discard: 'new', checkpointIntervalMs: 10 }, createMetrics())
     checkpointFull = true
@@ -294,19 +299,7 @@ describe('disk full - ring log', () => {
     let checkpointFull = false
     const dir = tempDir()
     const cpPath = path.join(dir, 'checkpoint')
-    const fds = new Map<number, string>()
-    const fsys: LogFs = {
-      ...nodeFs,
-      open: async (p, flags) => {
-        const fd = await nodeFs.open(p, flags)
-        fds.set(fd, p)
-        return fd
-      },
-      write: async (fd, buf, off, len, pos) => {
-        if ((full && pos === 0 && fds.get(fd)?.endsWith('.seg')) || (checkpointFull && fds.get(fd) === cpPath)) throw enospc()
-        return nodeFs.write(fd, buf, off, len, pos)
-      },
-    }
+    const fsys = pathAwareFs((p, pos) => (full && pos === 0 && p?.endsWith('.seg') === true) || (checkpointFull && p === cpPath))
     const log = await openLog(dir, { fs: fsys, segmentBytes: 64 * 1024, diskFullRetryMs: 0, discard: 'new', checkpointIntervalMs: 60_000 })
     let n = 0
     while (log.listSegments().length < 2) await log.append(body(n++))
