@@ -160,7 +160,7 @@ export function writeResult(name: string, data: unknown): string {
   const dir = path.join(ROOT, 'bench', 'results')
   fs.mkdirSync(dir, { recursive: true })
   const file = path.join(dir, `${name}.json`)
-  fs.writeFileSync(file, JSON.stringify({ environment: environment(), ...((data as object) ?? {}) }, null, 2) + '\n')
+  fs.writeFileSync(file, JSON.stringify({ environment: environment(), ...(data as object) }, null, 2) + '\n')
   return file
 }
 

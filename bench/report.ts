@@ -66,7 +66,9 @@ function arr(v: Json): Json[] {
 }
 
 function str(v: Json): string {
-  return typeof v === 'string' ? v : v === undefined || v === null ? '' : String(v)
+  if (typeof v === 'string') return v
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v)
+  return v === undefined || v === null ? '' : JSON.stringify(v)
 }
 
 // ---------- markdown helpers ----------

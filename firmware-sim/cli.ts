@@ -2,7 +2,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { startFleet, type Fleet, type FleetOptions, type LatencySummary, type QoS, type QosWeights } from './fleet.js'
 import { Ledger, LedgerFileError, readLedgerFile, writeLedgerFile } from './ledger.js'
-import { MAX_LARGE_BYTES, PROFILE_NAMES, type ProfileName, type ProfileWeights } from './payloads.js'
+import { MAX_LARGE_BYTES, PROFILE_NAMES, type ProfileName } from './payloads.js'
 import { VerifyError, formatReport, verifyStream } from './verify.js'
 
 const USAGE = `Usage: firmware-sim [run] [options]      simulate a fleet of MQTT devices (the default command)
@@ -189,7 +189,7 @@ function parseRun(argv: string[]): RunConfig | 'help' {
     help: { type: 'boolean', short: 'h' },
   })
   if (flags.on('help')) return 'help'
-  const str = flags.str
+  const str = (name: string): string | undefined => flags.str(name)
 
   const qosNum = num('qos', str('qos'), { int: true, min: 0, max: 2 }) ?? 1
   const qos: QoS = qosNum === 0 ? 0 : qosNum === 2 ? 2 : 1
@@ -217,7 +217,7 @@ function parseRun(argv: string[]): RunConfig | 'help' {
     fleet.qosMix = mix
   }
   const profile = str('profile')
-  if (profile !== undefined) fleet.profiles = weights<ProfileName>('profile', profile, PROFILE_NAMES) as ProfileWeights
+  if (profile !== undefined) fleet.profiles = weights<ProfileName>('profile', profile, PROFILE_NAMES)
   const largeBytes = str('large-bytes')
   if (largeBytes !== undefined) {
     const parts = largeBytes.split('-')

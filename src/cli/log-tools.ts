@@ -73,7 +73,7 @@ const iso = (ms: number): string => new Date(ms).toISOString()
  * as \\u{XXXX}, so a client id cannot reorder or hide what is printed around it; `\\` as `\\\\`,
  * so an escape in the text cannot pass for one of ours.
  */
-export function printable(v: unknown): string {
+export function printable(v: string | number | undefined): string {
   return String(v ?? '').replace(/[\\\x00-\x1f\x7f-\x9f]|[\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu, (c) => {
     if (c === '\\') return '\\\\'
     const cp = c.codePointAt(0)!
@@ -101,7 +101,20 @@ export function preview(payload: Uint8Array, encoding: number, max = 80): string
   return text.length > max ? `${text.slice(0, max - 1)}…` : text
 }
 
-function describeRecord(r: { seq: number; ts: number; body: Buffer }): Record<string, unknown> {
+/** One log record as `log dump` prints it; `error` instead of the entry fields when the body does not decode. */
+interface RecordDescription {
+  seq: number
+  time: string
+  bytes: number
+  clientId?: string
+  topic?: string
+  qos?: 0 | 1 | 2
+  contentType?: string
+  payload?: string
+  error?: string
+}
+
+function describeRecord(r: { seq: number; ts: number; body: Buffer }): RecordDescription {
   try {
     const e = decodeEntry(r.body)
     const encoding = e.encoding ?? 0

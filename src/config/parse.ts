@@ -134,7 +134,7 @@ function convert(spec: OptionSpec, v: unknown): unknown {
     case 'topics': {
       const list = Array.isArray(v) ? v : typeof v === 'string' ? (v.trim() === '' ? [] : v.split(',')) : undefined
       if (!list || !list.every((f) => typeof f === 'string')) return undefined
-      const filters = (list as string[]).map((f) => f.trim())
+      const filters = list.map((f) => f.trim())
       return filters.every((f) => topicFilterProblem(f) === undefined) ? filters : undefined
     }
     case 'string':

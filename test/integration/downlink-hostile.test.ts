@@ -9,7 +9,6 @@ import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { decodeCbor, encodeCbor } from '../../src/codec/index.js'
 import { rawDevice, until } from '../helpers/device.js'
-import type { RawDevice } from '../helpers/device.js'
 import { spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
@@ -28,7 +27,6 @@ describe('downlink - hostile cloud input', () => {
   /** A well-behaved device answering RPC (JSON) and taking commands; the control after every attack. */
   let ok: MqttClient
   const okCommands: string[] = []
-  let okRpcs = 0
   const dataDir = tempDir('ferry-downlink-hostile-')
 
   const command = async (subject: string, body: string, h?: Record<string, string>): Promise<void> => {
@@ -73,7 +71,6 @@ describe('downlink - hostile cloud input', () => {
     await ok.subscribeAsync(['commands/ok-dev/#', 'devices/ok-dev/rpc/request/+/json'], { qos: 1 })
     ok.on('message', (topic) => {
       if (topic.startsWith('commands/')) return void okCommands.push(topic)
-      okRpcs++
       ok.publish(`devices/ok-dev/rpc/response/${topic.split('/')[4]}`, '{"rate":5}', { qos: 1 })
     })
     expect(await until(async () => (await request('ferry.rpc.ok-dev.getConfig', '{}')) === '200 OK')).toBe(true)

@@ -100,7 +100,7 @@ describe('identity - nothing a client sends ends the process (in-process gateway
         fc.option(fc.oneof(nearBytes(255, text), nearBytes(1024, text), fc.string({ unit: 'binary', maxLength: 20 }))),
         fc.oneof(nearBytes(256, text), fc.string({ unit: 'binary', minLength: 1, maxLength: 20 })),
         fc.oneof(fc.integer({ min: 3500, max: 4200 }), fc.integer({ min: 0, max: 16 })),
-        fc.constantFrom(0, 1) as fc.Arbitrary<0 | 1>,
+        fc.constantFrom<0 | 1>(0, 1),
         async (clientId, username, topic, payloadBytes, qos) => {
           const c = await tryConnect(port, { clientId, ...(username === null ? {} : { username }), password: 'x' })
           if (typeof c === 'object') {

@@ -64,7 +64,7 @@ describe('device sessions', () => {
           const r = write(...a)
           process.nextTick(() => c.conn.destroy(new Error('ECONNRESET')))
           return r
-        }) as typeof c.conn.write
+        })
       })
       const s = net.connect(gw.ingress.address.port, '127.0.0.1')
       s.on('error', () => {})

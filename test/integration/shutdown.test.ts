@@ -30,7 +30,7 @@ describe('shutdown', () => {
     let out = ''
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
     await new Promise<void>((resolve) =>
-      child.stderr!.on('data', (d: Buffer) => {
+      child.stderr.on('data', (d: Buffer) => {
         out += d.toString()
         if (out.includes('"msg":"starting"')) resolve()
       }),

@@ -41,7 +41,7 @@ function tryConnect(url: string, opts: IClientOptions): Promise<MqttClient | str
     c.once('connect', () => resolve(c))
     c.once('error', (err) => {
       c.end(true)
-      resolve(String((err as { code?: unknown }).code ?? err.message))
+      resolve(String((err as { code?: string | number }).code ?? err.message))
     })
     c.once('close', () => resolve('closed'))
   })

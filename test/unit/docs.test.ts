@@ -10,7 +10,7 @@ const readme = fs.readFileSync('README.md', 'utf8')
 
 describe('docs', () => {
   it('docs - the README error table lists exactly the error codes in the catalogue', () => {
-    const documented = new Set([...readme.matchAll(/^\| `(FERRY_ERR_[A-Z_]+)` \|/gm)].map((m) => m[1]))
+    const documented = new Set([...readme.matchAll(/^\| `(FERRY_ERR_[A-Z_]+)` \|/gm)].map((m) => m[1] ?? ''))
     expect([...documented].sort()).toEqual(Object.keys(ERROR_CODES).sort())
     const mentioned = new Set([...readme.matchAll(/FERRY_ERR_[A-Z_]+/g)].map((m) => m[0]))
     for (const code of mentioned) expect(Object.keys(ERROR_CODES)).toContain(code)

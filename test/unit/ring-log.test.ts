@@ -144,7 +144,7 @@ describe('ring log', () => {
     const ok = results.filter((r) => r.status === 'fulfilled').length
     expect(ok).toBeGreaterThan(0)
     expect(ok).toBeLessThan(5000)
-    expect(results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason instanceof LogFullError)).toBe(true)
+    expect(results.filter((r) => r.status === 'rejected').every((r) => r.reason instanceof LogFullError)).toBe(true)
     log.ack(log.durableSeq)
     expect(await log.append(body(1))).toBe(ok + 1)
     await log.close()
@@ -294,7 +294,7 @@ describe('ring log - restarts and limits (review findings)', () => {
     const [file] = segmentFiles(dir)
     unseal(file!)
     const { frameOffsets } = await import('../helpers/damage.js')
-    fs.truncateSync(file!, frameOffsets(file!)[25]!)
+    fs.truncateSync(file!, frameOffsets(file!)[25])
     const metrics = createMetrics()
     log = await openLog(dir, {}, metrics)
     expect(metrics.drops.get({ reason: 'power_loss' })).toBe(5) // counted at start, with the range logged
