@@ -14,7 +14,7 @@
 // or client id holds none of `+`, `#`, `/`, `%` or NUL, so no one can name themselves into a wildcard;
 // otherwise the rule does not apply to them. `#` and `+` in a rule's first level do not match `$`
 // topics (MQTT 4.7.2): `$SYS/...` needs a rule of its own.
-import { topicFilterProblem, topicMatches } from '../codec/topic-filter.js'
+import { filterCovers, filtersOverlap, topicFilterProblem, topicMatches } from '../codec/topic-filter.js'
 import { FerryError } from '../errors.js'
 import { readGuardedFile } from './file-mode.js'
 
@@ -30,34 +30,8 @@ interface Rule {
 /** Never expanded: wildcards, level separators, NUL, and % (an identity "%c" must not become a client id). */
 const UNSAFE_IDENTITY = /[+#/\x00%]/
 
-/** True when every topic matching `inner` also matches `outer` (both valid filters). */
-export function filterCovers(outer: string, inner: string): boolean {
-  const o = outer.split('/')
-  const n = inner.split('/')
-  if (inner.startsWith('$') !== outer.startsWith('$') && (o[0] === '+' || o[0] === '#')) return false
-  for (let i = 0; i < o.length; i++) {
-    const ol = o[i]
-    if (ol === '#') return true
-    if (i >= n.length) return false
-    const nl = n[i]
-    if (nl === '#') return false
-    if (ol !== '+' && (nl === '+' || ol !== nl)) return false
-  }
-  return o.length === n.length
-}
-
-/** True when some topic matches both filters. */
-export function filtersOverlap(a: string, b: string): boolean {
-  const x = a.split('/')
-  const y = b.split('/')
-  for (let i = 0; ; i++) {
-    const xl = x[i]
-    const yl = y[i]
-    if (xl === '#' || yl === '#') return true
-    if (xl === undefined || yl === undefined) return xl === yl
-    if (xl !== '+' && yl !== '+' && xl !== yl) return false
-  }
-}
+// The filter relations live with topic matching; re-exported here, where the ACL made them public first.
+export { filterCovers, filtersOverlap }
 
 /** A parsed ACL file. */
 export class Acl {
