@@ -30,14 +30,30 @@ export function parseBytes(v: unknown): number | undefined {
   return Number.isInteger(n) ? n : undefined
 }
 
+/** Milliseconds per duration unit. */
+const DURATION_UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const
+export type DurationUnit = keyof typeof DURATION_UNIT_MS
+
+/** The units of configuration durations (no days: no option is that long). */
+const CONFIG_DURATION_UNITS: readonly DurationUnit[] = ['ms', 's', 'm', 'h']
+
+/**
+ * Parses a non-negative number with an optional unit among `units` (`1500ms`, `10s`, `2.5m`; none: milliseconds),
+ * rounded to whole milliseconds. Undefined when the text is not one. The one duration syntax of Ferry:
+ * configuration values and a command's TTL header (which also allows `d`) both use it.
+ */
+export function parseDurationMs(v: string, units: readonly DurationUnit[]): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(v)
+  const unit = (m?.[2] ?? 'ms') as DurationUnit
+  if (!m || !units.includes(unit)) return undefined
+  return Math.round(Number(m[1]) * DURATION_UNIT_MS[unit])
+}
+
 /** Parses `10s`, `1500ms`, `2m`, `1h`, or a bare number of milliseconds. Undefined when not a duration. */
 export function parseDuration(v: unknown): number | undefined {
   if (typeof v === 'number') return Number.isInteger(v) ? v : undefined
   if (typeof v !== 'string') return undefined
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(v)
-  if (!m) return undefined
-  const n = Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms']
-  return Number.isInteger(n) ? n : Math.round(n)
+  return parseDurationMs(v, CONFIG_DURATION_UNITS)
 }
 
 function describe(spec: OptionSpec): string {
