@@ -9,6 +9,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { ENCODING_CONTENT_TYPE, decodeCbor, decodeEntry } from '../codec/index.js'
 import { FerryError } from '../errors.js'
+import { DEAD_LETTER_FILE, formatDeadLetter, parseDeadLetters } from '../forward/dead-letter.js'
+import type { StoredDeadLetter } from '../forward/dead-letter.js'
 import { DirLock, RingLog, nodeFs, readCheckpointState, rewriteCheckpoint, scanLog, statLog } from '../log/index.js'
 import type { InspectedRecord } from '../log/index.js'
 import { silentLogger } from '../logger.js'
@@ -171,24 +173,10 @@ async function logDump(args: Args): Promise<number> {
   return 0
 }
 
-interface DeadLine {
-  seq: number
-  epoch: number
-  ts: number
-  deadAt: number
-  reason: string
-  entry: string
-}
-
-function deadLetters(dir: string): { file: string; lines: DeadLine[] } {
-  const file = path.join(dir, 'dead-letter.jsonl')
+function deadLetters(dir: string): { file: string; lines: StoredDeadLetter[] } {
+  const file = path.join(dir, DEAD_LETTER_FILE)
   if (!fs.existsSync(file)) return { file, lines: [] }
-  const lines = fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as DeadLine)
-  return { file, lines }
+  return { file, lines: parseDeadLetters(fs.readFileSync(file, 'utf8')) }
 }
 
 /** Takes the data directory's lock for a tool that changes it; a running gateway makes this fail. */
@@ -208,11 +196,11 @@ async function dlq(sub: string, args: Args): Promise<number> {
   const chosen = lines.filter((l) => only === undefined || l.seq === only)
   if (sub === 'list') {
     if (args.flags.has('--json')) {
-      for (const l of lines) process.stdout.write(printableJson({ ...describeRecord({ seq: l.seq, ts: l.ts, body: Buffer.from(l.entry, 'base64') }), deadAt: iso(l.deadAt), reason: l.reason }) + '\n')
+      for (const l of lines) process.stdout.write(printableJson({ ...describeRecord(l), deadAt: iso(l.deadAt), reason: l.reason }) + '\n')
       return 0
     }
     for (const l of lines) {
-      const d = describeRecord({ seq: l.seq, ts: l.ts, body: Buffer.from(l.entry, 'base64') })
+      const d = describeRecord(l)
       process.stdout.write(`${l.seq}  dead ${iso(l.deadAt)}  ${printable(d.clientId)}  ${printable(d.topic)}  ${d.bytes} B  reason: ${printable(l.reason)}\n`)
     }
     process.stderr.write(`${lines.length} dead letter(s) in ${file}\n`)
@@ -225,9 +213,8 @@ async function dlq(sub: string, args: Args): Promise<number> {
       process.stderr.write(`no dead letter with seq ${only}\n`)
       return 1
     }
-    const body = Buffer.from(l.entry, 'base64')
-    const e = decodeEntry(body)
-    process.stdout.write(printableJson({ ...describeRecord({ seq: l.seq, ts: l.ts, body }), epoch: l.epoch, deadAt: iso(l.deadAt), reason: l.reason, payload: preview(e.payload, e.encoding ?? 0, 100_000) }, 2) + '\n')
+    const e = decodeEntry(l.body)
+    process.stdout.write(printableJson({ ...describeRecord(l), epoch: l.epoch, deadAt: iso(l.deadAt), reason: l.reason, payload: preview(e.payload, e.encoding ?? 0, 100_000) }, 2) + '\n')
     return 0
   }
   if (sub !== 'replay' && sub !== 'purge') throw new UsageError(`unknown dlq command ${JSON.stringify(sub)}`)
@@ -239,7 +226,7 @@ async function dlq(sub: string, args: Args): Promise<number> {
       const log = await RingLog.open({ dir, segmentBytes: 64 * 1024 * 1024, maxBytes: 2 ** 50, discard: 'new', fsync: 'always', fsyncIntervalMs: 100, maxRecordBytes: 32 * 1024 * 1024, checkpointIntervalMs: 1000, logger: silentLogger, metrics: createMetrics() })
       try {
         for (const [i, l] of chosen.entries()) {
-          await log.append(Buffer.from(l.entry, 'base64'))
+          await log.append(l.body)
           if (process.stderr.isTTY) process.stderr.write(`\rreplaying ${i + 1}/${chosen.length}`)
         }
       } finally {
@@ -249,7 +236,7 @@ async function dlq(sub: string, args: Args): Promise<number> {
     }
     const keep = lines.filter((l) => !chosen.includes(l))
     const tmp = `${file}.tmp`
-    fs.writeFileSync(tmp, keep.map((l) => JSON.stringify(l) + '\n').join(''))
+    fs.writeFileSync(tmp, keep.map((l) => formatDeadLetter(l)).join(''))
     const fd = fs.openSync(tmp, 'r')
     fs.fsyncSync(fd)
     fs.closeSync(fd)

@@ -2,6 +2,8 @@
 //
 // `<dataDir>/dead-letter.jsonl`, one JSON object per line, fdatasync'd before the log cursor moves
 // past the message: {"seq","epoch","ts","deadAt","reason","entry" (the log record body, base64)}.
+// This module is the one place that knows the line format: the gateway writes lines with it, and the
+// `ferry dlq` tools parse and rewrite them with it.
 // Writes go through the log's file-system seam, off the event loop, one group at a time: dead
 // letters that arrive while a write is under way share the next write and its fdatasync.
 import path from 'node:path'
@@ -14,6 +16,30 @@ export interface DeadLetter {
   readonly ts: number
   readonly body: Buffer
   readonly reason: string
+}
+
+/** A dead letter as stored: with the time (ms since the epoch) it was written. */
+export interface StoredDeadLetter extends DeadLetter {
+  readonly deadAt: number
+}
+
+/** The file's name in the data directory. */
+export const DEAD_LETTER_FILE = 'dead-letter.jsonl'
+
+/** One line of the file, newline included. */
+export function formatDeadLetter(d: StoredDeadLetter): string {
+  return JSON.stringify({ seq: d.seq, epoch: d.epoch, ts: d.ts, deadAt: d.deadAt, reason: d.reason, entry: d.body.toString('base64') }) + '\n'
+}
+
+/** The dead letters in the file's text, in file order; blank lines are skipped, a line that is not JSON throws. */
+export function parseDeadLetters(text: string): StoredDeadLetter[] {
+  return text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => {
+      const o = JSON.parse(l) as { seq: number; epoch: number; ts: number; deadAt: number; reason: string; entry: string }
+      return { seq: o.seq, epoch: o.epoch, ts: o.ts, deadAt: o.deadAt, reason: o.reason, body: Buffer.from(o.entry, 'base64') }
+    })
 }
 
 interface Waiting {
@@ -33,12 +59,12 @@ export class DeadLetters {
     dir: string,
     private readonly fsys: LogFs = nodeFs,
   ) {
-    this.path = path.join(dir, 'dead-letter.jsonl')
+    this.path = path.join(dir, DEAD_LETTER_FILE)
   }
 
   /** Appends one dead letter durably. Rejects (nothing written) on an I/O error such as ENOSPC. */
   write(d: DeadLetter): Promise<void> {
-    const line = Buffer.from(JSON.stringify({ seq: d.seq, epoch: d.epoch, ts: d.ts, deadAt: Date.now(), reason: d.reason, entry: d.body.toString('base64') }) + '\n')
+    const line = Buffer.from(formatDeadLetter({ ...d, deadAt: Date.now() }))
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ line, resolve, reject })
       if (!this.writing) void this.pump()
