@@ -76,6 +76,7 @@ export class Gateway {
       logger: logger.child('log'),
       metrics,
     })
+    observeLog(metrics, log)
     logger.info('ring log recovered', {
       dir: path.resolve(config.log.dataDir),
       ms: Math.round(performance.now() - t0),
@@ -243,6 +244,14 @@ export class Gateway {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
   }
+}
+
+/** Exports the log's state as gauges, read at each scrape. */
+function observeLog(metrics: Metrics, log: RingLog): void {
+  metrics.logBytes.collect(() => log.sizeBytes)
+  metrics.logSegments.collect(() => log.segmentCount)
+  metrics.logBacklog.collect(() => Math.max(0, log.durableSeq - log.acked))
+  metrics.logBacklogBytes.collect(() => log.backlogBytesEstimate())
 }
 
 /** Reads the newest records back so retransmissions of messages stored before a crash are recognised. */

@@ -26,7 +26,6 @@ import { randomBytes, randomInt } from 'node:crypto'
 import path from 'node:path'
 import { FerryError, LogClosedError, LogFullError, LogIoError } from '../errors.js'
 import type { Logger } from '../logger.js'
-import type { Metrics } from '../metrics/index.js'
 import { Checkpoint } from './checkpoint.js'
 import type { CheckpointState } from './checkpoint.js'
 import {
@@ -48,6 +47,7 @@ import {
 import { nodeFs, writeFully } from './fs.js'
 import { DirLock } from './lock.js'
 import type { LogFs } from './fs.js'
+import type { LogMetrics } from './metrics.js'
 import { SegmentScanner } from './scanner.js'
 
 export type DiscardPolicy = 'old' | 'new'
@@ -78,7 +78,8 @@ export interface RingLogOptions {
   /** Bytes per sequential read of the backlog. Default 1 MiB. */
   readonly readChunkBytes?: number
   readonly logger: Logger
-  readonly metrics: Metrics
+  /** What the log counts (see metrics.ts); gauges of its state are read by the owner from its getters. */
+  readonly metrics: LogMetrics
   /** File-system seam (tests inject faults). Default: the real file system. */
   readonly fs?: LogFs
   /** Called after each segment recovery looked at (progress of a long start). */
@@ -232,11 +233,6 @@ export class RingLog {
       log.lock.release()
       throw err
     }
-    const m = opts.metrics
-    m.logBytes.collect(() => log.sizeBytes)
-    m.logSegments.collect(() => log.segments.length)
-    m.logBacklog.collect(() => Math.max(0, log.durable - log.ackedSeq))
-    m.logBacklogBytes.collect(() => log.backlogBytesEstimate())
     log.timers.push(setInterval(() => log.checkpointIfMoved(), opts.checkpointIntervalMs))
     if (opts.fsync === 'batch') log.timers.push(setInterval(() => void log.syncTick(), opts.fsyncIntervalMs))
     for (const t of log.timers) t.unref()
@@ -1057,6 +1053,10 @@ export class RingLog {
   }
   get sizeBytes(): number {
     return this.segments.reduce((s, g) => s + g.size, 0)
+  }
+  /** Segment files on disk. */
+  get segmentCount(): number {
+    return this.segments.length
   }
   get pendingAppendBytes(): number {
     return this.pendingBytes
