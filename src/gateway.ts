@@ -9,7 +9,8 @@ import { Ingress, RetransmitIndex, appendDeviceEvent, recordPresence, retransmit
 import { LogReader, RingLog } from './log/index.js'
 import type { Logger } from './logger.js'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { createMetrics, Health, MetricsServer, STATUS_PAGE } from './metrics/index.js'
+import { Health, statusDocument } from './health/index.js'
+import { createMetrics, MetricsServer, STATUS_PAGE } from './metrics/index.js'
 import { VERSION } from './version.js'
 import type { Metrics } from './metrics/index.js'
 
@@ -158,16 +159,7 @@ export class Gateway {
         statusPage: STATUS_PAGE,
         json: {
           '/devices': () => ({ devices: ingress.devices.list() }),
-          '/status.json': () => ({
-            gatewayId: config.gatewayId,
-            version: VERSION,
-            now: Date.now(),
-            readiness: health.readiness,
-            clients: metrics.mqttClients.get(),
-            totals: { received: metrics.mqttReceived.total(), forwarded: metrics.forwarded.get(), dropped: metrics.drops.total() },
-            series: health.series,
-            drops: health.recentDrops,
-          }),
+          '/status.json': () => statusDocument({ gatewayId: config.gatewayId, version: VERSION, health, metrics }),
         },
         readiness: () => health.readiness,
       })
@@ -252,6 +244,7 @@ function observeLog(metrics: Metrics, log: RingLog): void {
   metrics.logSegments.collect(() => log.segmentCount)
   metrics.logBacklog.collect(() => Math.max(0, log.durableSeq - log.acked))
   metrics.logBacklogBytes.collect(() => log.backlogBytesEstimate())
+  metrics.logRecords.collect(() => Math.max(0, log.durableSeq - log.headSeq + 1))
 }
 
 /** Reads the newest records back so retransmissions of messages stored before a crash are recognised. */

@@ -1,5 +1,5 @@
 // The HTTP endpoint: /metrics in Prometheus text format, /healthz for liveness, /readyz for
-// readiness (see health.ts), and JSON routes the gateway adds (/devices).
+// readiness (see src/health/), and JSON routes the gateway adds (/devices).
 //
 // Bounded like every listener: at most `maxConnections` sockets (more are closed at once, so idle
 // HTTP connections cannot use up the process's file descriptors), a request must arrive whole

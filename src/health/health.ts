@@ -15,7 +15,6 @@
 // The gateway is ready (HTTP 200) unless a check is failing (HTTP 503); degraded says why in 200.
 import fs from 'node:fs'
 import type { LogReader, RingLog } from '../log/index.js'
-import type { Metrics } from './catalogue.js'
 
 export type CheckState = 'ok' | 'degraded' | 'failing'
 
@@ -76,6 +75,29 @@ export interface DownlinkHealth {
   readonly lastError?: { readonly at: number; readonly message: string }
 }
 
+/** A gauge whose value is read from a function at scrape time. */
+interface Collected {
+  collect(fn: () => number): void
+}
+
+/**
+ * The metrics health reads (counts, as structured values) and the gauges it exports; the gateway's
+ * catalogue implements this structurally.
+ */
+export interface HealthMetrics {
+  /** Messages acknowledged by JetStream so far. */
+  readonly forwarded: { get(): number }
+  /** Publishes accepted from devices so far, over every label set. */
+  readonly mqttReceived: { total(): number }
+  /** Messages dropped so far, by the value of the `reason` label. */
+  readonly drops: { byLabel(name: 'reason'): ReadonlyMap<string, number> }
+  /** ferry_log_oldest_unforwarded_age_seconds, ferry_forward_rate_messages_per_second, ferry_forward_drain_estimate_seconds, ferry_health_ready. */
+  readonly logOldestAge: Collected
+  readonly forwardRate: Collected
+  readonly drainEstimate: Collected
+  readonly ready: Collected
+}
+
 export interface HealthSources {
   readonly log: RingLog
   readonly dataDir: string
@@ -84,7 +106,7 @@ export interface HealthSources {
   /** `streamProblem`: why the stream check through the JetStream API failed ('' = it did not). */
   readonly upstream: () => { connected: boolean; lastAckAtMs: number; problem: string; streamProblem?: string }
   readonly openReader: (fromSeq: number) => LogReader
-  readonly metrics: Metrics
+  readonly metrics: HealthMetrics
   readonly stallMs?: number
   /** The downlink's state; without it the check says the downlink is not running. */
   readonly downlink?: () => DownlinkHealth
@@ -104,12 +126,11 @@ export class Health {
   private lastForwardedForSeries = 0
   private lastSeriesAt = 0
   private readonly points: SeriesPoint[] = []
-  private lastDrops = new Map<string, number>()
+  private lastDrops: ReadonlyMap<string, number> = new Map()
   private readonly drops: DropEvent[] = []
 
   constructor(private readonly src: HealthSources) {
     const m = src.metrics
-    m.logRecords.collect(() => Math.max(0, src.log.durableSeq - src.log.headSeq + 1))
     m.logOldestAge.collect(() => this.current.backlog.oldestAgeSeconds)
     m.forwardRate.collect(() => this.current.backlog.forwardRatePerSecond)
     m.drainEstimate.collect(() => this.current.backlog.drainEstimateSeconds ?? NaN)
