@@ -14,6 +14,8 @@
 //             The detail names the last error while handling a request or command, and when.
 // The gateway is ready (HTTP 200) unless a check is failing (HTTP 503); degraded says why in 200.
 import fs from 'node:fs'
+import { ClosedSignal } from '../lifecycle.js'
+import type { Component, Deadline } from '../lifecycle.js'
 import type { LogReader, RingLog } from '../log/index.js'
 
 export type CheckState = 'ok' | 'degraded' | 'failing'
@@ -112,7 +114,8 @@ export interface HealthSources {
   readonly downlink?: () => DownlinkHealth
 }
 
-export class Health {
+/** Samples readiness once a second from construction until close(). */
+export class Health implements Component {
   private rate = 0
   private lastForwarded = 0
   private lastSampleAt = 0
@@ -128,6 +131,7 @@ export class Health {
   private readonly points: SeriesPoint[] = []
   private lastDrops: ReadonlyMap<string, number> = new Map()
   private readonly drops: DropEvent[] = []
+  private readonly stopped = new ClosedSignal()
 
   constructor(private readonly src: HealthSources) {
     const m = src.metrics
@@ -285,7 +289,15 @@ export class Health {
     return { status: 'ok', detail: `${mib(free)} free` }
   }
 
-  close(): void {
+  /** Stops sampling (the last readiness stays readable). Idempotent; nothing to wait for. */
+  close(_deadline?: Deadline): Promise<void> {
     clearInterval(this.timer)
+    this.stopped.resolve()
+    return Promise.resolve()
+  }
+
+  /** Settles after close(): health has no failure of its own. */
+  closed(): Promise<Error | undefined> {
+    return this.stopped.promise
   }
 }

@@ -25,6 +25,8 @@
 import { randomBytes, randomInt } from 'node:crypto'
 import path from 'node:path'
 import { FerryError, LogClosedError, LogFullError, LogIoError } from '../errors.js'
+import { ClosedSignal } from '../lifecycle.js'
+import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import { Checkpoint } from './checkpoint.js'
 import type { CheckpointState } from './checkpoint.js'
@@ -147,7 +149,7 @@ function errCode(err: unknown): string {
   return typeof c === 'string' ? c : err instanceof Error ? err.message : String(err)
 }
 
-export class RingLog {
+export class RingLog implements Component {
   private readonly fs: LogFs
   private readonly segDir: string
   private readonly capacity: number
@@ -159,7 +161,10 @@ export class RingLog {
   private pendingBytes = 0
   private writing = false
   private scheduled = false
-  private closed = false
+  /** close() began: appends are refused. */
+  private shut = false
+  private closing: Promise<void> | undefined
+  private readonly stopped = new ClosedSignal()
   private failed: Error | undefined
   private nextSeq = 1
   private durable = 0
@@ -452,7 +457,7 @@ export class RingLog {
    * call order.
    */
   append(body: Uint8Array): Promise<number> {
-    if (this.closed) return Promise.reject(new LogClosedError())
+    if (this.shut) return Promise.reject(new LogClosedError())
     if (this.failed) return Promise.reject(new LogIoError('ring log failed earlier; restart to recover', { cause: this.failed }))
     if (body.length === 0 || body.length > this.opts.maxRecordBytes) {
       return Promise.reject(new FerryError('FERRY_ERR_LOG_RECORD_TOO_LARGE', `record of ${body.length} bytes; accepted 1..${this.opts.maxRecordBytes}`))
@@ -637,6 +642,7 @@ export class RingLog {
     const cause = err instanceof Error ? err : new Error(String(err))
     this.failed = new LogIoError(`${what} failed: ${errCode(err)}`, { cause })
     this.opts.logger.error('ring log I/O failed; no more appends are accepted. Restart to recover from disk', { failed: what, error: err })
+    this.stopped.resolve(this.failed)
     this.rejectPending(new LogIoError('ring log failed', { cause: err }))
     if (this.active) {
       const fd = this.active.fd
@@ -926,7 +932,7 @@ export class RingLog {
   private checkpointIfMoved(): void {
     const moved = this.ackedSeq !== this.checkpointedAcked || this.nextSeq - 1 !== this.checkpointedFloor
     if (moved && this.checkpointing) this.checkpointAgain = true
-    if (moved && !this.failed && !this.closed && !this.checkpointing) {
+    if (moved && !this.failed && !this.shut && !this.checkpointing) {
       this.checkpointing = true
       this.writeCheckpoint(false)
         .catch((err: unknown) => {
@@ -977,7 +983,7 @@ export class RingLog {
 
   /** Resolves when a record with seq > `seq` is durable, or the log closed or failed. */
   waitForData(seq: number): Promise<void> {
-    if (this.durable > seq || this.closed || this.failed) return Promise.resolve()
+    if (this.durable > seq || this.shut || this.failed) return Promise.resolve()
     // One shared promise for all waiters: a waiter that gives up (timeout) leaves nothing behind.
     if (!this.dataWaiter) {
       let resolve!: () => void
@@ -1061,7 +1067,6 @@ export class RingLog {
   get pendingAppendBytes(): number {
     return this.pendingBytes
   }
-  /** The error that stopped the log, if any. */
   /**
    * Bytes of the records after the acknowledged position: whole segments after it, and the
    * segment holding it in proportion to its records still to forward (an estimate: records differ
@@ -1078,6 +1083,7 @@ export class RingLog {
     return bytes
   }
 
+  /** The error that stopped the log, if any. */
   get failure(): Error | undefined {
     return this.failed
   }
@@ -1095,11 +1101,27 @@ export class RingLog {
     }
   }
 
-  /** Flushes, syncs, seals the active segment, writes a clean checkpoint and closes. Idempotent. */
-  async close(): Promise<void> {
-    if (this.closed) return
+  /**
+   * Flushes, syncs, seals the active segment, writes a clean checkpoint, releases the lock and
+   * closes. Idempotent. The deadline is not used: the log always finishes its close (a few writes
+   * and syncs), because a sealed segment and a clean checkpoint are what make the next start fast.
+   */
+  close(_deadline?: Deadline): Promise<void> {
+    this.closing ??= this.closeNow().finally(() => this.stopped.resolve())
+    return this.closing
+  }
+
+  /**
+   * Settles once the log stopped: with the error of a failed write or sync (no append is accepted
+   * after it; restart to recover from disk), or with undefined after close().
+   */
+  closed(): Promise<Error | undefined> {
+    return this.stopped.promise
+  }
+
+  private async closeNow(): Promise<void> {
     await this.drain()
-    this.closed = true
+    this.shut = true
     for (const t of this.timers) clearInterval(t)
     this.rejectPending(new LogClosedError())
     const active = this.active
