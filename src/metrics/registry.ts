@@ -98,7 +98,7 @@ export class Histogram implements Metric {
   private sum = 0
   private count = 0
   constructor(readonly name: string, readonly help: string, readonly bounds: readonly number[]) {
-    this.counts = new Array<number>(bounds.length).fill(0)
+    this.counts = Array.from({ length: bounds.length }, () => 0)
   }
   observe(v: number): void {
     this.sum += v
