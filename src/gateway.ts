@@ -7,7 +7,7 @@ import { DeadLetters, Forwarder, upstreamOptions } from './forward/index.js'
 import { Commands, Downlink, Rpc } from './downlink/index.js'
 import { Ingress, RetransmitIndex, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
 import { LogReader, RingLog } from './log/index.js'
-import { ClosedSignal, deadlineIn, remainingMs } from './lifecycle.js'
+import { ClosedSignal, StartedComponents, deadlineIn, remainingMs } from './lifecycle.js'
 import type { Component, Deadline } from './lifecycle.js'
 import type { Logger } from './logger.js'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
@@ -59,27 +59,6 @@ interface Components {
   readonly downlink: Component
 }
 
-/** The components started so far, in start order. */
-class Started {
-  readonly list: Array<{ readonly name: string; readonly component: Component }> = []
-
-  add<C extends Component>(name: string, component: C): C {
-    this.list.push({ name, component })
-    return component
-  }
-
-  /** Closes them in reverse start order; an error in one does not keep the others open. */
-  async closeAll(deadline: Deadline, logger: Logger): Promise<void> {
-    for (const { name, component } of [...this.list].reverse()) {
-      try {
-        await component.close(deadline)
-      } catch (err) {
-        logger.error('error while closing after a failed start', { component: name, error: err })
-      }
-    }
-  }
-}
-
 export class Gateway {
   private closing: Promise<void> | undefined
   private readonly stopped = new ClosedSignal()
@@ -95,7 +74,7 @@ export class Gateway {
     readonly http: MetricsServer,
     readonly admission: Admission,
     private readonly components: Components,
-    started: Started,
+    started: StartedComponents,
   ) {
     for (const { name, component } of started.list) {
       void component.closed().then((err) => {
@@ -132,7 +111,7 @@ export class Gateway {
     const reached = (stage: Stage): void => {
       if (opts.failAfter === stage) throw new InjectedStartFailure(stage)
     }
-    const started = new Started()
+    const started = new StartedComponents()
     try {
       const monitors = started.add('monitors', eventLoopMonitor(metrics))
       const t0 = performance.now()
@@ -291,7 +270,7 @@ export class Gateway {
       return new Gateway(config, metrics, log, ingress, forwarder, logger, http, admission, components, started)
     } catch (err) {
       logger.debug('start failed; closing what started, in reverse order', { started: started.list.map((c) => c.name), error: err })
-      await started.closeAll(deadlineIn(config.shutdownTimeoutMs), logger)
+      await started.closeAll(deadlineIn(config.shutdownTimeoutMs), (component, error) => logger.error('error while closing after a failed start', { component, error }))
       throw err
     }
   }

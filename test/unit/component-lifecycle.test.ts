@@ -3,7 +3,8 @@
 import { describe, expect, it } from 'vitest'
 import { LogIoError } from '../../src/errors.js'
 import { Health } from '../../src/health/index.js'
-import { deadlineIn } from '../../src/lifecycle.js'
+import { ClosedSignal, StartedComponents, deadlineIn } from '../../src/lifecycle.js'
+import type { Component } from '../../src/lifecycle.js'
 import { DirLock, LogReader, NO_LOG_METRICS, nodeFs } from '../../src/log/index.js'
 import type { LogFs } from '../../src/log/index.js'
 import { createMetrics } from '../../src/metrics/index.js'
@@ -54,5 +55,29 @@ describe('component lifecycle', () => {
     await health.close(deadlineIn(1000))
     expect(await health.closed()).toBeUndefined()
     await log.close()
+  })
+
+  it('lifecycle - started components close in reverse start order; a close that rejects does not keep the others open', async () => {
+    const closedOrder: string[] = []
+    const part = (name: string, fails = false): Component => {
+      const signal = new ClosedSignal()
+      return {
+        close: async () => {
+          closedOrder.push(name)
+          signal.resolve()
+          if (fails) throw new Error(`${name} would not close`)
+        },
+        closed: () => signal.promise,
+      }
+    }
+    const started = new StartedComponents()
+    started.add('log', part('log'))
+    started.add('ingress', part('ingress', true))
+    started.add('http', part('http'))
+    const errors: string[] = []
+    await started.closeAll(deadlineIn(1000), (name, err) => errors.push(`${name}: ${(err as Error).message}`))
+    expect(closedOrder).toEqual(['http', 'ingress', 'log'])
+    expect(errors).toEqual(['ingress: ingress would not close'])
+    expect(started.list.map((c) => c.name)).toEqual(['log', 'ingress', 'http'])
   })
 })
