@@ -50,3 +50,33 @@ export class ClosedSignal {
     return this.done
   }
 }
+
+/** The components started so far, in start order, for closing them in reverse. */
+export class StartedComponents {
+  private readonly started: Array<{ readonly name: string; readonly component: Component }> = []
+
+  /** Records `component` as started (after its start succeeded) and returns it. */
+  add<C extends Component>(name: string, component: C): C {
+    this.started.push({ name, component })
+    return component
+  }
+
+  /** Names and components, in start order. */
+  get list(): ReadonlyArray<{ readonly name: string; readonly component: Component }> {
+    return this.started
+  }
+
+  /**
+   * Closes every component in reverse start order under one deadline. A close that rejects is
+   * reported to `onError` and does not keep the components before it open.
+   */
+  async closeAll(deadline: Deadline, onError: (name: string, err: unknown) => void): Promise<void> {
+    for (const { name, component } of [...this.started].reverse()) {
+      try {
+        await component.close(deadline)
+      } catch (err) {
+        onError(name, err)
+      }
+    }
+  }
+}

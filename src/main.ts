@@ -123,14 +123,14 @@ async function run(args: string[]): Promise<number> {
       )
     }
     if (stopRequested) stop(stopRequested)
-    const watch = setInterval(() => {
-      if (started.log.failure) {
-        clearInterval(watch)
-        logger.error('ring log failed; exiting so a supervisor restarts Ferry and recovery runs', { error: started.log.failure })
-        resolve(1)
-      }
-    }, 500)
-    watch.unref()
+    // A component that stops on its own failure (a failed write or fdatasync stops the ring log)
+    // ends the process: a supervisor restarts Ferry, and recovery runs from what is on disk.
+    void started.closed().then((err) => {
+      if (!err) return // closed by a signal
+      if (started.failure?.component === 'log') logger.error('ring log failed; exiting so a supervisor restarts Ferry and recovery runs', { error: err })
+      else logger.error(`${started.failure?.component ?? 'a component'} failed; exiting so a supervisor restarts Ferry`, { error: err })
+      resolve(1)
+    })
   })
 }
 

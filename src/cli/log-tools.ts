@@ -11,10 +11,9 @@ import { ENCODING_CONTENT_TYPE, decodeCbor, decodeEntry } from '../codec/index.j
 import { FerryError } from '../errors.js'
 import { DEAD_LETTER_FILE, formatDeadLetter, parseDeadLetters } from '../forward/dead-letter.js'
 import type { StoredDeadLetter } from '../forward/dead-letter.js'
-import { DirLock, RingLog, nodeFs, readCheckpointState, rewriteCheckpoint, scanLog, statLog } from '../log/index.js'
+import { DirLock, NO_LOG_METRICS, RingLog, nodeFs, readCheckpointState, rewriteCheckpoint, scanLog, statLog } from '../log/index.js'
 import type { InspectedRecord } from '../log/index.js'
 import { silentLogger } from '../logger.js'
-import { createMetrics } from '../metrics/index.js'
 
 export const LOG_USAGE = `Usage:
   ferry log stat DIR [--json]                              segments, positions, backlog, damage
@@ -223,7 +222,7 @@ async function dlq(sub: string, args: Args): Promise<number> {
     if (sub === 'replay' && chosen.length > 0) {
       // Back in line: appended to the log as new records; the gateway forwards them at its next start.
       lock.release()
-      const log = await RingLog.open({ dir, segmentBytes: 64 * 1024 * 1024, maxBytes: 2 ** 50, discard: 'new', fsync: 'always', fsyncIntervalMs: 100, maxRecordBytes: 32 * 1024 * 1024, checkpointIntervalMs: 1000, logger: silentLogger, metrics: createMetrics() })
+      const log = await RingLog.open({ dir, segmentBytes: 64 * 1024 * 1024, maxBytes: 2 ** 50, discard: 'new', fsync: 'always', fsyncIntervalMs: 100, maxRecordBytes: 32 * 1024 * 1024, checkpointIntervalMs: 1000, logger: silentLogger, metrics: NO_LOG_METRICS })
       try {
         for (const [i, l] of chosen.entries()) {
           await log.append(l.body)

@@ -25,8 +25,9 @@
 import { randomBytes, randomInt } from 'node:crypto'
 import path from 'node:path'
 import { FerryError, LogClosedError, LogFullError, LogIoError } from '../errors.js'
+import { ClosedSignal } from '../lifecycle.js'
+import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
-import type { Metrics } from '../metrics/index.js'
 import { Checkpoint } from './checkpoint.js'
 import type { CheckpointState } from './checkpoint.js'
 import {
@@ -48,6 +49,7 @@ import {
 import { nodeFs, writeFully } from './fs.js'
 import { DirLock } from './lock.js'
 import type { LogFs } from './fs.js'
+import type { LogMetrics } from './metrics.js'
 import { SegmentScanner } from './scanner.js'
 
 export type DiscardPolicy = 'old' | 'new'
@@ -78,7 +80,8 @@ export interface RingLogOptions {
   /** Bytes per sequential read of the backlog. Default 1 MiB. */
   readonly readChunkBytes?: number
   readonly logger: Logger
-  readonly metrics: Metrics
+  /** What the log counts (see metrics.ts); gauges of its state are read by the owner from its getters. */
+  readonly metrics: LogMetrics
   /** File-system seam (tests inject faults). Default: the real file system. */
   readonly fs?: LogFs
   /** Called after each segment recovery looked at (progress of a long start). */
@@ -146,7 +149,7 @@ function errCode(err: unknown): string {
   return typeof c === 'string' ? c : err instanceof Error ? err.message : String(err)
 }
 
-export class RingLog {
+export class RingLog implements Component {
   private readonly fs: LogFs
   private readonly segDir: string
   private readonly capacity: number
@@ -158,7 +161,10 @@ export class RingLog {
   private pendingBytes = 0
   private writing = false
   private scheduled = false
-  private closed = false
+  /** close() began: appends are refused. */
+  private shut = false
+  private closing: Promise<void> | undefined
+  private readonly stopped = new ClosedSignal()
   private failed: Error | undefined
   private nextSeq = 1
   private durable = 0
@@ -232,11 +238,6 @@ export class RingLog {
       log.lock.release()
       throw err
     }
-    const m = opts.metrics
-    m.logBytes.collect(() => log.sizeBytes)
-    m.logSegments.collect(() => log.segments.length)
-    m.logBacklog.collect(() => Math.max(0, log.durable - log.ackedSeq))
-    m.logBacklogBytes.collect(() => log.backlogBytesEstimate())
     log.timers.push(setInterval(() => log.checkpointIfMoved(), opts.checkpointIntervalMs))
     if (opts.fsync === 'batch') log.timers.push(setInterval(() => void log.syncTick(), opts.fsyncIntervalMs))
     for (const t of log.timers) t.unref()
@@ -456,7 +457,7 @@ export class RingLog {
    * call order.
    */
   append(body: Uint8Array): Promise<number> {
-    if (this.closed) return Promise.reject(new LogClosedError())
+    if (this.shut) return Promise.reject(new LogClosedError())
     if (this.failed) return Promise.reject(new LogIoError('ring log failed earlier; restart to recover', { cause: this.failed }))
     if (body.length === 0 || body.length > this.opts.maxRecordBytes) {
       return Promise.reject(new FerryError('FERRY_ERR_LOG_RECORD_TOO_LARGE', `record of ${body.length} bytes; accepted 1..${this.opts.maxRecordBytes}`))
@@ -641,6 +642,7 @@ export class RingLog {
     const cause = err instanceof Error ? err : new Error(String(err))
     this.failed = new LogIoError(`${what} failed: ${errCode(err)}`, { cause })
     this.opts.logger.error('ring log I/O failed; no more appends are accepted. Restart to recover from disk', { failed: what, error: err })
+    this.stopped.resolve(this.failed)
     this.rejectPending(new LogIoError('ring log failed', { cause: err }))
     if (this.active) {
       const fd = this.active.fd
@@ -930,7 +932,7 @@ export class RingLog {
   private checkpointIfMoved(): void {
     const moved = this.ackedSeq !== this.checkpointedAcked || this.nextSeq - 1 !== this.checkpointedFloor
     if (moved && this.checkpointing) this.checkpointAgain = true
-    if (moved && !this.failed && !this.closed && !this.checkpointing) {
+    if (moved && !this.failed && !this.shut && !this.checkpointing) {
       this.checkpointing = true
       this.writeCheckpoint(false)
         .catch((err: unknown) => {
@@ -981,7 +983,7 @@ export class RingLog {
 
   /** Resolves when a record with seq > `seq` is durable, or the log closed or failed. */
   waitForData(seq: number): Promise<void> {
-    if (this.durable > seq || this.closed || this.failed) return Promise.resolve()
+    if (this.durable > seq || this.shut || this.failed) return Promise.resolve()
     // One shared promise for all waiters: a waiter that gives up (timeout) leaves nothing behind.
     if (!this.dataWaiter) {
       let resolve!: () => void
@@ -1058,10 +1060,13 @@ export class RingLog {
   get sizeBytes(): number {
     return this.segments.reduce((s, g) => s + g.size, 0)
   }
+  /** Segment files on disk. */
+  get segmentCount(): number {
+    return this.segments.length
+  }
   get pendingAppendBytes(): number {
     return this.pendingBytes
   }
-  /** The error that stopped the log, if any. */
   /**
    * Bytes of the records after the acknowledged position: whole segments after it, and the
    * segment holding it in proportion to its records still to forward (an estimate: records differ
@@ -1078,6 +1083,7 @@ export class RingLog {
     return bytes
   }
 
+  /** The error that stopped the log, if any. */
   get failure(): Error | undefined {
     return this.failed
   }
@@ -1095,11 +1101,27 @@ export class RingLog {
     }
   }
 
-  /** Flushes, syncs, seals the active segment, writes a clean checkpoint and closes. Idempotent. */
-  async close(): Promise<void> {
-    if (this.closed) return
+  /**
+   * Flushes, syncs, seals the active segment, writes a clean checkpoint, releases the lock and
+   * closes. Idempotent. The deadline is not used: the log always finishes its close (a few writes
+   * and syncs), because a sealed segment and a clean checkpoint are what make the next start fast.
+   */
+  close(_deadline?: Deadline): Promise<void> {
+    this.closing ??= this.closeNow().finally(() => this.stopped.resolve())
+    return this.closing
+  }
+
+  /**
+   * Settles once the log stopped: with the error of a failed write or sync (no append is accepted
+   * after it; restart to recover from disk), or with undefined after close().
+   */
+  closed(): Promise<Error | undefined> {
+    return this.stopped.promise
+  }
+
+  private async closeNow(): Promise<void> {
     await this.drain()
-    this.closed = true
+    this.shut = true
     for (const t of this.timers) clearInterval(t)
     this.rejectPending(new LogClosedError())
     const active = this.active

@@ -1,5 +1,5 @@
 // The HTTP endpoint: /metrics in Prometheus text format, /healthz for liveness, /readyz for
-// readiness (see health.ts), and JSON routes the gateway adds (/devices).
+// readiness (see src/health/), and JSON routes the gateway adds (/devices).
 //
 // Bounded like every listener: at most `maxConnections` sockets (more are closed at once, so idle
 // HTTP connections cannot use up the process's file descriptors), a request must arrive whole
@@ -10,6 +10,8 @@ import http from 'node:http'
 import { isIP } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { FerryError } from '../errors.js'
+import { ClosedSignal } from '../lifecycle.js'
+import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { Registry } from './registry.js'
 
@@ -55,8 +57,9 @@ export function hostAllowed(header: string | undefined, bindHost: string, allowe
 }
 
 /** A small HTTP server; `close()` is idempotent. */
-export class MetricsServer {
-  private closed = false
+export class MetricsServer implements Component {
+  private closing: Promise<void> | undefined
+  private readonly stopped = new ClosedSignal()
 
   private constructor(private readonly server: http.Server) {}
 
@@ -106,10 +109,21 @@ export class MetricsServer {
     return { host: a.address, port: a.port }
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return
-    this.closed = true
-    this.server.closeAllConnections()
-    await new Promise<void>((resolve) => this.server.close(() => resolve()))
+  /**
+   * Stops listening and closes every connection at once (a scrape in progress is cut: nothing is
+   * lost), so the deadline is not needed. Idempotent.
+   */
+  close(_deadline?: Deadline): Promise<void> {
+    this.closing ??= (async () => {
+      this.server.closeAllConnections()
+      await new Promise<void>((resolve) => this.server.close(() => resolve()))
+      this.stopped.resolve()
+    })()
+    return this.closing
+  }
+
+  /** Settles after close(); an error on the listening socket is logged and does not stop it. */
+  closed(): Promise<Error | undefined> {
+    return this.stopped.promise
   }
 }

@@ -15,45 +15,58 @@ interface Metric {
   render(): string
 }
 
+/** One label set of a counter and its count. */
+interface Series {
+  readonly labels: Readonly<Labels> | undefined
+  value: number
+}
+
 /** A monotonically increasing count, optionally split by labels. */
 export class Counter implements Metric {
   readonly type = 'counter'
-  private readonly values = new Map<string, number>()
+  /** By rendered label key (exposition order is insertion order); each keeps its labels as given. */
+  private readonly series = new Map<string, Series>()
   constructor(readonly name: string, readonly help: string) {}
-  inc(n = 1, labels?: Labels): void {
+  private seriesFor(labels: Labels | undefined): Series {
     const k = labelKey(labels)
-    this.values.set(k, (this.values.get(k) ?? 0) + n)
+    let s = this.series.get(k)
+    if (!s) {
+      s = { labels: labels ? { ...labels } : undefined, value: 0 }
+      this.series.set(k, s)
+    }
+    return s
+  }
+  inc(n = 1, labels?: Labels): void {
+    this.seriesFor(labels).value += n
   }
   /** A handle for one label set, resolved once: for hot paths (no label formatting per call). */
   child(labels: Labels): { inc(n?: number): void } {
-    const k = labelKey(labels)
-    if (!this.values.has(k)) this.values.set(k, 0)
-    return { inc: (n = 1) => this.values.set(k, (this.values.get(k) ?? 0) + n) }
+    const s = this.seriesFor(labels)
+    return { inc: (n = 1) => void (s.value += n) }
   }
   get(labels?: Labels): number {
-    return this.values.get(labelKey(labels)) ?? 0
+    return this.series.get(labelKey(labels))?.value ?? 0
   }
   /** The sum over every label set. */
   total(): number {
     let t = 0
-    for (const v of this.values.values()) t += v
+    for (const s of this.series.values()) t += s.value
     return t
   }
-  /** Each label set's value, keyed by the value of label `name` (label sets without it are left out). */
+  /** The count by the value of label `name`, summed over the other labels (label sets without it are left out). */
   byLabel(name: string): Map<string, number> {
     const out = new Map<string, number>()
-    const re = new RegExp(`(?:^|,)${name}="((?:[^"\\\\]|\\\\.)*)"`)
-    for (const [k, v] of this.values) {
-      const m = re.exec(k)
-      if (m) out.set(m[1]!.replace(/\\(.)/g, (_x, c: string) => (c === 'n' ? '\n' : c)), v)
+    for (const s of this.series.values()) {
+      const v = s.labels?.[name]
+      if (v !== undefined) out.set(String(v), (out.get(String(v)) ?? 0) + s.value)
     }
     return out
   }
   render(): string {
-    if (this.values.size === 0) return `${this.name} 0\n`
-    let s = ''
-    for (const [k, v] of this.values) s += k ? `${this.name}{${k}} ${v}\n` : `${this.name} ${v}\n`
-    return s
+    if (this.series.size === 0) return `${this.name} 0\n`
+    let out = ''
+    for (const [k, s] of this.series) out += k ? `${this.name}{${k}} ${s.value}\n` : `${this.name} ${s.value}\n`
+    return out
   }
 }
 
@@ -85,7 +98,7 @@ export class Histogram implements Metric {
   private sum = 0
   private count = 0
   constructor(readonly name: string, readonly help: string, readonly bounds: readonly number[]) {
-    this.counts = new Array<number>(bounds.length).fill(0)
+    this.counts = Array.from({ length: bounds.length }, () => 0)
   }
   observe(v: number): void {
     this.sum += v

@@ -2,7 +2,7 @@
 // overtake anything it comes after: a backlog device's message on the same topic, or the device's
 // own message that waits in the backlog's queue.
 import { describe, expect, it, onTestFinished } from 'vitest'
-import type { Readiness } from '../../src/metrics/index.js'
+import type { Readiness } from '../../src/health/index.js'
 import { AckLedger, checkRecords, clean, formatReport, readRecords } from '../helpers/ack-ledger.js'
 import type { StoredRecord } from '../helpers/ack-ledger.js'
 import { spawnGateway } from '../helpers/gateway.js'

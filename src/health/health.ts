@@ -14,8 +14,9 @@
 //             The detail names the last error while handling a request or command, and when.
 // The gateway is ready (HTTP 200) unless a check is failing (HTTP 503); degraded says why in 200.
 import fs from 'node:fs'
+import { ClosedSignal } from '../lifecycle.js'
+import type { Component, Deadline } from '../lifecycle.js'
 import type { LogReader, RingLog } from '../log/index.js'
-import type { Metrics } from './catalogue.js'
 
 export type CheckState = 'ok' | 'degraded' | 'failing'
 
@@ -76,6 +77,29 @@ export interface DownlinkHealth {
   readonly lastError?: { readonly at: number; readonly message: string }
 }
 
+/** A gauge whose value is read from a function at scrape time. */
+interface Collected {
+  collect(fn: () => number): void
+}
+
+/**
+ * The metrics health reads (counts, as structured values) and the gauges it exports; the gateway's
+ * catalogue implements this structurally.
+ */
+export interface HealthMetrics {
+  /** Messages acknowledged by JetStream so far. */
+  readonly forwarded: { get(): number }
+  /** Publishes accepted from devices so far, over every label set. */
+  readonly mqttReceived: { total(): number }
+  /** Messages dropped so far, by the value of the `reason` label. */
+  readonly drops: { byLabel(name: 'reason'): ReadonlyMap<string, number> }
+  /** ferry_log_oldest_unforwarded_age_seconds, ferry_forward_rate_messages_per_second, ferry_forward_drain_estimate_seconds, ferry_health_ready. */
+  readonly logOldestAge: Collected
+  readonly forwardRate: Collected
+  readonly drainEstimate: Collected
+  readonly ready: Collected
+}
+
 export interface HealthSources {
   readonly log: RingLog
   readonly dataDir: string
@@ -84,13 +108,14 @@ export interface HealthSources {
   /** `streamProblem`: why the stream check through the JetStream API failed ('' = it did not). */
   readonly upstream: () => { connected: boolean; lastAckAtMs: number; problem: string; streamProblem?: string }
   readonly openReader: (fromSeq: number) => LogReader
-  readonly metrics: Metrics
+  readonly metrics: HealthMetrics
   readonly stallMs?: number
   /** The downlink's state; without it the check says the downlink is not running. */
   readonly downlink?: () => DownlinkHealth
 }
 
-export class Health {
+/** Samples readiness once a second from construction until close(). */
+export class Health implements Component {
   private rate = 0
   private lastForwarded = 0
   private lastSampleAt = 0
@@ -104,12 +129,12 @@ export class Health {
   private lastForwardedForSeries = 0
   private lastSeriesAt = 0
   private readonly points: SeriesPoint[] = []
-  private lastDrops = new Map<string, number>()
+  private lastDrops: ReadonlyMap<string, number> = new Map()
   private readonly drops: DropEvent[] = []
+  private readonly stopped = new ClosedSignal()
 
   constructor(private readonly src: HealthSources) {
     const m = src.metrics
-    m.logRecords.collect(() => Math.max(0, src.log.durableSeq - src.log.headSeq + 1))
     m.logOldestAge.collect(() => this.current.backlog.oldestAgeSeconds)
     m.forwardRate.collect(() => this.current.backlog.forwardRatePerSecond)
     m.drainEstimate.collect(() => this.current.backlog.drainEstimateSeconds ?? NaN)
@@ -264,7 +289,15 @@ export class Health {
     return { status: 'ok', detail: `${mib(free)} free` }
   }
 
-  close(): void {
+  /** Stops sampling (the last readiness stays readable). Idempotent; nothing to wait for. */
+  close(_deadline?: Deadline): Promise<void> {
     clearInterval(this.timer)
+    this.stopped.resolve()
+    return Promise.resolve()
+  }
+
+  /** Settles after close(): health has no failure of its own. */
+  closed(): Promise<Error | undefined> {
+    return this.stopped.promise
   }
 }

@@ -1,0 +1,24 @@
+// Child process of test/integration/lifecycle.test.ts (run with `node --import tsx`): starts a
+// gateway whose start is meant to fail, prints one JSON line on stdout saying how it ended, then
+// waits for its stdin to end. It never calls process.exit: once stdin has ended it exits only if
+// the failed start left no socket, timer or connection behind. If it is still alive 3 s later, it
+// lists on stderr what keeps it alive (the timer doing so is unref'd: it keeps nothing alive).
+import { parseConfig } from '../../src/config/index.js'
+import type { RawValues } from '../../src/config/index.js'
+import { Gateway } from '../../src/gateway.js'
+import type { Stage } from '../../src/gateway.js'
+import { silentLogger } from '../../src/logger.js'
+
+const { values, failAfter } = JSON.parse(process.argv[2] ?? '{}') as { values: Record<string, unknown>; failAfter?: Stage }
+const raw: RawValues = new Map(Object.entries(values).map(([k, v]) => [k, { value: v, source: 'flag' as const }]))
+try {
+  const gw = await Gateway.start(parseConfig(raw, 'test'), silentLogger, failAfter ? { failAfter } : {})
+  process.stdout.write(JSON.stringify({ started: true }) + '\n')
+  await gw.close(1000)
+} catch (err) {
+  process.stdout.write(JSON.stringify({ failed: (err as Error).message, code: (err as { code?: string }).code }) + '\n')
+}
+process.stdin.once('end', () => {
+  setTimeout(() => process.stderr.write(`still alive, held by: ${JSON.stringify(process.getActiveResourcesInfo())}\n`), 3000).unref()
+})
+process.stdin.resume()
