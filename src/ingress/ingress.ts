@@ -12,6 +12,8 @@ import type { Config } from '../config/index.js'
 import { encodeEntry, encodePayload, encodingOf } from '../codec/index.js'
 import type { PayloadPolicy } from '../codec/index.js'
 import { FerryError } from '../errors.js'
+import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
+import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { Metrics } from '../metrics/index.js'
 import { CONNACK, MqttCore } from './aedes-seam.js'
@@ -101,8 +103,15 @@ export function retransmitHash(topic: string, stored: Uint8Array): number {
   return crc32(stored, crc32(topic))
 }
 
-export class Ingress {
-  private closed = false
+/** How long a close without a deadline gives the clients to be closed before their sockets are destroyed. */
+export const DEFAULT_CLOSE_MS = 10_000
+
+export class Ingress implements Component {
+  private stopping = false
+  private closing: Promise<void> | undefined
+  private readonly stopped = new ClosedSignal()
+  /** Timers of listeners pausing for lack of descriptors (cleared on close). */
+  private readonly timers = new Set<NodeJS.Timeout>()
   /** The listeners' bound addresses (kept: a listener pausing for lack of descriptors has none). */
   private readonly bound: { host: string; port: number }[] = []
   private readonly connIds = new WeakMap<MqttClientRef, number>()
@@ -310,7 +319,7 @@ export class Ingress {
 
   /** Whether every MQTT listener accepts connections (not while one pauses for lack of descriptors). */
   get listening(): boolean {
-    return !this.closed && this.servers.every((s) => s.listening)
+    return !this.stopping && this.servers.every((s) => s.listening)
   }
 
   /** The bound address of the TCP listener (port resolved when 0 was asked). */
@@ -341,16 +350,27 @@ export class Ingress {
       logger.info(`${name} listener accepting again`, { address: `${at.host}:${at.port}` })
     })
     server.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EMFILE' && err.code !== 'ENFILE') return logger.error(`${name} listener error`, { error: err })
+      if (err.code !== 'EMFILE' && err.code !== 'ENFILE') {
+        logger.error(`${name} listener error`, { error: err })
+        // A listener that stopped on its own (e.g. its address taken while it paused): ingress stops,
+        // and closed() says why.
+        if (!server.listening && !this.stopping) {
+          void this.shutdown(deadlineIn(DEFAULT_CLOSE_MS), new FerryError('FERRY_ERR_INGRESS_LISTEN', `${name} listener on ${at.host}:${at.port} stopped: ${err.message}`, { cause: err }))
+        }
+        return
+      }
       if (!paused) logger.warn(`${name} listener out of file descriptors: not accepting connections for a while`, { address: `${at.host}:${at.port}`, code: err.code, pauseMs: ACCEPT_PAUSE_MS })
       paused = true
       if (server.listening) server.close()
-      if (timer || this.closed) return
-      timer = setTimeout(() => {
+      if (timer || this.stopping) return
+      const t = setTimeout(() => {
+        this.timers.delete(t)
         timer = undefined
-        if (!this.closed) server.listen(at.port, at.host)
+        if (!this.stopping) server.listen(at.port, at.host)
       }, ACCEPT_PAUSE_MS)
-      timer.unref()
+      timer = t
+      this.timers.add(t)
+      t.unref()
     })
   }
 
@@ -515,16 +535,39 @@ export class Ingress {
     cb(new FerryError('FERRY_ERR_INGRESS_REFUSED', message))
   }
 
-  /** Stops accepting connections and closes every client. Idempotent. */
-  async close(): Promise<void> {
-    if (this.closed) return
-    this.closed = true
-    this.devices.stopping = true
-    const serverClosed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
-    await this.core.close()
-    // Sockets that never completed CONNECT are not aedes clients: close them too.
-    for (const s of this.sockets) s.destroy()
-    await serverClosed
+  /**
+   * Stops accepting connections and closes every client; sockets still open at `deadline` (default
+   * {@link DEFAULT_CLOSE_MS} from now) are destroyed. Idempotent: a second call waits for the first.
+   */
+  close(deadline: Deadline = deadlineIn(DEFAULT_CLOSE_MS)): Promise<void> {
+    return this.shutdown(deadline)
+  }
+
+  /** Settles once ingress has stopped: undefined after close(), the error when a listener died on its own. */
+  closed(): Promise<Error | undefined> {
+    return this.stopped.promise
+  }
+
+  private shutdown(deadline: Deadline, failure?: Error): Promise<void> {
+    this.closing ??= (async () => {
+      this.stopping = true
+      this.devices.stopping = true
+      for (const t of this.timers) clearTimeout(t)
+      this.timers.clear()
+      const serverClosed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
+      let timer: NodeJS.Timeout | undefined
+      const late = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), remainingMs(deadline))
+      })
+      const inTime = await Promise.race([this.core.close().then(() => true), late])
+      clearTimeout(timer)
+      if (!inTime) this.opts.logger.warn('MQTT clients not closed by the deadline; their sockets are destroyed')
+      // Sockets that never completed CONNECT are not clients of the core: close them too.
+      for (const s of this.sockets) s.destroy()
+      await serverClosed
+      this.stopped.resolve(failure)
+    })()
+    return this.closing
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
