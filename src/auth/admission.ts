@@ -19,7 +19,7 @@ import type { TLSSocket } from 'node:tls'
 import { CONNACK } from '../ingress/aedes-seam.js'
 import type { ConnackRefusal, MqttClientRef } from '../ingress/aedes-seam.js'
 import type { Logger } from '../logger.js'
-import type { Metrics } from '../metrics/index.js'
+import type { AdmissionMetrics } from './metrics.js'
 import { Acl } from './acl.js'
 import { Passwords } from './passwords.js'
 import { parseSubjectAltName } from './tls.js'
@@ -30,7 +30,7 @@ export interface AdmissionOptions {
   readonly allowAnonymous: boolean
   readonly requireClientCert: boolean
   readonly logger: Logger
-  readonly metrics: Metrics
+  readonly metrics: AdmissionMetrics
 }
 
 type FailReason = 'credentials' | 'anonymous' | 'certificate' | 'takeover' | 'busy' | 'revoked'

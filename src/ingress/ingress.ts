@@ -15,10 +15,10 @@ import { FerryError } from '../errors.js'
 import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
 import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
-import type { Metrics } from '../metrics/index.js'
 import { CONNACK, MqttCore } from './aedes-seam.js'
 import type { ConnackRefusal, MqttClientRef, PublishRequest } from './aedes-seam.js'
 import { Devices } from './devices.js'
+import type { IngressMetrics } from './metrics.js'
 import { ConnectionLimiter, HandshakeLimiter, frameCheck } from './limits.js'
 import type { RetransmitIndex } from './retransmits.js'
 
@@ -59,7 +59,7 @@ export interface IngressOptions {
   /** Above this many bytes waiting to be written, QoS 0 publishes also wait for their append (backpressure). */
   readonly maxPendingBytes: number
   readonly logger: Logger
-  readonly metrics: Metrics
+  readonly metrics: IngressMetrics
   readonly log: Appender
 }
 
