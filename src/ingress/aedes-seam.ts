@@ -34,7 +34,7 @@ import { EventEmitter } from 'node:events'
 import type { Duplex } from 'node:stream'
 import type net from 'node:net'
 import { Aedes } from 'aedes'
-import type { AuthenticateError, Client, PublishPacket, Subscription } from 'aedes'
+import type { AuthenticateError, Client, Subscription } from 'aedes'
 
 /** The installed aedes version this seam was checked against (the contract test asserts it). */
 export const AEDES_CHECKED_VERSION = '1.2.0'
@@ -258,7 +258,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       authorizePublish: (client, packet, cb) => {
         // aedes 1.2.x internal: `client.will` is the will being published; a will has no packet id.
         const isWill = client !== null && packet === internals(client).will
-        hooks.authorizePublish(client ? ref(client) : null, packet as PublishPacket & PublishRequest, isWill, cb)
+        hooks.authorizePublish(client ? ref(client) : null, packet, isWill, cb)
       },
       authorizeForward: (client, packet) => (hooks.mayForward(ref(client), packet.topic) ? packet : null),
       authorizeSubscribe: (client, sub: Subscription, cb) => hooks.authorizeSubscribe(ref(client), sub.topic, (err, granted) => cb(err, granted ? sub : null)),

@@ -307,7 +307,7 @@ export class Ingress implements Component {
         })
         const a = server.address() as net.AddressInfo
         self.bound[i] = { host: a.address, port: a.port }
-        self.pauseOnDescriptorExhaustion(server, self.bound[i]!, i > 0 ? 'MQTTS' : 'MQTT')
+        self.pauseOnDescriptorExhaustion(server, self.bound[i], i > 0 ? 'MQTTS' : 'MQTT')
       }
     } catch (err) {
       for (const server of servers) server.close()
@@ -437,7 +437,7 @@ export class Ingress implements Component {
     const hash = retransmitHash(packet.topic, encoded.data)
     let entry: Buffer
     try {
-      entry = encodeEntry({ clientId, topic: packet.topic, qos: qos as 0 | 1 | 2, retain: packet.retain, packetId, encoding: encodingOf(encoded.contentType), payload: encoded.data })
+      entry = encodeEntry({ clientId, topic: packet.topic, qos, retain: packet.retain, packetId, encoding: encodingOf(encoded.contentType), payload: encoded.data })
     } catch (err) {
       return this.refuse(client, cb, 'too_large', (err as Error).message)
     }

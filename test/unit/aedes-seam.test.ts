@@ -120,7 +120,7 @@ describe('aedes seam', () => {
       expect(typeof b.registerClient).toBe('function')
       for (const m of ['outgoingEnqueue', 'outgoingUpdate', 'outgoingClearMessageId']) expect(typeof b.persistence[m], `persistence.${m}`).toBe('function')
       const conn = Duplex.from({ readable: new PassThrough(), writable: new PassThrough() })
-      const c = broker.handle(conn as unknown as Parameters<Aedes['handle']>[0]) as unknown as Record<string, unknown> & { _parser: Record<string, unknown> }
+      const c = broker.handle(conn) as unknown as Record<string, unknown> & { _parser: Record<string, unknown> }
       expect(typeof c._parser.parse).toBe('function')
       expect(typeof c._parser.on).toBe('function')
       expect(c._nextId).toBeGreaterThanOrEqual(1)
