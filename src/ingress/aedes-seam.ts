@@ -212,6 +212,18 @@ function isClient(value: unknown): value is Client {
   return typeof value === 'object' && value !== null && 'conn' in value && 'broker' in value
 }
 
+/**
+ * What a CONNACK the core wrote says: accepted (code 0) or the refusal code.
+ * aedes 1.2.x internal: the CONNACK packet object of the connackSent event; MQTT 3.1.1 names its
+ * code `returnCode`, MQTT 5 (aedes 2.0) `reasonCode`: either is read, so a v5 device is not left
+ * offline. A CONNACK with neither counts as refused (code -1), never as accepted.
+ */
+export function connackOutcome(connack: unknown): { accepted: boolean; code: number } {
+  const { returnCode, reasonCode } = (connack ?? {}) as { returnCode?: unknown; reasonCode?: unknown }
+  const code = typeof returnCode === 'number' ? returnCode : typeof reasonCode === 'number' ? reasonCode : -1
+  return { accepted: code === 0, code }
+}
+
 /** The aedes error messages of limits aedes enforces itself. */
 function limitOf(err: Error): CoreLimit | undefined {
   // aedes 1.2.x internal: error message text of lib/handlers/publish.js and lib/client.js; if
@@ -289,13 +301,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       register(c)
     }
     broker.on('client', (c) => this.emit('registered', this.ref(c)))
-    broker.on('connackSent', (connack, c) => {
-      // aedes 1.2.x internal: the CONNACK packet object; MQTT 3.1.1 names its code `returnCode`,
-      // aedes 2.0 names a v5 client's `reasonCode`: either is read, so a v5 device is not left offline.
-      const { returnCode, reasonCode } = connack as { returnCode?: number; reasonCode?: number }
-      const code = returnCode ?? reasonCode ?? -1
-      this.emit('connected', this.ref(c), { accepted: code === 0, code })
-    })
+    broker.on('connackSent', (connack, c) => this.emit('connected', this.ref(c), connackOutcome(connack)))
     broker.on('keepaliveTimeout', (c) => this.reasons.set(c, 'keepalive_timeout'))
     broker.on('clientError', (c, err) => {
       if (!this.reasons.has(c)) this.reasons.set(c, 'error')

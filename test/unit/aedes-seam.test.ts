@@ -10,7 +10,7 @@ import { Aedes } from 'aedes'
 import mqttPacket from 'mqtt-packet'
 import type { Packet } from 'mqtt-packet'
 import { afterEach, describe, expect, it } from 'vitest'
-import { AEDES_CHECKED_VERSION, MqttCore } from '../../src/ingress/aedes-seam.js'
+import { AEDES_CHECKED_VERSION, MqttCore, connackOutcome } from '../../src/ingress/aedes-seam.js'
 import type { ConnackRefusal, CoreHooks, CoreLimit, MqttClientRef, SessionEndReason } from '../../src/ingress/aedes-seam.js'
 import { frameCheck } from '../../src/ingress/limits.js'
 
@@ -241,6 +241,14 @@ describe('aedes seam', () => {
     expect(first.client.sentDisconnect).toBe(false)
     expect(first.client.closed).toBe(true)
     second.peer.close()
+  })
+
+  it('aedes seam - a CONNACK is read with returnCode (MQTT 3.1.1, aedes 1.x) or reasonCode (MQTT 5, aedes 2.0)', () => {
+    expect(connackOutcome({ cmd: 'connack', returnCode: 0, sessionPresent: false })).toEqual({ accepted: true, code: 0 })
+    expect(connackOutcome({ cmd: 'connack', returnCode: 5 })).toEqual({ accepted: false, code: 5 })
+    expect(connackOutcome({ cmd: 'connack', reasonCode: 0, sessionPresent: true })).toEqual({ accepted: true, code: 0 })
+    expect(connackOutcome({ cmd: 'connack', reasonCode: 0x87 })).toEqual({ accepted: false, code: 0x87 })
+    expect(connackOutcome({ cmd: 'connack' })).toEqual({ accepted: false, code: -1 })
   })
 
   it('aedes seam - a refused client gets the CONNACK code given, and connected reports it refused', async () => {
