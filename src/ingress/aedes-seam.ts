@@ -183,6 +183,8 @@ class ClientRef implements MqttClientRef {
   acks: Map<number, () => void> | undefined
   /** Deliveries told when the connection ends. */
   waiting: Set<() => void> | undefined
+  /** Set once the core reported it disconnected: a delivery then ends 'offline' at once. */
+  gone = false
   constructor(readonly client: Client) {}
   get id(): string {
     return this.client.id
@@ -309,6 +311,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     })
     broker.on('clientDisconnect', (c) => {
       const r = this.ref(c)
+      r.gone = true
       const reason: SessionEndReason = internals(c)._disconnected === true ? 'clean' : (this.reasons.get(c) ?? 'connection_lost')
       this.ended(r)
       this.emit('disconnected', r, reason)
@@ -394,6 +397,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   deliver(client: MqttClientRef, topic: string, payload: Buffer, timeoutMs: number, signal?: AbortSignal): Promise<DeliveryResult> {
     const r = client as ClientRef
     if (signal?.aborted) return Promise.resolve('cancelled')
+    if (r.gone) return Promise.resolve('offline')
     this.watchPubacks(r)
     return new Promise((resolve) => {
       const acks = (r.acks ??= new Map())
