@@ -15,9 +15,8 @@
 // A client id bound to an identity (while connected, or while its persistent session lives) cannot
 // be taken over by another identity: aedes would otherwise close the owner and hand over its
 // session.
+import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
-import { CONNACK } from '../ingress/aedes-seam.js'
-import type { ConnackRefusal, MqttClientRef } from '../ingress/aedes-seam.js'
 import type { Logger } from '../logger.js'
 import type { AdmissionMetrics } from './metrics.js'
 import { Acl } from './acl.js'
@@ -35,7 +34,28 @@ export interface AdmissionOptions {
 
 type FailReason = 'credentials' | 'anonymous' | 'certificate' | 'takeover' | 'busy' | 'revoked'
 
-const { IDENTIFIER_REJECTED, SERVER_UNAVAILABLE, BAD_CREDENTIALS, NOT_AUTHORIZED } = CONNACK
+/** CONNACK return codes of MQTT 3.1.1 that refuse a client. */
+const IDENTIFIER_REJECTED = 2
+const SERVER_UNAVAILABLE = 3
+const BAD_CREDENTIALS = 4
+const NOT_AUTHORIZED = 5
+
+/** A CONNACK code refusing a client. */
+export type ConnackRefusal = typeof IDENTIFIER_REJECTED | typeof SERVER_UNAVAILABLE | typeof BAD_CREDENTIALS | typeof NOT_AUTHORIZED
+
+/** What admission needs of a client connection (ingress's MqttClientRef is one, structurally). */
+export interface ClientConnection {
+  readonly id: string
+  /** Peer address ('' when unknown). */
+  readonly address: string
+  /** CleanSession of its CONNECT. */
+  readonly clean: boolean
+  /** Its connection: a TLS socket over MQTTS (its peer certificate names the device). */
+  readonly socket: Duplex
+  /** Whether the MQTT core has closed it. */
+  readonly closed: boolean
+  close(): void
+}
 
 /** How a connected client proved its identity (what a reload checks again). */
 interface Admitted {
@@ -47,7 +67,7 @@ interface Admitted {
 interface Binding {
   readonly identity: string | undefined
   persistent: boolean
-  readonly clients: Set<MqttClientRef>
+  readonly clients: Set<ClientConnection>
 }
 
 /** SAN entry types that can name a device. */
@@ -71,10 +91,10 @@ export function certificateIdentity(socket: TLSSocket): string | undefined {
 }
 
 export class Admission {
-  private readonly identities = new WeakMap<MqttClientRef, string | undefined>()
+  private readonly identities = new WeakMap<ClientConnection, string | undefined>()
   private readonly bindings = new Map<string, Binding>()
   /** Connected clients that logged in with a password, with the entry they verified against. */
-  private readonly live = new Map<MqttClientRef, Admitted>()
+  private readonly live = new Map<ClientConnection, Admitted>()
 
   private constructor(
     private readonly opts: AdmissionOptions,
@@ -131,7 +151,7 @@ export class Admission {
   }
 
   /** Decides a CONNECT: `done(null)` admits the client, `done(code)` refuses it with that CONNACK code. */
-  authenticate(client: MqttClientRef, username: string | undefined, password: Buffer | undefined, done: (refusal: ConnackRefusal | null) => void): void {
+  authenticate(client: ClientConnection, username: string | undefined, password: Buffer | undefined, done: (refusal: ConnackRefusal | null) => void): void {
     this.identify(client, username, password).then(
       (r) => {
         if (typeof r === 'number') return done(r)
@@ -150,7 +170,7 @@ export class Admission {
         }
         // Everyone anonymous: no identity to protect, no binding to keep (memory per connection).
         if (identity === undefined && !bound) return done(null)
-        const b = bound && bound.identity === identity ? bound : { identity, persistent: false, clients: new Set<MqttClientRef>() }
+        const b = bound && bound.identity === identity ? bound : { identity, persistent: false, clients: new Set<ClientConnection>() }
         b.persistent = !client.clean
         b.clients.add(client)
         this.bindings.set(client.id, b)
@@ -171,7 +191,7 @@ export class Admission {
     })
   }
 
-  private async identify(client: MqttClientRef, username: string | undefined, password: Buffer | undefined): Promise<{ identity: string | undefined; credential?: string } | ConnackRefusal> {
+  private async identify(client: ClientConnection, username: string | undefined, password: Buffer | undefined): Promise<{ identity: string | undefined; credential?: string } | ConnackRefusal> {
     const socket = client.socket as Partial<TLSSocket>
     if (this.opts.requireClientCert && typeof socket.getPeerCertificate === 'function') {
       const identity = certificateIdentity(socket as TLSSocket)
@@ -202,7 +222,7 @@ export class Admission {
     return { identity: undefined }
   }
 
-  private fail(client: MqttClientRef, reason: FailReason, detail: string, code: ConnackRefusal = NOT_AUTHORIZED): ConnackRefusal {
+  private fail(client: ClientConnection, reason: FailReason, detail: string, code: ConnackRefusal = NOT_AUTHORIZED): ConnackRefusal {
     this.opts.metrics.mqttAuthFailures.inc(1, { reason })
     // The detail stays in our log; the device only sees the CONNACK code.
     this.opts.logger.info('connection refused', { clientId: client.id, address: client.address, reason, detail })
@@ -210,7 +230,7 @@ export class Admission {
   }
 
   /** Whether the ACL lets this client publish on `topic` (counted and logged when not). */
-  mayPublish(client: MqttClientRef | null, topic: string): boolean {
+  mayPublish(client: ClientConnection | null, topic: string): boolean {
     if (!this.acl || !client) return true
     if (this.acl.canPublish(this.identities.get(client), client.id, topic)) return true
     this.deny(client, 'publish', topic)
@@ -221,20 +241,20 @@ export class Admission {
    * Whether the ACL in force now lets this client receive a message on `topic` (every message the
    * core forwards, and commands and RPC requests before they are sent). Counted when not.
    */
-  mayReceive(client: MqttClientRef, topic: string): boolean {
+  mayReceive(client: ClientConnection, topic: string): boolean {
     if (!this.acl || this.acl.canRead(this.identities.get(client), client.id, topic)) return true
     this.opts.metrics.mqttAclDenials.inc(1, { action: 'deliver' })
     return false
   }
 
   /** Whether the ACL lets this client subscribe to `topic`: a denied filter gets SUBACK 0x80 and the client stays connected. */
-  maySubscribe(client: MqttClientRef, topic: string): boolean {
+  maySubscribe(client: ClientConnection, topic: string): boolean {
     if (!this.acl || this.acl.canSubscribe(this.identities.get(client), client.id, topic)) return true
     this.deny(client, 'subscribe', topic)
     return false
   }
 
-  private deny(client: MqttClientRef, action: 'publish' | 'subscribe', topic: string): void {
+  private deny(client: ClientConnection, action: 'publish' | 'subscribe', topic: string): void {
     this.opts.metrics.mqttAclDenials.inc(1, { action })
     this.opts.logger.info('ACL denied', { clientId: client.id, identity: this.identities.get(client) ?? null, action, topic })
   }
