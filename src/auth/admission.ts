@@ -15,10 +15,10 @@
 // A client id bound to an identity (while connected, or while its persistent session lives) cannot
 // be taken over by another identity: aedes would otherwise close the owner and hand over its
 // session.
+import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
-import type { Client, Subscription } from 'aedes'
 import type { Logger } from '../logger.js'
-import type { Metrics } from '../metrics/index.js'
+import type { AdmissionMetrics } from './metrics.js'
 import { Acl } from './acl.js'
 import { Passwords } from './passwords.js'
 import { parseSubjectAltName } from './tls.js'
@@ -29,16 +29,33 @@ export interface AdmissionOptions {
   readonly allowAnonymous: boolean
   readonly requireClientCert: boolean
   readonly logger: Logger
-  readonly metrics: Metrics
+  readonly metrics: AdmissionMetrics
 }
 
 type FailReason = 'credentials' | 'anonymous' | 'certificate' | 'takeover' | 'busy' | 'revoked'
 
-/** CONNACK return codes of MQTT 3.1.1. */
+/** CONNACK return codes of MQTT 3.1.1 that refuse a client. */
 const IDENTIFIER_REJECTED = 2
 const SERVER_UNAVAILABLE = 3
 const BAD_CREDENTIALS = 4
 const NOT_AUTHORIZED = 5
+
+/** A CONNACK code refusing a client. */
+export type ConnackRefusal = typeof IDENTIFIER_REJECTED | typeof SERVER_UNAVAILABLE | typeof BAD_CREDENTIALS | typeof NOT_AUTHORIZED
+
+/** What admission needs of a client connection (ingress's MqttClientRef is one, structurally). */
+export interface ClientConnection {
+  readonly id: string
+  /** Peer address ('' when unknown). */
+  readonly address: string
+  /** CleanSession of its CONNECT. */
+  readonly clean: boolean
+  /** Its connection: a TLS socket over MQTTS (its peer certificate names the device). */
+  readonly socket: Duplex
+  /** Whether the MQTT core has closed it. */
+  readonly closed: boolean
+  close(): void
+}
 
 /** How a connected client proved its identity (what a reload checks again). */
 interface Admitted {
@@ -50,12 +67,7 @@ interface Admitted {
 interface Binding {
   readonly identity: string | undefined
   persistent: boolean
-  readonly clients: Set<Client>
-}
-
-/** An aedes authenticate error carrying the CONNACK code. */
-function refusal(returnCode: number): Error & { returnCode: number } {
-  return Object.assign(new Error('connection refused'), { returnCode })
+  readonly clients: Set<ClientConnection>
 }
 
 /** SAN entry types that can name a device. */
@@ -79,10 +91,10 @@ export function certificateIdentity(socket: TLSSocket): string | undefined {
 }
 
 export class Admission {
-  private readonly identities = new WeakMap<Client, string | undefined>()
+  private readonly identities = new WeakMap<ClientConnection, string | undefined>()
   private readonly bindings = new Map<string, Binding>()
   /** Connected clients that logged in with a password, with the entry they verified against. */
-  private readonly live = new Map<Client, Admitted>()
+  private readonly live = new Map<ClientConnection, Admitted>()
 
   private constructor(
     private readonly opts: AdmissionOptions,
@@ -138,49 +150,49 @@ export class Admission {
     }
   }
 
-  /** aedes' authenticate hook. */
-  authenticate(client: Client, username: string | undefined, password: Buffer | undefined, cb: (err: Error | null, ok?: boolean) => void): void {
+  /** Decides a CONNECT: `done(null)` admits the client, `done(code)` refuses it with that CONNACK code. */
+  authenticate(client: ClientConnection, username: string | undefined, password: Buffer | undefined, done: (refusal: ConnackRefusal | null) => void): void {
     this.identify(client, username, password).then(
       (r) => {
-        if (typeof r === 'number') return cb(refusal(r))
-        // Gone while its password was hashed: aedes drops this answer; bind nothing to a dead client.
-        if ((client as unknown as { closed?: boolean }).closed || (client.conn as { destroyed?: boolean }).destroyed) return cb(refusal(SERVER_UNAVAILABLE))
+        if (typeof r === 'number') return done(r)
+        // Gone while its password was hashed: the core drops this answer; bind nothing to a dead client.
+        if (client.closed || client.socket.destroyed) return done(SERVER_UNAVAILABLE)
         const identity = r.identity
         const bound = this.bindings.get(client.id)
         if (bound && bound.identity !== identity && (bound.clients.size > 0 || bound.persistent)) {
           this.fail(client, 'takeover', `client id is bound to another identity's session`)
-          return cb(refusal(IDENTIFIER_REJECTED))
+          return done(IDENTIFIER_REJECTED)
         }
         this.identities.set(client, identity)
         if (r.credential !== undefined) {
           this.live.set(client, { identity, credential: r.credential })
-          client.conn.once('close', () => this.live.delete(client))
+          client.socket.once('close', () => this.live.delete(client))
         }
         // Everyone anonymous: no identity to protect, no binding to keep (memory per connection).
-        if (identity === undefined && !bound) return cb(null, true)
-        const b = bound && bound.identity === identity ? bound : { identity, persistent: false, clients: new Set<Client>() }
+        if (identity === undefined && !bound) return done(null)
+        const b = bound && bound.identity === identity ? bound : { identity, persistent: false, clients: new Set<ClientConnection>() }
         b.persistent = !client.clean
         b.clients.add(client)
         this.bindings.set(client.id, b)
-        client.conn.once('close', () => {
+        client.socket.once('close', () => {
           b.clients.delete(client)
           if (b.clients.size === 0 && !b.persistent && this.bindings.get(client.id) === b) this.bindings.delete(client.id)
         })
-        cb(null, true)
+        done(null)
       },
       (err: unknown) => {
         this.opts.logger.error('authentication error', { clientId: client.id, error: err })
-        cb(refusal(SERVER_UNAVAILABLE))
+        done(SERVER_UNAVAILABLE)
       },
     ).catch((err: unknown) => {
-      // A throw from aedes' answer to our callback: this client is refused, the process goes on.
+      // A throw from the core's answer to our callback: this client is refused, the process goes on.
       this.opts.logger.error('error after authentication; closing the client', { clientId: client.id, error: err })
       client.close()
     })
   }
 
-  private async identify(client: Client, username: string | undefined, password: Buffer | undefined): Promise<{ identity: string | undefined; credential?: string } | number> {
-    const socket = client.conn as Partial<TLSSocket>
+  private async identify(client: ClientConnection, username: string | undefined, password: Buffer | undefined): Promise<{ identity: string | undefined; credential?: string } | ConnackRefusal> {
+    const socket = client.socket as Partial<TLSSocket>
     if (this.opts.requireClientCert && typeof socket.getPeerCertificate === 'function') {
       const identity = certificateIdentity(socket as TLSSocket)
       if (identity === undefined) return this.fail(client, 'certificate', 'no verified client certificate', NOT_AUTHORIZED)
@@ -210,15 +222,15 @@ export class Admission {
     return { identity: undefined }
   }
 
-  private fail(client: Client, reason: FailReason, detail: string, code = NOT_AUTHORIZED): number {
+  private fail(client: ClientConnection, reason: FailReason, detail: string, code: ConnackRefusal = NOT_AUTHORIZED): ConnackRefusal {
     this.opts.metrics.mqttAuthFailures.inc(1, { reason })
     // The detail stays in our log; the device only sees the CONNACK code.
-    this.opts.logger.info('connection refused', { clientId: client.id, address: (client.conn as { remoteAddress?: string } | undefined)?.remoteAddress, reason, detail })
+    this.opts.logger.info('connection refused', { clientId: client.id, address: client.address, reason, detail })
     return code
   }
 
   /** Whether the ACL lets this client publish on `topic` (counted and logged when not). */
-  mayPublish(client: Client | null, topic: string): boolean {
+  mayPublish(client: ClientConnection | null, topic: string): boolean {
     if (!this.acl || !client) return true
     if (this.acl.canPublish(this.identities.get(client), client.id, topic)) return true
     this.deny(client, 'publish', topic)
@@ -226,23 +238,23 @@ export class Admission {
   }
 
   /**
-   * Whether the ACL in force now lets this client receive a message on `topic` (aedes'
-   * authorizeForward, and commands and RPC requests before they are sent). Counted when not.
+   * Whether the ACL in force now lets this client receive a message on `topic` (every message the
+   * core forwards, and commands and RPC requests before they are sent). Counted when not.
    */
-  mayReceive(client: Client, topic: string): boolean {
+  mayReceive(client: ClientConnection, topic: string): boolean {
     if (!this.acl || this.acl.canRead(this.identities.get(client), client.id, topic)) return true
     this.opts.metrics.mqttAclDenials.inc(1, { action: 'deliver' })
     return false
   }
 
-  /** aedes' authorizeSubscribe hook: a denied filter gets SUBACK 0x80 and the client stays connected. */
-  authorizeSubscribe(client: Client, sub: Subscription, cb: (err: Error | null, sub: Subscription | null) => void): void {
-    if (!this.acl || this.acl.canSubscribe(this.identities.get(client), client.id, sub.topic)) return cb(null, sub)
-    this.deny(client, 'subscribe', sub.topic)
-    cb(null, null)
+  /** Whether the ACL lets this client subscribe to `topic`: a denied filter gets SUBACK 0x80 and the client stays connected. */
+  maySubscribe(client: ClientConnection, topic: string): boolean {
+    if (!this.acl || this.acl.canSubscribe(this.identities.get(client), client.id, topic)) return true
+    this.deny(client, 'subscribe', topic)
+    return false
   }
 
-  private deny(client: Client, action: 'publish' | 'subscribe', topic: string): void {
+  private deny(client: ClientConnection, action: 'publish' | 'subscribe', topic: string): void {
     this.opts.metrics.mqttAclDenials.inc(1, { action })
     this.opts.logger.info('ACL denied', { clientId: client.id, identity: this.identities.get(client) ?? null, action, topic })
   }

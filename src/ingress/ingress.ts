@@ -1,24 +1,25 @@
-// MQTT ingress: an aedes broker on a TCP listener whose publishes are stored in the log before they are acknowledged.
+// MQTT ingress: the MQTT core (aedes, behind aedes-seam.ts) on TCP and TLS listeners, whose publishes
+// are stored in the log before they are acknowledged.
 //
-// aedes calls `authorizePublish` before it writes PUBACK (QoS 1) or PUBREC (QoS 2), and holds the
-// acknowledgement until our callback runs. We append there and call back once the append is
-// stored under the fsync policy. Appends are queued in call order, and aedes calls the hook in
-// packet order, so each client's publishes keep their order in the log.
+// Where a PUBACK is decided: `authorizePublish` below. The core calls it before it writes PUBACK
+// (QoS 1) or PUBREC (QoS 2), and holds the acknowledgement until our callback runs. We append there
+// and call back once the append is stored under the fsync policy. Appends are queued in call order,
+// and the core calls the hook in packet order, so each client's publishes keep their order in the log.
 import net from 'node:net'
 import tls from 'node:tls'
 import { crc32 } from 'node:zlib'
-import { Aedes } from 'aedes'
-import type { AuthenticateError, Client, PublishPacket, Subscription } from 'aedes'
-import type { Admission } from '../auth/index.js'
 import type { Config } from '../config/index.js'
 import { encodeEntry, encodePayload, encodingOf } from '../codec/index.js'
 import type { PayloadPolicy } from '../codec/index.js'
 import { FerryError } from '../errors.js'
+import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
+import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
-import type { Metrics } from '../metrics/index.js'
+import { CONNACK, MqttCore } from './aedes-seam.js'
+import type { ConnackRefusal, MqttClientRef, PublishRequest } from './aedes-seam.js'
 import { Devices } from './devices.js'
-import { guardClientEvents } from './aedes-internals.js'
-import { ConnectionLimiter, HandshakeLimiter, guardFrames } from './limits.js'
+import type { IngressMetrics } from './metrics.js'
+import { ConnectionLimiter, HandshakeLimiter, frameCheck } from './limits.js'
 import type { RetransmitIndex } from './retransmits.js'
 
 /** What ingress needs from the log: an ordered, durable append. */
@@ -28,17 +29,26 @@ export interface Appender {
   readonly pendingAppendBytes: number
 }
 
-/** Options of the MQTT ingress. */
+/** What ingress needs from admission (src/auth's Admission): who may connect, publish, subscribe, receive. */
+export interface AdmissionPolicy {
+  /** Decides a CONNECT: `done(null)` admits, `done(code)` refuses with that CONNACK code. */
+  authenticate(client: MqttClientRef, username: string | undefined, password: Buffer | undefined, done: (refusal: ConnackRefusal | null) => void): void
+  mayPublish(client: MqttClientRef | null, topic: string): boolean
+  maySubscribe(client: MqttClientRef, topic: string): boolean
+  mayReceive(client: MqttClientRef, topic: string): boolean
+}
+
 /** The protective limits of the MQTT listeners (see the --max-* options; keepalive in seconds, 0 = no bound). */
 export type IngressLimits = Config['limits']
 
+/** Options of the MQTT ingress. */
 export interface IngressOptions {
   readonly host: string
   /** TCP port; 0 picks a free one. */
   readonly port: number
   /** The MQTT-over-TLS listener, if any. */
   readonly tls?: { readonly host: string; readonly port: number; readonly options: tls.TlsOptions }
-  readonly admission: Admission
+  readonly admission: AdmissionPolicy
   readonly limits: IngressLimits
   /** Encodes payloads for upstream (JSON to CBOR) before they are stored. */
   readonly payloads: PayloadPolicy
@@ -49,7 +59,7 @@ export interface IngressOptions {
   /** Above this many bytes waiting to be written, QoS 0 publishes also wait for their append (backpressure). */
   readonly maxPendingBytes: number
   readonly logger: Logger
-  readonly metrics: Metrics
+  readonly metrics: IngressMetrics
   readonly log: Appender
 }
 
@@ -79,9 +89,6 @@ export const MQTTS_CIPHERS = [
   'ECDHE-RSA-CHACHA20-POLY1305',
 ].join(':')
 
-/** CONNACK 2 of MQTT 3.1.1 ("identifier rejected"), also used for out-of-bounds keepalives as Mosquitto does. */
-const IDENTIFIER_REJECTED = 2
-
 /** Why a publish was refused (label of ferry_mqtt_refused_total). */
 const MALFORMED_TOPIC = /[\u0000\uFFFD]/
 
@@ -96,13 +103,20 @@ export function retransmitHash(topic: string, stored: Uint8Array): number {
   return crc32(stored, crc32(topic))
 }
 
-export class Ingress {
-  private closed = false
+/** How long a close without a deadline gives the clients to be closed before their sockets are destroyed. */
+export const DEFAULT_CLOSE_MS = 10_000
+
+export class Ingress implements Component {
+  private stopping = false
+  private closing: Promise<void> | undefined
+  private readonly stopped = new ClosedSignal()
+  /** Timers of listeners pausing for lack of descriptors (cleared on close). */
+  private readonly timers = new Set<NodeJS.Timeout>()
   /** The listeners' bound addresses (kept: a listener pausing for lack of descriptors has none). */
   private readonly bound: { host: string; port: number }[] = []
-  private readonly connIds = new WeakMap<Client, number>()
+  private readonly connIds = new WeakMap<MqttClientRef, number>()
   /** Filters granted and perhaps not yet stored in the client's session (see authorizeSubscribe). */
-  private readonly granting = new WeakMap<Client, Set<string>>()
+  private readonly granting = new WeakMap<MqttClientRef, Set<string>>()
   private readonly receivedByQos: { inc(n?: number): void }[]
   private readonly receivedBytesByQos: { inc(n?: number): void }[]
   private lastConnId = 0
@@ -112,17 +126,17 @@ export class Ingress {
    * Publishes answered inside the gateway instead of being stored (RPC responses): returns true
    * when it took the publish, which is then acknowledged once `handled` resolves.
    */
-  intercept: ((client: Client, topic: string, payload: Buffer) => Promise<void> | undefined) | undefined
+  intercept: ((client: MqttClientRef, topic: string, payload: Buffer) => Promise<void> | undefined) | undefined
 
   private constructor(
     private readonly opts: IngressOptions,
-    private readonly broker: Aedes,
+    private readonly core: MqttCore,
     private readonly servers: readonly net.Server[],
     private readonly sockets: Set<net.Socket>,
   ) {
     this.receivedByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceived.child({ qos: String(q) }))
     this.receivedBytesByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceivedBytes.child({ qos: String(q) }))
-    this.devices = new Devices(broker, (client, topic) => opts.admission.mayReceive(client, topic))
+    this.devices = new Devices(core, (client, topic) => opts.admission.mayReceive(client, topic))
     // A device that sent DISCONNECT had its PUBACKs: what it sent is not resent without DUP (retransmits.ts).
     this.devices.on('offline', (info, reason) => {
       if (reason === 'clean') opts.retransmits.ended(info.clientId)
@@ -137,76 +151,71 @@ export class Ingress {
   static async start(opts: IngressOptions): Promise<Ingress> {
     let self: Ingress | undefined
     const { admission, limits, metrics, logger } = opts
-    const badKeepalive = new WeakSet<Client>()
-    const broker = await Aedes.createBroker({
-      maxClientsIdLength: 255,
-      connectTimeout: limits.connectTimeoutMs,
-      // Not aedes' keepaliveLimit: it answers CONNACK 6, which MQTT 3.1.1 does not define. Like
-      // Mosquitto, a keepalive out of bounds gets "identifier rejected" (2), from authenticate.
-      preConnect: (client, packet, cb) => {
-        if (limits.maxKeepalive > 0 && (!packet.keepalive || packet.keepalive > limits.maxKeepalive)) badKeepalive.add(client)
-        cb(null, true)
+    const core = await MqttCore.create(
+      {
+        maxClientIdLength: 255,
+        connectTimeoutMs: limits.connectTimeoutMs,
+        maxTopicLevels: limits.maxTopicLevels,
+        maxInflightIn: limits.maxInflightIn,
+        drainTimeoutMs: limits.drainTimeoutMs,
+        // Whatever a listener does on behalf of one client (presence events, device registry, downlink)
+        // may fail for that client only: it is disconnected, the gateway and the other devices go on.
+        onListenerError: (event, client, err) => self?.hookFailed(`event ${event}`, client, err),
       },
-      maxTopicLevels: limits.maxTopicLevels,
-      maxInflightInbound: limits.maxInflightIn,
-      drainTimeout: limits.drainTimeoutMs,
-      authenticate: (client, username, password, cb) => {
-        const refuse = (returnCode: number): void => cb(Object.assign(new Error('connection refused'), { returnCode }) as AuthenticateError, null)
-        if (badKeepalive.has(client)) {
-          metrics.mqttLimits.inc(1, { limit: 'keepalive' })
-          logger.info('connection refused: keepalive out of bounds (--max-keepalive)', { clientId: client.id, max: limits.maxKeepalive })
-          return refuse(IDENTIFIER_REJECTED)
-        }
-        // Checked here, before the client id is stored anywhere (sessions, log entries, events).
-        const idBytes = Buffer.byteLength(client.id)
-        if (idBytes > MAX_CLIENT_ID_BYTES) {
-          metrics.mqttLimits.inc(1, { limit: 'client_id_bytes' })
-          logger.info('connection refused: client id too long', { clientIdPrefix: client.id.slice(0, 32), bytes: idBytes, max: MAX_CLIENT_ID_BYTES })
-          return refuse(IDENTIFIER_REJECTED)
-        }
-        try {
-          admission.authenticate(client, username, password, (err, ok) => cb(err as AuthenticateError | null, ok ?? null))
-        } catch (err) {
-          self?.hookFailed('authenticate', client, err)
-          refuse(3)
-        }
+      {
+        authenticate: (client, username, password, keepaliveSec, done) => {
+          // Not aedes' keepaliveLimit: it answers CONNACK 6, which MQTT 3.1.1 does not define. Like
+          // Mosquitto, a keepalive out of bounds gets "identifier rejected" (2).
+          if (keepaliveSec !== undefined && limits.maxKeepalive > 0 && (!keepaliveSec || keepaliveSec > limits.maxKeepalive)) {
+            metrics.mqttLimits.inc(1, { limit: 'keepalive' })
+            logger.info('connection refused: keepalive out of bounds (--max-keepalive)', { clientId: client.id, max: limits.maxKeepalive })
+            return done(CONNACK.IDENTIFIER_REJECTED)
+          }
+          // Checked here, before the client id is stored anywhere (sessions, log entries, events).
+          const idBytes = Buffer.byteLength(client.id)
+          if (idBytes > MAX_CLIENT_ID_BYTES) {
+            metrics.mqttLimits.inc(1, { limit: 'client_id_bytes' })
+            logger.info('connection refused: client id too long', { clientIdPrefix: client.id.slice(0, 32), bytes: idBytes, max: MAX_CLIENT_ID_BYTES })
+            return done(CONNACK.IDENTIFIER_REJECTED)
+          }
+          try {
+            admission.authenticate(client, username, password, done)
+          } catch (err) {
+            self?.hookFailed('authenticate', client, err)
+            done(CONNACK.SERVER_UNAVAILABLE)
+          }
+        },
+        // A throw in a hook would end the process with every client: refuse that one client instead.
+        authorizePublish: (client, publish, isWill, done) => {
+          if (!self) return done(new Error('starting'))
+          try {
+            self.authorizePublish(client, publish, isWill, done)
+          } catch (err) {
+            self.hookFailed('authorizePublish', client, err)
+            done(new FerryError('FERRY_ERR_INGRESS_REFUSED', 'internal error'))
+          }
+        },
+        // Every message the core sends a client (subscriptions, retained, a persistent session's
+        // queue, commands and RPC requests) is checked against the ACL in force now: a reload revokes.
+        mayForward: (client, topic) => {
+          try {
+            return admission.mayReceive(client, topic)
+          } catch (err) {
+            self?.hookFailed('authorizeForward', client, err)
+            return false
+          }
+        },
+        authorizeSubscribe: (client, topic, done) => {
+          if (!self) return done(new Error('starting'), false)
+          try {
+            self.authorizeSubscribe(client, topic, done)
+          } catch (err) {
+            self.hookFailed('authorizeSubscribe', client, err)
+            done(null, false)
+          }
+        },
       },
-      // A throw in a hook would end the process with every client: refuse that one client instead.
-      authorizePublish: (client, packet, cb) => {
-        if (!self) return cb(new Error('starting'))
-        try {
-          self.authorizePublish(client, packet, cb)
-        } catch (err) {
-          self.hookFailed('authorizePublish', client, err)
-          cb(new FerryError('FERRY_ERR_INGRESS_REFUSED', 'internal error'))
-        }
-      },
-      // Every message aedes sends a client (subscriptions, retained, a persistent session's queue,
-      // commands and RPC requests) is checked against the ACL in force now: a reload revokes.
-      authorizeForward: (client, packet) => {
-        try {
-          return admission.mayReceive(client, packet.topic) ? packet : null
-        } catch (err) {
-          self?.hookFailed('authorizeForward', client, err)
-          return null
-        }
-      },
-      authorizeSubscribe: (client, sub, cb) => {
-        if (!self) return cb(new Error('starting'))
-        try {
-          self.authorizeSubscribe(client, sub, cb)
-        } catch (err) {
-          self.hookFailed('authorizeSubscribe', client, err)
-          cb(null, null)
-        }
-      },
-    })
-    // Whatever a listener does on behalf of one client (presence events, device registry, downlink)
-    // may fail for that client only: it is disconnected, the gateway and the other devices go on.
-    guardClientEvents(broker, (event, client, err) => {
-      self?.hookFailed(`event ${event}`, client, err)
-      client.close()
-    })
+    )
     const sockets = new Set<net.Socket>()
     const limiter = new ConnectionLimiter(limits.maxConnections, limits.connectionRate, limits.connectionRatePerAddress)
     /** Counts a new TCP connection (before any TLS handshake) and closes it at once when a limit says so. */
@@ -223,8 +232,7 @@ export class Ingress {
     const attach = (socket: net.Socket): void => {
       // Small packets (PUBACK, commands, RPC) go out at once instead of waiting on Nagle's algorithm.
       socket.setNoDelay(true)
-      const client = broker.handle(socket)
-      guardFrames(client as unknown as Parameters<typeof guardFrames>[0], limits.maxPacketBytes, (why) => {
+      core.attach(socket, frameCheck(limits.maxPacketBytes), (why, client) => {
         metrics.mqttLimits.inc(1, { limit: 'packet_size' })
         logger.info('connection closed: packet refused before buffering', { clientId: client.id ?? null, address: socket.remoteAddress, why })
       })
@@ -285,7 +293,7 @@ export class Ingress {
       })
       servers.push(s)
     }
-    self = new Ingress(opts, broker, servers, sockets)
+    self = new Ingress(opts, core, servers, sockets)
     self.wireEvents()
     const addresses = [{ host: opts.host, port: opts.port }, ...(opts.tls ? [opts.tls] : [])]
     try {
@@ -299,11 +307,11 @@ export class Ingress {
         })
         const a = server.address() as net.AddressInfo
         self.bound[i] = { host: a.address, port: a.port }
-        self.pauseOnDescriptorExhaustion(server, self.bound[i]!, i > 0 ? 'MQTTS' : 'MQTT')
+        self.pauseOnDescriptorExhaustion(server, self.bound[i], i > 0 ? 'MQTTS' : 'MQTT')
       }
     } catch (err) {
       for (const server of servers) server.close()
-      await new Promise<void>((r) => broker.close(() => r()))
+      await core.close()
       throw err
     }
     return self
@@ -311,7 +319,7 @@ export class Ingress {
 
   /** Whether every MQTT listener accepts connections (not while one pauses for lack of descriptors). */
   get listening(): boolean {
-    return !this.closed && this.servers.every((s) => s.listening)
+    return !this.stopping && this.servers.every((s) => s.listening)
   }
 
   /** The bound address of the TCP listener (port resolved when 0 was asked). */
@@ -342,16 +350,27 @@ export class Ingress {
       logger.info(`${name} listener accepting again`, { address: `${at.host}:${at.port}` })
     })
     server.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EMFILE' && err.code !== 'ENFILE') return logger.error(`${name} listener error`, { error: err })
+      if (err.code !== 'EMFILE' && err.code !== 'ENFILE') {
+        logger.error(`${name} listener error`, { error: err })
+        // A listener that stopped on its own (e.g. its address taken while it paused): ingress stops,
+        // and closed() says why.
+        if (!server.listening && !this.stopping) {
+          void this.shutdown(deadlineIn(DEFAULT_CLOSE_MS), new FerryError('FERRY_ERR_INGRESS_LISTEN', `${name} listener on ${at.host}:${at.port} stopped: ${err.message}`, { cause: err }))
+        }
+        return
+      }
       if (!paused) logger.warn(`${name} listener out of file descriptors: not accepting connections for a while`, { address: `${at.host}:${at.port}`, code: err.code, pauseMs: ACCEPT_PAUSE_MS })
       paused = true
       if (server.listening) server.close()
-      if (timer || this.closed) return
-      timer = setTimeout(() => {
+      if (timer || this.stopping) return
+      const t = setTimeout(() => {
+        this.timers.delete(t)
         timer = undefined
-        if (!this.closed) server.listen(at.port, at.host)
+        if (!this.stopping) server.listen(at.port, at.host)
       }, ACCEPT_PAUSE_MS)
-      timer.unref()
+      timer = t
+      this.timers.add(t)
+      t.unref()
     })
   }
 
@@ -359,31 +378,31 @@ export class Ingress {
     const { logger, metrics } = this.opts
     let clients = 0
     metrics.mqttClients.collect(() => clients)
-    this.broker.on('client', (client) => {
+    this.core.on('registered', (client) => {
       clients++
       this.connIds.set(client, ++this.lastConnId)
     })
-    this.broker.on('clientDisconnect', () => clients--)
-    this.broker.on('subscribe', (subs, client) => {
-      const pending = client && this.granting.get(client)
-      if (pending) for (const s of subs) pending.delete(s.topic)
+    this.core.on('disconnected', () => clients--)
+    this.core.on('subscribed', (client, topics) => {
+      const pending = this.granting.get(client)
+      if (pending) for (const t of topics) pending.delete(t)
     })
-    // aedes reports an error once per pending write (e.g. every delivery a slow subscriber left): log the first.
-    const reported = new WeakSet<Client>()
-    this.broker.on('clientError', (client, err) => {
+    // The core reports an error once per pending write (e.g. every delivery a slow subscriber left): log the first.
+    const reported = new WeakSet<MqttClientRef>()
+    this.core.on('clientError', (client, err, limit) => {
       if (reported.has(client)) return
       reported.add(client)
-      // Limits aedes enforces itself, counted with ours.
-      if (err.message.startsWith('maxInflightInbound exceeded')) metrics.mqttLimits.inc(1, { limit: 'inflight_in' })
-      else if (err.message === 'drain timeout') metrics.mqttLimits.inc(1, { limit: 'drain_timeout' })
+      // Limits the core enforces itself, counted with ours.
+      if (limit) metrics.mqttLimits.inc(1, { limit })
       logger.info('client disconnected on error', { clientId: client.id, error: err.message })
     })
-    this.broker.on('connectionError', (_client, err) => {
+    this.core.on('connectionError', (err) => {
       logger.info('connection closed before CONNECT completed', { error: err.message })
     })
   }
 
-  private authorizePublish(client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void): void {
+  /** Where a PUBACK is decided: `cb(null)` once the publish is stored; the core writes PUBACK then. */
+  private authorizePublish(client: MqttClientRef | null, packet: PublishRequest, isWill: boolean, cb: (err?: Error | null) => void): void {
     const { metrics } = this.opts
     const started = performance.now()
     const clientId = client?.id ?? ''
@@ -391,8 +410,7 @@ export class Ingress {
     // Malformed for MQTT 3.1.1 yet passed by the parser: QoS > 0 without a packet id [MQTT-2.3.1-1], and
     // U+0000 [MQTT-1.5.3-2] or ill-formed UTF-8 [MQTT-1.5.3-1] in the topic. The parser has already
     // turned ill-formed bytes into U+FFFD, so a topic holding U+FFFD is refused (a real U+FFFD too).
-    // (A will is published by aedes itself, at its QoS, without a packet id.)
-    const isWill = client !== null && packet === (client as unknown as { will?: unknown }).will
+    // (A will is published by the core itself, at its QoS, without a packet id.)
     if (packet.qos !== 0 && packet.qos !== 1 && packet.qos !== 2) return this.refuse(client, cb, 'malformed', `QoS ${String(packet.qos)}`) // a will's QoS 3 gets this far
     if (packet.qos > 0 && !packet.messageId && !isWill) return this.refuse(client, cb, 'malformed', 'QoS 1/2 PUBLISH without a packet identifier')
     if (MALFORMED_TOPIC.test(packet.topic)) return this.refuse(client, cb, 'malformed', 'topic holds U+0000 or ill-formed UTF-8')
@@ -431,7 +449,7 @@ export class Ingress {
     // The original may have been stored in another form: before a restart with other --cbor or
     // --raw-topics settings, as sent or as CBOR.
     const otherForms = (): number[] => [retransmitHash(packet.topic, payload), retransmitHash(packet.topic, encodePayload(payload, true).data)]
-    const prior = packetId > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup, started, otherForms) : undefined
+    const prior = packetId > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup === true, started, otherForms) : undefined
     if (prior) {
       // A retransmission of a message already stored or being stored (our acknowledgement was
       // lost, e.g. in a crash): acknowledge it once the original is stored, without storing it
@@ -477,57 +495,79 @@ export class Ingress {
     )
   }
 
-  private hookFailed(hook: string, client: Client | null, err: unknown): void {
+  private hookFailed(hook: string, client: MqttClientRef | null, err: unknown): void {
     this.opts.metrics.mqttRefused.inc(1, { reason: 'internal_error' })
     this.opts.logger.error('error in an MQTT hook; refusing that client', { hook, clientId: client?.id ?? null, error: err })
   }
 
-  private authorizeSubscribe(client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void): void {
+  private authorizeSubscribe(client: MqttClientRef, topic: string, cb: (err: Error | null, granted: boolean) => void): void {
     const { limits, metrics } = this.opts
-    const held = (client as unknown as { subscriptions?: Record<string, unknown> }).subscriptions ?? {}
-    const bytes = Buffer.byteLength(sub.topic)
+    const held = new Set(this.core.subscriptionsOf(client))
+    const bytes = Buffer.byteLength(topic)
     // Refused filters get SUBACK 0x80; the client stays connected.
     if (bytes > limits.maxTopicBytes) {
       metrics.mqttLimits.inc(1, { limit: 'topic_bytes' })
-      return cb(null, null)
+      return cb(null, false)
     }
     // Granted filters not yet in `held` count too: a persistent session stores them asynchronously,
     // so every filter of one SUBSCRIBE would otherwise be measured against the same count.
     const pending = this.granting.get(client)
-    let count = Object.keys(held).length
-    if (pending) for (const f of pending) if (!Object.hasOwn(held, f)) count++
-    if (!Object.hasOwn(held, sub.topic) && !pending?.has(sub.topic) && count >= limits.maxSubscriptions) {
+    let count = held.size
+    if (pending) for (const f of pending) if (!held.has(f)) count++
+    if (!held.has(topic) && !pending?.has(topic) && count >= limits.maxSubscriptions) {
       metrics.mqttLimits.inc(1, { limit: 'subscriptions' })
-      this.opts.logger.info('subscription refused: --max-subscriptions reached', { clientId: client.id, topic: sub.topic, limit: limits.maxSubscriptions })
-      return cb(null, null)
+      this.opts.logger.info('subscription refused: --max-subscriptions reached', { clientId: client.id, topic, limit: limits.maxSubscriptions })
+      return cb(null, false)
     }
-    this.opts.admission.authorizeSubscribe(client, sub, (err, granted) => {
-      if (!err && granted) {
-        const set = this.granting.get(client) ?? new Set<string>()
-        set.add(sub.topic)
-        this.granting.set(client, set)
-      }
-      cb(err, granted)
-    })
+    const granted = this.opts.admission.maySubscribe(client, topic)
+    if (granted) {
+      const set = this.granting.get(client) ?? new Set<string>()
+      set.add(topic)
+      this.granting.set(client, set)
+    }
+    cb(null, granted)
   }
 
   /** Refuses a publish: no acknowledgement; aedes closes that client's connection (MQTT 3.1.1 has no negative ack). */
-  private refuse(client: Client | null, cb: (err?: Error | null) => void, reason: RefuseReason, message: string): void {
+  private refuse(client: MqttClientRef | null, cb: (err?: Error | null) => void, reason: RefuseReason, message: string): void {
     this.opts.metrics.mqttRefused.inc(1, { reason })
     this.opts.logger.info('publish refused; disconnecting the client', { clientId: client?.id, reason, detail: message })
     cb(new FerryError('FERRY_ERR_INGRESS_REFUSED', message))
   }
 
-  /** Stops accepting connections and closes every client. Idempotent. */
-  async close(): Promise<void> {
-    if (this.closed) return
-    this.closed = true
-    this.devices.stopping = true
-    const serverClosed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
-    await new Promise<void>((resolve) => this.broker.close(() => resolve()))
-    // Sockets that never completed CONNECT are not aedes clients: close them too.
-    for (const s of this.sockets) s.destroy()
-    await serverClosed
+  /**
+   * Stops accepting connections and closes every client; sockets still open at `deadline` (default
+   * {@link DEFAULT_CLOSE_MS} from now) are destroyed. Idempotent: a second call waits for the first.
+   */
+  close(deadline: Deadline = deadlineIn(DEFAULT_CLOSE_MS)): Promise<void> {
+    return this.shutdown(deadline)
+  }
+
+  /** Settles once ingress has stopped: undefined after close(), the error when a listener died on its own. */
+  closed(): Promise<Error | undefined> {
+    return this.stopped.promise
+  }
+
+  private shutdown(deadline: Deadline, failure?: Error): Promise<void> {
+    this.closing ??= (async () => {
+      this.stopping = true
+      this.devices.stopping = true
+      for (const t of this.timers) clearTimeout(t)
+      this.timers.clear()
+      const serverClosed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
+      let timer: NodeJS.Timeout | undefined
+      const late = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), remainingMs(deadline))
+      })
+      const inTime = await Promise.race([this.core.close().then(() => true), late])
+      clearTimeout(timer)
+      if (!inTime) this.opts.logger.warn('MQTT clients not closed by the deadline; their sockets are destroyed')
+      // Sockets that never completed CONNECT are not clients of the core: close them too.
+      for (const s of this.sockets) s.destroy()
+      await serverClosed
+      this.stopped.resolve(failure)
+    })()
+    return this.closing
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -1,35 +1,23 @@
-// Limits in front of aedes: connections (count and rate), TLS handshakes (in progress and rate) and the size of one MQTT packet.
+// Limits in front of the MQTT core: connections (count and rate), TLS handshakes (in progress and rate) and the size of one MQTT packet.
 //
 // aedes 1.x buffers a packet until its announced remaining length has arrived, whatever that
-// length: a PUBLISH announcing 200 MB makes it hold 200 MB. The frame guard reads only the fixed
+// length: a PUBLISH announcing 200 MB makes it hold 200 MB. The frame check reads only the fixed
 // headers of the byte stream (type byte and remaining length) as chunks arrive, before the parser
-// sees them, and closes the connection as soon as a header announces more than the limit or a
-// remaining length longer than 4 bytes (malformed).
-import type net from 'node:net'
-
-/** What the guard needs of an aedes client: its socket and its mqtt-packet parser. */
-interface GuardedClient {
-  readonly conn: net.Socket
-  _parser?: { parse(buf: Buffer): unknown }
-}
+// sees them (aedes-seam.ts puts it in front of the parser), and says why as soon as a header
+// announces more than the limit or a remaining length longer than 4 bytes (malformed).
 
 /**
- * Wraps the client's parser so every chunk is checked first. `onViolation` runs once, with why;
- * the connection is destroyed and nothing of the offending chunk reaches the parser.
+ * A checker for one connection's byte stream: call it with every chunk, in order; it returns why the
+ * connection must be closed (then nothing of that chunk may be parsed), or undefined.
  */
-export function guardFrames(client: GuardedClient, maxPacketBytes: number, onViolation: (why: string) => void): void {
-  const parser = client._parser
-  if (!parser || typeof parser.parse !== 'function') throw new Error('aedes client without _parser.parse: the frame guard needs updating for this aedes version')
-  const parse = parser.parse.bind(parser)
+export function frameCheck(maxPacketBytes: number): (buf: Buffer) => string | undefined {
   // 0: expecting a packet's first byte; 1: reading its remaining length; 2: skipping its body.
   let phase = 0
   let length = 0
   let multiplier = 1
   let lengthBytes = 0
   let remaining = 0
-  let violated = false
-  parser.parse = (buf: Buffer) => {
-    if (violated) return 0
+  return (buf: Buffer) => {
     for (let i = 0; i < buf.length; ) {
       if (phase === 2) {
         const skip = Math.min(remaining, buf.length - i)
@@ -51,21 +39,15 @@ export function guardFrames(client: GuardedClient, maxPacketBytes: number, onVio
       multiplier *= 128
       lengthBytes++
       if (b & 0x80) {
-        if (lengthBytes === 4) return violate('remaining length longer than 4 bytes (malformed packet)')
+        if (lengthBytes === 4) return 'remaining length longer than 4 bytes (malformed packet)'
         continue
       }
       const total = 1 + lengthBytes + length
-      if (total > maxPacketBytes) return violate(`packet of ${total} bytes announced; the limit is ${maxPacketBytes} (--max-packet-bytes)`)
+      if (total > maxPacketBytes) return `packet of ${total} bytes announced; the limit is ${maxPacketBytes} (--max-packet-bytes)`
       remaining = length
       phase = remaining > 0 ? 2 : 0
     }
-    return parse(buf)
-  }
-  function violate(why: string): number {
-    violated = true
-    onViolation(why)
-    client.conn.destroy()
-    return 0
+    return undefined
   }
 }
 

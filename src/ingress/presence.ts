@@ -2,12 +2,12 @@
 // upstream on `<prefix>.events.<device>.<event>` in order with the device's data, through outages.
 import { EVENT_TOPIC_PREFIX, encodeCbor, encodeEntry } from '../codec/index.js'
 import type { Logger } from '../logger.js'
-import type { Metrics } from '../metrics/index.js'
+import type { PresenceMetrics } from './metrics.js'
 import type { Appender } from './ingress.js'
 import type { Devices } from './devices.js'
 
 /** Appends an event about a device to the log (CBOR body). Failures are counted and logged, never thrown. */
-export function appendDeviceEvent(log: Appender, metrics: Metrics, logger: Logger, clientId: string, event: string, body: Record<string, unknown>): void {
+export function appendDeviceEvent(log: Appender, metrics: PresenceMetrics, logger: Logger, clientId: string, event: string, body: Record<string, unknown>): void {
   let entry: Buffer
   try {
     entry = encodeEntry({ clientId, topic: EVENT_TOPIC_PREFIX + event, qos: 1, retain: false, packetId: 0, encoding: 1, payload: encodeCbor({ device: clientId, event, ts: Date.now(), ...body }) })
@@ -25,7 +25,7 @@ export function appendDeviceEvent(log: Appender, metrics: Metrics, logger: Logge
 }
 
 /** Records every connect and disconnect of a device. */
-export function recordPresence(devices: Devices, log: Appender, metrics: Metrics, logger: Logger): void {
+export function recordPresence(devices: Devices, log: Appender, metrics: PresenceMetrics, logger: Logger): void {
   devices.on('online', (d) => appendDeviceEvent(log, metrics, logger, d.clientId, 'connected', { address: d.address, clean: d.clean }))
   devices.on('offline', (d, reason) =>
     appendDeviceEvent(log, metrics, logger, d.clientId, 'disconnected', { reason, connectedMs: Date.now() - d.connectedAt, messagesIn: d.messagesIn, messagesOut: d.messagesOut }),

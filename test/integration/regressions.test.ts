@@ -57,12 +57,13 @@ describe('device sessions', () => {
   it('presence - a connection reset right after its CONNACK leaves no ghost session', async () => {
     const gw = await startGateway({ 'log.dataDir': tempDir(), 'nats.url': 'nats://127.0.0.1:1' })
     try {
-      const broker = (gw.ingress as unknown as { broker: { on(e: 'client', f: (c: { conn: net.Socket }) => void): void } }).broker
-      broker.on('client', (c) => {
-        const write = c.conn.write.bind(c.conn) as (...a: unknown[]) => boolean
-        c.conn.write = ((...a: unknown[]) => {
+      // The MQTT core (aedes-seam.ts) reports a registered client synchronously from aedes' 'client' event.
+      const core = (gw.ingress as unknown as { core: { on(e: 'registered', f: (c: { socket: net.Socket }) => void): void } }).core
+      core.on('registered', (c) => {
+        const write = c.socket.write.bind(c.socket) as (...a: unknown[]) => boolean
+        c.socket.write = ((...a: unknown[]) => {
           const r = write(...a)
-          process.nextTick(() => c.conn.destroy(new Error('ECONNRESET')))
+          process.nextTick(() => c.socket.destroy(new Error('ECONNRESET')))
           return r
         })
       })

@@ -1,0 +1,363 @@
+// Contract test of src/ingress/aedes-seam.ts against the installed aedes: a real broker in this
+// process, clients on in-memory streams (no sockets), raw MQTT 3.1.1 packets. Each test pins one or
+// more of the aedes internals the seam relies on (its file comment lists them), by shape and by
+// behaviour, so that an upgrade that changes one fails here first. (Moved from aedes-internals.test.ts.)
+import fs from 'node:fs'
+import { createRequire } from 'node:module'
+import path from 'node:path'
+import { Duplex, PassThrough } from 'node:stream'
+import { Aedes } from 'aedes'
+import mqttPacket from 'mqtt-packet'
+import type { Packet } from 'mqtt-packet'
+import { afterEach, describe, expect, it } from 'vitest'
+import { AEDES_CHECKED_VERSION, MqttCore, connackOutcome } from '../../src/ingress/aedes-seam.js'
+import type { ConnackRefusal, CoreHooks, CoreLimit, MqttClientRef, SessionEndReason } from '../../src/ingress/aedes-seam.js'
+import { frameCheck } from '../../src/ingress/limits.js'
+
+interface Peer {
+  readonly got: Packet[]
+  readonly conn: Duplex
+  send(p: Packet): void
+  /** Sends raw bytes to the broker. */
+  raw(b: Buffer): void
+  /** Resolves with the first packet received (from now or before) that `match` accepts. */
+  next(match: (p: Packet) => boolean, ms?: number): Promise<Packet>
+  close(): void
+}
+
+/** A connection to `core` over in-memory streams, behind the frame guard (`maxPacketBytes`). */
+function open(core: MqttCore, maxPacketBytes = 1 << 20, onViolation: (why: string) => void = () => {}): { peer: Peer; client: MqttClientRef } {
+  const toBroker = new PassThrough()
+  const fromBroker = new PassThrough()
+  const conn = Duplex.from({ readable: toBroker, writable: fromBroker })
+  const parser = mqttPacket.parser({ protocolVersion: 4 })
+  const got: Packet[] = []
+  const waiters = new Set<() => void>()
+  parser.on('packet', (p) => {
+    got.push(p)
+    for (const w of [...waiters]) w()
+  })
+  fromBroker.on('data', (b: Buffer) => parser.parse(b))
+  const peer: Peer = {
+    got,
+    conn,
+    send: (p) => void toBroker.write(mqttPacket.generate(p)),
+    raw: (b) => void toBroker.write(b),
+    next: (match, ms = 2000) =>
+      new Promise((resolve, reject) => {
+        const check = (): void => {
+          const p = got.find(match)
+          if (!p) return
+          waiters.delete(check)
+          clearTimeout(t)
+          resolve(p)
+        }
+        const t = setTimeout(() => (waiters.delete(check), reject(new Error(`no matching packet within ${ms} ms; got ${got.map((p) => p.cmd).join(',')}`))), ms)
+        waiters.add(check)
+        check()
+      }),
+    close: () => void conn.destroy(),
+  }
+  const client = core.attach(conn, frameCheck(maxPacketBytes), (why) => onViolation(why))
+  return { peer, client }
+}
+
+/** Opens a connection, sends CONNECT and resolves after the CONNACK (and the SUBACK when subscribing). */
+async function connect(core: MqttCore, clientId: string, clean: boolean, subscribe: string[] = [], extra: Partial<mqttPacket.IConnectPacket> = {}): Promise<{ peer: Peer; client: MqttClientRef }> {
+  const { peer, client } = open(core)
+  peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId, clean, keepalive: 0, ...extra })
+  await peer.next((p) => p.cmd === 'connack')
+  if (subscribe.length > 0) {
+    peer.send({ cmd: 'subscribe', messageId: 1, subscriptions: subscribe.map((topic) => ({ topic, qos: 1 as const })) })
+    await peer.next((p) => p.cmd === 'suback')
+  }
+  return { peer, client }
+}
+
+const publishes = (peer: Peer): { topic: string; messageId: number | undefined }[] =>
+  peer.got.filter((p): p is mqttPacket.IPublishPacket => p.cmd === 'publish').map((p) => ({ topic: p.topic, messageId: p.messageId }))
+
+/** Resolves with the reason once `client` is reported disconnected. */
+const gone = (core: MqttCore, client: MqttClientRef): Promise<SessionEndReason> => new Promise((r) => core.on('disconnected', (c, reason) => c === client && r(reason)))
+
+const allow: CoreHooks = {
+  authenticate: (_c, _u, _p, _k, done) => done(null),
+  authorizePublish: (_c, _p, _w, done) => done(null),
+  authorizeSubscribe: (_c, _t, done) => done(null, true),
+  mayForward: () => true,
+}
+
+describe('aedes seam', () => {
+  const cores: MqttCore[] = []
+  const listenerErrors: { event: string; client: MqttClientRef; err: unknown }[] = []
+  async function create(hooks: Partial<CoreHooks> = {}, maxInflightIn = 100): Promise<MqttCore> {
+    const core = await MqttCore.create(
+      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn, drainTimeoutMs: 5000, onListenerError: (event, client, err) => listenerErrors.push({ event, client, err }) },
+      { ...allow, ...hooks },
+    )
+    cores.push(core)
+    return core
+  }
+
+  afterEach(async () => {
+    listenerErrors.length = 0
+    await Promise.all(cores.splice(0).map((c) => c.close()))
+  })
+
+  it('aedes seam - the installed aedes is the version the seam was checked against', () => {
+    const require = createRequire(import.meta.url)
+    const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(require.resolve('aedes')), 'package.json'), 'utf8')) as { version: string }
+    expect(pkg.version, 'aedes changed: re-check every "aedes 1.2.x internal" in src/ingress/aedes-seam.ts, then update AEDES_CHECKED_VERSION').toBe(AEDES_CHECKED_VERSION)
+  })
+
+  it('aedes seam - the internals it uses exist with the expected shape', async () => {
+    const broker = await Aedes.createBroker()
+    try {
+      const b = broker as unknown as Record<string, unknown> & { persistence: Record<string, unknown> }
+      expect(typeof b.id).toBe('string')
+      expect(typeof b.counter).toBe('number')
+      expect(typeof b.clients).toBe('object')
+      expect(typeof b.registerClient).toBe('function')
+      for (const m of ['outgoingEnqueue', 'outgoingUpdate', 'outgoingClearMessageId']) expect(typeof b.persistence[m], `persistence.${m}`).toBe('function')
+      const conn = Duplex.from({ readable: new PassThrough(), writable: new PassThrough() })
+      const c = broker.handle(conn) as unknown as Record<string, unknown> & { _parser: Record<string, unknown> }
+      expect(typeof c._parser.parse).toBe('function')
+      expect(typeof c._parser.on).toBe('function')
+      expect(c._nextId).toBeGreaterThanOrEqual(1)
+      expect(c._nextId).toBeLessThanOrEqual(65535)
+      expect(typeof c.deliverQoS).toBe('function')
+      expect(typeof c.deliver0).toBe('function')
+      expect(c._disconnected).toBe(false)
+      expect(c.subscriptions).toEqual({})
+      expect('will' in c).toBe(true)
+      conn.destroy()
+    } finally {
+      await new Promise<void>((r) => broker.close(() => r()))
+    }
+  })
+
+  it('aedes seam - a v3.1.1 CONNACK 0 reports connected/accepted; deliver resolves acked on the PUBACK, which clears the queued copy', async () => {
+    const core = await create()
+    const outcomes: { accepted: boolean; code: number }[] = []
+    core.on('connected', (_c, o) => outcomes.push(o))
+    const { peer, client } = await connect(core, 'dev-1', false, ['commands/dev-1/#'])
+    expect(outcomes).toEqual([{ accepted: true, code: 0 }])
+    expect(client.clean).toBe(false)
+    expect(client.id).toBe('dev-1')
+    expect(core.subscriptionsOf(client)).toEqual(['commands/dev-1/#'])
+    let delivered = 0
+    core.onDeliver(client, () => delivered++)
+    const result = core.deliver(client, 'commands/dev-1/a', Buffer.from('x'), 5000)
+    const p = (await peer.next((q) => q.cmd === 'publish')) as mqttPacket.IPublishPacket
+    expect(p).toMatchObject({ topic: 'commands/dev-1/a', qos: 1 })
+    expect(delivered).toBe(1)
+    peer.send({ cmd: 'puback', messageId: p.messageId! })
+    await expect(result).resolves.toBe('acked')
+    // Acknowledged: nothing to replay on the next connect.
+    const left = gone(core, client)
+    peer.send({ cmd: 'disconnect' })
+    expect(await left).toBe('clean')
+    expect(client.sentDisconnect).toBe(true)
+    const again = await connect(core, 'dev-1', false)
+    void core.deliver(again.client, 'commands/dev-1/marker', Buffer.from('m'), 5000)
+    await again.peer.next((q) => q.cmd === 'publish')
+    expect(publishes(again.peer).map((q) => q.topic)).toEqual(['commands/dev-1/marker'])
+  })
+
+  it('aedes seam - deliveries take consecutive packet ids from the client counter, wrapping after 65535', async () => {
+    const core = await create()
+    const { peer, client } = await connect(core, 'dev-ids', true)
+    void core.deliver(client, 't/1', Buffer.from('1'), 5000)
+    void core.deliver(client, 't/2', Buffer.from('2'), 5000)
+    await peer.next((q) => q.cmd === 'publish' && q.topic === 't/2')
+    const [a, b] = publishes(peer)
+    expect(b!.messageId).toBe(a!.messageId === 65535 ? 1 : a!.messageId! + 1)
+  })
+
+  it('aedes seam - a persistent session replays an unacknowledged copy on reconnect unless it was withdrawn; withdrawing leaves the client connected', async () => {
+    const core = await create()
+    const { peer, client } = await connect(core, 'dev-2', false, ['commands/dev-2/#'])
+    const kept = core.sendQoS1(client, 'commands/dev-2/kept', Buffer.from('k'), () => expect.fail('not queued'))
+    const dropped = core.sendQoS1(client, 'commands/dev-2/dropped', Buffer.from('d'), () => {})
+    dropped.withdraw() // before it was written: it never is
+    const late = core.sendQoS1(client, 'commands/dev-2/late', Buffer.from('l'), () => {})
+    await peer.next((q) => q.cmd === 'publish' && q.topic === 'commands/dev-2/late')
+    late.withdraw() // after it was written
+    late.withdraw() // idempotent
+    expect(kept.messageId).not.toBe(dropped.messageId)
+    expect(publishes(peer).map((q) => q.topic)).toEqual(['commands/dev-2/kept', 'commands/dev-2/late'])
+    const left = gone(core, client)
+    peer.send({ cmd: 'disconnect' })
+    expect(await left).toBe('clean') // not failed by aedes ("no such packet")
+    const again = await connect(core, 'dev-2', false)
+    await again.peer.next((q) => q.cmd === 'publish' && q.topic === 'commands/dev-2/kept')
+    void core.deliver(again.client, 'commands/dev-2/marker', Buffer.from('m'), 5000)
+    await again.peer.next((q) => q.cmd === 'publish' && q.topic === 'commands/dev-2/marker')
+    expect(publishes(again.peer).map((q) => q.topic)).toEqual(['commands/dev-2/kept', 'commands/dev-2/marker'])
+  })
+
+  it('aedes seam - deliver withdraws what ends unacknowledged: cancelled (before or after the write) or offline; none is replayed', async () => {
+    const core = await create()
+    const { peer, client } = await connect(core, 'dev-4', false, ['commands/dev-4/#'])
+    const early = new AbortController()
+    const dropped = core.deliver(client, 'commands/dev-4/dropped', Buffer.from('d'), 60_000, early.signal)
+    early.abort()
+    const later = new AbortController()
+    const late = core.deliver(client, 'commands/dev-4/late', Buffer.from('l'), 60_000, later.signal)
+    const pending = core.deliver(client, 'commands/dev-4/pending', Buffer.from('p'), 60_000)
+    await peer.next((q) => q.cmd === 'publish' && q.topic === 'commands/dev-4/pending')
+    later.abort()
+    await expect(dropped).resolves.toBe('cancelled')
+    await expect(late).resolves.toBe('cancelled')
+    const left = gone(core, client)
+    peer.send({ cmd: 'disconnect' })
+    expect(await left).toBe('clean')
+    await expect(pending).resolves.toBe('offline')
+    const again = await connect(core, 'dev-4', false)
+    void core.deliver(again.client, 'commands/dev-4/marker', Buffer.from('m'), 5000)
+    await again.peer.next((q) => q.cmd === 'publish' && q.topic === 'commands/dev-4/marker')
+    expect(publishes(again.peer).map((q) => q.topic)).toEqual(['commands/dev-4/marker'])
+  })
+
+  it('aedes seam - a delivery without PUBACK ends timeout; one to a device that goes ends offline', async () => {
+    const core = await create()
+    const { peer, client } = await connect(core, 'dev-t', true)
+    await expect(core.deliver(client, 't/x', Buffer.from('x'), 50)).resolves.toBe('timeout')
+    const pending = core.deliver(client, 't/y', Buffer.from('y'), 60_000)
+    await peer.next((q) => q.cmd === 'publish' && q.topic === 't/y')
+    const left = gone(core, client)
+    peer.close()
+    // An in-memory stream destroyed reads as an error to aedes; a TCP close would be connection_lost.
+    expect(['connection_lost', 'error']).toContain(await left)
+    await expect(pending).resolves.toBe('offline')
+  })
+
+  it('aedes seam - a takeover reports the previous connection disconnected with reason takeover', async () => {
+    const core = await create()
+    const first = await connect(core, 'dev-3', true)
+    const left = gone(core, first.client)
+    const second = await connect(core, 'dev-3', true)
+    expect(await left).toBe('takeover')
+    expect(first.client.sentDisconnect).toBe(false)
+    expect(first.client.closed).toBe(true)
+    second.peer.close()
+  })
+
+  it('aedes seam - a CONNACK is read with returnCode (MQTT 3.1.1, aedes 1.x) or reasonCode (MQTT 5, aedes 2.0)', () => {
+    expect(connackOutcome({ cmd: 'connack', returnCode: 0, sessionPresent: false })).toEqual({ accepted: true, code: 0 })
+    expect(connackOutcome({ cmd: 'connack', returnCode: 5 })).toEqual({ accepted: false, code: 5 })
+    expect(connackOutcome({ cmd: 'connack', reasonCode: 0, sessionPresent: true })).toEqual({ accepted: true, code: 0 })
+    expect(connackOutcome({ cmd: 'connack', reasonCode: 0x87 })).toEqual({ accepted: false, code: 0x87 })
+    expect(connackOutcome({ cmd: 'connack' })).toEqual({ accepted: false, code: -1 })
+  })
+
+  it('aedes seam - a refused client gets the CONNACK code given, and connected reports it refused', async () => {
+    for (const code of [2, 3, 4, 5] as ConnackRefusal[]) {
+      const core = await create({ authenticate: (_c, _u, _p, _k, done) => done(code) })
+      const outcomes: { accepted: boolean; code: number }[] = []
+      core.on('connected', (_c, o) => outcomes.push(o))
+      const registered: MqttClientRef[] = []
+      core.on('registered', (c) => registered.push(c))
+      const { peer } = open(core)
+      peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: `refused-${code}`, clean: true, keepalive: 0 })
+      const connack = (await peer.next((p) => p.cmd === 'connack')) as mqttPacket.IConnackPacket
+      expect(connack.returnCode).toBe(code)
+      await expect.poll(() => outcomes).toEqual([{ accepted: false, code }])
+      expect(registered).toEqual([])
+    }
+  })
+
+  it('aedes seam - authenticate sees client id, credentials, CleanSession, keepalive and address', async () => {
+    const seen: unknown[] = []
+    const core = await create({
+      authenticate: (c, u, p, k, done) => {
+        seen.push({ id: c.id, u, p: p?.toString(), k, clean: c.clean, address: c.address, closed: c.closed })
+        done(null)
+      },
+    })
+    await connect(core, 'dev-a', false, [], { username: 'alice', password: Buffer.from('pw'), keepalive: 42 })
+    expect(seen).toEqual([{ id: 'dev-a', u: 'alice', p: 'pw', k: 42, clean: false, address: '', closed: false }])
+  })
+
+  it('aedes seam - the frame guard refuses an oversized packet from its fixed header, before the body arrives', async () => {
+    const core = await create()
+    const why: string[] = []
+    const { peer } = open(core, 1024, (w) => why.push(w))
+    peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'big', clean: true, keepalive: 0 })
+    await peer.next((p) => p.cmd === 'connack')
+    const closed = new Promise<void>((r) => peer.conn.once('close', () => r()))
+    // PUBLISH QoS 0 announcing about 10 MB: only its 5 header bytes are sent.
+    peer.raw(Buffer.from([0x30, 0x80, 0x80, 0xe2, 0x04]))
+    await closed
+    expect(why).toEqual(['packet of 9994245 bytes announced; the limit is 1024 (--max-packet-bytes)'])
+  })
+
+  it('aedes seam - authorizePublish holds the PUBACK until done, and tells a will apart', async () => {
+    const calls: { topic: string; isWill: boolean; messageId: number | undefined }[] = []
+    let release: () => void = () => {}
+    const core = await create({
+      authorizePublish: (_c, p, isWill, done) => {
+        calls.push({ topic: p.topic, isWill, messageId: p.messageId })
+        if (p.topic === 'held') release = () => done(null)
+        else done(null)
+      },
+    })
+    const { peer } = await connect(core, 'dev-w', true, [], { will: { topic: 'will/dev-w', payload: Buffer.from('bye'), qos: 1, retain: false } })
+    peer.send({ cmd: 'publish', topic: 'held', payload: Buffer.from('x'), qos: 1, messageId: 7, retain: false, dup: false })
+    await expect.poll(() => calls.length).toBe(1)
+    await new Promise((r) => setTimeout(r, 50))
+    expect(peer.got.some((p) => p.cmd === 'puback')).toBe(false)
+    release()
+    await peer.next((p) => p.cmd === 'puback' && p.messageId === 7)
+    peer.close() // no DISCONNECT: the will is published
+    await expect.poll(() => calls.map((c) => c.isWill)).toEqual([false, true])
+    expect(calls[1]).toMatchObject({ topic: 'will/dev-w', isWill: true })
+  })
+
+  it('aedes seam - authorizeSubscribe refusal answers SUBACK 0x80; mayForward false withholds a message; subscribed reports grants', async () => {
+    const core = await create({ authorizeSubscribe: (_c, t, done) => done(null, t !== 'denied/#'), mayForward: (_c, t) => t !== 'a/hidden' })
+    const subscribed: string[][] = []
+    core.on('subscribed', (_c, topics) => subscribed.push(topics))
+    const { peer } = await connect(core, 'dev-s', true)
+    peer.send({ cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: 'a/#', qos: 1 }, { topic: 'denied/#', qos: 1 }] })
+    const suback = (await peer.next((p) => p.cmd === 'suback')) as mqttPacket.ISubackPacket
+    expect(suback.granted).toEqual([1, 128])
+    expect(subscribed).toEqual([['a/#', 'denied/#']]) // every filter of the SUBSCRIBE, as before the seam
+    const pub = await connect(core, 'pub', true)
+    pub.peer.send({ cmd: 'publish', topic: 'a/hidden', payload: Buffer.from('h'), qos: 0, retain: false, dup: false })
+    pub.peer.send({ cmd: 'publish', topic: 'a/shown', payload: Buffer.from('s'), qos: 0, retain: false, dup: false })
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'a/shown')
+    expect(publishes(peer).map((p) => p.topic)).toEqual(['a/shown'])
+  })
+
+  it('aedes seam - the inbound in-flight limit is reported as the inflight_in limit', async () => {
+    const core = await create({}, 1)
+    const errors: { limit: CoreLimit | undefined }[] = []
+    core.on('clientError', (_c, _e, limit) => errors.push({ limit }))
+    const { peer, client } = await connect(core, 'dev-q2', true)
+    const left = gone(core, client)
+    for (const messageId of [1, 2]) peer.send({ cmd: 'publish', topic: 'q2', payload: Buffer.from('x'), qos: 2, messageId, retain: false, dup: false })
+    expect(await left).toBe('error')
+    expect(errors[0]).toEqual({ limit: 'inflight_in' })
+  })
+
+  it('aedes seam - a keepalive timeout is the keepalive_timeout reason', async () => {
+    const core = await create()
+    const { client } = await connect(core, 'dev-k', true, [], { keepalive: 1 })
+    expect(await gone(core, client)).toBe('keepalive_timeout')
+  })
+
+  it('aedes seam - a throw in a listener of a client event closes that client only, and is reported', async () => {
+    const core = await create()
+    core.on('connected', (c) => {
+      if (c.id === 'bad') throw new Error('listener failed')
+    })
+    const bad = open(core)
+    const left = gone(core, bad.client)
+    bad.peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'bad', clean: true, keepalive: 0 })
+    await left
+    expect(listenerErrors.map((e) => [e.event, e.client.id])).toEqual([['connackSent', 'bad']])
+    const good = await connect(core, 'good', true)
+    expect(good.client.closed).toBe(false)
+  })
+})
