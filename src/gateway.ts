@@ -159,7 +159,7 @@ export class Gateway {
         metrics,
         log,
       })
-      const ingressComponent = started.add('ingress', legacy(() => ingress.close())) // until Ingress implements Component
+      started.add('ingress', ingress)
       reached('ingress')
       if (config.presence) recordPresence(ingress.devices, log, metrics, logger.child('presence'))
       const deadLetters = new DeadLetters(config.log.dataDir)
@@ -266,7 +266,7 @@ export class Gateway {
       const a = ingress.address
       logger.info('HTTP listening', { address: `${http.address.host}:${http.address.port}` })
       logger.info('MQTT listening', { address: `${a.host}:${a.port}`, ...(ingress.tlsAddress ? { tls: `${ingress.tlsAddress.host}:${ingress.tlsAddress.port}` } : {}), auth: admission.summary })
-      const components: Components = { monitors, log, ingress: ingressComponent, health, http, forwarder: forwarderComponent, downlink: downlinkComponent }
+      const components: Components = { monitors, log, ingress, health, http, forwarder: forwarderComponent, downlink: downlinkComponent }
       return new Gateway(config, metrics, log, ingress, forwarder, logger, http, admission, components, started)
     } catch (err) {
       logger.debug('start failed; closing what started, in reverse order', { started: started.list.map((c) => c.name), error: err })
