@@ -36,8 +36,8 @@
 import { connect } from '@nats-io/transport-node'
 import { createInbox } from '@nats-io/transport-node'
 import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
-import { ENCODING_CONTENT_TYPE, EVENT_TOPIC_PREFIX, decodeEntry, encodeUplinkHeaders, eventSubject, topicToSubject } from '../codec/index.js'
-import type { PayloadPolicy } from '../codec/index.js'
+import { EVENT_TOPIC_PREFIX, decodeEntry, topicToSubject, uplinkMessage } from '../codec/index.js'
+import type { PayloadPolicy, UplinkContext } from '../codec/index.js'
 import type { Logger } from '../logger.js'
 import type { LogReader, RingLog } from '../log/index.js'
 import type { Metrics } from '../metrics/index.js'
@@ -216,8 +216,12 @@ export class Forwarder {
   /** Entries in this.window stored by JetStream and not yet shifted off its head (checkOvertaken). */
   private storedInWindow = 0
 
+  /** How a log entry becomes a NATS message (codec/nats-message.ts). */
+  private readonly uplink: UplinkContext
+
   constructor(private readonly opts: ForwarderOptions) {
     this.expected = expectStream(opts.stream)
+    this.uplink = { gatewayId: opts.gatewayId, stream: opts.stream, subjectPrefix: opts.subjectPrefix, payloads: opts.payloads, subjectOf: (topic) => this.subjectOf(topic) }
     opts.metrics.forwardInflight.collect(() => this.unacked)
     opts.metrics.forwardConnected.collect(() => (this.connected ? 1 : 0))
   }
@@ -599,16 +603,13 @@ export class Forwarder {
     let clientId = ''
     try {
       const e = decodeEntry(body)
-      const isEvent = e.topic.startsWith(EVENT_TOPIC_PREFIX)
+      const m = uplinkMessage(e, epoch, seq, this.uplink)
       clientId = e.clientId
-      if (!isEvent) topic = e.topic
-      dropEvent = isEvent && !this.eventsCaptured
-      subject = isEvent ? eventSubject(this.opts.subjectPrefix, e.clientId, e.topic.slice(EVENT_TOPIC_PREFIX.length)) : this.subjectOf(e.topic)
-      // Entries are encoded at ingest; only those of version 1 still hold the device's bytes.
-      let contentType: string = ENCODING_CONTENT_TYPE[e.encoding ?? 0]
-      data = e.payload
-      if (!contentType) ({ data, contentType } = this.opts.payloads.encode(e.topic, e.payload))
-      hdrs = preEncoded(encodeUplinkHeaders(`${this.opts.gatewayId}:${epoch}:${seq}`, this.opts.stream, e.clientId, contentType))
+      if (!m.isEvent) topic = e.topic
+      dropEvent = m.isEvent && !this.eventsCaptured
+      subject = m.subject
+      data = m.data
+      hdrs = preEncoded(m.headers)
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
