@@ -33,7 +33,6 @@
 // contiguous run. The lane closes when the main reader catches up with it. What the lane may send is
 // decided by LaneHold (lane-hold.ts): the topics and devices of the backlog and of the window's
 // unacknowledged records, plus those of every record the lane left to the main reader.
-import { connect } from '@nats-io/transport-node'
 import { createInbox } from '@nats-io/transport-node'
 import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { EVENT_TOPIC_PREFIX, decodeEntry, topicToSubject, uplinkMessage } from '../codec/index.js'
@@ -46,6 +45,7 @@ import { LaneHold } from './lane-hold.js'
 import { classifyPubAck, expectStream } from './puback.js'
 import type { ExpectedStream } from './puback.js'
 import { ensureStream } from './stream.js'
+import { Backoff, Pause, connectWithBackoff, drainWithin } from '../upstream/index.js'
 
 /** Options of the forwarder. Times in milliseconds. */
 export interface ForwarderOptions {
@@ -196,9 +196,10 @@ export class Forwarder {
   /** False when the stream does not capture `<prefix>.events.>`: event entries are then dropped (counted). */
   private eventsCaptured = true
   private loop: Promise<void> | undefined
-  private wakeLoop: (() => void) | undefined
   private timer: NodeJS.Timeout | undefined
-  private backoffMs = 0
+  /** One backoff for every failure (connect, stream check, publish): reset by progress. */
+  private readonly backoff = new Backoff({ minMs: BACKOFF_MIN_MS, maxMs: BACKOFF_MAX_MS, jitter: true })
+  private readonly pause = new Pause()
   /** performance.now() before which nothing is sent (backoff). Timers here are monotonic: a step of the wall clock must not stall forwarding. */
   private resumeAt = 0
   private closed = false
@@ -307,32 +308,19 @@ export class Forwarder {
   }
 
   /** One connection attempt after another (with backoff) until one succeeds or the forwarder stops. */
-  private async connectOnce(): Promise<NatsConnection | undefined> {
-    while (this.running) {
-      try {
-        const nc = await connect({
-          ...this.opts.connectOptions,
-          servers: [...this.opts.servers],
-          name: `ferry-${this.opts.gatewayId}`,
-          reconnect: false,
-          pingInterval: 10_000,
-          maxPingOut: 3,
-          timeout: 5000,
-        })
-        if (!this.running) {
-          await nc.close()
-          return undefined
-        }
-        this.backoffMs = 0
-        return nc
-      } catch (err) {
-        if (this.backoffMs === 0 || this.backoffMs >= BACKOFF_MAX_MS) {
+  private connectOnce(): Promise<NatsConnection | undefined> {
+    return connectWithBackoff({
+      servers: this.opts.servers,
+      options: { ...this.opts.connectOptions, name: `ferry-${this.opts.gatewayId}`, reconnect: false, pingInterval: 10_000, maxPingOut: 3, timeout: 5000 },
+      backoff: this.backoff,
+      pause: this.pause,
+      running: () => this.running,
+      onError: (err, backoff) => {
+        if (backoff.current === 0 || backoff.atMax) {
           this.opts.logger.warn('NATS not reachable; buffering in the log and retrying', { servers: this.opts.servers, error: err })
         }
-        await this.sleep(this.nextBackoff())
-      }
-    }
-    return undefined
+      },
+    })
   }
 
   /** One pass of the forwarding loop: wait for what blocks progress, or publish the next records. */
@@ -347,7 +335,7 @@ export class Forwarder {
         this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger)).eventsCaptured
         this.streamReady = true
         this.streamProblem = ''
-        this.backoffMs = 0
+        this.backoff.reset()
       } catch (err) {
         this.lastProblem = `stream not ready: ${(err as Error).message}`
         this.streamProblem = `stream "${this.opts.stream}" not ready: ${(err as Error).message}`
@@ -759,7 +747,7 @@ export class Forwarder {
     if (performance.now() < this.resumeAt) return
     const delay = this.nextBackoff()
     this.resumeAt = performance.now() + delay
-    if (this.backoffMs === BACKOFF_MIN_MS * 2 || this.backoffMs >= BACKOFF_MAX_MS) {
+    if (this.backoff.current === BACKOFF_MIN_MS * 2 || this.backoff.atMax) {
       this.opts.logger.warn('JetStream publish failed; retrying with backoff', { seq: f.seq, reason, backoffMs: Math.round(delay) })
     }
   }
@@ -812,7 +800,7 @@ export class Forwarder {
     }
     if (acked >= 0) {
       this.opts.log.ack(acked)
-      this.backoffMs = 0
+      this.backoff.reset()
     }
   }
 
@@ -840,25 +828,15 @@ export class Forwarder {
   }
 
   private nextBackoff(): number {
-    this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs === 0 ? BACKOFF_MIN_MS : this.backoffMs * 2)
-    return this.backoffMs / 2 + Math.random() * (this.backoffMs / 2)
+    return this.backoff.next()
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(done, ms)
-      function done(): void {
-        clearTimeout(t)
-        resolve()
-      }
-      this.wakeLoop = done
-    })
+    return this.pause.sleep(ms)
   }
 
   private wake(): void {
-    const w = this.wakeLoop
-    this.wakeLoop = undefined
-    w?.()
+    this.pause.wake()
   }
 
   /** Messages published and not yet acknowledged. */
@@ -904,7 +882,7 @@ export class Forwarder {
     const nc = this.nc
     if (nc && !nc.isClosed()) {
       this.sub?.unsubscribe()
-      if (!(await settlesWithin(nc.drain(), Math.min(remaining(), 2000)))) await nc.close().catch(() => {})
+      await drainWithin(nc, Math.min(remaining(), 2000))
     }
     if (loopDone) {
       await this.opts.reader.close()
