@@ -41,6 +41,7 @@ import type { Logger } from '../logger.js'
 import type { LogReader, RingLog } from '../log/index.js'
 import type { Metrics } from '../metrics/index.js'
 import type { DeadLetters } from './dead-letter.js'
+import { AckWindow } from './ack-window.js'
 import { LaneHold } from './lane-hold.js'
 import { classifyPubAck, expectStream } from './puback.js'
 import type { ExpectedStream } from './puback.js'
@@ -95,8 +96,7 @@ interface Inflight {
   attempts: number
   /** Permanent (4xx) rejections so far: `maxAttempts` of them dead-letter the record. */
   rejections: number
-  /** In this.window (main lane), not only in the live lane's map. */
-  inWindow: boolean
+  /** Set by the ack window (ack-window.ts) once stored, dead-lettered or dropped. */
   done: boolean
   /** Done because JetStream stored it (not dead-lettered or dropped). */
   stored: boolean
@@ -163,8 +163,6 @@ interface LiveLane {
    * its data.
    */
   readonly hold: LaneHold
-  /** Records the lane published, by seq, until the main reader takes them into its window. */
-  readonly sent: Map<number, Inflight>
   /** Records read and published by the lane, to close a lane that finds nothing to do. */
   read: number
   published: number
@@ -181,7 +179,8 @@ export class Forwarder {
   private readonly inbox = createInbox('_FERRY')
   /** The stream every PubAck must name (puback.ts). */
   private readonly expected: ExpectedStream
-  private readonly window: Inflight[] = []
+  /** Both lanes' in-flight records and the contiguous ack: the only caller of the log's ack. */
+  private readonly window: AckWindow<Inflight>
   private readonly bySeq = new Map<number, Inflight>()
   private inflightBytes = 0
   private running = false
@@ -214,14 +213,13 @@ export class Forwarder {
   /** The record sent alone while recovering, until JetStream stores it. */
   private probe: Inflight | undefined
   private reorderWarnAt = 0
-  /** Entries in this.window stored by JetStream and not yet shifted off its head (checkOvertaken). */
-  private storedInWindow = 0
 
   /** How a log entry becomes a NATS message (codec/nats-message.ts). */
   private readonly uplink: UplinkContext
 
   constructor(private readonly opts: ForwarderOptions) {
     this.expected = expectStream(opts.stream)
+    this.window = new AckWindow<Inflight>(opts.log)
     this.uplink = { gatewayId: opts.gatewayId, stream: opts.stream, subjectPrefix: opts.subjectPrefix, payloads: opts.payloads, subjectOf: (topic) => this.subjectOf(topic) }
     opts.metrics.forwardInflight.collect(() => this.unacked)
     opts.metrics.forwardConnected.collect(() => (this.connected ? 1 : 0))
@@ -365,7 +363,8 @@ export class Forwarder {
     this.opts.log.noteReadPosition(this.opts.reader.position)
     if (recs.length === 0) {
       this.absorbLive(this.opts.reader.position)
-      if (this.window.length === 0) this.opts.log.ack(this.opts.reader.position - 1)
+      // Nothing in flight: the cursor passes the records the reader skipped (evicted, damaged).
+      this.window.readerAt(this.opts.reader.position)
       // Yield to I/O first, so that even a wait that resolves at once cannot starve the process.
       await new Promise((r) => setImmediate(r))
       await Promise.race([this.opts.log.waitForData(this.opts.reader.position - 1), this.sleep(1000)])
@@ -381,7 +380,7 @@ export class Forwarder {
       if (this.live && this.absorbLive(r.seq + 1) === r.seq) continue
       // A failure while this chunk goes out: the rest joins the window unsent, to follow the
       // recovery in order.
-      this.publishNew(r.seq, r.epoch, r.ts, r.body, true, !this.recovering)
+      this.publishNew(r.seq, r.epoch, r.ts, r.body, false, !this.recovering)
     }
     this.absorbLive(this.opts.reader.position)
     if (this.live && this.opts.reader.position >= this.live.reader.position) await this.closeLiveLane()
@@ -466,8 +465,8 @@ export class Forwarder {
         }
         // Records the main lane read meanwhile (or before the scan) and has not got stored yet:
         // they may be sent again after a failure, so nothing of theirs may overtake them either.
-        for (const f of this.window) if (!f.done && !f.undecodable) hold.hold(f.topic, f.clientId, f.topic === '')
-        this.live = { reader: this.opts.openReader(split + 1), hold, sent: new Map(), read: 0, published: 0 }
+        for (const f of this.window.queued()) if (!f.done && !f.undecodable) hold.hold(f.topic, f.clientId, f.topic === '')
+        this.live = { reader: this.opts.openReader(split + 1), hold, read: 0, published: 0 }
         this.opts.logger.info('live lane open: new messages on topics without backlog are forwarded ahead of the backlog', {
           backlog: split - this.opts.reader.position + 1,
           backlogTopics: hold.size,
@@ -515,10 +514,10 @@ export class Forwarder {
     const live = this.live!
     // The lane's own share of the window, never the main lane's.
     let laneUnacked = 0
-    for (const f of live.sent.values()) if (!f.done) laneUnacked++
+    for (const f of this.window.laneEntries()) if (!f.done) laneUnacked++
     const room = Math.min(Math.ceil(this.opts.maxInflight * LIVE_LANE_SHARE) - laneUnacked, this.opts.maxInflight - this.unacked)
-    if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes || live.sent.size >= LIVE_LANE_MAX_WAITING) return
-    const oldest = live.sent.values().next()
+    if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes || this.window.laneSize >= LIVE_LANE_MAX_WAITING) return
+    const oldest = this.window.laneEntries().next()
     if (!oldest.done && Date.now() - oldest.value.ts > LIVE_LANE_MAX_AGE_MS) return
     const recs = await live.reader.read(Math.min(room, READ_CHUNK_RECORDS), this.opts.maxInflightBytes - this.inflightBytes)
     live.read += recs.length
@@ -544,29 +543,19 @@ export class Forwarder {
         return
       }
       // Recovery may have begun during the read: then it waits unsent, and the resume sends it in order.
-      const f = this.publishNew(r.seq, r.epoch, r.ts, r.body, false, !this.recovering)
-      live.sent.set(r.seq, f)
+      this.publishNew(r.seq, r.epoch, r.ts, r.body, true, !this.recovering)
       live.published++
     }
   }
 
   /**
-   * Moves live-lane entries with seq < `upTo` into the main window, in seq order (the lane sends in
-   * seq order and Map keeps insertion order). Returns the seq of the last entry moved, or -1.
+   * Moves live-lane entries with seq < `upTo` into the main window, in seq order (ack-window.ts).
+   * Returns the seq of the last entry moved, or -1.
    */
   private absorbLive(upTo: number): number {
-    const live = this.live
-    if (!live) return -1
-    let last = -1
-    for (const [seq, f] of live.sent) {
-      if (seq >= upTo) break
-      live.sent.delete(seq)
-      f.inWindow = true
-      if (f.stored) this.storedInWindow++
-      this.window.push(f)
-      last = seq
-    }
-    if (last >= 0) this.advance()
+    const before = this.window.acked
+    const last = this.window.absorb(upTo)
+    if (this.window.acked !== before) this.backoff.reset()
     return last
   }
 
@@ -575,13 +564,14 @@ export class Forwarder {
     if (!live) return
     // Entries may join the window only in seq order, i.e. once the main reader is past them.
     this.absorbLive(this.opts.reader.position)
-    if (live.sent.size > 0) return
+    if (this.window.laneSize > 0) return
     this.live = undefined
     await live.reader.close()
     this.opts.logger.info('live lane closed', { published: live.published, read: live.read })
   }
 
-  private publishNew(seq: number, epoch: number, ts: number, body: Buffer, inWindow = true, sendNow = true): Inflight {
+  /** Takes record `seq` into the window (main lane, or the live lane ahead of it) and sends it unless `sendNow` is false. */
+  private publishNew(seq: number, epoch: number, ts: number, body: Buffer, lane: boolean, sendNow: boolean): void {
     let subject = ''
     let data: Uint8Array = body
     let undecodable = ''
@@ -601,8 +591,9 @@ export class Forwarder {
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
-    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, rejections: 0, inWindow, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId }
-    if (inWindow) this.window.push(f)
+    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, rejections: 0, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId }
+    if (lane) this.window.addLane(f)
+    else this.window.add(f)
     this.bySeq.set(seq, f)
     this.inflightBytes += data.length
     this.unacked++
@@ -612,7 +603,6 @@ export class Forwarder {
     } else if (sendNow) {
       this.send(f)
     }
-    return f
   }
 
   /** The subject of `topic`, memoised per topic (bounded). */
@@ -694,7 +684,6 @@ export class Forwarder {
     if (f.sentAt > 0) this.opts.metrics.forwardAckLatency.observe((performance.now() - f.sentAt) / 1000)
     this.opts.metrics.forwarded.inc()
     f.stored = true
-    if (f.inWindow) this.storedInWindow++
     this.complete(f)
   }
 
@@ -705,10 +694,10 @@ export class Forwarder {
    */
   private checkOvertaken(f: Inflight): void {
     // Usually nothing after the head is stored yet: no scan (the window may hold 65,536 entries).
-    if (this.storedInWindow === 0 || !f.inWindow) return
+    if (this.window.doneAhead === 0 || this.window.inLane(f)) return
     let after = false
     let overtaken: Inflight | undefined
-    for (const g of this.window) {
+    for (const g of this.window.queued()) {
       if (g === f) {
         after = true
         continue
@@ -779,35 +768,20 @@ export class Forwarder {
 
   private complete(f: Inflight): void {
     if (f.done) return
-    f.done = true
     this.bySeq.delete(f.seq)
     this.inflightBytes -= f.data.length
     this.unacked--
     // Done entries are never sent again: drop the payload (its view would pin a 1 MiB read chunk).
     f.body = EMPTY
     f.data = EMPTY
-    this.advance()
+    // Marks it done; a contiguous run of done records at the head acks the log.
+    if (this.window.complete(f)) this.backoff.reset()
     if (this.unacked < this.opts.maxInflight) this.wake()
   }
 
-  /** Acks the log over the contiguous run of done entries at the head of the window. */
-  private advance(): void {
-    let acked = -1
-    while (this.window.length > 0 && this.window[0]!.done) {
-      const f = this.window.shift()!
-      if (f.stored) this.storedInWindow--
-      acked = f.seq
-    }
-    if (acked >= 0) {
-      this.opts.log.ack(acked)
-      this.backoff.reset()
-    }
-  }
-
   /** Every unacknowledged entry of both lanes, main window first (seq order within each). */
-  private *pendingEntries(): Generator<Inflight> {
-    for (const f of this.window) if (!f.done) yield f
-    if (this.live) for (const f of this.live.sent.values()) if (!f.done) yield f
+  private pendingEntries(): Generator<Inflight> {
+    return this.window.pending()
   }
 
   /** Notices records without PubAck for `ackTimeoutMs`: recovery resends them, in order. */
