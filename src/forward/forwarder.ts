@@ -24,18 +24,17 @@
 // device was stored first, and counts it (ferry_forward_reordered_total) and logs it.
 // A rejection that answers an older send of a record that was sent again since is ignored.
 //
-// Live lane: a large backlog would make every new message wait behind it. When the main reader is
-// at least `liveLaneMinBacklog` records behind, the forwarder collects the topics of the backlog
-// (main position .. split], then a second reader forwards records after `split` at once if their
-// topic is not among them (so no topic's order changes); records of backlog topics wait for the main
-// reader. When the main reader reaches a record the live lane already sent, it takes that in-flight
-// entry into its window instead of publishing again, so the ack cursor still only moves over a
-// contiguous run. The lane closes when the main reader catches up with it. What the lane may send is
-// decided by LaneHold (lane-hold.ts): the topics and devices of the backlog and of the window's
-// unacknowledged records, plus those of every record the lane left to the main reader.
+// Live lane: while a large backlog drains, new records of topics and devices without backlog go
+// ahead of it on a second reader. What goes by the lane and when is decided by live-lane.ts (with
+// LaneHold, lane-hold.ts); what the lane sent waits in the ack window (ack-window.ts) until the main
+// reader reaches it, so the ack cursor still only moves over a contiguous run.
+//
+// Parts: the NATS connection (src/upstream), the mapping of a log entry to a NATS message
+// (codec/nats-message.ts), the ack window, the lane policy; this file is the publish mechanics and
+// the recovery state machine.
 import { createInbox } from '@nats-io/transport-node'
 import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
-import { EVENT_TOPIC_PREFIX, decodeEntry, topicToSubject, uplinkMessage } from '../codec/index.js'
+import { decodeEntry, isEventTopic, topicToSubject, uplinkMessage } from '../codec/index.js'
 import type { PayloadPolicy, UplinkContext } from '../codec/index.js'
 import type { Logger } from '../logger.js'
 import type { LogReader, RingLog } from '../log/index.js'
@@ -43,6 +42,8 @@ import type { Metrics } from '../metrics/index.js'
 import type { DeadLetters } from './dead-letter.js'
 import { AckWindow } from './ack-window.js'
 import { LaneHold } from './lane-hold.js'
+import { LIVE_LANE_MAX_TOPICS, LIVE_LANE_RETRY_MS, LaneSchedule, laneRoom, laneWanted, mainLaneCap } from './live-lane.js'
+import type { LaneWindow } from './live-lane.js'
 import { classifyPubAck, expectStream } from './puback.js'
 import type { ExpectedStream } from './puback.js'
 import { ensureStream } from './stream.js'
@@ -140,36 +141,12 @@ const EMPTY = Buffer.alloc(0)
  * the loop yields (setImmediate), so MQTT traffic waits at most about this many records' worth.
  */
 const READ_CHUNK_RECORDS = 64
-/** Above this many distinct topics in a backlog, no live lane (bounded memory). */
-const LIVE_LANE_MAX_TOPICS = 100_000
-/** Share of the in-flight window the live lane may use (and the main lane leaves to it). */
-const LIVE_LANE_SHARE = 0.25
-/** No live lane for windows smaller than this (the shares would round to nothing). */
-const LIVE_LANE_MIN_WINDOW = 8
-/** Live-lane entries waiting for the main reader, at most (memory bound). */
-const LIVE_LANE_MAX_WAITING = 20_000
-/**
- * The lane pauses while its oldest waiting entry is older than this. Until the main reader takes
- * an entry into its window, the checkpoint does not cover it, so a restart sends it again; keeping
- * that within JetStream's default 2-minute duplicate window means the copy is dropped.
- */
-const LIVE_LANE_MAX_AGE_MS = 60_000
-
 interface LiveLane {
   readonly reader: LogReader
-  /**
-   * Topics and devices with records not yet stored ahead of the lane: their newer records wait for
-   * the main reader. Keyed by device too, so that a device's presence events keep their order with
-   * its data.
-   */
-  readonly hold: LaneHold
-  /** Records read and published by the lane, to close a lane that finds nothing to do. */
-  read: number
-  published: number
+  /** What the lane sends and when (live-lane.ts). */
+  readonly schedule: LaneSchedule
 }
 
-/** A lane that read this many records without one to send is closed (every topic has backlog). */
-const LIVE_LANE_IDLE_RECORDS = 50_000
 const BACKOFF_MIN_MS = 100
 const BACKOFF_MAX_MS = 5000
 
@@ -214,12 +191,15 @@ export class Forwarder {
   private probe: Inflight | undefined
   private reorderWarnAt = 0
 
+  /** The window the live lane shares with the main lane (live-lane.ts). */
+  private readonly laneWindow: LaneWindow
   /** How a log entry becomes a NATS message (codec/nats-message.ts). */
   private readonly uplink: UplinkContext
 
   constructor(private readonly opts: ForwarderOptions) {
     this.expected = expectStream(opts.stream)
     this.window = new AckWindow<Inflight>(opts.log)
+    this.laneWindow = { maxInflight: opts.maxInflight, minBacklog: opts.liveLaneMinBacklog }
     this.uplink = { gatewayId: opts.gatewayId, stream: opts.stream, subjectPrefix: opts.subjectPrefix, payloads: opts.payloads, subjectOf: (topic) => this.subjectOf(topic) }
     opts.metrics.forwardInflight.collect(() => this.unacked)
     opts.metrics.forwardConnected.collect(() => (this.connected ? 1 : 0))
@@ -353,7 +333,7 @@ export class Forwarder {
     this.maybeStartLiveLane()
     if (this.live) await this.stepLiveLane()
     // The main lane leaves a share of the window to the live lane while one is open.
-    const cap = this.live ? Math.max(1, Math.floor(this.opts.maxInflight * (1 - LIVE_LANE_SHARE))) : this.opts.maxInflight
+    const cap = mainLaneCap(this.laneWindow, this.live !== undefined)
     const room = cap - this.unacked
     if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes) {
       await this.sleep(this.live ? 5 : 1000)
@@ -452,21 +432,20 @@ export class Forwarder {
 
   /** Starts collecting the backlog's topics when the main reader is far behind (runs beside the main lane). */
   private maybeStartLiveLane(): void {
-    const min = this.opts.liveLaneMinBacklog
-    if (min <= 0 || this.opts.maxInflight < LIVE_LANE_MIN_WINDOW || this.live || this.liveScan || performance.now() < this.liveRetryAt) return
+    if (this.live || this.liveScan || performance.now() < this.liveRetryAt) return
     const from = this.opts.reader.position
     const split = this.opts.log.durableSeq
-    if (split - from + 1 < min) return
+    if (!laneWanted(this.laneWindow, from, split)) return
     this.liveScan = this.scanBacklog(from, split)
       .then((hold) => {
         if (!hold || !this.running || this.opts.reader.position > split) {
-          this.liveRetryAt = Math.max(this.liveRetryAt, performance.now() + 10_000)
+          this.liveRetryAt = Math.max(this.liveRetryAt, performance.now() + LIVE_LANE_RETRY_MS.stale)
           return
         }
         // Records the main lane read meanwhile (or before the scan) and has not got stored yet:
         // they may be sent again after a failure, so nothing of theirs may overtake them either.
         for (const f of this.window.queued()) if (!f.done && !f.undecodable) hold.hold(f.topic, f.clientId, f.topic === '')
-        this.live = { reader: this.opts.openReader(split + 1), hold, read: 0, published: 0 }
+        this.live = { reader: this.opts.openReader(split + 1), schedule: new LaneSchedule(hold) }
         this.opts.logger.info('live lane open: new messages on topics without backlog are forwarded ahead of the backlog', {
           backlog: split - this.opts.reader.position + 1,
           backlogTopics: hold.size,
@@ -474,7 +453,7 @@ export class Forwarder {
         })
       })
       .catch((err: unknown) => {
-        this.liveRetryAt = performance.now() + 60_000
+        this.liveRetryAt = performance.now() + LIVE_LANE_RETRY_MS.scanFailed
         this.opts.logger.warn('live lane scan failed; the backlog drains in order', { error: err })
       })
       .finally(() => (this.liveScan = undefined))
@@ -492,13 +471,13 @@ export class Forwarder {
           if (r.seq > split) break
           try {
             const e = decodeEntry(r.body)
-            topics.hold(e.topic, e.clientId, e.topic.startsWith(EVENT_TOPIC_PREFIX))
+            topics.hold(e.topic, e.clientId, isEventTopic(e.topic))
           } catch {
             // undecodable: the main lane dead-letters it
           }
         }
         if (topics.size > LIVE_LANE_MAX_TOPICS) {
-          this.liveRetryAt = performance.now() + 300_000
+          this.liveRetryAt = performance.now() + LIVE_LANE_RETRY_MS.tooManyTopics
           return undefined
         }
         await new Promise((r) => setImmediate(r))
@@ -515,15 +494,13 @@ export class Forwarder {
     // The lane's own share of the window, never the main lane's.
     let laneUnacked = 0
     for (const f of this.window.laneEntries()) if (!f.done) laneUnacked++
-    const room = Math.min(Math.ceil(this.opts.maxInflight * LIVE_LANE_SHARE) - laneUnacked, this.opts.maxInflight - this.unacked)
-    if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes || this.window.laneSize >= LIVE_LANE_MAX_WAITING) return
+    const room = laneRoom(this.laneWindow, laneUnacked, this.unacked)
     const oldest = this.window.laneEntries().next()
-    if (!oldest.done && Date.now() - oldest.value.ts > LIVE_LANE_MAX_AGE_MS) return
+    if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes || !live.schedule.mayRead(this.window.laneSize, oldest.done ? undefined : oldest.value.ts, Date.now())) return
     const recs = await live.reader.read(Math.min(room, READ_CHUNK_RECORDS), this.opts.maxInflightBytes - this.inflightBytes)
-    live.read += recs.length
-    if (live.published === 0 && live.read >= LIVE_LANE_IDLE_RECORDS) {
+    if (!live.schedule.noteRead(recs.length)) {
       // Every new record belongs to a backlog topic: the lane only costs reads. Try again later.
-      this.liveRetryAt = performance.now() + 30_000
+      this.liveRetryAt = performance.now() + LIVE_LANE_RETRY_MS.idle
       await this.closeLiveLane()
       return
     }
@@ -536,15 +513,15 @@ export class Forwarder {
         continue // the main lane dead-letters it
       }
       // A record left to the main reader holds its topic and device from now on (LaneHold).
-      if (!live.hold.admit(e.topic, e.clientId, e.topic.startsWith(EVENT_TOPIC_PREFIX))) continue
-      if (live.hold.size > LIVE_LANE_MAX_TOPICS) {
-        this.liveRetryAt = performance.now() + 300_000
+      const decision = live.schedule.decide(e.topic, e.clientId, isEventTopic(e.topic))
+      if (decision === 'leave') continue
+      if (decision === 'overflow') {
+        this.liveRetryAt = performance.now() + LIVE_LANE_RETRY_MS.tooManyTopics
         await this.closeLiveLane()
         return
       }
       // Recovery may have begun during the read: then it waits unsent, and the resume sends it in order.
       this.publishNew(r.seq, r.epoch, r.ts, r.body, true, !this.recovering)
-      live.published++
     }
   }
 
@@ -567,7 +544,7 @@ export class Forwarder {
     if (this.window.laneSize > 0) return
     this.live = undefined
     await live.reader.close()
-    this.opts.logger.info('live lane closed', { published: live.published, read: live.read })
+    this.opts.logger.info('live lane closed', { published: live.schedule.published, read: live.schedule.read })
   }
 
   /** Takes record `seq` into the window (main lane, or the live lane ahead of it) and sends it unless `sendNow` is false. */
