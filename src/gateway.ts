@@ -7,6 +7,7 @@ import { DeadLetters, Forwarder, upstreamOptions } from './forward/index.js'
 import { Commands, Downlink, Rpc } from './downlink/index.js'
 import { Ingress, RetransmitIndex, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
 import { LogReader, RingLog } from './log/index.js'
+import { deadlineIn } from './lifecycle.js'
 import type { Logger } from './logger.js'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { createMetrics, Health, MetricsServer, STATUS_PAGE } from './metrics/index.js'
@@ -222,10 +223,10 @@ export class Gateway {
     this.closing ??= (async () => {
       const deadline = Date.now() + timeoutMs
       try {
-        await this.downlink.close()
+        await this.downlink.close(deadlineIn(Math.max(0, deadline - Date.now())))
         await this.ingress.close()
         await this.log.drain()
-        await this.forwarder.close(Math.max(0, deadline - Date.now()))
+        await this.forwarder.close(deadlineIn(Math.max(0, deadline - Date.now())))
       } catch (err) {
         this.logger.error('error while stopping; closing the log anyway', { error: err })
       } finally {

@@ -1,6 +1,8 @@
 // The downlink's own NATS connection, and the commands and RPC that use it. Upstream being down
 // does not stop the gateway: the connection is retried with backoff and then reconnects by itself.
 import type { ConnectionOptions, NatsConnection } from '@nats-io/transport-node'
+import { ClosedSignal, remainingMs } from '../lifecycle.js'
+import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import { Backoff, Pause, connectWithBackoff, drainWithin, watchConnection } from '../upstream/index.js'
 import type { Commands } from './commands.js'
@@ -16,11 +18,13 @@ export interface DownlinkHealth {
   readonly lastError?: { readonly at: number; readonly message: string }
 }
 
-export class Downlink {
+export class Downlink implements Component {
   private nc: NatsConnection | undefined
   private running = true
   private readonly loop: Promise<void>
   private readonly pause = new Pause()
+  private closing: Promise<void> | undefined
+  private readonly stopped = new ClosedSignal()
   private connected = false
   private commandsProblem = 'not attached yet'
   private lastError: { readonly at: number; readonly message: string } | undefined
@@ -91,13 +95,27 @@ export class Downlink {
     }
   }
 
-  /** Stops reading commands and requests, answers pending requests, closes the connection. */
-  async close(): Promise<void> {
+  /**
+   * Stops reading commands and requests, answers pending requests, drains the connection (at most
+   * 1 s, and not past `deadline`). Idempotent: every call resolves when the first is done.
+   */
+  close(deadline: Deadline): Promise<void> {
+    this.closing ??= this.shutdown(deadline)
+    return this.closing
+  }
+
+  /** Settles (undefined) once closed: the downlink retries upstream failures forever and never stops on its own. */
+  closed(): Promise<Error | undefined> {
+    return this.stopped.promise
+  }
+
+  private async shutdown(deadline: Deadline): Promise<void> {
     this.running = false
     this.pause.wake()
     await this.commands.close()
     this.rpc.close()
     await this.loop.catch(() => {})
-    if (this.nc) await drainWithin(this.nc, 1000)
+    if (this.nc) await drainWithin(this.nc, Math.min(1000, remainingMs(deadline)))
+    this.stopped.resolve()
   }
 }

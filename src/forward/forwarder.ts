@@ -47,6 +47,9 @@ import type { LaneWindow } from './live-lane.js'
 import { classifyPubAck, expectStream } from './puback.js'
 import type { ExpectedStream } from './puback.js'
 import { ensureStream } from './stream.js'
+import { LogIoError } from '../errors.js'
+import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
+import type { Component, Deadline } from '../lifecycle.js'
 import { Backoff, Pause, connectWithBackoff, drainWithin } from '../upstream/index.js'
 
 /** Options of the forwarder. Times in milliseconds. */
@@ -147,10 +150,12 @@ interface LiveLane {
   readonly schedule: LaneSchedule
 }
 
+/** How long a forwarder that stopped on its own failure waits for in-flight PubAcks before it closes. */
+const FAIL_CLOSE_MS = 5000
 const BACKOFF_MIN_MS = 100
 const BACKOFF_MAX_MS = 5000
 
-export class Forwarder {
+export class Forwarder implements Component {
   private nc: NatsConnection | undefined
   private sub: Subscription | undefined
   private readonly inbox = createInbox('_FERRY')
@@ -178,7 +183,11 @@ export class Forwarder {
   private readonly pause = new Pause()
   /** performance.now() before which nothing is sent (backoff). Timers here are monotonic: a step of the wall clock must not stall forwarding. */
   private resumeAt = 0
-  private closed = false
+  /** The close under way or done (close() is idempotent and every call waits for the same one). */
+  private closing: Promise<void> | undefined
+  /** Why forwarding stopped on its own (the ring log failed), for closed(). */
+  private failure: Error | undefined
+  private readonly stopped = new ClosedSignal()
   private readonly topics = new Map<string, string>()
   /** Published and not yet acknowledged (both lanes). */
   private unacked = 0
@@ -207,7 +216,7 @@ export class Forwarder {
 
   /** Starts connecting (forever, with backoff) and forwarding. Returns at once: the gateway buffers meanwhile. */
   start(): void {
-    if (this.running || this.closed) return
+    if (this.running || this.closing) return
     this.running = true
     this.timer = setInterval(() => this.tick(), 250)
     this.timer.unref()
@@ -219,6 +228,8 @@ export class Forwarder {
     while (this.running) {
       try {
         await this.run()
+        // run() returns while running only when the ring log failed: forwarding stops for good.
+        if (this.running) this.fail(this.opts.log.failure ?? new LogIoError('the ring log failed'))
         return
       } catch (err) {
         this.opts.logger.error('forwarding failed on an unexpected error; starting again (messages stay in the log)', { error: err })
@@ -799,16 +810,29 @@ export class Forwarder {
     return this.connected
   }
 
+  /** Forwarding stopped on its own: closes (the loop has returned) and reports `err` through closed(). */
+  private fail(err: Error): void {
+    this.failure = err
+    void this.close(deadlineIn(FAIL_CLOSE_MS))
+  }
+
   /**
-   * Stops reading the log, waits up to `timeoutMs` for in-flight PubAcks (acking the log as they
-   * come), then drains the NATS connection. Idempotent.
+   * Stops reading the log, waits until `deadline` for in-flight PubAcks (acking the log as they
+   * come), then drains the NATS connection. Idempotent: every call resolves when the first is done.
    */
-  async close(timeoutMs = 5000): Promise<void> {
-    if (this.closed) return
-    this.closed = true
+  close(deadline: Deadline): Promise<void> {
+    this.closing ??= this.shutdown(deadline)
+    return this.closing
+  }
+
+  /** Settles once the forwarder stopped: undefined after close(), the error when the ring log failed under it. */
+  closed(): Promise<Error | undefined> {
+    return this.stopped.promise
+  }
+
+  private async shutdown(deadline: Deadline): Promise<void> {
     this.running = false
     this.wake()
-    const deadline = performance.now() + timeoutMs
     // Records waiting for the recovery are not sent now (that could put them ahead of a refused
     // one): the next start sends them, in order.
     while (this.unacked > 0 && this.connected && performance.now() < deadline) {
@@ -826,23 +850,22 @@ export class Forwarder {
       }
     }
     if (this.timer) clearInterval(this.timer)
-    const remaining = (): number => Math.max(0, deadline - performance.now())
     // Never wait past the deadline: the loop may be in a first connect() to a server that does not
     // answer, or in a stream check; drain() may hang on a stalled server.
-    const loopDone = await settlesWithin(this.loop ?? Promise.resolve(), remaining())
+    const loopDone = await settlesWithin(this.loop ?? Promise.resolve(), remainingMs(deadline))
     const nc = this.nc
     if (nc && !nc.isClosed()) {
       this.sub?.unsubscribe()
-      await drainWithin(nc, Math.min(remaining(), 2000))
+      await drainWithin(nc, Math.min(remainingMs(deadline), 2000))
     }
     if (loopDone) {
       await this.opts.reader.close()
       await this.live?.reader.close()
     }
+    this.stopped.resolve(this.failure)
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.close()
+    await this.close(deadlineIn(5000))
   }
 }
-
