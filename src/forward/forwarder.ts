@@ -38,7 +38,7 @@ import { decodeEntry, isEventTopic, topicToSubject, uplinkMessage } from '../cod
 import type { PayloadPolicy, UplinkContext } from '../codec/index.js'
 import type { Logger } from '../logger.js'
 import type { LogReader, RingLog } from '../log/index.js'
-import type { Metrics } from '../metrics/index.js'
+import type { ForwardMetrics } from './metrics.js'
 import type { DeadLetters } from './dead-letter.js'
 import { AckWindow } from './ack-window.js'
 import { LaneHold } from './lane-hold.js'
@@ -72,7 +72,7 @@ export interface ForwarderOptions {
   /** 4xx rejections of one message before it is dead-lettered. */
   readonly maxAttempts: number
   readonly logger: Logger
-  readonly metrics: Metrics
+  readonly metrics: ForwardMetrics
   readonly log: RingLog
   readonly reader: LogReader
   readonly deadLetters: DeadLetters
