@@ -46,6 +46,7 @@ import { LIVE_LANE_MAX_TOPICS, LIVE_LANE_RETRY_MS, LaneSchedule, laneRoom, laneW
 import type { LaneWindow } from './live-lane.js'
 import { classifyPubAck, expectStream } from './puback.js'
 import type { ExpectedStream } from './puback.js'
+import { parseReplySubject, replySubject } from './reply-subject.js'
 import { ensureStream } from './stream.js'
 import { LogIoError } from '../errors.js'
 import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
@@ -621,8 +622,7 @@ export class Forwarder implements Component {
     }
     try {
       // The reply subject names the attempt, so an answer to an older send can be told apart.
-      const reply = f.attempts === 1 ? `${this.inbox}.${f.seq}` : `${this.inbox}.${f.seq}_${f.attempts}`
-      nc.publish(f.subject, f.data, { reply, headers: f.hdrs })
+      nc.publish(f.subject, f.data, { reply: replySubject(this.inbox, f.seq, f.attempts), headers: f.hdrs })
     } catch (err) {
       if ((err as Error).name !== 'InvalidArgumentError') {
         // Not about the message (closed, draining, ...): it goes again after the recovery, in order.
@@ -642,10 +642,7 @@ export class Forwarder implements Component {
   }
 
   private onReply(msg: Msg): void {
-    const token = msg.subject.slice(this.inbox.length + 1)
-    const cut = token.indexOf('_')
-    const seq = Number(cut < 0 ? token : token.slice(0, cut))
-    const attempt = cut < 0 ? 1 : Number(token.slice(cut + 1))
+    const { seq, attempt } = parseReplySubject(this.inbox, msg.subject)
     const f = this.bySeq.get(seq)
     if (!f || f.done) return
     const status = msg.headers?.code ?? 0
