@@ -7,7 +7,8 @@
 // Delivery rules:
 // - every message carries `Nats-Msg-Id: <gatewayId>:<epoch>:<seq>`; a resend (timeout, reconnect,
 //   crash) reuses it, so JetStream's duplicate window drops the copy (PubAck duplicate: true);
-// - the log's ack cursor advances only over a contiguous run of PubAcks;
+// - the log's ack cursor advances only over a contiguous run of PubAcks (ack-window.ts, the only
+//   caller of the log's ack);
 // - a PubAck counts only when it names the configured stream (every publish carries
 //   `Nats-Expected-Stream`); anything else is a non-permanent refusal that also re-checks the
 //   stream (puback.ts), so a forged or misrouted reply never drops a record from the backlog;
@@ -22,7 +23,8 @@
 // that was already in flight (e.g. a stream that starts accepting again mid-window); the forwarder
 // sees this when the earlier record is stored on its resend while a later record of its topic or
 // device was stored first, and counts it (ferry_forward_reordered_total) and logs it.
-// A rejection that answers an older send of a record that was sent again since is ignored.
+// A rejection that answers an older send of a record that was sent again since is ignored (the reply
+// subject names the attempt, reply-subject.ts).
 //
 // Live lane: while a large backlog drains, new records of topics and devices without backlog go
 // ahead of it on a second reader. What goes by the lane and when is decided by live-lane.ts (with
@@ -36,22 +38,22 @@ import { createInbox } from '@nats-io/transport-node'
 import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { decodeEntry, isEventTopic, topicToSubject, uplinkMessage } from '../codec/index.js'
 import type { PayloadPolicy, UplinkContext } from '../codec/index.js'
-import type { Logger } from '../logger.js'
+import { LogIoError } from '../errors.js'
+import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
+import type { Component, Deadline } from '../lifecycle.js'
 import type { LogReader, RingLog } from '../log/index.js'
-import type { ForwardMetrics } from './metrics.js'
-import type { DeadLetters } from './dead-letter.js'
+import type { Logger } from '../logger.js'
+import { Backoff, Pause, connectWithBackoff, drainWithin } from '../upstream/index.js'
 import { AckWindow } from './ack-window.js'
+import type { DeadLetters } from './dead-letter.js'
 import { LaneHold } from './lane-hold.js'
 import { LIVE_LANE_MAX_TOPICS, LIVE_LANE_RETRY_MS, LaneSchedule, laneRoom, laneWanted, mainLaneCap } from './live-lane.js'
 import type { LaneWindow } from './live-lane.js'
+import type { ForwardMetrics } from './metrics.js'
 import { classifyPubAck, expectStream } from './puback.js'
 import type { ExpectedStream } from './puback.js'
 import { parseReplySubject, replySubject } from './reply-subject.js'
 import { ensureStream } from './stream.js'
-import { LogIoError } from '../errors.js'
-import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
-import type { Component, Deadline } from '../lifecycle.js'
-import { Backoff, Pause, connectWithBackoff, drainWithin } from '../upstream/index.js'
 
 /** Options of the forwarder. Times in milliseconds. */
 export interface ForwarderOptions {
