@@ -7,7 +7,7 @@ import { DeadLetters, Forwarder, upstreamOptions } from './forward/index.js'
 import { Commands, Downlink, Rpc } from './downlink/index.js'
 import { Ingress, RetransmitIndex, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
 import { LogReader, RingLog } from './log/index.js'
-import { ClosedSignal, StartedComponents, deadlineIn, remainingMs } from './lifecycle.js'
+import { ClosedSignal, StartedComponents, deadlineIn } from './lifecycle.js'
 import type { Component, Deadline } from './lifecycle.js'
 import type { Logger } from './logger.js'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
@@ -221,17 +221,17 @@ export class Gateway {
       )
       reached('http')
       forwarder.start()
-      // until Forwarder implements Component
-      const forwarderComponent = started.add(
-        'forwarder',
-        legacy(async (deadline) => {
+      // The dead-letter file closes after the forwarder, which may still write to it while it stops.
+      const forwarderComponent = started.add('forwarder', {
+        close: async (deadline: Deadline) => {
           try {
-            await forwarder.close(remainingMs(deadline))
+            await forwarder.close(deadline)
           } finally {
             deadLetters.close()
           }
-        }),
-      )
+        },
+        closed: () => forwarder.closed(),
+      })
       reached('forwarder')
       // Cloud → device: durable commands and request-reply, on a NATS connection of their own.
       const devLog = logger.child('downlink')
@@ -261,7 +261,7 @@ export class Gateway {
       ingress.intercept = (client, topic, payload) => rpc.intercept(client.id, topic, payload)
       const downlink = new Downlink(config.nats.url, connectOptions, `ferry-${config.gatewayId}-downlink`, commands, rpc, devLog)
       downlinkRef = downlink
-      const downlinkComponent = started.add('downlink', legacy(() => downlink.close())) // until Downlink implements Component
+      const downlinkComponent = started.add('downlink', downlink)
       reached('downlink')
       const a = ingress.address
       logger.info('HTTP listening', { address: `${http.address.host}:${http.address.port}` })
@@ -326,19 +326,6 @@ export class Gateway {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
-  }
-}
-
-/**
- * A Component around a part that only has a close function (closed() settles once it closed).
- * Each use is marked "until <part> implements Component": the adapter goes when the part does.
- */
-function legacy(close: (deadline: Deadline) => Promise<void>): Component {
-  const stopped = new ClosedSignal()
-  let closing: Promise<void> | undefined
-  return {
-    close: (deadline) => (closing ??= close(deadline).finally(() => stopped.resolve())),
-    closed: () => stopped.promise,
   }
 }
 

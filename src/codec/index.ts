@@ -6,3 +6,5 @@ export { encodeEntry, decodeEntry, encodingOf, ENCODING_CONTENT_TYPE, ENTRY_VERS
 export type { Entry, PayloadEncoding } from './entry.js'
 export { topicFilterProblem, topicMatches } from './topic-filter.js'
 export { encodeUplinkHeaders, escapeHeaderValue, unescapeHeaderValue } from './headers.js'
+export { uplinkMessage, uplinkMsgId, isEventTopic } from './nats-message.js'
+export type { UplinkContext, UplinkMessage } from './nats-message.js'

@@ -26,7 +26,7 @@ import { filtersOverlap } from '../auth/index.js'
 import { canonicalLevels, deviceToken, topicMatches } from '../codec/index.js'
 import type { Devices } from '../ingress/index.js'
 import type { Logger } from '../logger.js'
-import type { Metrics } from '../metrics/index.js'
+import type { CommandMetrics } from './metrics.js'
 import { ServerClock } from './server-clock.js'
 
 export interface CommandOptions {
@@ -47,7 +47,7 @@ export interface CommandOptions {
   /** Appends an event about a device to the ring log. */
   readonly event: (clientId: string, event: string, body: Record<string, unknown>) => void
   readonly logger: Logger
-  readonly metrics: Metrics
+  readonly metrics: CommandMetrics
 }
 
 /** Deliveries the server allows beyond --cmd-max-deliver (the gateway terminates a command at delivery maxDeliver + 1). */

@@ -1,8 +1,10 @@
 // The downlink's own NATS connection, and the commands and RPC that use it. Upstream being down
 // does not stop the gateway: the connection is retried with backoff and then reconnects by itself.
-import { connect } from '@nats-io/transport-node'
 import type { ConnectionOptions, NatsConnection } from '@nats-io/transport-node'
+import { ClosedSignal, remainingMs } from '../lifecycle.js'
+import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
+import { Backoff, Pause, connectWithBackoff, drainWithin, watchConnection } from '../upstream/index.js'
 import type { Commands } from './commands.js'
 import type { Rpc } from './rpc.js'
 
@@ -16,11 +18,13 @@ export interface DownlinkHealth {
   readonly lastError?: { readonly at: number; readonly message: string }
 }
 
-export class Downlink {
+export class Downlink implements Component {
   private nc: NatsConnection | undefined
   private running = true
   private readonly loop: Promise<void>
-  private wake: (() => void) | undefined
+  private readonly pause = new Pause()
+  private closing: Promise<void> | undefined
+  private readonly stopped = new ClosedSignal()
   private connected = false
   private commandsProblem = 'not attached yet'
   private lastError: { readonly at: number; readonly message: string } | undefined
@@ -37,48 +41,46 @@ export class Downlink {
   }
 
   private async run(): Promise<void> {
-    let backoff = 250
-    while (this.running) {
+    // nats.js reconnects by itself once connected; until the first connection, retry with backoff.
+    const nc = await connectWithBackoff({
+      servers: this.servers,
+      options: { ...this.connectOptions, name: this.name, maxReconnectAttempts: -1, reconnectTimeWait: 500, timeout: 5000 },
+      backoff: new Backoff({ minMs: 250, maxMs: 10_000, jitter: false }),
+      pause: this.pause,
+      running: () => this.running,
+      onError: (err, backoff) => {
+        // `backoff` has not stepped yet: log once the wait about to start reaches 8 s.
+        if (backoff.current >= 4000) this.logger.debug('downlink: NATS not reachable; retrying', { error: err })
+      },
+    })
+    if (!nc) return
+    this.nc = nc
+    this.watch(nc)
+    this.rpc.attach(nc)
+    // The command stream may be missing permissions or JetStream may be starting: retry.
+    for (let wait = 1000; this.running; wait = Math.min(30_000, wait * 2)) {
       try {
-        this.nc = await connect({ ...this.connectOptions, servers: [...this.servers], name: this.name, maxReconnectAttempts: -1, reconnectTimeWait: 500, timeout: 5000 })
+        await this.commands.attach(nc)
+        this.commandsProblem = ''
+        break
       } catch (err) {
-        if (backoff >= 8000) this.logger.debug('downlink: NATS not reachable; retrying', { error: err })
-        await this.pause(backoff)
-        backoff = Math.min(10_000, backoff * 2)
-        continue
+        this.commandsProblem = (err as Error).message
+        this.lastError = { at: Date.now(), message: `command stream: ${(err as Error).message}` }
+        this.logger.warn('downlink: command stream not ready; retrying', { error: err, retryMs: wait })
+        await this.pause.sleep(wait)
       }
-      if (!this.running) break
-      this.watch(this.nc)
-      this.rpc.attach(this.nc)
-      // The command stream may be missing permissions or JetStream may be starting: retry.
-      for (let wait = 1000; this.running; wait = Math.min(30_000, wait * 2)) {
-        try {
-          await this.commands.attach(this.nc)
-          this.commandsProblem = ''
-          break
-        } catch (err) {
-          this.commandsProblem = (err as Error).message
-          this.lastError = { at: Date.now(), message: `command stream: ${(err as Error).message}` }
-          this.logger.warn('downlink: command stream not ready; retrying', { error: err, retryMs: wait })
-          await this.pause(wait)
-        }
-      }
-      return
     }
   }
 
   /** Follows the connection's state for health. */
   private watch(nc: NatsConnection): void {
     this.connected = true
-    void (async () => {
-      for await (const s of nc.status()) {
-        if (s.type === 'disconnect') this.connected = false
-        else if (s.type === 'reconnect') this.connected = true
-      }
-    })().catch(() => {})
-    void nc.closed().then((err) => {
-      this.connected = false
-      if (err) this.lastError = { at: Date.now(), message: `connection closed: ${err.message}` }
+    watchConnection(nc, {
+      up: (connected) => (this.connected = connected),
+      closed: (err) => {
+        this.connected = false
+        if (err) this.lastError = { at: Date.now(), message: `connection closed: ${err.message}` }
+      },
     })
   }
 
@@ -93,24 +95,27 @@ export class Downlink {
     }
   }
 
-  /** Sleeps `ms`, or less when close() wakes it. */
-  private pause(ms: number): Promise<void> {
-    return new Promise<void>((r) => {
-      const t = setTimeout(r, ms)
-      this.wake = () => (clearTimeout(t), r())
-    })
+  /**
+   * Stops reading commands and requests, answers pending requests, drains the connection (at most
+   * 1 s, and not past `deadline`). Idempotent: every call resolves when the first is done.
+   */
+  close(deadline: Deadline): Promise<void> {
+    this.closing ??= this.shutdown(deadline)
+    return this.closing
   }
 
-  /** Stops reading commands and requests, answers pending requests, closes the connection. */
-  async close(): Promise<void> {
+  /** Settles (undefined) once closed: the downlink retries upstream failures forever and never stops on its own. */
+  closed(): Promise<Error | undefined> {
+    return this.stopped.promise
+  }
+
+  private async shutdown(deadline: Deadline): Promise<void> {
     this.running = false
-    this.wake?.()
+    this.pause.wake()
     await this.commands.close()
     this.rpc.close()
     await this.loop.catch(() => {})
-    if (this.nc && !this.nc.isClosed()) {
-      await Promise.race([this.nc.drain().catch(() => {}), new Promise((r) => setTimeout(r, 1000))])
-      await this.nc.close().catch(() => {})
-    }
+    if (this.nc) await drainWithin(this.nc, Math.min(1000, remainingMs(deadline)))
+    this.stopped.resolve()
   }
 }

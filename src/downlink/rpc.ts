@@ -24,7 +24,7 @@ import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, canonicalDevice, decodeCbor, enco
 import type { PayloadPolicy } from '../codec/index.js'
 import type { Devices } from '../ingress/index.js'
 import type { Logger } from '../logger.js'
-import type { Metrics } from '../metrics/index.js'
+import type { RpcMetrics } from './metrics.js'
 
 export interface RpcOptions {
   readonly subjectPrefix: string
@@ -34,7 +34,7 @@ export interface RpcOptions {
   readonly devices: Devices
   readonly payloads: PayloadPolicy
   readonly logger: Logger
-  readonly metrics: Metrics
+  readonly metrics: RpcMetrics
 }
 
 interface Pending {

@@ -7,7 +7,8 @@
 // Delivery rules:
 // - every message carries `Nats-Msg-Id: <gatewayId>:<epoch>:<seq>`; a resend (timeout, reconnect,
 //   crash) reuses it, so JetStream's duplicate window drops the copy (PubAck duplicate: true);
-// - the log's ack cursor advances only over a contiguous run of PubAcks;
+// - the log's ack cursor advances only over a contiguous run of PubAcks (ack-window.ts, the only
+//   caller of the log's ack);
 // - a PubAck counts only when it names the configured stream (every publish carries
 //   `Nats-Expected-Stream`); anything else is a non-permanent refusal that also re-checks the
 //   stream (puback.ts), so a forged or misrouted reply never drops a record from the backlog;
@@ -22,29 +23,36 @@
 // that was already in flight (e.g. a stream that starts accepting again mid-window); the forwarder
 // sees this when the earlier record is stored on its resend while a later record of its topic or
 // device was stored first, and counts it (ferry_forward_reordered_total) and logs it.
-// A rejection that answers an older send of a record that was sent again since is ignored.
+// A rejection that answers an older send of a record that was sent again since is ignored (the reply
+// subject names the attempt, reply-subject.ts).
 //
-// Live lane: a large backlog would make every new message wait behind it. When the main reader is
-// at least `liveLaneMinBacklog` records behind, the forwarder collects the topics of the backlog
-// (main position .. split], then a second reader forwards records after `split` at once if their
-// topic is not among them (so no topic's order changes); records of backlog topics wait for the main
-// reader. When the main reader reaches a record the live lane already sent, it takes that in-flight
-// entry into its window instead of publishing again, so the ack cursor still only moves over a
-// contiguous run. The lane closes when the main reader catches up with it. What the lane may send is
-// decided by LaneHold (lane-hold.ts): the topics and devices of the backlog and of the window's
-// unacknowledged records, plus those of every record the lane left to the main reader.
-import { connect } from '@nats-io/transport-node'
+// Live lane: while a large backlog drains, new records of topics and devices without backlog go
+// ahead of it on a second reader. What goes by the lane and when is decided by live-lane.ts (with
+// LaneHold, lane-hold.ts); what the lane sent waits in the ack window (ack-window.ts) until the main
+// reader reaches it, so the ack cursor still only moves over a contiguous run.
+//
+// Parts: the NATS connection (src/upstream), the mapping of a log entry to a NATS message
+// (codec/nats-message.ts), the ack window, the lane policy; this file is the publish mechanics and
+// the recovery state machine.
 import { createInbox } from '@nats-io/transport-node'
 import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
-import { ENCODING_CONTENT_TYPE, EVENT_TOPIC_PREFIX, decodeEntry, encodeUplinkHeaders, eventSubject, topicToSubject } from '../codec/index.js'
-import type { PayloadPolicy } from '../codec/index.js'
-import type { Logger } from '../logger.js'
+import { decodeEntry, isEventTopic, topicToSubject, uplinkMessage } from '../codec/index.js'
+import type { PayloadPolicy, UplinkContext } from '../codec/index.js'
+import { LogIoError } from '../errors.js'
+import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
+import type { Component, Deadline } from '../lifecycle.js'
 import type { LogReader, RingLog } from '../log/index.js'
-import type { Metrics } from '../metrics/index.js'
+import type { Logger } from '../logger.js'
+import { Backoff, Pause, connectWithBackoff, drainWithin } from '../upstream/index.js'
+import { AckWindow } from './ack-window.js'
 import type { DeadLetters } from './dead-letter.js'
 import { LaneHold } from './lane-hold.js'
+import { LIVE_LANE_MAX_TOPICS, LIVE_LANE_RETRY_MS, LaneSchedule, laneRoom, laneWanted, mainLaneCap } from './live-lane.js'
+import type { LaneWindow } from './live-lane.js'
+import type { ForwardMetrics } from './metrics.js'
 import { classifyPubAck, expectStream } from './puback.js'
 import type { ExpectedStream } from './puback.js'
+import { parseReplySubject, replySubject } from './reply-subject.js'
 import { ensureStream } from './stream.js'
 
 /** Options of the forwarder. Times in milliseconds. */
@@ -67,7 +75,7 @@ export interface ForwarderOptions {
   /** 4xx rejections of one message before it is dead-lettered. */
   readonly maxAttempts: number
   readonly logger: Logger
-  readonly metrics: Metrics
+  readonly metrics: ForwardMetrics
   readonly log: RingLog
   readonly reader: LogReader
   readonly deadLetters: DeadLetters
@@ -95,8 +103,7 @@ interface Inflight {
   attempts: number
   /** Permanent (4xx) rejections so far: `maxAttempts` of them dead-letter the record. */
   rejections: number
-  /** In this.window (main lane), not only in the live lane's map. */
-  inWindow: boolean
+  /** Set by the ack window (ack-window.ts) once stored, dead-lettered or dropped. */
   done: boolean
   /** Done because JetStream stored it (not dead-lettered or dropped). */
   stored: boolean
@@ -140,48 +147,25 @@ const EMPTY = Buffer.alloc(0)
  * the loop yields (setImmediate), so MQTT traffic waits at most about this many records' worth.
  */
 const READ_CHUNK_RECORDS = 64
-/** Above this many distinct topics in a backlog, no live lane (bounded memory). */
-const LIVE_LANE_MAX_TOPICS = 100_000
-/** Share of the in-flight window the live lane may use (and the main lane leaves to it). */
-const LIVE_LANE_SHARE = 0.25
-/** No live lane for windows smaller than this (the shares would round to nothing). */
-const LIVE_LANE_MIN_WINDOW = 8
-/** Live-lane entries waiting for the main reader, at most (memory bound). */
-const LIVE_LANE_MAX_WAITING = 20_000
-/**
- * The lane pauses while its oldest waiting entry is older than this. Until the main reader takes
- * an entry into its window, the checkpoint does not cover it, so a restart sends it again; keeping
- * that within JetStream's default 2-minute duplicate window means the copy is dropped.
- */
-const LIVE_LANE_MAX_AGE_MS = 60_000
-
 interface LiveLane {
   readonly reader: LogReader
-  /**
-   * Topics and devices with records not yet stored ahead of the lane: their newer records wait for
-   * the main reader. Keyed by device too, so that a device's presence events keep their order with
-   * its data.
-   */
-  readonly hold: LaneHold
-  /** Records the lane published, by seq, until the main reader takes them into its window. */
-  readonly sent: Map<number, Inflight>
-  /** Records read and published by the lane, to close a lane that finds nothing to do. */
-  read: number
-  published: number
+  /** What the lane sends and when (live-lane.ts). */
+  readonly schedule: LaneSchedule
 }
 
-/** A lane that read this many records without one to send is closed (every topic has backlog). */
-const LIVE_LANE_IDLE_RECORDS = 50_000
+/** How long a forwarder that stopped on its own failure waits for in-flight PubAcks before it closes. */
+const FAIL_CLOSE_MS = 5000
 const BACKOFF_MIN_MS = 100
 const BACKOFF_MAX_MS = 5000
 
-export class Forwarder {
+export class Forwarder implements Component {
   private nc: NatsConnection | undefined
   private sub: Subscription | undefined
   private readonly inbox = createInbox('_FERRY')
   /** The stream every PubAck must name (puback.ts). */
   private readonly expected: ExpectedStream
-  private readonly window: Inflight[] = []
+  /** Both lanes' in-flight records and the contiguous ack: the only caller of the log's ack. */
+  private readonly window: AckWindow<Inflight>
   private readonly bySeq = new Map<number, Inflight>()
   private inflightBytes = 0
   private running = false
@@ -196,12 +180,17 @@ export class Forwarder {
   /** False when the stream does not capture `<prefix>.events.>`: event entries are then dropped (counted). */
   private eventsCaptured = true
   private loop: Promise<void> | undefined
-  private wakeLoop: (() => void) | undefined
   private timer: NodeJS.Timeout | undefined
-  private backoffMs = 0
+  /** One backoff for every failure (connect, stream check, publish): reset by progress. */
+  private readonly backoff = new Backoff({ minMs: BACKOFF_MIN_MS, maxMs: BACKOFF_MAX_MS, jitter: true })
+  private readonly pause = new Pause()
   /** performance.now() before which nothing is sent (backoff). Timers here are monotonic: a step of the wall clock must not stall forwarding. */
   private resumeAt = 0
-  private closed = false
+  /** The close under way or done (close() is idempotent and every call waits for the same one). */
+  private closing: Promise<void> | undefined
+  /** Why forwarding stopped on its own (the ring log failed), for closed(). */
+  private failure: Error | undefined
+  private readonly stopped = new ClosedSignal()
   private readonly topics = new Map<string, string>()
   /** Published and not yet acknowledged (both lanes). */
   private unacked = 0
@@ -213,18 +202,24 @@ export class Forwarder {
   /** The record sent alone while recovering, until JetStream stores it. */
   private probe: Inflight | undefined
   private reorderWarnAt = 0
-  /** Entries in this.window stored by JetStream and not yet shifted off its head (checkOvertaken). */
-  private storedInWindow = 0
+
+  /** The window the live lane shares with the main lane (live-lane.ts). */
+  private readonly laneWindow: LaneWindow
+  /** How a log entry becomes a NATS message (codec/nats-message.ts). */
+  private readonly uplink: UplinkContext
 
   constructor(private readonly opts: ForwarderOptions) {
     this.expected = expectStream(opts.stream)
+    this.window = new AckWindow<Inflight>(opts.log)
+    this.laneWindow = { maxInflight: opts.maxInflight, minBacklog: opts.liveLaneMinBacklog }
+    this.uplink = { gatewayId: opts.gatewayId, stream: opts.stream, subjectPrefix: opts.subjectPrefix, payloads: opts.payloads, subjectOf: (topic) => this.subjectOf(topic) }
     opts.metrics.forwardInflight.collect(() => this.unacked)
     opts.metrics.forwardConnected.collect(() => (this.connected ? 1 : 0))
   }
 
   /** Starts connecting (forever, with backoff) and forwarding. Returns at once: the gateway buffers meanwhile. */
   start(): void {
-    if (this.running || this.closed) return
+    if (this.running || this.closing) return
     this.running = true
     this.timer = setInterval(() => this.tick(), 250)
     this.timer.unref()
@@ -236,6 +231,8 @@ export class Forwarder {
     while (this.running) {
       try {
         await this.run()
+        // run() returns while running only when the ring log failed: forwarding stops for good.
+        if (this.running) this.fail(this.opts.log.failure ?? new LogIoError('the ring log failed'))
         return
       } catch (err) {
         this.opts.logger.error('forwarding failed on an unexpected error; starting again (messages stay in the log)', { error: err })
@@ -303,32 +300,19 @@ export class Forwarder {
   }
 
   /** One connection attempt after another (with backoff) until one succeeds or the forwarder stops. */
-  private async connectOnce(): Promise<NatsConnection | undefined> {
-    while (this.running) {
-      try {
-        const nc = await connect({
-          ...this.opts.connectOptions,
-          servers: [...this.opts.servers],
-          name: `ferry-${this.opts.gatewayId}`,
-          reconnect: false,
-          pingInterval: 10_000,
-          maxPingOut: 3,
-          timeout: 5000,
-        })
-        if (!this.running) {
-          await nc.close()
-          return undefined
-        }
-        this.backoffMs = 0
-        return nc
-      } catch (err) {
-        if (this.backoffMs === 0 || this.backoffMs >= BACKOFF_MAX_MS) {
+  private connectOnce(): Promise<NatsConnection | undefined> {
+    return connectWithBackoff({
+      servers: this.opts.servers,
+      options: { ...this.opts.connectOptions, name: `ferry-${this.opts.gatewayId}`, reconnect: false, pingInterval: 10_000, maxPingOut: 3, timeout: 5000 },
+      backoff: this.backoff,
+      pause: this.pause,
+      running: () => this.running,
+      onError: (err, backoff) => {
+        if (backoff.current === 0 || backoff.atMax) {
           this.opts.logger.warn('NATS not reachable; buffering in the log and retrying', { servers: this.opts.servers, error: err })
         }
-        await this.sleep(this.nextBackoff())
-      }
-    }
-    return undefined
+      },
+    })
   }
 
   /** One pass of the forwarding loop: wait for what blocks progress, or publish the next records. */
@@ -343,7 +327,7 @@ export class Forwarder {
         this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger)).eventsCaptured
         this.streamReady = true
         this.streamProblem = ''
-        this.backoffMs = 0
+        this.backoff.reset()
       } catch (err) {
         this.lastProblem = `stream not ready: ${(err as Error).message}`
         this.streamProblem = `stream "${this.opts.stream}" not ready: ${(err as Error).message}`
@@ -363,7 +347,7 @@ export class Forwarder {
     this.maybeStartLiveLane()
     if (this.live) await this.stepLiveLane()
     // The main lane leaves a share of the window to the live lane while one is open.
-    const cap = this.live ? Math.max(1, Math.floor(this.opts.maxInflight * (1 - LIVE_LANE_SHARE))) : this.opts.maxInflight
+    const cap = mainLaneCap(this.laneWindow, this.live !== undefined)
     const room = cap - this.unacked
     if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes) {
       await this.sleep(this.live ? 5 : 1000)
@@ -373,7 +357,8 @@ export class Forwarder {
     this.opts.log.noteReadPosition(this.opts.reader.position)
     if (recs.length === 0) {
       this.absorbLive(this.opts.reader.position)
-      if (this.window.length === 0) this.opts.log.ack(this.opts.reader.position - 1)
+      // Nothing in flight: the cursor passes the records the reader skipped (evicted, damaged).
+      this.window.readerAt(this.opts.reader.position)
       // Yield to I/O first, so that even a wait that resolves at once cannot starve the process.
       await new Promise((r) => setImmediate(r))
       await Promise.race([this.opts.log.waitForData(this.opts.reader.position - 1), this.sleep(1000)])
@@ -389,7 +374,7 @@ export class Forwarder {
       if (this.live && this.absorbLive(r.seq + 1) === r.seq) continue
       // A failure while this chunk goes out: the rest joins the window unsent, to follow the
       // recovery in order.
-      this.publishNew(r.seq, r.epoch, r.ts, r.body, true, !this.recovering)
+      this.publishNew(r.seq, r.epoch, r.ts, r.body, false, !this.recovering)
     }
     this.absorbLive(this.opts.reader.position)
     if (this.live && this.opts.reader.position >= this.live.reader.position) await this.closeLiveLane()
@@ -461,21 +446,20 @@ export class Forwarder {
 
   /** Starts collecting the backlog's topics when the main reader is far behind (runs beside the main lane). */
   private maybeStartLiveLane(): void {
-    const min = this.opts.liveLaneMinBacklog
-    if (min <= 0 || this.opts.maxInflight < LIVE_LANE_MIN_WINDOW || this.live || this.liveScan || performance.now() < this.liveRetryAt) return
+    if (this.live || this.liveScan || performance.now() < this.liveRetryAt) return
     const from = this.opts.reader.position
     const split = this.opts.log.durableSeq
-    if (split - from + 1 < min) return
+    if (!laneWanted(this.laneWindow, from, split)) return
     this.liveScan = this.scanBacklog(from, split)
       .then((hold) => {
         if (!hold || !this.running || this.opts.reader.position > split) {
-          this.liveRetryAt = Math.max(this.liveRetryAt, performance.now() + 10_000)
+          this.liveRetryAt = Math.max(this.liveRetryAt, performance.now() + LIVE_LANE_RETRY_MS.stale)
           return
         }
         // Records the main lane read meanwhile (or before the scan) and has not got stored yet:
         // they may be sent again after a failure, so nothing of theirs may overtake them either.
-        for (const f of this.window) if (!f.done && !f.undecodable) hold.hold(f.topic, f.clientId, f.topic === '')
-        this.live = { reader: this.opts.openReader(split + 1), hold, sent: new Map(), read: 0, published: 0 }
+        for (const f of this.window.queued()) if (!f.done && !f.undecodable) hold.hold(f.topic, f.clientId, f.topic === '')
+        this.live = { reader: this.opts.openReader(split + 1), schedule: new LaneSchedule(hold) }
         this.opts.logger.info('live lane open: new messages on topics without backlog are forwarded ahead of the backlog', {
           backlog: split - this.opts.reader.position + 1,
           backlogTopics: hold.size,
@@ -483,7 +467,7 @@ export class Forwarder {
         })
       })
       .catch((err: unknown) => {
-        this.liveRetryAt = performance.now() + 60_000
+        this.liveRetryAt = performance.now() + LIVE_LANE_RETRY_MS.scanFailed
         this.opts.logger.warn('live lane scan failed; the backlog drains in order', { error: err })
       })
       .finally(() => (this.liveScan = undefined))
@@ -501,13 +485,13 @@ export class Forwarder {
           if (r.seq > split) break
           try {
             const e = decodeEntry(r.body)
-            topics.hold(e.topic, e.clientId, e.topic.startsWith(EVENT_TOPIC_PREFIX))
+            topics.hold(e.topic, e.clientId, isEventTopic(e.topic))
           } catch {
             // undecodable: the main lane dead-letters it
           }
         }
         if (topics.size > LIVE_LANE_MAX_TOPICS) {
-          this.liveRetryAt = performance.now() + 300_000
+          this.liveRetryAt = performance.now() + LIVE_LANE_RETRY_MS.tooManyTopics
           return undefined
         }
         await new Promise((r) => setImmediate(r))
@@ -523,16 +507,14 @@ export class Forwarder {
     const live = this.live!
     // The lane's own share of the window, never the main lane's.
     let laneUnacked = 0
-    for (const f of live.sent.values()) if (!f.done) laneUnacked++
-    const room = Math.min(Math.ceil(this.opts.maxInflight * LIVE_LANE_SHARE) - laneUnacked, this.opts.maxInflight - this.unacked)
-    if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes || live.sent.size >= LIVE_LANE_MAX_WAITING) return
-    const oldest = live.sent.values().next()
-    if (!oldest.done && Date.now() - oldest.value.ts > LIVE_LANE_MAX_AGE_MS) return
+    for (const f of this.window.laneEntries()) if (!f.done) laneUnacked++
+    const room = laneRoom(this.laneWindow, laneUnacked, this.unacked)
+    const oldest = this.window.laneEntries().next()
+    if (room <= 0 || this.inflightBytes >= this.opts.maxInflightBytes || !live.schedule.mayRead(this.window.laneSize, oldest.done ? undefined : oldest.value.ts, Date.now())) return
     const recs = await live.reader.read(Math.min(room, READ_CHUNK_RECORDS), this.opts.maxInflightBytes - this.inflightBytes)
-    live.read += recs.length
-    if (live.published === 0 && live.read >= LIVE_LANE_IDLE_RECORDS) {
+    if (!live.schedule.noteRead(recs.length)) {
       // Every new record belongs to a backlog topic: the lane only costs reads. Try again later.
-      this.liveRetryAt = performance.now() + 30_000
+      this.liveRetryAt = performance.now() + LIVE_LANE_RETRY_MS.idle
       await this.closeLiveLane()
       return
     }
@@ -545,36 +527,26 @@ export class Forwarder {
         continue // the main lane dead-letters it
       }
       // A record left to the main reader holds its topic and device from now on (LaneHold).
-      if (!live.hold.admit(e.topic, e.clientId, e.topic.startsWith(EVENT_TOPIC_PREFIX))) continue
-      if (live.hold.size > LIVE_LANE_MAX_TOPICS) {
-        this.liveRetryAt = performance.now() + 300_000
+      const decision = live.schedule.decide(e.topic, e.clientId, isEventTopic(e.topic))
+      if (decision === 'leave') continue
+      if (decision === 'overflow') {
+        this.liveRetryAt = performance.now() + LIVE_LANE_RETRY_MS.tooManyTopics
         await this.closeLiveLane()
         return
       }
       // Recovery may have begun during the read: then it waits unsent, and the resume sends it in order.
-      const f = this.publishNew(r.seq, r.epoch, r.ts, r.body, false, !this.recovering)
-      live.sent.set(r.seq, f)
-      live.published++
+      this.publishNew(r.seq, r.epoch, r.ts, r.body, true, !this.recovering)
     }
   }
 
   /**
-   * Moves live-lane entries with seq < `upTo` into the main window, in seq order (the lane sends in
-   * seq order and Map keeps insertion order). Returns the seq of the last entry moved, or -1.
+   * Moves live-lane entries with seq < `upTo` into the main window, in seq order (ack-window.ts).
+   * Returns the seq of the last entry moved, or -1.
    */
   private absorbLive(upTo: number): number {
-    const live = this.live
-    if (!live) return -1
-    let last = -1
-    for (const [seq, f] of live.sent) {
-      if (seq >= upTo) break
-      live.sent.delete(seq)
-      f.inWindow = true
-      if (f.stored) this.storedInWindow++
-      this.window.push(f)
-      last = seq
-    }
-    if (last >= 0) this.advance()
+    const before = this.window.acked
+    const last = this.window.absorb(upTo)
+    if (this.window.acked !== before) this.backoff.reset()
     return last
   }
 
@@ -583,13 +555,14 @@ export class Forwarder {
     if (!live) return
     // Entries may join the window only in seq order, i.e. once the main reader is past them.
     this.absorbLive(this.opts.reader.position)
-    if (live.sent.size > 0) return
+    if (this.window.laneSize > 0) return
     this.live = undefined
     await live.reader.close()
-    this.opts.logger.info('live lane closed', { published: live.published, read: live.read })
+    this.opts.logger.info('live lane closed', { published: live.schedule.published, read: live.schedule.read })
   }
 
-  private publishNew(seq: number, epoch: number, ts: number, body: Buffer, inWindow = true, sendNow = true): Inflight {
+  /** Takes record `seq` into the window (main lane, or the live lane ahead of it) and sends it unless `sendNow` is false. */
+  private publishNew(seq: number, epoch: number, ts: number, body: Buffer, lane: boolean, sendNow: boolean): void {
     let subject = ''
     let data: Uint8Array = body
     let undecodable = ''
@@ -599,21 +572,19 @@ export class Forwarder {
     let clientId = ''
     try {
       const e = decodeEntry(body)
-      const isEvent = e.topic.startsWith(EVENT_TOPIC_PREFIX)
+      const m = uplinkMessage(e, epoch, seq, this.uplink)
       clientId = e.clientId
-      if (!isEvent) topic = e.topic
-      dropEvent = isEvent && !this.eventsCaptured
-      subject = isEvent ? eventSubject(this.opts.subjectPrefix, e.clientId, e.topic.slice(EVENT_TOPIC_PREFIX.length)) : this.subjectOf(e.topic)
-      // Entries are encoded at ingest; only those of version 1 still hold the device's bytes.
-      let contentType: string = ENCODING_CONTENT_TYPE[e.encoding ?? 0]
-      data = e.payload
-      if (!contentType) ({ data, contentType } = this.opts.payloads.encode(e.topic, e.payload))
-      hdrs = preEncoded(encodeUplinkHeaders(`${this.opts.gatewayId}:${epoch}:${seq}`, this.opts.stream, e.clientId, contentType))
+      if (!m.isEvent) topic = e.topic
+      dropEvent = m.isEvent && !this.eventsCaptured
+      subject = m.subject
+      data = m.data
+      hdrs = preEncoded(m.headers)
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
-    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, rejections: 0, inWindow, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId }
-    if (inWindow) this.window.push(f)
+    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, rejections: 0, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId }
+    if (lane) this.window.addLane(f)
+    else this.window.add(f)
     this.bySeq.set(seq, f)
     this.inflightBytes += data.length
     this.unacked++
@@ -623,7 +594,6 @@ export class Forwarder {
     } else if (sendNow) {
       this.send(f)
     }
-    return f
   }
 
   /** The subject of `topic`, memoised per topic (bounded). */
@@ -654,8 +624,7 @@ export class Forwarder {
     }
     try {
       // The reply subject names the attempt, so an answer to an older send can be told apart.
-      const reply = f.attempts === 1 ? `${this.inbox}.${f.seq}` : `${this.inbox}.${f.seq}_${f.attempts}`
-      nc.publish(f.subject, f.data, { reply, headers: f.hdrs })
+      nc.publish(f.subject, f.data, { reply: replySubject(this.inbox, f.seq, f.attempts), headers: f.hdrs })
     } catch (err) {
       if ((err as Error).name !== 'InvalidArgumentError') {
         // Not about the message (closed, draining, ...): it goes again after the recovery, in order.
@@ -675,10 +644,7 @@ export class Forwarder {
   }
 
   private onReply(msg: Msg): void {
-    const token = msg.subject.slice(this.inbox.length + 1)
-    const cut = token.indexOf('_')
-    const seq = Number(cut < 0 ? token : token.slice(0, cut))
-    const attempt = cut < 0 ? 1 : Number(token.slice(cut + 1))
+    const { seq, attempt } = parseReplySubject(this.inbox, msg.subject)
     const f = this.bySeq.get(seq)
     if (!f || f.done) return
     const status = msg.headers?.code ?? 0
@@ -705,7 +671,6 @@ export class Forwarder {
     if (f.sentAt > 0) this.opts.metrics.forwardAckLatency.observe((performance.now() - f.sentAt) / 1000)
     this.opts.metrics.forwarded.inc()
     f.stored = true
-    if (f.inWindow) this.storedInWindow++
     this.complete(f)
   }
 
@@ -716,10 +681,10 @@ export class Forwarder {
    */
   private checkOvertaken(f: Inflight): void {
     // Usually nothing after the head is stored yet: no scan (the window may hold 65,536 entries).
-    if (this.storedInWindow === 0 || !f.inWindow) return
+    if (this.window.doneAhead === 0 || this.window.inLane(f)) return
     let after = false
     let overtaken: Inflight | undefined
-    for (const g of this.window) {
+    for (const g of this.window.queued()) {
       if (g === f) {
         after = true
         continue
@@ -758,7 +723,7 @@ export class Forwarder {
     if (performance.now() < this.resumeAt) return
     const delay = this.nextBackoff()
     this.resumeAt = performance.now() + delay
-    if (this.backoffMs === BACKOFF_MIN_MS * 2 || this.backoffMs >= BACKOFF_MAX_MS) {
+    if (this.backoff.current === BACKOFF_MIN_MS * 2 || this.backoff.atMax) {
       this.opts.logger.warn('JetStream publish failed; retrying with backoff', { seq: f.seq, reason, backoffMs: Math.round(delay) })
     }
   }
@@ -790,35 +755,20 @@ export class Forwarder {
 
   private complete(f: Inflight): void {
     if (f.done) return
-    f.done = true
     this.bySeq.delete(f.seq)
     this.inflightBytes -= f.data.length
     this.unacked--
     // Done entries are never sent again: drop the payload (its view would pin a 1 MiB read chunk).
     f.body = EMPTY
     f.data = EMPTY
-    this.advance()
+    // Marks it done; a contiguous run of done records at the head acks the log.
+    if (this.window.complete(f)) this.backoff.reset()
     if (this.unacked < this.opts.maxInflight) this.wake()
   }
 
-  /** Acks the log over the contiguous run of done entries at the head of the window. */
-  private advance(): void {
-    let acked = -1
-    while (this.window.length > 0 && this.window[0]!.done) {
-      const f = this.window.shift()!
-      if (f.stored) this.storedInWindow--
-      acked = f.seq
-    }
-    if (acked >= 0) {
-      this.opts.log.ack(acked)
-      this.backoffMs = 0
-    }
-  }
-
   /** Every unacknowledged entry of both lanes, main window first (seq order within each). */
-  private *pendingEntries(): Generator<Inflight> {
-    for (const f of this.window) if (!f.done) yield f
-    if (this.live) for (const f of this.live.sent.values()) if (!f.done) yield f
+  private pendingEntries(): Generator<Inflight> {
+    return this.window.pending()
   }
 
   /** Notices records without PubAck for `ackTimeoutMs`: recovery resends them, in order. */
@@ -839,25 +789,15 @@ export class Forwarder {
   }
 
   private nextBackoff(): number {
-    this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs === 0 ? BACKOFF_MIN_MS : this.backoffMs * 2)
-    return this.backoffMs / 2 + Math.random() * (this.backoffMs / 2)
+    return this.backoff.next()
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(done, ms)
-      function done(): void {
-        clearTimeout(t)
-        resolve()
-      }
-      this.wakeLoop = done
-    })
+    return this.pause.sleep(ms)
   }
 
   private wake(): void {
-    const w = this.wakeLoop
-    this.wakeLoop = undefined
-    w?.()
+    this.pause.wake()
   }
 
   /** Messages published and not yet acknowledged. */
@@ -869,16 +809,29 @@ export class Forwarder {
     return this.connected
   }
 
+  /** Forwarding stopped on its own: closes (the loop has returned) and reports `err` through closed(). */
+  private fail(err: Error): void {
+    this.failure = err
+    void this.close(deadlineIn(FAIL_CLOSE_MS))
+  }
+
   /**
-   * Stops reading the log, waits up to `timeoutMs` for in-flight PubAcks (acking the log as they
-   * come), then drains the NATS connection. Idempotent.
+   * Stops reading the log, waits until `deadline` for in-flight PubAcks (acking the log as they
+   * come), then drains the NATS connection. Idempotent: every call resolves when the first is done.
    */
-  async close(timeoutMs = 5000): Promise<void> {
-    if (this.closed) return
-    this.closed = true
+  close(deadline: Deadline): Promise<void> {
+    this.closing ??= this.shutdown(deadline)
+    return this.closing
+  }
+
+  /** Settles once the forwarder stopped: undefined after close(), the error when the ring log failed under it. */
+  closed(): Promise<Error | undefined> {
+    return this.stopped.promise
+  }
+
+  private async shutdown(deadline: Deadline): Promise<void> {
     this.running = false
     this.wake()
-    const deadline = performance.now() + timeoutMs
     // Records waiting for the recovery are not sent now (that could put them ahead of a refused
     // one): the next start sends them, in order.
     while (this.unacked > 0 && this.connected && performance.now() < deadline) {
@@ -896,23 +849,22 @@ export class Forwarder {
       }
     }
     if (this.timer) clearInterval(this.timer)
-    const remaining = (): number => Math.max(0, deadline - performance.now())
     // Never wait past the deadline: the loop may be in a first connect() to a server that does not
     // answer, or in a stream check; drain() may hang on a stalled server.
-    const loopDone = await settlesWithin(this.loop ?? Promise.resolve(), remaining())
+    const loopDone = await settlesWithin(this.loop ?? Promise.resolve(), remainingMs(deadline))
     const nc = this.nc
     if (nc && !nc.isClosed()) {
       this.sub?.unsubscribe()
-      if (!(await settlesWithin(nc.drain(), Math.min(remaining(), 2000)))) await nc.close().catch(() => {})
+      await drainWithin(nc, Math.min(remainingMs(deadline), 2000))
     }
     if (loopDone) {
       await this.opts.reader.close()
       await this.live?.reader.close()
     }
+    this.stopped.resolve(this.failure)
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.close()
+    await this.close(deadlineIn(5000))
   }
 }
-

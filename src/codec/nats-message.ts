@@ -1,0 +1,69 @@
+// The mapping of one log entry to the JetStream message Ferry publishes for it: subject, header block, payload.
+//
+// | Part     | Value                                                                            |
+// |----------|----------------------------------------------------------------------------------|
+// | subject  | `<prefix>.up.<escaped topic levels>` (subject.ts), or for an event entry         |
+// |          | (`$ferry/events/<kind>` topic) `<prefix>.events.<device token>.<kind>`                       |
+// | headers  | headers.ts: Nats-Msg-Id `<gatewayId>:<epoch>:<seq>`, Nats-Expected-Stream,        |
+// |          | Ferry-Client, Content-Type                                                        |
+// | payload  | the entry's payload, encoded at ingest; a version 1 entry's payload is encoded    |
+// |          | here by the payload policy                                                        |
+//
+// Pure: the same entry, epoch and seq always give the same bytes (a resend reuses the message id,
+// so JetStream's duplicate window drops the copy).
+import type { Entry } from './entry.js'
+import { ENCODING_CONTENT_TYPE } from './entry.js'
+import { encodeUplinkHeaders } from './headers.js'
+import type { PayloadPolicy } from './payload.js'
+import { EVENT_TOPIC_PREFIX, eventSubject, topicToSubject } from './subject.js'
+
+/** What the mapping needs besides the entry. */
+export interface UplinkContext {
+  readonly gatewayId: string
+  /** The stream every message must be stored in (Nats-Expected-Stream). */
+  readonly stream: string
+  readonly subjectPrefix: string
+  /** Encodes the payloads of version 1 entries (newer entries are encoded at ingest). */
+  readonly payloads: PayloadPolicy
+  /** The subject of a non-event topic; defaults to topicToSubject (the forwarder memoises it). */
+  readonly subjectOf?: (topic: string) => string
+}
+
+/** One uplink message, ready for `nc.publish(subject, data, { headers })`. */
+export interface UplinkMessage {
+  readonly subject: string
+  /** The encoded header block (headers.ts). */
+  readonly headers: Uint8Array
+  readonly data: Uint8Array
+  /** The entry is a device event (presence, command events), not a device publish. */
+  readonly isEvent: boolean
+}
+
+/** The Nats-Msg-Id of record `seq` of log epoch `epoch`. */
+export function uplinkMsgId(gatewayId: string, epoch: number, seq: number): string {
+  return `${gatewayId}:${epoch}:${seq}`
+}
+
+/** True when `topic` is the pseudo-topic of a device event rather than an MQTT topic. */
+export function isEventTopic(topic: string): boolean {
+  return topic.startsWith(EVENT_TOPIC_PREFIX)
+}
+
+/**
+ * The message for entry `e`, stored as record `seq` of epoch `epoch`. Throws (FerryError from the
+ * codec) when the entry cannot be mapped; the forwarder dead-letters such a record.
+ */
+export function uplinkMessage(e: Entry, epoch: number, seq: number, ctx: UplinkContext): UplinkMessage {
+  const isEvent = isEventTopic(e.topic)
+  const subject = isEvent
+    ? eventSubject(ctx.subjectPrefix, e.clientId, e.topic.slice(EVENT_TOPIC_PREFIX.length))
+    : ctx.subjectOf
+      ? ctx.subjectOf(e.topic)
+      : topicToSubject(ctx.subjectPrefix, e.topic)
+  // Entries are encoded at ingest; only those of version 1 still hold the device's bytes.
+  let contentType: string = ENCODING_CONTENT_TYPE[e.encoding ?? 0]
+  let data = e.payload
+  if (!contentType) ({ data, contentType } = ctx.payloads.encode(e.topic, e.payload))
+  const headers = encodeUplinkHeaders(uplinkMsgId(ctx.gatewayId, epoch, seq), ctx.stream, e.clientId, contentType)
+  return { subject, headers, data, isEvent }
+}

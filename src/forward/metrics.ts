@@ -1,0 +1,40 @@
+// The metrics the forwarder updates, as the small interface it needs (the gateway's catalogue,
+// src/metrics/catalogue.ts, satisfies it structurally; names and help text are declared there).
+
+/** A counter without labels. */
+export interface ForwardCount {
+  inc(n?: number): void
+}
+
+/** A counter with one label. */
+export interface ForwardLabelledCount<L extends string> {
+  inc(n: number, labels: Readonly<Record<L, string>>): void
+}
+
+/** A gauge read when scraped. */
+export interface ForwardCollected {
+  collect(fn: () => number): void
+}
+
+export interface ForwardMetrics {
+  /** ferry_forward_messages_total */
+  readonly forwarded: ForwardCount
+  /** ferry_forward_duplicates_total */
+  readonly forwardDuplicates: ForwardCount
+  /** ferry_forward_retries_total */
+  readonly forwardRetries: ForwardCount
+  /** ferry_forward_reordered_total */
+  readonly forwardReordered: ForwardCount
+  /** ferry_forward_reconnects_total */
+  readonly forwardReconnects: ForwardCount
+  /** ferry_forward_recoveries_total, by cause (refused, timeout, reconnect) */
+  readonly forwardRecoveries: ForwardLabelledCount<'cause'>
+  /** ferry_drops_total, by reason (dead_letter, events_not_captured, discard_old here) */
+  readonly drops: ForwardLabelledCount<'reason'>
+  /** ferry_forward_puback_latency_seconds */
+  readonly forwardAckLatency: { observe(seconds: number): void }
+  /** ferry_forward_inflight_messages */
+  readonly forwardInflight: ForwardCollected
+  /** ferry_forward_connected */
+  readonly forwardConnected: ForwardCollected
+}
