@@ -16,7 +16,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, write
 import { isBuiltin } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NODE_VERSION, runtimeNode, V8_FLAGS } from './runtime.mjs';
+import { NODE_OPTIONS_FLAGS, NODE_VERSION, runtimeNode, V8_FLAGS } from './runtime.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'dist');
@@ -182,6 +182,11 @@ async function main() {
   }
 
   if (wantBinary) {
+    // The systemd unit gives dist/ferry.cjs users the same settings as far as NODE_OPTIONS allows: keep them in step.
+    const unitLine = `Environment=NODE_OPTIONS=${NODE_OPTIONS_FLAGS.join(' ')}`;
+    if (!readFileSync(join(ROOT, 'contrib/ferry.service'), 'utf8').split('\n').includes(unitLine)) {
+      fail(`contrib/ferry.service must have the line "${unitLine}" (V8_FLAGS in scripts/runtime.mjs)`);
+    }
     for (const [target, exe] of BINARIES) {
       try {
         outputs.push(await buildBinary(target, exe));

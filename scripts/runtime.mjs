@@ -24,12 +24,19 @@ if (!/^\d+\.\d+\.\d+$/.test(NODE_VERSION ?? '')) {
 }
 
 /**
- * V8 settings of the single executables (their SEA `execArgv`), and of contrib/ferry.service for `node dist/ferry.cjs`.
- * Chosen with bench/footprint.ts (figures and command lines: bench/RESULTS.md, "Runtime: Node 20 vs Node 26"):
- * Node 26 sizes the young generation larger than Node 20 did, which costs RSS under load; a 2 MiB semi-space keeps
- * the memory of Node 20 and the throughput of Node 26. The old-space cap bounds the heap on small gateways.
+ * V8 settings of the single executables (their SEA `execArgv`), chosen with bench/footprint.ts (figures and command
+ * lines: bench/RESULTS.md, "Runtime: Node 20 and Node 26"). Node 26 grows the young generation to 32 MiB per
+ * semi-space under load (Node 20: 16 MiB) and compiles with Maglev (off in Node 20), both at a cost in memory; with
+ * these it uses about Node 20's memory and keeps its own throughput. No heap cap: the old generation holds the
+ * devices' sessions, and a cap would turn a larger fleet into an out-of-memory exit.
  */
-export const V8_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=256'];
+export const V8_FLAGS = ['--max-semi-space-size=2', '--no-maglev'];
+
+/**
+ * The part of V8_FLAGS that NODE_OPTIONS accepts (Node allows only a few V8 flags there; --no-maglev is not one):
+ * contrib/ferry.service sets it for dist/ferry.cjs, and the build checks that it does.
+ */
+export const NODE_OPTIONS_FLAGS = V8_FLAGS.filter((f) => /^--max-(semi|old)-space-size=/.test(f));
 
 /** Where each target's official Node binary comes from. */
 export const TARGETS = {
