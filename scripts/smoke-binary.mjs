@@ -4,14 +4,14 @@
 //   node scripts/smoke-binary.mjs dist/ferry-linux-arm64 --runner "qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 //
 // Copies the executable into an empty temporary directory and, from there: `ferry version` must name Ferry's version
-// and the pinned Node (scripts/runtime.mjs); then `ferry run` against a private nats-server (JetStream, free port,
+// and the pinned Node (scripts/runtime.mjs), and the executable must run with the V8 settings of scripts/runtime.mjs; `ferry run` against a private nats-server (JetStream, free port,
 // temporary store) must take one MQTT QoS 1 publish (PUBACK) and forward it into the FERRY stream, where it is read
 // back with its headers and payload. Stops everything it started, by PID, and fails after --timeout-seconds
 // (default 90: arm64 under qemu user-mode emulation is several times slower). Needs nats-server (PATH or /usr/sbin).
 // Runs with the machine's Node (it uses mqtt, @nats-io/* and cbor-x from node_modules).
 
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -19,7 +19,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { decode as decodeCbor } from 'cbor-x';
 import mqtt from 'mqtt';
-import { NODE_VERSION, ROOT } from './runtime.mjs';
+import { NODE_VERSION, ROOT, V8_FLAGS } from './runtime.mjs';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -102,6 +102,18 @@ async function smoke() {
   const expected = new RegExp(`^${ferryVersion.replaceAll('.', '\\.')} \\(node v${NODE_VERSION.replaceAll('.', '\\.')}, linux-(x64|arm64)\\)$`);
   if (code !== 0 || !expected.test(printed)) throw new Error(`'ferry version' exited ${code} and printed ${JSON.stringify(printed)}, expected ${expected}`);
   say(`version: ${printed}`);
+
+  // The V8 settings are built in (SEA execArgv): a preloaded probe (NODE_OPTIONS still applies) reports them.
+  const probe = join(tmp, 'probe.cjs');
+  const probeOut = join(tmp, 'probe.json');
+  writeFileSync(probe, `require('node:fs').writeFileSync(${JSON.stringify(probeOut)}, JSON.stringify(process.execArgv))\n`);
+  const probed = start(command[0], [...command.slice(1), 'version'], { env: { ...process.env, NODE_OPTIONS: `--require ${probe}` } });
+  await probed.exited;
+  const execArgv = existsSync(probeOut) ? readFileSync(probeOut, 'utf8') : `nothing (${probed.output().trim()})`;
+  if (execArgv !== JSON.stringify(V8_FLAGS)) throw new Error(`V8 settings: the executable runs with ${execArgv}, expected ${JSON.stringify(V8_FLAGS)}`);
+  rmSync(probe);
+  rmSync(probeOut);
+  say(`V8 settings in effect: ${V8_FLAGS.join(' ')}`);
 
   // 2. A private nats-server with JetStream; it picks its port (-p -1) and logs it.
   const nats = start(natsServerPath(), ['-a', '127.0.0.1', '-p', '-1', '-js', '-sd', join(tmp, 'js')]);
