@@ -43,6 +43,11 @@ const say = (msg) => console.log(`smoke ${positionals[0]}: ${msg} (${elapsed()})
 /** Every process this script started, stopped by PID at the end whatever happened. */
 const children = new Set();
 const tmp = mkdtempSync(join(tmpdir(), 'ferry-smoke-'));
+// However this process ends (an uncaught error, a closed stdout), nothing it started outlives it.
+process.on('exit', () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+process.stdout.on('error', () => {});
 
 function natsServerPath() {
   for (const p of ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server']) if (existsSync(p)) return p;
