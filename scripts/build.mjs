@@ -1,7 +1,8 @@
 // Build Ferry into self-contained artifacts.
 //
 //   node scripts/build.mjs            -> dist/ferry.cjs (+ dist/firmware-sim.cjs if firmware-sim/cli.ts exists)
-//   node scripts/build.mjs --binary   -> the above, plus dist/ferry, a Node single executable application (SEA)
+//   node scripts/build.mjs --binary   -> the above, plus the single executables (Node SEA) of the pinned Node
+//                                        (scripts/runtime.mjs): dist/ferry (linux-x64) and dist/ferry-linux-arm64
 //
 // The .cjs bundles contain every dependency and need no node_modules at runtime: `node dist/ferry.cjs`.
 //
@@ -11,15 +12,15 @@
 
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createRequire, isBuiltin } from 'node:module';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { isBuiltin } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NODE_OPTIONS_FLAGS, NODE_VERSION, runtimeNode, V8_FLAGS } from './runtime.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'dist');
 const SHEBANG = '#!/usr/bin/env node';
-const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 
 const wantBinary = process.argv.slice(2).includes('--binary');
 
@@ -119,32 +120,42 @@ async function bundle({ entry, out }) {
   return out;
 }
 
-async function buildBinary() {
-  const seaConfig = 'dist/sea-config.json';
-  const blob = 'dist/sea-prep.blob';
-  const exe = 'dist/ferry';
-  const run = (cmd, args) => execFileSync(cmd, args, { cwd: ROOT, stdio: 'inherit' });
+/** The single executables: [target, output]. dist/ferry keeps its name (it is the one most people run). */
+const BINARIES = [
+  ['linux-x64', 'dist/ferry'],
+  ['linux-arm64', 'dist/ferry-linux-arm64'],
+];
 
+// A single executable is the pinned official Node binary of its target (scripts/runtime.mjs) with dist/ferry.cjs
+// embedded, made by that version's own `node --build-sea` (Node >= 25.5 writes the blob and injects it in one step;
+// no postject). The machine's Node is never used: it may be another version, and the blob must be made by the same
+// version it runs on. The x64 runtime builds both: the blob is platform independent when useCodeCache and
+// useSnapshot are off (V8's code cache and startup snapshot are the only architecture-specific parts), so arm64 is
+// cross-built here and CI starts it under qemu to prove it.
+async function buildBinary(target, exe) {
+  const builder = runtimeNode('linux-x64');
+  const seaConfig = `dist/sea-config-${target}.json`;
   writeFileSync(
     join(ROOT, seaConfig),
-    JSON.stringify({ main: 'dist/ferry.cjs', output: blob, disableExperimentalSEAWarning: true }, null, 2) + '\n',
+    JSON.stringify(
+      {
+        main: 'dist/ferry.cjs',
+        mainFormat: 'commonjs',
+        executable: runtimeNode(target),
+        output: exe,
+        disableExperimentalSEAWarning: true,
+        useCodeCache: false,
+        useSnapshot: false,
+        // V8 settings measured in bench/footprint.ts; NODE_OPTIONS can still add to or override them.
+        execArgv: V8_FLAGS,
+        execArgvExtension: 'env',
+      },
+      null,
+      2,
+    ) + '\n',
   );
-  run(process.execPath, ['--experimental-sea-config', seaConfig]);
-
   rmSync(join(ROOT, exe), { force: true });
-  copyFileSync(process.execPath, join(ROOT, exe));
-  chmodSync(join(ROOT, exe), 0o755);
-
-  const isMac = process.platform === 'darwin';
-  if (isMac) run('codesign', ['--remove-signature', exe]);
-
-  const { inject } = createRequire(import.meta.url)('postject');
-  await inject(join(ROOT, exe), 'NODE_SEA_BLOB', readFileSync(join(ROOT, blob)), {
-    sentinelFuse: SEA_FUSE,
-    ...(isMac ? { machoSegmentName: 'NODE_SEA' } : {}),
-  });
-
-  if (isMac) run('codesign', ['--sign', '-', exe]);
+  execFileSync(builder, ['--build-sea', seaConfig], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
   chmodSync(join(ROOT, exe), 0o755);
   return exe;
 }
@@ -152,7 +163,7 @@ async function buildBinary() {
 async function main() {
   mkdirSync(DIST, { recursive: true });
   // Remove our own previous outputs so nothing stale survives (e.g. a sim bundle after its source was removed).
-  for (const f of ['ferry.cjs', 'firmware-sim.cjs', 'ferry', 'sea-prep.blob', 'sea-config.json']) {
+  for (const f of ['ferry.cjs', 'firmware-sim.cjs', 'ferry', 'ferry-linux-arm64', 'sea-prep.blob', 'sea-config.json', 'sea-config-linux-x64.json', 'sea-config-linux-arm64.json']) {
     rmSync(join(DIST, f), { force: true });
   }
 
@@ -171,10 +182,17 @@ async function main() {
   }
 
   if (wantBinary) {
-    try {
-      outputs.push(await buildBinary());
-    } catch (err) {
-      fail(`single executable (dist/ferry) could not be built: ${err.message}`);
+    // The systemd unit gives dist/ferry.cjs users the same settings as far as NODE_OPTIONS allows: keep them in step.
+    const unitLine = `Environment=NODE_OPTIONS=${NODE_OPTIONS_FLAGS.join(' ')}`;
+    if (!readFileSync(join(ROOT, 'contrib/ferry.service'), 'utf8').split('\n').includes(unitLine)) {
+      fail(`contrib/ferry.service must have the line "${unitLine}" (V8_FLAGS in scripts/runtime.mjs)`);
+    }
+    for (const [target, exe] of BINARIES) {
+      try {
+        outputs.push(await buildBinary(target, exe));
+      } catch (err) {
+        fail(`single executable ${exe} (${target}, Node ${NODE_VERSION}) could not be built: ${err.message}`);
+      }
     }
   }
 

@@ -1,7 +1,7 @@
 // Process entry: argv and environment → config → gateway; signals; the only place that exits the process.
 import fs from 'node:fs'
 import os from 'node:os'
-import { mainHelp, runHelp, VERSION } from './cli/help.js'
+import { mainHelp, runHelp, VERSION, versionText } from './cli/help.js'
 import { check } from './cli/check.js'
 import { devices } from './cli/devices.js'
 import { logTools } from './cli/log-tools.js'
@@ -151,7 +151,7 @@ async function main(argv: string[]): Promise<number> {
       return check(rest)
     case 'version':
     case '--version':
-      process.stdout.write(`${VERSION}\n`)
+      process.stdout.write(`${versionText()}\n`)
       return 0
     case undefined:
     case 'help':

@@ -10,6 +10,14 @@ function defaultText(v: unknown): string {
   return String(v)
 }
 
+/**
+ * `ferry version`: Ferry's version first (scripts read it), then the Node runtime it runs on, which for the single
+ * executables is the one embedded in them, e.g. `0.1.0 (node v26.12.1, linux-arm64)`.
+ */
+export function versionText(): string {
+  return `${VERSION} (node ${process.version}, ${process.platform}-${process.arch})`
+}
+
 /** `ferry --help`. */
 export function mainHelp(): string {
   return `ferry ${VERSION} - edge MQTT gateway: MQTT in, durable ring log, NATS JetStream out
@@ -30,7 +38,7 @@ Usage:
                            gateway stopped)
   ferry replay [--data-dir DIR] --from SEQ | --since TIME
                            forward acknowledged history still on disk again (gateway stopped)
-  ferry version            print the version
+  ferry version            print the version and the Node runtime it runs on
   ferry help               this text
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 invalid configuration, 130 second signal.
