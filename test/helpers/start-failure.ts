@@ -32,7 +32,8 @@ try {
   process.stdout.write(JSON.stringify({ started: true }) + '\n')
   await gw.close(1000)
 } catch (err) {
-  await new Promise((resolve) => setImmediate(resolve)) // a cleared timer is destroyed on the next turn
+  // A cleared timer's destroy hook runs on a later turn of the loop: give it two.
+  for (let i = 0; i < 2; i++) await new Promise((resolve) => setImmediate(resolve))
   hook.disable()
   const unrefTimers = [...timers.values()].filter((t) => !t.timer.hasRef()).map((t) => t.at)
   process.stdout.write(JSON.stringify({ failed: (err as Error).message, code: (err as { code?: string }).code, unrefTimers }) + '\n')
