@@ -19,7 +19,33 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 /** Orders paths by UTF-16 code units, as `sort()` without a comparator does. */
 const byName = (a, b) => (a < b ? -1 : a > b ? 1 : 0)
 
-/** The source with comments replaced by spaces; string and template literal contents are kept. */
+/** Characters after which a `/` starts a regular expression literal rather than a division. */
+const BEFORE_REGEX = new Set('(,=:[!&|?{};+-*%<>~^'.split(''))
+/** Keywords after which a `/` starts a regular expression literal. */
+const KEYWORDS_BEFORE_REGEX = new Set(['return', 'typeof', 'instanceof', 'in', 'of', 'new', 'delete', 'void', 'throw', 'case', 'do', 'else', 'yield', 'await'])
+
+/**
+ * Whether a `/` (not starting a comment) that follows `out` starts a regular expression literal: it does
+ * after an operator, an opening bracket, a keyword such as `return`, or at the start; after a name, a
+ * number, a closing bracket or a string it is a division.
+ */
+function regexStartsAfter(out) {
+  let k = out.length - 1
+  while (k >= 0 && /\s/.test(out[k])) k--
+  if (k < 0) return true
+  const c = out[k]
+  if (BEFORE_REGEX.has(c)) return true
+  if (!/[\w$]/.test(c)) return false
+  let w = k
+  while (w > 0 && /[\w$]/.test(out[w - 1])) w--
+  return KEYWORDS_BEFORE_REGEX.has(out.slice(w, k + 1))
+}
+
+/**
+ * The source with comments replaced by spaces, and the bodies of regular expression literals too (a
+ * `/*`, quote or backtick in one must not open a comment, string or template); string and template
+ * literal contents are kept.
+ */
 function withoutComments(src) {
   let out = ''
   let i = 0
@@ -58,6 +84,24 @@ function withoutComments(src) {
       const stop = end === -1 ? n : end + 2
       out += src.slice(i, stop).replace(/[^\n]/g, ' ')
       i = stop
+    } else if (c === '/' && regexStartsAfter(out)) {
+      // A regular expression literal: up to the next unescaped `/` outside a character class, on this line.
+      let j = i + 1
+      let inClass = false
+      while (j < n && src[j] !== '\n') {
+        if (src[j] === '\\') j++
+        else if (src[j] === '[') inClass = true
+        else if (src[j] === ']') inClass = false
+        else if (src[j] === '/' && !inClass) break
+        j++
+      }
+      if (j < n && src[j] === '/') {
+        out += `/${' '.repeat(j - i - 1)}/`
+        i = j + 1
+      } else {
+        out += c // not a regular expression after all (no closing `/` on the line)
+        i++
+      }
     } else if (c === "'" || c === '"') {
       let j = i + 1
       while (j < n && src[j] !== c && src[j] !== '\n') j += src[j] === '\\' ? 2 : 1

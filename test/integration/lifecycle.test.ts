@@ -110,9 +110,11 @@ async function failedStart(values: Record<string, unknown>, expected: RegExp, ch
       child.stdout!.on('data', look)
       void exited.then((code) => reject(new Error(`child exited with ${code} before reporting:\n${out}\n${err}`)))
     })
-    const report = JSON.parse(line) as { started?: boolean; failed?: string }
+    const report = JSON.parse(line) as { started?: boolean; failed?: string; unrefTimers?: string[] }
     expect(report.started, 'the start was expected to fail').toBeUndefined()
     expect(report.failed).toMatch(expected)
+    // Ferry's timers are unref'd: "exits on its own" below cannot see one left running, this can.
+    expect(report.unrefTimers, 'unref\'d timers still scheduled after the failed start (where each was created)').toEqual([])
     await check()
     child.stdin!.end()
     const code = await Promise.race([exited, new Promise<'alive'>((r) => setTimeout(() => r('alive'), EXIT_WITHIN_MS))])

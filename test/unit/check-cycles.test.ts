@@ -68,6 +68,23 @@ describe('check-cycles', () => {
     expect(importsOf(src)).toEqual(['./one.js', './side-effect.js', '../three.js', './dynamic.js', './four/index.js'])
   })
 
+  it('check-cycles - a regular expression literal holding "/*", a quote or a backtick hides no import after it', () => {
+    const src = [
+      "const leadingSlashes = /^\\/*/",
+      "const quoted = /['\"`]/g",
+      "export const trim = (s: string) => s.replace(leadingSlashes, '').replace(quoted, '') / 1",
+      "export { later } from './later.js'",
+      "const lazy = await import('./lazy.js')",
+      '/** a doc comment: its end is where a "comment" opened by the first regex would have stopped */',
+    ].join('\n')
+    expect(importsOf(src)).toEqual(['./later.js', './lazy.js'])
+    const dir = tree({
+      'a.ts': "const leadingSlashes = /^\\/*/\nexport const trim = (s: string) => s.replace(leadingSlashes, '')\nexport { later } from './b.js'\n/** doc */\n",
+      'b.ts': "import { trim } from './a.js'\nexport const later = trim\n",
+    })
+    expect(findCycles(dir).cycles).toEqual([['a.ts', 'b.ts', 'a.ts']])
+  })
+
   it('check-cycles - the script exits 1 and prints the path on a cycle, 0 without', () => {
     const bad = spawnSync(process.execPath, [SCRIPT, tree(CYCLIC)], { encoding: 'utf8' })
     expect(bad.status).toBe(1)
