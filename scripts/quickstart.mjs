@@ -92,8 +92,8 @@ async function stop() {
   fs.rmSync(tmp, { recursive: true, force: true })
   process.exit(0)
 }
-process.on('SIGINT', stop)
-process.on('SIGTERM', stop)
+process.on('SIGINT', () => void stop())
+process.on('SIGTERM', () => void stop())
 
 if (!fs.existsSync('dist/ferry.cjs') || !fs.existsSync('dist/firmware-sim.cjs')) {
   say('building dist/ferry.cjs')
@@ -146,12 +146,12 @@ if (bin) {
     },
   })
   const jsm = await jetstreamManager(nc)
-  setInterval(async () => {
+  setInterval(() => void (async () => {
     try {
       const s = (await jsm.streams.info('FERRY')).state
       say(`stream FERRY: ${s.messages} messages, ${s.bytes} bytes. Ctrl-C to stop.`)
     } catch {
       // the stream appears once the gateway connected
     }
-  }, 5000)
+  })(), 5000)
 }

@@ -70,7 +70,7 @@ function start(cmd, args, opts = {}) {
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
   const exited = new Promise((res) => child.once('exit', (code, signal) => res(code ?? signal)));
-  exited.then(() => children.delete(child));
+  void exited.then(() => children.delete(child));
   return { child, exited, output: () => output };
 }
 
@@ -178,7 +178,7 @@ async function smoke() {
 
 const timer = setTimeout(() => {
   console.error(`smoke ${positionals[0]}: FAILED: not done after ${timeoutMs / 1000} s`);
-  stopAll().finally(() => {
+  void stopAll().finally(() => {
     rmSync(tmp, { recursive: true, force: true });
     process.exit(1);
   });

@@ -304,13 +304,20 @@ export class Gateway {
   closeBy(deadline: Deadline): Promise<void> {
     this.closing ??= (async () => {
       const c = this.components
+      // Each step runs even when one before it failed: a forwarder left open would keep its
+      // connection and the dead-letter file.
+      const step = async (name: string, close: () => Promise<void>): Promise<void> => {
+        try {
+          await close()
+        } catch (err) {
+          this.logger.error('error while stopping; closing the log anyway', { component: name, error: err })
+        }
+      }
       try {
-        await c.downlink.close(deadline)
-        await c.ingress.close(deadline)
-        await this.log.drain()
-        await c.forwarder.close(deadline)
-      } catch (err) {
-        this.logger.error('error while stopping; closing the log anyway', { error: err })
+        await step('downlink', () => c.downlink.close(deadline))
+        await step('ingress', () => c.ingress.close(deadline))
+        await step('log', () => this.log.drain())
+        await step('forwarder', () => c.forwarder.close(deadline))
       } finally {
         // Whatever happened upstream, the log is sealed and checkpointed.
         await this.log.close(deadline)

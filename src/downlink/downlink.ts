@@ -114,7 +114,11 @@ export class Downlink implements Component {
     this.pause.wake()
     await this.commands.close()
     this.rpc.close()
-    await this.loop.catch(() => {})
+    // A connect in progress (to a server that accepts TCP and never answers, it waits for its own
+    // timeout) is abandoned at the deadline: connectWithBackoff closes it if it completes later.
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([this.loop.catch(() => {}), new Promise<void>((resolve) => (timer = setTimeout(resolve, remainingMs(deadline))))])
+    clearTimeout(timer)
     if (this.nc) await drainWithin(this.nc, Math.min(1000, remainingMs(deadline)))
     this.stopped.resolve()
   }
