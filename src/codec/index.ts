@@ -4,7 +4,7 @@ export { encodePayload, encodeCbor, decodeCbor, PayloadPolicy, CONTENT_TYPE_CBOR
 export type { EncodedPayload } from './payload.js'
 export { encodeEntry, decodeEntry, encodingOf, ENCODING_CONTENT_TYPE, ENTRY_VERSION } from './entry.js'
 export type { Entry, PayloadEncoding } from './entry.js'
-export { topicFilterProblem, topicMatches } from './topic-filter.js'
+export { filterCovers, filtersOverlap, topicFilterProblem, topicMatches } from './topic-filter.js'
 export { encodeUplinkHeaders, escapeHeaderValue, unescapeHeaderValue } from './headers.js'
 export { uplinkMessage, uplinkMsgId, isEventTopic } from './nats-message.js'
 export type { UplinkContext, UplinkMessage } from './nats-message.js'

@@ -22,8 +22,8 @@ import crypto from 'node:crypto'
 import { AckPolicy, DeliverPolicy, RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
-import { filtersOverlap } from '../auth/index.js'
-import { canonicalLevels, deviceToken, topicMatches } from '../codec/index.js'
+import { canonicalLevels, deviceToken, filtersOverlap, topicMatches } from '../codec/index.js'
+import { parseDurationMs } from '../config/index.js'
 import type { Devices } from '../ingress/index.js'
 import type { Logger } from '../logger.js'
 import type { CommandMetrics } from './metrics.js'
@@ -64,12 +64,9 @@ const PROBE_INACTIVE_NS = 30 * 1e9
 /** Differences between this host's clock and the server's below this are not worth a warning. */
 const SKEW_WARN_MS = 1000
 
-/** Parses a TTL: milliseconds, or a number with ms, s, m, h, d. Undefined when not one. */
+/** Parses a TTL: milliseconds, or a number with ms, s, m, h, d (Ferry's one duration syntax). Undefined when not one. */
 export function parseTtl(v: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(v)
-  if (!m) return undefined
-  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms']
-  return Math.round(Number(m[1]) * mult)
+  return parseDurationMs(v, ['ms', 's', 'm', 'h', 'd'])
 }
 
 /**
