@@ -87,11 +87,17 @@ export async function startNatsServer(opts: { mqtt?: boolean } = {}): Promise<{ 
   return { proc, url: `nats://127.0.0.1:${port}`, port, ...(mqttPort ? { mqttPort } : {}), dir }
 }
 
-/** The bundled gateway (`node dist/ferry.cjs run ...`); resolves once it listens for MQTT. */
+/**
+ * The bundled gateway (`node dist/ferry.cjs run ...`); resolves once it listens for MQTT.
+ * BENCH_FERRY_BUNDLE picks another bundle, BENCH_FERRY_NODE another Node binary for the gateway
+ * alone (the load generator stays on the Node running the benchmark), with BENCH_FERRY_NODE_ARGS
+ * (space-separated V8 flags) before the bundle.
+ */
 export async function startFerry(args: string[]): Promise<{ proc: Proc; mqttPort: number; startMs: number }> {
   const mqttPort = await freePort()
   const t0 = performance.now()
-  const proc = startProc(process.execPath, [process.env.BENCH_FERRY_BUNDLE ?? path.join(ROOT, 'dist/ferry.cjs'), 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
+  const nodeArgs = (process.env.BENCH_FERRY_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  const proc = startProc(process.env.BENCH_FERRY_NODE ?? process.execPath, [...nodeArgs, process.env.BENCH_FERRY_BUNDLE ?? path.join(ROOT, 'dist/ferry.cjs'), 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
   await waitPort(mqttPort, 120_000).catch((err: unknown) => {
     throw new Error(`the gateway did not listen: ${(err as Error).message}\n${proc.output().slice(-3000)}`)
   })
