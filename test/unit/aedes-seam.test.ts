@@ -90,9 +90,9 @@ const allow: CoreHooks = {
 describe('aedes seam', () => {
   const cores: MqttCore[] = []
   const listenerErrors: { event: string; client: MqttClientRef; err: unknown }[] = []
-  async function create(hooks: Partial<CoreHooks> = {}, maxInflightIn = 100): Promise<MqttCore> {
+  async function create(hooks: Partial<CoreHooks> = {}, maxInflightIn = 100, drainTimeoutMs = 5000): Promise<MqttCore> {
     const core = await MqttCore.create(
-      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn, drainTimeoutMs: 5000, onListenerError: (event, client, err) => listenerErrors.push({ event, client, err }) },
+      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn, drainTimeoutMs, onListenerError: (event, client, err) => listenerErrors.push({ event, client, err }) },
       { ...allow, ...hooks },
     )
     cores.push(core)
@@ -345,6 +345,72 @@ describe('aedes seam', () => {
     const core = await create()
     const { client } = await connect(core, 'dev-k', true, [], { keepalive: 1 })
     expect(await gone(core, client)).toBe('keepalive_timeout')
+  })
+
+  it('aedes seam - aedes numbers its own deliveries from the same client counter as ours (no shared packet id), wrapping after 65535', async () => {
+    const core = await create()
+    const { peer, client } = await connect(core, 'dev-n', true, ['n/#'])
+    const pub = await connect(core, 'pub-n', true)
+    const publishN = (topic: string): void => pub.peer.send({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 1, messageId: 1, retain: false, dup: false })
+    // aedes 1.2.x internal: `_nextId` of the aedes client behind the ref, set so that the wrap is exercised.
+    ;(client as unknown as { client: { _nextId: number } }).client._nextId = 65534
+    publishN('n/aedes-1') // aedes' own delivery (subscription): 65534
+    await peer.next((q) => q.cmd === 'publish' && q.topic === 'n/aedes-1')
+    void core.deliver(client, 'n/ours', Buffer.from('o'), 5000) // ours: 65535
+    await peer.next((q) => q.cmd === 'publish' && q.topic === 'n/ours')
+    publishN('n/aedes-2') // aedes again: wraps to 1
+    await peer.next((q) => q.cmd === 'publish' && q.topic === 'n/aedes-2')
+    void core.deliver(client, 'n/ours-2', Buffer.from('o'), 5000) // ours: 2
+    await peer.next((q) => q.cmd === 'publish' && q.topic === 'n/ours-2')
+    expect(publishes(peer)).toEqual([
+      { topic: 'n/aedes-1', messageId: 65534 },
+      { topic: 'n/ours', messageId: 65535 },
+      { topic: 'n/aedes-2', messageId: 1 },
+      { topic: 'n/ours-2', messageId: 2 },
+    ])
+  })
+
+  it('aedes seam - a client that does not drain within drainTimeout is reported as the drain_timeout limit', async () => {
+    const core = await create({}, 100, 100)
+    const errors: { message: string; limit: CoreLimit | undefined }[] = []
+    core.on('clientError', (_c, e, limit) => errors.push({ message: e.message, limit }))
+    // A connection whose reader stops after the CONNACK: writes are never completed, the buffer fills.
+    const toBroker = new PassThrough()
+    let stalled = false
+    const got: Buffer[] = []
+    const conn = new Duplex({
+      highWaterMark: 1024,
+      read() {},
+      write(chunk: Buffer, _enc, cb) {
+        if (stalled) return // never completes: the writable buffer fills, aedes waits for 'drain'
+        got.push(chunk)
+        stalled = true
+        cb()
+      },
+    })
+    toBroker.on('data', (b: Buffer) => conn.push(b))
+    const client = core.attach(conn, frameCheck(1 << 20), () => {})
+    const left = gone(core, client)
+    toBroker.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'dev-slow', clean: true, keepalive: 0 }))
+    await expect.poll(() => got.length).toBe(1) // the CONNACK
+    void core.deliver(client, 'slow/a', Buffer.alloc(64 * 1024), 5000)
+    expect(await left).toBe('error')
+    expect(errors[0]).toEqual({ message: 'drain timeout', limit: 'drain_timeout' })
+  })
+
+  it("aedes seam - onDeliver counts aedes' own deliveries (QoS 0 and 1) on a client's subscriptions", async () => {
+    const core = await create()
+    const { peer, client } = await connect(core, 'dev-c', true)
+    let delivered = 0
+    core.onDeliver(client, () => delivered++)
+    peer.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'c/0', qos: 0 }, { topic: 'c/1', qos: 1 }] })
+    await peer.next((p) => p.cmd === 'suback')
+    const pub = await connect(core, 'pub-c', true)
+    pub.peer.send({ cmd: 'publish', topic: 'c/0', payload: Buffer.from('0'), qos: 0, retain: false, dup: false })
+    pub.peer.send({ cmd: 'publish', topic: 'c/1', payload: Buffer.from('1'), qos: 1, messageId: 1, retain: false, dup: false })
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'c/0')
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'c/1')
+    expect(delivered).toBe(2)
   })
 
   it('aedes seam - a throw in a listener of a client event closes that client only, and is reported', async () => {
