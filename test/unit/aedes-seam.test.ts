@@ -12,6 +12,7 @@ import type { Packet } from 'mqtt-packet'
 import { afterEach, describe, expect, it } from 'vitest'
 import { AEDES_CHECKED_VERSION, MqttCore, connackOutcome } from '../../src/ingress/aedes-seam.js'
 import type { ConnackRefusal, CoreHooks, CoreLimit, MqttClientRef, SessionEndReason } from '../../src/ingress/aedes-seam.js'
+import { Devices } from '../../src/ingress/devices.js'
 import { frameCheck } from '../../src/ingress/limits.js'
 
 interface Peer {
@@ -411,6 +412,23 @@ describe('aedes seam', () => {
     await peer.next((p) => p.cmd === 'publish' && p.topic === 'c/0')
     await peer.next((p) => p.cmd === 'publish' && p.topic === 'c/1')
     expect(delivered).toBe(2)
+  })
+
+  it("aedes seam - messagesOut counts deliveries on a persistent session's restored subscriptions", async () => {
+    const core = await create()
+    const devices = new Devices(core)
+    const first = await connect(core, 'dev-r', false, ['r/#'])
+    const left = gone(core, first.client)
+    first.peer.send({ cmd: 'disconnect' })
+    await left
+    // Reconnect: aedes restores 'r/#' from the session before its CONNACK.
+    const { peer } = await connect(core, 'dev-r', false)
+    const pub = await connect(core, 'pub-r', true)
+    pub.peer.send({ cmd: 'publish', topic: 'r/0', payload: Buffer.from('0'), qos: 0, retain: false, dup: false })
+    pub.peer.send({ cmd: 'publish', topic: 'r/1', payload: Buffer.from('1'), qos: 1, messageId: 1, retain: false, dup: false })
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'r/0')
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'r/1')
+    expect(devices.list().find((d) => d.clientId === 'dev-r')?.messagesOut).toBe(2)
   })
 
   it('aedes seam - a throw in a listener of a client event closes that client only, and is reported', async () => {
