@@ -431,6 +431,20 @@ describe('aedes seam', () => {
     expect(devices.list().find((d) => d.clientId === 'dev-r')?.messagesOut).toBe(2)
   })
 
+  it('aedes seam - onDeliver counts a QoS 0 message on a QoS 1 subscription once', async () => {
+    const core = await create()
+    const { peer, client } = await connect(core, 'dev-d', true)
+    let delivered = 0
+    core.onDeliver(client, () => delivered++) // as Devices does: at the CONNACK, before any SUBSCRIBE
+    peer.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'd/#', qos: 1 }] })
+    await peer.next((p) => p.cmd === 'suback')
+    const pub = await connect(core, 'pub-d', true)
+    pub.peer.send({ cmd: 'publish', topic: 'd/0', payload: Buffer.from('0'), qos: 0, retain: false, dup: false })
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'd/0')
+    expect(publishes(peer)).toHaveLength(1)
+    expect(delivered).toBe(1)
+  })
+
   it('aedes seam - a throw in a listener of a client event closes that client only, and is reported', async () => {
     const core = await create()
     core.on('connected', (c) => {
