@@ -185,6 +185,8 @@ class ClientRef implements MqttClientRef {
   waiting: Set<() => void> | undefined
   /** Set once the core reported it disconnected: a delivery then ends 'offline' at once. */
   gone = false
+  /** Told of every PUBLISH the core writes to the client (onDeliver). */
+  delivered: (() => void)[] | undefined
   constructor(readonly client: Client) {}
   get id(): string {
     return this.client.id
@@ -353,6 +355,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   attach(socket: net.Socket | Duplex, check: (buf: Buffer) => string | undefined, onViolation: (why: string, client: MqttClientRef) => void): MqttClientRef {
     const client = this.broker.handle(socket)
     const r = this.ref(client)
+    this.countDeliveries(r)
     // aedes 1.2.x internal: lib/client.js feeds every socket chunk to `client._parser.parse`; if
     // renamed, packets are no longer bounded before buffering (a 200 MB announcement is held).
     const parser = internals(client)._parser
@@ -377,15 +380,39 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     return Object.keys(internals((client as ClientRef).client).subscriptions ?? {})
   }
 
-  /** Calls `listener` for every PUBLISH the core writes to the client (subscriptions, commands, RPC). */
+  /** Calls `listener` for every PUBLISH the core writes to the client from now on (subscriptions, commands, RPC). */
   onDeliver(client: MqttClientRef, listener: () => void): void {
-    // aedes 1.2.x internal: every delivery goes through deliverQoS or deliver0 (lib/client.js); if
-    // renamed, messagesOut stays 0.
-    const c = internals((client as ClientRef).client)
+    ;((client as ClientRef).delivered ??= []).push(listener)
+  }
+
+  /**
+   * Wraps the client's delivery methods before its CONNECT is read. aedes 1.2.x internal: every
+   * delivery goes through deliverQoS or deliver0 (lib/client.js); a subscription keeps the method it
+   * found when it was made, and a persistent session's subscriptions are restored before the CONNACK,
+   * so a later wrap would miss them. deliverQoS hands a QoS 0 packet to this.deliver0: that is one
+   * delivery, told once. If renamed, messagesOut stays 0.
+   */
+  private countDeliveries(r: ClientRef): void {
+    const c = internals(r.client)
     const deliverQoS = c.deliverQoS.bind(c)
     const deliver0 = c.deliver0.bind(c)
-    c.deliverQoS = (packet, cb) => (listener(), deliverQoS(packet, cb))
-    c.deliver0 = (packet, cb) => (listener(), deliver0(packet, cb))
+    let inQoS = false
+    const tell = (): void => {
+      if (r.delivered) for (const l of r.delivered) l()
+    }
+    c.deliverQoS = (packet, cb) => {
+      tell()
+      inQoS = true
+      try {
+        deliverQoS(packet, cb)
+      } finally {
+        inQoS = false
+      }
+    }
+    c.deliver0 = (packet, cb) => {
+      if (!inQoS) tell()
+      deliver0(packet, cb)
+    }
   }
 
   /**
