@@ -445,6 +445,35 @@ describe('aedes seam', () => {
     expect(delivered).toBe(1)
   })
 
+  it('aedes seam - a connection of a client id that drops after authentication, before registration, leaves the connected one registered: a later takeover closes it', async () => {
+    let dropping: Duplex | undefined
+    const core = await create({
+      authenticate: (_c, username, _p, _k, done) => {
+        done(null)
+        // Gone while aedes fetches the session (fetchSubs, storeWill), before registerClient.
+        if (username === 'drop') dropping?.destroy()
+      },
+    })
+    const registered: string[] = []
+    const disconnected: { client: MqttClientRef; reason: SessionEndReason }[] = []
+    core.on('registered', (c) => registered.push(c.id))
+    core.on('disconnected', (client, reason) => disconnected.push({ client, reason }))
+    const first = await connect(core, 'dev-g', false)
+    const dropped = open(core)
+    dropping = dropped.peer.conn
+    const droppedClosed = new Promise<void>((r) => dropped.peer.conn.once('close', () => r()))
+    dropped.peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'dev-g', clean: false, keepalive: 0, username: 'drop' })
+    await droppedClosed
+    await new Promise((r) => setTimeout(r, 50)) // let aedes finish that client's CONNECT series
+    const third = await connect(core, 'dev-g', false)
+    // MQTT-3.1.4-2: the new connection of dev-g closes the one still connected.
+    await expect.poll(() => first.client.closed, { timeout: 1000 }).toBe(true)
+    expect(third.client.closed).toBe(false)
+    // A client that never registered is never reported disconnected, nor registered after it closed.
+    expect(disconnected).toEqual([{ client: first.client, reason: 'takeover' }])
+    expect(registered).toEqual(['dev-g', 'dev-g'])
+  })
+
   it('aedes seam - a throw in a listener of a client event closes that client only, and is reported', async () => {
     const core = await create()
     core.on('connected', (c) => {
