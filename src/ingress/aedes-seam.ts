@@ -12,6 +12,7 @@
 //   client.subscriptions                       the filters a client holds
 //   client.will                                telling a will from a device's own PUBLISH
 //   broker.registerClient / broker.clients     noticing a takeover of a client id
+//   broker.unregisterClient / _finishRegisterClient   one registered client per id (see wire())
 //   broker.id / broker.counter                 numbering our deliveries as aedes numbers its own
 //   broker.persistence.outgoing*               a persistent session's copy of a delivery
 //   broker.emit                                catching a throw from a listener of a client event
@@ -173,6 +174,10 @@ interface BrokerInternals {
   clients: Record<string, Client | undefined>
   /** aedes 1.2.x internal: registers a client id, closing its previous connection (takeover). */
   registerClient(c: Client): void
+  /** aedes 1.2.x internal: the second half of registerClient, once the previous connection closed. */
+  _finishRegisterClient(c: Client): void
+  /** aedes 1.2.x internal: called by a closing client that authenticated, when any client holds its id. */
+  unregisterClient(c: Client): void
 }
 
 const internals = (c: Client): ClientInternals => c as unknown as ClientInternals
@@ -303,6 +308,20 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       const old = this.b.clients[c.id]
       if (old && old !== c) this.reasons.set(old, 'takeover')
       register(c)
+    }
+    // aedes 1.2.x internal: a closing client that authenticated unregisters its id when any client
+    // holds it (lib/client.js, close), and registerClient finishes after a takeover whether or not
+    // the new client is still there. So a connection that authenticates and drops before its own
+    // registration (while its session is fetched) would unregister the connected client of its id,
+    // and then be registered itself, closed: the next connection of that id would not close the
+    // first (MQTT-3.1.4-2). Only the registered client unregisters; a closed one is not registered.
+    const unregister = this.b.unregisterClient.bind(broker)
+    this.b.unregisterClient = (c) => {
+      if (this.b.clients[c.id] === c) unregister(c)
+    }
+    const finishRegister = this.b._finishRegisterClient.bind(broker)
+    this.b._finishRegisterClient = (c) => {
+      if (!c.closed) finishRegister(c)
     }
     broker.on('client', (c) => this.emit('registered', this.ref(c)))
     broker.on('connackSent', (connack, c) => this.emit('connected', this.ref(c), connackOutcome(connack)))

@@ -119,6 +119,8 @@ describe('aedes seam', () => {
       expect(typeof b.counter).toBe('number')
       expect(typeof b.clients).toBe('object')
       expect(typeof b.registerClient).toBe('function')
+      expect(typeof b._finishRegisterClient).toBe('function')
+      expect(typeof b.unregisterClient).toBe('function')
       for (const m of ['outgoingEnqueue', 'outgoingUpdate', 'outgoingClearMessageId']) expect(typeof b.persistence[m], `persistence.${m}`).toBe('function')
       const conn = Duplex.from({ readable: new PassThrough(), writable: new PassThrough() })
       const c = broker.handle(conn) as unknown as Record<string, unknown> & { _parser: Record<string, unknown> }
