@@ -12,6 +12,7 @@
 //   client.subscriptions                       the filters a client holds
 //   client.will                                telling a will from a device's own PUBLISH
 //   broker.registerClient / broker.clients     noticing a takeover of a client id
+//   broker.unregisterClient / _finishRegisterClient   one registered client per id (see wire())
 //   broker.id / broker.counter                 numbering our deliveries as aedes numbers its own
 //   broker.persistence.outgoing*               a persistent session's copy of a delivery
 //   broker.emit                                catching a throw from a listener of a client event
@@ -173,6 +174,10 @@ interface BrokerInternals {
   clients: Record<string, Client | undefined>
   /** aedes 1.2.x internal: registers a client id, closing its previous connection (takeover). */
   registerClient(c: Client): void
+  /** aedes 1.2.x internal: the second half of registerClient, once the previous connection closed. */
+  _finishRegisterClient(c: Client): void
+  /** aedes 1.2.x internal: called by a closing client that authenticated, when any client holds its id. */
+  unregisterClient(c: Client): void
 }
 
 const internals = (c: Client): ClientInternals => c as unknown as ClientInternals
@@ -185,6 +190,8 @@ class ClientRef implements MqttClientRef {
   waiting: Set<() => void> | undefined
   /** Set once the core reported it disconnected: a delivery then ends 'offline' at once. */
   gone = false
+  /** Told of every PUBLISH the core writes to the client (onDeliver). */
+  delivered: (() => void)[] | undefined
   constructor(readonly client: Client) {}
   get id(): string {
     return this.client.id
@@ -302,6 +309,20 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       if (old && old !== c) this.reasons.set(old, 'takeover')
       register(c)
     }
+    // aedes 1.2.x internal: a closing client that authenticated unregisters its id when any client
+    // holds it (lib/client.js, close), and registerClient finishes after a takeover whether or not
+    // the new client is still there. So a connection that authenticates and drops before its own
+    // registration (while its session is fetched) would unregister the connected client of its id,
+    // and then be registered itself, closed: the next connection of that id would not close the
+    // first (MQTT-3.1.4-2). Only the registered client unregisters; a closed one is not registered.
+    const unregister = this.b.unregisterClient.bind(broker)
+    this.b.unregisterClient = (c) => {
+      if (this.b.clients[c.id] === c) unregister(c)
+    }
+    const finishRegister = this.b._finishRegisterClient.bind(broker)
+    this.b._finishRegisterClient = (c) => {
+      if (!c.closed) finishRegister(c)
+    }
     broker.on('client', (c) => this.emit('registered', this.ref(c)))
     broker.on('connackSent', (connack, c) => this.emit('connected', this.ref(c), connackOutcome(connack)))
     broker.on('keepaliveTimeout', (c) => this.reasons.set(c, 'keepalive_timeout'))
@@ -353,6 +374,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   attach(socket: net.Socket | Duplex, check: (buf: Buffer) => string | undefined, onViolation: (why: string, client: MqttClientRef) => void): MqttClientRef {
     const client = this.broker.handle(socket)
     const r = this.ref(client)
+    this.countDeliveries(r)
     // aedes 1.2.x internal: lib/client.js feeds every socket chunk to `client._parser.parse`; if
     // renamed, packets are no longer bounded before buffering (a 200 MB announcement is held).
     const parser = internals(client)._parser
@@ -377,15 +399,39 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     return Object.keys(internals((client as ClientRef).client).subscriptions ?? {})
   }
 
-  /** Calls `listener` for every PUBLISH the core writes to the client (subscriptions, commands, RPC). */
+  /** Calls `listener` for every PUBLISH the core writes to the client from now on (subscriptions, commands, RPC). */
   onDeliver(client: MqttClientRef, listener: () => void): void {
-    // aedes 1.2.x internal: every delivery goes through deliverQoS or deliver0 (lib/client.js); if
-    // renamed, messagesOut stays 0.
-    const c = internals((client as ClientRef).client)
+    ;((client as ClientRef).delivered ??= []).push(listener)
+  }
+
+  /**
+   * Wraps the client's delivery methods before its CONNECT is read. aedes 1.2.x internal: every
+   * delivery goes through deliverQoS or deliver0 (lib/client.js); a subscription keeps the method it
+   * found when it was made, and a persistent session's subscriptions are restored before the CONNACK,
+   * so a later wrap would miss them. deliverQoS hands a QoS 0 packet to this.deliver0: that is one
+   * delivery, told once. If renamed, messagesOut stays 0.
+   */
+  private countDeliveries(r: ClientRef): void {
+    const c = internals(r.client)
     const deliverQoS = c.deliverQoS.bind(c)
     const deliver0 = c.deliver0.bind(c)
-    c.deliverQoS = (packet, cb) => (listener(), deliverQoS(packet, cb))
-    c.deliver0 = (packet, cb) => (listener(), deliver0(packet, cb))
+    let inQoS = false
+    const tell = (): void => {
+      if (r.delivered) for (const l of r.delivered) l()
+    }
+    c.deliverQoS = (packet, cb) => {
+      tell()
+      inQoS = true
+      try {
+        deliverQoS(packet, cb)
+      } finally {
+        inQoS = false
+      }
+    }
+    c.deliver0 = (packet, cb) => {
+      if (!inQoS) tell()
+      deliver0(packet, cb)
+    }
   }
 
   /**

@@ -12,6 +12,7 @@ import type { Packet } from 'mqtt-packet'
 import { afterEach, describe, expect, it } from 'vitest'
 import { AEDES_CHECKED_VERSION, MqttCore, connackOutcome } from '../../src/ingress/aedes-seam.js'
 import type { ConnackRefusal, CoreHooks, CoreLimit, MqttClientRef, SessionEndReason } from '../../src/ingress/aedes-seam.js'
+import { Devices } from '../../src/ingress/devices.js'
 import { frameCheck } from '../../src/ingress/limits.js'
 
 interface Peer {
@@ -90,9 +91,9 @@ const allow: CoreHooks = {
 describe('aedes seam', () => {
   const cores: MqttCore[] = []
   const listenerErrors: { event: string; client: MqttClientRef; err: unknown }[] = []
-  async function create(hooks: Partial<CoreHooks> = {}, maxInflightIn = 100): Promise<MqttCore> {
+  async function create(hooks: Partial<CoreHooks> = {}, maxInflightIn = 100, drainTimeoutMs = 5000): Promise<MqttCore> {
     const core = await MqttCore.create(
-      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn, drainTimeoutMs: 5000, onListenerError: (event, client, err) => listenerErrors.push({ event, client, err }) },
+      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn, drainTimeoutMs, onListenerError: (event, client, err) => listenerErrors.push({ event, client, err }) },
       { ...allow, ...hooks },
     )
     cores.push(core)
@@ -118,6 +119,8 @@ describe('aedes seam', () => {
       expect(typeof b.counter).toBe('number')
       expect(typeof b.clients).toBe('object')
       expect(typeof b.registerClient).toBe('function')
+      expect(typeof b._finishRegisterClient).toBe('function')
+      expect(typeof b.unregisterClient).toBe('function')
       for (const m of ['outgoingEnqueue', 'outgoingUpdate', 'outgoingClearMessageId']) expect(typeof b.persistence[m], `persistence.${m}`).toBe('function')
       const conn = Duplex.from({ readable: new PassThrough(), writable: new PassThrough() })
       const c = broker.handle(conn) as unknown as Record<string, unknown> & { _parser: Record<string, unknown> }
@@ -345,6 +348,132 @@ describe('aedes seam', () => {
     const core = await create()
     const { client } = await connect(core, 'dev-k', true, [], { keepalive: 1 })
     expect(await gone(core, client)).toBe('keepalive_timeout')
+  })
+
+  it('aedes seam - aedes numbers its own deliveries from the same client counter as ours (no shared packet id), wrapping after 65535', async () => {
+    const core = await create()
+    const { peer, client } = await connect(core, 'dev-n', true, ['n/#'])
+    const pub = await connect(core, 'pub-n', true)
+    const publishN = (topic: string): void => pub.peer.send({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 1, messageId: 1, retain: false, dup: false })
+    // aedes 1.2.x internal: `_nextId` of the aedes client behind the ref, set so that the wrap is exercised.
+    ;(client as unknown as { client: { _nextId: number } }).client._nextId = 65534
+    publishN('n/aedes-1') // aedes' own delivery (subscription): 65534
+    await peer.next((q) => q.cmd === 'publish' && q.topic === 'n/aedes-1')
+    void core.deliver(client, 'n/ours', Buffer.from('o'), 5000) // ours: 65535
+    await peer.next((q) => q.cmd === 'publish' && q.topic === 'n/ours')
+    publishN('n/aedes-2') // aedes again: wraps to 1
+    await peer.next((q) => q.cmd === 'publish' && q.topic === 'n/aedes-2')
+    void core.deliver(client, 'n/ours-2', Buffer.from('o'), 5000) // ours: 2
+    await peer.next((q) => q.cmd === 'publish' && q.topic === 'n/ours-2')
+    expect(publishes(peer)).toEqual([
+      { topic: 'n/aedes-1', messageId: 65534 },
+      { topic: 'n/ours', messageId: 65535 },
+      { topic: 'n/aedes-2', messageId: 1 },
+      { topic: 'n/ours-2', messageId: 2 },
+    ])
+  })
+
+  it('aedes seam - a client that does not drain within drainTimeout is reported as the drain_timeout limit', async () => {
+    const core = await create({}, 100, 100)
+    const errors: { message: string; limit: CoreLimit | undefined }[] = []
+    core.on('clientError', (_c, e, limit) => errors.push({ message: e.message, limit }))
+    // A connection whose reader stops after the CONNACK: writes are never completed, the buffer fills.
+    const toBroker = new PassThrough()
+    let stalled = false
+    const got: Buffer[] = []
+    const conn = new Duplex({
+      highWaterMark: 1024,
+      read() {},
+      write(chunk: Buffer, _enc, cb) {
+        if (stalled) return // never completes: the writable buffer fills, aedes waits for 'drain'
+        got.push(chunk)
+        stalled = true
+        cb()
+      },
+    })
+    toBroker.on('data', (b: Buffer) => conn.push(b))
+    const client = core.attach(conn, frameCheck(1 << 20), () => {})
+    const left = gone(core, client)
+    toBroker.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'dev-slow', clean: true, keepalive: 0 }))
+    await expect.poll(() => got.length).toBe(1) // the CONNACK
+    void core.deliver(client, 'slow/a', Buffer.alloc(64 * 1024), 5000)
+    expect(await left).toBe('error')
+    expect(errors[0]).toEqual({ message: 'drain timeout', limit: 'drain_timeout' })
+  })
+
+  it("aedes seam - onDeliver counts aedes' own deliveries (QoS 0 and 1) on a client's subscriptions", async () => {
+    const core = await create()
+    const { peer, client } = await connect(core, 'dev-c', true)
+    let delivered = 0
+    core.onDeliver(client, () => delivered++)
+    peer.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'c/0', qos: 0 }, { topic: 'c/1', qos: 1 }] })
+    await peer.next((p) => p.cmd === 'suback')
+    const pub = await connect(core, 'pub-c', true)
+    pub.peer.send({ cmd: 'publish', topic: 'c/0', payload: Buffer.from('0'), qos: 0, retain: false, dup: false })
+    pub.peer.send({ cmd: 'publish', topic: 'c/1', payload: Buffer.from('1'), qos: 1, messageId: 1, retain: false, dup: false })
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'c/0')
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'c/1')
+    expect(delivered).toBe(2)
+  })
+
+  it("aedes seam - messagesOut counts deliveries on a persistent session's restored subscriptions", async () => {
+    const core = await create()
+    const devices = new Devices(core)
+    const first = await connect(core, 'dev-r', false, ['r/#'])
+    const left = gone(core, first.client)
+    first.peer.send({ cmd: 'disconnect' })
+    await left
+    // Reconnect: aedes restores 'r/#' from the session before its CONNACK.
+    const { peer } = await connect(core, 'dev-r', false)
+    const pub = await connect(core, 'pub-r', true)
+    pub.peer.send({ cmd: 'publish', topic: 'r/0', payload: Buffer.from('0'), qos: 0, retain: false, dup: false })
+    pub.peer.send({ cmd: 'publish', topic: 'r/1', payload: Buffer.from('1'), qos: 1, messageId: 1, retain: false, dup: false })
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'r/0')
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'r/1')
+    expect(devices.list().find((d) => d.clientId === 'dev-r')?.messagesOut).toBe(2)
+  })
+
+  it('aedes seam - onDeliver counts a QoS 0 message on a QoS 1 subscription once', async () => {
+    const core = await create()
+    const { peer, client } = await connect(core, 'dev-d', true)
+    let delivered = 0
+    core.onDeliver(client, () => delivered++) // as Devices does: at the CONNACK, before any SUBSCRIBE
+    peer.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'd/#', qos: 1 }] })
+    await peer.next((p) => p.cmd === 'suback')
+    const pub = await connect(core, 'pub-d', true)
+    pub.peer.send({ cmd: 'publish', topic: 'd/0', payload: Buffer.from('0'), qos: 0, retain: false, dup: false })
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'd/0')
+    expect(publishes(peer)).toHaveLength(1)
+    expect(delivered).toBe(1)
+  })
+
+  it('aedes seam - a connection of a client id that drops after authentication, before registration, leaves the connected one registered: a later takeover closes it', async () => {
+    let dropping: Duplex | undefined
+    const core = await create({
+      authenticate: (_c, username, _p, _k, done) => {
+        done(null)
+        // Gone while aedes fetches the session (fetchSubs, storeWill), before registerClient.
+        if (username === 'drop') dropping?.destroy()
+      },
+    })
+    const registered: string[] = []
+    const disconnected: { client: MqttClientRef; reason: SessionEndReason }[] = []
+    core.on('registered', (c) => registered.push(c.id))
+    core.on('disconnected', (client, reason) => disconnected.push({ client, reason }))
+    const first = await connect(core, 'dev-g', false)
+    const dropped = open(core)
+    dropping = dropped.peer.conn
+    const droppedClosed = new Promise<void>((r) => dropped.peer.conn.once('close', () => r()))
+    dropped.peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'dev-g', clean: false, keepalive: 0, username: 'drop' })
+    await droppedClosed
+    await new Promise((r) => setTimeout(r, 50)) // let aedes finish that client's CONNECT series
+    const third = await connect(core, 'dev-g', false)
+    // MQTT-3.1.4-2: the new connection of dev-g closes the one still connected.
+    await expect.poll(() => first.client.closed, { timeout: 1000 }).toBe(true)
+    expect(third.client.closed).toBe(false)
+    // A client that never registered is never reported disconnected, nor registered after it closed.
+    expect(disconnected).toEqual([{ client: first.client, reason: 'takeover' }])
+    expect(registered).toEqual(['dev-g', 'dev-g'])
   })
 
   it('aedes seam - a throw in a listener of a client event closes that client only, and is reported', async () => {
