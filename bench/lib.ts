@@ -88,16 +88,22 @@ export async function startNatsServer(opts: { mqtt?: boolean } = {}): Promise<{ 
 }
 
 /**
- * The bundled gateway (`node dist/ferry.cjs run ...`); resolves once it listens for MQTT.
- * BENCH_FERRY_BUNDLE picks another bundle, BENCH_FERRY_NODE another Node binary for the gateway
- * alone (the load generator stays on the Node running the benchmark), with BENCH_FERRY_NODE_ARGS
- * (space-separated V8 flags) before the bundle.
+ * The command that runs the gateway: `node dist/ferry.cjs`. BENCH_FERRY_BUNDLE picks another
+ * bundle, BENCH_FERRY_NODE another Node binary for the gateway alone (the load generator stays on
+ * the Node running the benchmark), with BENCH_FERRY_NODE_ARGS (space-separated V8 flags) before
+ * the bundle.
  */
+export function ferryCommand(): string[] {
+  const nodeArgs = (process.env.BENCH_FERRY_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  return [process.env.BENCH_FERRY_NODE ?? process.execPath, ...nodeArgs, process.env.BENCH_FERRY_BUNDLE ?? path.join(ROOT, 'dist/ferry.cjs')]
+}
+
+/** The bundled gateway (see {@link ferryCommand}); resolves once it listens for MQTT. */
 export async function startFerry(args: string[]): Promise<{ proc: Proc; mqttPort: number; startMs: number }> {
   const mqttPort = await freePort()
   const t0 = performance.now()
-  const nodeArgs = (process.env.BENCH_FERRY_NODE_ARGS ?? '').split(' ').filter(Boolean)
-  const proc = startProc(process.env.BENCH_FERRY_NODE ?? process.execPath, [...nodeArgs, process.env.BENCH_FERRY_BUNDLE ?? path.join(ROOT, 'dist/ferry.cjs'), 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
+  const [cmd, ...pre] = ferryCommand()
+  const proc = startProc(cmd!, [...pre, 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
   await waitPort(mqttPort, 120_000).catch((err: unknown) => {
     throw new Error(`the gateway did not listen: ${(err as Error).message}\n${proc.output().slice(-3000)}`)
   })
@@ -188,7 +194,7 @@ export function openFilesLimit(): { soft: number; hard: number } {
  * gateway's output if it exits first.
  */
 export async function startFerryAt(mqttPort: number, args: string[], opts: { command?: string[]; deadlineMs?: number } = {}): Promise<{ proc: Proc; mqttPort: number; startMs: number }> {
-  const [cmd, ...pre] = opts.command ?? [process.execPath, path.join(ROOT, 'dist/ferry.cjs')]
+  const [cmd, ...pre] = opts.command ?? ferryCommand()
   const t0 = performance.now()
   const proc = startProc(cmd!, [...pre, 'run', '--log-format', 'json', '--http-listen', '127.0.0.1:0', '--mqtt-listen', `127.0.0.1:${mqttPort}`, ...args])
   const startMs = await whenAccepting(mqttPort, proc, t0, opts.deadlineMs)
