@@ -69,6 +69,23 @@ export interface MqttClientRef {
   close(): void
 }
 
+/**
+ * The MQTT 5 properties of a PUBLISH as the core parsed them (mqtt-packet's names). Absent for
+ * MQTT 3.1.1 clients; a topic alias is resolved by the core before Ferry sees the packet.
+ */
+export interface PublishProperties {
+  readonly payloadFormatIndicator?: boolean
+  /** Seconds. */
+  readonly messageExpiryInterval?: number
+  readonly contentType?: string
+  readonly responseTopic?: string
+  readonly correlationData?: Buffer
+  /** Name → value, or values when a name repeats. */
+  readonly userProperties?: Readonly<Record<string, string | string[]>>
+  readonly topicAlias?: number
+  readonly subscriptionIdentifier?: number | number[]
+}
+
 /** A PUBLISH a device (or a will) asks to have accepted; structural over the core's packet. */
 export interface PublishRequest {
   readonly topic: string
@@ -77,6 +94,8 @@ export interface PublishRequest {
   readonly retain: boolean
   readonly dup?: boolean
   readonly messageId?: number
+  /** MQTT 5 only. */
+  readonly properties?: PublishProperties
 }
 
 /** Why a client's connection ended (the `reason` of a disconnected event). */
