@@ -15,6 +15,7 @@
 //
 // Payloads are transcoded (JSON to CBOR) once, at ingest: the log then holds what goes upstream,
 // so a backlog drains without redoing that work and the bounded log holds more messages.
+import type { MessageProperties } from './properties.js'
 import { FerryError } from '../errors.js'
 import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, CONTENT_TYPE_OCTETS } from './payload.js'
 
@@ -47,6 +48,8 @@ export interface Entry {
   /** How `payload` is encoded (0 when absent: as the device sent it). */
   readonly encoding?: PayloadEncoding
   readonly payload: Uint8Array
+  /** MQTT 5 properties kept with the message (entry version 3, issue 13; not stored yet). */
+  readonly properties?: MessageProperties
 }
 
 /** Encodes an entry into one Buffer. Client ids longer than 255 bytes are refused by ingress first. */

@@ -1,4 +1,5 @@
 // Payload encoding upstream: JSON payloads become plain RFC 8949 CBOR, everything else passes unchanged.
+import type { MessageProperties } from './properties.js'
 import { isUtf8 } from 'node:buffer'
 import { Encoder } from 'cbor-x'
 import { topicMatches } from './topic-filter.js'
@@ -81,8 +82,11 @@ export class PayloadPolicy {
     private readonly rawTopics: readonly string[],
   ) {}
 
-  /** Encodes `payload` published on `topic` for upstream. */
-  encode(topic: string, payload: Uint8Array): EncodedPayload {
+  /**
+   * Encodes `payload` published on `topic` for upstream. `props`: the MQTT 5 properties the device
+   * sent (Content Type, Payload Format Indicator), honoured from issue 13 on; ignored for now.
+   */
+  encode(topic: string, payload: Uint8Array, _props?: MessageProperties): EncodedPayload {
     if (!this.cbor) return { data: payload, contentType: CONTENT_TYPE_OCTETS }
     let raw = this.raw.get(topic)
     if (raw === undefined) {
