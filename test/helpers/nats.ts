@@ -81,6 +81,14 @@ export async function startNats(extraConfig = ''): Promise<NatsServer> {
     child = c
     try {
       await waitForPort(port, 10_000)
+      // The port answering is not enough after a restart: another process may have taken it while
+      // the server was down (this server then exits with "address already in use"). Wait for its own word.
+      const until = Date.now() + 10_000
+      while (!err.includes('Server is ready')) {
+        if (c.exitCode !== null || c.signalCode !== null) throw new Error(`nats-server exited (${c.exitCode ?? c.signalCode})`)
+        if (Date.now() > until) throw new Error('nats-server did not say "Server is ready" within 10 s')
+        await new Promise((r) => setTimeout(r, 20))
+      }
     } catch (e) {
       c.kill('SIGKILL')
       throw new Error(`${(e as Error).message}\n${err}`)
