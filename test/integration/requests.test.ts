@@ -9,6 +9,7 @@ import { connect, headers } from '@nats-io/transport-node'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startFleet } from '../../firmware-sim/index.js'
 import { until } from '../helpers/device.js'
 import { spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
@@ -207,6 +208,17 @@ describe('requests from devices', () => {
     expect(text).toMatch(/ferry_device_requests_total\{result="ok"\} [1-9]/)
     const received = text.split('\n').filter((l) => l.startsWith('ferry_mqtt_received_messages_total{'))
     expect(received.map((l) => Number(l.split(' ')[1])).reduce((a, b) => a + b, 0)).toBe(0)
+  })
+
+  it('requests - firmware-sim devices fetch their configuration at start (--fetch-config)', async () => {
+    const fleet = startFleet({ url: `mqtt://127.0.0.1:${gw.port}`, devices: 3, ratePerDevice: 0.1, idPrefix: 'cfg', fetchConfig: true, rampMs: 100 })
+    try {
+      expect(await until(() => fleet.stats().configFetched === 3)).toBe(true)
+      expect(fleet.stats().configErrors).toBe(0)
+      for (const id of fleet.deviceIds) expect(calls).toContain(id)
+    } finally {
+      await fleet.close()
+    }
   })
 
   it.skipIf(!AEDES2)(`requests - v5 round trip with mqtt.js: answer on the Response Topic with the Correlation Data and Ferry-Status (${AEDES2 ? 'aedes 2' : V5_SKIP})`, async () => {
