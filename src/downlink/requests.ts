@@ -17,7 +17,8 @@ import type { Msg, NatsConnection } from '@nats-io/transport-node'
 import { errors as natsErrors, headers as natsHeaders } from '@nats-io/transport-node'
 import { escapeHeaderValue } from '../codec/index.js'
 import { ConfigError } from '../errors.js'
-import type { DeliveryResult, MqttClientRef } from '../ingress/index.js'
+import type { MqttClientRef } from '../ingress/index.js'
+import type { DeliveryProperties, DeviceDelivery } from './delivery.js'
 import type { Logger } from '../logger.js'
 
 /** Where a 3.1.1 device gets its answers: `devices/<id>/requests/reply/<correlationId>/<status code>`. */
@@ -31,19 +32,6 @@ export interface RequestProperties {
   readonly correlationData?: Buffer
   readonly contentType?: string
 }
-
-/** The properties of an answer to an MQTT 5 device (mqtt-packet's names, as PublishProperties). */
-export interface AnswerProperties {
-  readonly correlationData?: Buffer
-  readonly contentType?: string
-  readonly userProperties?: Readonly<Record<string, string>>
-}
-
-/**
- * Sends a QoS 1 message to a connected device (Devices.deliver). `properties` is for MQTT 5
- * answers: a core that does not take it yet (aedes 1.2) ignores it.
- */
-export type AnswerDelivery = (clientId: string, topic: string, payload: Buffer, timeoutMs: number, signal?: AbortSignal, properties?: AnswerProperties) => Promise<DeliveryResult>
 
 /** The metrics requests update (satisfied by the gateway's catalogue). */
 export interface RequestMetrics {
@@ -63,7 +51,7 @@ export interface RequestOptions {
   readonly maxPending: number
   /** Requests one device may have waiting at once. */
   readonly maxPendingPerDevice: number
-  readonly deliver: AnswerDelivery
+  readonly deliver: DeviceDelivery
   /** The ACL: may this client receive on this topic. */
   readonly mayReceive: (client: MqttClientRef, topic: string) => boolean
   readonly logger: Logger
@@ -269,7 +257,7 @@ export class Requests {
     const ok = code >= 200 && code < 300
     const payload = ok && data ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.from(ok ? '' : status)
     let topic: string
-    let props: AnswerProperties | undefined
+    let props: DeliveryProperties | undefined
     if (a.responseTopic !== undefined) {
       topic = a.responseTopic
       props = {

@@ -1,6 +1,7 @@
-// The request topic template and how device topics are read against it (pure functions).
+// The request topic template and how device topics are read against it; the MQTT 5 properties of a command (pure functions).
 import { describe, expect, it } from 'vitest'
-import { parseRequestTemplate, parseRequestTopic, replyTopic } from '../../src/downlink/index.js'
+import { headers } from '@nats-io/transport-node'
+import { commandProperties, parseRequestTemplate, parseRequestTopic, replyTopic } from '../../src/downlink/index.js'
 import { ConfigError } from '../../src/errors.js'
 
 describe('requests - topic template', () => {
@@ -37,5 +38,21 @@ describe('requests - topic template', () => {
 
   it('requests - the 3.1.1 reply topic', () => {
     expect(replyTopic('site7/pump', 'c1', 503)).toBe('devices/site7/pump/requests/reply/c1/503')
+  })
+})
+
+describe('downlink - MQTT 5 properties of a command', () => {
+  it('downlink - remaining TTL as Message Expiry Interval (seconds, rounded up, at least 1), Ferry-Prop-* headers as User Properties', () => {
+    const h = headers()
+    h.set('Ferry-Prop-trace', 'abc')
+    h.append('Ferry-Prop-tag', 'a')
+    h.append('Ferry-Prop-tag', 'b')
+    h.set('Ferry-TTL', '60s')
+    expect(commandProperties(h, 59_001)).toEqual({ messageExpiryInterval: 60, userProperties: { trace: 'abc', tag: ['a', 'b'] } })
+    expect(commandProperties(undefined, 1)).toEqual({ messageExpiryInterval: 1 })
+    expect(commandProperties(undefined, undefined)).toBeUndefined()
+    const plain = headers()
+    plain.set('Content-Type', 'application/json')
+    expect(commandProperties(plain, undefined)).toBeUndefined()
   })
 })
