@@ -210,6 +210,30 @@ describe('requests from devices', () => {
     expect(received.map((l) => Number(l.split(' ')[1])).reduce((a, b) => a + b, 0)).toBe(0)
   })
 
+  it('requests - pending bound for all devices together (--request-max-pending): 429 for the device over it', async () => {
+    const gw2 = await spawnGateway(['--data-dir', tempDir('ferry-requests-total-'), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--request-timeout-ms', '800', '--request-max-pending', '1', '--subject-prefix', 'ferry'])
+    try {
+      const a = await device(gw2.port, 'tot-a')
+      const b = await device(gw2.port, 'tot-b')
+      // The downlink connects after MQTT listens (until then: 503 at once). A slow request that gets no
+      // answer within 300 ms holds the only slot (for --request-timeout-ms 800).
+      let holding = false
+      for (let i = 0; i < 50 && !holding; i++) {
+        a.got.length = 0
+        a.c.publish(`requests/tot-a/slow/get/${i}`, '', { qos: 1 })
+        holding = !(await until(() => a.got.length > 0, 300))
+      }
+      expect(holding).toBe(true)
+      b.c.publish('requests/tot-b/config/get/1', '', { qos: 1 })
+      expect(await until(() => b.got.length > 0)).toBe(true)
+      expect(b.got[0]).toMatchObject({ topic: 'devices/tot-b/requests/reply/1/429', payload: '429 too many pending requests' })
+      await endClient(a.c)
+      await endClient(b.c)
+    } finally {
+      await gw2.kill('SIGTERM')
+    }
+  })
+
   it('requests - firmware-sim devices fetch their configuration at start (--fetch-config)', async () => {
     const fleet = startFleet({ url: `mqtt://127.0.0.1:${gw.port}`, devices: 3, ratePerDevice: 0.1, idPrefix: 'cfg', fetchConfig: true, rampMs: 100 })
     try {
