@@ -255,7 +255,8 @@ export class Requests {
   private answer(a: Answer, status: string, data?: Uint8Array, contentType?: string): void {
     const code = Number(status.slice(0, 3))
     const ok = code >= 200 && code < 300
-    const payload = ok && data ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.from(ok ? '' : status)
+    // A copy: the delivery outlives this call, and the NATS message's bytes are a view of its read buffer.
+    const payload = ok && data ? Buffer.from(data) : Buffer.from(ok ? '' : status)
     let topic: string
     let props: DeliveryProperties | undefined
     if (a.responseTopic !== undefined) {
