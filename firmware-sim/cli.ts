@@ -48,6 +48,8 @@ Options:
   --storm-every <s>         every s seconds all connected devices drop their connection at once and reconnect
   --commands                devices act on Ferry's downlink: commands on commands/<id>/# (config/set {"rate":n},
                             offline {"ms":n}) and RPCs getConfig and reboot on devices/<id>/rpc/request/+/json
+  --fetch-config            devices ask the cloud for their configuration at start (Ferry's requests from devices:
+                            requests/<id>/config/get/<n>; a 200 answer {"rate":n} sets their rate)
   --backoff-max-ms <ms>     longest reconnect backoff; it starts at 500 ms and doubles, ±20 % jitter (default 10000)
   --max-pending <n>         with --rate > 0, a device with n unacked messages skips producing (default 1000)
   --seed <n>                seed of the random choices (default: random, printed at start)
@@ -181,6 +183,7 @@ function parseRun(argv: string[]): RunConfig | 'help' {
     'offline-ms': { type: 'string' },
     'storm-every': { type: 'string' },
     commands: { type: 'boolean' },
+    'fetch-config': { type: 'boolean' },
     'backoff-max-ms': { type: 'string' },
     'max-pending': { type: 'string' },
     seed: { type: 'string' },
@@ -254,6 +257,7 @@ function parseRun(argv: string[]): RunConfig | 'help' {
   const maxPending = num('max-pending', str('max-pending'), { int: true, min: 1 })
   if (maxPending !== undefined) fleet.maxPending = maxPending
   if (flags.on('commands')) fleet.commands = true
+  if (flags.on('fetch-config')) fleet.fetchConfig = true
   const durationSec = num('duration', str('duration'), { min: 0 })
   const ledgerIntervalSec = num('ledger-interval', str('ledger-interval'), { min: 0.1 }) ?? 5
   return { fleet, durationSec, ledgerPath: str('ledger'), ledgerIntervalSec, seed }

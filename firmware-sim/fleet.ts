@@ -101,6 +101,14 @@ export interface FleetOptions {
    * then reconnects after a second). Default false.
    */
   commands?: boolean
+  /**
+   * Devices fetch their configuration from the cloud at start, through Ferry's requests from devices: on their first
+   * CONNACK they publish `requests/<id>/config/get/<n>` (QoS 1, MQTT 3.1.1 with a correlation id level) and take
+   * `{"rate": n}` (messages per second) from a `200` answer on `devices/<id>/requests/reply/<n>/200`. Any other answer
+   * (`503 no responders`, ...) leaves the configured rate; a device without its configuration asks again at its next
+   * CONNACK. Default false.
+   */
+  fetchConfig?: boolean
   /** Pad each telemetry JSON payload with a `"pad"` string field to this many bytes. Default: no padding. */
   payloadBytes?: number
   /** Size range of `large` payloads in bytes, `[min, max]`. Default `[8192, 65536]`; max ≤ 1 MiB. */
@@ -191,6 +199,10 @@ export interface FleetStats {
   commandsReceived: number
   /** RPC requests answered (with `commands`). */
   rpcAnswered: number
+  /** Configurations fetched (`200` answers, with `fetchConfig`). */
+  configFetched: number
+  /** Configuration requests answered with an error status (with `fetchConfig`), e.g. `503 no responders`. */
+  configErrors: number
   /** Latency from `publish()` to its ack callback, QoS ≥ 1 only, over the most recent `latencySamples`. */
   ackLatencyMs: LatencySummary
 }
@@ -265,6 +277,10 @@ interface Device {
   /** performance.now() when the next message is due (ratePerDevice > 0). */
   nextDueAt: number
   everConnected: boolean
+  /** Correlation id of the configuration request waiting for its answer (with `fetchConfig`). */
+  configAsked?: string
+  /** Whether the device has its configuration from the cloud. */
+  configured?: boolean
   /** Consecutive connection closes without a successful CONNACK in between. */
   closesInARow: number
   /** End of the current offline episode (performance.now()), 0 when none. */
@@ -431,6 +447,9 @@ export function startFleet(opts: FleetOptions): Fleet {
   let storms = 0
   let commandsReceived = 0
   let rpcAnswered = 0
+  let configFetched = 0
+  let configErrors = 0
+  let configRequests = 0
   let connected = 0
   let offlineNow = 0
   let completeDevices = 0
@@ -644,12 +663,21 @@ export function startFleet(opts: FleetOptions): Fleet {
         if (err) d.subscribed = false // retried at the next CONNACK
       })
     }
+    // At start (and after each CONNACK until it has one), the device asks the cloud for its configuration. The
+    // answer comes on devices/<id>/requests/reply/<n>/<status> whether or not the device subscribed there.
+    if (opts.fetchConfig && !d.configured) {
+      const cid = `cfg${++configRequests}`
+      d.configAsked = cid
+      client.publish(`requests/${d.id}/config/get/${cid}`, '', { qos: 1 }, () => {})
+    }
     // Clean sessions lose their subscriptions with the connection: subscribe at every CONNACK.
     if (opts.commands) client.subscribe({ [`commands/${d.id}/#`]: { qos: 1 }, [`devices/${d.id}/rpc/request/+/json`]: { qos: 1 } })
   }
 
-  /** A command or RPC request from the gateway (see FleetOptions.commands). */
+  /** A command or RPC request from the gateway (see FleetOptions.commands), or the answer to a request. */
   function onDownlink(d: Device, client: MqttClient, topic: string, payload: Buffer): void {
+    if (opts.fetchConfig && topic.startsWith(`devices/${d.id}/requests/reply/`)) return onConfigAnswer(d, topic, payload)
+    if (!opts.commands) return
     let body: Record<string, unknown> = {}
     try {
       body = JSON.parse(payload.toString('utf8')) as Record<string, unknown>
@@ -677,6 +705,23 @@ export function startFleet(opts: FleetOptions): Fleet {
       d.offlineUntil = performance.now() + 1000
       setTimeout(() => dropLink(d), 50)
     } else respond({ error: `unknown method ${String(body.method)}` })
+  }
+
+  /** The answer to the device's configuration request: `devices/<id>/requests/reply/<cid>/<status code>`. */
+  function onConfigAnswer(d: Device, topic: string, payload: Buffer): void {
+    const levels = topic.slice(`devices/${d.id}/requests/reply/`.length).split('/')
+    if (levels[0] !== d.configAsked) return // an answer to an earlier attempt
+    d.configAsked = undefined
+    if (levels[1] !== '200') {
+      configErrors++
+      return
+    }
+    configFetched++
+    d.configured = true
+    try {
+      const body = JSON.parse(payload.toString('utf8')) as Record<string, unknown>
+      if (typeof body.rate === 'number' && body.rate > 0 && d.intervalMs > 0) d.intervalMs = 1000 / body.rate
+    } catch {}
   }
 
   function onClose(d: Device, client: MqttClient): void {
@@ -754,7 +799,7 @@ export function startFleet(opts: FleetOptions): Fleet {
     d.client = client
     d.link = 'connecting'
     client.on('packetreceive', (packet: Packet) => onConnack(d, client, packet))
-    if (opts.commands) client.on('message', (topic, payload) => onDownlink(d, client, topic, payload))
+    if (opts.commands || opts.fetchConfig) client.on('message', (topic, payload) => onDownlink(d, client, topic, payload))
     client.on('close', () => onClose(d, client))
     client.on('error', () => {
       if (!closed) errors++
@@ -854,6 +899,8 @@ export function startFleet(opts: FleetOptions): Fleet {
         storms,
         commandsReceived,
         rpcAnswered,
+        configFetched,
+        configErrors,
         ackLatencyMs: latency.summary(),
       }
     },

@@ -4,7 +4,7 @@ import { Admission, serverTlsOptions } from './auth/index.js'
 import { PayloadPolicy, decodeEntry } from './codec/index.js'
 import type { Config } from './config/index.js'
 import { DeadLetters, Forwarder, upstreamOptions } from './forward/index.js'
-import { Commands, Downlink, Rpc } from './downlink/index.js'
+import { Commands, Downlink, Requests, Rpc, parseRequestTemplate } from './downlink/index.js'
 import { Ingress, RetransmitIndex, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
 import { LogReader, RingLog } from './log/index.js'
 import { ClosedSignal, StartedComponents, deadlineIn } from './lifecycle.js'
@@ -93,6 +93,8 @@ export class Gateway {
    * reachable.
    */
   static async start(config: Config, logger: Logger, opts: GatewayStartOptions = {}): Promise<Gateway> {
+    // A request topic template that cannot work stops the start before anything opens.
+    parseRequestTemplate(config.downlink.requestTopic)
     const metrics = createMetrics()
     // Credentials, ACL and certificates first: a bad file stops the start before the log is touched.
     const admission = Admission.load({
@@ -258,8 +260,20 @@ export class Gateway {
         logger: devLog,
         metrics,
       })
-      ingress.intercept = (client, topic, payload) => rpc.intercept(client.id, topic, payload)
-      const downlink = new Downlink(config.nats.url, connectOptions, `ferry-${config.gatewayId}-downlink`, commands, rpc, devLog)
+      const requests = new Requests({
+        subjectPrefix: config.nats.subjectPrefix,
+        topicTemplate: config.downlink.requestTopic,
+        timeoutMs: config.downlink.requestTimeoutMs,
+        maxPending: config.downlink.requestMaxPending,
+        maxPendingPerDevice: config.downlink.requestMaxPendingPerDevice,
+        // Answers to MQTT 5 devices carry properties once the core's deliver takes them (aedes 2).
+        deliver: ingress.devices.deliver.bind(ingress.devices),
+        mayReceive: (client, topic) => admission.mayReceive(client, topic),
+        logger: devLog,
+        metrics,
+      })
+      ingress.intercept = (client, topic, payload, properties) => rpc.intercept(client.id, topic, payload) ?? requests.intercept(client, topic, payload, properties)
+      const downlink = new Downlink(config.nats.url, connectOptions, `ferry-${config.gatewayId}-downlink`, commands, rpc, devLog, requests)
       downlinkRef = downlink
       const downlinkComponent = started.add('downlink', downlink)
       reached('downlink')

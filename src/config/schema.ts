@@ -82,6 +82,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'downlink.cmdMaxInflight', flag: '--cmd-max-inflight', env: 'FERRY_CMD_MAX_INFLIGHT', kind: 'int', default: 1000, min: 1, max: 1_000_000, help: 'commands being delivered at once, all devices together (each device: one at a time, in order)' },
   { key: 'downlink.rpcTimeoutMs', flag: '--rpc-timeout-ms', env: 'FERRY_RPC_TIMEOUT_MS', kind: 'int', default: 10_000, min: 100, max: 600_000, help: 'default and longest wait for a device\'s RPC response (a request may ask less with header Ferry-Timeout), milliseconds' },
   { key: 'downlink.rpcMaxPending', flag: '--rpc-max-pending', env: 'FERRY_RPC_MAX_PENDING', kind: 'int', default: 1000, min: 1, max: 1_000_000, help: 'RPC requests waiting for devices at once; more are answered "429 too many pending requests"' },
+  { key: 'downlink.requestTopic', flag: '--request-topic', env: 'FERRY_REQUEST_TOPIC', kind: 'string', default: 'requests/{device}/{service}/{method}', help: 'MQTT topic of requests from devices to cloud services ({device}: the client id, {service} and {method}: the NATS request <prefix>.svc.<service>.<method>); 3.1.1 devices add a correlation id level' },
+  { key: 'downlink.requestTimeoutMs', flag: '--request-timeout-ms', env: 'FERRY_REQUEST_TIMEOUT_MS', kind: 'int', default: 5000, min: 100, max: 600_000, help: 'wait this long for a cloud service to answer a device\'s request, then answer the device "504 service did not answer", milliseconds' },
+  { key: 'downlink.requestMaxPending', flag: '--request-max-pending', env: 'FERRY_REQUEST_MAX_PENDING', kind: 'int', default: 1000, min: 1, max: 1_000_000, help: 'device requests waiting for cloud services at once, all devices together; more are answered "429 too many pending requests"' },
+  { key: 'downlink.requestMaxPendingPerDevice', flag: '--request-max-pending-per-device', env: 'FERRY_REQUEST_MAX_PENDING_PER_DEVICE', kind: 'int', default: 8, min: 1, max: 100_000, help: 'requests one device may have waiting for cloud services at once; more are answered "429 too many pending requests"' },
   { key: 'presence', flag: '--presence', env: 'FERRY_PRESENCE', kind: 'bool', default: true, help: 'write a "connected" and a "disconnected" event per device session to <prefix>.events.<device>.<event> (on|off)' },
   { key: 'codec.cbor', flag: '--cbor', env: 'FERRY_CBOR', kind: 'bool', default: true, help: 'send JSON payloads as CBOR (on|off)' },
   { key: 'codec.rawTopics', flag: '--raw-topics', env: 'FERRY_RAW_TOPICS', kind: 'topics', default: [], help: 'MQTT topic filters (comma separated, + and # allowed) whose payloads are always sent unchanged' },
@@ -152,6 +156,10 @@ export interface Config {
     readonly cmdMaxInflight: number
     readonly rpcTimeoutMs: number
     readonly rpcMaxPending: number
+    readonly requestTopic: string
+    readonly requestTimeoutMs: number
+    readonly requestMaxPending: number
+    readonly requestMaxPendingPerDevice: number
   }
   readonly presence: boolean
   readonly codec: { readonly cbor: boolean; readonly rawTopics: readonly string[] }

@@ -18,6 +18,8 @@
 // reason, so it never holds the device's queue. A valid Ferry-TTL can only shorten --cmd-ttl-ms.
 // The consumer's own max_deliver is a backstop should the gateway fail on a command in a way these
 // checks do not foresee.
+// To an MQTT 5 device a command carries its remaining TTL as Message Expiry Interval and its
+// `Ferry-Prop-<name>` headers as User Properties (delivery.ts).
 import crypto from 'node:crypto'
 import { AckPolicy, DeliverPolicy, RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
@@ -26,6 +28,8 @@ import { canonicalLevels, deviceToken, filtersOverlap, topicMatches } from '../c
 import { parseDurationMs } from '../config/index.js'
 import type { Devices } from '../ingress/index.js'
 import type { Logger } from '../logger.js'
+import { commandProperties } from './delivery.js'
+import type { DeviceDelivery } from './delivery.js'
 import type { CommandMetrics } from './metrics.js'
 import { ServerClock } from './server-clock.js'
 
@@ -145,8 +149,11 @@ export class Commands {
   lastError: { readonly at: number; readonly message: string } | undefined
   /** The host-minus-server clock difference last warned about, ms. */
   private warnedSkewMs = 0
+  /** Devices.deliver, typed with the MQTT 5 properties a core that speaks v5 takes. */
+  private readonly deliver: DeviceDelivery
 
   constructor(private readonly opts: CommandOptions) {
+    this.deliver = opts.devices.deliver.bind(opts.devices)
     this.slots = new Slots(opts.maxInflight)
     opts.metrics.commandsInflight.collect(() => this.slots.inUse)
     opts.devices.on('online', (d) => this.maybeStart(d.clientId))
@@ -339,7 +346,9 @@ export class Commands {
       return
     }
     const started = performance.now()
-    const r = await devices.deliver(clientId, topic, Buffer.from(m.data), this.opts.ackTimeoutMs)
+    // To a v5 device, with what is left of its TTL as Message Expiry Interval and its Ferry-Prop-* headers.
+    const props = commandProperties(m.headers, ttl ? ttl - ageMs : undefined)
+    const r = await this.deliver(clientId, topic, Buffer.from(m.data), this.opts.ackTimeoutMs, undefined, props)
     if (r === 'acked') {
       m.ack() // the server holds this device's next command until it has processed the ack (max_ack_pending 1)
       metrics.commands.inc(1, { result: 'delivered' })

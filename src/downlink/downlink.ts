@@ -1,4 +1,4 @@
-// The downlink's own NATS connection, and the commands and RPC that use it. Upstream being down
+// The downlink's own NATS connection, and the commands, RPC and device requests that use it. Upstream being down
 // does not stop the gateway: the connection is retried with backoff and then reconnects by itself.
 import type { ConnectionOptions, NatsConnection } from '@nats-io/transport-node'
 import { ClosedSignal, remainingMs } from '../lifecycle.js'
@@ -6,6 +6,7 @@ import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import { Backoff, Pause, connectWithBackoff, drainWithin, watchConnection } from '../upstream/index.js'
 import type { Commands } from './commands.js'
+import type { Requests } from './requests.js'
 import type { Rpc } from './rpc.js'
 
 /** The downlink's state, for the `downlink` readiness check. */
@@ -36,6 +37,8 @@ export class Downlink implements Component {
     private readonly commands: Commands,
     private readonly rpc: Rpc,
     private readonly logger: Logger,
+    /** Requests from devices to cloud services (absent: none are taken). */
+    private readonly requests?: Requests,
   ) {
     this.loop = this.run()
   }
@@ -57,6 +60,7 @@ export class Downlink implements Component {
     this.nc = nc
     this.watch(nc)
     this.rpc.attach(nc)
+    this.requests?.attach(nc)
     // The command stream may be missing permissions or JetStream may be starting: retry.
     for (let wait = 1000; this.running; wait = Math.min(30_000, wait * 2)) {
       try {
@@ -76,9 +80,13 @@ export class Downlink implements Component {
   private watch(nc: NatsConnection): void {
     this.connected = true
     watchConnection(nc, {
-      up: (connected) => (this.connected = connected),
+      up: (connected) => {
+        this.connected = connected
+        if (this.requests) this.requests.upstreamUp = connected
+      },
       closed: (err) => {
         this.connected = false
+        if (this.requests) this.requests.upstreamUp = false
         if (err) this.lastError = { at: Date.now(), message: `connection closed: ${err.message}` }
       },
     })
@@ -111,6 +119,7 @@ export class Downlink implements Component {
 
   private async shutdown(deadline: Deadline): Promise<void> {
     this.running = false
+    this.requests?.close()
     this.pause.wake()
     await this.commands.close()
     this.rpc.close()

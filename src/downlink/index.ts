@@ -1,8 +1,12 @@
-// Public names of the downlink: cloud → device commands and request-reply.
+// Public names of the downlink: cloud → device commands and request-reply; device → cloud requests.
 export { Commands, commandTarget, commandTopic, consumerName, parseTtl } from './commands.js'
 export type { CommandOptions } from './commands.js'
 export { Rpc, responseCorrelation } from './rpc.js'
 export type { RpcOptions } from './rpc.js'
+export { Requests, parseRequestTemplate, parseRequestTopic, replyTopic } from './requests.js'
+export type { RequestMetrics, RequestOptions, RequestProperties, RequestTopic } from './requests.js'
+export { USER_PROPERTY_HEADER_PREFIX, commandProperties } from './delivery.js'
+export type { DeliveryProperties, DeviceDelivery } from './delivery.js'
 export { Downlink } from './downlink.js'
 export type { DownlinkHealth } from './downlink.js'
 export type { CommandMetrics, DownlinkMetrics, RpcMetrics } from './metrics.js'

@@ -2,6 +2,9 @@
 // publish to `devices/<device>/rpc/request/<correlationId>`; the device's publish on
 // `devices/<device>/rpc/response/<correlationId>` becomes the reply.
 //
+// An MQTT 5 device also gets the request with Response Topic (that same response topic) and the
+// correlation id as Correlation Data, and may answer as MQTT 5 request/response does.
+//
 // The device receives an envelope `{"method": ..., "params": ...}`: CBOR by default; JSON when it
 // subscribed to `devices/<device>/rpc/request/+/json`, and then requests come on
 // `devices/<device>/rpc/request/<correlationId>/json`. `params` is the request payload decoded by
@@ -24,6 +27,7 @@ import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, canonicalDevice, decodeCbor, enco
 import type { PayloadPolicy } from '../codec/index.js'
 import type { Devices } from '../ingress/index.js'
 import type { Logger } from '../logger.js'
+import type { DeviceDelivery } from './delivery.js'
 import type { RpcMetrics } from './metrics.js'
 
 export interface RpcOptions {
@@ -107,8 +111,11 @@ export class Rpc {
   /** When the last line about unknown correlation ids was logged, and how many were dropped since. */
   private unknownLoggedAt = -Infinity
   private unknownSince = 0
+  /** Devices.deliver, typed with the MQTT 5 properties a core that speaks v5 takes. */
+  private readonly deliver: DeviceDelivery
 
   constructor(private readonly opts: RpcOptions) {
+    this.deliver = opts.devices.deliver.bind(opts.devices)
     opts.metrics.rpcPending.collect(() => this.pending.size)
     // A device that goes away answers nothing: its requests fail now, not at their timeout.
     opts.devices.on('offline', (d) => {
@@ -237,8 +244,11 @@ export class Rpc {
     const timer = setTimeout(() => this.finish(correlationId, '504 device did not answer', 'timeout'), timeoutMs)
     const delivery = new AbortController()
     this.pending.set(correlationId, { clientId, reply: m.reply, started: performance.now(), timer, delivery })
-    // The request goes at QoS 1; its PUBACK means nothing to the caller, the response does.
-    devices.deliver(clientId, topic, payload, timeoutMs, delivery.signal).catch((err: unknown) => {
+    // The request goes at QoS 1; its PUBACK means nothing to the caller, the response does. A v5
+    // device gets MQTT 5 request/response too: Response Topic (the same response topic, so either way
+    // of answering lands here) and the correlation id as Correlation Data.
+    const props = { responseTopic: `devices/${clientId}/rpc/response/${correlationId}`, correlationData: Buffer.from(correlationId) }
+    this.deliver(clientId, topic, payload, timeoutMs, delivery.signal, props).catch((err: unknown) => {
       this.lastError = { at: Date.now(), message: `delivery: ${(err as Error).message}` }
       this.finish(correlationId, `400 bad request: the request could not be sent to the device: ${(err as Error).message}`, 'bad_request')
     })

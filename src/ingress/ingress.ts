@@ -16,7 +16,7 @@ import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
 import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import { CONNACK, MqttCore } from './aedes-seam.js'
-import type { ConnackRefusal, MqttClientRef, PublishRequest } from './aedes-seam.js'
+import type { ConnackRefusal, MqttClientRef, PublishProperties, PublishRequest } from './aedes-seam.js'
 import { Devices } from './devices.js'
 import type { IngressMetrics } from './metrics.js'
 import { ConnectionLimiter, HandshakeLimiter, frameCheck } from './limits.js'
@@ -126,7 +126,7 @@ export class Ingress implements Component {
    * Publishes answered inside the gateway instead of being stored (RPC responses): returns true
    * when it took the publish, which is then acknowledged once `handled` resolves.
    */
-  intercept: ((client: MqttClientRef, topic: string, payload: Buffer) => Promise<void> | undefined) | undefined
+  intercept: ((client: MqttClientRef, topic: string, payload: Buffer, properties?: PublishProperties) => Promise<void> | undefined) | undefined
 
   private constructor(
     private readonly opts: IngressOptions,
@@ -420,7 +420,7 @@ export class Ingress implements Component {
     if (!this.opts.admission.mayPublish(client, packet.topic)) return this.refuse(client, cb, 'acl', `publish to "${packet.topic}" denied by the ACL`)
     if (!isWill) this.devices.countIn(client)
     if (client && this.intercept) {
-      const handled = this.intercept(client, packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload)
+      const handled = this.intercept(client, packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload, packet.properties)
       if (handled) {
         handled.then(
           () => cb(null),

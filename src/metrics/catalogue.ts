@@ -27,6 +27,8 @@ export function createMetrics() {
     rpc: r.add(new Counter('ferry_downlink_rpc_requests_total', 'RPC requests, by result (ok, offline, timeout, busy, bad_request, bad_reply_subject, too_large, unknown_correlation, ...)')),
     rpcPending: r.add(new Gauge('ferry_downlink_rpc_pending', 'RPC requests waiting for a device')),
     rpcLatency: r.add(new Histogram('ferry_downlink_rpc_latency_seconds', 'Time from an RPC request to the device\'s response', LATENCY_S)),
+    requests: r.add(new Counter('ferry_device_requests_total', 'Requests from devices to cloud services, by result (ok, no_responders, timeout, upstream_down, upstream_error, busy, forbidden, bad_request, acl, stopping)')),
+    requestsPending: r.add(new Gauge('ferry_device_requests_pending', 'Requests from devices waiting for a cloud service')),
     mqttRetransmits: r.add(new Counter('ferry_mqtt_retransmits_dropped_total', 'QoS 1/2 retransmissions recognised as already stored and not stored again')),
     pubackLatency: r.add(new Histogram('ferry_mqtt_puback_latency_seconds', 'Time from PUBLISH to PUBACK/PUBREC (log append)', LATENCY_S)),
     logAppended: r.add(new Counter('ferry_log_appended_records_total', 'Records written to the ring log')),
