@@ -179,6 +179,22 @@ function deepFreeze<T>(o: T): T {
 
 const TOKEN = /^[^\s.*>]+$/
 
+const MiB = 1024 * 1024
+/** Bounds of the segment size Ferry derives from --log-max-bytes when --log-segment-bytes is not given. */
+export const SEGMENT_DERIVED_MIN = 1 * MiB
+export const SEGMENT_DERIVED_MAX = 64 * MiB
+
+/**
+ * The segment size used when --log-segment-bytes is not given: an eighth of the bound (disk is
+ * reclaimed in whole segments, so an eighth wastes little), at least 1 MiB (a default
+ * --max-record-bytes publish fits in one) and at most 64 MiB (the default bound, 1 GiB, gives 64 MiB
+ * as before); rounded down to 4 KiB.
+ */
+export function derivedSegmentBytes(maxBytes: number): number {
+  const eighth = Math.floor(maxBytes / 8 / 4096) * 4096
+  return Math.min(SEGMENT_DERIVED_MAX, Math.max(SEGMENT_DERIVED_MIN, eighth))
+}
+
 /**
  * Validates raw values (missing keys take defaults) and returns a frozen Config. Throws one
  * ConfigError listing every problem: unknown keys, wrong types, out-of-range values and
@@ -221,11 +237,19 @@ export function parseConfig(raw: RawValues, defaultGatewayId: string): Config {
     problems.push(`'gatewayId' must be 1-64 letters, digits, "-" or "_", got ${JSON.stringify(c.gatewayId)}`)
   }
   const { log, nats } = c
+  // Without --log-segment-bytes the segment size follows from the bound, so a small bound works on its own.
+  const derived = raw.get('log.segmentBytes')?.value == null
+  if (derived) (log as { segmentBytes: number }).segmentBytes = derivedSegmentBytes(log.maxBytes)
+  const seg = derived ? `${log.segmentBytes}, derived from 'log.maxBytes': an eighth, ${SEGMENT_DERIVED_MIN / MiB}-${SEGMENT_DERIVED_MAX / MiB} MiB` : `${log.segmentBytes}`
   if (log.maxBytes < 2 * log.segmentBytes) {
-    problems.push(`'log.maxBytes' (${log.maxBytes}) must be at least 2 x 'log.segmentBytes' (${log.segmentBytes}); lower --log-segment-bytes or raise --log-max-bytes`)
+    problems.push(
+      derived
+        ? `'log.maxBytes' (${log.maxBytes}) must be at least 2 x 'log.segmentBytes' (${seg}): raise --log-max-bytes to at least ${2 * log.segmentBytes}, or give --log-segment-bytes (and a --max-record-bytes that fits in it)`
+        : `'log.maxBytes' (${log.maxBytes}) must be at least 2 x 'log.segmentBytes' (${seg}); lower --log-segment-bytes or raise --log-max-bytes`,
+    )
   }
   if (frameBytes(log.maxRecordBytes) > log.segmentBytes - SEGMENT_HEADER_BYTES - SEAL_FRAME_BYTES) {
-    problems.push(`'log.maxRecordBytes' (${log.maxRecordBytes}) must fit in one segment: at most ${log.segmentBytes - SEGMENT_HEADER_BYTES - SEAL_FRAME_BYTES - 32} for 'log.segmentBytes' ${log.segmentBytes}`)
+    problems.push(`'log.maxRecordBytes' (${log.maxRecordBytes}) must fit in one segment: at most ${log.segmentBytes - SEGMENT_HEADER_BYTES - SEAL_FRAME_BYTES - 32} for 'log.segmentBytes' (${seg})`)
   }
   if (!nats.subjectPrefix.split('.').every((t) => TOKEN.test(t))) {
     problems.push(`'nats.subjectPrefix' must be NATS subject tokens separated by "." without spaces or wildcards, got ${JSON.stringify(nats.subjectPrefix)}`)

@@ -59,6 +59,44 @@ describe('config', () => {
     expect((err as ConfigError).code).toBe('FERRY_ERR_CONFIG_INVALID')
   })
 
+  it('config - without --log-segment-bytes the segment size follows from --log-max-bytes (an eighth, 1 MiB to 64 MiB)', () => {
+    const MiB = 1024 * 1024
+    expect(load([]).log.segmentBytes).toBe(64 * MiB) // the default bound, 1 GiB: as before
+    expect(load(['--log-max-bytes', '8MiB']).log.segmentBytes).toBe(1 * MiB)
+    expect(load(['--log-max-bytes', '2MiB']).log.segmentBytes).toBe(1 * MiB) // at least 1 MiB: a default max-size publish fits
+    expect(load(['--log-max-bytes', '100MiB']).log.segmentBytes).toBe(12.5 * MiB)
+    expect(load(['--log-max-bytes', '1000000000']).log.segmentBytes % 4096).toBe(0)
+    expect(load(['--log-max-bytes', '64GiB']).log.segmentBytes).toBe(64 * MiB)
+    expect(load([], { FERRY_LOG_MAX_BYTES: '16MiB' }).log.segmentBytes).toBe(2 * MiB)
+    // Given explicitly, it is used as given (and checked).
+    expect(load(['--log-max-bytes', '8MiB', '--log-segment-bytes', '4MiB']).log.segmentBytes).toBe(4 * MiB)
+    const file = path.join(tempDir(), 'ferry.yaml')
+    fs.writeFileSync(file, 'log:\n  maxBytes: 8MiB\n  segmentBytes: 2MiB\n')
+    expect(load(['--config', file]).log.segmentBytes).toBe(2 * MiB)
+  })
+
+  it('config - a log bound and segment size that cannot work are refused, naming the keys', () => {
+    const problems = (argv: string[]): string => {
+      try {
+        load(argv)
+      } catch (e) {
+        expect(e).toBeInstanceOf(ConfigError)
+        return (e as ConfigError).problems.join('\n')
+      }
+      return ''
+    }
+    // Explicit: 8 MiB cannot hold 2 segments of 64 MiB.
+    expect(problems(['--log-max-bytes', '8MiB', '--log-segment-bytes', '64MiB'])).toContain("'log.maxBytes' (8388608) must be at least 2 x 'log.segmentBytes' (67108864)")
+    // Explicit segment too small for the default largest publish.
+    expect(problems(['--log-segment-bytes', '512KiB'])).toContain("'log.maxRecordBytes' (1047552) must fit in one segment")
+    // Derived: below 2 MiB the derived 1 MiB segment does not fit twice; the message says how it was derived.
+    const small = problems(['--log-max-bytes', '1MiB'])
+    expect(small).toContain("'log.maxBytes' (1048576) must be at least 2 x 'log.segmentBytes' (1048576, derived from 'log.maxBytes'")
+    expect(small).toContain('--log-segment-bytes')
+    // A small bound works with small segments and records given explicitly.
+    expect(load(['--log-max-bytes', '1MiB', '--log-segment-bytes', '256KiB', '--max-record-bytes', '64KiB']).log.segmentBytes).toBe(256 * 1024)
+  })
+
   it('config - raw topic filters are validated', () => {
     expect(load(['--raw-topics', 'firmware/#, +/raw/+']).codec.rawTopics).toEqual(['firmware/#', '+/raw/+'])
     expect(load(['--shutdown-timeout', '2.5s']).shutdownTimeoutMs).toBe(2500)
