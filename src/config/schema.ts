@@ -87,7 +87,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'codec.rawTopics', flag: '--raw-topics', env: 'FERRY_RAW_TOPICS', kind: 'topics', default: [], help: 'MQTT topic filters (comma separated, + and # allowed) whose payloads are always sent unchanged' },
   { key: 'logging.level', flag: '--log-level', env: 'FERRY_LOG_LEVEL', kind: 'enum', values: ['debug', 'info', 'warn', 'error'], default: 'info', help: 'least severe log level written' },
   { key: 'logging.format', flag: '--log-format', env: 'FERRY_LOG_FORMAT', kind: 'enum', values: ['auto', 'json', 'pretty'], default: 'auto', help: 'json lines, pretty text, or auto (pretty on a terminal)' },
-  { key: 'readyStallMs', flag: '--ready-stall-ms', env: 'FERRY_READY_STALL_MS', kind: 'int', default: 30_000, min: 1000, max: 3_600_000, help: '/readyz fails when records wait this long without any JetStream PubAck although NATS is connected, milliseconds' },
+  { key: 'readyStallMs', flag: '--ready-stall-ms', env: 'FERRY_READY_STALL_MS', kind: 'int', default: 30_000, min: 1000, max: 3_600_000, help: '/readyz fails when records wait this long without any JetStream PubAck although NATS is connected, milliseconds (degraded from --ack-timeout-ms on)' },
   { key: 'shutdownTimeoutMs', flag: '--shutdown-timeout', env: 'FERRY_SHUTDOWN_TIMEOUT', kind: 'duration', default: 10_000, min: 0, max: 600_000, help: 'deadline for a graceful stop (e.g. 10s, 1500ms, 2m; a bare number is milliseconds); a second signal exits at once' },
 ]
 
