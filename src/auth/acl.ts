@@ -8,9 +8,17 @@
 //   pattern read commands/%u/#
 //   topic deny devices/+/secret        deny rules win over allow rules
 //
-// Access is read, write, readwrite (the default) or deny. What no rule allows is denied. A publish
-// needs a write rule matching its topic; a subscription needs a read rule covering its whole filter
-// (`#` is allowed only where a rule allows `#` there). `%u` and `%c` expand only when the identity
+// Access is read, write, readwrite (the default) or deny. What no rule allows is denied; deny rules
+// are checked first and win. As in Mosquitto's acl_file:
+// - a publish needs a write rule matching its topic, and no deny rule matching it;
+// - a subscription is granted when a read rule matches its filter, the filter's text taken as a topic
+//   name (its `+` and `#` are ordinary characters there), and no deny rule matches it that way: so
+//   with `topic read sensors/#` and `topic deny sensors/secret`, `sensors/#` is granted and
+//   `sensors/secret` refused (SUBACK 0x80);
+// - every message is checked against the subscriber's read and deny rules when it is delivered
+//   (live, retained, a persistent session's queue): the `sensors/#` subscriber never gets
+//   `sensors/secret`. The check uses the ACL in force at delivery, so a reload applies at once.
+// `%u` and `%c` expand only when the identity
 // or client id holds none of `+`, `#`, `/`, `%` or NUL, so no one can name themselves into a wildcard;
 // otherwise the rule does not apply to them. `#` and `+` in a rule's first level do not match `$`
 // topics (MQTT 4.7.2): `$SYS/...` needs a rule of its own.
@@ -113,10 +121,14 @@ export class Acl {
     return rules.some((r) => (r.access === 'read' || r.access === 'readwrite') && topicMatches(r.filter, topic))
   }
 
-  /** May this client subscribe to `filter` (every topic it can match)? */
+  /**
+   * May this client subscribe to `filter`? Mosquitto's rule: a read rule matches the filter's text
+   * as if it were a topic name, and no deny rule does. What the subscription then brings is checked
+   * message by message ({@link canRead}), so a granted wildcard never delivers a denied topic.
+   */
   canSubscribe(identity: string | undefined, clientId: string, filter: string): boolean {
     const rules = this.rulesOf(identity, clientId)
-    if (rules.some((r) => r.access === 'deny' && filtersOverlap(r.filter, filter))) return false
-    return rules.some((r) => (r.access === 'read' || r.access === 'readwrite') && filterCovers(r.filter, filter))
+    if (rules.some((r) => r.access === 'deny' && topicMatches(r.filter, filter))) return false
+    return rules.some((r) => (r.access === 'read' || r.access === 'readwrite') && topicMatches(r.filter, filter))
   }
 }

@@ -1,7 +1,7 @@
 // Turns raw values (file, environment, flags) into a validated, frozen Config, reporting every problem at once.
 import { topicFilterProblem } from '../codec/topic-filter.js'
 import { ConfigError } from '../errors.js'
-import { frameBytes, SEAL_FRAME_BYTES, SEGMENT_HEADER_BYTES } from '../log/format.js'
+import { DIR_RESERVE_BYTES, frameBytes, SEAL_FRAME_BYTES, SEGMENT_HEADER_BYTES } from '../log/format.js'
 import { OPTIONS } from './schema.js'
 import type { Config, OptionSpec } from './schema.js'
 
@@ -179,6 +179,23 @@ function deepFreeze<T>(o: T): T {
 
 const TOKEN = /^[^\s.*>]+$/
 
+const MiB = 1024 * 1024
+/** Bounds of the segment size Ferry derives from --log-max-bytes when --log-segment-bytes is not given. */
+export const SEGMENT_DERIVED_MIN = 1 * MiB
+export const SEGMENT_DERIVED_MAX = 64 * MiB - 4096
+
+/**
+ * The segment size used when --log-segment-bytes is not given: an eighth of what the bound leaves
+ * beside the data directory's other files (DIR_RESERVE_BYTES), rounded down to 4 KiB, so eight
+ * whole segments and those files fit in it (disk is reclaimed in whole segments: an eighth wastes
+ * little); at least 1 MiB (a default --max-record-bytes publish fits in one), at most 64 MiB less
+ * 4 KiB (so the default bound, 1 GiB, still holds 16 segments, as with 64 MiB before the reserve).
+ */
+export function derivedSegmentBytes(maxBytes: number): number {
+  const eighth = Math.floor((maxBytes - DIR_RESERVE_BYTES) / 8 / 4096) * 4096
+  return Math.min(SEGMENT_DERIVED_MAX, Math.max(SEGMENT_DERIVED_MIN, eighth))
+}
+
 /**
  * Validates raw values (missing keys take defaults) and returns a frozen Config. Throws one
  * ConfigError listing every problem: unknown keys, wrong types, out-of-range values and
@@ -221,11 +238,21 @@ export function parseConfig(raw: RawValues, defaultGatewayId: string): Config {
     problems.push(`'gatewayId' must be 1-64 letters, digits, "-" or "_", got ${JSON.stringify(c.gatewayId)}`)
   }
   const { log, nats } = c
-  if (log.maxBytes < 2 * log.segmentBytes) {
-    problems.push(`'log.maxBytes' (${log.maxBytes}) must be at least 2 x 'log.segmentBytes' (${log.segmentBytes}); lower --log-segment-bytes or raise --log-max-bytes`)
+  // Without --log-segment-bytes the segment size follows from the bound, so a small bound works on its own.
+  const derived = raw.get('log.segmentBytes')?.value == null
+  if (derived) (log as { segmentBytes: number }).segmentBytes = derivedSegmentBytes(log.maxBytes)
+  const seg = derived ? `${log.segmentBytes}, derived from 'log.maxBytes': an eighth, at least ${SEGMENT_DERIVED_MIN}` : `${log.segmentBytes}`
+  // The bound holds the data directory: segments, and DIR_RESERVE_BYTES for the checkpoint, lock and directories.
+  const least = 2 * log.segmentBytes + DIR_RESERVE_BYTES
+  if (log.maxBytes < least) {
+    problems.push(
+      derived
+        ? `'log.maxBytes' (${log.maxBytes}) must be at least 2 x 'log.segmentBytes' (${seg}) + ${DIR_RESERVE_BYTES} for the checkpoint and directories: raise --log-max-bytes to at least ${least}, or give --log-segment-bytes (and a --max-record-bytes that fits in it)`
+        : `'log.maxBytes' (${log.maxBytes}) must be at least 2 x 'log.segmentBytes' (${seg}) + ${DIR_RESERVE_BYTES} for the checkpoint and directories; lower --log-segment-bytes or raise --log-max-bytes`,
+    )
   }
   if (frameBytes(log.maxRecordBytes) > log.segmentBytes - SEGMENT_HEADER_BYTES - SEAL_FRAME_BYTES) {
-    problems.push(`'log.maxRecordBytes' (${log.maxRecordBytes}) must fit in one segment: at most ${log.segmentBytes - SEGMENT_HEADER_BYTES - SEAL_FRAME_BYTES - 32} for 'log.segmentBytes' ${log.segmentBytes}`)
+    problems.push(`'log.maxRecordBytes' (${log.maxRecordBytes}) must fit in one segment: at most ${log.segmentBytes - SEGMENT_HEADER_BYTES - SEAL_FRAME_BYTES - 32} for 'log.segmentBytes' (${seg})`)
   }
   if (!nats.subjectPrefix.split('.').every((t) => TOKEN.test(t))) {
     problems.push(`'nats.subjectPrefix' must be NATS subject tokens separated by "." without spaces or wildcards, got ${JSON.stringify(nats.subjectPrefix)}`)

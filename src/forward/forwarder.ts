@@ -638,9 +638,9 @@ export class Forwarder implements Component {
     }
   }
 
-  /** Upstream state for /readyz: connected, last PubAck time (ms, 0 = none), last problem ('' = none), failed stream check. */
-  get health(): { connected: boolean; lastAckAtMs: number; problem: string; streamProblem: string } {
-    return { connected: this.connected, lastAckAtMs: this.lastAckAtMs, problem: this.lastProblem, streamProblem: this.streamProblem }
+  /** Upstream state for /readyz: connected, last PubAck time (ms, 0 = none), last problem ('' = none), failed stream check, the PubAck timeout. */
+  get health(): { connected: boolean; lastAckAtMs: number; problem: string; streamProblem: string; ackTimeoutMs: number } {
+    return { connected: this.connected, lastAckAtMs: this.lastAckAtMs, problem: this.lastProblem, streamProblem: this.streamProblem, ackTimeoutMs: this.opts.ackTimeoutMs }
   }
 
   private onReply(msg: Msg): void {

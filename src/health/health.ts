@@ -5,9 +5,11 @@
 // - log:      the ring log has not failed (a failed fdatasync stops it).
 // - disk:     free space in the data directory: degraded below 2 segments, failing below 1 or
 //             while the log refuses appends because the disk is full.
-// - upstream: connected to NATS *and acknowledging*: failing while disconnected, or while a backlog
-//             has waited UPSTREAM_STALL_MS without any PubAck (connected but, e.g., the stream
-//             refuses writes).
+// - upstream: connected to NATS *and acknowledging*: failing while disconnected; degraded as soon
+//             as records have waited the forwarder's --ack-timeout-ms without any PubAck (a frozen
+//             or overloaded server, a stream refusing writes: "no PubAck for N s"), and failing once
+//             they have waited --ready-stall-ms (UPSTREAM_STALL_MS by default). "Waited" counts
+//             from the later of the last PubAck and the moment records started waiting.
 // - downlink: commands and RPC from the cloud: failing when its NATS connection is up but the RPC
 //             subscription has ended (requests would go unanswered); degraded while not connected
 //             or while the command stream cannot be used (devices' data is still taken and kept).
@@ -34,7 +36,10 @@ export interface Readiness {
     readonly oldestAgeSeconds: number
     /** Messages acknowledged by JetStream per second, recent average. */
     readonly forwardRatePerSecond: number
-    /** Expected seconds until the backlog is empty at the recent rate (null: not draining). */
+    /**
+     * Expected seconds until the backlog is empty at the recent rate (0 without backlog). Null while
+     * not draining: upstream not ok, or records waiting with no PubAck in the last DRAIN_FRESH_MS.
+     */
     readonly drainEstimateSeconds: number | null
   }
 }
@@ -64,6 +69,8 @@ const RECENT_DROPS = 50
 
 /** A backlog with no PubAck for this long while connected fails the upstream check. */
 export const UPSTREAM_STALL_MS = 30_000
+/** A drain estimate needs a PubAck this recent (the rate average would otherwise outlive the acks). */
+const DRAIN_FRESH_MS = 2000
 /** Weight of the newest one-second sample in the forward-rate average (about a 20 s window). */
 const RATE_ALPHA = 0.1
 
@@ -105,8 +112,13 @@ export interface HealthSources {
   readonly dataDir: string
   readonly segmentBytes: number
   readonly mqttListening: () => boolean
-  /** `streamProblem`: why the stream check through the JetStream API failed ('' = it did not). */
-  readonly upstream: () => { connected: boolean; lastAckAtMs: number; problem: string; streamProblem?: string }
+  /**
+   * `streamProblem`: why the stream check through the JetStream API failed ('' = it did not).
+   * `ackTimeoutMs`: how long the forwarder waits for a PubAck (--ack-timeout-ms); records waiting
+   * longer than that without any PubAck degrade the upstream check at once. Without it, only the
+   * stall (`stallMs`) is checked.
+   */
+  readonly upstream: () => { connected: boolean; lastAckAtMs: number; problem: string; streamProblem?: string; ackTimeoutMs?: number }
   readonly openReader: (fromSeq: number) => LogReader
   readonly metrics: HealthMetrics
   readonly stallMs?: number
@@ -242,7 +254,9 @@ export class Health implements Component {
     if (!up.connected) upstream = { status: 'failing', detail: `not connected to NATS; buffering ${records} records in the log${up.problem ? ` (${up.problem})` : ''}` }
     else if (up.streamProblem) upstream = { status: 'failing', detail: `connected, but the stream is not usable; buffering ${records} records in the log: ${up.streamProblem}` }
     else if (waitingMs > stallMs) upstream = { status: 'failing', detail: `connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting${up.problem ? `: ${up.problem}` : ''}` }
-    else upstream = { status: 'ok', detail: records > 0 ? `acknowledging; ${records} records to forward` : 'acknowledging' }
+    else if (up.ackTimeoutMs !== undefined && waitingMs >= up.ackTimeoutMs) {
+      upstream = { status: 'degraded', detail: `connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting (--ack-timeout-ms ${up.ackTimeoutMs}; failing after ${Math.round(stallMs / 1000)} s)${up.problem ? `: ${up.problem}` : ''}` }
+    } else upstream = { status: 'ok', detail: records > 0 ? `acknowledging; ${records} records to forward` : 'acknowledging' }
     const checks = { mqtt, log: logCheck, disk, upstream, downlink: this.downlink(now) }
     const states = Object.values(checks).map((c) => c.status)
     const status: CheckState = states.includes('failing') ? 'failing' : states.includes('degraded') ? 'degraded' : 'ok'
@@ -254,8 +268,8 @@ export class Health implements Component {
         records,
         oldestAgeSeconds: records > 0 && this.oldestTs > 0 ? Math.max(0, (now - this.oldestTs) / 1000) : 0,
         forwardRatePerSecond: rate,
-        // Not draining while upstream is down or stalled, whatever the rate was before.
-        drainEstimateSeconds: records === 0 ? 0 : upstream.status === 'ok' && rate > 0.5 ? Math.round((records / rate) * 10) / 10 : null,
+        // Not draining while upstream is down, stalled or silent, whatever the rate average still says.
+        drainEstimateSeconds: records === 0 ? 0 : upstream.status === 'ok' && waitingMs < DRAIN_FRESH_MS && rate > 0.5 ? Math.round((records / rate) * 10) / 10 : null,
       },
     }
   }

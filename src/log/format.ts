@@ -45,6 +45,12 @@ export const TYPE_SEAL = 3
 export const SEAL_BODY_BYTES = 32
 export const SEAL_FRAME_BYTES = RECORD_HEADER_BYTES + SEAL_BODY_BYTES
 /**
+ * Room the bound (--log-max-bytes) keeps for the data directory's files beside the segments: the
+ * checkpoint (8 KiB), the lock file and the directories themselves, with their block rounding. The
+ * segments stay within maxBytes minus this, so the whole directory stays within maxBytes.
+ */
+export const DIR_RESERVE_BYTES = 32 * 1024
+/**
  * Largest body the format allows (a frame must also fit in its file). Readers check frames against
  * this, never against the configured publish limit: lowering --max-record-bytes must not turn
  * records already stored into "damage".

@@ -34,6 +34,7 @@ import {
   decodeSegmentHeader,
   encodeSealBody,
   encodeSegmentHeader,
+  DIR_RESERVE_BYTES,
   frameBytes,
   parseSegmentFileName,
   SEAL_FRAME_BYTES,
@@ -843,13 +844,13 @@ export class RingLog implements Component {
     this.durableSize = SEGMENT_HEADER_BYTES
   }
 
-  /** Deletes or evicts the oldest segments until a new full segment fits in maxBytes. */
+  /** Deletes or evicts the oldest segments until a new full segment fits in maxBytes (less the data directory's other files). */
   private async makeRoom(): Promise<void> {
     for (;;) {
       const used = this.segments.reduce((s, g) => s + g.size, 0) + (this.active ? SEAL_FRAME_BYTES : 0)
-      if (used + this.opts.segmentBytes <= this.opts.maxBytes) return
+      if (used + this.opts.segmentBytes + DIR_RESERVE_BYTES <= this.opts.maxBytes) return
       const oldest = this.segments[0]
-      if (!oldest || oldest === this.active?.seg) return // cannot happen with maxBytes >= 2 segments
+      if (!oldest || oldest === this.active?.seg) return // cannot happen with maxBytes >= 2 segments + DIR_RESERVE_BYTES
       if (oldest.lastSeq > this.ackedSeq) {
         if (this.opts.discard === 'new') {
           throw new LogFullError(`ring log is full (${used} of ${this.opts.maxBytes} bytes) and the oldest segment is not yet forwarded`)

@@ -36,9 +36,29 @@ describe('ACL', () => {
       expect(acl.canSubscribe('d1', evil, 'commands/#')).toBe(false)
     }
     expect(acl.canPublish('%c', 'victim', 'devices/victim/t')).toBe(false) // "%c" as identity is not expanded again
-    expect(acl.canSubscribe('ops', 'o', 'devices/#')).toBe(false) // overlaps the deny rule
+    // Mosquitto's rule: a deny rule refuses only a filter it matches; what a wildcard brings is checked per message.
+    expect(acl.canSubscribe('ops', 'o', 'devices/#')).toBe(true)
+    expect(acl.canRead('ops', 'o', 'devices/d1/secret')).toBe(false)
+    expect(acl.canSubscribe('ops', 'o', 'devices/+/secret')).toBe(false)
+    expect(acl.canSubscribe('ops', 'o', 'devices/d1/secret')).toBe(false)
     expect(acl.canSubscribe('ops', 'o', 'devices/d1/t')).toBe(true)
     expect(acl.canPublish(undefined, 'anon', 'devices/anon/t')).toBe(false) // anonymous: no patterns, no rules
+  })
+
+  it('acl - read everything except one topic: wildcards are granted, the denied topic is refused and never read', () => {
+    const acl = Acl.parse('user ops\ntopic read #\ntopic deny sensors/secret\nuser dev\ntopic read sensors/+\n')
+    for (const f of ['#', 'sensors/#', 'sensors/+', '+/secret', 'other/x']) expect(acl.canSubscribe('ops', 'o', f)).toBe(true)
+    expect(acl.canSubscribe('ops', 'o', 'sensors/secret')).toBe(false)
+    expect(acl.canRead('ops', 'o', 'sensors/secret')).toBe(false)
+    expect(acl.canRead('ops', 'o', 'sensors/public')).toBe(true)
+    expect(acl.canSubscribe('ops', 'o', '$SYS/#')).toBe(false) // "#" in a rule's first level does not match "$" topics
+    // A read rule matches the filter's text: "sensors/+" grants sensors/+ and sensors/a, not sensors/# nor #.
+    expect(acl.canSubscribe('dev', 'd', 'sensors/+')).toBe(true)
+    expect(acl.canSubscribe('dev', 'd', 'sensors/a')).toBe(true)
+    expect(acl.canSubscribe('dev', 'd', 'sensors/#')).toBe(true) // "+" matches the level "#"; deeper topics fail canRead
+    expect(acl.canRead('dev', 'd', 'sensors/a/b')).toBe(false)
+    expect(acl.canSubscribe('dev', 'd', '#')).toBe(false)
+    expect(acl.canSubscribe('dev', 'd', 'sensors/a/b')).toBe(false)
   })
 
   it('acl - rules before any user line are the anonymous rules; every bad line is reported', () => {

@@ -4,6 +4,7 @@ import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { LogFullError, LogIoError } from '../../src/errors.js'
 import { Checkpoint } from '../../src/log/checkpoint.js'
+import { DIR_RESERVE_BYTES } from '../../src/log/format.js'
 import { DeadLetters } from '../../src/forward/dead-letter.js'
 import { LogReader, nodeFs, readCheckpointState } from '../../src/log/index.js'
 import type { LogFs, RingLog } from '../../src/log/index.js'
@@ -413,8 +414,8 @@ describe('disk full - ring log', () => {
     }
     const logger = createLogger({ level: 'warn', format: 'json', write: (l) => lines.push(l) })
     const dir = tempDir()
-    // Four segments fit: from then on every roll deletes the oldest (forwarded) one first.
-    const log = await openLog(dir, { fs: fsys, logger, maxBytes: 256 * 1024, discard: 'new' })
+    // Four segments fit (and the data directory's reserve): from then on every roll deletes the oldest (forwarded) one first.
+    const log = await openLog(dir, { fs: fsys, logger, maxBytes: 256 * 1024 + DIR_RESERVE_BYTES, discard: 'new' })
     let n = 0
     const appendAcked = async (): Promise<void> => log.ack(await log.append(body(n++)))
     while (log.listSegments().length < 4) await appendAcked()
