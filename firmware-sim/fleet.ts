@@ -66,6 +66,8 @@ export interface FleetOptions {
   ratePerDevice: number
   /** Max unacknowledged messages per device when `ratePerDevice` is 0 (ignored otherwise). Default 10. */
   inflight?: number
+  /** MQTT version the devices speak: 4 (3.1.1) or 5. Default 4. */
+  protocolVersion?: 4 | 5
   /** QoS of every publish. Default 1. Ignored when `qosMix` is given. */
   qos?: QoS
   /** Each message draws its QoS with these weights, e.g. `{0: 10, 1: 80, 2: 10}`. Default: always `qos`. */
@@ -386,6 +388,8 @@ export function startFleet(opts: FleetOptions): Fleet {
   if (!Number.isFinite(rate) || rate < 0) throw new RangeError(`ratePerDevice must be >= 0, got ${rate}`)
   const maxInflight = int('inflight', opts.inflight ?? 10, 1)
   const qos: QoS = opts.qos ?? 1
+  const protocolVersion = opts.protocolVersion ?? 4
+  if (protocolVersion !== 4 && protocolVersion !== 5) throw new RangeError(`protocolVersion must be 4 or 5, got ${String(protocolVersion)}`)
   if (qos !== 0 && qos !== 1 && qos !== 2) throw new RangeError(`qos must be 0, 1 or 2, got ${String(qos)}`)
   const qosWeights = opts.qosMix === undefined ? undefined : weightsOf<QoS>('qosMix', opts.qosMix, [0, 1, 2])
   const qosTotal = qosWeights?.reduce((s, [, w]) => s + w, 0) ?? 0
@@ -788,7 +792,7 @@ export function startFleet(opts: FleetOptions): Fleet {
       clean: d.clean,
       keepalive,
       connectTimeout,
-      protocolVersion: 4,
+      protocolVersion,
       reconnectPeriod: backoffStartMs, // > 0, never used: see the top of this file
       reschedulePings: false,
       queueQoSZero: false,
