@@ -390,6 +390,7 @@ export class Forwarder implements Component {
       this.publishNew(r.seq, r.epoch, r.ts, r.body, false, !this.recovering)
     }
     this.absorbLive(this.opts.reader.position)
+    if (performance.now() >= this.expiredLogAt) this.logExpired()
     if (this.live && this.opts.reader.position >= this.live.reader.position) await this.closeLiveLane()
     // Let ingress (PUBACKs) and PubAcks in between chunks.
     await new Promise((r) => setImmediate(r))
@@ -777,8 +778,7 @@ export class Forwarder implements Component {
   private expire(f: Inflight): void {
     this.opts.metrics.drops.inc(1, { reason: 'expired' })
     this.expired.add(f.seq)
-    this.complete(f)
-    if (performance.now() >= this.expiredLogAt) this.logExpired()
+    this.complete(f) // logged after the chunk (step) or by the timer (tick): one line for many
   }
 
   private logExpired(): void {
