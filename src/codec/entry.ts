@@ -255,15 +255,14 @@ export function decodeEntry(buf: Uint8Array): Entry {
     properties = readBlock(b, blockAt, blockEnd)
     payloadAt = blockEnd
   }
-  const e: { -readonly [K in keyof Entry]: Entry[K] } = {
-    qos: (flags & 3) as 0 | 1 | 2,
-    retain: (flags & 4) !== 0,
-    packetId: b.readUInt16LE(2),
-    encoding: version === 1 ? 0 : (((flags >> 3) & 3) as PayloadEncoding),
-    clientId: b.toString('utf8', FIXED, FIXED + cidLen),
-    topic: b.toString('utf8', FIXED + cidLen, FIXED + cidLen + topicLen),
-    payload: b.subarray(payloadAt),
-  }
-  if (properties) e.properties = properties
-  return e
+  const qos = (flags & 3) as 0 | 1 | 2
+  const retain = (flags & 4) !== 0
+  const packetId = b.readUInt16LE(2)
+  const encoding = version === 1 ? 0 : (((flags >> 3) & 3) as PayloadEncoding)
+  const clientId = b.toString('utf8', FIXED, FIXED + cidLen)
+  const topic = b.toString('utf8', FIXED + cidLen, FIXED + cidLen + topicLen)
+  const payload = b.subarray(payloadAt)
+  // Two object shapes, each built whole (no property added later): entries without properties as before.
+  if (properties === undefined) return { qos, retain, packetId, encoding, clientId, topic, payload }
+  return { qos, retain, packetId, encoding, clientId, topic, payload, properties }
 }
