@@ -39,6 +39,7 @@ const ENTRIES: Entry[] = [
         ['unit', 'C'],
         ['a b:c%é', ' spaced\r\nvalue '],
         ['unit', 'K'],
+        ['lang', 'français'],
       ],
       responseTopic: 'devices/dev-5/replies',
       correlationData: Buffer.from([1, 2, 3]),
@@ -112,6 +113,7 @@ describe('properties - MQTT 5 properties forwarded by the gateway', () => {
     expect(props).toEqual([
       ['unit', 'C'], // readStream keeps the first value of a repeated name
       ['a b:c%é', ' spaced\r\nvalue '],
+      ['lang', 'français'],
     ])
     // Every value of a repeated name, in order, as a consumer sees them.
     const { connect } = await import('@nats-io/transport-node')
@@ -144,6 +146,7 @@ describe('properties - MQTT 5 properties forwarded by the gateway', () => {
           ['unit', 'C'],
           ['a b:c%é', ' spaced\r\nvalue '],
           ['unit', 'K'],
+          ['lang', 'français'],
         ],
         responseTopic: 'devices/dev-5/replies',
         correlationData: '010203',
@@ -153,7 +156,44 @@ describe('properties - MQTT 5 properties forwarded by the gateway', () => {
     expect(JSON.parse(plain.stdout.trim())).not.toHaveProperty('properties')
     const text = await runFerry(['log', 'dump', dir, '--from', '4', '--limit', '2'])
     const [l4, l5] = text.stdout.split('\n')
-    expect(l4).toContain(`{expires ${new Date(future).toISOString()}; content-type application/cbor; user unit=C; user a b:c%é= spaced\\x0d\\x0avalue ; user unit=K; response-topic devices/dev-5/replies; correlation 0x010203}`)
+    expect(l4).toContain(`{expires ${new Date(future).toISOString()}; content-type application/cbor; user unit=C; user a b:c%é= spaced\\x0d\\x0avalue ; user unit=K; user lang=français; response-topic devices/dev-5/replies; correlation 0x010203}`)
     expect(l5).toMatch(/\{utf8\}$/)
   })
+})
+
+describe('properties - records that expire while upstream is down', () => {
+  it('expiry - buffered through an outage, records whose expiry passed meanwhile are dropped when forwarding resumes; the rest arrive in order', async () => {
+    const nats = await startNats()
+    const dir = tempDir('ferry-props-outage-')
+    let gw: GatewayProcess | undefined
+    try {
+      await nats.stop()
+      const soon = Date.now() + 1500
+      const log = await openLog(dir)
+      for (let i = 1; i <= 6; i++) {
+        // Odd seqs expire 1.5 s from now; even ones never.
+        const properties = i % 2 === 1 ? { expiresAtMs: soon } : { userProperties: [['i', String(i)] as const] }
+        await log.append(encodeEntry({ ...base, topic: 'devices/dev-5/t', packetId: i, encoding: 3, payload: Buffer.from(`m${i}`), properties }))
+      }
+      await log.close()
+      gw = await spawnGateway(['--data-dir', dir, '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--stream', STREAM, '--subject-prefix', STREAM.toLowerCase(), '--presence', 'off'])
+      while (Date.now() <= soon + 100) await new Promise((r) => setTimeout(r, 100))
+      await nats.start()
+      expect(await waitForCount(nats.url, 3, 20_000, STREAM)).toBe(3)
+      const got = await readStream(nats.url, STREAM)
+      expect(got.map((m) => Buffer.from(m.data).toString())).toEqual(['m2', 'm4', 'm6'])
+      let text = ''
+      for (let i = 0; i < 100; i++) {
+        text = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text()
+        if (/^ferry_drops_total\{reason="expired"\} 3$/m.test(text)) break
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      expect(text).toMatch(/^ferry_drops_total\{reason="expired"\} 3$/m)
+      expect(await gw.kill('SIGTERM')).toBe(0)
+      expect(JSON.parse((await runFerry(['log', 'stat', dir, '--json'])).stdout)).toMatchObject({ acked: 6, backlog: 0 })
+    } finally {
+      await gw?.kill('SIGKILL')
+      await nats.stop()
+    }
+  }, 60_000)
 })
