@@ -20,6 +20,7 @@ export {
   USER_PROPERTY_HEADERS_MAX,
   USER_PROPERTY_BYTES_MAX,
   CONTENT_TYPE_UTF8_TEXT,
+  isoTime,
 } from './headers.js'
 export type { PropertyHeaders } from './headers.js'
 export { uplinkMessage, uplinkMsgId, isEventTopic } from './nats-message.js'

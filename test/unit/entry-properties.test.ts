@@ -13,6 +13,7 @@ import {
   decodeEntry,
   encodeEntry,
   escapeHeaderName,
+  isoTime,
   unescapeHeaderName,
   unescapeHeaderValue,
   uplinkMessage,
@@ -112,7 +113,7 @@ describe('entry version 3 - MQTT 5 properties in the log', () => {
   it('entry - decodeEntry throws only the codec error, whatever truncation or corruption', () => {
     fc.assert(
       fc.property(
-        entry.filter((e) => e.properties !== undefined),
+        entry,
         fc.nat(),
         fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 }),
         (e, cut, flips) => {
@@ -129,6 +130,17 @@ describe('entry version 3 - MQTT 5 properties in the log', () => {
       ),
       { numRuns: 5000 },
     )
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 80 }), fc.constantFrom(1, 2, 3), (bytes, version) => {
+        if (bytes.length > 0) bytes[0] = version
+        try {
+          decodeEntry(bytes)
+        } catch (err) {
+          expect((err as FerryError).code).toBe('FERRY_ERR_CODEC_ENTRY')
+        }
+      }),
+      { numRuns: 5000 },
+    )
   })
 
   it('entry - refuses what MQTT could not have sent (codec error, not a RangeError)', () => {
@@ -140,6 +152,17 @@ describe('entry version 3 - MQTT 5 properties in the log', () => {
 })
 
 describe('headers - MQTT 5 properties upstream', () => {
+  it('headers - Ferry-Expires is exactly Date.toISOString, whatever the order of times', () => {
+    const time = fc.oneof(fc.integer({ min: -8.64e15, max: 8.64e15 - 2 }), fc.integer({ min: Date.UTC(2020, 0), max: Date.UTC(2040, 0) }), fc.double({ min: -8.64e15, max: 8.64e15 - 2, noNaN: true }))
+    fc.assert(
+      fc.property(fc.array(time, { minLength: 1, maxLength: 20 }), (times) => {
+        for (const t of times) expect(isoTime(t)).toBe(new Date(t).toISOString())
+        for (const t of times) expect(isoTime(t + 1)).toBe(new Date(t + 1).toISOString()) // same day, cached date part
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
   it('headers - any User Property name becomes a valid header name and back', () => {
     fc.assert(
       fc.property(text(30), (name) => {
