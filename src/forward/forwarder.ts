@@ -441,7 +441,7 @@ export class Forwarder implements Component {
       this.probe = head.value
       if (head.value.parked) return
       this.send(head.value)
-      this.opts.metrics.forwardRetries.inc()
+      if (!head.value.done) this.opts.metrics.forwardRetries.inc() // not when it expired instead
     }
     const p = this.probe
     if (!p || p.done || p.sentAt === 0) return // answered at once (dead-lettered, or refused: after the backoff)
@@ -625,7 +625,7 @@ export class Forwarder implements Component {
   }
 
   private send(f: Inflight): void {
-    if (f.expiresAtMs <= Date.now()) {
+    if (f.expiresAtMs !== Infinity && f.expiresAtMs <= Date.now()) {
       this.expire(f)
       return
     }
