@@ -11,6 +11,7 @@ import { runFerry, spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
 import { openLog, tempDir } from '../helpers/log.js'
 import { startNats } from '../helpers/nats.js'
+import { startProxy } from '../helpers/proxy.js'
 import type { NatsServer } from '../helpers/nats.js'
 import { readStream, waitForCount } from '../helpers/stream.js'
 import type { StoredMessage } from '../helpers/stream.js'
@@ -193,6 +194,56 @@ describe('properties - records that expire while upstream is down', () => {
       expect(JSON.parse((await runFerry(['log', 'stat', dir, '--json'])).stdout)).toMatchObject({ acked: 6, backlog: 0 })
     } finally {
       await gw?.kill('SIGKILL')
+      await nats.stop()
+    }
+  }, 60_000)
+})
+
+describe('properties - a record that expires between its first send and its resend', () => {
+  it('expiry - a send lost with its connection is not sent again once expired: counted, and the others are resent in order', async () => {
+    const nats = await startNats()
+    const proxy = await startProxy(nats.port)
+    const dir = tempDir('ferry-props-resend-')
+    let gw: GatewayProcess | undefined
+    try {
+      const expiresAtMs = Date.now() + 8000
+      const log = await openLog(dir)
+      await log.append(encodeEntry({ ...base, topic: 'devices/dev-5/t', packetId: 1, encoding: 3, payload: Buffer.from('r1') }))
+      await log.append(encodeEntry({ ...base, topic: 'devices/dev-5/t', packetId: 2, encoding: 3, payload: Buffer.from('r2'), properties: { expiresAtMs } }))
+      await log.append(encodeEntry({ ...base, topic: 'devices/dev-5/t', packetId: 3, encoding: 3, payload: Buffer.from('r3') }))
+      await log.close()
+      // Every chunk waits up to 1 s in the proxy, so the first publishes are still queued there when
+      // the connection is cut: the server never sees them. The proxy then holds every new connection
+      // until record 2 has expired.
+      proxy.setLatency(1000)
+      let sent = ''
+      const cut = proxy.cutWhen((chunk) => {
+        sent = chunk.toString('latin1')
+        return sent.includes('Nats-Msg-Id: ')
+      })
+      gw = await spawnGateway(['--data-dir', dir, '--nats-url', proxy.url, '--gateway-id', 'gw-r', '--mqtt-listen', '127.0.0.1:0', '--stream', STREAM, '--subject-prefix', STREAM.toLowerCase(), '--presence', 'off'])
+      expect(await cut).toBeGreaterThanOrEqual(1) // the forwarder's connection (and the downlink's)
+      proxy.blackhole()
+      expect(sent).toMatch(/Nats-Msg-Id: gw-r:\d+:2\r\n/) // record 2 went out once before it expired
+      expect(Date.now()).toBeLessThan(expiresAtMs)
+      while (Date.now() <= expiresAtMs + 100) await new Promise((r) => setTimeout(r, 100))
+      proxy.setLatency(0)
+      proxy.heal()
+      expect(await waitForCount(nats.url, 2, 30_000, STREAM)).toBe(2)
+      const got = await readStream(nats.url, STREAM)
+      expect(got.map((m) => Buffer.from(m.data).toString())).toEqual(['r1', 'r3'])
+      let text = ''
+      for (let i = 0; i < 100; i++) {
+        text = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text()
+        if (/^ferry_drops_total\{reason="expired"\} 1$/m.test(text)) break
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      expect(text).toMatch(/^ferry_drops_total\{reason="expired"\} 1$/m)
+      expect(await gw.kill('SIGTERM')).toBe(0)
+      expect(JSON.parse((await runFerry(['log', 'stat', dir, '--json'])).stdout)).toMatchObject({ acked: 3, backlog: 0 })
+    } finally {
+      await gw?.kill('SIGKILL')
+      await proxy.close()
       await nats.stop()
     }
   }, 60_000)
