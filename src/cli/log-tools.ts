@@ -10,6 +10,7 @@ import path from 'node:path'
 import { ENCODING_CONTENT_TYPE, decodeCbor, decodeEntry } from '../codec/index.js'
 import { FerryError } from '../errors.js'
 import { DEAD_LETTER_FILE, formatDeadLetter, parseDeadLetters } from '../forward/dead-letter.js'
+import type { MessageProperties } from '../codec/index.js'
 import type { StoredDeadLetter } from '../forward/dead-letter.js'
 import { DirLock, NO_LOG_METRICS, RingLog, nodeFs, readCheckpointState, rewriteCheckpoint, scanLog, statLog } from '../log/index.js'
 import type { InspectedRecord } from '../log/index.js'
@@ -112,7 +113,42 @@ interface RecordDescription {
   qos?: 0 | 1 | 2
   contentType?: string
   payload?: string
+  /** MQTT 5 properties kept with the message (entry version 3), absent when it has none. */
+  properties?: PropertiesDescription
   error?: string
+}
+
+/** The MQTT 5 properties of a record as `log dump` shows them (times ISO 8601, binary as hex). */
+interface PropertiesDescription {
+  expiresAt?: string
+  contentType?: string
+  utf8?: true
+  userProperties?: Array<[string, string]>
+  responseTopic?: string
+  correlationData?: string
+}
+
+function describeProperties(p: MessageProperties): PropertiesDescription {
+  const d: PropertiesDescription = {}
+  if (p.expiresAtMs !== undefined) d.expiresAt = iso(p.expiresAtMs)
+  if (p.contentType !== undefined) d.contentType = p.contentType
+  if (p.utf8 === true) d.utf8 = true
+  if (p.userProperties !== undefined) d.userProperties = p.userProperties.map(([n, v]) => [n, v])
+  if (p.responseTopic !== undefined) d.responseTopic = p.responseTopic
+  if (p.correlationData !== undefined) d.correlationData = Buffer.from(p.correlationData).toString('hex')
+  return d
+}
+
+/** The properties on one text line, fields printable-escaped (exact values: --json). */
+function propertiesText(d: PropertiesDescription): string {
+  const parts: string[] = []
+  if (d.expiresAt !== undefined) parts.push(`expires ${d.expiresAt}`)
+  if (d.contentType !== undefined) parts.push(`content-type ${printable(d.contentType)}`)
+  if (d.utf8) parts.push('utf8')
+  for (const [n, v] of d.userProperties ?? []) parts.push(`user ${printable(n)}=${printable(v)}`)
+  if (d.responseTopic !== undefined) parts.push(`response-topic ${printable(d.responseTopic)}`)
+  if (d.correlationData !== undefined) parts.push(`correlation 0x${d.correlationData}`)
+  return parts.join('; ')
 }
 
 function describeRecord(r: { seq: number; ts: number; body: Buffer }): RecordDescription {
@@ -128,6 +164,7 @@ function describeRecord(r: { seq: number; ts: number; body: Buffer }): RecordDes
       qos: e.qos,
       contentType: ENCODING_CONTENT_TYPE[encoding] || 'as sent',
       payload: preview(e.payload, encoding),
+      ...(e.properties ? { properties: describeProperties(e.properties) } : {}),
     }
   } catch (err) {
     return { seq: r.seq, time: iso(r.ts), bytes: r.body.length, error: (err as Error).message }
@@ -165,7 +202,7 @@ async function logDump(args: Args): Promise<number> {
     n++
     const d = describeRecord(r)
     if (json) process.stdout.write(printableJson(d) + '\n')
-    else process.stdout.write(d.error ? `${d.seq}  ${d.time}  ${d.bytes} B  undecodable: ${printable(d.error)}\n` : `${d.seq}  ${d.time}  ${String(d.bytes).padStart(5)} B  ${printable(d.clientId)}  ${printable(d.topic)}  qos${d.qos}  ${d.contentType}  ${printable(d.payload)}\n`)
+    else process.stdout.write(d.error ? `${d.seq}  ${d.time}  ${d.bytes} B  undecodable: ${printable(d.error)}\n` : `${d.seq}  ${d.time}  ${String(d.bytes).padStart(5)} B  ${printable(d.clientId)}  ${printable(d.topic)}  qos${d.qos}  ${d.contentType}  ${printable(d.payload)}${d.properties ? `  {${propertiesText(d.properties)}}` : ''}\n`)
     return n < limit
   })
   if (!json) process.stderr.write(`${n} record(s)\n`)

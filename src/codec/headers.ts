@@ -5,12 +5,30 @@
 // Nats-Expected-Stream: <stream>\r\n   (JetStream refuses the publish when another stream captures the subject)
 // Ferry-Client: <MQTT client id, escaped>\r\n
 // Content-Type: <content type>\r\n
+// -- only for a message with MQTT 5 properties (log entry version 3), in this order: --
+// Ferry-Expires: <absolute expiry, RFC 3339 UTC with ms>\r\n          (Message Expiry Interval)
+// Ferry-Response-Topic: <MQTT topic, escaped>\r\n                     (Response Topic)
+// Ferry-Correlation-Data: <base64>\r\n                                (Correlation Data)
+// Ferry-Prop-<name, escaped as a token>: <value, escaped>\r\n         (one per User Property, in order)
+// Ferry-Props-Omitted: <n>\r\n                                        (User Properties beyond the bounds)
 // \r\n
 //
 // Header values cannot hold CR or LF; MQTT client ids can hold anything. In Ferry-Client, `%` and
 // every byte <= 0x1f or == 0x7f are written as `%XX` (the subject rule, without the space and
 // wildcard cases), and so is a space at either end (decoders trim values), so the value is always
-// valid and the original id recoverable.
+// valid and the original id recoverable. Every other string value above (a declared Content-Type,
+// the response topic, user property values) is escaped the same way.
+//
+// Header names must be printable ASCII without `:` (nats.js refuses anything else when it decodes a
+// message); a User Property name can be any UTF-8 string. The part after `Ferry-Prop-` keeps every
+// RFC 9110 token character except `%` (ALPHA DIGIT ! # $ & ' * + - . ^ _ ` | ~) and writes every other
+// UTF-8 byte, `%` included, as `%XX` (upper-case hex): always a valid name, and the original name is
+// recovered by decoding the `%XX` bytes as UTF-8 (unescapeHeaderName). Names keep their case.
+//
+// Bounds: at most USER_PROPERTY_HEADERS_MAX properties and USER_PROPERTY_BYTES_MAX bytes of their
+// header lines go upstream, the first ones in the order the device sent them; the rest are omitted,
+// and counted in Ferry-Props-Omitted (and by the forwarder in ferry_forward_properties_omitted_total).
+import type { MessageProperties } from './properties.js'
 
 const MUST_ESCAPE = /[%\x00-\x1f\x7f]|^ | $/
 
@@ -25,10 +43,122 @@ export function unescapeHeaderValue(v: string): string {
   return v.includes('%') ? v.replace(/%([0-9A-F]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16))) : v
 }
 
+/** The prefix of the header of each User Property (uplink), and of each command header sent to a v5 device as a User Property (downlink). */
+export const USER_PROPERTY_HEADER_PREFIX = 'Ferry-Prop-'
+/** The header that counts User Properties not forwarded (beyond the bounds). */
+export const PROPS_OMITTED_HEADER = 'Ferry-Props-Omitted'
+/** The absolute expiry of a message that had a Message Expiry Interval (RFC 3339, UTC, milliseconds). */
+export const EXPIRES_HEADER = 'Ferry-Expires'
+/** The MQTT Response Topic of a message, escaped like Ferry-Client. */
+export const RESPONSE_TOPIC_HEADER = 'Ferry-Response-Topic'
+/** The MQTT Correlation Data of a message, base64 (RFC 4648, with padding). */
+export const CORRELATION_DATA_HEADER = 'Ferry-Correlation-Data'
+/** Most User Properties forwarded as headers per message. */
+export const USER_PROPERTY_HEADERS_MAX = 32
+/** Most bytes of User Property header lines (`Ferry-Prop-<name>: <value>\r\n`, escaped) per message. */
+export const USER_PROPERTY_BYTES_MAX = 4096
+/** Content-Type of a payload the device marked as UTF-8 (Payload Format Indicator 1) that is not JSON and has no declared type. */
+export const CONTENT_TYPE_UTF8_TEXT = 'text/plain; charset=utf-8'
+
+// RFC 9110 tchar without '%': these bytes stand for themselves in an escaped name.
+const NAME_KEEP = new Uint8Array(128)
+for (const c of "!#$&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") NAME_KEEP[c.charCodeAt(0)] = 1
+
+/** A User Property name as the part of a header name after the prefix (see the file comment). */
+export function escapeHeaderName(name: string): string {
+  let plain = true
+  for (let i = 0; i < name.length && plain; i++) plain = NAME_KEEP[name.charCodeAt(i)] === 1
+  if (plain) return name
+  let out = ''
+  for (const byte of Buffer.from(name, 'utf8')) {
+    out += byte < 128 && NAME_KEEP[byte] === 1 ? String.fromCharCode(byte) : '%' + byte.toString(16).toUpperCase().padStart(2, '0')
+  }
+  return out
+}
+
+/** Reverses {@link escapeHeaderName}. */
+export function unescapeHeaderName(escaped: string): string {
+  if (!escaped.includes('%')) return escaped
+  const bytes: number[] = []
+  for (let i = 0; i < escaped.length; i++) {
+    const hex = escaped[i] === '%' ? escaped.slice(i + 1, i + 3) : ''
+    if (/^[0-9A-F]{2}$/.test(hex)) {
+      bytes.push(parseInt(hex, 16))
+      i += 2
+    } else {
+      bytes.push(escaped.charCodeAt(i) & 0x7f)
+    }
+  }
+  return Buffer.from(bytes).toString('utf8')
+}
+
+// Date.prototype.toISOString costs ~0.4 µs; expiries of one day share their date part, so only the
+// time of day is formatted per message (same output, for every time a Date can hold).
+const DAY_MS = 86_400_000
+let cachedDay = Number.NaN
+let cachedDate = ''
+
+const pad2 = (n: number): string => (n < 10 ? '0' : '') + n
+
+/** `new Date(ms).toISOString()`, faster for times within one day of the last one. */
+export function isoTime(time: number): string {
+  const ms = Math.trunc(time) // as Date does (TimeClip)
+  const day = Math.floor(ms / DAY_MS)
+  if (day !== cachedDay) {
+    const full = new Date(ms).toISOString()
+    cachedDay = day
+    cachedDate = full.slice(0, full.indexOf('T') + 1)
+    return full
+  }
+  const t = ms - day * DAY_MS
+  const milli = Math.floor(t % 1000)
+  const sec = Math.floor(t / 1000)
+  return `${cachedDate}${pad2(Math.floor(sec / 3600))}:${pad2(Math.floor(sec / 60) % 60)}:${pad2(sec % 60)}.${milli < 10 ? '00' : milli < 100 ? '0' : ''}${milli}Z`
+}
+
 /**
  * The header block of one uplink message, as bytes. `msgId` and `contentType` are ASCII by construction; `stream` is the
  * configured stream name (no CR/LF: config validation refuses white space in it).
  */
 export function encodeUplinkHeaders(msgId: string, stream: string, clientId: string, contentType: string): Uint8Array {
   return Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\nNats-Expected-Stream: ${stream}\r\nFerry-Client: ${escapeHeaderValue(clientId)}\r\nContent-Type: ${contentType}\r\n\r\n`, 'utf8')
+}
+
+/** The header block of a message with MQTT 5 properties, and how many User Properties it leaves out. */
+export interface PropertyHeaders {
+  readonly headers: Uint8Array
+  /** User Properties not forwarded (beyond USER_PROPERTY_HEADERS_MAX or USER_PROPERTY_BYTES_MAX). */
+  readonly omitted: number
+}
+
+/**
+ * The header block of an uplink message with MQTT 5 properties: the same first headers as
+ * {@link encodeUplinkHeaders} (`contentType` may be the device's: it is escaped), then those of
+ * the properties (see the file comment).
+ */
+export function encodeUplinkHeadersWithProperties(msgId: string, stream: string, clientId: string, contentType: string, props: MessageProperties): PropertyHeaders {
+  let s = `NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\nNats-Expected-Stream: ${stream}\r\nFerry-Client: ${escapeHeaderValue(clientId)}\r\nContent-Type: ${escapeHeaderValue(contentType)}\r\n`
+  if (props.expiresAtMs !== undefined) s += `${EXPIRES_HEADER}: ${isoTime(props.expiresAtMs)}\r\n`
+  if (props.responseTopic !== undefined) s += `${RESPONSE_TOPIC_HEADER}: ${escapeHeaderValue(props.responseTopic)}\r\n`
+  if (props.correlationData !== undefined) {
+    const d = props.correlationData
+    s += `${CORRELATION_DATA_HEADER}: ${Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('base64')}\r\n`
+  }
+  let omitted = 0
+  const pairs = props.userProperties
+  if (pairs !== undefined && pairs.length > 0) {
+    let bytes = 0
+    let n = 0
+    for (const [name, value] of pairs) {
+      const line = `${USER_PROPERTY_HEADER_PREFIX}${escapeHeaderName(name)}: ${escapeHeaderValue(value)}\r\n`
+      bytes += Buffer.byteLength(line, 'utf8')
+      if (n === USER_PROPERTY_HEADERS_MAX || bytes > USER_PROPERTY_BYTES_MAX) break
+      s += line
+      n++
+    }
+    omitted = pairs.length - n
+    if (omitted > 0) s += `${PROPS_OMITTED_HEADER}: ${omitted}\r\n`
+  }
+  s += '\r\n'
+  return { headers: Buffer.from(s, 'utf8'), omitted }
 }

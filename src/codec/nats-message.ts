@@ -5,7 +5,12 @@
 // | subject  | `<prefix>.up.<escaped topic levels>` (subject.ts), or for an event entry         |
 // |          | (`$ferry/events/<kind>` topic) `<prefix>.events.<device token>.<kind>`                       |
 // | headers  | headers.ts: Nats-Msg-Id `<gatewayId>:<epoch>:<seq>`, Nats-Expected-Stream,        |
-// |          | Ferry-Client, Content-Type                                                        |
+// |          | Ferry-Client, Content-Type; for an entry with MQTT 5 properties (version 3) also  |
+// |          | Ferry-Expires, Ferry-Response-Topic, Ferry-Correlation-Data, Ferry-Prop-<name>    |
+// |          | and Ferry-Props-Omitted (headers.ts)                                              |
+// | Content- | the encoding decided at ingest; overridden by the Content Type the device         |
+// | Type     | declared (its payload was stored as sent); a payload the device marked UTF-8      |
+// |          | (Payload Format Indicator) that went as bytes is text/plain; charset=utf-8        |
 // | payload  | the entry's payload, encoded at ingest; a version 1 entry's payload is encoded    |
 // |          | here by the payload policy                                                        |
 //
@@ -13,7 +18,8 @@
 // so JetStream's duplicate window drops the copy).
 import type { Entry } from './entry.js'
 import { ENCODING_CONTENT_TYPE } from './entry.js'
-import { encodeUplinkHeaders } from './headers.js'
+import { CONTENT_TYPE_UTF8_TEXT, encodeUplinkHeaders, encodeUplinkHeadersWithProperties } from './headers.js'
+import { CONTENT_TYPE_OCTETS } from './payload.js'
 import type { PayloadPolicy } from './payload.js'
 import { EVENT_TOPIC_PREFIX, eventSubject, topicToSubject } from './subject.js'
 
@@ -37,6 +43,8 @@ export interface UplinkMessage {
   readonly data: Uint8Array
   /** The entry is a device event (presence, command events), not a device publish. */
   readonly isEvent: boolean
+  /** User Properties left out of the headers (beyond the bounds of headers.ts); 0 for most messages. */
+  readonly omittedProperties: number
 }
 
 /** The Nats-Msg-Id of record `seq` of log epoch `epoch`. */
@@ -63,7 +71,12 @@ export function uplinkMessage(e: Entry, epoch: number, seq: number, ctx: UplinkC
   // Entries are encoded at ingest; only those of version 1 still hold the device's bytes.
   let contentType: string = ENCODING_CONTENT_TYPE[e.encoding ?? 0]
   let data = e.payload
-  if (!contentType) ({ data, contentType } = ctx.payloads.encode(e.topic, e.payload))
-  const headers = encodeUplinkHeaders(uplinkMsgId(ctx.gatewayId, epoch, seq), ctx.stream, e.clientId, contentType)
-  return { subject, headers, data, isEvent }
+  const props = e.properties
+  if (!contentType) ({ data, contentType } = ctx.payloads.encode(e.topic, e.payload, props))
+  const msgId = uplinkMsgId(ctx.gatewayId, epoch, seq)
+  if (props === undefined) return { subject, headers: encodeUplinkHeaders(msgId, ctx.stream, e.clientId, contentType), data, isEvent, omittedProperties: 0 }
+  if (props.contentType !== undefined) contentType = props.contentType
+  else if (props.utf8 === true && contentType === CONTENT_TYPE_OCTETS) contentType = CONTENT_TYPE_UTF8_TEXT
+  const h = encodeUplinkHeadersWithProperties(msgId, ctx.stream, e.clientId, contentType, props)
+  return { subject, headers: h.headers, data, isEvent, omittedProperties: h.omitted }
 }

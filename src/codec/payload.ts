@@ -70,6 +70,11 @@ export function encodePayload(payload: Uint8Array, cbor: boolean): EncodedPayloa
   return { data: payload, contentType: CONTENT_TYPE_OCTETS }
 }
 
+/** The stored encoding of a payload whose Content Type the device declared (kept as sent). */
+function declaredEncoding(contentType: string): EncodedPayload['contentType'] {
+  return contentType === CONTENT_TYPE_CBOR || contentType === CONTENT_TYPE_JSON ? contentType : CONTENT_TYPE_OCTETS
+}
+
 /**
  * The payload rule of one configuration (`--cbor`, `--raw-topics`), with the per-topic filter
  * match memoised (bounded), so the hot path does not test every filter for every publish.
@@ -84,9 +89,15 @@ export class PayloadPolicy {
 
   /**
    * Encodes `payload` published on `topic` for upstream. `props`: the MQTT 5 properties the device
-   * sent (Content Type, Payload Format Indicator), honoured from issue 13 on; ignored for now.
+   * sent. A device that declares a Content Type gets its payload stored as sent, never re-encoded
+   * (upstream, the message's Content-Type is the declared one: codec/nats-message.ts); the code
+   * returned is the declared type when it is one of the three Ferry knows, else octet-stream.
+   * The Payload Format Indicator (utf8) needs nothing here: UTF-8 JSON is transcoded as always,
+   * and other UTF-8 text goes as sent, labelled text/plain upstream (codec/nats-message.ts).
    */
-  encode(topic: string, payload: Uint8Array, _props?: MessageProperties): EncodedPayload {
+  encode(topic: string, payload: Uint8Array, props?: MessageProperties): EncodedPayload {
+    const declared = props?.contentType
+    if (declared !== undefined) return { data: payload, contentType: declaredEncoding(declared) }
     if (!this.cbor) return { data: payload, contentType: CONTENT_TYPE_OCTETS }
     let raw = this.raw.get(topic)
     if (raw === undefined) {

@@ -26,6 +26,11 @@
 // A rejection that answers an older send of a record that was sent again since is ignored (the reply
 // subject names the attempt, reply-subject.ts).
 //
+// Message expiry (MQTT 5): a record whose absolute expiry (entry version 3) has passed when it would
+// be sent (first send or resend) is not sent: it completes at once, so the ack cursor passes it,
+// counted in ferry_drops_total{reason="expired"} and logged with its seq ranges (SeqRanges, one
+// line per second at most). Wall clock (Date.now()), as the expiry is a wall-clock time.
+//
 // Live lane: while a large backlog drains, new records of topics and devices without backlog go
 // ahead of it on a second reader. What goes by the lane and when is decided by live-lane.ts (with
 // LaneHold, lane-hold.ts); what the lane sent waits in the ack window (ack-window.ts) until the main
@@ -53,6 +58,7 @@ import type { ForwardMetrics } from './metrics.js'
 import { classifyPubAck, expectStream } from './puback.js'
 import type { ExpectedStream } from './puback.js'
 import { parseReplySubject, replySubject } from './reply-subject.js'
+import { SeqRanges } from './seq-ranges.js'
 import { ensureStream } from './stream.js'
 
 /** Options of the forwarder. Times in milliseconds. */
@@ -115,6 +121,8 @@ interface Inflight {
   /** MQTT topic ('' for events and undecodable entries) and client id: the keys of order. */
   readonly topic: string
   readonly clientId: string
+  /** Absolute expiry, ms since the epoch (Infinity: none): not sent once passed. */
+  readonly expiresAtMs: number
 }
 
 /** Resolves true when `p` settles (either way) within `ms`, false otherwise. */
@@ -147,6 +155,8 @@ const EMPTY = Buffer.alloc(0)
  * the loop yields (setImmediate), so MQTT traffic waits at most about this many records' worth.
  */
 const READ_CHUNK_RECORDS = 64
+/** Expired records are logged at most this often, as seq ranges. */
+const EXPIRED_LOG_MS = 1000
 interface LiveLane {
   readonly reader: LogReader
   /** What the lane sends and when (live-lane.ts). */
@@ -202,6 +212,9 @@ export class Forwarder implements Component {
   /** The record sent alone while recovering, until JetStream stores it. */
   private probe: Inflight | undefined
   private reorderWarnAt = 0
+  /** Records dropped as expired since the last log line about them. */
+  private readonly expired = new SeqRanges()
+  private expiredLogAt = 0
 
   /** The window the live lane shares with the main lane (live-lane.ts). */
   private readonly laneWindow: LaneWindow
@@ -377,6 +390,7 @@ export class Forwarder implements Component {
       this.publishNew(r.seq, r.epoch, r.ts, r.body, false, !this.recovering)
     }
     this.absorbLive(this.opts.reader.position)
+    if (performance.now() >= this.expiredLogAt) this.logExpired()
     if (this.live && this.opts.reader.position >= this.live.reader.position) await this.closeLiveLane()
     // Let ingress (PUBACKs) and PubAcks in between chunks.
     await new Promise((r) => setImmediate(r))
@@ -427,7 +441,7 @@ export class Forwarder implements Component {
       this.probe = head.value
       if (head.value.parked) return
       this.send(head.value)
-      this.opts.metrics.forwardRetries.inc()
+      if (!head.value.done) this.opts.metrics.forwardRetries.inc() // not when it expired instead
     }
     const p = this.probe
     if (!p || p.done || p.sentAt === 0) return // answered at once (dead-lettered, or refused: after the backoff)
@@ -570,9 +584,12 @@ export class Forwarder implements Component {
     let dropEvent = false
     let topic = ''
     let clientId = ''
+    let expiresAtMs = Infinity
     try {
       const e = decodeEntry(body)
       const m = uplinkMessage(e, epoch, seq, this.uplink)
+      if (m.omittedProperties > 0) this.opts.metrics.forwardPropertiesOmitted.inc(m.omittedProperties)
+      expiresAtMs = e.properties?.expiresAtMs ?? Infinity
       clientId = e.clientId
       if (!m.isEvent) topic = e.topic
       dropEvent = m.isEvent && !this.eventsCaptured
@@ -582,7 +599,7 @@ export class Forwarder implements Component {
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
-    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, rejections: 0, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId }
+    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, rejections: 0, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId, expiresAtMs }
     if (lane) this.window.addLane(f)
     else this.window.add(f)
     this.bySeq.set(seq, f)
@@ -608,6 +625,10 @@ export class Forwarder implements Component {
   }
 
   private send(f: Inflight): void {
+    if (f.expiresAtMs !== Infinity && f.expiresAtMs <= Date.now()) {
+      this.expire(f)
+      return
+    }
     f.sentAt = performance.now()
     f.attempts++
     if (f.undecodable) {
@@ -753,6 +774,20 @@ export class Forwarder implements Component {
     )
   }
 
+  /** A record whose expiry passed before it was sent: dropped, counted, logged with its seq (ranges). */
+  private expire(f: Inflight): void {
+    this.opts.metrics.drops.inc(1, { reason: 'expired' })
+    this.expired.add(f.seq)
+    this.complete(f) // logged after the chunk (step) or by the timer (tick): one line for many
+  }
+
+  private logExpired(): void {
+    if (this.expired.empty) return
+    this.expiredLogAt = performance.now() + EXPIRED_LOG_MS
+    const { records, seqs } = this.expired.take()
+    this.opts.logger.warn('messages expired before they were forwarded; dropped (MQTT 5 Message Expiry Interval)', { records, seqs })
+  }
+
   private complete(f: Inflight): void {
     if (f.done) return
     this.bySeq.delete(f.seq)
@@ -773,6 +808,7 @@ export class Forwarder implements Component {
 
   /** Notices records without PubAck for `ackTimeoutMs`: recovery resends them, in order. */
   private tick(): void {
+    if (performance.now() >= this.expiredLogAt) this.logExpired()
     if (!this.connected || !this.nc || this.recovering) return
     const now = performance.now()
     for (const f of this.pendingEntries()) {
@@ -849,6 +885,7 @@ export class Forwarder implements Component {
       }
     }
     if (this.timer) clearInterval(this.timer)
+    this.logExpired()
     // Never wait past the deadline: the loop may be in a first connect() to a server that does not
     // answer, or in a stream check; drain() may hang on a stalled server.
     const loopDone = await settlesWithin(this.loop ?? Promise.resolve(), remainingMs(deadline))

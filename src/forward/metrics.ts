@@ -29,7 +29,9 @@ export interface ForwardMetrics {
   readonly forwardReconnects: ForwardCount
   /** ferry_forward_recoveries_total, by cause (refused, timeout, reconnect) */
   readonly forwardRecoveries: ForwardLabelledCount<'cause'>
-  /** ferry_drops_total, by reason (dead_letter, events_not_captured, discard_old here) */
+  /** ferry_forward_properties_omitted_total: MQTT 5 User Properties not forwarded as headers (beyond the bounds) */
+  readonly forwardPropertiesOmitted: ForwardCount
+  /** ferry_drops_total, by reason (dead_letter, events_not_captured, discard_old, expired here) */
   readonly drops: ForwardLabelledCount<'reason'>
   /** ferry_forward_puback_latency_seconds */
   readonly forwardAckLatency: { observe(seconds: number): void }

@@ -48,6 +48,7 @@ export function createMetrics() {
     forwardDuplicates: r.add(new Counter('ferry_forward_duplicates_total', 'PubAcks with duplicate: true (resends JetStream dropped)')),
     forwardRetries: r.add(new Counter('ferry_forward_retries_total', 'Messages published again after a timeout, error or reconnect')),
     forwardRecoveries: r.add(new Counter('ferry_forward_recoveries_total', 'Times forwarding paused and resent from the earliest unacknowledged record, by cause (refused, timeout, reconnect)')),
+    forwardPropertiesOmitted: r.add(new Counter('ferry_forward_properties_omitted_total', 'MQTT 5 User Properties not forwarded as NATS headers (beyond 32 per message or 4096 bytes of headers)')),
     forwardReordered: r.add(new Counter('ferry_forward_reordered_total', 'Records JetStream stored after a later record of the same topic or device (it refused or lost the earlier one while storing the later one)')),
     forwardInflight: r.add(new Gauge('ferry_forward_inflight_messages', 'Published messages waiting for a PubAck')),
     forwardAckLatency: r.add(new Histogram('ferry_forward_puback_latency_seconds', 'Time from publish to JetStream PubAck', LATENCY_S)),

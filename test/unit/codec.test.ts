@@ -100,8 +100,8 @@ describe('codec', () => {
     v1[0] = 1
     v1[1] = 1 // flags of version 1: QoS only
     expect(decodeEntry(v1)).toMatchObject({ clientId: 'c', topic: 'a/b', qos: 1, packetId: 7, encoding: 0 })
-    v1[0] = 3
-    expect(() => decodeEntry(v1)).toThrow(/unknown version 3/)
+    v1[0] = 4 // 3 is the version with MQTT 5 properties since issue 13
+    expect(() => decodeEntry(v1)).toThrow(/unknown version 4/)
   })
 
   it('payload policy - --raw-topics and --cbor off keep payloads as sent', () => {
