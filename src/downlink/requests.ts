@@ -1,6 +1,6 @@
 // Requests from devices to cloud services: a device publish on the request topic
 // (`requests/{device}/{service}/{method}` by default, --request-topic) becomes a core NATS request on
-// `<prefix>.svc.<service>.<method>` with a `Ferry-Device` header (the authenticated client id), and
+// `<prefix>.svc.<service>.<method>` with a `Ferry-Device` header (the authenticated identity; Ferry-Client: the client id), and
 // the answer goes back to the device at QoS 1. Nothing of it is stored: not in the ring log, not in
 // a session beyond the answer's own delivery.
 //
@@ -52,6 +52,11 @@ export interface RequestOptions {
   /** Requests one device may have waiting at once. */
   readonly maxPendingPerDevice: number
   readonly deliver: DeviceDelivery
+  /**
+   * The identity the client proved at CONNECT (--auth-file username, client certificate name);
+   * undefined for an anonymous client, whose client id is then all Ferry knows of it.
+   */
+  readonly identityOf?: (client: MqttClientRef) => string | undefined
   /** The ACL: may this client receive on this topic. */
   readonly mayReceive: (client: MqttClientRef, topic: string) => boolean
   readonly logger: Logger
@@ -204,7 +209,10 @@ export class Requests {
     this.pendingTotal++
     this.pendingByDevice.set(client.id, mine + 1)
     const h = natsHeaders()
-    h.set('Ferry-Device', escapeHeaderValue(client.id))
+    // Ferry-Device is who the device proved to be, not the client id it chose: a device logged in as
+    // alice under the client id "bob" asks as alice. The client id goes beside it, as on the uplink.
+    h.set('Ferry-Device', escapeHeaderValue(this.opts.identityOf?.(client) ?? client.id))
+    h.set('Ferry-Client', escapeHeaderValue(client.id))
     if (properties?.contentType) h.set('Content-Type', escapeHeaderValue(properties.contentType))
     const subject = `${this.opts.subjectPrefix}.svc.${parsed.service}.${parsed.method}`
     let asked: Promise<Msg>

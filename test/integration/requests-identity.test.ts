@@ -74,6 +74,7 @@ describe('requests from devices - identity', () => {
     expect(await until(() => alice.got.length > 0, 5000)).toBe(true)
     // Either refused (403) or asked as alice; never bob's token.
     expect(calls).not.toContain('bob')
+    expect(calls).toEqual(['alice'])
     expect(alice.got.join('\n')).not.toContain('secret-of-bob')
     await endClient(alice.c)
   }, 20_000)
