@@ -105,13 +105,26 @@ export interface RequestTopic {
 /**
  * Reads `topic` against the template. `withCorrelation`: a last level holds the correlation id
  * (3.1.1). The device is whatever stands between the prefix and the levels after it, `/` included.
- * Undefined when the topic is not under the template's prefix; 'malformed' when it is but does not fit.
+ * Undefined when the topic is not a request: not under the template's prefix, or, for a template
+ * with literal levels after {device} (`devices/{device}/req/{service}/{method}`), not holding them,
+ * so that a device's other publishes under the same prefix stay data. 'malformed' when it is a
+ * request that does not fit: under a prefix of requests only (no literal after {device}), or a
+ * 3.1.1 request without its correlation id level.
  */
 export function parseRequestTopic(t: ParsedTemplate, topic: string, withCorrelation: boolean): RequestTopic | 'malformed' | undefined {
   if (!topic.startsWith(t.prefix)) return undefined
   const levels = topic.slice(t.prefix.length).split('/')
+  const fitted = fit(t, levels, withCorrelation)
+  if (fitted !== undefined) return fitted
+  const literalAfterDevice = t.after.some((l) => l !== '{service}' && l !== '{method}')
+  if (!literalAfterDevice) return 'malformed'
+  return withCorrelation && fit(t, levels, false) !== undefined ? 'malformed' : undefined
+}
+
+/** The request `levels` (after the prefix) name, 'malformed' for an empty device or correlation id; undefined when they do not have the template's shape. */
+function fit(t: ParsedTemplate, levels: readonly string[], withCorrelation: boolean): RequestTopic | 'malformed' | undefined {
   const tail = t.after.length + (withCorrelation ? 1 : 0)
-  if (levels.length < tail + 1) return 'malformed'
+  if (levels.length < tail + 1) return undefined
   const device = levels.slice(0, levels.length - tail).join('/')
   const rest = levels.slice(levels.length - tail)
   let service = ''
@@ -120,7 +133,7 @@ export function parseRequestTopic(t: ParsedTemplate, topic: string, withCorrelat
     const v = rest[i]!
     if (l === '{service}') service = v
     else if (l === '{method}') method = v
-    else if (l !== v) return 'malformed'
+    else if (l !== v) return undefined
   }
   const correlationId = withCorrelation ? rest[rest.length - 1] : undefined
   if (device === '' || correlationId === '') return 'malformed'
