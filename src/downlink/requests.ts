@@ -156,6 +156,8 @@ export class Requests {
   upstreamUp = false
   private pendingTotal = 0
   private readonly pendingByDevice = new Map<string, number>()
+  /** Answers being delivered (sent, not yet acknowledged nor given up), by device. */
+  private readonly answering = new Map<string, number>()
   private closed = false
   private unanswerableLoggedAt = -Infinity
   private unanswerableSince = 0
@@ -186,6 +188,15 @@ export class Requests {
     const parsed = parseRequestTopic(this.template, topic, !v5)
     if (parsed === undefined) return undefined
     const { metrics } = this.opts
+    // Every accepted request is answered, and an answer is held up to ANSWER_DELIVERY_MS until the
+    // device acknowledges it: a device that does not acknowledge its answers gets no more (the
+    // answers in flight, with their packet identifiers, stay bounded).
+    const answerLimit = 2 * this.opts.maxPendingPerDevice
+    if ((this.answering.get(client.id) ?? 0) >= answerLimit) {
+      metrics.requests.inc(1, { result: 'busy' })
+      this.unanswerable(client.id, topic, `${answerLimit} answers to the device are not yet acknowledged`)
+      return Promise.resolve()
+    }
     if (parsed === 'malformed') {
       metrics.requests.inc(1, { result: 'bad_request' })
       this.unanswerable(client.id, topic, v5 ? 'the topic does not fit --request-topic' : 'the topic does not fit --request-topic with a correlation id as its last level')
@@ -290,11 +301,21 @@ export class Requests {
     } else {
       topic = replyTopic(a.clientId, a.correlationId!, code)
     }
+    this.answering.set(a.clientId, (this.answering.get(a.clientId) ?? 0) + 1)
+    const done = (): void => {
+      const n = (this.answering.get(a.clientId) ?? 1) - 1
+      if (n > 0) this.answering.set(a.clientId, n)
+      else this.answering.delete(a.clientId)
+    }
     this.opts.deliver(a.clientId, topic, payload, ANSWER_DELIVERY_MS, undefined, props).then(
       (r) => {
+        done()
         if (r !== 'acked') this.opts.logger.debug('device request answer not acknowledged', { clientId: a.clientId, topic, status, result: r })
       },
-      (err: unknown) => this.opts.logger.info('device request answer not sent', { clientId: a.clientId, topic, status, error: err }),
+      (err: unknown) => {
+        done()
+        this.opts.logger.info('device request answer not sent', { clientId: a.clientId, topic, status, error: err })
+      },
     )
   }
 
