@@ -269,6 +269,7 @@ export class Gateway {
         // Answers to MQTT 5 devices carry properties once the core's deliver takes them (aedes 2).
         deliver: ingress.devices.deliver.bind(ingress.devices),
         mayReceive: (client, topic) => admission.mayReceive(client, topic),
+        identityOf: (client) => admission.identityOf(client),
         logger: devLog,
         metrics,
       })

@@ -229,6 +229,11 @@ export class Admission {
     return code
   }
 
+  /** The identity the client proved at CONNECT (username or certificate name); undefined when anonymous. */
+  identityOf(client: ClientConnection): string | undefined {
+    return this.identities.get(client)
+  }
+
   /** Whether the ACL lets this client publish on `topic` (counted and logged when not). */
   mayPublish(client: ClientConnection | null, topic: string): boolean {
     if (!this.acl || !client) return true

@@ -242,13 +242,15 @@ export function parseConfig(raw: RawValues, defaultGatewayId: string): Config {
   const derived = raw.get('log.segmentBytes')?.value == null
   if (derived) (log as { segmentBytes: number }).segmentBytes = derivedSegmentBytes(log.maxBytes)
   const seg = derived ? `${log.segmentBytes}, derived from 'log.maxBytes': an eighth, at least ${SEGMENT_DERIVED_MIN}` : `${log.segmentBytes}`
-  // The bound holds the data directory: segments, and DIR_RESERVE_BYTES for the checkpoint, lock and directories.
-  const least = 2 * log.segmentBytes + DIR_RESERVE_BYTES
+  // The bound holds the data directory: segments, and DIR_RESERVE_BYTES for the checkpoint, lock and
+  // directories. A segment size given explicitly needs only two segments, as before the reserve: a
+  // config written to the old rule keeps starting, and the log keeps what room is left (ring-log.ts).
+  const least = 2 * log.segmentBytes + (derived ? DIR_RESERVE_BYTES : 0)
   if (log.maxBytes < least) {
     problems.push(
       derived
         ? `'log.maxBytes' (${log.maxBytes}) must be at least 2 x 'log.segmentBytes' (${seg}) + ${DIR_RESERVE_BYTES} for the checkpoint and directories: raise --log-max-bytes to at least ${least}, or give --log-segment-bytes (and a --max-record-bytes that fits in it)`
-        : `'log.maxBytes' (${log.maxBytes}) must be at least 2 x 'log.segmentBytes' (${seg}) + ${DIR_RESERVE_BYTES} for the checkpoint and directories; lower --log-segment-bytes or raise --log-max-bytes`,
+        : `'log.maxBytes' (${log.maxBytes}) must be at least 2 x 'log.segmentBytes' (${seg}), and ${DIR_RESERVE_BYTES} more to keep the checkpoint and directories within it; lower --log-segment-bytes or raise --log-max-bytes`,
     )
   }
   if (frameBytes(log.maxRecordBytes) > log.segmentBytes - SEGMENT_HEADER_BYTES - SEAL_FRAME_BYTES) {

@@ -1,6 +1,6 @@
 // Requests from devices to cloud services: a device publish on the request topic
 // (`requests/{device}/{service}/{method}` by default, --request-topic) becomes a core NATS request on
-// `<prefix>.svc.<service>.<method>` with a `Ferry-Device` header (the authenticated client id), and
+// `<prefix>.svc.<service>.<method>` with a `Ferry-Device` header (the authenticated identity; Ferry-Client: the client id), and
 // the answer goes back to the device at QoS 1. Nothing of it is stored: not in the ring log, not in
 // a session beyond the answer's own delivery.
 //
@@ -52,6 +52,11 @@ export interface RequestOptions {
   /** Requests one device may have waiting at once. */
   readonly maxPendingPerDevice: number
   readonly deliver: DeviceDelivery
+  /**
+   * The identity the client proved at CONNECT (--auth-file username, client certificate name);
+   * undefined for an anonymous client, whose client id is then all Ferry knows of it.
+   */
+  readonly identityOf?: (client: MqttClientRef) => string | undefined
   /** The ACL: may this client receive on this topic. */
   readonly mayReceive: (client: MqttClientRef, topic: string) => boolean
   readonly logger: Logger
@@ -100,13 +105,26 @@ export interface RequestTopic {
 /**
  * Reads `topic` against the template. `withCorrelation`: a last level holds the correlation id
  * (3.1.1). The device is whatever stands between the prefix and the levels after it, `/` included.
- * Undefined when the topic is not under the template's prefix; 'malformed' when it is but does not fit.
+ * Undefined when the topic is not a request: not under the template's prefix, or, for a template
+ * with literal levels after {device} (`devices/{device}/req/{service}/{method}`), not holding them,
+ * so that a device's other publishes under the same prefix stay data. 'malformed' when it is a
+ * request that does not fit: under a prefix of requests only (no literal after {device}), or a
+ * 3.1.1 request without its correlation id level.
  */
 export function parseRequestTopic(t: ParsedTemplate, topic: string, withCorrelation: boolean): RequestTopic | 'malformed' | undefined {
   if (!topic.startsWith(t.prefix)) return undefined
   const levels = topic.slice(t.prefix.length).split('/')
+  const fitted = fit(t, levels, withCorrelation)
+  if (fitted !== undefined) return fitted
+  const literalAfterDevice = t.after.some((l) => l !== '{service}' && l !== '{method}')
+  if (!literalAfterDevice) return 'malformed'
+  return withCorrelation && fit(t, levels, false) !== undefined ? 'malformed' : undefined
+}
+
+/** The request `levels` (after the prefix) name, 'malformed' for an empty device or correlation id; undefined when they do not have the template's shape. */
+function fit(t: ParsedTemplate, levels: readonly string[], withCorrelation: boolean): RequestTopic | 'malformed' | undefined {
   const tail = t.after.length + (withCorrelation ? 1 : 0)
-  if (levels.length < tail + 1) return 'malformed'
+  if (levels.length < tail + 1) return undefined
   const device = levels.slice(0, levels.length - tail).join('/')
   const rest = levels.slice(levels.length - tail)
   let service = ''
@@ -115,7 +133,7 @@ export function parseRequestTopic(t: ParsedTemplate, topic: string, withCorrelat
     const v = rest[i]!
     if (l === '{service}') service = v
     else if (l === '{method}') method = v
-    else if (l !== v) return 'malformed'
+    else if (l !== v) return undefined
   }
   const correlationId = withCorrelation ? rest[rest.length - 1] : undefined
   if (device === '' || correlationId === '') return 'malformed'
@@ -138,6 +156,8 @@ export class Requests {
   upstreamUp = false
   private pendingTotal = 0
   private readonly pendingByDevice = new Map<string, number>()
+  /** Answers being delivered (sent, not yet acknowledged nor given up), by device. */
+  private readonly answering = new Map<string, number>()
   private closed = false
   private unanswerableLoggedAt = -Infinity
   private unanswerableSince = 0
@@ -168,6 +188,15 @@ export class Requests {
     const parsed = parseRequestTopic(this.template, topic, !v5)
     if (parsed === undefined) return undefined
     const { metrics } = this.opts
+    // Every accepted request is answered, and an answer is held up to ANSWER_DELIVERY_MS until the
+    // device acknowledges it: a device that does not acknowledge its answers gets no more (the
+    // answers in flight, with their packet identifiers, stay bounded).
+    const answerLimit = 2 * this.opts.maxPendingPerDevice
+    if ((this.answering.get(client.id) ?? 0) >= answerLimit) {
+      metrics.requests.inc(1, { result: 'busy' })
+      this.unanswerable(client.id, topic, `${answerLimit} answers to the device are not yet acknowledged`)
+      return Promise.resolve()
+    }
     if (parsed === 'malformed') {
       metrics.requests.inc(1, { result: 'bad_request' })
       this.unanswerable(client.id, topic, v5 ? 'the topic does not fit --request-topic' : 'the topic does not fit --request-topic with a correlation id as its last level')
@@ -204,7 +233,10 @@ export class Requests {
     this.pendingTotal++
     this.pendingByDevice.set(client.id, mine + 1)
     const h = natsHeaders()
-    h.set('Ferry-Device', escapeHeaderValue(client.id))
+    // Ferry-Device is who the device proved to be, not the client id it chose: a device logged in as
+    // alice under the client id "bob" asks as alice. The client id goes beside it, as on the uplink.
+    h.set('Ferry-Device', escapeHeaderValue(this.opts.identityOf?.(client) ?? client.id))
+    h.set('Ferry-Client', escapeHeaderValue(client.id))
     if (properties?.contentType) h.set('Content-Type', escapeHeaderValue(properties.contentType))
     const subject = `${this.opts.subjectPrefix}.svc.${parsed.service}.${parsed.method}`
     let asked: Promise<Msg>
@@ -269,11 +301,21 @@ export class Requests {
     } else {
       topic = replyTopic(a.clientId, a.correlationId!, code)
     }
+    this.answering.set(a.clientId, (this.answering.get(a.clientId) ?? 0) + 1)
+    const done = (): void => {
+      const n = (this.answering.get(a.clientId) ?? 1) - 1
+      if (n > 0) this.answering.set(a.clientId, n)
+      else this.answering.delete(a.clientId)
+    }
     this.opts.deliver(a.clientId, topic, payload, ANSWER_DELIVERY_MS, undefined, props).then(
       (r) => {
+        done()
         if (r !== 'acked') this.opts.logger.debug('device request answer not acknowledged', { clientId: a.clientId, topic, status, result: r })
       },
-      (err: unknown) => this.opts.logger.info('device request answer not sent', { clientId: a.clientId, topic, status, error: err }),
+      (err: unknown) => {
+        done()
+        this.opts.logger.info('device request answer not sent', { clientId: a.clientId, topic, status, error: err })
+      },
     )
   }
 

@@ -154,6 +154,8 @@ export class RingLog implements Component {
   private readonly fs: LogFs
   private readonly segDir: string
   private readonly capacity: number
+  /** Room of maxBytes kept for the data directory's other files (checkpoint, lock, directories). */
+  private readonly reserveBytes: number
   private readonly maxBatchBytes: number
   readonly readChunkBytes: number
   private readonly segments: SegmentInfo[] = []
@@ -221,6 +223,9 @@ export class RingLog implements Component {
     this.fs = opts.fs ?? nodeFs
     this.segDir = path.join(opts.dir, 'segments')
     this.capacity = opts.segmentBytes - SEAL_FRAME_BYTES
+    // The data directory's other files get DIR_RESERVE_BYTES of the bound, or what two segments leave
+    // of it (a bound of exactly two segments, valid before the reserve, keeps working as then).
+    this.reserveBytes = Math.max(0, Math.min(DIR_RESERVE_BYTES, opts.maxBytes - 2 * opts.segmentBytes))
     this.maxBatchBytes = opts.maxBatchBytes ?? 1024 * 1024
     this.readChunkBytes = opts.readChunkBytes ?? 1024 * 1024
   }
@@ -848,9 +853,9 @@ export class RingLog implements Component {
   private async makeRoom(): Promise<void> {
     for (;;) {
       const used = this.segments.reduce((s, g) => s + g.size, 0) + (this.active ? SEAL_FRAME_BYTES : 0)
-      if (used + this.opts.segmentBytes + DIR_RESERVE_BYTES <= this.opts.maxBytes) return
+      if (used + this.opts.segmentBytes + this.reserveBytes <= this.opts.maxBytes) return
       const oldest = this.segments[0]
-      if (!oldest || oldest === this.active?.seg) return // cannot happen with maxBytes >= 2 segments + DIR_RESERVE_BYTES
+      if (!oldest || oldest === this.active?.seg) return // cannot happen with maxBytes >= 2 segments + reserveBytes
       if (oldest.lastSeq > this.ackedSeq) {
         if (this.opts.discard === 'new') {
           throw new LogFullError(`ring log is full (${used} of ${this.opts.maxBytes} bytes) and the oldest segment is not yet forwarded`)
