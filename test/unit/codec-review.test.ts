@@ -1,0 +1,33 @@
+// Review of issue 13's codec: header values must survive the header decoder a cloud consumer uses.
+import { MsgHdrsImpl } from '@nats-io/nats-core'
+import { describe, expect, it } from 'vitest'
+import { PayloadPolicy, decodeEntry, encodeEntry, unescapeHeaderValue, uplinkMessage } from '../../src/codec/index.js'
+
+const ctx = { gatewayId: 'gw-1', stream: 'FERRY', subjectPrefix: 'ferry', payloads: new PayloadPolicy(true, []) }
+
+describe('codec review - header values through nats.js', () => {
+  it('values with Unicode white space at either end come back exactly (nats.js trims with String.prototype.trim)', () => {
+    // nats.js decodes a header line as `name: value` and trims the value with String.prototype.trim,
+    // which removes Unicode white space too (NBSP, U+3000, BOM, ...), not only ASCII spaces.
+    const values = ['x\u00a0', '\u3000x', '\ufeffx', 'x\u2028', '\u00a0', ' \u00a0x\u00a0 ']
+    for (const v of values) {
+      const e = decodeEntry(
+        encodeEntry({
+          clientId: `dev${v}`,
+          topic: 't',
+          qos: 1,
+          retain: false,
+          packetId: 1,
+          encoding: 3,
+          payload: new Uint8Array(0),
+          properties: { userProperties: [['k', v]], responseTopic: `r${v}`, contentType: `text/plain${v}` },
+        }),
+      )
+      const h = MsgHdrsImpl.decode(uplinkMessage(e, 1, 1, ctx).headers)
+      expect(unescapeHeaderValue(h.get('Ferry-Prop-k'))).toBe(v)
+      expect(unescapeHeaderValue(h.get('Ferry-Response-Topic'))).toBe(`r${v}`)
+      expect(unescapeHeaderValue(h.get('Content-Type'))).toBe(`text/plain${v}`)
+      expect(unescapeHeaderValue(h.get('Ferry-Client'))).toBe(`dev${v}`)
+    }
+  })
+})
