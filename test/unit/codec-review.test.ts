@@ -1,7 +1,8 @@
 // Review of issue 13's codec: header values must survive the header decoder a cloud consumer uses.
 import { MsgHdrsImpl } from '@nats-io/nats-core'
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { PayloadPolicy, decodeEntry, encodeEntry, unescapeHeaderValue, uplinkMessage } from '../../src/codec/index.js'
+import { PayloadPolicy, decodeEntry, encodeEntry, escapeHeaderValue, unescapeHeaderValue, uplinkMessage } from '../../src/codec/index.js'
 
 const ctx = { gatewayId: 'gw-1', stream: 'FERRY', subjectPrefix: 'ferry', payloads: new PayloadPolicy(true, []) }
 
@@ -29,5 +30,17 @@ describe('codec review - header values through nats.js', () => {
       expect(unescapeHeaderValue(h.get('Content-Type'))).toBe(`text/plain${v}`)
       expect(unescapeHeaderValue(h.get('Ferry-Client'))).toBe(`dev${v}`)
     }
+  })
+
+  it('any value round-trips through the nats.js header decoder', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', maxLength: 30 }), (v) => {
+        const h = MsgHdrsImpl.decode(Buffer.from(`NATS/1.0\r\nX: ${escapeHeaderValue(v)}\r\n\r\n`))
+        expect(unescapeHeaderValue(h.get('X'))).toBe(v)
+      }),
+      { numRuns: 3000 },
+    )
+    expect(escapeHeaderValue(' a%b\r ')).toBe('%20a%25b%0D%20') // ASCII: as before
+    expect(escapeHeaderValue('\u3000x\u00a0')).toBe('%E3%80%80x%C2%A0')
   })
 })
