@@ -15,7 +15,8 @@
 //
 // Header values cannot hold CR or LF; MQTT client ids can hold anything. In Ferry-Client, `%` and
 // every byte <= 0x1f or == 0x7f are written as `%XX` (the subject rule, without the space and
-// wildcard cases), and so is a space at either end (decoders trim values), so the value is always
+// wildcard cases), and so is white space at either end (decoders trim values; nats.js trims Unicode
+// white space too, so U+3000 there is written as its UTF-8 bytes %E3%80%80), so the value is always
 // valid and the original id recoverable. Every other string value above (a declared Content-Type,
 // the response topic, user property values) is escaped the same way.
 //
@@ -30,17 +31,24 @@
 // and counted in Ferry-Props-Omitted (and by the forwarder in ferry_forward_properties_omitted_total).
 import type { MessageProperties } from './properties.js'
 
-const MUST_ESCAPE = /[%\x00-\x1f\x7f]|^ | $/
+// White space at either end is what JavaScript's trim removes (`\s`: Unicode white space and line
+// terminators, e.g. U+00A0, U+3000, U+FEFF); nats.js trims decoded header values with it.
+const MUST_ESCAPE = /[%\x00-\x1f\x7f]|^\s|\s$/
 
-/** Escapes a value for a NATS header as described above (also a leading or trailing space, which decoders trim). */
+/** Escapes a value for a NATS header as described above (also white space at either end, which decoders trim). */
 export function escapeHeaderValue(v: string): string {
   if (!MUST_ESCAPE.test(v)) return v
-  return v.replace(/[%\x00-\x1f\x7f]|^ | $/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0'))
+  // Non-ASCII white space is written as its UTF-8 bytes (%E3%80%80 for U+3000).
+  return v.replace(/[%\x00-\x1f\x7f]|^\s|\s$/gu, (c) => {
+    let out = ''
+    for (const byte of Buffer.from(c, 'utf8')) out += '%' + byte.toString(16).toUpperCase().padStart(2, '0')
+    return out
+  })
 }
 
-/** Reverses {@link escapeHeaderValue}. */
+/** Reverses {@link escapeHeaderValue} (a run of `%XX` is UTF-8; those below 0x80 are one character each, as always). */
 export function unescapeHeaderValue(v: string): string {
-  return v.includes('%') ? v.replace(/%([0-9A-F]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16))) : v
+  return v.includes('%') ? v.replace(/(?:%[0-9A-F]{2})+/g, (run) => Buffer.from(run.replaceAll('%', ''), 'hex').toString('utf8')) : v
 }
 
 /** The prefix of the header of each User Property (uplink), and of each command header sent to a v5 device as a User Property (downlink). */

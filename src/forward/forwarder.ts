@@ -433,15 +433,21 @@ export class Forwarder implements Component {
       return
     }
     if (!probe || probe.sentAt === 0) {
-      const head = this.pendingEntries().next()
-      if (head.done) {
-        this.recovering = false // everything was acknowledged meanwhile
-        return
+      // A probe that expired instead of being sent proves nothing about upstream: the next
+      // unacknowledged record is the probe (send() completes an expired record at once).
+      for (;;) {
+        const head = this.pendingEntries().next()
+        if (head.done) {
+          this.probe = undefined
+          this.recovering = false // everything was acknowledged (or expired) meanwhile
+          return
+        }
+        this.probe = head.value
+        if (head.value.parked) return
+        this.send(head.value)
+        if (!head.value.done) break
       }
-      this.probe = head.value
-      if (head.value.parked) return
-      this.send(head.value)
-      if (!head.value.done) this.opts.metrics.forwardRetries.inc() // not when it expired instead
+      this.opts.metrics.forwardRetries.inc()
     }
     const p = this.probe
     if (!p || p.done || p.sentAt === 0) return // answered at once (dead-lettered, or refused: after the backoff)
