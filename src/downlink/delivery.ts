@@ -3,13 +3,8 @@
 // Response Topic and Correlation Data (RPC requests), Correlation Data, Content Type and `Ferry-Status`
 // (answers to device requests). An MQTT 3.1.1 device gets the same message without properties.
 import type { MsgHdrs } from '@nats-io/transport-node'
+import { USER_PROPERTY_HEADER_PREFIX, unescapeHeaderName, unescapeHeaderValue } from '../codec/index.js'
 import type { DeliveryResult } from '../ingress/index.js'
-
-/**
- * Prefix of the NATS headers that become User Properties of a command (name after the prefix, value
- * as is), the downlink side of the uplink's User Property ↔ header mapping.
- */
-export const USER_PROPERTY_HEADER_PREFIX = 'Ferry-Prop-'
 
 /** MQTT 5 properties of a delivery (mqtt-packet's names, as the seam's PublishProperties). */
 export interface DeliveryProperties {
@@ -39,8 +34,9 @@ export function commandProperties(h: MsgHdrs | undefined, remainingMs: number | 
     const prefix = USER_PROPERTY_HEADER_PREFIX.toLowerCase()
     for (const k of h.keys()) {
       if (!k.toLowerCase().startsWith(prefix) || k.length === prefix.length) continue
-      const values = h.values(k)
-      user[k.slice(prefix.length)] = values.length === 1 ? values[0]! : values
+      // The uplink's escaping reversed: a header a consumer read from an uplink message goes back down as it came.
+      const values = h.values(k).map(unescapeHeaderValue)
+      user[unescapeHeaderName(k.slice(prefix.length))] = values.length === 1 ? values[0]! : values
       any = true
     }
   }

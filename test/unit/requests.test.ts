@@ -1,6 +1,7 @@
 // The request topic template and how device topics are read against it; the MQTT 5 properties of a command (pure functions).
 import { describe, expect, it } from 'vitest'
 import { headers } from '@nats-io/transport-node'
+import { encodeUplinkHeadersWithProperties } from '../../src/codec/index.js'
 import { commandProperties, parseRequestTemplate, parseRequestTopic, replyTopic } from '../../src/downlink/index.js'
 import { ConfigError } from '../../src/errors.js'
 
@@ -55,5 +56,16 @@ describe('downlink - MQTT 5 properties of a command', () => {
     const plain = headers()
     plain.set('Content-Type', 'application/json')
     expect(commandProperties(plain, undefined)).toBeUndefined()
+  })
+
+  it('downlink - a User Property that went up as a header comes back down as it was (the uplink escaping reversed)', () => {
+    const props: [string, string][] = [['room temp', ' 21 %\u3000'], ['ünit', 'C']]
+    const block = Buffer.from(encodeUplinkHeadersWithProperties('g:1:1', 'FERRY', 'd', 'application/json', { userProperties: props }).headers)
+    const h = headers()
+    for (const line of block.toString('utf8').split('\r\n').slice(1)) {
+      const i = line.indexOf(': ')
+      if (i > 0 && line.startsWith('Ferry-Prop-')) h.append(line.slice(0, i), line.slice(i + 2))
+    }
+    expect(commandProperties(h, undefined)).toEqual({ userProperties: Object.fromEntries(props) })
   })
 })
