@@ -1,8 +1,9 @@
 // The one seam to aedes: the only module that imports `aedes` or touches its objects. Ferry sees
 // an MQTT core with Ferry-owned types (MqttClientRef, PublishRequest, the hooks and events below).
 //
-// Checked against aedes 1.2.0 (node_modules/aedes/package.json). Every use of something aedes does
-// not document is marked `// aedes 1.2.x internal:` with what breaks if it changes, and is pinned
+// Checked against aedes 2.0.0-beta.1 (node_modules/aedes/package.json, pinned exactly in package.json).
+// Every use of something aedes does not document is marked `// aedes 2.0.0-beta.1 internal:` with
+// what breaks if it changes, and is pinned
 // by test/unit/aedes-seam.test.ts, which fails first when an upgrade changes one. The internals
 // used, in one list:
 //   client._parser (parse, 'packet' events)   frame guard; PUBACKs of our deliveries
@@ -10,20 +11,37 @@
 //   client.deliverQoS / client.deliver0        sending our QoS 1 deliveries; counting deliveries
 //   client._disconnected                       "ended with DISCONNECT" (the clean disconnect reason)
 //   client.subscriptions                       the filters a client holds
-//   client.will                                telling a will from a device's own PUBLISH
+//   client.will                                telling a will from a device's own PUBLISH (kept in a
+//                                              WeakSet at registration: a delayed v5 will is published
+//                                              after client.will was cleared)
+//   client.subscriptions / client.duplicates   replaced by null-prototype objects (see below)
+//   client.version                             the protocol version of the CONNECT (3, 4 or 5)
+//   client.disconnect({ reasonCode })           an MQTT 5 DISCONNECT with a reason code, then close
 //   broker.registerClient / broker.clients     noticing a takeover of a client id
 //   broker.unregisterClient / _finishRegisterClient   one registered client per id (see wire())
 //   broker.id / broker.counter                 numbering our deliveries as aedes numbers its own
+//   broker.clients / broker.brokers            replaced by null-prototype objects (see below)
 //   broker.persistence.outgoing*               a persistent session's copy of a delivery
 //   broker.emit                                catching a throw from a listener of a client event
-//   error messages 'maxInflightInbound exceeded…' and 'drain timeout'   limits aedes enforces itself
+//   error message 'drain timeout'              a limit aedes enforces itself
+//   persistence.incomingDelPacket              forgetting a clean session's inbound QoS 2 packets
 //   connack.returnCode (connackSent)           whether a CONNACK accepted the client
+//
+// Where aedes 2.0.0-beta.1 is behind aedes 1.2 (it branched before 1.2's fixes), the seam restores:
+//   - GHSA-52qw-whmv-87c5: aedes 2 keys broker.clients, broker.brokers, client.subscriptions and
+//     client.duplicates by wire strings in plain objects, so a client id or filter '__proto__' or
+//     'constructor' reads as present. The seam swaps in null-prototype objects before any is used.
+//   - maxInflightInbound is gone: the seam bounds inbound QoS 2 messages awaiting PUBREL itself
+//     (InboundWindow below) and refuses the one over the bound with the same error text as 1.2
+//     ('maxInflightInbound exceeded…'), so the inflight_in limit is still counted.
+//   - cleanIncoming is gone: when a clean session's connection ends, the seam deletes the inbound
+//     QoS 2 packets it still had stored ([MQTT-3.1.2-6]), so fresh client ids cannot grow the store.
 //
 // Publish decisions: aedes calls `authorizePublish` before it writes PUBACK (QoS 1) or PUBREC
 // (QoS 2) and holds the acknowledgement until the callback runs (lib/handlers/publish.js): that is
 // where ingress appends to the log, so PUBACK means "stored". aedes calls it in packet order.
 //
-// How aedes 1.2 sends a QoS 1 message (lib/client.js): `deliverQoS(packet)` writes it on the next
+// How aedes 2.0.0-beta.1 sends a QoS 1 message (lib/client.js): `deliverQoS(packet)` writes it on the next
 // turn. For a persistent session (clean=false) it first calls `persistence.outgoingUpdate` on the
 // copy queued by `outgoingEnqueue` (and fails the client when there is none); that gives the queued
 // copy its packet id (it is found by brokerId and brokerCounter; enqueued, it has none). The copy
@@ -38,7 +56,7 @@ import { Aedes } from 'aedes'
 import type { AuthenticateError, Client, Subscription } from 'aedes'
 
 /** The installed aedes version this seam was checked against (the contract test asserts it). */
-export const AEDES_CHECKED_VERSION = '1.2.0'
+export const AEDES_CHECKED_VERSION = '2.0.0-beta.1'
 
 /** CONNACK return codes of MQTT 3.1.1 that refuse a client. */
 export const CONNACK = {
@@ -57,8 +75,13 @@ export interface MqttClientRef {
   readonly id: string
   /** Its peer address ('' when unknown). */
   readonly address: string
-  /** CleanSession of its CONNECT. */
+  /**
+   * Whether its session ends with the connection: CleanSession of a 3.1.1 CONNECT; for MQTT 5, a
+   * Session Expiry Interval of 0.
+   */
   readonly clean: boolean
+  /** MQTT protocol level of its CONNECT: 3 (3.1), 4 (3.1.1) or 5 (5.0); 4 before CONNECT was read. */
+  readonly protocolVersion: 3 | 4 | 5
   /** Its connection: a TLS socket over MQTTS (peer certificate), a plain socket otherwise. */
   readonly socket: net.Socket | Duplex
   /** Whether the core has closed it (possibly before its events reached us). */
@@ -162,27 +185,31 @@ export interface Sent {
   withdraw(): void
 }
 
-// aedes 1.2.x internal: the fields and methods of lib/client.js and aedes.js used below (not in
+// aedes 2.0.0-beta.1 internal: the fields and methods of lib/client.js and aedes.js used below (not in
 // its typings). Each is pinned by test/unit/aedes-seam.test.ts.
 interface ClientInternals {
-  /** aedes 1.2.x internal: next packet id of the client's deliveries; if renamed, our ids collide with aedes' own. */
+  /** aedes 2.0.0-beta.1 internal: next packet id of the client's deliveries; if renamed, our ids collide with aedes' own. */
   _nextId: number
-  /** aedes 1.2.x internal: the mqtt-packet parser; if renamed, no frame guard and no PUBACK of ours is seen. */
+  /** aedes 2.0.0-beta.1 internal: the mqtt-packet parser; if renamed, no frame guard and no PUBACK of ours is seen. */
   _parser?: { parse(buf: Buffer): unknown; on(event: 'packet', listener: (p: { cmd: string; messageId?: number }) => void): void }
-  /** aedes 1.2.x internal: writes a QoS>0 delivery (persistent: after outgoingUpdate); if changed, commands are not sent. */
+  /** aedes 2.0.0-beta.1 internal: writes a QoS>0 delivery (persistent: after outgoingUpdate); if changed, commands are not sent. */
   deliverQoS(packet: Record<string, unknown>, cb: () => void): void
-  /** aedes 1.2.x internal: writes a QoS 0 delivery; if changed, messagesOut misses QoS 0. */
+  /** aedes 2.0.0-beta.1 internal: writes a QoS 0 delivery; if changed, messagesOut misses QoS 0. */
   deliver0(packet: unknown, cb: () => void): void
-  /** aedes 1.2.x internal: set on a DISCONNECT packet; if renamed, every clean disconnect reads as connection_lost. */
+  /** aedes 2.0.0-beta.1 internal: set on a DISCONNECT packet; if renamed, every clean disconnect reads as connection_lost. */
   _disconnected?: boolean
-  /** aedes 1.2.x internal: filter → { qos }; if changed, --max-subscriptions and /devices subscriptions break. */
+  /** aedes 2.0.0-beta.1 internal: filter → { qos }; if changed, --max-subscriptions and /devices subscriptions break. */
   subscriptions?: Record<string, { qos: number }>
-  /** aedes 1.2.x internal: the will being published; if renamed, a will without packet id is refused as malformed. */
+  /** aedes 2.0.0-beta.1 internal: broker id → last counter seen (a plain object in 2.0.0-beta.1: replaced). */
+  duplicates?: Record<string, number>
+  /** aedes 2.0.0-beta.1 internal: protocol version of the CONNECT (null before); if renamed, every client reads as 3.1.1. */
+  version?: number | null
+  /** aedes 2.0.0-beta.1 internal: the will being published; if renamed, a will without packet id is refused as malformed. */
   will?: unknown
 }
 
 interface BrokerInternals {
-  /** aedes 1.2.x internal: broker id and delivery counter, which key a persistent session's queued copy. */
+  /** aedes 2.0.0-beta.1 internal: broker id and delivery counter, which key a persistent session's queued copy. */
   id: string
   counter: number
   persistence: {
@@ -191,12 +218,19 @@ interface BrokerInternals {
     outgoingClearMessageId(client: Client, packet: { messageId: number }): Promise<unknown>
   }
   clients: Record<string, Client | undefined>
-  /** aedes 1.2.x internal: registers a client id, closing its previous connection (takeover). */
+  /** aedes 2.0.0-beta.1 internal: registers a client id, closing its previous connection (takeover). */
   registerClient(c: Client): void
-  /** aedes 1.2.x internal: the second half of registerClient, once the previous connection closed. */
+  /** aedes 2.0.0-beta.1 internal: the second half of registerClient, once the previous connection closed. */
   _finishRegisterClient(c: Client): void
-  /** aedes 1.2.x internal: called by a closing client that authenticated, when any client holds its id. */
+  /** aedes 2.0.0-beta.1 internal: called by a closing client that authenticated, when any client holds its id. */
   unregisterClient(c: Client): void
+  /** aedes 2.0.0-beta.1 internal: other brokers' heartbeats by broker id (a plain object: replaced). */
+  brokers: Record<string, number>
+}
+
+/** aedes 2.0.0-beta.1 internal: the persistence call that deletes an inbound QoS 2 packet (lib/handlers/pubrel.js). */
+interface IncomingStore {
+  incomingDelPacket(client: Client, packet: { messageId: number }): Promise<unknown>
 }
 
 const internals = (c: Client): ClientInternals => c as unknown as ClientInternals
@@ -211,7 +245,13 @@ class ClientRef implements MqttClientRef {
   gone = false
   /** Told of every PUBLISH the core writes to the client (onDeliver). */
   delivered: (() => void)[] | undefined
+  /** Packet ids of its inbound QoS 2 messages accepted and awaiting PUBREL (the inbound window). */
+  readonly inboundQoS2 = new Set<number>()
   constructor(readonly client: Client) {}
+  get protocolVersion(): 3 | 4 | 5 {
+    const v = internals(this.client).version
+    return v === 3 || v === 5 ? v : 4
+  }
   get id(): string {
     return this.client.id
   }
@@ -242,7 +282,7 @@ function isClient(value: unknown): value is Client {
 
 /**
  * What a CONNACK the core wrote says: accepted (code 0) or the refusal code.
- * aedes 1.2.x internal: the CONNACK packet object of the connackSent event; MQTT 3.1.1 names its
+ * aedes 2.0.0-beta.1 internal: the CONNACK packet object of the connackSent event; MQTT 3.1.1 names its
  * code `returnCode`, MQTT 5 (aedes 2.0) `reasonCode`: either is read, so a v5 device is not left
  * offline. A CONNACK with neither counts as refused (code -1), never as accepted.
  */
@@ -254,7 +294,7 @@ export function connackOutcome(connack: unknown): { accepted: boolean; code: num
 
 /** The aedes error messages of limits aedes enforces itself. */
 function limitOf(err: Error): CoreLimit | undefined {
-  // aedes 1.2.x internal: error message text of lib/handlers/publish.js and lib/client.js; if
+  // aedes 2.0.0-beta.1 internal: error message text of lib/handlers/publish.js and lib/client.js; if
   // reworded, these refusals are no longer counted in ferry_mqtt_limit_refusals_total.
   if (err.message.startsWith('maxInflightInbound exceeded')) return 'inflight_in'
   if (err.message === 'drain timeout') return 'drain_timeout'
@@ -266,11 +306,20 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   private readonly refs = new WeakMap<Client, ClientRef>()
   private readonly reasons = new WeakMap<Client, SessionEndReason>()
   private readonly keepalives = new WeakMap<Client, number>()
+  /** The wills of registered clients (a delayed MQTT 5 will is published after client.will is cleared). */
+  private readonly wills = new WeakSet<object>()
   private readonly b: BrokerInternals
 
-  private constructor(private readonly broker: Aedes) {
+  private constructor(
+    private readonly broker: Aedes,
+    private readonly maxInflightIn: number,
+  ) {
     super()
     this.b = broker as unknown as BrokerInternals
+    // aedes 2.0.0-beta.1 internal: GHSA-52qw-whmv-87c5 (fixed in aedes 1.2, absent from the beta):
+    // maps keyed by wire strings must not see Object.prototype's names.
+    this.b.clients = Object.create(null) as BrokerInternals['clients']
+    this.b.brokers = Object.create(null) as BrokerInternals['brokers']
   }
 
   /** Creates the broker. */
@@ -281,7 +330,6 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       maxClientsIdLength: opts.maxClientIdLength,
       connectTimeout: opts.connectTimeoutMs,
       maxTopicLevels: opts.maxTopicLevels,
-      maxInflightInbound: opts.maxInflightIn,
       drainTimeout: opts.drainTimeoutMs,
       preConnect: (client, packet, cb) => {
         core!.keepalives.set(client, packet.keepalive ?? 0)
@@ -296,14 +344,30 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         })
       },
       authorizePublish: (client, packet, cb) => {
-        // aedes 1.2.x internal: `client.will` is the will being published; a will has no packet id.
-        const isWill = client !== null && packet === internals(client).will
-        hooks.authorizePublish(client ? ref(client) : null, packet, isWill, cb)
+        // aedes 2.0.0-beta.1 internal: `client.will` is the will being published; a will has no packet id.
+        const isWill = client !== null && (packet === internals(client).will || core!.wills.has(packet))
+        const r = client ? ref(client) : null
+        // The inbound QoS 2 window (aedes 1.2's maxInflightInbound): reserved here, synchronously and
+        // by packet id, as aedes dispatches one socket read's packets concurrently; a retransmission
+        // of a packet in flight keeps its own slot.
+        let reserved: number | undefined
+        if (r && !isWill && packet.qos === 2 && packet.messageId !== undefined && !r.inboundQoS2.has(packet.messageId)) {
+          if (r.inboundQoS2.size >= core!.maxInflightIn) {
+            // MQTT 3.1/3.1.1 has no reason code to carry, so the connection is dropped (as aedes 1.2 did).
+            return cb(new Error(`maxInflightInbound exceeded: ${core!.maxInflightIn} inbound QoS 2 messages already awaiting PUBREL`))
+          }
+          reserved = packet.messageId
+          r.inboundQoS2.add(reserved)
+        }
+        hooks.authorizePublish(r, packet, isWill, (err) => {
+          if (err && reserved !== undefined) r!.inboundQoS2.delete(reserved) // nothing is stored
+          cb(err)
+        })
       },
       authorizeForward: (client, packet) => (hooks.mayForward(ref(client), packet.topic) ? packet : null),
       authorizeSubscribe: (client, sub: Subscription, cb) => hooks.authorizeSubscribe(ref(client), sub.topic, (err, granted) => cb(err, granted ? sub : null)),
     })
-    core = new MqttCore(broker)
+    core = new MqttCore(broker, opts.maxInflightIn)
     core.guardClientEvents(opts.onListenerError)
     core.wire()
     return core
@@ -320,7 +384,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
 
   private wire(): void {
     const broker = this.broker
-    // aedes 1.2.x internal: registerClient closes the previous connection of a client id; we wrap
+    // aedes 2.0.0-beta.1 internal: registerClient closes the previous connection of a client id; we wrap
     // it to learn that it was a takeover. If renamed, a takeover reads as connection_lost.
     const register = this.b.registerClient.bind(broker)
     this.b.registerClient = (c) => {
@@ -328,7 +392,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       if (old && old !== c) this.reasons.set(old, 'takeover')
       register(c)
     }
-    // aedes 1.2.x internal: a closing client that authenticated unregisters its id when any client
+    // aedes 2.0.0-beta.1 internal: a closing client that authenticated unregisters its id when any client
     // holds it (lib/client.js, close), and registerClient finishes after a takeover whether or not
     // the new client is still there. So a connection that authenticates and drops before its own
     // registration (while its session is fetched) would unregister the connected client of its id,
@@ -342,7 +406,13 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     this.b._finishRegisterClient = (c) => {
       if (!c.closed) finishRegister(c)
     }
-    broker.on('client', (c) => this.emit('registered', this.ref(c)))
+    broker.on('client', (c) => {
+      // aedes 2.0.0-beta.1 internal: client.will is set before registration and cleared on close,
+      // before a delayed (MQTT 5 Will Delay Interval) will is published.
+      const will = internals(c).will
+      if (typeof will === 'object' && will !== null) this.wills.add(will)
+      this.emit('registered', this.ref(c))
+    })
     broker.on('connackSent', (connack, c) => this.emit('connected', this.ref(c), connackOutcome(connack)))
     broker.on('keepaliveTimeout', (c) => this.reasons.set(c, 'keepalive_timeout'))
     broker.on('clientError', (c, err) => {
@@ -353,6 +423,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       const r = this.ref(c)
       r.gone = true
       const reason: SessionEndReason = internals(c)._disconnected === true ? 'clean' : (this.reasons.get(c) ?? 'connection_lost')
+      this.forgetInbound(r)
       this.ended(r)
       this.emit('disconnected', r, reason)
     })
@@ -369,7 +440,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
    * `failed` is told and that one client is closed. Events naming no client rethrow as before.
    */
   private guardClientEvents(failed: CoreOptions['onListenerError']): void {
-    // aedes 1.2.x internal: events are emitted with broker.emit from the packet handlers; if aedes
+    // aedes 2.0.0-beta.1 internal: events are emitted with broker.emit from the packet handlers; if aedes
     // stops calling its own emit, a listener's throw ends the process again.
     const emit = this.broker.emit.bind(this.broker) as (event: string | symbol, ...args: unknown[]) => boolean
     ;(this.broker as unknown as { emit: typeof emit }).emit = (event, ...args) => {
@@ -393,13 +464,22 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   attach(socket: net.Socket | Duplex, check: (buf: Buffer) => string | undefined, onViolation: (why: string, client: MqttClientRef) => void): MqttClientRef {
     const client = this.broker.handle(socket)
     const r = this.ref(client)
+    const ci = internals(client)
+    // aedes 2.0.0-beta.1 internal: GHSA-52qw-whmv-87c5, see the file comment. Replaced before CONNECT is read.
+    ci.subscriptions = Object.create(null) as Record<string, { qos: number }>
+    ci.duplicates = Object.create(null) as Record<string, number>
     this.countDeliveries(r)
-    // aedes 1.2.x internal: lib/client.js feeds every socket chunk to `client._parser.parse`; if
+    // aedes 2.0.0-beta.1 internal: lib/client.js feeds every socket chunk to `client._parser.parse`; if
     // renamed, packets are no longer bounded before buffering (a 200 MB announcement is held).
     const parser = internals(client)._parser
     if (!parser || typeof parser.parse !== 'function') throw new Error('aedes client without _parser.parse: the frame guard needs updating for this aedes version')
     const parse = parser.parse.bind(parser)
     let violated = false
+    // aedes 2.0.0-beta.1 internal: the parser emits every packet, PUBREL included; a PUBREL ends an
+    // inbound QoS 2 message's slot in the window (PUBCOMP is aedes' to write).
+    parser.on('packet', (p) => {
+      if (p.cmd === 'pubrel' && p.messageId !== undefined) r.inboundQoS2.delete(p.messageId)
+    })
     parser.parse = (buf: Buffer) => {
       if (violated) return 0
       const why = check(buf)
@@ -412,9 +492,24 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     return r
   }
 
+  /**
+   * [MQTT-3.1.2-6] A clean session's inbound QoS 2 packets that never got their PUBREL are deleted
+   * when its connection ends (aedes 1.2's cleanIncoming, absent from 2.0.0-beta.1). A persistent
+   * session keeps them: the device may send PUBREL after a reconnect.
+   */
+  private forgetInbound(r: ClientRef): void {
+    if (r.inboundQoS2.size === 0) return
+    const ids = [...r.inboundQoS2]
+    r.inboundQoS2.clear()
+    if (!r.client.clean) return
+    // aedes 2.0.0-beta.1 internal: persistence.incomingDelPacket, as lib/handlers/pubrel.js calls it.
+    const store = this.b.persistence as unknown as IncomingStore
+    for (const messageId of ids) store.incomingDelPacket(r.client, { messageId }).catch(() => {})
+  }
+
   /** The topic filters the client holds. */
   subscriptionsOf(client: MqttClientRef): string[] {
-    // aedes 1.2.x internal: client.subscriptions (filter → { qos }).
+    // aedes 2.0.0-beta.1 internal: client.subscriptions (filter → { qos }).
     return Object.keys(internals((client as ClientRef).client).subscriptions ?? {})
   }
 
@@ -424,7 +519,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   }
 
   /**
-   * Wraps the client's delivery methods before its CONNECT is read. aedes 1.2.x internal: every
+   * Wraps the client's delivery methods before its CONNECT is read. aedes 2.0.0-beta.1 internal: every
    * delivery goes through deliverQoS or deliver0 (lib/client.js); a subscription keeps the method it
    * found when it was made, and a persistent session's subscriptions are restored before the CONNACK,
    * so a later wrap would miss them. deliverQoS hands a QoS 0 packet to this.deliver0: that is one
@@ -500,7 +595,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   private watchPubacks(r: ClientRef): void {
     if (r.acks) return
     r.acks = new Map()
-    // aedes 1.2.x internal: the parser emits every packet the client sends, PUBACK included; if
+    // aedes 2.0.0-beta.1 internal: the parser emits every packet the client sends, PUBACK included; if
     // renamed, deliveries never resolve 'acked' (commands time out and are retried).
     internals(r.client)._parser!.on('packet', (p) => {
       if (p.cmd !== 'puback' || p.messageId === undefined) return
@@ -523,7 +618,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     const client = (ref as ClientRef).client
     const b = this.b
     const c = internals(client)
-    // aedes 1.2.x internal: _nextId (1..65535, wrapping), brokerId/brokerCounter keying the queued
+    // aedes 2.0.0-beta.1 internal: _nextId (1..65535, wrapping), brokerId/brokerCounter keying the queued
     // copy, persistence.outgoing*; see the file comment. If changed, a command may take an id aedes
     // uses too, or a persistent session fails the client ("no such packet").
     const messageId = c._nextId

@@ -27,11 +27,11 @@ interface Peer {
 }
 
 /** A connection to `core` over in-memory streams, behind the frame guard (`maxPacketBytes`). */
-function open(core: MqttCore, maxPacketBytes = 1 << 20, onViolation: (why: string) => void = () => {}): { peer: Peer; client: MqttClientRef } {
+function open(core: MqttCore, maxPacketBytes = 1 << 20, onViolation: (why: string) => void = () => {}, protocolVersion: 4 | 5 = 4): { peer: Peer; client: MqttClientRef } {
   const toBroker = new PassThrough()
   const fromBroker = new PassThrough()
   const conn = Duplex.from({ readable: toBroker, writable: fromBroker })
-  const parser = mqttPacket.parser({ protocolVersion: 4 })
+  const parser = mqttPacket.parser({ protocolVersion })
   const got: Packet[] = []
   const waiters = new Set<() => void>()
   parser.on('packet', (p) => {
@@ -42,7 +42,7 @@ function open(core: MqttCore, maxPacketBytes = 1 << 20, onViolation: (why: strin
   const peer: Peer = {
     got,
     conn,
-    send: (p) => void toBroker.write(mqttPacket.generate(p)),
+    send: (p) => void toBroker.write(mqttPacket.generate(p, { protocolVersion })),
     raw: (b) => void toBroker.write(b),
     next: (match, ms = 2000) =>
       new Promise((resolve, reject) => {
@@ -65,7 +65,8 @@ function open(core: MqttCore, maxPacketBytes = 1 << 20, onViolation: (why: strin
 
 /** Opens a connection, sends CONNECT and resolves after the CONNACK (and the SUBACK when subscribing). */
 async function connect(core: MqttCore, clientId: string, clean: boolean, subscribe: string[] = [], extra: Partial<mqttPacket.IConnectPacket> = {}): Promise<{ peer: Peer; client: MqttClientRef }> {
-  const { peer, client } = open(core)
+  const version = extra.protocolVersion === 5 ? 5 : 4
+  const { peer, client } = open(core, 1 << 20, () => {}, version)
   peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId, clean, keepalive: 0, ...extra })
   await peer.next((p) => p.cmd === 'connack')
   if (subscribe.length > 0) {
@@ -108,7 +109,7 @@ describe('aedes seam', () => {
   it('aedes seam - the installed aedes is the version the seam was checked against', () => {
     const require = createRequire(import.meta.url)
     const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(require.resolve('aedes')), 'package.json'), 'utf8')) as { version: string }
-    expect(pkg.version, 'aedes changed: re-check every "aedes 1.2.x internal" in src/ingress/aedes-seam.ts, then update AEDES_CHECKED_VERSION').toBe(AEDES_CHECKED_VERSION)
+    expect(pkg.version, 'aedes changed: re-check every "aedes 2.0.0-beta.1 internal" in src/ingress/aedes-seam.ts, then update AEDES_CHECKED_VERSION').toBe(AEDES_CHECKED_VERSION)
   })
 
   it('aedes seam - the internals it uses exist with the expected shape', async () => {
@@ -132,6 +133,12 @@ describe('aedes seam', () => {
       expect(typeof c.deliver0).toBe('function')
       expect(c._disconnected).toBe(false)
       expect(c.subscriptions).toEqual({})
+      expect(typeof c.duplicates).toBe('object')
+      expect(typeof b.brokers).toBe('object')
+      expect(c.version).toBe(null)
+      expect(typeof c.disconnect).toBe('function')
+      expect(typeof b.persistence.incomingDelPacket).toBe('function')
+      expect(typeof b.persistence.incomingGetPacket).toBe('function')
       expect('will' in c).toBe(true)
       conn.destroy()
     } finally {
@@ -355,7 +362,7 @@ describe('aedes seam', () => {
     const { peer, client } = await connect(core, 'dev-n', true, ['n/#'])
     const pub = await connect(core, 'pub-n', true)
     const publishN = (topic: string): void => pub.peer.send({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 1, messageId: 1, retain: false, dup: false })
-    // aedes 1.2.x internal: `_nextId` of the aedes client behind the ref, set so that the wrap is exercised.
+    // aedes 2.0.0-beta.1 internal: `_nextId` of the aedes client behind the ref, set so that the wrap is exercised.
     ;(client as unknown as { client: { _nextId: number } }).client._nextId = 65534
     publishN('n/aedes-1') // aedes' own delivery (subscription): 65534
     await peer.next((q) => q.cmd === 'publish' && q.topic === 'n/aedes-1')
@@ -488,5 +495,47 @@ describe('aedes seam', () => {
     expect(listenerErrors.map((e) => [e.event, e.client.id])).toEqual([['connackSent', 'bad']])
     const good = await connect(core, 'good', true)
     expect(good.client.closed).toBe(false)
+  })
+
+  it('aedes seam - client ids and filters named like Object.prototype members are ordinary (GHSA-52qw-whmv-87c5, restored over aedes 2.0.0-beta.1)', async () => {
+    const core = await create()
+    const first = await connect(core, 'constructor', true, ['__proto__'])
+    expect(core.subscriptionsOf(first.client)).toEqual(['__proto__'])
+    const left = gone(core, first.client)
+    const second = await connect(core, 'constructor', true)
+    expect(await left).toBe('takeover')
+    expect(second.client.closed).toBe(false)
+    const proto = await connect(core, '__proto__', true)
+    expect(proto.client.closed).toBe(false)
+  })
+
+  it('aedes seam - protocolVersion reports the CONNECT level (4 for 3.1.1, 5 for MQTT 5)', async () => {
+    const core = await create()
+    const v4 = await connect(core, 'dev-v4', true)
+    const v5 = await connect(core, 'dev-v5', true, [], { protocolVersion: 5 })
+    expect(v4.client.protocolVersion).toBe(4)
+    expect(v5.client.protocolVersion).toBe(5)
+  })
+
+  it('aedes seam - a PUBREL frees the inbound QoS 2 slot; a clean session forgets its unreleased QoS 2 packets when it ends', async () => {
+    const core = await create({}, 1)
+    const errors: (CoreLimit | undefined)[] = []
+    core.on('clientError', (_c, _e, limit) => errors.push(limit))
+    const { peer, client } = await connect(core, 'dev-rel', true)
+    peer.send({ cmd: 'publish', topic: 'q2', payload: Buffer.from('x'), qos: 2, messageId: 1, retain: false, dup: false })
+    await peer.next((p) => p.cmd === 'pubrec' && p.messageId === 1)
+    peer.send({ cmd: 'pubrel', messageId: 1 })
+    await peer.next((p) => p.cmd === 'pubcomp' && p.messageId === 1)
+    peer.send({ cmd: 'publish', topic: 'q2', payload: Buffer.from('y'), qos: 2, messageId: 2, retain: false, dup: false })
+    await peer.next((p) => p.cmd === 'pubrec' && p.messageId === 2)
+    expect(errors).toEqual([])
+    // aedes 2.0.0-beta.1 internal: persistence.incomingGetPacket finds a stored inbound QoS 2 packet by client id and packet id.
+    const store = (core as unknown as { b: { persistence: { incomingGetPacket(c: unknown, p: unknown): Promise<unknown> } } }).b.persistence
+    const aedesClient = (client as unknown as { client: unknown }).client
+    await expect(store.incomingGetPacket(aedesClient, { messageId: 2 })).resolves.toBeTruthy()
+    const left = gone(core, client)
+    peer.close()
+    await left
+    await expect(store.incomingGetPacket({ id: 'dev-rel' }, { messageId: 2 })).rejects.toBeTruthy()
   })
 })
