@@ -54,6 +54,7 @@ import type { Duplex } from 'node:stream'
 import type net from 'node:net'
 import { Aedes } from 'aedes'
 import type { AuthenticateError, Client, Subscription } from 'aedes'
+import mqttPacket from 'mqtt-packet'
 
 /** The installed aedes version this seam was checked against (the contract test asserts it). */
 export const AEDES_CHECKED_VERSION = '2.0.0-beta.1'
@@ -68,6 +69,45 @@ export const CONNACK = {
 
 /** A CONNACK code refusing a client (MQTT 3.1.1 §3.2.2.3). */
 export type ConnackRefusal = (typeof CONNACK)[keyof typeof CONNACK]
+
+/** MQTT 5 reason codes Ferry sends (MQTT 5.0 §2.4). */
+export const REASON = {
+  SUCCESS: 0x00,
+  UNSPECIFIED_ERROR: 0x80,
+  IMPLEMENTATION_SPECIFIC_ERROR: 0x83,
+  CLIENT_IDENTIFIER_NOT_VALID: 0x85,
+  BAD_USER_NAME_OR_PASSWORD: 0x86,
+  NOT_AUTHORIZED: 0x87,
+  SERVER_UNAVAILABLE: 0x88,
+  TOPIC_NAME_INVALID: 0x90,
+  RECEIVE_MAXIMUM_EXCEEDED: 0x93,
+  PACKET_TOO_LARGE: 0x95,
+  QUOTA_EXCEEDED: 0x97,
+  PAYLOAD_FORMAT_INVALID: 0x99,
+} as const
+
+/** The MQTT 5 CONNACK reason code of each 3.1.1 refusal (as aedes maps them). */
+const V5_CONNACK: Record<ConnackRefusal, number> = {
+  [CONNACK.IDENTIFIER_REJECTED]: REASON.CLIENT_IDENTIFIER_NOT_VALID,
+  [CONNACK.SERVER_UNAVAILABLE]: REASON.SERVER_UNAVAILABLE,
+  [CONNACK.BAD_CREDENTIALS]: REASON.BAD_USER_NAME_OR_PASSWORD,
+  [CONNACK.NOT_AUTHORIZED]: REASON.NOT_AUTHORIZED,
+}
+
+/** The Reason String of each MQTT 5 CONNACK refusal unless the refusal gives one (client-visible: generic). */
+const REASON_STRINGS: Record<number, string> = {
+  [REASON.CLIENT_IDENTIFIER_NOT_VALID]: 'client identifier not valid',
+  [REASON.SERVER_UNAVAILABLE]: 'server unavailable',
+  [REASON.BAD_USER_NAME_OR_PASSWORD]: 'bad user name or password',
+  [REASON.NOT_AUTHORIZED]: 'not authorized',
+  [REASON.QUOTA_EXCEEDED]: 'quota exceeded, retry later',
+}
+
+/**
+ * How a CONNECT is refused: the 3.1.1 CONNACK code, and for an MQTT 5 client optionally another
+ * reason code (e.g. 0x97 Quota exceeded) and a Reason String (client-visible: keep it generic).
+ */
+export type ConnectRefusal = ConnackRefusal | { readonly code: ConnackRefusal; readonly reasonCode?: number; readonly reasonString?: string }
 
 /** A client connection as Ferry sees it. The same object for the whole life of the connection. */
 export interface MqttClientRef {
@@ -125,7 +165,7 @@ export interface PublishRequest {
 export type SessionEndReason = 'clean' | 'keepalive_timeout' | 'error' | 'takeover' | 'connection_lost'
 
 /** A limit the core enforces itself, named as in ferry_mqtt_limit_refusals_total. */
-export type CoreLimit = 'inflight_in' | 'drain_timeout'
+export type CoreLimit = 'inflight_in' | 'drain_timeout' | 'packet_size'
 
 /** How a QoS 1 delivery ended: PUBACK, device gone (or not there), no PUBACK in time, or cancelled by its sender. */
 export type DeliveryResult = 'acked' | 'offline' | 'timeout' | 'cancelled'
@@ -133,10 +173,12 @@ export type DeliveryResult = 'acked' | 'offline' | 'timeout' | 'cancelled'
 /** The decisions Ferry makes for the core. A throw from one is the caller's to catch. */
 export interface CoreHooks {
   /**
-   * CONNECT: `done(null)` accepts, `done(code)` refuses with that CONNACK. `keepaliveSec` as sent
-   * (0 when absent; undefined if the core did not show us the CONNECT packet).
+   * CONNECT: `done(null)` accepts, `done(refusal)` refuses with that CONNACK (an MQTT 5 client gets
+   * its reason code and a Reason String). `keepaliveSec` as sent (0 when absent; undefined if the
+   * core did not show us the CONNECT packet); an MQTT 5 client asking for 0 or more than
+   * `maxKeepaliveSec` is given Server Keep Alive = maxKeepaliveSec by the core.
    */
-  authenticate(client: MqttClientRef, username: string | undefined, password: Buffer | undefined, keepaliveSec: number | undefined, done: (refusal: ConnackRefusal | null) => void): void
+  authenticate(client: MqttClientRef, username: string | undefined, password: Buffer | undefined, keepaliveSec: number | undefined, done: (refusal: ConnectRefusal | null) => void): void
   /**
    * PUBLISH (and wills, `isWill`): `done(null)` acknowledges it; `done(err)` refuses it (no
    * acknowledgement; over MQTT 3.1.1 the core closes the connection). The acknowledgement waits for `done`.
@@ -153,7 +195,19 @@ export interface CoreOptions {
   readonly maxClientIdLength: number
   readonly connectTimeoutMs: number
   readonly maxTopicLevels: number
+  /**
+   * Inbound QoS 2 messages awaiting PUBREL per client (3.1.1: one more closes the connection). MQTT 5:
+   * advertised as Receive Maximum and enforced for QoS 1 and 2 together (one more: DISCONNECT 0x93).
+   */
   readonly maxInflightIn: number
+  /** Largest packet, total bytes: the frame guard's bound, advertised to MQTT 5 clients as Maximum Packet Size. */
+  readonly maxPacketBytes: number
+  /** MQTT 5 Topic Alias Maximum advertised for inbound aliases (0: none). */
+  readonly topicAliasMaximum: number
+  /** MQTT 5 Session Expiry Interval cap, seconds (a larger request is lowered and the CONNACK says so); 0 = no cap. */
+  readonly maxSessionExpirySec: number
+  /** Largest keepalive, seconds (0 = no bound): an MQTT 5 client asking for 0 or more gets Server Keep Alive = this. */
+  readonly maxKeepaliveSec: number
   readonly drainTimeoutMs: number
   /** A throw from a listener of an event naming a client: that client is closed after this is told. */
   readonly onListenerError: (event: string, client: MqttClientRef, err: unknown) => void
@@ -204,6 +258,15 @@ interface ClientInternals {
   duplicates?: Record<string, number>
   /** aedes 2.0.0-beta.1 internal: protocol version of the CONNECT (null before); if renamed, every client reads as 3.1.1. */
   version?: number | null
+  /** aedes 2.0.0-beta.1 internal: true while CONNECT is handled; write() sends nothing when neither this nor `connected`. */
+  connecting?: boolean
+  connected?: boolean
+  /** aedes 2.0.0-beta.1 internal: Server Keep Alive of an MQTT 5 CONNACK (set by init only when keepaliveLimit is). */
+  _serverKeepAlive?: number
+  /** aedes 2.0.0-beta.1 internal: the MQTT 5 client's Maximum Packet Size (stored, not enforced by aedes). */
+  maximumPacketSize?: number
+  /** aedes 2.0.0-beta.1 internal: MQTT 5 DISCONNECT with a reason code, then close (3.1.1: close). */
+  disconnect(opts: { reasonCode: number; properties?: Record<string, unknown> }, done?: () => void): void
   /** aedes 2.0.0-beta.1 internal: the will being published; if renamed, a will without packet id is refused as malformed. */
   will?: unknown
 }
@@ -247,6 +310,8 @@ class ClientRef implements MqttClientRef {
   delivered: (() => void)[] | undefined
   /** Packet ids of its inbound QoS 2 messages accepted and awaiting PUBREL (the inbound window). */
   readonly inboundQoS2 = new Set<number>()
+  /** Its inbound QoS 1 messages whose PUBACK is not decided yet (MQTT 5 Receive Maximum). */
+  pendingQoS1 = 0
   constructor(readonly client: Client) {}
   get protocolVersion(): 3 | 4 | 5 {
     const v = internals(this.client).version
@@ -331,16 +396,32 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       connectTimeout: opts.connectTimeoutMs,
       maxTopicLevels: opts.maxTopicLevels,
       drainTimeout: opts.drainTimeoutMs,
+      // MQTT 5 (documented aedes 2 options): advertised in the CONNACK. aedes enforces
+      // maximumPacketSize inbound too, after the frame guard (which sees every chunk first).
+      maximumPacketSize: opts.maxPacketBytes,
+      receiveMaximum: opts.maxInflightIn,
+      topicAliasMaximum: opts.topicAliasMaximum,
+      sessionExpiryIntervalLimit: opts.maxSessionExpirySec,
       preConnect: (client, packet, cb) => {
-        core!.keepalives.set(client, packet.keepalive ?? 0)
+        const keepalive = packet.keepalive ?? 0
+        core!.keepalives.set(client, keepalive)
+        // MQTT 5 Server Keep Alive instead of a refusal. Not aedes' keepaliveLimit: for 3.1.1 it
+        // refuses keepalive 0 with CONNACK 6, which 3.1.1 does not define. aedes 2.0.0-beta.1
+        // internal: init() (after preConnect) only ever sets _serverKeepAlive, and doConnack and
+        // setKeepAlive read it; if renamed, an MQTT 5 client keeps the keepalive it asked for.
+        const max = opts.maxKeepaliveSec
+        if (packet.protocolVersion === 5 && max > 0 && (keepalive === 0 || keepalive > max)) internals(client)._serverKeepAlive = max
         cb(null, true)
       },
       authenticate: (client, username, password, cb) => {
         const keepalive = core!.keepalives.get(client)
-        hooks.authenticate(ref(client), username, password, keepalive, (refusal) => {
+        const r = ref(client)
+        hooks.authenticate(r, username, password, keepalive, (refusal) => {
           if (refusal === null) return cb(null, true)
+          const { code, reasonCode, reasonString } = typeof refusal === 'number' ? { code: refusal, reasonCode: undefined, reasonString: undefined } : refusal
+          if (r.protocolVersion === 5 && !client.closed) core!.refuseV5(r, reasonCode ?? V5_CONNACK[code], reasonString)
           // Documented aedes contract: the CONNACK code is taken from `returnCode` (2 to 5, else 5).
-          cb(Object.assign(new Error('connection refused'), { returnCode: refusal }) as AuthenticateError, null)
+          cb(Object.assign(new Error('connection refused'), { returnCode: code }) as AuthenticateError, null)
         })
       },
       authorizePublish: (client, packet, cb) => {
@@ -351,15 +432,29 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         // by packet id, as aedes dispatches one socket read's packets concurrently; a retransmission
         // of a packet in flight keeps its own slot.
         let reserved: number | undefined
-        if (r && !isWill && packet.qos === 2 && packet.messageId !== undefined && !r.inboundQoS2.has(packet.messageId)) {
-          if (r.inboundQoS2.size >= core!.maxInflightIn) {
+        const v5 = r !== null && r.protocolVersion === 5
+        const newQoS2 = r !== null && !isWill && packet.qos === 2 && packet.messageId !== undefined && !r.inboundQoS2.has(packet.messageId)
+        if (r && v5 && !isWill && (packet.qos === 1 || newQoS2) && r.pendingQoS1 + r.inboundQoS2.size >= core!.maxInflightIn) {
+          // [MQTT-3.3.4-9] More unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum we advertised:
+          // DISCONNECT 0x93. aedes 2.0.0-beta.1 internal: enqueuePublish skips a packet marked
+          // `_notAuthorized` (no PUBACK/PUBREC, not published); if renamed, it would be stored.
+          ;(packet as { _notAuthorized?: boolean })._notAuthorized = true
+          core!.emit('clientError', r, new Error(`Receive Maximum exceeded: ${core!.maxInflightIn} inbound QoS 1/2 messages unacknowledged`), 'inflight_in')
+          internals(client!).disconnect({ reasonCode: REASON.RECEIVE_MAXIMUM_EXCEEDED })
+          return cb(null)
+        }
+        if (r && newQoS2) {
+          if (!v5 && r.inboundQoS2.size >= core!.maxInflightIn) {
             // MQTT 3.1/3.1.1 has no reason code to carry, so the connection is dropped (as aedes 1.2 did).
             return cb(new Error(`maxInflightInbound exceeded: ${core!.maxInflightIn} inbound QoS 2 messages already awaiting PUBREL`))
           }
-          reserved = packet.messageId
+          reserved = packet.messageId!
           r.inboundQoS2.add(reserved)
         }
+        const counted = r !== null && v5 && !isWill && packet.qos === 1
+        if (counted) r.pendingQoS1++
         hooks.authorizePublish(r, packet, isWill, (err) => {
+          if (counted) r.pendingQoS1--
           if (err && reserved !== undefined) r!.inboundQoS2.delete(reserved) // nothing is stored
           cb(err)
         })
@@ -380,6 +475,39 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       this.refs.set(c, r)
     }
     return r
+  }
+
+  /**
+   * Writes an MQTT 5 refusing CONNACK with `reasonCode` and a Reason String, and stops aedes writing
+   * its own. aedes 2.0.0-beta.1 maps a refusal only to 0x85..0x88, without Reason String; its
+   * write() sends nothing once neither `connecting` nor `connected` is set (aedes 2.0.0-beta.1
+   * internal: if renamed, the client gets two CONNACKs and the contract test fails). The connected
+   * event is emitted here, as aedes emits connackSent only for CONNACKs it wrote.
+   */
+  private refuseV5(r: ClientRef, reasonCode: number, reasonString: string | undefined): void {
+    const packet = { cmd: 'connack' as const, reasonCode, sessionPresent: false, properties: { reasonString: reasonString ?? REASON_STRINGS[reasonCode] ?? 'refused' } }
+    r.client.conn.write(mqttPacket.generate(packet, { protocolVersion: 5 }))
+    internals(r.client).connecting = false
+    this.emit('connected', r, { accepted: false, code: reasonCode })
+  }
+
+  /**
+   * Whether a PUBLISH fits the MQTT 5 client's Maximum Packet Size. aedes 2.0.0-beta.1 stores the
+   * client's value (client.maximumPacketSize, internal) but does not enforce it: [MQTT-3.1.2-25]
+   * a packet that does not fit is discarded, not sent.
+   */
+  private fits(c: ClientInternals, packet: unknown, qos0: boolean): boolean {
+    const max = c.maximumPacketSize
+    if (max === undefined || c.version !== 5) return true
+    // The PUBLISH as it will be written: aedes numbers it (and may lower its QoS) only after this.
+    const p = packet as { topic: string; payload: Buffer | string; qos: number; retain?: boolean; properties?: Record<string, unknown> }
+    const qos = qos0 ? 0 : Math.min(p.qos, 2)
+    const wire = { cmd: 'publish' as const, topic: p.topic, payload: p.payload, qos: qos as 0 | 1 | 2, messageId: qos > 0 ? 1 : undefined, retain: p.retain === true, dup: false, properties: p.properties }
+    try {
+      return mqttPacket.generate(wire, { protocolVersion: 5 }).length <= max
+    } catch {
+      return true // aedes' own write reports a packet that does not serialise
+    }
   }
 
   private wire(): void {
@@ -486,7 +614,10 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       if (why === undefined) return parse(buf)
       violated = true
       onViolation(why, r)
-      socket.destroy()
+      // MQTT 5: a connected client is told why (DISCONNECT 0x95 Packet too large); its CONNECT
+      // announced our Maximum Packet Size. Nothing more of its bytes is parsed either way.
+      if (r.protocolVersion === 5 && ci.connected === true && !client.closed) ci.disconnect({ reasonCode: REASON.PACKET_TOO_LARGE })
+      else socket.destroy()
       return 0
     }
     return r
@@ -534,6 +665,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       if (r.delivered) for (const l of r.delivered) l()
     }
     c.deliverQoS = (packet, cb) => {
+      if (!this.fits(c, packet, false)) return setImmediate(cb)
       tell()
       inQoS = true
       try {
@@ -543,6 +675,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       }
     }
     c.deliver0 = (packet, cb) => {
+      if (!inQoS && !this.fits(c, packet, true)) return setImmediate(cb)
       if (!inQoS) tell()
       deliver0(packet, cb)
     }

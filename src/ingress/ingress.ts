@@ -16,7 +16,7 @@ import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
 import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import { CONNACK, MqttCore } from './aedes-seam.js'
-import type { ConnackRefusal, MqttClientRef, PublishRequest } from './aedes-seam.js'
+import type { ConnectRefusal, MqttClientRef, PublishRequest } from './aedes-seam.js'
 import { Devices } from './devices.js'
 import type { IngressMetrics } from './metrics.js'
 import { ConnectionLimiter, HandshakeLimiter, frameCheck } from './limits.js'
@@ -31,8 +31,8 @@ export interface Appender {
 
 /** What ingress needs from admission (src/auth's Admission): who may connect, publish, subscribe, receive. */
 export interface AdmissionPolicy {
-  /** Decides a CONNECT: `done(null)` admits, `done(code)` refuses with that CONNACK code. */
-  authenticate(client: MqttClientRef, username: string | undefined, password: Buffer | undefined, done: (refusal: ConnackRefusal | null) => void): void
+  /** Decides a CONNECT: `done(null)` admits, `done(refusal)` refuses with that CONNACK code (MQTT 5: reason code and Reason String). */
+  authenticate(client: MqttClientRef, username: string | undefined, password: Buffer | undefined, done: (refusal: ConnectRefusal | null) => void): void
   mayPublish(client: MqttClientRef | null, topic: string): boolean
   maySubscribe(client: MqttClientRef, topic: string): boolean
   mayReceive(client: MqttClientRef, topic: string): boolean
@@ -71,6 +71,13 @@ export const MAX_CLIENT_ID_BYTES = 255
 
 /** How long a listener stops accepting after an accept failed for lack of descriptors (EMFILE/ENFILE). */
 export const ACCEPT_PAUSE_MS = 1000
+
+/**
+ * Idle time before the kernel probes an MQTT socket (TCP keepalive, on for every connection). It
+ * finds a half-open connection of a device with keepalive 0, which MQTT keepalive never would:
+ * Node (libuv) then probes every second and gives up after 10 unanswered probes.
+ */
+export const TCP_KEEPALIVE_MS = 60_000
 
 /**
  * What the MQTTS listener offers unless its TLS options say otherwise: TLS 1.3's suites (all AEAD)
@@ -157,6 +164,10 @@ export class Ingress implements Component {
         connectTimeoutMs: limits.connectTimeoutMs,
         maxTopicLevels: limits.maxTopicLevels,
         maxInflightIn: limits.maxInflightIn,
+        maxPacketBytes: limits.maxPacketBytes,
+        topicAliasMaximum: limits.maxTopicAlias,
+        maxSessionExpirySec: limits.maxSessionExpiry,
+        maxKeepaliveSec: limits.maxKeepalive,
         drainTimeoutMs: limits.drainTimeoutMs,
         // Whatever a listener does on behalf of one client (presence events, device registry, downlink)
         // may fail for that client only: it is disconnected, the gateway and the other devices go on.
@@ -165,8 +176,11 @@ export class Ingress implements Component {
       {
         authenticate: (client, username, password, keepaliveSec, done) => {
           // Not aedes' keepaliveLimit: it answers CONNACK 6, which MQTT 3.1.1 does not define. Like
-          // Mosquitto, a keepalive out of bounds gets "identifier rejected" (2).
-          if (keepaliveSec !== undefined && limits.maxKeepalive > 0 && (!keepaliveSec || keepaliveSec > limits.maxKeepalive)) {
+          // Mosquitto, a non-zero keepalive above the bound gets "identifier rejected" (2).
+          // Keepalive 0 is allowed by MQTT and the default of Paho and many embedded stacks: it is
+          // accepted, and TCP keepalive (TCP_KEEPALIVE_MS) detects a dead peer. An MQTT 5 client is
+          // never refused for its keepalive: the core gives it Server Keep Alive = the bound.
+          if (client.protocolVersion !== 5 && keepaliveSec !== undefined && limits.maxKeepalive > 0 && keepaliveSec > limits.maxKeepalive) {
             metrics.mqttLimits.inc(1, { limit: 'keepalive' })
             logger.info('connection refused: keepalive out of bounds (--max-keepalive)', { clientId: client.id, max: limits.maxKeepalive })
             return done(CONNACK.IDENTIFIER_REJECTED)
@@ -232,6 +246,8 @@ export class Ingress implements Component {
     const attach = (socket: net.Socket): void => {
       // Small packets (PUBACK, commands, RPC) go out at once instead of waiting on Nagle's algorithm.
       socket.setNoDelay(true)
+      // Half-open connections of devices with keepalive 0 (or a long one) are found by the kernel.
+      socket.setKeepAlive(true, TCP_KEEPALIVE_MS)
       core.attach(socket, frameCheck(limits.maxPacketBytes), (why, client) => {
         metrics.mqttLimits.inc(1, { limit: 'packet_size' })
         logger.info('connection closed: packet refused before buffering', { clientId: client.id ?? null, address: socket.remoteAddress, why })

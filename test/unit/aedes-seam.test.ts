@@ -94,7 +94,7 @@ describe('aedes seam', () => {
   const listenerErrors: { event: string; client: MqttClientRef; err: unknown }[] = []
   async function create(hooks: Partial<CoreHooks> = {}, maxInflightIn = 100, drainTimeoutMs = 5000): Promise<MqttCore> {
     const core = await MqttCore.create(
-      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn, drainTimeoutMs, onListenerError: (event, client, err) => listenerErrors.push({ event, client, err }) },
+      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn, drainTimeoutMs, maxPacketBytes: 1 << 20, topicAliasMaximum: 10, maxSessionExpirySec: 3600, maxKeepaliveSec: 60, onListenerError: (event, client, err) => listenerErrors.push({ event, client, err }) },
       { ...allow, ...hooks },
     )
     cores.push(core)
@@ -537,5 +537,53 @@ describe('aedes seam', () => {
     peer.close()
     await left
     await expect(store.incomingGetPacket({ id: 'dev-rel' }, { messageId: 2 })).rejects.toBeTruthy()
+  })
+
+  it('aedes seam - an MQTT 5 refusal is one CONNACK with the reason code and Reason String given (aedes 2.0.0-beta.1 write() skips its own once connecting is cleared)', async () => {
+    const core = await create({ authenticate: (_c, _u, _p, _k, done) => done({ code: 3, reasonCode: 0x97 }) })
+    const outcomes: { accepted: boolean; code: number }[] = []
+    core.on('connected', (_c, o) => outcomes.push(o))
+    const { peer, client } = open(core, 1 << 20, () => {}, 5)
+    peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: 'v5-quota', clean: true, keepalive: 0 })
+    const ack = (await peer.next((p) => p.cmd === 'connack')) as mqttPacket.IConnackPacket
+    expect(ack.reasonCode).toBe(0x97)
+    expect(ack.properties?.reasonString).toBe('quota exceeded, retry later')
+    await new Promise((r) => setTimeout(r, 50))
+    expect(peer.got.filter((p) => p.cmd === 'connack')).toHaveLength(1)
+    expect(outcomes).toEqual([{ accepted: false, code: 0x97 }])
+    expect(client.closed).toBe(true)
+    // A 3.1.1 client refused the same way gets CONNACK 3, from aedes.
+    const v4 = open(core)
+    v4.peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'v4-quota', clean: true, keepalive: 0 })
+    expect(((await v4.peer.next((p) => p.cmd === 'connack')) as mqttPacket.IConnackPacket).returnCode).toBe(3)
+  })
+
+  it('aedes seam - MQTT 5: Server Keep Alive for keepalive 0 or above the bound (preConnect sets aedes _serverKeepAlive)', async () => {
+    const core = await create()
+    for (const [keepalive, expected] of [[0, 60], [61, 60], [30, undefined]] as const) {
+      const { peer } = await connect(core, `v5-ka-${keepalive}`, true, [], { protocolVersion: 5, keepalive })
+      const ack = peer.got.find((p) => p.cmd === 'connack') as mqttPacket.IConnackPacket
+      expect(ack.properties?.serverKeepAlive).toBe(expected)
+    }
+  })
+
+  it('aedes seam - MQTT 5: one QoS 1 PUBLISH over the Receive Maximum gets DISCONNECT 0x93 and is neither acknowledged nor published (aedes 2.0.0-beta.1 _notAuthorized)', async () => {
+    const held: (() => void)[] = []
+    const seen: number[] = []
+    const core = await create({ authorizePublish: (_c, p, _w, done) => (seen.push(p.messageId ?? 0), held.push(() => done(null))) }, 2)
+    const errors: (CoreLimit | undefined)[] = []
+    core.on('clientError', (_c, _e, limit) => errors.push(limit))
+    const { peer, client } = await connect(core, 'v5-rm', true, [], { protocolVersion: 5 })
+    const left = gone(core, client)
+    // One read: aedes dispatches a read's packets concurrently, as a pipelining client's arrive.
+    peer.raw(Buffer.concat([1, 2, 3].map((messageId) => mqttPacket.generate({ cmd: 'publish', topic: 'rm', payload: Buffer.from('x'), qos: 1, messageId, retain: false, dup: false }, { protocolVersion: 5 }))))
+    await left
+    // The DISCONNECT itself is seen on a socket in test/integration/mqtt5-connect.test.ts (an in-memory
+    // stream drops what is written just before its destroy). aedes 2.0.0-beta.1 records the code it sent.
+    expect((client as unknown as { client: { disconnectReasonCode?: number } }).client.disconnectReasonCode).toBe(0x93)
+    expect(seen).toEqual([1, 2])
+    expect(errors).toEqual(['inflight_in'])
+    for (const h of held) h()
+    expect(peer.got.filter((p) => p.cmd === 'puback')).toEqual([])
   })
 })
