@@ -47,6 +47,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'limits.maxSubscriptions', flag: '--max-subscriptions', env: 'FERRY_MAX_SUBSCRIPTIONS', kind: 'int', default: 100, min: 1, max: 100_000, help: 'subscriptions one client may hold' },
   { key: 'limits.maxInflightIn', flag: '--max-inflight-in', env: 'FERRY_MAX_INFLIGHT_IN', kind: 'int', default: 1000, min: 1, max: 65_535, help: 'inbound QoS 2 messages one client may leave without PUBREL; more disconnect it (MQTT 5: the Receive Maximum advertised, QoS 1 and 2 together; more get DISCONNECT 0x93)' },
   { key: 'limits.maxSessionExpiry', flag: '--max-session-expiry', env: 'FERRY_MAX_SESSION_EXPIRY', kind: 'int', default: 604_800, min: 0, max: 4_294_967_295, help: 'longest MQTT 5 Session Expiry Interval, seconds; a longer one (or "never") is lowered to it and the CONNACK says so; 0 = no cap' },
+  { key: 'limits.refusedPublish', flag: '--refused-publish', env: 'FERRY_REFUSED_PUBLISH', kind: 'enum', values: ['ack', 'disconnect'], default: 'ack', help: 'an MQTT 3.1.1 QoS 1/2 publish refused by policy ($ topic, ACL, topic refused): "ack" acknowledges and drops it (counted as drops{reason="refused"}), "disconnect" closes the connection without PUBACK; MQTT 5 devices always get the reason code' },
   { key: 'limits.maxTopicAlias', flag: '--max-topic-alias', env: 'FERRY_MAX_TOPIC_ALIAS', kind: 'int', default: 10, min: 0, max: 65_535, help: 'MQTT 5 Topic Alias Maximum advertised for inbound topic aliases; 0 = none' },
   { key: 'limits.drainTimeoutMs', flag: '--drain-timeout-ms', env: 'FERRY_DRAIN_TIMEOUT_MS', kind: 'int', default: 30_000, min: 100, max: 600_000, help: 'a subscriber that reads nothing for this long while messages wait for it is disconnected, milliseconds' },
   { key: 'http.listen', flag: '--http-listen', env: 'FERRY_HTTP_LISTEN', kind: 'hostport', default: '127.0.0.1:9464', help: 'HTTP listener HOST:PORT for /metrics (Prometheus) and /healthz' },
@@ -117,6 +118,8 @@ export interface Config {
     readonly maxSessionExpiry: number
     /** MQTT 5 inbound Topic Alias Maximum; 0 = no aliases. */
     readonly maxTopicAlias: number
+    /** An MQTT 3.1.1 publish refused by policy: acknowledged and dropped, or the connection closed. */
+    readonly refusedPublish: 'ack' | 'disconnect'
     readonly drainTimeoutMs: number
   }
   /** `maxConnections`: open HTTP connections. `allowedHosts`: extra Host header names, comma separated ('' = none). */

@@ -580,7 +580,9 @@ describe('aedes seam', () => {
     await left
     // The DISCONNECT itself is seen on a socket in test/integration/mqtt5-connect.test.ts (an in-memory
     // stream drops what is written just before its destroy). aedes 2.0.0-beta.1 records the code it sent.
-    expect((client as unknown as { client: { disconnectReasonCode?: number } }).client.disconnectReasonCode).toBe(0x93)
+    // (Right after the CONNACK the seam writes it itself; once aedes has set `connected`, aedes' disconnect() does and records it.)
+    const written = peer.got.find((p): p is mqttPacket.IDisconnectPacket => p.cmd === 'disconnect')?.reasonCode
+    expect(written ?? (client as unknown as { client: { disconnectReasonCode?: number } }).client.disconnectReasonCode).toBe(0x93)
     expect(seen).toEqual([1, 2])
     expect(errors).toEqual(['inflight_in'])
     for (const h of held) h()
