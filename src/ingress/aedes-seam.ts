@@ -136,6 +136,12 @@ export interface MqttClientRef {
   readonly closed: boolean
   /** Whether it ended its connection with a DISCONNECT packet. */
   readonly sentDisconnect: boolean
+  /**
+   * MQTT 5: the reason code its connection ended with: of the device's DISCONNECT, else of the
+   * DISCONNECT the core sent it (e.g. 0x8E session taken over, 0x8B server shutting down, 0x93,
+   * 0x95). Undefined for 3.1.1, and while connected or when it just vanished.
+   */
+  readonly disconnectReasonCode: number | undefined
   /** Closes the connection. */
   close(): void
 }
@@ -340,6 +346,13 @@ class ClientRef implements MqttClientRef {
   readonly inboundQoS2 = new Set<number>()
   /** Its inbound QoS 1 messages whose PUBACK is not decided yet (MQTT 5 Receive Maximum). */
   pendingQoS1 = 0
+  /** Reason code of the MQTT 5 DISCONNECT the device sent, if it sent one. */
+  receivedDisconnect: number | undefined
+  get disconnectReasonCode(): number | undefined {
+    if (this.protocolVersion !== 5) return undefined
+    // aedes 2.0.0-beta.1 internal: `disconnectReasonCode`, recorded by client.disconnect() (v5).
+    return this.receivedDisconnect ?? (this.client as unknown as { disconnectReasonCode?: number }).disconnectReasonCode
+  }
   constructor(readonly client: Client) {}
   get protocolVersion(): 3 | 4 | 5 {
     const v = internals(this.client).version
@@ -376,6 +389,7 @@ class ClientRef implements MqttClientRef {
 function disconnectV5(r: ClientRef, reasonCode: number): void {
   const c = internals(r.client)
   if (c.connected === true) return c.disconnect({ reasonCode })
+  ;(r.client as unknown as { disconnectReasonCode?: number }).disconnectReasonCode = reasonCode
   if (c.connackSent === true && !r.client.closed) r.client.conn.write(mqttPacket.generate({ cmd: 'disconnect', reasonCode }, { protocolVersion: 5 }))
   r.client.close()
 }
@@ -682,6 +696,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     // inbound QoS 2 message's slot in the window (PUBCOMP is aedes' to write).
     parser.on('packet', (p) => {
       if (p.cmd === 'pubrel' && p.messageId !== undefined) r.inboundQoS2.delete(p.messageId)
+      else if (p.cmd === 'disconnect') r.receivedDisconnect = (p as { reasonCode?: number }).reasonCode ?? 0
     })
     parser.parse = (buf: Buffer) => {
       if (violated) return 0
@@ -693,7 +708,10 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       // announced our Maximum Packet Size. Nothing more of its bytes is parsed either way.
       // aedes 2.0.0-beta.1 internal: `connackSent` (a DISCONNECT may only follow a CONNACK). Written
       // here, not with client.disconnect(), which writes nothing until the CONNACK's queue replay is done.
-      if (r.protocolVersion === 5 && ci.connackSent === true && !client.closed) socket.write(mqttPacket.generate({ cmd: 'disconnect', reasonCode: REASON.PACKET_TOO_LARGE }, { protocolVersion: 5 }))
+      if (r.protocolVersion === 5 && ci.connackSent === true && !client.closed) {
+        socket.write(mqttPacket.generate({ cmd: 'disconnect', reasonCode: REASON.PACKET_TOO_LARGE }, { protocolVersion: 5 }))
+        ;(client as unknown as { disconnectReasonCode?: number }).disconnectReasonCode = REASON.PACKET_TOO_LARGE
+      }
       socket.destroy()
       return 0
     }
