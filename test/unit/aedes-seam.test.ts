@@ -588,4 +588,28 @@ describe('aedes seam', () => {
     for (const h of held) h()
     expect(peer.got.filter((p) => p.cmd === 'puback')).toEqual([])
   })
+
+  it('aedes seam - a PublishRefusal: 3.1.1 ack gets PUBACK/PUBREC+PUBCOMP and nothing is published; v5 gets the reason code and Reason String and stays (aedes 2.0.0-beta.1 _notAuthorized)', async () => {
+    const refusal = { reasonCode: 0x97, reasonString: 'quota exceeded, retry later', v3: 'ack' as const }
+    const core = await create({ authorizePublish: (_c, p, _w, done) => done(p.topic.startsWith('no/') ? refusal : null) })
+    const sub = await connect(core, 'sub-r', true, ['no/#', 'yes/#'])
+    const v3 = await connect(core, 'v3-r', true)
+    v3.peer.send({ cmd: 'publish', topic: 'no/1', payload: Buffer.from('x'), qos: 1, messageId: 7, retain: false, dup: false })
+    expect(((await v3.peer.next((p) => p.cmd === 'puback')) as mqttPacket.IPubackPacket).messageId).toBe(7)
+    v3.peer.send({ cmd: 'publish', topic: 'no/2', payload: Buffer.from('x'), qos: 2, messageId: 8, retain: false, dup: false })
+    await v3.peer.next((p) => p.cmd === 'pubrec' && p.messageId === 8)
+    v3.peer.send({ cmd: 'pubrel', messageId: 8 })
+    await v3.peer.next((p) => p.cmd === 'pubcomp' && p.messageId === 8)
+    const v5 = await connect(core, 'v5-r', true, [], { protocolVersion: 5 })
+    v5.peer.send({ cmd: 'publish', topic: 'no/3', payload: Buffer.from('x'), qos: 1, messageId: 9, retain: false, dup: false })
+    const ack = (await v5.peer.next((p) => p.cmd === 'puback')) as mqttPacket.IPubackPacket
+    expect(ack).toMatchObject({ messageId: 9, reasonCode: 0x97, properties: { reasonString: 'quota exceeded, retry later' } })
+    // Accepted ones still flow, and only they reach the subscriber; each refused packet was acknowledged once.
+    v5.peer.send({ cmd: 'publish', topic: 'yes/1', payload: Buffer.from('y'), qos: 1, messageId: 10, retain: false, dup: false })
+    await sub.peer.next((p) => p.cmd === 'publish' && p.topic === 'yes/1')
+    expect(publishes(sub.peer).map((p) => p.topic)).toEqual(['yes/1'])
+    expect(v3.peer.got.filter((p) => p.cmd === 'puback' || p.cmd === 'pubrec')).toHaveLength(2)
+    expect(v5.peer.got.filter((p) => p.cmd === 'puback' && p.messageId === 9)).toHaveLength(1)
+    expect(v3.client.closed || v5.client.closed).toBe(false)
+  })
 })
