@@ -43,6 +43,15 @@ const NOT_AUTHORIZED = 5
 /** A CONNACK code refusing a client. */
 export type ConnackRefusal = typeof IDENTIFIER_REJECTED | typeof SERVER_UNAVAILABLE | typeof BAD_CREDENTIALS | typeof NOT_AUTHORIZED
 
+/** MQTT 5 reason code 0x97 Quota exceeded: a limit of the gateway, retry later. */
+const QUOTA_EXCEEDED = 0x97
+
+/** A refusal whose MQTT 5 reason code is not the one of its 3.1.1 CONNACK code (structurally the seam's ConnectRefusal). */
+export interface DetailedRefusal {
+  readonly code: ConnackRefusal
+  readonly reasonCode: number
+}
+
 /** What admission needs of a client connection (ingress's MqttClientRef is one, structurally). */
 export interface ClientConnection {
   readonly id: string
@@ -151,10 +160,10 @@ export class Admission {
   }
 
   /** Decides a CONNECT: `done(null)` admits the client, `done(code)` refuses it with that CONNACK code. */
-  authenticate(client: ClientConnection, username: string | undefined, password: Buffer | undefined, done: (refusal: ConnackRefusal | null) => void): void {
+  authenticate(client: ClientConnection, username: string | undefined, password: Buffer | undefined, done: (refusal: ConnackRefusal | DetailedRefusal | null) => void): void {
     this.identify(client, username, password).then(
       (r) => {
-        if (typeof r === 'number') return done(r)
+        if (typeof r === 'number' || 'code' in r) return done(r)
         // Gone while its password was hashed: the core drops this answer; bind nothing to a dead client.
         if (client.closed || client.socket.destroyed) return done(SERVER_UNAVAILABLE)
         const identity = r.identity
@@ -191,7 +200,7 @@ export class Admission {
     })
   }
 
-  private async identify(client: ClientConnection, username: string | undefined, password: Buffer | undefined): Promise<{ identity: string | undefined; credential?: string } | ConnackRefusal> {
+  private async identify(client: ClientConnection, username: string | undefined, password: Buffer | undefined): Promise<{ identity: string | undefined; credential?: string } | ConnackRefusal | DetailedRefusal> {
     const socket = client.socket as Partial<TLSSocket>
     if (this.opts.requireClientCert && typeof socket.getPeerCertificate === 'function') {
       const identity = certificateIdentity(socket as TLSSocket)
@@ -206,7 +215,8 @@ export class Admission {
       }
       const passwords = this.passwords
       const ok = await passwords.verify(username, password ?? Buffer.alloc(0))
-      if (ok === 'busy') return this.fail(client, 'busy', 'too many logins waiting for password hashing', SERVER_UNAVAILABLE)
+      // MQTT 5: 0x97 Quota exceeded (a connection limit: retry later); 3.1.1: CONNACK 3.
+      if (ok === 'busy') return { code: this.fail(client, 'busy', 'too many logins waiting for password hashing', SERVER_UNAVAILABLE), reasonCode: QUOTA_EXCEEDED }
       if (!ok) return this.fail(client, 'credentials', 'unknown device or wrong password', BAD_CREDENTIALS)
       // Verified against `passwords`; a reload meanwhile may have removed the entry (checked then).
       if (passwords !== this.passwords && this.passwords?.fingerprint(username) !== passwords.fingerprint(username)) {

@@ -41,11 +41,14 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'limits.maxTlsHandshakes', flag: '--max-tls-handshakes', env: 'FERRY_MAX_TLS_HANDSHAKES', kind: 'int', default: 64, min: 1, max: 100_000, help: 'TLS handshakes in progress at once on the MQTTS listener; beyond it the oldest one in progress is closed' },
   { key: 'limits.tlsHandshakeRatePerAddress', flag: '--max-tls-handshake-rate-per-address', env: 'FERRY_MAX_TLS_HANDSHAKE_RATE_PER_ADDRESS', kind: 'int', default: 200, min: 1, max: 1_000_000, help: 'TLS handshakes per second from one IP address (bursts up to the same number); a failed or abandoned handshake costs 4 more' },
   { key: 'limits.connectTimeoutMs', flag: '--connect-timeout-ms', env: 'FERRY_CONNECT_TIMEOUT_MS', kind: 'int', default: 10_000, min: 100, max: 600_000, help: 'a socket that has not completed CONNECT after this long is closed, milliseconds' },
-  { key: 'limits.maxKeepalive', flag: '--max-keepalive', env: 'FERRY_MAX_KEEPALIVE', kind: 'int', default: 3600, min: 0, max: 65_535, help: 'largest keepalive a device may ask for, seconds; keepalive 0 (never) is refused too; 0 = no bound' },
+  { key: 'limits.maxKeepalive', flag: '--max-keepalive', env: 'FERRY_MAX_KEEPALIVE', kind: 'int', default: 3600, min: 0, max: 65_535, help: 'largest non-zero keepalive a device may ask for, seconds (3.1.1: more gets CONNACK 2; MQTT 5: Server Keep Alive = this, also for 0); 0 = no bound' },
   { key: 'limits.maxTopicBytes', flag: '--max-topic-bytes', env: 'FERRY_MAX_TOPIC_BYTES', kind: 'int', default: 1024, min: 16, max: 65_535, help: 'longest topic or topic filter, UTF-8 bytes' },
   { key: 'limits.maxTopicLevels', flag: '--max-topic-levels', env: 'FERRY_MAX_TOPIC_LEVELS', kind: 'int', default: 32, min: 1, max: 100, help: 'most levels ("/"-separated) in a topic or topic filter' },
   { key: 'limits.maxSubscriptions', flag: '--max-subscriptions', env: 'FERRY_MAX_SUBSCRIPTIONS', kind: 'int', default: 100, min: 1, max: 100_000, help: 'subscriptions one client may hold' },
-  { key: 'limits.maxInflightIn', flag: '--max-inflight-in', env: 'FERRY_MAX_INFLIGHT_IN', kind: 'int', default: 1000, min: 1, max: 65_535, help: 'inbound QoS 2 messages one client may leave without PUBREL; more disconnect it' },
+  { key: 'limits.maxInflightIn', flag: '--max-inflight-in', env: 'FERRY_MAX_INFLIGHT_IN', kind: 'int', default: 1000, min: 1, max: 65_535, help: 'inbound QoS 2 messages one client may leave without PUBREL; more disconnect it (MQTT 5: the Receive Maximum advertised, QoS 1 and 2 together; more get DISCONNECT 0x93)' },
+  { key: 'limits.maxSessionExpiry', flag: '--max-session-expiry', env: 'FERRY_MAX_SESSION_EXPIRY', kind: 'int', default: 604_800, min: 0, max: 4_294_967_295, help: 'longest MQTT 5 Session Expiry Interval, seconds; a longer one (or "never") is lowered to it and the CONNACK says so; 0 = no cap' },
+  { key: 'limits.refusedPublish', flag: '--refused-publish', env: 'FERRY_REFUSED_PUBLISH', kind: 'enum', values: ['ack', 'disconnect'], default: 'ack', help: 'an MQTT 3.1.1 QoS 1/2 publish refused by policy ($ topic, ACL, topic refused): "ack" acknowledges and drops it (counted as drops{reason="refused"}), "disconnect" closes the connection without PUBACK; MQTT 5 devices always get the reason code' },
+  { key: 'limits.maxTopicAlias', flag: '--max-topic-alias', env: 'FERRY_MAX_TOPIC_ALIAS', kind: 'int', default: 10, min: 0, max: 65_535, help: 'MQTT 5 Topic Alias Maximum advertised for inbound topic aliases; 0 = none' },
   { key: 'limits.drainTimeoutMs', flag: '--drain-timeout-ms', env: 'FERRY_DRAIN_TIMEOUT_MS', kind: 'int', default: 30_000, min: 100, max: 600_000, help: 'a subscriber that reads nothing for this long while messages wait for it is disconnected, milliseconds' },
   { key: 'http.listen', flag: '--http-listen', env: 'FERRY_HTTP_LISTEN', kind: 'hostport', default: '127.0.0.1:9464', help: 'HTTP listener HOST:PORT for /metrics (Prometheus) and /healthz' },
   { key: 'http.maxConnections', flag: '--http-max-connections', env: 'FERRY_HTTP_MAX_CONNECTIONS', kind: 'int', default: 32, min: 1, max: 10_000, help: 'open HTTP connections; more are closed at once' },
@@ -115,6 +118,12 @@ export interface Config {
     readonly maxTopicLevels: number
     readonly maxSubscriptions: number
     readonly maxInflightIn: number
+    /** MQTT 5 Session Expiry Interval cap, seconds; 0 = no cap. */
+    readonly maxSessionExpiry: number
+    /** MQTT 5 inbound Topic Alias Maximum; 0 = no aliases. */
+    readonly maxTopicAlias: number
+    /** An MQTT 3.1.1 publish refused by policy: acknowledged and dropped, or the connection closed. */
+    readonly refusedPublish: 'ack' | 'disconnect'
     readonly drainTimeoutMs: number
   }
   /** `maxConnections`: open HTTP connections. `allowedHosts`: extra Host header names, comma separated ('' = none). */

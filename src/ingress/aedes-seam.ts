@@ -1,8 +1,9 @@
 // The one seam to aedes: the only module that imports `aedes` or touches its objects. Ferry sees
 // an MQTT core with Ferry-owned types (MqttClientRef, PublishRequest, the hooks and events below).
 //
-// Checked against aedes 1.2.0 (node_modules/aedes/package.json). Every use of something aedes does
-// not document is marked `// aedes 1.2.x internal:` with what breaks if it changes, and is pinned
+// Checked against aedes 2.0.0-beta.1 (node_modules/aedes/package.json, pinned exactly in package.json).
+// Every use of something aedes does not document is marked `// aedes 2.0.0-beta.1 internal:` with
+// what breaks if it changes, and is pinned
 // by test/unit/aedes-seam.test.ts, which fails first when an upgrade changes one. The internals
 // used, in one list:
 //   client._parser (parse, 'packet' events)   frame guard; PUBACKs of our deliveries
@@ -10,20 +11,44 @@
 //   client.deliverQoS / client.deliver0        sending our QoS 1 deliveries; counting deliveries
 //   client._disconnected                       "ended with DISCONNECT" (the clean disconnect reason)
 //   client.subscriptions                       the filters a client holds
-//   client.will                                telling a will from a device's own PUBLISH
+//   client.will                                telling a will from a device's own PUBLISH (kept in a
+//                                              WeakSet at registration: a delayed v5 will is published
+//                                              after client.will was cleared)
+//   client.subscriptions / client.duplicates   replaced by null-prototype objects (see below)
+//   client.version                             the protocol version of the CONNECT (3, 4 or 5)
+//   client.disconnect({ reasonCode })           an MQTT 5 DISCONNECT with a reason code, then close
+//   client.connecting / client.connected       write() sends nothing when neither is set (v5 CONNACK)
+//   client.connackSent                         a DISCONNECT 0x95 may be sent (after the CONNACK)
+//   client._serverKeepAlive                    MQTT 5 Server Keep Alive (set in preConnect)
+//   client.maximumPacketSize                   the MQTT 5 client's Maximum Packet Size (outbound bound)
+//   client._requestProblemInformation          whether a Reason String may be sent on PUBACK/PUBREC
+//   packet._notAuthorized                      enqueuePublish skips the packet (no ack, not published)
+//   client.conn                                our own CONNACK/PUBACK/PUBREC with a reason code
 //   broker.registerClient / broker.clients     noticing a takeover of a client id
 //   broker.unregisterClient / _finishRegisterClient   one registered client per id (see wire())
 //   broker.id / broker.counter                 numbering our deliveries as aedes numbers its own
+//   broker.clients / broker.brokers            replaced by null-prototype objects (see below)
 //   broker.persistence.outgoing*               a persistent session's copy of a delivery
 //   broker.emit                                catching a throw from a listener of a client event
-//   error messages 'maxInflightInbound exceeded…' and 'drain timeout'   limits aedes enforces itself
+//   error message 'drain timeout'              a limit aedes enforces itself
+//   persistence.incomingDelPacket              forgetting a clean session's inbound QoS 2 packets
 //   connack.returnCode (connackSent)           whether a CONNACK accepted the client
+//
+// Where aedes 2.0.0-beta.1 is behind aedes 1.2 (it branched before 1.2's fixes), the seam restores:
+//   - GHSA-52qw-whmv-87c5: aedes 2 keys broker.clients, broker.brokers, client.subscriptions and
+//     client.duplicates by wire strings in plain objects, so a client id or filter '__proto__' or
+//     'constructor' reads as present. The seam swaps in null-prototype objects before any is used.
+//   - maxInflightInbound is gone: the seam bounds inbound QoS 2 messages awaiting PUBREL itself
+//     (InboundWindow below) and refuses the one over the bound with the same error text as 1.2
+//     ('maxInflightInbound exceeded…'), so the inflight_in limit is still counted.
+//   - cleanIncoming is gone: when a clean session's connection ends, the seam deletes the inbound
+//     QoS 2 packets it still had stored ([MQTT-3.1.2-6]), so fresh client ids cannot grow the store.
 //
 // Publish decisions: aedes calls `authorizePublish` before it writes PUBACK (QoS 1) or PUBREC
 // (QoS 2) and holds the acknowledgement until the callback runs (lib/handlers/publish.js): that is
 // where ingress appends to the log, so PUBACK means "stored". aedes calls it in packet order.
 //
-// How aedes 1.2 sends a QoS 1 message (lib/client.js): `deliverQoS(packet)` writes it on the next
+// How aedes 2.0.0-beta.1 sends a QoS 1 message (lib/client.js): `deliverQoS(packet)` writes it on the next
 // turn. For a persistent session (clean=false) it first calls `persistence.outgoingUpdate` on the
 // copy queued by `outgoingEnqueue` (and fails the client when there is none); that gives the queued
 // copy its packet id (it is found by brokerId and brokerCounter; enqueued, it has none). The copy
@@ -36,9 +61,10 @@ import type { Duplex } from 'node:stream'
 import type net from 'node:net'
 import { Aedes } from 'aedes'
 import type { AuthenticateError, Client, Subscription } from 'aedes'
+import mqttPacket from 'mqtt-packet'
 
 /** The installed aedes version this seam was checked against (the contract test asserts it). */
-export const AEDES_CHECKED_VERSION = '1.2.0'
+export const AEDES_CHECKED_VERSION = '2.0.0-beta.1'
 
 /** CONNACK return codes of MQTT 3.1.1 that refuse a client. */
 export const CONNACK = {
@@ -51,20 +77,71 @@ export const CONNACK = {
 /** A CONNACK code refusing a client (MQTT 3.1.1 §3.2.2.3). */
 export type ConnackRefusal = (typeof CONNACK)[keyof typeof CONNACK]
 
+/** MQTT 5 reason codes Ferry sends (MQTT 5.0 §2.4). */
+export const REASON = {
+  SUCCESS: 0x00,
+  UNSPECIFIED_ERROR: 0x80,
+  MALFORMED_PACKET: 0x81,
+  IMPLEMENTATION_SPECIFIC_ERROR: 0x83,
+  CLIENT_IDENTIFIER_NOT_VALID: 0x85,
+  BAD_USER_NAME_OR_PASSWORD: 0x86,
+  NOT_AUTHORIZED: 0x87,
+  SERVER_UNAVAILABLE: 0x88,
+  TOPIC_NAME_INVALID: 0x90,
+  RECEIVE_MAXIMUM_EXCEEDED: 0x93,
+  PACKET_TOO_LARGE: 0x95,
+  QUOTA_EXCEEDED: 0x97,
+  PAYLOAD_FORMAT_INVALID: 0x99,
+} as const
+
+/** The MQTT 5 CONNACK reason code of each 3.1.1 refusal (as aedes maps them). */
+const V5_CONNACK: Record<ConnackRefusal, number> = {
+  [CONNACK.IDENTIFIER_REJECTED]: REASON.CLIENT_IDENTIFIER_NOT_VALID,
+  [CONNACK.SERVER_UNAVAILABLE]: REASON.SERVER_UNAVAILABLE,
+  [CONNACK.BAD_CREDENTIALS]: REASON.BAD_USER_NAME_OR_PASSWORD,
+  [CONNACK.NOT_AUTHORIZED]: REASON.NOT_AUTHORIZED,
+}
+
+/** The Reason String of each MQTT 5 CONNACK refusal unless the refusal gives one (client-visible: generic). */
+const REASON_STRINGS: Record<number, string> = {
+  [REASON.CLIENT_IDENTIFIER_NOT_VALID]: 'client identifier not valid',
+  [REASON.SERVER_UNAVAILABLE]: 'server unavailable',
+  [REASON.BAD_USER_NAME_OR_PASSWORD]: 'bad user name or password',
+  [REASON.NOT_AUTHORIZED]: 'not authorized',
+  [REASON.QUOTA_EXCEEDED]: 'quota exceeded, retry later',
+}
+
+/**
+ * How a CONNECT is refused: the 3.1.1 CONNACK code, and for an MQTT 5 client optionally another
+ * reason code (e.g. 0x97 Quota exceeded) and a Reason String (client-visible: keep it generic).
+ */
+export type ConnectRefusal = ConnackRefusal | { readonly code: ConnackRefusal; readonly reasonCode?: number; readonly reasonString?: string }
+
 /** A client connection as Ferry sees it. The same object for the whole life of the connection. */
 export interface MqttClientRef {
   /** Its client id (set once CONNECT was read). */
   readonly id: string
   /** Its peer address ('' when unknown). */
   readonly address: string
-  /** CleanSession of its CONNECT. */
+  /**
+   * Whether its session ends with the connection: CleanSession of a 3.1.1 CONNECT; for MQTT 5, a
+   * Session Expiry Interval of 0.
+   */
   readonly clean: boolean
+  /** MQTT protocol level of its CONNECT: 3 (3.1), 4 (3.1.1) or 5 (5.0); 4 before CONNECT was read. */
+  readonly protocolVersion: 3 | 4 | 5
   /** Its connection: a TLS socket over MQTTS (peer certificate), a plain socket otherwise. */
   readonly socket: net.Socket | Duplex
   /** Whether the core has closed it (possibly before its events reached us). */
   readonly closed: boolean
   /** Whether it ended its connection with a DISCONNECT packet. */
   readonly sentDisconnect: boolean
+  /**
+   * MQTT 5: the reason code its connection ended with: of the device's DISCONNECT, else of the
+   * DISCONNECT the core sent it (e.g. 0x8E session taken over, 0x8B server shutting down, 0x93,
+   * 0x95). Undefined for 3.1.1, and while connected or when it just vanished.
+   */
+  readonly disconnectReasonCode: number | undefined
   /** Closes the connection. */
   close(): void
 }
@@ -86,6 +163,21 @@ export interface PublishProperties {
   readonly subscriptionIdentifier?: number | number[]
 }
 
+/**
+ * How a PUBLISH is refused. An MQTT 5 client gets a PUBACK/PUBREC with `reasonCode` and
+ * `reasonString` and keeps its connection (or, with `v5Disconnect`, a DISCONNECT with `reasonCode`).
+ * An MQTT 3.1.1 client, which has no negative acknowledgement, gets per `v3`: 'ack', the normal
+ * PUBACK/PUBREC (the message is dropped, the device is not wedged resending it), or 'disconnect',
+ * no acknowledgement and its connection closed. A QoS 0 PUBLISH is dropped either way.
+ */
+export interface PublishRefusal {
+  readonly reasonCode: number
+  /** Client-visible: generic. */
+  readonly reasonString: string
+  readonly v3: 'ack' | 'disconnect'
+  readonly v5Disconnect?: boolean
+}
+
 /** A PUBLISH a device (or a will) asks to have accepted; structural over the core's packet. */
 export interface PublishRequest {
   readonly topic: string
@@ -102,7 +194,7 @@ export interface PublishRequest {
 export type SessionEndReason = 'clean' | 'keepalive_timeout' | 'error' | 'takeover' | 'connection_lost'
 
 /** A limit the core enforces itself, named as in ferry_mqtt_limit_refusals_total. */
-export type CoreLimit = 'inflight_in' | 'drain_timeout'
+export type CoreLimit = 'inflight_in' | 'drain_timeout' | 'packet_size'
 
 /** How a QoS 1 delivery ended: PUBACK, device gone (or not there), no PUBACK in time, or cancelled by its sender. */
 export type DeliveryResult = 'acked' | 'offline' | 'timeout' | 'cancelled'
@@ -110,15 +202,18 @@ export type DeliveryResult = 'acked' | 'offline' | 'timeout' | 'cancelled'
 /** The decisions Ferry makes for the core. A throw from one is the caller's to catch. */
 export interface CoreHooks {
   /**
-   * CONNECT: `done(null)` accepts, `done(code)` refuses with that CONNACK. `keepaliveSec` as sent
-   * (0 when absent; undefined if the core did not show us the CONNECT packet).
+   * CONNECT: `done(null)` accepts, `done(refusal)` refuses with that CONNACK (an MQTT 5 client gets
+   * its reason code and a Reason String). `keepaliveSec` as sent (0 when absent; undefined if the
+   * core did not show us the CONNECT packet); an MQTT 5 client asking for 0 or more than
+   * `maxKeepaliveSec` is given Server Keep Alive = maxKeepaliveSec by the core.
    */
-  authenticate(client: MqttClientRef, username: string | undefined, password: Buffer | undefined, keepaliveSec: number | undefined, done: (refusal: ConnackRefusal | null) => void): void
+  authenticate(client: MqttClientRef, username: string | undefined, password: Buffer | undefined, keepaliveSec: number | undefined, done: (refusal: ConnectRefusal | null) => void): void
   /**
-   * PUBLISH (and wills, `isWill`): `done(null)` acknowledges it; `done(err)` refuses it (no
-   * acknowledgement; over MQTT 3.1.1 the core closes the connection). The acknowledgement waits for `done`.
+   * PUBLISH (and wills, `isWill`): `done(null)` acknowledges it; `done(refusal)` refuses it as
+   * PublishRefusal says; `done(err)` refuses it as aedes does (3.1.1: no acknowledgement, connection
+   * closed; MQTT 5: 0x87). A will is not published when refused. The acknowledgement waits for `done`.
    */
-  authorizePublish(client: MqttClientRef | null, publish: PublishRequest, isWill: boolean, done: (err?: Error | null) => void): void
+  authorizePublish(client: MqttClientRef | null, publish: PublishRequest, isWill: boolean, done: (refusal?: PublishRefusal | Error | null) => void): void
   /** One filter of a SUBSCRIBE: granted, or refused with SUBACK 0x80 (the client stays). */
   authorizeSubscribe(client: MqttClientRef, topic: string, done: (err: Error | null, granted: boolean) => void): void
   /** Whether a message on `topic` may be written to the client now. */
@@ -130,7 +225,19 @@ export interface CoreOptions {
   readonly maxClientIdLength: number
   readonly connectTimeoutMs: number
   readonly maxTopicLevels: number
+  /**
+   * Inbound QoS 2 messages awaiting PUBREL per client (3.1.1: one more closes the connection). MQTT 5:
+   * advertised as Receive Maximum and enforced for QoS 1 and 2 together (one more: DISCONNECT 0x93).
+   */
   readonly maxInflightIn: number
+  /** Largest packet, total bytes: the frame guard's bound, advertised to MQTT 5 clients as Maximum Packet Size. */
+  readonly maxPacketBytes: number
+  /** MQTT 5 Topic Alias Maximum advertised for inbound aliases (0: none). */
+  readonly topicAliasMaximum: number
+  /** MQTT 5 Session Expiry Interval cap, seconds (a larger request is lowered and the CONNACK says so); 0 = no cap. */
+  readonly maxSessionExpirySec: number
+  /** Largest keepalive, seconds (0 = no bound): an MQTT 5 client asking for 0 or more gets Server Keep Alive = this. */
+  readonly maxKeepaliveSec: number
   readonly drainTimeoutMs: number
   /** A throw from a listener of an event naming a client: that client is closed after this is told. */
   readonly onListenerError: (event: string, client: MqttClientRef, err: unknown) => void
@@ -162,27 +269,44 @@ export interface Sent {
   withdraw(): void
 }
 
-// aedes 1.2.x internal: the fields and methods of lib/client.js and aedes.js used below (not in
+// aedes 2.0.0-beta.1 internal: the fields and methods of lib/client.js and aedes.js used below (not in
 // its typings). Each is pinned by test/unit/aedes-seam.test.ts.
 interface ClientInternals {
-  /** aedes 1.2.x internal: next packet id of the client's deliveries; if renamed, our ids collide with aedes' own. */
+  /** aedes 2.0.0-beta.1 internal: next packet id of the client's deliveries; if renamed, our ids collide with aedes' own. */
   _nextId: number
-  /** aedes 1.2.x internal: the mqtt-packet parser; if renamed, no frame guard and no PUBACK of ours is seen. */
+  /** aedes 2.0.0-beta.1 internal: the mqtt-packet parser; if renamed, no frame guard and no PUBACK of ours is seen. */
   _parser?: { parse(buf: Buffer): unknown; on(event: 'packet', listener: (p: { cmd: string; messageId?: number }) => void): void }
-  /** aedes 1.2.x internal: writes a QoS>0 delivery (persistent: after outgoingUpdate); if changed, commands are not sent. */
+  /** aedes 2.0.0-beta.1 internal: writes a QoS>0 delivery (persistent: after outgoingUpdate); if changed, commands are not sent. */
   deliverQoS(packet: Record<string, unknown>, cb: () => void): void
-  /** aedes 1.2.x internal: writes a QoS 0 delivery; if changed, messagesOut misses QoS 0. */
+  /** aedes 2.0.0-beta.1 internal: writes a QoS 0 delivery; if changed, messagesOut misses QoS 0. */
   deliver0(packet: unknown, cb: () => void): void
-  /** aedes 1.2.x internal: set on a DISCONNECT packet; if renamed, every clean disconnect reads as connection_lost. */
+  /** aedes 2.0.0-beta.1 internal: set on a DISCONNECT packet; if renamed, every clean disconnect reads as connection_lost. */
   _disconnected?: boolean
-  /** aedes 1.2.x internal: filter → { qos }; if changed, --max-subscriptions and /devices subscriptions break. */
+  /** aedes 2.0.0-beta.1 internal: filter → { qos }; if changed, --max-subscriptions and /devices subscriptions break. */
   subscriptions?: Record<string, { qos: number }>
-  /** aedes 1.2.x internal: the will being published; if renamed, a will without packet id is refused as malformed. */
+  /** aedes 2.0.0-beta.1 internal: broker id → last counter seen (a plain object in 2.0.0-beta.1: replaced). */
+  duplicates?: Record<string, number>
+  /** aedes 2.0.0-beta.1 internal: protocol version of the CONNECT (null before); if renamed, every client reads as 3.1.1. */
+  version?: number | null
+  /** aedes 2.0.0-beta.1 internal: true while CONNECT is handled; write() sends nothing when neither this nor `connected`. */
+  connecting?: boolean
+  connected?: boolean
+  /** aedes 2.0.0-beta.1 internal: set once the CONNACK was written. */
+  connackSent?: boolean
+  /** aedes 2.0.0-beta.1 internal: Server Keep Alive of an MQTT 5 CONNACK (set by init only when keepaliveLimit is). */
+  _serverKeepAlive?: number
+  /** aedes 2.0.0-beta.1 internal: false when the MQTT 5 CONNECT asked for no Reason Strings. */
+  _requestProblemInformation?: boolean
+  /** aedes 2.0.0-beta.1 internal: the MQTT 5 client's Maximum Packet Size (stored, not enforced by aedes). */
+  maximumPacketSize?: number
+  /** aedes 2.0.0-beta.1 internal: MQTT 5 DISCONNECT with a reason code, then close (3.1.1: close). */
+  disconnect(opts: { reasonCode: number; properties?: Record<string, unknown> }, done?: () => void): void
+  /** aedes 2.0.0-beta.1 internal: the will being published; if renamed, a will without packet id is refused as malformed. */
   will?: unknown
 }
 
 interface BrokerInternals {
-  /** aedes 1.2.x internal: broker id and delivery counter, which key a persistent session's queued copy. */
+  /** aedes 2.0.0-beta.1 internal: broker id and delivery counter, which key a persistent session's queued copy. */
   id: string
   counter: number
   persistence: {
@@ -191,12 +315,19 @@ interface BrokerInternals {
     outgoingClearMessageId(client: Client, packet: { messageId: number }): Promise<unknown>
   }
   clients: Record<string, Client | undefined>
-  /** aedes 1.2.x internal: registers a client id, closing its previous connection (takeover). */
+  /** aedes 2.0.0-beta.1 internal: registers a client id, closing its previous connection (takeover). */
   registerClient(c: Client): void
-  /** aedes 1.2.x internal: the second half of registerClient, once the previous connection closed. */
+  /** aedes 2.0.0-beta.1 internal: the second half of registerClient, once the previous connection closed. */
   _finishRegisterClient(c: Client): void
-  /** aedes 1.2.x internal: called by a closing client that authenticated, when any client holds its id. */
+  /** aedes 2.0.0-beta.1 internal: called by a closing client that authenticated, when any client holds its id. */
   unregisterClient(c: Client): void
+  /** aedes 2.0.0-beta.1 internal: other brokers' heartbeats by broker id (a plain object: replaced). */
+  brokers: Record<string, number>
+}
+
+/** aedes 2.0.0-beta.1 internal: the persistence call that deletes an inbound QoS 2 packet (lib/handlers/pubrel.js). */
+interface IncomingStore {
+  incomingDelPacket(client: Client, packet: { messageId: number }): Promise<unknown>
 }
 
 const internals = (c: Client): ClientInternals => c as unknown as ClientInternals
@@ -211,7 +342,22 @@ class ClientRef implements MqttClientRef {
   gone = false
   /** Told of every PUBLISH the core writes to the client (onDeliver). */
   delivered: (() => void)[] | undefined
+  /** Packet ids of its inbound QoS 2 messages accepted and awaiting PUBREL (the inbound window). */
+  readonly inboundQoS2 = new Set<number>()
+  /** Its inbound QoS 1 messages whose PUBACK is not decided yet (MQTT 5 Receive Maximum). */
+  pendingQoS1 = 0
+  /** Reason code of the MQTT 5 DISCONNECT the device sent, if it sent one. */
+  receivedDisconnect: number | undefined
+  get disconnectReasonCode(): number | undefined {
+    if (this.protocolVersion !== 5) return undefined
+    // aedes 2.0.0-beta.1 internal: `disconnectReasonCode`, recorded by client.disconnect() (v5).
+    return this.receivedDisconnect ?? (this.client as unknown as { disconnectReasonCode?: number }).disconnectReasonCode
+  }
   constructor(readonly client: Client) {}
+  get protocolVersion(): 3 | 4 | 5 {
+    const v = internals(this.client).version
+    return v === 3 || v === 5 ? v : 4
+  }
   get id(): string {
     return this.client.id
   }
@@ -235,6 +381,19 @@ class ClientRef implements MqttClientRef {
   }
 }
 
+/**
+ * Ends an MQTT 5 client's connection with DISCONNECT `reasonCode`. aedes 2.0.0-beta.1 internal:
+ * client.disconnect() writes the DISCONNECT only once `connected` is set, which is after the
+ * CONNACK's queue replay; between the CONNACK (`connackSent`) and then, the seam writes it itself.
+ */
+function disconnectV5(r: ClientRef, reasonCode: number): void {
+  const c = internals(r.client)
+  if (c.connected === true) return c.disconnect({ reasonCode })
+  ;(r.client as unknown as { disconnectReasonCode?: number }).disconnectReasonCode = reasonCode
+  if (c.connackSent === true && !r.client.closed) r.client.conn.write(mqttPacket.generate({ cmd: 'disconnect', reasonCode }, { protocolVersion: 5 }))
+  r.client.close()
+}
+
 /** Whether `value` is an aedes client (the argument of a broker event that names one). */
 function isClient(value: unknown): value is Client {
   return typeof value === 'object' && value !== null && 'conn' in value && 'broker' in value
@@ -242,7 +401,7 @@ function isClient(value: unknown): value is Client {
 
 /**
  * What a CONNACK the core wrote says: accepted (code 0) or the refusal code.
- * aedes 1.2.x internal: the CONNACK packet object of the connackSent event; MQTT 3.1.1 names its
+ * aedes 2.0.0-beta.1 internal: the CONNACK packet object of the connackSent event; MQTT 3.1.1 names its
  * code `returnCode`, MQTT 5 (aedes 2.0) `reasonCode`: either is read, so a v5 device is not left
  * offline. A CONNACK with neither counts as refused (code -1), never as accepted.
  */
@@ -254,7 +413,7 @@ export function connackOutcome(connack: unknown): { accepted: boolean; code: num
 
 /** The aedes error messages of limits aedes enforces itself. */
 function limitOf(err: Error): CoreLimit | undefined {
-  // aedes 1.2.x internal: error message text of lib/handlers/publish.js and lib/client.js; if
+  // aedes 2.0.0-beta.1 internal: error message text of lib/handlers/publish.js and lib/client.js; if
   // reworded, these refusals are no longer counted in ferry_mqtt_limit_refusals_total.
   if (err.message.startsWith('maxInflightInbound exceeded')) return 'inflight_in'
   if (err.message === 'drain timeout') return 'drain_timeout'
@@ -266,11 +425,20 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   private readonly refs = new WeakMap<Client, ClientRef>()
   private readonly reasons = new WeakMap<Client, SessionEndReason>()
   private readonly keepalives = new WeakMap<Client, number>()
+  /** The wills of registered clients (a delayed MQTT 5 will is published after client.will is cleared). */
+  private readonly wills = new WeakSet<object>()
   private readonly b: BrokerInternals
 
-  private constructor(private readonly broker: Aedes) {
+  private constructor(
+    private readonly broker: Aedes,
+    private readonly maxInflightIn: number,
+  ) {
     super()
     this.b = broker as unknown as BrokerInternals
+    // aedes 2.0.0-beta.1 internal: GHSA-52qw-whmv-87c5 (fixed in aedes 1.2, absent from the beta):
+    // maps keyed by wire strings must not see Object.prototype's names.
+    this.b.clients = Object.create(null) as BrokerInternals['clients']
+    this.b.brokers = Object.create(null) as BrokerInternals['brokers']
   }
 
   /** Creates the broker. */
@@ -281,29 +449,77 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       maxClientsIdLength: opts.maxClientIdLength,
       connectTimeout: opts.connectTimeoutMs,
       maxTopicLevels: opts.maxTopicLevels,
-      maxInflightInbound: opts.maxInflightIn,
       drainTimeout: opts.drainTimeoutMs,
+      // MQTT 5 (documented aedes 2 options): advertised in the CONNACK. aedes enforces
+      // maximumPacketSize inbound too, after the frame guard (which sees every chunk first).
+      maximumPacketSize: opts.maxPacketBytes,
+      receiveMaximum: opts.maxInflightIn,
+      topicAliasMaximum: opts.topicAliasMaximum,
+      sessionExpiryIntervalLimit: opts.maxSessionExpirySec,
       preConnect: (client, packet, cb) => {
-        core!.keepalives.set(client, packet.keepalive ?? 0)
+        const keepalive = packet.keepalive ?? 0
+        core!.keepalives.set(client, keepalive)
+        // MQTT 5 Server Keep Alive instead of a refusal. Not aedes' keepaliveLimit: for 3.1.1 it
+        // refuses keepalive 0 with CONNACK 6, which 3.1.1 does not define. aedes 2.0.0-beta.1
+        // internal: init() (after preConnect) only ever sets _serverKeepAlive, and doConnack and
+        // setKeepAlive read it; if renamed, an MQTT 5 client keeps the keepalive it asked for.
+        const max = opts.maxKeepaliveSec
+        if (packet.protocolVersion === 5 && max > 0 && (keepalive === 0 || keepalive > max)) internals(client)._serverKeepAlive = max
         cb(null, true)
       },
       authenticate: (client, username, password, cb) => {
         const keepalive = core!.keepalives.get(client)
-        hooks.authenticate(ref(client), username, password, keepalive, (refusal) => {
+        const r = ref(client)
+        hooks.authenticate(r, username, password, keepalive, (refusal) => {
           if (refusal === null) return cb(null, true)
+          const { code, reasonCode, reasonString } = typeof refusal === 'number' ? { code: refusal, reasonCode: undefined, reasonString: undefined } : refusal
+          if (r.protocolVersion === 5 && !client.closed) core!.refuseV5(r, reasonCode ?? V5_CONNACK[code], reasonString)
           // Documented aedes contract: the CONNACK code is taken from `returnCode` (2 to 5, else 5).
-          cb(Object.assign(new Error('connection refused'), { returnCode: refusal }) as AuthenticateError, null)
+          cb(Object.assign(new Error('connection refused'), { returnCode: code }) as AuthenticateError, null)
         })
       },
       authorizePublish: (client, packet, cb) => {
-        // aedes 1.2.x internal: `client.will` is the will being published; a will has no packet id.
-        const isWill = client !== null && packet === internals(client).will
-        hooks.authorizePublish(client ? ref(client) : null, packet, isWill, cb)
+        // aedes 2.0.0-beta.1 internal: `client.will` is the will being published; a will has no packet id.
+        const isWill = client !== null && (packet === internals(client).will || core!.wills.has(packet))
+        const r = client ? ref(client) : null
+        // The inbound QoS 2 window (aedes 1.2's maxInflightInbound): reserved here, synchronously and
+        // by packet id, as aedes dispatches one socket read's packets concurrently; a retransmission
+        // of a packet in flight keeps its own slot.
+        let reserved: number | undefined
+        const v5 = r !== null && r.protocolVersion === 5
+        const newQoS2 = r !== null && !isWill && packet.qos === 2 && packet.messageId !== undefined && !r.inboundQoS2.has(packet.messageId)
+        if (r && v5 && !isWill && (packet.qos === 1 || newQoS2) && r.pendingQoS1 + r.inboundQoS2.size >= core!.maxInflightIn) {
+          // [MQTT-3.3.4-9] More unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum we advertised:
+          // DISCONNECT 0x93. aedes 2.0.0-beta.1 internal: enqueuePublish skips a packet marked
+          // `_notAuthorized` (no PUBACK/PUBREC, not published); if renamed, it would be stored.
+          ;(packet as { _notAuthorized?: boolean })._notAuthorized = true
+          core!.emit('clientError', r, new Error(`Receive Maximum exceeded: ${core!.maxInflightIn} inbound QoS 1/2 messages unacknowledged`), 'inflight_in')
+          disconnectV5(r, REASON.RECEIVE_MAXIMUM_EXCEEDED)
+          return cb(null)
+        }
+        if (r && newQoS2) {
+          if (!v5 && r.inboundQoS2.size >= core!.maxInflightIn) {
+            // MQTT 3.1/3.1.1 has no reason code to carry, so the connection is dropped (as aedes 1.2 did).
+            return cb(new Error(`maxInflightInbound exceeded: ${core!.maxInflightIn} inbound QoS 2 messages already awaiting PUBREL`))
+          }
+          reserved = packet.messageId!
+          r.inboundQoS2.add(reserved)
+        }
+        const counted = r !== null && v5 && !isWill && packet.qos === 1
+        if (counted) r.pendingQoS1++
+        hooks.authorizePublish(r, packet, isWill, (refusal) => {
+          if (counted) r.pendingQoS1--
+          if (!refusal) return cb(null)
+          if (reserved !== undefined) r!.inboundQoS2.delete(reserved) // nothing is stored
+          if (refusal instanceof Error) return cb(refusal)
+          if (r === null || isWill) return cb(new Error(refusal.reasonString))
+          core!.refusePublish(r, packet, refusal, cb)
+        })
       },
       authorizeForward: (client, packet) => (hooks.mayForward(ref(client), packet.topic) ? packet : null),
       authorizeSubscribe: (client, sub: Subscription, cb) => hooks.authorizeSubscribe(ref(client), sub.topic, (err, granted) => cb(err, granted ? sub : null)),
     })
-    core = new MqttCore(broker)
+    core = new MqttCore(broker, opts.maxInflightIn)
     core.guardClientEvents(opts.onListenerError)
     core.wire()
     return core
@@ -318,9 +534,74 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     return r
   }
 
+  /**
+   * Writes an MQTT 5 refusing CONNACK with `reasonCode` and a Reason String, and stops aedes writing
+   * its own. aedes 2.0.0-beta.1 maps a refusal only to 0x85..0x88, without Reason String; its
+   * write() sends nothing once neither `connecting` nor `connected` is set (aedes 2.0.0-beta.1
+   * internal: if renamed, the client gets two CONNACKs and the contract test fails). The connected
+   * event is emitted here, as aedes emits connackSent only for CONNACKs it wrote.
+   */
+  private refuseV5(r: ClientRef, reasonCode: number, reasonString: string | undefined): void {
+    const packet = { cmd: 'connack' as const, reasonCode, sessionPresent: false, properties: { reasonString: reasonString ?? REASON_STRINGS[reasonCode] ?? 'refused' } }
+    r.client.conn.write(mqttPacket.generate(packet, { protocolVersion: 5 }))
+    internals(r.client).connecting = false
+    this.emit('connected', r, { accepted: false, code: reasonCode })
+  }
+
+  /**
+   * Answers a refused PUBLISH as `refusal` says (see PublishRefusal). aedes 2.0.0-beta.1 answers a
+   * refusal in authorizePublish only with 0x87 (MQTT 5) or by closing the connection (3.1.1), so the
+   * seam writes the PUBACK/PUBREC itself and marks the packet `_notAuthorized`, which makes aedes'
+   * enqueuePublish skip it: no acknowledgement of its own, not published to subscribers (aedes
+   * 2.0.0-beta.1 internal, pinned by the contract test; if renamed, a refused message would be
+   * acknowledged twice and reach local subscribers). A 3.1.1 QoS 2 refusal acknowledged with PUBREC
+   * is completed by aedes' PUBREL handler (PUBCOMP, nothing stored to delete).
+   */
+  private refusePublish(r: ClientRef, packet: { qos: number; messageId?: number }, refusal: PublishRefusal, cb: (err?: Error | null) => void): void {
+    const c = internals(r.client)
+    if (r.protocolVersion !== 5 && refusal.v3 === 'disconnect') return cb(new Error(refusal.reasonString))
+    ;(packet as { _notAuthorized?: boolean })._notAuthorized = true
+    if (r.protocolVersion === 5 && refusal.v5Disconnect) {
+      disconnectV5(r, refusal.reasonCode)
+      return cb(null)
+    }
+    // As aedes' write(): `connected` is set only once the CONNACK's queue replay is done, and a
+    // PUBLISH may be handled before (while `connecting`).
+    if (packet.qos > 0 && packet.messageId !== undefined && (c.connected === true || c.connecting === true) && !r.client.closed) {
+      const ack: mqttPacket.IPubackPacket | mqttPacket.IPubrecPacket = { cmd: packet.qos === 1 ? 'puback' : 'pubrec', messageId: packet.messageId }
+      if (r.protocolVersion === 5) {
+        ack.reasonCode = refusal.reasonCode
+        // [MQTT-3.1.2-29] No Reason String when the client asked for no problem information.
+        // aedes 2.0.0-beta.1 internal: `_requestProblemInformation` as set from its CONNECT.
+        if (c._requestProblemInformation !== false) ack.properties = { reasonString: refusal.reasonString }
+      }
+      r.client.conn.write(mqttPacket.generate(ack, { protocolVersion: r.protocolVersion }))
+    }
+    cb(null)
+  }
+
+  /**
+   * Whether a PUBLISH fits the MQTT 5 client's Maximum Packet Size. aedes 2.0.0-beta.1 stores the
+   * client's value (client.maximumPacketSize, internal) but does not enforce it: [MQTT-3.1.2-25]
+   * a packet that does not fit is discarded, not sent.
+   */
+  private fits(c: ClientInternals, packet: unknown, qos0: boolean): boolean {
+    const max = c.maximumPacketSize
+    if (max === undefined || c.version !== 5) return true
+    // The PUBLISH as it will be written: aedes numbers it (and may lower its QoS) only after this.
+    const p = packet as { topic: string; payload: Buffer | string; qos: number; retain?: boolean; properties?: Record<string, unknown> }
+    const qos = qos0 ? 0 : Math.min(p.qos, 2)
+    const wire = { cmd: 'publish' as const, topic: p.topic, payload: p.payload, qos: qos as 0 | 1 | 2, messageId: qos > 0 ? 1 : undefined, retain: p.retain === true, dup: false, properties: p.properties }
+    try {
+      return mqttPacket.generate(wire, { protocolVersion: 5 }).length <= max
+    } catch {
+      return true // aedes' own write reports a packet that does not serialise
+    }
+  }
+
   private wire(): void {
     const broker = this.broker
-    // aedes 1.2.x internal: registerClient closes the previous connection of a client id; we wrap
+    // aedes 2.0.0-beta.1 internal: registerClient closes the previous connection of a client id; we wrap
     // it to learn that it was a takeover. If renamed, a takeover reads as connection_lost.
     const register = this.b.registerClient.bind(broker)
     this.b.registerClient = (c) => {
@@ -328,7 +609,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       if (old && old !== c) this.reasons.set(old, 'takeover')
       register(c)
     }
-    // aedes 1.2.x internal: a closing client that authenticated unregisters its id when any client
+    // aedes 2.0.0-beta.1 internal: a closing client that authenticated unregisters its id when any client
     // holds it (lib/client.js, close), and registerClient finishes after a takeover whether or not
     // the new client is still there. So a connection that authenticates and drops before its own
     // registration (while its session is fetched) would unregister the connected client of its id,
@@ -342,7 +623,13 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     this.b._finishRegisterClient = (c) => {
       if (!c.closed) finishRegister(c)
     }
-    broker.on('client', (c) => this.emit('registered', this.ref(c)))
+    broker.on('client', (c) => {
+      // aedes 2.0.0-beta.1 internal: client.will is set before registration and cleared on close,
+      // before a delayed (MQTT 5 Will Delay Interval) will is published.
+      const will = internals(c).will
+      if (typeof will === 'object' && will !== null) this.wills.add(will)
+      this.emit('registered', this.ref(c))
+    })
     broker.on('connackSent', (connack, c) => this.emit('connected', this.ref(c), connackOutcome(connack)))
     broker.on('keepaliveTimeout', (c) => this.reasons.set(c, 'keepalive_timeout'))
     broker.on('clientError', (c, err) => {
@@ -353,6 +640,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       const r = this.ref(c)
       r.gone = true
       const reason: SessionEndReason = internals(c)._disconnected === true ? 'clean' : (this.reasons.get(c) ?? 'connection_lost')
+      this.forgetInbound(r)
       this.ended(r)
       this.emit('disconnected', r, reason)
     })
@@ -369,7 +657,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
    * `failed` is told and that one client is closed. Events naming no client rethrow as before.
    */
   private guardClientEvents(failed: CoreOptions['onListenerError']): void {
-    // aedes 1.2.x internal: events are emitted with broker.emit from the packet handlers; if aedes
+    // aedes 2.0.0-beta.1 internal: events are emitted with broker.emit from the packet handlers; if aedes
     // stops calling its own emit, a listener's throw ends the process again.
     const emit = this.broker.emit.bind(this.broker) as (event: string | symbol, ...args: unknown[]) => boolean
     ;(this.broker as unknown as { emit: typeof emit }).emit = (event, ...args) => {
@@ -393,28 +681,61 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   attach(socket: net.Socket | Duplex, check: (buf: Buffer) => string | undefined, onViolation: (why: string, client: MqttClientRef) => void): MqttClientRef {
     const client = this.broker.handle(socket)
     const r = this.ref(client)
+    const ci = internals(client)
+    // aedes 2.0.0-beta.1 internal: GHSA-52qw-whmv-87c5, see the file comment. Replaced before CONNECT is read.
+    ci.subscriptions = Object.create(null) as Record<string, { qos: number }>
+    ci.duplicates = Object.create(null) as Record<string, number>
     this.countDeliveries(r)
-    // aedes 1.2.x internal: lib/client.js feeds every socket chunk to `client._parser.parse`; if
+    // aedes 2.0.0-beta.1 internal: lib/client.js feeds every socket chunk to `client._parser.parse`; if
     // renamed, packets are no longer bounded before buffering (a 200 MB announcement is held).
     const parser = internals(client)._parser
     if (!parser || typeof parser.parse !== 'function') throw new Error('aedes client without _parser.parse: the frame guard needs updating for this aedes version')
     const parse = parser.parse.bind(parser)
     let violated = false
+    // aedes 2.0.0-beta.1 internal: the parser emits every packet, PUBREL included; a PUBREL ends an
+    // inbound QoS 2 message's slot in the window (PUBCOMP is aedes' to write).
+    parser.on('packet', (p) => {
+      if (p.cmd === 'pubrel' && p.messageId !== undefined) r.inboundQoS2.delete(p.messageId)
+      else if (p.cmd === 'disconnect') r.receivedDisconnect = (p as { reasonCode?: number }).reasonCode ?? 0
+    })
     parser.parse = (buf: Buffer) => {
       if (violated) return 0
       const why = check(buf)
       if (why === undefined) return parse(buf)
       violated = true
       onViolation(why, r)
+      // MQTT 5: a connected client is told why (DISCONNECT 0x95 Packet too large); its CONNECT
+      // announced our Maximum Packet Size. Nothing more of its bytes is parsed either way.
+      // aedes 2.0.0-beta.1 internal: `connackSent` (a DISCONNECT may only follow a CONNACK). Written
+      // here, not with client.disconnect(), which writes nothing until the CONNACK's queue replay is done.
+      if (r.protocolVersion === 5 && ci.connackSent === true && !client.closed) {
+        socket.write(mqttPacket.generate({ cmd: 'disconnect', reasonCode: REASON.PACKET_TOO_LARGE }, { protocolVersion: 5 }))
+        ;(client as unknown as { disconnectReasonCode?: number }).disconnectReasonCode = REASON.PACKET_TOO_LARGE
+      }
       socket.destroy()
       return 0
     }
     return r
   }
 
+  /**
+   * [MQTT-3.1.2-6] A clean session's inbound QoS 2 packets that never got their PUBREL are deleted
+   * when its connection ends (aedes 1.2's cleanIncoming, absent from 2.0.0-beta.1). A persistent
+   * session keeps them: the device may send PUBREL after a reconnect.
+   */
+  private forgetInbound(r: ClientRef): void {
+    if (r.inboundQoS2.size === 0) return
+    const ids = [...r.inboundQoS2]
+    r.inboundQoS2.clear()
+    if (!r.client.clean) return
+    // aedes 2.0.0-beta.1 internal: persistence.incomingDelPacket, as lib/handlers/pubrel.js calls it.
+    const store = this.b.persistence as unknown as IncomingStore
+    for (const messageId of ids) store.incomingDelPacket(r.client, { messageId }).catch(() => {})
+  }
+
   /** The topic filters the client holds. */
   subscriptionsOf(client: MqttClientRef): string[] {
-    // aedes 1.2.x internal: client.subscriptions (filter → { qos }).
+    // aedes 2.0.0-beta.1 internal: client.subscriptions (filter → { qos }).
     return Object.keys(internals((client as ClientRef).client).subscriptions ?? {})
   }
 
@@ -424,7 +745,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   }
 
   /**
-   * Wraps the client's delivery methods before its CONNECT is read. aedes 1.2.x internal: every
+   * Wraps the client's delivery methods before its CONNECT is read. aedes 2.0.0-beta.1 internal: every
    * delivery goes through deliverQoS or deliver0 (lib/client.js); a subscription keeps the method it
    * found when it was made, and a persistent session's subscriptions are restored before the CONNACK,
    * so a later wrap would miss them. deliverQoS hands a QoS 0 packet to this.deliver0: that is one
@@ -439,6 +760,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       if (r.delivered) for (const l of r.delivered) l()
     }
     c.deliverQoS = (packet, cb) => {
+      if (!this.fits(c, packet, false)) return setImmediate(cb)
       tell()
       inQoS = true
       try {
@@ -448,6 +770,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       }
     }
     c.deliver0 = (packet, cb) => {
+      if (!inQoS && !this.fits(c, packet, true)) return setImmediate(cb)
       if (!inQoS) tell()
       deliver0(packet, cb)
     }
@@ -500,7 +823,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   private watchPubacks(r: ClientRef): void {
     if (r.acks) return
     r.acks = new Map()
-    // aedes 1.2.x internal: the parser emits every packet the client sends, PUBACK included; if
+    // aedes 2.0.0-beta.1 internal: the parser emits every packet the client sends, PUBACK included; if
     // renamed, deliveries never resolve 'acked' (commands time out and are retried).
     internals(r.client)._parser!.on('packet', (p) => {
       if (p.cmd !== 'puback' || p.messageId === undefined) return
@@ -523,7 +846,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     const client = (ref as ClientRef).client
     const b = this.b
     const c = internals(client)
-    // aedes 1.2.x internal: _nextId (1..65535, wrapping), brokerId/brokerCounter keying the queued
+    // aedes 2.0.0-beta.1 internal: _nextId (1..65535, wrapping), brokerId/brokerCounter keying the queued
     // copy, persistence.outgoing*; see the file comment. If changed, a command may take an id aedes
     // uses too, or a persistent session fails the client ("no such packet").
     const messageId = c._nextId

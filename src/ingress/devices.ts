@@ -28,7 +28,8 @@ interface Session extends DeviceInfo {
 
 export interface DeviceEvents {
   online: [info: DeviceInfo]
-  offline: [info: DeviceInfo, reason: DisconnectReason]
+  /** `reasonCode`: MQTT 5 only, the DISCONNECT reason code (MqttClientRef.disconnectReasonCode). */
+  offline: [info: DeviceInfo, reason: DisconnectReason, reasonCode?: number]
   subscribed: [clientId: string, filters: string[]]
 }
 
@@ -77,7 +78,7 @@ export class Devices extends EventEmitter<DeviceEvents> {
     this.sessions.delete(client.id)
     const reason: DisconnectReason = ended === 'clean' ? 'clean' : this.stopping ? 'gateway_stop' : ended
     this.core.ended(client)
-    this.emit('offline', s, reason)
+    this.emit('offline', s, reason, client.disconnectReasonCode)
   }
 
   /** Counts a publish received from a device. */

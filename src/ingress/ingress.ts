@@ -5,18 +5,19 @@
 // (QoS 1) or PUBREC (QoS 2), and holds the acknowledgement until our callback runs. We append there
 // and call back once the append is stored under the fsync policy. Appends are queued in call order,
 // and the core calls the hook in packet order, so each client's publishes keep their order in the log.
+import { isUtf8 } from 'node:buffer'
 import net from 'node:net'
 import tls from 'node:tls'
 import { crc32 } from 'node:zlib'
 import type { Config } from '../config/index.js'
 import { encodeEntry, encodePayload, encodingOf } from '../codec/index.js'
-import type { PayloadPolicy } from '../codec/index.js'
+import type { MessageProperties, PayloadPolicy } from '../codec/index.js'
 import { FerryError } from '../errors.js'
 import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
 import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
-import { CONNACK, MqttCore } from './aedes-seam.js'
-import type { ConnackRefusal, MqttClientRef, PublishProperties, PublishRequest } from './aedes-seam.js'
+import { CONNACK, MqttCore, REASON } from './aedes-seam.js'
+import type { ConnectRefusal, MqttClientRef, PublishProperties, PublishRefusal, PublishRequest } from './aedes-seam.js'
 import { Devices } from './devices.js'
 import type { IngressMetrics } from './metrics.js'
 import { ConnectionLimiter, HandshakeLimiter, frameCheck } from './limits.js'
@@ -31,8 +32,8 @@ export interface Appender {
 
 /** What ingress needs from admission (src/auth's Admission): who may connect, publish, subscribe, receive. */
 export interface AdmissionPolicy {
-  /** Decides a CONNECT: `done(null)` admits, `done(code)` refuses with that CONNACK code. */
-  authenticate(client: MqttClientRef, username: string | undefined, password: Buffer | undefined, done: (refusal: ConnackRefusal | null) => void): void
+  /** Decides a CONNECT: `done(null)` admits, `done(refusal)` refuses with that CONNACK code (MQTT 5: reason code and Reason String). */
+  authenticate(client: MqttClientRef, username: string | undefined, password: Buffer | undefined, done: (refusal: ConnectRefusal | null) => void): void
   mayPublish(client: MqttClientRef | null, topic: string): boolean
   maySubscribe(client: MqttClientRef, topic: string): boolean
   mayReceive(client: MqttClientRef, topic: string): boolean
@@ -73,6 +74,13 @@ export const MAX_CLIENT_ID_BYTES = 255
 export const ACCEPT_PAUSE_MS = 1000
 
 /**
+ * Idle time before the kernel probes an MQTT socket (TCP keepalive, on for every connection). It
+ * finds a half-open connection of a device with keepalive 0, which MQTT keepalive never would:
+ * Node (libuv) then probes every second and gives up after 10 unanswered probes.
+ */
+export const TCP_KEEPALIVE_MS = 60_000
+
+/**
  * What the MQTTS listener offers unless its TLS options say otherwise: TLS 1.3's suites (all AEAD)
  * and, for TLS 1.2, only ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 (forward secrecy,
  * no CBC, no RSA key transport). Node applies the `TLS_*` names to TLS 1.3 and the rest to 1.2.
@@ -92,10 +100,53 @@ export const MQTTS_CIPHERS = [
 /** Why a publish was refused (label of ferry_mqtt_refused_total). */
 const MALFORMED_TOPIC = /[\u0000\uFFFD]/
 
-type RefuseReason = 'malformed' | 'sys_topic' | 'too_large' | 'topic_too_long' | 'acl' | 'log_full' | 'log_error'
+type RefuseReason = 'malformed' | 'sys_topic' | 'too_large' | 'topic_too_long' | 'acl' | 'log_full' | 'log_error' | 'payload_format' | 'internal_error'
 
 function refusalReason(err: unknown): RefuseReason {
   return (err as { code?: string }).code === 'FERRY_ERR_LOG_FULL' ? 'log_full' : 'log_error'
+}
+
+/**
+ * What a device is told for each refusal (README, "Refusals"). MQTT 5: the PUBACK/PUBREC reason code
+ * (only success means stored; never 0x10) and a generic Reason String. MQTT 3.1.1: a refusal by
+ * policy follows --refused-publish (default: acknowledged and dropped, so the device is not wedged
+ * resending it); the others close the connection without an acknowledgement, as before (a full log
+ * under --discard new: the device resends later).
+ */
+const REFUSALS: Record<RefuseReason, { reasonCode: number; reasonString: string; policy: boolean; v5Disconnect?: boolean }> = {
+  sys_topic: { reasonCode: REASON.TOPIC_NAME_INVALID, reasonString: 'topic name invalid', policy: true },
+  topic_too_long: { reasonCode: REASON.TOPIC_NAME_INVALID, reasonString: 'topic name invalid', policy: true },
+  acl: { reasonCode: REASON.NOT_AUTHORIZED, reasonString: 'not authorized', policy: true },
+  malformed: { reasonCode: REASON.MALFORMED_PACKET, reasonString: 'malformed packet', policy: false, v5Disconnect: true },
+  payload_format: { reasonCode: REASON.PAYLOAD_FORMAT_INVALID, reasonString: 'payload format invalid', policy: false },
+  too_large: { reasonCode: REASON.IMPLEMENTATION_SPECIFIC_ERROR, reasonString: 'message too large to store', policy: false },
+  log_full: { reasonCode: REASON.QUOTA_EXCEEDED, reasonString: 'quota exceeded, retry later', policy: false },
+  log_error: { reasonCode: REASON.UNSPECIFIED_ERROR, reasonString: 'not stored', policy: false },
+  internal_error: { reasonCode: REASON.UNSPECIFIED_ERROR, reasonString: 'not stored', policy: false },
+}
+
+/** How often a refusal acknowledged and dropped is logged, per reason (the others are counted in between). */
+export const REFUSED_LOG_INTERVAL_MS = 10_000
+
+/** The MQTT 5 properties of a PUBLISH that Ferry keeps (codec's MessageProperties), or undefined. */
+export function messageProperties(p: PublishProperties | undefined, nowMs: number): MessageProperties | undefined {
+  if (!p) return undefined
+  const out: { -readonly [K in keyof MessageProperties]: MessageProperties[K] } = {}
+  if (p.messageExpiryInterval !== undefined) out.expiresAtMs = nowMs + p.messageExpiryInterval * 1000
+  if (p.contentType !== undefined) out.contentType = p.contentType
+  if (p.payloadFormatIndicator === true) out.utf8 = true
+  if (p.userProperties !== undefined) {
+    // mqtt-packet groups repeated names (in order of first appearance, values in order): the pairs
+    // come out name by name. The order across different names is kept; their interleaving is not.
+    const pairs: [string, string][] = []
+    for (const [name, value] of Object.entries(p.userProperties)) {
+      for (const v of Array.isArray(value) ? value : [value]) pairs.push([name, String(v)])
+    }
+    if (pairs.length > 0) out.userProperties = pairs
+  }
+  if (p.responseTopic !== undefined) out.responseTopic = p.responseTopic
+  if (p.correlationData !== undefined) out.correlationData = p.correlationData
+  return Object.keys(out).length > 0 ? out : undefined
 }
 
 /** What identifies a retransmission besides client and packet id: CRC-32 of topic and stored payload. */
@@ -157,6 +208,10 @@ export class Ingress implements Component {
         connectTimeoutMs: limits.connectTimeoutMs,
         maxTopicLevels: limits.maxTopicLevels,
         maxInflightIn: limits.maxInflightIn,
+        maxPacketBytes: limits.maxPacketBytes,
+        topicAliasMaximum: limits.maxTopicAlias,
+        maxSessionExpirySec: limits.maxSessionExpiry,
+        maxKeepaliveSec: limits.maxKeepalive,
         drainTimeoutMs: limits.drainTimeoutMs,
         // Whatever a listener does on behalf of one client (presence events, device registry, downlink)
         // may fail for that client only: it is disconnected, the gateway and the other devices go on.
@@ -165,8 +220,11 @@ export class Ingress implements Component {
       {
         authenticate: (client, username, password, keepaliveSec, done) => {
           // Not aedes' keepaliveLimit: it answers CONNACK 6, which MQTT 3.1.1 does not define. Like
-          // Mosquitto, a keepalive out of bounds gets "identifier rejected" (2).
-          if (keepaliveSec !== undefined && limits.maxKeepalive > 0 && (!keepaliveSec || keepaliveSec > limits.maxKeepalive)) {
+          // Mosquitto, a non-zero keepalive above the bound gets "identifier rejected" (2).
+          // Keepalive 0 is allowed by MQTT and the default of Paho and many embedded stacks: it is
+          // accepted, and TCP keepalive (TCP_KEEPALIVE_MS) detects a dead peer. An MQTT 5 client is
+          // never refused for its keepalive: the core gives it Server Keep Alive = the bound.
+          if (client.protocolVersion !== 5 && keepaliveSec !== undefined && limits.maxKeepalive > 0 && keepaliveSec > limits.maxKeepalive) {
             metrics.mqttLimits.inc(1, { limit: 'keepalive' })
             logger.info('connection refused: keepalive out of bounds (--max-keepalive)', { clientId: client.id, max: limits.maxKeepalive })
             return done(CONNACK.IDENTIFIER_REJECTED)
@@ -192,7 +250,7 @@ export class Ingress implements Component {
             self.authorizePublish(client, publish, isWill, done)
           } catch (err) {
             self.hookFailed('authorizePublish', client, err)
-            done(new FerryError('FERRY_ERR_INGRESS_REFUSED', 'internal error'))
+            done({ ...REFUSALS.internal_error, v3: 'disconnect' })
           }
         },
         // Every message the core sends a client (subscriptions, retained, a persistent session's
@@ -232,6 +290,8 @@ export class Ingress implements Component {
     const attach = (socket: net.Socket): void => {
       // Small packets (PUBACK, commands, RPC) go out at once instead of waiting on Nagle's algorithm.
       socket.setNoDelay(true)
+      // Half-open connections of devices with keepalive 0 (or a long one) are found by the kernel.
+      socket.setKeepAlive(true, TCP_KEEPALIVE_MS)
       core.attach(socket, frameCheck(limits.maxPacketBytes), (why, client) => {
         metrics.mqttLimits.inc(1, { limit: 'packet_size' })
         logger.info('connection closed: packet refused before buffering', { clientId: client.id ?? null, address: socket.remoteAddress, why })
@@ -402,7 +462,7 @@ export class Ingress implements Component {
   }
 
   /** Where a PUBACK is decided: `cb(null)` once the publish is stored; the core writes PUBACK then. */
-  private authorizePublish(client: MqttClientRef | null, packet: PublishRequest, isWill: boolean, cb: (err?: Error | null) => void): void {
+  private authorizePublish(client: MqttClientRef | null, packet: PublishRequest, isWill: boolean, cb: (refusal?: PublishRefusal | null) => void): void {
     const { metrics } = this.opts
     const started = performance.now()
     const clientId = client?.id ?? ''
@@ -432,12 +492,18 @@ export class Ingress implements Component {
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
     const qos = packet.qos
     const packetId = packet.messageId ?? 0
+    // MQTT 5 [MQTT-3.3.2-4]: a payload said to be UTF-8 (Payload Format Indicator 1) must be.
+    if (packet.properties?.payloadFormatIndicator === true && !isUtf8(payload)) {
+      return this.refuse(client, cb, 'payload_format', `payload on "${packet.topic}" is not UTF-8 although its Payload Format Indicator says so`)
+    }
+    // The MQTT 5 properties kept with the message (a topic alias was resolved by the core already).
+    const properties = messageProperties(packet.properties, Date.now())
     // Stored as it goes upstream; a retransmission is encoded the same way, so its CRC matches.
-    const encoded = this.opts.payloads.encode(packet.topic, payload)
+    const encoded = this.opts.payloads.encode(packet.topic, payload, properties)
     const hash = retransmitHash(packet.topic, encoded.data)
     let entry: Buffer
     try {
-      entry = encodeEntry({ clientId, topic: packet.topic, qos, retain: packet.retain, packetId, encoding: encodingOf(encoded.contentType), payload: encoded.data })
+      entry = encodeEntry({ clientId, topic: packet.topic, qos, retain: packet.retain, packetId, encoding: encodingOf(encoded.contentType), payload: encoded.data, ...(properties ? { properties } : {}) })
     } catch (err) {
       return this.refuse(client, cb, 'too_large', (err as Error).message)
     }
@@ -495,6 +561,9 @@ export class Ingress implements Component {
     )
   }
 
+  /** Per refusal reason: when one acknowledged and dropped was last logged, and how many since. */
+  private readonly refusedLog = new Map<RefuseReason, { at: number; since: number }>()
+
   private hookFailed(hook: string, client: MqttClientRef | null, err: unknown): void {
     this.opts.metrics.mqttRefused.inc(1, { reason: 'internal_error' })
     this.opts.logger.error('error in an MQTT hook; refusing that client', { hook, clientId: client?.id ?? null, error: err })
@@ -528,11 +597,30 @@ export class Ingress implements Component {
     cb(null, granted)
   }
 
-  /** Refuses a publish: no acknowledgement; aedes closes that client's connection (MQTT 3.1.1 has no negative ack). */
-  private refuse(client: MqttClientRef | null, cb: (err?: Error | null) => void, reason: RefuseReason, message: string): void {
-    this.opts.metrics.mqttRefused.inc(1, { reason })
-    this.opts.logger.info('publish refused; disconnecting the client', { clientId: client?.id, reason, detail: message })
-    cb(new FerryError('FERRY_ERR_INGRESS_REFUSED', message))
+  /**
+   * Refuses a publish (see REFUSALS). MQTT 5: a reason code, the connection stays. MQTT 3.1.1: a
+   * refusal by policy under --refused-publish ack is acknowledged and dropped (ferry_drops_total
+   * {reason="refused"}, logged at most every REFUSED_LOG_INTERVAL_MS per reason); otherwise no
+   * acknowledgement and the core closes the connection (3.1.1 has no negative acknowledgement).
+   */
+  private refuse(client: MqttClientRef | null, cb: (refusal?: PublishRefusal | null) => void, reason: RefuseReason, message: string): void {
+    const { metrics, logger, limits } = this.opts
+    metrics.mqttRefused.inc(1, { reason })
+    const how = REFUSALS[reason]
+    const v3: PublishRefusal['v3'] = how.policy && limits.refusedPublish === 'ack' ? 'ack' : 'disconnect'
+    const v5 = client?.protocolVersion === 5
+    if (!v5 && v3 === 'ack' && client !== null) {
+      metrics.drops.inc(1, { reason: 'refused' })
+      const now = performance.now()
+      const last = this.refusedLog.get(reason)
+      if (last && now - last.at < REFUSED_LOG_INTERVAL_MS) last.since++
+      else {
+        logger.info('publish refused; acknowledged and dropped (--refused-publish ack)', { clientId: client.id, reason, detail: message, alsoSinceLastLine: last?.since ?? 0 })
+        this.refusedLog.set(reason, { at: now, since: 0 })
+      }
+    } else if (v5) logger.info('publish refused; reason code sent', { clientId: client.id, reason, reasonCode: how.reasonCode, detail: message })
+    else logger.info('publish refused; disconnecting the client', { clientId: client?.id, reason, detail: message })
+    cb({ reasonCode: how.reasonCode, reasonString: how.reasonString, v3, ...(how.v5Disconnect ? { v5Disconnect: true } : {}) })
   }
 
   /**

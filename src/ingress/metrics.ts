@@ -29,6 +29,8 @@ export interface IngressMetrics {
   readonly mqttRetransmits: Count
   /** ferry_mqtt_puback_latency_seconds: PUBLISH to PUBACK, in seconds. */
   readonly pubackLatency: { observe(seconds: number): void }
+  /** ferry_drops_total, by reason ("refused": acknowledged to a 3.1.1 device and dropped). */
+  readonly drops: CountBy<'reason'>
 }
 
 /** What device presence events record. */

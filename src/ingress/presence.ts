@@ -27,7 +27,8 @@ export function appendDeviceEvent(log: Appender, metrics: PresenceMetrics, logge
 /** Records every connect and disconnect of a device. */
 export function recordPresence(devices: Devices, log: Appender, metrics: PresenceMetrics, logger: Logger): void {
   devices.on('online', (d) => appendDeviceEvent(log, metrics, logger, d.clientId, 'connected', { address: d.address, clean: d.clean }))
-  devices.on('offline', (d, reason) =>
-    appendDeviceEvent(log, metrics, logger, d.clientId, 'disconnected', { reason, connectedMs: Date.now() - d.connectedAt, messagesIn: d.messagesIn, messagesOut: d.messagesOut }),
-  )
+  devices.on('offline', (d, reason, code) => {
+    // MQTT 5 devices: the DISCONNECT reason code (theirs, else the one the gateway sent), when there was one.
+    appendDeviceEvent(log, metrics, logger, d.clientId, 'disconnected', { reason, ...(code !== undefined ? { reasonCode: code } : {}), connectedMs: Date.now() - d.connectedAt, messagesIn: d.messagesIn, messagesOut: d.messagesOut })
+  })
 }

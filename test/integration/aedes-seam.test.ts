@@ -37,7 +37,7 @@ describe('aedes seam over TCP', () => {
 
   async function serve(hooks: Partial<CoreHooks> = {}, maxPacketBytes = 1 << 20): Promise<Served> {
     const core = await MqttCore.create(
-      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn: 100, drainTimeoutMs: 5000, onListenerError: () => {} },
+      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn: 100, drainTimeoutMs: 5000, maxPacketBytes, topicAliasMaximum: 10, maxSessionExpirySec: 3600, maxKeepaliveSec: 60, onListenerError: () => {} },
       { ...allow, ...hooks },
     )
     const violations: string[] = []

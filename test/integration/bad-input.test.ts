@@ -53,7 +53,7 @@ describe('bad packets', () => {
     await nats?.[Symbol.asyncDispose]()
   })
 
-  it('ingress - malformed packets, $SYS publishes and oversized payloads close only the offending client', async () => {
+  it('ingress - malformed packets and oversized payloads close only the offending client; a $SYS publish is acknowledged and dropped', async () => {
     const port = gw.ingress.address.port
     const good = await connectClient(port, 'good-device')
     let goodClosed = false
@@ -71,14 +71,19 @@ describe('bad packets', () => {
     const connect = Buffer.from([0x10, 0x0e, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3c, 0x00, 0x02, 0x62, 0x64])
     await closedBy([connect, Buffer.from([0x36, 0x05, 0x00, 0x01, 0x61, 0x00, 0x01])])
 
-    // 3. $SYS publish and 4. an oversized payload: refused, that client disconnected.
-    for (const [topic, payload] of [['$SYS/fake', 'x'], ['devices/big', Buffer.alloc(8192, 1)]] as const) {
-      const bad = await connectClient(port, `bad-${topic.length}`)
-      const closed = new Promise<void>((resolve) => bad.once('close', () => resolve()))
-      bad.publish(topic, payload, { qos: 1 })
-      await closed
-      await endClient(bad)
-    }
+    // 3. $SYS publish: refused by policy, acknowledged and dropped (--refused-publish ack, issue 13);
+    // the client stays connected.
+    const sys = await connectClient(port, 'bad-sys')
+    await sys.publishAsync('$SYS/fake', 'x', { qos: 1 })
+    expect(sys.connected).toBe(true)
+    await endClient(sys)
+    expect(gw.metrics.drops.get({ reason: 'refused' })).toBe(1)
+    // 4. an oversized payload: refused, that client disconnected.
+    const bad = await connectClient(port, 'bad-big')
+    const closed = new Promise<void>((resolve) => bad.once('close', () => resolve()))
+    bad.publish('devices/big', Buffer.alloc(8192, 1), { qos: 1 })
+    await closed
+    await endClient(bad)
 
     expect(await publishing).toHaveLength(500)
     expect(goodClosed).toBe(false)

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
-import { endClient, closedWithin } from '../helpers/mqtt.js'
+import { endClient } from '../helpers/mqtt.js'
 import { freePort, startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 import { readStream, waitForCount } from '../helpers/stream.js'
@@ -104,8 +104,8 @@ describe('certificate identity', () => {
     expect(granted).toEqual([128])
     await m.publishAsync('devices/mallory/t', '{"ok":1}', { qos: 1 })
     expect(await waitForCount(nats.url, 1, 10_000)).toBe(1)
-    m.publish('devices/dev1/t', '{"forged":1}', { qos: 1 })
-    expect(await closedWithin(m, 3000)).toBe(true)
+    // Denied by the ACL: acknowledged and dropped (--refused-publish ack, issue 13; it disconnected before).
+    await m.publishAsync('devices/dev1/t', '{"forged":1}', { qos: 1 })
     await endClient(m)
     await endClient(dev1)
     const stored = await readStream(nats.url)

@@ -529,7 +529,8 @@ describe('hostile clients', () => {
       '/inject//',
       'inject/ñ/✓',
     ]
-    // Topics starting with `$` are reserved: refused (the client is disconnected, no PUBACK).
+    // Topics starting with `$` are reserved: refused, acknowledged and dropped (--refused-publish ack,
+    // issue 13; before, the client was disconnected without PUBACK). Never stored either way.
     const refused = ['$JS/API/STREAM/DELETE/FERRY', '$JS.API.STREAM.DELETE.FERRY', '$JS/API/STREAM/CREATE/EVIL']
     // A client id that would forge a header line if it were written into the header block raw.
     const forgedId = 'inject-id\r\nNats-Msg-Id: hostile-inject:1:1\r\nX-Evil: 1'
@@ -556,11 +557,8 @@ describe('hostile clients', () => {
 
         for (const [i, topic] of refused.entries()) {
           const bad = await connectClient(port, `inject-refused-${i}`)
-          let acked = false
-          const closed = new Promise<void>((resolve) => bad.once('close', () => resolve()))
-          bad.publish(topic, 'x', { qos: 1 }, (err) => (acked ||= !err))
-          await closed
-          expect(acked, `publish to "${topic}" must not be acknowledged`).toBe(false)
+          await bad.publishAsync(topic, 'x', { qos: 1 })
+          expect(bad.connected, `a refused publish to "${topic}" leaves the client connected`).toBe(true)
           await endClient(bad)
         }
 

@@ -27,11 +27,11 @@ interface Peer {
 }
 
 /** A connection to `core` over in-memory streams, behind the frame guard (`maxPacketBytes`). */
-function open(core: MqttCore, maxPacketBytes = 1 << 20, onViolation: (why: string) => void = () => {}): { peer: Peer; client: MqttClientRef } {
+function open(core: MqttCore, maxPacketBytes = 1 << 20, onViolation: (why: string) => void = () => {}, protocolVersion: 4 | 5 = 4): { peer: Peer; client: MqttClientRef } {
   const toBroker = new PassThrough()
   const fromBroker = new PassThrough()
   const conn = Duplex.from({ readable: toBroker, writable: fromBroker })
-  const parser = mqttPacket.parser({ protocolVersion: 4 })
+  const parser = mqttPacket.parser({ protocolVersion })
   const got: Packet[] = []
   const waiters = new Set<() => void>()
   parser.on('packet', (p) => {
@@ -42,7 +42,7 @@ function open(core: MqttCore, maxPacketBytes = 1 << 20, onViolation: (why: strin
   const peer: Peer = {
     got,
     conn,
-    send: (p) => void toBroker.write(mqttPacket.generate(p)),
+    send: (p) => void toBroker.write(mqttPacket.generate(p, { protocolVersion })),
     raw: (b) => void toBroker.write(b),
     next: (match, ms = 2000) =>
       new Promise((resolve, reject) => {
@@ -65,7 +65,8 @@ function open(core: MqttCore, maxPacketBytes = 1 << 20, onViolation: (why: strin
 
 /** Opens a connection, sends CONNECT and resolves after the CONNACK (and the SUBACK when subscribing). */
 async function connect(core: MqttCore, clientId: string, clean: boolean, subscribe: string[] = [], extra: Partial<mqttPacket.IConnectPacket> = {}): Promise<{ peer: Peer; client: MqttClientRef }> {
-  const { peer, client } = open(core)
+  const version = extra.protocolVersion === 5 ? 5 : 4
+  const { peer, client } = open(core, 1 << 20, () => {}, version)
   peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId, clean, keepalive: 0, ...extra })
   await peer.next((p) => p.cmd === 'connack')
   if (subscribe.length > 0) {
@@ -93,7 +94,7 @@ describe('aedes seam', () => {
   const listenerErrors: { event: string; client: MqttClientRef; err: unknown }[] = []
   async function create(hooks: Partial<CoreHooks> = {}, maxInflightIn = 100, drainTimeoutMs = 5000): Promise<MqttCore> {
     const core = await MqttCore.create(
-      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn, drainTimeoutMs, onListenerError: (event, client, err) => listenerErrors.push({ event, client, err }) },
+      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn, drainTimeoutMs, maxPacketBytes: 1 << 20, topicAliasMaximum: 10, maxSessionExpirySec: 3600, maxKeepaliveSec: 60, onListenerError: (event, client, err) => listenerErrors.push({ event, client, err }) },
       { ...allow, ...hooks },
     )
     cores.push(core)
@@ -108,7 +109,7 @@ describe('aedes seam', () => {
   it('aedes seam - the installed aedes is the version the seam was checked against', () => {
     const require = createRequire(import.meta.url)
     const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(require.resolve('aedes')), 'package.json'), 'utf8')) as { version: string }
-    expect(pkg.version, 'aedes changed: re-check every "aedes 1.2.x internal" in src/ingress/aedes-seam.ts, then update AEDES_CHECKED_VERSION').toBe(AEDES_CHECKED_VERSION)
+    expect(pkg.version, 'aedes changed: re-check every "aedes 2.0.0-beta.1 internal" in src/ingress/aedes-seam.ts, then update AEDES_CHECKED_VERSION').toBe(AEDES_CHECKED_VERSION)
   })
 
   it('aedes seam - the internals it uses exist with the expected shape', async () => {
@@ -132,6 +133,12 @@ describe('aedes seam', () => {
       expect(typeof c.deliver0).toBe('function')
       expect(c._disconnected).toBe(false)
       expect(c.subscriptions).toEqual({})
+      expect(typeof c.duplicates).toBe('object')
+      expect(typeof b.brokers).toBe('object')
+      expect(c.version).toBe(null)
+      expect(typeof c.disconnect).toBe('function')
+      expect(typeof b.persistence.incomingDelPacket).toBe('function')
+      expect(typeof b.persistence.incomingGetPacket).toBe('function')
       expect('will' in c).toBe(true)
       conn.destroy()
     } finally {
@@ -355,7 +362,7 @@ describe('aedes seam', () => {
     const { peer, client } = await connect(core, 'dev-n', true, ['n/#'])
     const pub = await connect(core, 'pub-n', true)
     const publishN = (topic: string): void => pub.peer.send({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 1, messageId: 1, retain: false, dup: false })
-    // aedes 1.2.x internal: `_nextId` of the aedes client behind the ref, set so that the wrap is exercised.
+    // aedes 2.0.0-beta.1 internal: `_nextId` of the aedes client behind the ref, set so that the wrap is exercised.
     ;(client as unknown as { client: { _nextId: number } }).client._nextId = 65534
     publishN('n/aedes-1') // aedes' own delivery (subscription): 65534
     await peer.next((q) => q.cmd === 'publish' && q.topic === 'n/aedes-1')
@@ -488,5 +495,121 @@ describe('aedes seam', () => {
     expect(listenerErrors.map((e) => [e.event, e.client.id])).toEqual([['connackSent', 'bad']])
     const good = await connect(core, 'good', true)
     expect(good.client.closed).toBe(false)
+  })
+
+  it('aedes seam - client ids and filters named like Object.prototype members are ordinary (GHSA-52qw-whmv-87c5, restored over aedes 2.0.0-beta.1)', async () => {
+    const core = await create()
+    const first = await connect(core, 'constructor', true, ['__proto__'])
+    expect(core.subscriptionsOf(first.client)).toEqual(['__proto__'])
+    const left = gone(core, first.client)
+    const second = await connect(core, 'constructor', true)
+    expect(await left).toBe('takeover')
+    expect(second.client.closed).toBe(false)
+    const proto = await connect(core, '__proto__', true)
+    expect(proto.client.closed).toBe(false)
+  })
+
+  it('aedes seam - protocolVersion reports the CONNECT level (4 for 3.1.1, 5 for MQTT 5)', async () => {
+    const core = await create()
+    const v4 = await connect(core, 'dev-v4', true)
+    const v5 = await connect(core, 'dev-v5', true, [], { protocolVersion: 5 })
+    expect(v4.client.protocolVersion).toBe(4)
+    expect(v5.client.protocolVersion).toBe(5)
+  })
+
+  it('aedes seam - a PUBREL frees the inbound QoS 2 slot; a clean session forgets its unreleased QoS 2 packets when it ends', async () => {
+    const core = await create({}, 1)
+    const errors: (CoreLimit | undefined)[] = []
+    core.on('clientError', (_c, _e, limit) => errors.push(limit))
+    const { peer, client } = await connect(core, 'dev-rel', true)
+    peer.send({ cmd: 'publish', topic: 'q2', payload: Buffer.from('x'), qos: 2, messageId: 1, retain: false, dup: false })
+    await peer.next((p) => p.cmd === 'pubrec' && p.messageId === 1)
+    peer.send({ cmd: 'pubrel', messageId: 1 })
+    await peer.next((p) => p.cmd === 'pubcomp' && p.messageId === 1)
+    peer.send({ cmd: 'publish', topic: 'q2', payload: Buffer.from('y'), qos: 2, messageId: 2, retain: false, dup: false })
+    await peer.next((p) => p.cmd === 'pubrec' && p.messageId === 2)
+    expect(errors).toEqual([])
+    // aedes 2.0.0-beta.1 internal: persistence.incomingGetPacket finds a stored inbound QoS 2 packet by client id and packet id.
+    const store = (core as unknown as { b: { persistence: { incomingGetPacket(c: unknown, p: unknown): Promise<unknown> } } }).b.persistence
+    const aedesClient = (client as unknown as { client: unknown }).client
+    await expect(store.incomingGetPacket(aedesClient, { messageId: 2 })).resolves.toBeTruthy()
+    const left = gone(core, client)
+    peer.close()
+    await left
+    await expect(store.incomingGetPacket({ id: 'dev-rel' }, { messageId: 2 })).rejects.toBeTruthy()
+  })
+
+  it('aedes seam - an MQTT 5 refusal is one CONNACK with the reason code and Reason String given (aedes 2.0.0-beta.1 write() skips its own once connecting is cleared)', async () => {
+    const core = await create({ authenticate: (_c, _u, _p, _k, done) => done({ code: 3, reasonCode: 0x97 }) })
+    const outcomes: { accepted: boolean; code: number }[] = []
+    core.on('connected', (_c, o) => outcomes.push(o))
+    const { peer, client } = open(core, 1 << 20, () => {}, 5)
+    peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: 'v5-quota', clean: true, keepalive: 0 })
+    const ack = (await peer.next((p) => p.cmd === 'connack')) as mqttPacket.IConnackPacket
+    expect(ack.reasonCode).toBe(0x97)
+    expect(ack.properties?.reasonString).toBe('quota exceeded, retry later')
+    await new Promise((r) => setTimeout(r, 50))
+    expect(peer.got.filter((p) => p.cmd === 'connack')).toHaveLength(1)
+    expect(outcomes).toEqual([{ accepted: false, code: 0x97 }])
+    expect(client.closed).toBe(true)
+    // A 3.1.1 client refused the same way gets CONNACK 3, from aedes.
+    const v4 = open(core)
+    v4.peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'v4-quota', clean: true, keepalive: 0 })
+    expect(((await v4.peer.next((p) => p.cmd === 'connack')) as mqttPacket.IConnackPacket).returnCode).toBe(3)
+  })
+
+  it('aedes seam - MQTT 5: Server Keep Alive for keepalive 0 or above the bound (preConnect sets aedes _serverKeepAlive)', async () => {
+    const core = await create()
+    for (const [keepalive, expected] of [[0, 60], [61, 60], [30, undefined]] as const) {
+      const { peer } = await connect(core, `v5-ka-${keepalive}`, true, [], { protocolVersion: 5, keepalive })
+      const ack = peer.got.find((p) => p.cmd === 'connack') as mqttPacket.IConnackPacket
+      expect(ack.properties?.serverKeepAlive).toBe(expected)
+    }
+  })
+
+  it('aedes seam - MQTT 5: one QoS 1 PUBLISH over the Receive Maximum gets DISCONNECT 0x93 and is neither acknowledged nor published (aedes 2.0.0-beta.1 _notAuthorized)', async () => {
+    const held: (() => void)[] = []
+    const seen: number[] = []
+    const core = await create({ authorizePublish: (_c, p, _w, done) => (seen.push(p.messageId ?? 0), held.push(() => done(null))) }, 2)
+    const errors: (CoreLimit | undefined)[] = []
+    core.on('clientError', (_c, _e, limit) => errors.push(limit))
+    const { peer, client } = await connect(core, 'v5-rm', true, [], { protocolVersion: 5 })
+    const left = gone(core, client)
+    // One read: aedes dispatches a read's packets concurrently, as a pipelining client's arrive.
+    peer.raw(Buffer.concat([1, 2, 3].map((messageId) => mqttPacket.generate({ cmd: 'publish', topic: 'rm', payload: Buffer.from('x'), qos: 1, messageId, retain: false, dup: false }, { protocolVersion: 5 }))))
+    await left
+    // The DISCONNECT itself is seen on a socket in test/integration/mqtt5-connect.test.ts (an in-memory
+    // stream drops what is written just before its destroy). aedes 2.0.0-beta.1 records the code it sent.
+    // (Right after the CONNACK the seam writes it itself; once aedes has set `connected`, aedes' disconnect() does and records it.)
+    const written = peer.got.find((p): p is mqttPacket.IDisconnectPacket => p.cmd === 'disconnect')?.reasonCode
+    expect(written ?? (client as unknown as { client: { disconnectReasonCode?: number } }).client.disconnectReasonCode).toBe(0x93)
+    expect(seen).toEqual([1, 2])
+    expect(errors).toEqual(['inflight_in'])
+    for (const h of held) h()
+    expect(peer.got.filter((p) => p.cmd === 'puback')).toEqual([])
+  })
+
+  it('aedes seam - a PublishRefusal: 3.1.1 ack gets PUBACK/PUBREC+PUBCOMP and nothing is published; v5 gets the reason code and Reason String and stays (aedes 2.0.0-beta.1 _notAuthorized)', async () => {
+    const refusal = { reasonCode: 0x97, reasonString: 'quota exceeded, retry later', v3: 'ack' as const }
+    const core = await create({ authorizePublish: (_c, p, _w, done) => done(p.topic.startsWith('no/') ? refusal : null) })
+    const sub = await connect(core, 'sub-r', true, ['no/#', 'yes/#'])
+    const v3 = await connect(core, 'v3-r', true)
+    v3.peer.send({ cmd: 'publish', topic: 'no/1', payload: Buffer.from('x'), qos: 1, messageId: 7, retain: false, dup: false })
+    expect(((await v3.peer.next((p) => p.cmd === 'puback')) as mqttPacket.IPubackPacket).messageId).toBe(7)
+    v3.peer.send({ cmd: 'publish', topic: 'no/2', payload: Buffer.from('x'), qos: 2, messageId: 8, retain: false, dup: false })
+    await v3.peer.next((p) => p.cmd === 'pubrec' && p.messageId === 8)
+    v3.peer.send({ cmd: 'pubrel', messageId: 8 })
+    await v3.peer.next((p) => p.cmd === 'pubcomp' && p.messageId === 8)
+    const v5 = await connect(core, 'v5-r', true, [], { protocolVersion: 5 })
+    v5.peer.send({ cmd: 'publish', topic: 'no/3', payload: Buffer.from('x'), qos: 1, messageId: 9, retain: false, dup: false })
+    const ack = (await v5.peer.next((p) => p.cmd === 'puback')) as mqttPacket.IPubackPacket
+    expect(ack).toMatchObject({ messageId: 9, reasonCode: 0x97, properties: { reasonString: 'quota exceeded, retry later' } })
+    // Accepted ones still flow, and only they reach the subscriber; each refused packet was acknowledged once.
+    v5.peer.send({ cmd: 'publish', topic: 'yes/1', payload: Buffer.from('y'), qos: 1, messageId: 10, retain: false, dup: false })
+    await sub.peer.next((p) => p.cmd === 'publish' && p.topic === 'yes/1')
+    expect(publishes(sub.peer).map((p) => p.topic)).toEqual(['yes/1'])
+    expect(v3.peer.got.filter((p) => p.cmd === 'puback' || p.cmd === 'pubrec')).toHaveLength(2)
+    expect(v5.peer.got.filter((p) => p.cmd === 'puback' && p.messageId === 9)).toHaveLength(1)
+    expect(v3.client.closed || v5.client.closed).toBe(false)
   })
 })
