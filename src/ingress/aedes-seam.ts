@@ -782,7 +782,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
    * 'cancelled' when `signal` aborts first. Unless acked, the delivery is withdrawn: a persistent
    * session does not keep it.
    */
-  deliver(client: MqttClientRef, topic: string, payload: Buffer, timeoutMs: number, signal?: AbortSignal): Promise<DeliveryResult> {
+  deliver(client: MqttClientRef, topic: string, payload: Buffer, timeoutMs: number, signal?: AbortSignal, properties?: PublishProperties): Promise<DeliveryResult> {
     const r = client as ClientRef
     if (signal?.aborted) return Promise.resolve('cancelled')
     if (r.gone) return Promise.resolve('offline')
@@ -803,7 +803,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         if (result !== 'acked') sent.withdraw() // (a PUBACK has removed it already)
         resolve(result)
       }
-      const sent = this.sendQoS1(r, topic, payload, offline)
+      const sent = this.sendQoS1(r, topic, payload, offline, properties)
       const timer = setTimeout(() => finish('timeout'), timeoutMs)
       acks.set(sent.messageId, () => finish('acked'))
       waiting.add(offline)
@@ -842,7 +842,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
    * (replayed on the next connect) until the client's PUBACK or `withdraw()`. `onFailed` is called
    * when it cannot be queued.
    */
-  sendQoS1(ref: MqttClientRef, topic: string, payload: Buffer, onFailed: () => void): Sent {
+  sendQoS1(ref: MqttClientRef, topic: string, payload: Buffer, onFailed: () => void, properties?: PublishProperties): Sent {
     const client = (ref as ClientRef).client
     const b = this.b
     const c = internals(client)
@@ -851,7 +851,10 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     // uses too, or a persistent session fails the client ("no such packet").
     const messageId = c._nextId
     c._nextId = messageId >= 65535 ? 1 : messageId + 1
-    const packet = { cmd: 'publish', brokerId: b.id, brokerCounter: ++b.counter, topic, payload, qos: 1, retain: false, dup: false, messageId }
+    // MQTT 5 properties go to v5 clients only (an MQTT 3.1.1 PUBLISH has none); aedes-packet keeps
+    // `properties` through its copies (aedes 2.0.0-beta.1).
+    const v5 = ref.protocolVersion === 5 && properties !== undefined && Object.keys(properties).length > 0
+    const packet = { cmd: 'publish', brokerId: b.id, brokerCounter: ++b.counter, topic, payload, qos: 1, retain: false, dup: false, messageId, ...(v5 ? { properties } : {}) }
     if (client.clean) {
       c.deliverQoS(packet, () => {})
       return { messageId, withdraw: () => {} }

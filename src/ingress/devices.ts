@@ -6,7 +6,7 @@
 // device gone, cancelled) is withdrawn from a persistent session's queue, so a device reconnecting
 // with clean=false gets only what is still being delivered: at most one copy per delivery.
 import { EventEmitter } from 'node:events'
-import type { DeliveryResult, MqttClientRef, MqttCore, SessionEndReason } from './aedes-seam.js'
+import type { DeliveryResult, MqttClientRef, MqttCore, PublishProperties, SessionEndReason } from './aedes-seam.js'
 
 export type { DeliveryResult } from './aedes-seam.js'
 
@@ -108,11 +108,11 @@ export class Devices extends EventEmitter<DeviceEvents> {
    * it is not connected or disconnects first, 'timeout' after `timeoutMs`, 'cancelled' when `signal`
    * aborts first. Unless acked, the delivery is withdrawn: a persistent session does not keep it.
    */
-  deliver(clientId: string, topic: string, payload: Buffer, timeoutMs: number, signal?: AbortSignal): Promise<DeliveryResult> {
+  deliver(clientId: string, topic: string, payload: Buffer, timeoutMs: number, signal?: AbortSignal, properties?: PublishProperties): Promise<DeliveryResult> {
     const s = this.sessions.get(clientId)
     if (!s) return Promise.resolve('offline')
     if (signal?.aborted) return Promise.resolve('cancelled')
     if (!this.mayReceive(s.client, topic)) return Promise.resolve('timeout')
-    return this.core.deliver(s.client, topic, payload, timeoutMs, signal)
+    return this.core.deliver(s.client, topic, payload, timeoutMs, signal, properties)
   }
 }

@@ -1,11 +1,9 @@
 // Downlink for MQTT 5 devices through the bundled gateway: a command carries its remaining TTL as
 // Message Expiry Interval and its Ferry-Prop-* headers as User Properties (mosquitto_sub -V mqttv5),
 // and RPC uses MQTT 5 request/response (Paho v5 answers on the Response Topic with the Correlation
-// Data). These need aedes >= 2 and a seam whose deliver takes the properties: skipped, with the
-// reason printed, while node_modules holds aedes 1.x.
+// Data).
 import { execFile, spawn } from 'node:child_process'
 import fs from 'node:fs'
-import path from 'node:path'
 import { connect, headers } from '@nats-io/transport-node'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
@@ -18,13 +16,9 @@ import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 import { reapAtExit } from '../helpers/reap.js'
 
-const AEDES_VERSION = (JSON.parse(fs.readFileSync(path.join('node_modules', 'aedes', 'package.json'), 'utf8')) as { version: string }).version
-const AEDES2 = Number(AEDES_VERSION.split('.')[0]) >= 2
-const SKIP = `the v5 downlink needs aedes >= 2; installed aedes ${AEDES_VERSION}`
-if (!AEDES2) console.warn(`downlink-v5.test.ts: skipped: ${SKIP}`)
 const PYTHON = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
 
-describe.skipIf(!AEDES2)(`downlink to MQTT 5 devices (${AEDES2 ? 'aedes 2' : SKIP})`, () => {
+describe('downlink to MQTT 5 devices', () => {
   let nats: NatsServer
   let gw: GatewayProcess
   let nc: NatsConnection

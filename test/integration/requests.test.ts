@@ -1,7 +1,5 @@
 // Requests from devices to cloud services through the bundled gateway: a real nats-server, a small
 // nats.js service on ferry.svc.config.get, and devices on mqtt.js, Paho (python3) and mosquitto_rr.
-// MQTT 5 cases need aedes >= 2 (Response Topic / Correlation Data): they are skipped, with the
-// reason printed, while node_modules holds aedes 1.x.
 import { execFile } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -18,10 +16,6 @@ import { connectClient, endClient } from '../helpers/mqtt.js'
 import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 
-const AEDES_VERSION = (JSON.parse(fs.readFileSync(path.join('node_modules', 'aedes', 'package.json'), 'utf8')) as { version: string }).version
-const AEDES2 = Number(AEDES_VERSION.split('.')[0]) >= 2
-const V5_SKIP = `MQTT 5 requests need aedes >= 2 (Response Topic, Correlation Data); installed aedes ${AEDES_VERSION}`
-if (!AEDES2) console.warn(`requests.test.ts: skipping the MQTT 5 cases: ${V5_SKIP}`)
 /** Debian's python3, which has python3-paho-mqtt (a pyenv python3 on PATH may not). */
 const PYTHON = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
 
@@ -245,7 +239,7 @@ describe('requests from devices', () => {
     }
   })
 
-  it.skipIf(!AEDES2)(`requests - v5 round trip with mqtt.js: answer on the Response Topic with the Correlation Data and Ferry-Status (${AEDES2 ? 'aedes 2' : V5_SKIP})`, async () => {
+  it('requests - v5 round trip with mqtt.js: answer on the Response Topic with the Correlation Data and Ferry-Status', async () => {
     const { c, got } = await device(gw.port, 'req-v5', 5)
     await c.publishAsync('requests/req-v5/config/get', '{"v":5}', { qos: 1, properties: { responseTopic: 'devices/req-v5/answers', correlationData: Buffer.from('cd-1') } })
     expect(await until(() => got.length > 0)).toBe(true)
@@ -256,21 +250,21 @@ describe('requests from devices', () => {
     await endClient(c)
   })
 
-  it.skipIf(!AEDES2)(`requests - v5 with mosquitto_rr: round trip, and no responders answered 503 (${AEDES2 ? 'aedes 2' : V5_SKIP})`, async () => {
+  it('requests - v5 with mosquitto_rr: round trip, and no responders answered 503', async () => {
     const ok = await run('mosquitto_rr', ['-V', 'mqttv5', '-p', String(gw.port), '-i', 'req-rr', '-t', 'requests/req-rr/config/get', '-e', 'devices/req-rr/answers', '-m', 'hi', '-W', '5'])
     expect(JSON.parse(ok.stdout.trim())).toEqual({ device: 'req-rr', asked: 'hi' })
     const nores = await run('mosquitto_rr', ['-V', 'mqttv5', '-p', String(gw.port), '-i', 'req-rr', '-t', 'requests/req-rr/nosuch/get', '-e', 'devices/req-rr/answers', '-m', 'hi', '-W', '5'])
     expect(nores.stdout.trim()).toBe('503 no responders')
   })
 
-  it.skipIf(!AEDES2)(`requests - v5 with Paho: Correlation Data and Ferry-Status come back; another device's topic gets 403 (${AEDES2 ? 'aedes 2' : V5_SKIP})`, async () => {
+  it('requests - v5 with Paho: Correlation Data and Ferry-Status come back; another device\'s topic gets 403', async () => {
     const ok = await pahoRequest(gw.port, 'req-paho5', 'requests/req-paho5/config/get', 'MQTTv5', 'devices/req-paho5/answers')
     expect(ok.stdout).toMatch(/^devices\/req-paho5\/answers \{.*"device":"req-paho5".*\} cd=paho-cd-1 status=200 OK/)
     const other = await pahoRequest(gw.port, 'req-paho5', 'requests/req-other/config/get', 'MQTTv5', 'devices/req-paho5/answers')
     expect(other.stdout.trim()).toBe('devices/req-paho5/answers 403 forbidden: the topic names another device cd=paho-cd-1 status=403 forbidden: the topic names another device')
   })
 
-  it.skipIf(!AEDES2)(`requests - v5 timeout and pending bound answer with Ferry-Status 504 and 429 (${AEDES2 ? 'aedes 2' : V5_SKIP})`, async () => {
+  it('requests - v5 timeout and pending bound answer with Ferry-Status 504 and 429', async () => {
     const { c, got } = await device(gw.port, 'req-v5-busy', 5)
     for (const id of ['1', '2', '3']) c.publish('requests/req-v5-busy/slow/get', '', { qos: 1, properties: { responseTopic: 'devices/req-v5-busy/answers', correlationData: Buffer.from(id) } })
     expect(await until(() => got.length >= 3)).toBe(true)
@@ -280,7 +274,7 @@ describe('requests from devices', () => {
   })
 
   // Last: it stops the NATS server.
-  it('requests - upstream down: "503 upstream unavailable" at once (3.1.1; and v5 with aedes 2)', async () => {
+  it('requests - upstream down: "503 upstream unavailable" at once (3.1.1 and v5)', async () => {
     await nc.close()
     await nats.stop()
     const { c, got } = await device(gw.port, 'req-down')
@@ -294,13 +288,11 @@ describe('requests from devices', () => {
       }),
     ).toBe(true)
     expect(got[0]!.payload).toBe('503 upstream unavailable')
-    if (AEDES2) {
-      const v5 = await device(gw.port, 'req-down5', 5)
-      v5.c.publish('requests/req-down5/config/get', '', { qos: 1, properties: { responseTopic: 'devices/req-down5/answers', correlationData: Buffer.from('d') } })
-      expect(await until(() => v5.got.length > 0, 2000)).toBe(true)
-      expect(v5.got[0]!.props!['userProperties']).toMatchObject({ 'Ferry-Status': '503 upstream unavailable' })
-      await endClient(v5.c)
-    }
+    const v5 = await device(gw.port, 'req-down5', 5)
+    v5.c.publish('requests/req-down5/config/get', '', { qos: 1, properties: { responseTopic: 'devices/req-down5/answers', correlationData: Buffer.from('d') } })
+    expect(await until(() => v5.got.length > 0, 2000)).toBe(true)
+    expect(v5.got[0]!.props!['userProperties']).toMatchObject({ 'Ferry-Status': '503 upstream unavailable' })
+    await endClient(v5.c)
     await endClient(c)
   })
 })
@@ -361,7 +353,7 @@ describe('requests from devices - ACL', () => {
     await endClient(c)
   })
 
-  it.skipIf(!AEDES2)(`requests - a request topic the ACL does not let a v5 device write: PUBACK 0x87, the service is not called (${AEDES2 ? 'aedes 2' : V5_SKIP})`, async () => {
+  it('requests - a request topic the ACL does not let a v5 device write: PUBACK 0x87, the service is not called', async () => {
     const { c, got } = await device(gw.port, 'acl-v5', 5)
     const before = calls.length
     await expect(c.publishAsync('requests/acl-v5/secrets/get', '', { qos: 1, properties: { responseTopic: 'devices/acl-v5/requests/reply/x', correlationData: Buffer.from('x') } })).rejects.toThrow()
@@ -374,16 +366,12 @@ describe('requests from devices - ACL', () => {
   it('requests - an answer topic the device may not read: not asked, counted result="acl" (3.1.1 and v5)', async () => {
     const before = calls.length
     const denied0 = await metric(gw, 'ferry_device_requests_total{result="acl"}')
-    if (AEDES2) {
-      // v5: a Response Topic outside devices/<id>/requests/reply/# is not readable under this ACL.
-      const { c, got } = await device(gw.port, 'acl-v5', 5)
-      await c.publishAsync('requests/acl-v5/config/get', '', { qos: 1, properties: { responseTopic: 'elsewhere/acl-v5', correlationData: Buffer.from('x') } })
-      expect(await until(async () => (await metric(gw, 'ferry_device_requests_total{result="acl"}')) === denied0 + 1)).toBe(true)
-      expect(got).toEqual([])
-      await endClient(c)
-    } else {
-      console.warn(`requests.test.ts: the MQTT 5 half of the answer-topic ACL case is skipped: ${V5_SKIP}`)
-    }
+    // v5: a Response Topic outside devices/<id>/requests/reply/# is not readable under this ACL.
+    const { c, got } = await device(gw.port, 'acl-v5', 5)
+    await c.publishAsync('requests/acl-v5/config/get', '', { qos: 1, properties: { responseTopic: 'elsewhere/acl-v5', correlationData: Buffer.from('x') } })
+    expect(await until(async () => (await metric(gw, 'ferry_device_requests_total{result="acl"}')) === denied0 + 1)).toBe(true)
+    expect(got).toEqual([])
+    await endClient(c)
     // 3.1.1 under a second gateway whose ACL lets devices write requests but read nothing.
     const acl = path.join(dir, 'acl-noread')
     fs.writeFileSync(acl, 'topic write requests/acl-noread/#\n')
