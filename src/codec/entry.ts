@@ -275,6 +275,14 @@ class BlockReader {
 }
 
 /** Decodes an entry; the payload is a view into `buf` (no copy). Throws only the codec error (FERRY_ERR_CODEC_ENTRY). */
+/** Bytes an encoded entry spends on its MQTT 5 properties (the length field and the block; 0 below version 3). */
+export function propertiesBlockBytes(entry: Uint8Array): number {
+  if (entry[0] !== ENTRY_VERSION_PROPERTIES || entry.length < FIXED) return 0
+  const b = Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength)
+  const at = FIXED + (b[4] ?? 0) + b.readUInt16LE(5)
+  return at + 4 <= b.length ? 4 + b.readUInt32LE(at) : 0
+}
+
 export function decodeEntry(buf: Uint8Array): Entry {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)
   const version = b[0]

@@ -170,3 +170,12 @@ export function encodeUplinkHeadersWithProperties(msgId: string, stream: string,
   s += '\r\n'
   return { headers: Buffer.from(s, 'utf8'), omitted }
 }
+
+/**
+ * How many bytes the MQTT 5 properties of a message add to its upstream header block, beyond the
+ * headers every message has (escaping, base64 and header names included). Ingest counts them
+ * against --max-record-bytes, so that a stored message still fits the server's max_payload.
+ */
+export function propertyHeaderBytes(clientId: string, contentType: string, props: MessageProperties): number {
+  return encodeUplinkHeadersWithProperties('', '', clientId, contentType, props).headers.length - encodeUplinkHeaders('', '', clientId, contentType).length
+}

@@ -10,7 +10,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import { crc32 } from 'node:zlib'
 import type { Config } from '../config/index.js'
-import { encodeEntry, encodePayload, encodingOf } from '../codec/index.js'
+import { encodeEntry, encodePayload, encodingOf, propertiesBlockBytes, propertyHeaderBytes } from '../codec/index.js'
 import type { MessageProperties, PayloadPolicy } from '../codec/index.js'
 import { FerryError } from '../errors.js'
 import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
@@ -507,8 +507,11 @@ export class Ingress implements Component {
     } catch (err) {
       return this.refuse(client, cb, 'too_large', (err as Error).message)
     }
-    if (entry.length > this.opts.maxEntryBytes) {
-      return this.refuse(client, cb, 'too_large', `publish of ${payload.length} payload bytes on "${packet.topic}" exceeds the ${this.opts.maxEntryBytes}-byte record limit`)
+    // With MQTT 5 properties, the message grows upstream (escaping, base64, header names): it is
+    // measured as it will be sent, so a stored message always fits the server's max_payload.
+    const recordBytes = properties ? Math.max(entry.length, entry.length - propertiesBlockBytes(entry) + propertyHeaderBytes(clientId, encoded.contentType, properties)) : entry.length
+    if (recordBytes > this.opts.maxEntryBytes) {
+      return this.refuse(client, cb, 'too_large', `publish of ${payload.length} payload bytes on "${packet.topic}" exceeds the ${this.opts.maxEntryBytes}-byte record limit${recordBytes > entry.length ? ' with its properties as headers' : ''}`)
     }
     const conn = (client && this.connIds.get(client)) ?? -1
     // Only device PUBLISH packets (QoS > 0, with a packet id) can be retransmitted; wills cannot.

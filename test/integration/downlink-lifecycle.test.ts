@@ -21,7 +21,7 @@ afterAll(async () => {
 
 function downlinkTo(servers: string[]): Downlink {
   // No device ever connects in these tests: an empty registry that accepts listeners.
-  const devices = Object.assign(new EventEmitter(), { list: () => [] }) as unknown as Devices
+  const devices = Object.assign(new EventEmitter(), { list: () => [], deliver: () => Promise.resolve('offline' as const) }) as unknown as Devices
   const metrics = createMetrics()
   const commands = new Commands({ stream: 'LIFE_CMD', subjectPrefix: 'life', gatewayId: 'gw-life', topicTemplate: 'cmd/{device}/{name}', ackTimeoutMs: 5000, maxDeliver: 3, defaultTtlMs: 60_000, maxInflight: 4, devices, event: () => {}, logger: silentLogger, metrics })
   const rpc = new Rpc({ subjectPrefix: 'life', timeoutMs: 5000, maxPending: 4, devices, payloads: new PayloadPolicy(false, []), logger: silentLogger, metrics })

@@ -17,7 +17,7 @@ import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 import { runPaho } from '../helpers/paho.js'
 import { reapAtExit } from '../helpers/reap.js'
-import { readStream } from '../helpers/stream.js'
+import { readStream, waitForCount } from '../helpers/stream.js'
 
 const ACL = `pattern write devices/%u/#
 pattern write $SYS/%u
@@ -210,5 +210,35 @@ describe('mqtt5 - a full log under --discard new (bundled gateway, upstream down
     expect(await closedWithin(c3, 3000)).toBe(true)
     expect(acked).toBe(false)
     c3.end(true)
+  })
+})
+
+describe('mqtt5 - a message is measured as it goes upstream (bundled gateway)', () => {
+  let nats: NatsServer
+  let gw: GatewayProcess
+
+  beforeAll(async () => {
+    nats = await startNats()
+    gw = await spawnGateway(['--data-dir', path.join(tempDir('ferry-v5size-'), 'data'), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--max-record-bytes', '16KiB', '--presence', 'off'])
+  }, 30_000)
+
+  afterAll(async () => {
+    await gw?.kill('SIGTERM')
+    await nats?.stop()
+  })
+
+  it('size - properties that grow as headers (escaping, base64) count against --max-record-bytes: v5 PUBACK 0x83, nothing stored; the same payload without them is stored (mqtt.js v5)', async () => {
+    const c = await connected(gw.port, { protocolVersion: 5, clientId: 'size-5' })
+    const payload = Buffer.alloc(12 * 1024, 0x61)
+    // 3 KiB of control characters: 3 KiB in the log, 9 KiB escaped as a header.
+    const responseTopic = '\x01'.repeat(3 * 1024)
+    expect(await pubackCode(c, 'devices/size-5/t', payload, { properties: { responseTopic } })).toBe(0x83)
+    expect(c.connected).toBe(true)
+    expect(await pubackCode(c, 'devices/size-5/t', payload)).toBe(0)
+    await endClient(c)
+    // Forwarded once; the refused one never (the stored one is the only message on this stream).
+    expect(await waitForCount(nats.url, 1)).toBe(1)
+    const stored = await readStream(nats.url)
+    expect(stored.map((m) => m.subject)).toEqual(['ferry.up.devices.size-5.t'])
   })
 })

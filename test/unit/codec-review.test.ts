@@ -2,7 +2,7 @@
 import { MsgHdrsImpl } from '@nats-io/nats-core'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { PayloadPolicy, decodeEntry, encodeEntry, escapeHeaderValue, unescapeHeaderValue, uplinkMessage } from '../../src/codec/index.js'
+import { PayloadPolicy, decodeEntry, encodeEntry, escapeHeaderValue, propertiesBlockBytes, propertyHeaderBytes, unescapeHeaderValue, uplinkMessage } from '../../src/codec/index.js'
 
 const ctx = { gatewayId: 'gw-1', stream: 'FERRY', subjectPrefix: 'ferry', payloads: new PayloadPolicy(true, []) }
 
@@ -47,17 +47,28 @@ describe('codec review - header values through nats.js', () => {
 
 describe('codec review - the size of a message with properties upstream', () => {
   // Known, not fixed: --max-record-bytes (default 1023 KiB) bounds the log entry, and the README says
-  // ~1 KiB below max_payload (1 MiB) leaves room for the headers. Escaping (x3 for control bytes),
-  // base64 and the header names make a message with properties larger upstream than in the log: a
-  // device's publish that is stored (success PUBACK) can then only be dead-lettered (max_payload).
-  it.fails('an entry within --max-record-bytes fits max_payload upstream', () => {
+  // Escaping (x3 for control bytes), base64 and the header names make a message with properties
+  // larger upstream than in the log. Ingest measures such a message as it will be sent (the entry
+  // without its properties block, plus propertyHeaderBytes): whatever it accepts within
+  // --max-record-bytes (1023 KiB) fits max_payload (1 MiB) with the headers every message has.
+  it('an entry ingest accepts within --max-record-bytes fits max_payload upstream', () => {
     const maxRecordBytes = 1023 * 1024
     const maxPayload = 1024 * 1024
-    const props = { responseTopic: '\x01'.repeat(2000) }
-    const overhead = encodeEntry({ clientId: 'd', topic: 't', qos: 1, retain: false, packetId: 1, encoding: 3, payload: new Uint8Array(0), properties: props }).length
-    const e = { clientId: 'd', topic: 't', qos: 1 as const, retain: false, packetId: 1, encoding: 3 as const, payload: new Uint8Array(maxRecordBytes - overhead), properties: props }
-    expect(encodeEntry(e).length).toBe(maxRecordBytes)
-    const m = uplinkMessage(e, 1, 1, ctx)
+    const props = { responseTopic: '\x01'.repeat(2000), userProperties: [['n\x02', '\x03'.repeat(1000)]] as [string, string][] }
+    const base = { clientId: 'd', topic: 't', qos: 1 as const, retain: false, packetId: 1, encoding: 3 as const }
+    // What ingest counts for a payload of n bytes (src/ingress/ingress.ts).
+    const counted = (n: number): number => {
+      const entry = encodeEntry({ ...base, payload: new Uint8Array(n), properties: props })
+      return Math.max(entry.length, entry.length - propertiesBlockBytes(entry) + propertyHeaderBytes('d', 'application/octet-stream', props))
+    }
+    // The largest payload ingest accepts: counted grows by one byte per payload byte.
+    const n = maxRecordBytes - counted(0)
+    expect(counted(n)).toBe(maxRecordBytes)
+    const m = uplinkMessage({ ...base, payload: new Uint8Array(n), properties: props }, 1, 1, ctx)
     expect(m.headers.length + m.data.length).toBeLessThanOrEqual(maxPayload)
+    // Without the headers' growth counted, the same entry would not fit.
+    const plain = encodeEntry({ ...base, payload: new Uint8Array(maxRecordBytes - encodeEntry({ ...base, payload: new Uint8Array(0), properties: props }).length), properties: props })
+    const tooBig = uplinkMessage(decodeEntry(plain), 1, 1, ctx)
+    expect(tooBig.headers.length + tooBig.data.length).toBeGreaterThan(maxPayload)
   })
 })
