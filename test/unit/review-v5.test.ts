@@ -1,0 +1,150 @@
+// Review of the MQTT 5 ingress work (issue 13): each test here proves one finding against the real
+// aedes 2.0.0-beta.1 behind the seam (in-memory streams, raw MQTT 5 packets from mqtt-packet).
+import { Duplex, PassThrough } from 'node:stream'
+import mqttPacket from 'mqtt-packet'
+import type { Packet } from 'mqtt-packet'
+import { afterEach, describe, expect, it } from 'vitest'
+import { MqttCore } from '../../src/ingress/aedes-seam.js'
+import type { CoreHooks, MqttClientRef } from '../../src/ingress/aedes-seam.js'
+import { frameCheck } from '../../src/ingress/limits.js'
+
+interface Peer {
+  readonly got: Packet[]
+  readonly bytes: number[]
+  send(p: Packet): void
+  raw(b: Buffer): void
+  next(match: (p: Packet) => boolean, ms?: number): Promise<Packet>
+}
+
+function open(core: MqttCore, protocolVersion: 4 | 5): { peer: Peer; client: MqttClientRef } {
+  const toBroker = new PassThrough()
+  const fromBroker = new PassThrough()
+  const conn = Duplex.from({ readable: toBroker, writable: fromBroker })
+  const parser = mqttPacket.parser({ protocolVersion })
+  const got: Packet[] = []
+  const bytes: number[] = []
+  const waiters = new Set<() => void>()
+  parser.on('packet', (p) => {
+    got.push(p)
+    // Wire size of the packet just parsed (fixed header + remaining length).
+    bytes.push(mqttPacket.generate(p, { protocolVersion }).length)
+    for (const w of [...waiters]) w()
+  })
+  fromBroker.on('data', (b: Buffer) => parser.parse(b))
+  const peer: Peer = {
+    got,
+    bytes,
+    send: (p) => void toBroker.write(mqttPacket.generate(p, { protocolVersion })),
+    raw: (b) => void toBroker.write(b),
+    next: (match, ms = 2000) =>
+      new Promise((resolve, reject) => {
+        const check = (): void => {
+          const p = got.find(match)
+          if (!p) return
+          waiters.delete(check)
+          clearTimeout(t)
+          resolve(p)
+        }
+        const t = setTimeout(() => (waiters.delete(check), reject(new Error(`no matching packet within ${ms} ms; got ${got.map((p) => p.cmd).join(',')}`))), ms)
+        waiters.add(check)
+        check()
+      }),
+  }
+  const client = core.attach(conn, frameCheck(1 << 20), () => {})
+  return { peer, client }
+}
+
+async function connect(core: MqttCore, clientId: string, clean: boolean, subscribe: string[] = [], extra: Partial<mqttPacket.IConnectPacket> = {}): Promise<{ peer: Peer; client: MqttClientRef }> {
+  const version = extra.protocolVersion === 5 ? 5 : 4
+  const { peer, client } = open(core, version)
+  peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId, clean, keepalive: 0, ...extra })
+  await peer.next((p) => p.cmd === 'connack')
+  if (subscribe.length > 0) {
+    peer.send({ cmd: 'subscribe', messageId: 1, subscriptions: subscribe.map((topic) => ({ topic, qos: 1 as const })) })
+    await peer.next((p) => p.cmd === 'suback')
+  }
+  return { peer, client }
+}
+
+const allow: CoreHooks = {
+  authenticate: (_c, _u, _p, _k, done) => done(null),
+  authorizePublish: (_c, _p, _w, done) => done(null),
+  authorizeSubscribe: (_c, _t, done) => done(null, true),
+  mayForward: () => true,
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+describe('review of MQTT 5 ingress (issue 13)', () => {
+  const cores: MqttCore[] = []
+  async function create(hooks: Partial<CoreHooks> = {}): Promise<MqttCore> {
+    const core = await MqttCore.create(
+      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn: 100, drainTimeoutMs: 5000, maxPacketBytes: 1 << 20, topicAliasMaximum: 10, maxSessionExpirySec: 3600, maxKeepaliveSec: 60, onListenerError: () => {} },
+      { ...allow, ...hooks },
+    )
+    cores.push(core)
+    return core
+  }
+  afterEach(async () => {
+    await Promise.all(cores.splice(0).map((c) => c.close()))
+  })
+
+  const v5Small = { protocolVersion: 5 as const, properties: { sessionExpiryInterval: 3600, maximumPacketSize: 100 } }
+
+  it('a live message larger than the MQTT 5 client Maximum Packet Size is not sent to it (control)', async () => {
+    const core = await create()
+    const sub = await connect(core, 'mps-live', false, ['big/#'], v5Small)
+    const pub = await connect(core, 'pub-live', true)
+    pub.peer.send({ cmd: 'publish', topic: 'big/x', payload: Buffer.alloc(500, 0x61), qos: 1, messageId: 1, retain: false, dup: false })
+    pub.peer.send({ cmd: 'publish', topic: 'big/y', payload: Buffer.from('small'), qos: 1, messageId: 2, retain: false, dup: false })
+    await sub.peer.next((p) => p.cmd === 'publish' && p.topic === 'big/y')
+    expect(Math.max(...sub.peer.bytes)).toBeLessThanOrEqual(100)
+  })
+
+  // FINDING: a persistent MQTT 5 session's queued copy is replayed on reconnect by aedes' emptyQueue,
+  // which writes it directly (lib/handlers/connect.js), bypassing the seam's `fits` check in the
+  // wrapped deliverQoS/deliver0. [MQTT-3.1.2-24] The Server MUST NOT send packets exceeding the
+  // client's Maximum Packet Size. A client that enforces its bound drops the connection on it, and the
+  // copy is replayed after every reconnect: the device is wedged.
+  it('a message queued for an offline MQTT 5 persistent session is not replayed when it exceeds the client Maximum Packet Size', async () => {
+    const core = await create()
+    const first = await connect(core, 'mps-q', false, ['big/#'], v5Small)
+    first.peer.send({ cmd: 'disconnect', reasonCode: 0 })
+    await sleep(50)
+    const pub = await connect(core, 'pub-q', true)
+    pub.peer.send({ cmd: 'publish', topic: 'big/x', payload: Buffer.alloc(500, 0x61), qos: 1, messageId: 1, retain: false, dup: false })
+    await pub.peer.next((p) => p.cmd === 'puback')
+    pub.peer.send({ cmd: 'publish', topic: 'big/y', payload: Buffer.from('small'), qos: 1, messageId: 2, retain: false, dup: false })
+    await pub.peer.next((p) => p.cmd === 'puback' && p.messageId === 2)
+    await sleep(50)
+    const again = await connect(core, 'mps-q', false, [], { ...v5Small, clean: false })
+    await again.peer.next((p) => p.cmd === 'publish' && p.topic === 'big/y')
+    const oversized = again.peer.got.filter((p, i) => p.cmd === 'publish' && again.peer.bytes[i]! > 100).map((p) => (p as mqttPacket.IPublishPacket).topic)
+    expect(oversized).toEqual([])
+  })
+
+  // FINDING: an MQTT 5 device that answers one of our deliveries (command, RPC request, request
+  // answer) with a PUBACK reason code >= 0x80 did NOT accept it (MQTT 5 §3.4.2.1), yet deliver()
+  // resolves 'acked': a command the device refused is acked in JetStream and reported delivered.
+  it('a PUBACK with a failure reason code (>= 0x80) from an MQTT 5 device does not resolve a delivery as acked', async () => {
+    const core = await create()
+    const { peer, client } = await connect(core, 'v5-nack', true, ['commands/v5-nack/#'], { protocolVersion: 5 })
+    const result = core.deliver(client, 'commands/v5-nack/reboot', Buffer.from('{}'), 300)
+    const sent = (await peer.next((p) => p.cmd === 'publish')) as mqttPacket.IPublishPacket
+    peer.send({ cmd: 'puback', messageId: sent.messageId, reasonCode: 0x80 })
+    expect(await result).not.toBe('acked')
+  })
+
+  // FINDING (low): a delivery that does not fit the MQTT 5 client's Maximum Packet Size is silently not
+  // written, and deliver() waits its whole timeout: a command is retried --cmd-max-deliver times
+  // (10 s each by default) while the device's later commands wait behind it, then reported dead as
+  // "not acknowledged"; a request answer is never told to the device. It can be known at once.
+  it('a delivery larger than the MQTT 5 client Maximum Packet Size ends at once, not after its timeout', async () => {
+    const core = await create()
+    const { client } = await connect(core, 'v5-big', true, ['commands/v5-big/#'], { protocolVersion: 5, properties: { maximumPacketSize: 100 } })
+    const started = performance.now()
+    const result = await core.deliver(client, 'commands/v5-big/x', Buffer.alloc(500, 0x61), 1000)
+    expect(result).not.toBe('acked')
+    expect(performance.now() - started).toBeLessThan(500)
+  })
+})
