@@ -516,7 +516,10 @@ export class MqttCore extends EventEmitter<CoreEvents> {
           core!.refusePublish(r, packet, refusal, cb)
         })
       },
-      authorizeForward: (client, packet) => (hooks.mayForward(ref(client), packet.topic) ? packet : null),
+      // Also where a persistent session's queued copy is checked when aedes replays it after the CONNACK
+      // (emptyQueue writes it directly, not through deliverQoS): one that does not fit the MQTT 5
+      // client's Maximum Packet Size is removed from the queue instead of sent [MQTT-3.1.2-24].
+      authorizeForward: (client, packet) => (hooks.mayForward(ref(client), packet.topic) && core!.fits(internals(client), packet, packet.qos === 0) ? packet : null),
       authorizeSubscribe: (client, sub: Subscription, cb) => hooks.authorizeSubscribe(ref(client), sub.topic, (err, granted) => cb(err, granted ? sub : null)),
     })
     core = new MqttCore(broker, opts.maxInflightIn)
