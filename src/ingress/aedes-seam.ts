@@ -196,8 +196,11 @@ export type SessionEndReason = 'clean' | 'keepalive_timeout' | 'error' | 'takeov
 /** A limit the core enforces itself, named as in ferry_mqtt_limit_refusals_total. */
 export type CoreLimit = 'inflight_in' | 'drain_timeout' | 'packet_size'
 
-/** How a QoS 1 delivery ended: PUBACK, device gone (or not there), no PUBACK in time, or cancelled by its sender. */
-export type DeliveryResult = 'acked' | 'offline' | 'timeout' | 'cancelled'
+/**
+ * How a QoS 1 delivery ended: PUBACK, device gone (or not there), no PUBACK in time, cancelled by its
+ * sender, or refused: an MQTT 5 device answered PUBACK with a reason code >= 0x80 (it did not accept it).
+ */
+export type DeliveryResult = 'acked' | 'offline' | 'timeout' | 'cancelled' | 'refused'
 
 /** The decisions Ferry makes for the core. A throw from one is the caller's to catch. */
 export interface CoreHooks {
@@ -334,8 +337,8 @@ const internals = (c: Client): ClientInternals => c as unknown as ClientInternal
 
 /** The Ferry view of one aedes client. */
 class ClientRef implements MqttClientRef {
-  /** PUBACK waiters of our deliveries, by packet id (created on the first delivery). */
-  acks: Map<number, () => void> | undefined
+  /** PUBACK waiters of our deliveries, by packet id (created on the first delivery); told whether it accepted. */
+  acks: Map<number, (accepted: boolean) => void> | undefined
   /** Deliveries told when the connection ends. */
   waiting: Set<() => void> | undefined
   /** Set once the core reported it disconnected: a delivery then ends 'offline' at once. */
@@ -782,7 +785,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   /**
    * Sends `payload` on `topic` to the client at QoS 1. Resolves 'acked' on its PUBACK, 'offline' when
    * its connection ends first (or the delivery cannot be queued), 'timeout' after `timeoutMs`,
-   * 'cancelled' when `signal` aborts first. Unless acked, the delivery is withdrawn: a persistent
+   * 'cancelled' when `signal` aborts first, 'refused' on an MQTT 5 PUBACK with a reason code >= 0x80. Unless acked, the delivery is withdrawn: a persistent
    * session does not keep it.
    */
   deliver(client: MqttClientRef, topic: string, payload: Buffer, timeoutMs: number, signal?: AbortSignal, properties?: PublishProperties): Promise<DeliveryResult> {
@@ -803,12 +806,12 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         acks.delete(sent.messageId)
         waiting.delete(offline)
         signal?.removeEventListener('abort', cancel)
-        if (result !== 'acked') sent.withdraw() // (a PUBACK has removed it already)
+        if (result !== 'acked') sent.withdraw() // (a PUBACK, even a refusing one, has removed it already)
         resolve(result)
       }
       const sent = this.sendQoS1(r, topic, payload, offline, properties)
       const timer = setTimeout(() => finish('timeout'), timeoutMs)
-      acks.set(sent.messageId, () => finish('acked'))
+      acks.set(sent.messageId, (accepted: boolean) => finish(accepted ? 'acked' : 'refused'))
       waiting.add(offline)
       signal?.addEventListener('abort', cancel, { once: true })
     })
@@ -828,12 +831,13 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     r.acks = new Map()
     // aedes 2.0.0-beta.1 internal: the parser emits every packet the client sends, PUBACK included; if
     // renamed, deliveries never resolve 'acked' (commands time out and are retried).
+    // MQTT 5 §3.4.2.1: a PUBACK reason code >= 0x80 says the device did not accept the message.
     internals(r.client)._parser!.on('packet', (p) => {
       if (p.cmd !== 'puback' || p.messageId === undefined) return
       const done = r.acks?.get(p.messageId)
       if (done) {
         r.acks!.delete(p.messageId)
-        done()
+        done(((p as { reasonCode?: number }).reasonCode ?? 0) < 0x80)
       }
     })
   }
