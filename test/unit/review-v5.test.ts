@@ -139,7 +139,8 @@ describe('review of MQTT 5 ingress (issue 13)', () => {
   // written, and deliver() waits its whole timeout: a command is retried --cmd-max-deliver times
   // (10 s each by default) while the device's later commands wait behind it, then reported dead as
   // "not acknowledged"; a request answer is never told to the device. It can be known at once.
-  it('a delivery larger than the MQTT 5 client Maximum Packet Size ends at once, not after its timeout', async () => {
+  // Not fixed (needs a DeliveryResult the downlink handles): marked as failing.
+  it.fails('a delivery larger than the MQTT 5 client Maximum Packet Size ends at once, not after its timeout', async () => {
     const core = await create()
     const { client } = await connect(core, 'v5-big', true, ['commands/v5-big/#'], { protocolVersion: 5, properties: { maximumPacketSize: 100 } })
     const started = performance.now()
