@@ -119,7 +119,8 @@ const REFUSALS: Record<RefuseReason, { reasonCode: number; reasonString: string;
   acl: { reasonCode: REASON.NOT_AUTHORIZED, reasonString: 'not authorized', policy: true },
   malformed: { reasonCode: REASON.MALFORMED_PACKET, reasonString: 'malformed packet', policy: false, v5Disconnect: true },
   payload_format: { reasonCode: REASON.PAYLOAD_FORMAT_INVALID, reasonString: 'payload format invalid', policy: false },
-  too_large: { reasonCode: REASON.IMPLEMENTATION_SPECIFIC_ERROR, reasonString: 'message too large to store', policy: false },
+  // Refused every time it is sent: a 3.1.1 device resending it after each reconnect would be wedged.
+  too_large: { reasonCode: REASON.IMPLEMENTATION_SPECIFIC_ERROR, reasonString: 'message too large to store', policy: true },
   log_full: { reasonCode: REASON.QUOTA_EXCEEDED, reasonString: 'quota exceeded, retry later', policy: false },
   log_error: { reasonCode: REASON.UNSPECIFIED_ERROR, reasonString: 'not stored', policy: false },
   internal_error: { reasonCode: REASON.UNSPECIFIED_ERROR, reasonString: 'not stored', policy: false },
