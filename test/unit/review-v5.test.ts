@@ -148,4 +148,22 @@ describe('review of MQTT 5 ingress (issue 13)', () => {
     expect(result).not.toBe('acked')
     expect(performance.now() - started).toBeLessThan(500)
   })
+
+  // FINDING (not fixed): aedes 2.0.0-beta.1 stores the MQTT 5 client's Receive Maximum but does not
+  // cap outbound QoS 1/2 in flight (lib/handlers/connect.js: "ADVISORY"), and the seam does not either;
+  // README's gap table does not list it. [MQTT-3.3.4-7] The Server MUST NOT send more unacknowledged
+  // QoS 1/2 PUBLISHes than the client's Receive Maximum. A client that enforces it (one acknowledging
+  // after processing, Receive Maximum 1) disconnects with 0x93; a persistent session's replay after
+  // the CONNACK sends every queued copy at once, so such a device can be disconnected on every connect.
+  it.fails('no more unacknowledged QoS 1 deliveries than the MQTT 5 client Receive Maximum are sent', async () => {
+    const core = await create()
+    const sub = await connect(core, 'rm-out', true, ['rm/#'], { protocolVersion: 5, properties: { receiveMaximum: 1 } })
+    const pub = await connect(core, 'rm-pub', true)
+    for (const messageId of [1, 2, 3]) pub.peer.send({ cmd: 'publish', topic: `rm/${messageId}`, payload: Buffer.from('x'), qos: 1, messageId, retain: false, dup: false })
+    await pub.peer.next((p) => p.cmd === 'puback' && p.messageId === 3)
+    void core.deliver(sub.client, 'rm/command', Buffer.from('c'), 300)
+    await sleep(100)
+    // Nothing acknowledged by the subscriber: at most one PUBLISH may be in flight.
+    expect(sub.peer.got.filter((p) => p.cmd === 'publish').length).toBeLessThanOrEqual(1)
+  })
 })
