@@ -166,4 +166,32 @@ describe('review of MQTT 5 ingress (issue 13)', () => {
     // Nothing acknowledged by the subscriber: at most one PUBLISH may be in flight.
     expect(sub.peer.got.filter((p) => p.cmd === 'publish').length).toBeLessThanOrEqual(1)
   })
+
+  // Checked fine: a refused QoS 2 (PUBREC >= 0x80 ends the flow, MQTT 5 §4.3.3) frees its Receive
+  // Maximum slot and its packet id; an accepted one holds its slot until PUBREL.
+  it('MQTT 5 QoS 2: refused ones leave no slot or packet id behind; accepted ones are released by PUBREL', async () => {
+    const core = await MqttCore.create(
+      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn: 2, drainTimeoutMs: 5000, maxPacketBytes: 1 << 20, topicAliasMaximum: 10, maxSessionExpirySec: 3600, maxKeepaliveSec: 60, onListenerError: () => {} },
+      { ...allow, authorizePublish: (_c, p, _w, done) => done(p.topic.startsWith('no/') ? { reasonCode: 0x87, reasonString: 'not authorized', v3: 'ack' } : null) },
+    )
+    cores.push(core)
+    const sub = await connect(core, 'q2-sub', true, ['no/#', 'yes/#'])
+    const { peer, client } = await connect(core, 'q2-v5', true, [], { protocolVersion: 5 })
+    for (const messageId of [1, 2, 3, 4]) {
+      peer.send({ cmd: 'publish', topic: `no/${messageId}`, payload: Buffer.from('x'), qos: 2, messageId, retain: false, dup: false })
+      const rec = (await peer.next((p) => p.cmd === 'pubrec' && p.messageId === messageId)) as mqttPacket.IPubrecPacket
+      expect(rec.reasonCode).toBe(0x87)
+    }
+    // The same ids again, accepted now: each a new message (PUBREC 0), released by PUBREL.
+    for (const messageId of [1, 2, 3, 4]) {
+      peer.send({ cmd: 'publish', topic: `yes/${messageId}`, payload: Buffer.from('y'), qos: 2, messageId, retain: false, dup: false })
+      await peer.next((p) => p.cmd === 'pubrec' && p.messageId === messageId && ((p as mqttPacket.IPubrecPacket).reasonCode ?? 0) === 0 && peer.got.filter((q) => q.cmd === 'pubrec' && q.messageId === messageId).length === 2)
+      peer.send({ cmd: 'pubrel', messageId })
+      await peer.next((p) => p.cmd === 'pubcomp' && p.messageId === messageId)
+    }
+    await sub.peer.next((p) => p.cmd === 'publish' && p.topic === 'yes/4')
+    expect(sub.peer.got.filter((p) => p.cmd === 'publish').map((p) => (p as mqttPacket.IPublishPacket).topic)).toEqual(['yes/1', 'yes/2', 'yes/3', 'yes/4'])
+    expect(client.closed).toBe(false)
+    expect(peer.got.some((p) => p.cmd === 'disconnect')).toBe(false)
+  })
 })
