@@ -31,7 +31,8 @@
 //   broker.persistence.outgoing*               a persistent session's copy of a delivery
 //   broker.emit                                catching a throw from a listener of a client event
 //   error message 'drain timeout'              a limit aedes enforces itself
-//   persistence.incomingDelPacket              forgetting a clean session's inbound QoS 2 packets
+//   persistence.incomingDelPacket              forgetting a clean, expired or discarded session's inbound QoS 2 packets
+//   client._cleanStart                         MQTT 5 Clean Start (a session discarded at connect)
 //   connack.returnCode (connackSent)           whether a CONNACK accepted the client
 //
 // Where aedes 2.0.0-beta.1 is behind aedes 1.2 (it branched before 1.2's fixes), the seam restores:
@@ -43,6 +44,8 @@
 //     ('maxInflightInbound exceeded…'), so the inflight_in limit is still counted.
 //   - cleanIncoming is gone: when a clean session's connection ends, the seam deletes the inbound
 //     QoS 2 packets it still had stored ([MQTT-3.1.2-6]), so fresh client ids cannot grow the store.
+//     _wipeSession (MQTT 5 session expiry) and a Clean Start leave them stored too: the seam deletes
+//     a persistent session's leftovers when it expires ('sessionExpired') or a Clean Start discards it.
 //
 // Publish decisions: aedes calls `authorizePublish` before it writes PUBACK (QoS 1) or PUBREC
 // (QoS 2) and holds the acknowledgement until the callback runs (lib/handlers/publish.js): that is
@@ -430,6 +433,11 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   private readonly keepalives = new WeakMap<Client, number>()
   /** The wills of registered clients (a delayed MQTT 5 will is published after client.will is cleared). */
   private readonly wills = new WeakSet<object>()
+  /**
+   * Packet ids of inbound QoS 2 packets a persistent session still holds (stored, no PUBREL yet) from
+   * connections that ended, by client id: deleted when the session expires or is discarded.
+   */
+  private readonly heldInbound = new Map<string, Set<number>>()
   private readonly b: BrokerInternals
 
   private constructor(
@@ -634,10 +642,15 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       // before a delayed (MQTT 5 Will Delay Interval) will is published.
       const will = internals(c).will
       if (typeof will === 'object' && will !== null) this.wills.add(will)
+      // [MQTT-3.1.2-4] Clean Start discards the previous session, its unreleased QoS 2 packets too.
+      // aedes 2.0.0-beta.1 internal: `_cleanStart` (MQTT 5 Clean Start); 3.1.1: CleanSession = clean.
+      if ((internals(c) as { _cleanStart?: boolean })._cleanStart === true || c.clean) this.dropHeldInbound(c)
       this.emit('registered', this.ref(c))
     })
     broker.on('connackSent', (connack, c) => this.emit('connected', this.ref(c), connackOutcome(connack)))
     broker.on('keepaliveTimeout', (c) => this.reasons.set(c, 'keepalive_timeout'))
+    // MQTT 5 session expiry: aedes 2.0.0-beta.1's _wipeSession leaves inbound QoS 2 packets stored.
+    broker.on('sessionExpired', (c) => this.dropHeldInbound(c))
     broker.on('clientError', (c, err) => {
       if (!this.reasons.has(c)) this.reasons.set(c, 'error')
       this.emit('clientError', this.ref(c), err, limitOf(err))
@@ -701,7 +714,10 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     // aedes 2.0.0-beta.1 internal: the parser emits every packet, PUBREL included; a PUBREL ends an
     // inbound QoS 2 message's slot in the window (PUBCOMP is aedes' to write).
     parser.on('packet', (p) => {
-      if (p.cmd === 'pubrel' && p.messageId !== undefined) r.inboundQoS2.delete(p.messageId)
+      if (p.cmd === 'pubrel' && p.messageId !== undefined) {
+        r.inboundQoS2.delete(p.messageId)
+        this.heldInbound.get(r.id)?.delete(p.messageId)
+      }
       else if (p.cmd === 'disconnect') r.receivedDisconnect = (p as { reasonCode?: number }).reasonCode ?? 0
     })
     parser.parse = (buf: Buffer) => {
@@ -727,16 +743,35 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   /**
    * [MQTT-3.1.2-6] A clean session's inbound QoS 2 packets that never got their PUBREL are deleted
    * when its connection ends (aedes 1.2's cleanIncoming, absent from 2.0.0-beta.1). A persistent
-   * session keeps them: the device may send PUBREL after a reconnect.
+   * session keeps them (the device may send PUBREL after a reconnect) until it expires (MQTT 5) or a
+   * Clean Start discards it: aedes 2.0.0-beta.1 deletes neither then.
    */
   private forgetInbound(r: ClientRef): void {
-    if (r.inboundQoS2.size === 0) return
     const ids = [...r.inboundQoS2]
     r.inboundQoS2.clear()
-    if (!r.client.clean) return
+    if (r.client.clean) {
+      this.dropHeldInbound(r.client) // (a resumed session that ends now: what earlier connections left too)
+      this.deleteInbound(r.client, ids)
+      return
+    }
+    if (ids.length === 0 || typeof r.id !== 'string') return
+    const held = this.heldInbound.get(r.id) ?? new Set<number>()
+    for (const id of ids) held.add(id)
+    this.heldInbound.set(r.id, held)
+  }
+
+  /** Deletes the unreleased inbound QoS 2 packets earlier connections of the client's id left in its session. */
+  private dropHeldInbound(c: Client): void {
+    const held = typeof c.id === 'string' ? this.heldInbound.get(c.id) : undefined
+    if (!held) return
+    this.heldInbound.delete(c.id)
+    this.deleteInbound(c, [...held])
+  }
+
+  private deleteInbound(c: Client, ids: number[]): void {
     // aedes 2.0.0-beta.1 internal: persistence.incomingDelPacket, as lib/handlers/pubrel.js calls it.
     const store = this.b.persistence as unknown as IncomingStore
-    for (const messageId of ids) store.incomingDelPacket(r.client, { messageId }).catch(() => {})
+    for (const messageId of ids) store.incomingDelPacket(c, { messageId }).catch(() => {})
   }
 
   /** The topic filters the client holds. */
