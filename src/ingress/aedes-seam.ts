@@ -262,6 +262,8 @@ export interface CoreEvents {
   clientError: [client: MqttClientRef, err: Error, limit: CoreLimit | undefined]
   /** A connection closed on an error before CONNECT completed. */
   connectionError: [err: Error]
+  /** An MQTT 5 session outlived its connection and then expired (Session Expiry Interval): its state is gone. */
+  sessionExpired: [clientId: string]
 }
 
 /** A QoS 1 PUBLISH of ours on its way to a client. */
@@ -650,7 +652,10 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     broker.on('connackSent', (connack, c) => this.emit('connected', this.ref(c), connackOutcome(connack)))
     broker.on('keepaliveTimeout', (c) => this.reasons.set(c, 'keepalive_timeout'))
     // MQTT 5 session expiry: aedes 2.0.0-beta.1's _wipeSession leaves inbound QoS 2 packets stored.
-    broker.on('sessionExpired', (c) => this.dropHeldInbound(c))
+    broker.on('sessionExpired', (c) => {
+      this.dropHeldInbound(c)
+      this.emit('sessionExpired', c.id)
+    })
     broker.on('clientError', (c, err) => {
       if (!this.reasons.has(c)) this.reasons.set(c, 'error')
       this.emit('clientError', this.ref(c), err, limitOf(err))

@@ -37,6 +37,8 @@ export interface AdmissionPolicy {
   mayPublish(client: MqttClientRef | null, topic: string): boolean
   maySubscribe(client: MqttClientRef, topic: string): boolean
   mayReceive(client: MqttClientRef, topic: string): boolean
+  /** An MQTT 5 session of `clientId` expired: nothing of it remains to protect. */
+  sessionExpired?(clientId: string): void
 }
 
 /** The protective limits of the MQTT listeners (see the --max-* options; keepalive in seconds, 0 = no bound). */
@@ -444,6 +446,7 @@ export class Ingress implements Component {
       this.connIds.set(client, ++this.lastConnId)
     })
     this.core.on('disconnected', () => clients--)
+    this.core.on('sessionExpired', (clientId) => this.opts.admission.sessionExpired?.(clientId))
     this.core.on('subscribed', (client, topics) => {
       const pending = this.granting.get(client)
       if (pending) for (const t of topics) pending.delete(t)
