@@ -235,4 +235,29 @@ describe('review of MQTT 5 ingress (issue 13)', () => {
       await sub.peer.next((p) => p.cmd === 'publish' && p.topic === `cs/${id}/new`, 500)
     }
   })
+
+  // FINDING (low): a refusal is acknowledged at once (refusePublish writes the PUBACK synchronously)
+  // while an earlier accepted QoS 1 PUBLISH of the same client still waits for its durable append:
+  // the PUBACKs go out of order. [MQTT-4.6.0-2] PUBACKs in the order the PUBLISHes were received.
+  // Before issue 13 a refusal closed the connection (3.1.1), so this is new with --refused-publish ack
+  // and with MQTT 5 reason codes.
+  it('PUBACKs keep the order of the PUBLISHes when a refusal follows an accepted one still being stored (3.1.1 ack and MQTT 5)', async () => {
+    const held: (() => void)[] = []
+    const core = await create({
+      authorizePublish: (_c, p, _w, done) => {
+        if (p.topic.startsWith('no/')) return done({ reasonCode: 0x87, reasonString: 'not authorized', v3: 'ack' })
+        held.push(() => done(null)) // being appended
+      },
+    })
+    for (const version of [4, 5] as const) {
+      const { peer } = await connect(core, `order-${version}`, true, [], version === 5 ? { protocolVersion: 5 } : {})
+      peer.send({ cmd: 'publish', topic: 'yes/1', payload: Buffer.from('a'), qos: 1, messageId: 1, retain: false, dup: false })
+      peer.send({ cmd: 'publish', topic: 'no/2', payload: Buffer.from('b'), qos: 1, messageId: 2, retain: false, dup: false })
+      await sleep(30)
+      for (const h of held.splice(0)) h()
+      await peer.next((p) => p.cmd === 'puback' && p.messageId === 1)
+      await peer.next((p) => p.cmd === 'puback' && p.messageId === 2)
+      expect(peer.got.filter((p) => p.cmd === 'puback').map((p) => p.messageId)).toEqual([1, 2])
+    }
+  })
 })
