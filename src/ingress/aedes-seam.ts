@@ -354,6 +354,8 @@ class ClientRef implements MqttClientRef {
   readonly inboundQoS2 = new Set<number>()
   /** Its inbound QoS 1 messages whose PUBACK is not decided yet (MQTT 5 Receive Maximum). */
   pendingQoS1 = 0
+  /** Settled once its latest QoS 1 PUBLISH was answered (PUBACKs go out in PUBLISH order). */
+  lastQoS1: Promise<void> | undefined
   /** Reason code of the MQTT 5 DISCONNECT the device sent, if it sent one. */
   receivedDisconnect: number | undefined
   get disconnectReasonCode(): number | undefined {
@@ -520,13 +522,39 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         }
         const counted = r !== null && v5 && !isWill && packet.qos === 1
         if (counted) r.pendingQoS1++
+        // [MQTT-4.6.0-2] PUBACKs in the order of the PUBLISHes: a decision is answered only after the
+        // client's previous QoS 1 one (a refusal is decided at once, an earlier message may still be
+        // being stored).
+        const ordered = r !== null && !isWill && packet.qos === 1
+        const prev = ordered ? r.lastQoS1 : undefined
+        let release = (): void => {}
+        if (ordered) {
+          const mine = new Promise<void>((resolve) => (release = resolve))
+          r.lastQoS1 = mine
+          const done = release
+          release = () => {
+            done()
+            if (r.lastQoS1 === mine) r.lastQoS1 = undefined
+          }
+        }
         hooks.authorizePublish(r, packet, isWill, (refusal) => {
           if (counted) r.pendingQoS1--
-          if (!refusal) return cb(null)
-          if (reserved !== undefined) r!.inboundQoS2.delete(reserved) // nothing is stored
-          if (refusal instanceof Error) return cb(refusal)
-          if (r === null || isWill) return cb(new Error(refusal.reasonString))
-          core!.refusePublish(r, packet, refusal, cb)
+          if (!refusal || refusal instanceof Error || r === null || isWill) {
+            if (refusal && reserved !== undefined) r!.inboundQoS2.delete(reserved) // nothing is stored
+            const answer = (): void => {
+              if (!refusal) cb(null)
+              else if (refusal instanceof Error) cb(refusal)
+              else cb(new Error(refusal.reasonString))
+              release()
+            }
+            return prev ? void prev.then(answer) : answer()
+          }
+          if (reserved !== undefined) r.inboundQoS2.delete(reserved) // nothing is stored
+          const answer = (): void => {
+            core!.refusePublish(r, packet, refusal, cb)
+            release()
+          }
+          return prev ? void prev.then(answer) : answer()
         })
       },
       // Also where a persistent session's queued copy is checked when aedes replays it after the CONNACK
