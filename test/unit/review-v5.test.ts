@@ -260,4 +260,17 @@ describe('review of MQTT 5 ingress (issue 13)', () => {
       expect(peer.got.filter((p) => p.cmd === 'puback').map((p) => p.messageId)).toEqual([1, 2])
     }
   })
+
+  // Pins aedes 2.0.0-beta.1's `_requestProblemInformation` (no test had): [MQTT-3.1.2-29] no Reason
+  // String on a refusing PUBACK when the CONNECT said Request Problem Information 0.
+  it('MQTT 5: a refusing PUBACK carries no Reason String when the client asked for no problem information', async () => {
+    const core = await create({ authorizePublish: (_c, _p, _w, done) => done({ reasonCode: 0x87, reasonString: 'not authorized', v3: 'ack' }) })
+    for (const [id, rpi, expected] of [['rpi-0', false, undefined], ['rpi-1', true, 'not authorized']] as const) {
+      const { peer } = await connect(core, id, true, [], { protocolVersion: 5, properties: { requestProblemInformation: rpi } })
+      peer.send({ cmd: 'publish', topic: 'x/1', payload: Buffer.from('a'), qos: 1, messageId: 1, retain: false, dup: false })
+      const ack = (await peer.next((p) => p.cmd === 'puback')) as mqttPacket.IPubackPacket
+      expect(ack.reasonCode).toBe(0x87)
+      expect(ack.properties?.reasonString).toBe(expected)
+    }
+  })
 })
