@@ -12,9 +12,9 @@
 // read rule removed by a reload stops what its subscriptions, retained messages, commands and RPC
 // requests would still bring.
 //
-// A client id bound to an identity (while connected, or while its persistent session lives) cannot
-// be taken over by another identity: aedes would otherwise close the owner and hand over its
-// session.
+// A client id bound to an identity (while connected, or while its persistent session lives: for MQTT 5
+// until it expires) cannot be taken over by another identity: aedes would otherwise close the owner
+// and hand over its session.
 import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
 import type { Logger } from '../logger.js'
@@ -157,6 +157,15 @@ export class Admission {
       this.opts.logger.info('credentials revoked by reload; disconnecting the client', { clientId: client.id, identity: a.identity })
       client.close()
     }
+  }
+
+  /**
+   * An MQTT 5 session expired (its Session Expiry Interval after its connection ended): the client id's
+   * binding ends with it, unless a connection holds the id again.
+   */
+  sessionExpired(clientId: string): void {
+    const b = this.bindings.get(clientId)
+    if (b && b.clients.size === 0) this.bindings.delete(clientId)
   }
 
   /** Decides a CONNECT: `done(null)` admits the client, `done(code)` refuses it with that CONNACK code. */

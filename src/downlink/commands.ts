@@ -354,9 +354,11 @@ export class Commands {
       metrics.commands.inc(1, { result: 'delivered' })
       metrics.commandLatency.observe((performance.now() - started) / 1000)
     } else {
-      // Back to JetStream: it is delivered again when the device is (still, or again) there.
-      m.nak(r === 'timeout' ? 1000 : 0)
-      metrics.commands.inc(1, { result: r === 'timeout' ? 'unacknowledged' : 'offline' })
+      // Back to JetStream: it is delivered again when the device is (still, or again) there. A PUBACK
+      // with a failure reason code (MQTT 5, 'refused') is not an acknowledgement: retried like a timeout.
+      const unacked = r === 'timeout' || r === 'refused'
+      m.nak(unacked ? 1000 : 0)
+      metrics.commands.inc(1, { result: unacked ? 'unacknowledged' : 'offline' })
     }
   }
 

@@ -31,7 +31,8 @@
 //   broker.persistence.outgoing*               a persistent session's copy of a delivery
 //   broker.emit                                catching a throw from a listener of a client event
 //   error message 'drain timeout'              a limit aedes enforces itself
-//   persistence.incomingDelPacket              forgetting a clean session's inbound QoS 2 packets
+//   persistence.incomingDelPacket              forgetting a clean, expired or discarded session's inbound QoS 2 packets
+//   client._cleanStart                         MQTT 5 Clean Start (a session discarded at connect)
 //   connack.returnCode (connackSent)           whether a CONNACK accepted the client
 //
 // Where aedes 2.0.0-beta.1 is behind aedes 1.2 (it branched before 1.2's fixes), the seam restores:
@@ -43,6 +44,8 @@
 //     ('maxInflightInbound exceeded…'), so the inflight_in limit is still counted.
 //   - cleanIncoming is gone: when a clean session's connection ends, the seam deletes the inbound
 //     QoS 2 packets it still had stored ([MQTT-3.1.2-6]), so fresh client ids cannot grow the store.
+//     _wipeSession (MQTT 5 session expiry) and a Clean Start leave them stored too: the seam deletes
+//     a persistent session's leftovers when it expires ('sessionExpired') or a Clean Start discards it.
 //
 // Publish decisions: aedes calls `authorizePublish` before it writes PUBACK (QoS 1) or PUBREC
 // (QoS 2) and holds the acknowledgement until the callback runs (lib/handlers/publish.js): that is
@@ -196,8 +199,11 @@ export type SessionEndReason = 'clean' | 'keepalive_timeout' | 'error' | 'takeov
 /** A limit the core enforces itself, named as in ferry_mqtt_limit_refusals_total. */
 export type CoreLimit = 'inflight_in' | 'drain_timeout' | 'packet_size'
 
-/** How a QoS 1 delivery ended: PUBACK, device gone (or not there), no PUBACK in time, or cancelled by its sender. */
-export type DeliveryResult = 'acked' | 'offline' | 'timeout' | 'cancelled'
+/**
+ * How a QoS 1 delivery ended: PUBACK, device gone (or not there), no PUBACK in time, cancelled by its
+ * sender, or refused: an MQTT 5 device answered PUBACK with a reason code >= 0x80 (it did not accept it).
+ */
+export type DeliveryResult = 'acked' | 'offline' | 'timeout' | 'cancelled' | 'refused'
 
 /** The decisions Ferry makes for the core. A throw from one is the caller's to catch. */
 export interface CoreHooks {
@@ -256,6 +262,8 @@ export interface CoreEvents {
   clientError: [client: MqttClientRef, err: Error, limit: CoreLimit | undefined]
   /** A connection closed on an error before CONNECT completed. */
   connectionError: [err: Error]
+  /** An MQTT 5 session outlived its connection and then expired (Session Expiry Interval): its state is gone. */
+  sessionExpired: [clientId: string]
 }
 
 /** A QoS 1 PUBLISH of ours on its way to a client. */
@@ -334,8 +342,8 @@ const internals = (c: Client): ClientInternals => c as unknown as ClientInternal
 
 /** The Ferry view of one aedes client. */
 class ClientRef implements MqttClientRef {
-  /** PUBACK waiters of our deliveries, by packet id (created on the first delivery). */
-  acks: Map<number, () => void> | undefined
+  /** PUBACK waiters of our deliveries, by packet id (created on the first delivery); told whether it accepted. */
+  acks: Map<number, (accepted: boolean) => void> | undefined
   /** Deliveries told when the connection ends. */
   waiting: Set<() => void> | undefined
   /** Set once the core reported it disconnected: a delivery then ends 'offline' at once. */
@@ -346,6 +354,8 @@ class ClientRef implements MqttClientRef {
   readonly inboundQoS2 = new Set<number>()
   /** Its inbound QoS 1 messages whose PUBACK is not decided yet (MQTT 5 Receive Maximum). */
   pendingQoS1 = 0
+  /** Settled once its latest QoS 1 PUBLISH was answered (PUBACKs go out in PUBLISH order). */
+  lastQoS1: Promise<void> | undefined
   /** Reason code of the MQTT 5 DISCONNECT the device sent, if it sent one. */
   receivedDisconnect: number | undefined
   get disconnectReasonCode(): number | undefined {
@@ -427,6 +437,11 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   private readonly keepalives = new WeakMap<Client, number>()
   /** The wills of registered clients (a delayed MQTT 5 will is published after client.will is cleared). */
   private readonly wills = new WeakSet<object>()
+  /**
+   * Packet ids of inbound QoS 2 packets a persistent session still holds (stored, no PUBREL yet) from
+   * connections that ended, by client id: deleted when the session expires or is discarded.
+   */
+  private readonly heldInbound = new Map<string, Set<number>>()
   private readonly b: BrokerInternals
 
   private constructor(
@@ -507,16 +522,45 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         }
         const counted = r !== null && v5 && !isWill && packet.qos === 1
         if (counted) r.pendingQoS1++
+        // [MQTT-4.6.0-2] PUBACKs in the order of the PUBLISHes: a decision is answered only after the
+        // client's previous QoS 1 one (a refusal is decided at once, an earlier message may still be
+        // being stored).
+        const ordered = r !== null && !isWill && packet.qos === 1
+        const prev = ordered ? r.lastQoS1 : undefined
+        let release = (): void => {}
+        if (ordered) {
+          const mine = new Promise<void>((resolve) => (release = resolve))
+          r.lastQoS1 = mine
+          const done = release
+          release = () => {
+            done()
+            if (r.lastQoS1 === mine) r.lastQoS1 = undefined
+          }
+        }
         hooks.authorizePublish(r, packet, isWill, (refusal) => {
           if (counted) r.pendingQoS1--
-          if (!refusal) return cb(null)
-          if (reserved !== undefined) r!.inboundQoS2.delete(reserved) // nothing is stored
-          if (refusal instanceof Error) return cb(refusal)
-          if (r === null || isWill) return cb(new Error(refusal.reasonString))
-          core!.refusePublish(r, packet, refusal, cb)
+          if (!refusal || refusal instanceof Error || r === null || isWill) {
+            if (refusal && reserved !== undefined) r!.inboundQoS2.delete(reserved) // nothing is stored
+            const answer = (): void => {
+              if (!refusal) cb(null)
+              else if (refusal instanceof Error) cb(refusal)
+              else cb(new Error(refusal.reasonString))
+              release()
+            }
+            return prev ? void prev.then(answer) : answer()
+          }
+          if (reserved !== undefined) r.inboundQoS2.delete(reserved) // nothing is stored
+          const answer = (): void => {
+            core!.refusePublish(r, packet, refusal, cb)
+            release()
+          }
+          return prev ? void prev.then(answer) : answer()
         })
       },
-      authorizeForward: (client, packet) => (hooks.mayForward(ref(client), packet.topic) ? packet : null),
+      // Also where a persistent session's queued copy is checked when aedes replays it after the CONNACK
+      // (emptyQueue writes it directly, not through deliverQoS): one that does not fit the MQTT 5
+      // client's Maximum Packet Size is removed from the queue instead of sent [MQTT-3.1.2-24].
+      authorizeForward: (client, packet) => (hooks.mayForward(ref(client), packet.topic) && core!.fits(internals(client), packet, packet.qos === 0) ? packet : null),
       authorizeSubscribe: (client, sub: Subscription, cb) => hooks.authorizeSubscribe(ref(client), sub.topic, (err, granted) => cb(err, granted ? sub : null)),
     })
     core = new MqttCore(broker, opts.maxInflightIn)
@@ -628,10 +672,18 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       // before a delayed (MQTT 5 Will Delay Interval) will is published.
       const will = internals(c).will
       if (typeof will === 'object' && will !== null) this.wills.add(will)
+      // [MQTT-3.1.2-4] Clean Start discards the previous session, its unreleased QoS 2 packets too.
+      // aedes 2.0.0-beta.1 internal: `_cleanStart` (MQTT 5 Clean Start); 3.1.1: CleanSession = clean.
+      if ((internals(c) as { _cleanStart?: boolean })._cleanStart === true || c.clean) this.dropHeldInbound(c)
       this.emit('registered', this.ref(c))
     })
     broker.on('connackSent', (connack, c) => this.emit('connected', this.ref(c), connackOutcome(connack)))
     broker.on('keepaliveTimeout', (c) => this.reasons.set(c, 'keepalive_timeout'))
+    // MQTT 5 session expiry: aedes 2.0.0-beta.1's _wipeSession leaves inbound QoS 2 packets stored.
+    broker.on('sessionExpired', (c) => {
+      this.dropHeldInbound(c)
+      this.emit('sessionExpired', c.id)
+    })
     broker.on('clientError', (c, err) => {
       if (!this.reasons.has(c)) this.reasons.set(c, 'error')
       this.emit('clientError', this.ref(c), err, limitOf(err))
@@ -695,7 +747,10 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     // aedes 2.0.0-beta.1 internal: the parser emits every packet, PUBREL included; a PUBREL ends an
     // inbound QoS 2 message's slot in the window (PUBCOMP is aedes' to write).
     parser.on('packet', (p) => {
-      if (p.cmd === 'pubrel' && p.messageId !== undefined) r.inboundQoS2.delete(p.messageId)
+      if (p.cmd === 'pubrel' && p.messageId !== undefined) {
+        r.inboundQoS2.delete(p.messageId)
+        this.heldInbound.get(r.id)?.delete(p.messageId)
+      }
       else if (p.cmd === 'disconnect') r.receivedDisconnect = (p as { reasonCode?: number }).reasonCode ?? 0
     })
     parser.parse = (buf: Buffer) => {
@@ -721,16 +776,35 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   /**
    * [MQTT-3.1.2-6] A clean session's inbound QoS 2 packets that never got their PUBREL are deleted
    * when its connection ends (aedes 1.2's cleanIncoming, absent from 2.0.0-beta.1). A persistent
-   * session keeps them: the device may send PUBREL after a reconnect.
+   * session keeps them (the device may send PUBREL after a reconnect) until it expires (MQTT 5) or a
+   * Clean Start discards it: aedes 2.0.0-beta.1 deletes neither then.
    */
   private forgetInbound(r: ClientRef): void {
-    if (r.inboundQoS2.size === 0) return
     const ids = [...r.inboundQoS2]
     r.inboundQoS2.clear()
-    if (!r.client.clean) return
+    if (r.client.clean) {
+      this.dropHeldInbound(r.client) // (a resumed session that ends now: what earlier connections left too)
+      this.deleteInbound(r.client, ids)
+      return
+    }
+    if (ids.length === 0 || typeof r.id !== 'string') return
+    const held = this.heldInbound.get(r.id) ?? new Set<number>()
+    for (const id of ids) held.add(id)
+    this.heldInbound.set(r.id, held)
+  }
+
+  /** Deletes the unreleased inbound QoS 2 packets earlier connections of the client's id left in its session. */
+  private dropHeldInbound(c: Client): void {
+    const held = typeof c.id === 'string' ? this.heldInbound.get(c.id) : undefined
+    if (!held) return
+    this.heldInbound.delete(c.id)
+    this.deleteInbound(c, [...held])
+  }
+
+  private deleteInbound(c: Client, ids: number[]): void {
     // aedes 2.0.0-beta.1 internal: persistence.incomingDelPacket, as lib/handlers/pubrel.js calls it.
     const store = this.b.persistence as unknown as IncomingStore
-    for (const messageId of ids) store.incomingDelPacket(r.client, { messageId }).catch(() => {})
+    for (const messageId of ids) store.incomingDelPacket(c, { messageId }).catch(() => {})
   }
 
   /** The topic filters the client holds. */
@@ -779,7 +853,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
   /**
    * Sends `payload` on `topic` to the client at QoS 1. Resolves 'acked' on its PUBACK, 'offline' when
    * its connection ends first (or the delivery cannot be queued), 'timeout' after `timeoutMs`,
-   * 'cancelled' when `signal` aborts first. Unless acked, the delivery is withdrawn: a persistent
+   * 'cancelled' when `signal` aborts first, 'refused' on an MQTT 5 PUBACK with a reason code >= 0x80. Unless acked, the delivery is withdrawn: a persistent
    * session does not keep it.
    */
   deliver(client: MqttClientRef, topic: string, payload: Buffer, timeoutMs: number, signal?: AbortSignal, properties?: PublishProperties): Promise<DeliveryResult> {
@@ -800,12 +874,12 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         acks.delete(sent.messageId)
         waiting.delete(offline)
         signal?.removeEventListener('abort', cancel)
-        if (result !== 'acked') sent.withdraw() // (a PUBACK has removed it already)
+        if (result !== 'acked') sent.withdraw() // (a PUBACK, even a refusing one, has removed it already)
         resolve(result)
       }
       const sent = this.sendQoS1(r, topic, payload, offline, properties)
       const timer = setTimeout(() => finish('timeout'), timeoutMs)
-      acks.set(sent.messageId, () => finish('acked'))
+      acks.set(sent.messageId, (accepted: boolean) => finish(accepted ? 'acked' : 'refused'))
       waiting.add(offline)
       signal?.addEventListener('abort', cancel, { once: true })
     })
@@ -825,12 +899,13 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     r.acks = new Map()
     // aedes 2.0.0-beta.1 internal: the parser emits every packet the client sends, PUBACK included; if
     // renamed, deliveries never resolve 'acked' (commands time out and are retried).
+    // MQTT 5 §3.4.2.1: a PUBACK reason code >= 0x80 says the device did not accept the message.
     internals(r.client)._parser!.on('packet', (p) => {
       if (p.cmd !== 'puback' || p.messageId === undefined) return
       const done = r.acks?.get(p.messageId)
       if (done) {
         r.acks!.delete(p.messageId)
-        done()
+        done(((p as { reasonCode?: number }).reasonCode ?? 0) < 0x80)
       }
     })
   }

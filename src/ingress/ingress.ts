@@ -37,6 +37,8 @@ export interface AdmissionPolicy {
   mayPublish(client: MqttClientRef | null, topic: string): boolean
   maySubscribe(client: MqttClientRef, topic: string): boolean
   mayReceive(client: MqttClientRef, topic: string): boolean
+  /** An MQTT 5 session of `clientId` expired: nothing of it remains to protect. */
+  sessionExpired?(clientId: string): void
 }
 
 /** The protective limits of the MQTT listeners (see the --max-* options; keepalive in seconds, 0 = no bound). */
@@ -119,7 +121,8 @@ const REFUSALS: Record<RefuseReason, { reasonCode: number; reasonString: string;
   acl: { reasonCode: REASON.NOT_AUTHORIZED, reasonString: 'not authorized', policy: true },
   malformed: { reasonCode: REASON.MALFORMED_PACKET, reasonString: 'malformed packet', policy: false, v5Disconnect: true },
   payload_format: { reasonCode: REASON.PAYLOAD_FORMAT_INVALID, reasonString: 'payload format invalid', policy: false },
-  too_large: { reasonCode: REASON.IMPLEMENTATION_SPECIFIC_ERROR, reasonString: 'message too large to store', policy: false },
+  // Refused every time it is sent: a 3.1.1 device resending it after each reconnect would be wedged.
+  too_large: { reasonCode: REASON.IMPLEMENTATION_SPECIFIC_ERROR, reasonString: 'message too large to store', policy: true },
   log_full: { reasonCode: REASON.QUOTA_EXCEEDED, reasonString: 'quota exceeded, retry later', policy: false },
   log_error: { reasonCode: REASON.UNSPECIFIED_ERROR, reasonString: 'not stored', policy: false },
   internal_error: { reasonCode: REASON.UNSPECIFIED_ERROR, reasonString: 'not stored', policy: false },
@@ -443,6 +446,7 @@ export class Ingress implements Component {
       this.connIds.set(client, ++this.lastConnId)
     })
     this.core.on('disconnected', () => clients--)
+    this.core.on('sessionExpired', (clientId) => this.opts.admission.sessionExpired?.(clientId))
     this.core.on('subscribed', (client, topics) => {
       const pending = this.granting.get(client)
       if (pending) for (const t of topics) pending.delete(t)

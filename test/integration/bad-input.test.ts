@@ -78,11 +78,11 @@ describe('bad packets', () => {
     expect(sys.connected).toBe(true)
     await endClient(sys)
     expect(gw.metrics.drops.get({ reason: 'refused' })).toBe(1)
-    // 4. an oversized payload: refused, that client disconnected.
+    // 4. an oversized payload: refused every time it is sent, so acknowledged and dropped
+    // (--refused-publish ack, issue 13: it would wedge a device resending it); the client stays.
     const bad = await connectClient(port, 'bad-big')
-    const closed = new Promise<void>((resolve) => bad.once('close', () => resolve()))
-    bad.publish('devices/big', Buffer.alloc(8192, 1), { qos: 1 })
-    await closed
+    await bad.publishAsync('devices/big', Buffer.alloc(8192, 1), { qos: 1 })
+    expect(bad.connected).toBe(true)
     await endClient(bad)
 
     expect(await publishing).toHaveLength(500)
