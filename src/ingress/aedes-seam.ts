@@ -503,10 +503,15 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         let reserved: number | undefined
         const v5 = r !== null && r.protocolVersion === 5
         const newQoS2 = r !== null && !isWill && packet.qos === 2 && packet.messageId !== undefined && !r.inboundQoS2.has(packet.messageId)
-        if (r && v5 && !isWill && (packet.qos === 1 || newQoS2) && r.pendingQoS1 + r.inboundQoS2.size >= core!.maxInflightIn) {
-          // [MQTT-3.3.4-9] More unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum we advertised:
-          // DISCONNECT 0x93. aedes 2.0.0-beta.1 internal: enqueuePublish skips a packet marked
-          // `_notAuthorized` (no PUBACK/PUBREC, not published); if renamed, it would be stored.
+        // [MQTT-3.3.4-9] More unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum we advertised.
+        // A QoS 1 PUBLISH over it is tolerated: mqtt.js 5.x, the most common v5 client, ignores the
+        // server's Receive Maximum, and disconnecting it would make it resend the same burst forever.
+        // Memory stays bounded all the same: aedes 2.0.0-beta.1 reads a connection's next chunk only
+        // once every packet of the current one is decided (lib/client.js nextBatch), and a QoS 1
+        // decision is the durable append. A new QoS 2 PUBLISH over it gets DISCONNECT 0x93: its slot
+        // lasts until PUBREL, across chunks, so nothing else would bound it.
+        if (r && v5 && !isWill && newQoS2 && r.pendingQoS1 + r.inboundQoS2.size >= core!.maxInflightIn) {
+          // aedes 2.0.0-beta.1 internal: enqueuePublish skips a packet marked `_notAuthorized` (no PUBACK/PUBREC, not published); if renamed, it would be stored.
           ;(packet as { _notAuthorized?: boolean })._notAuthorized = true
           core!.emit('clientError', r, new Error(`Receive Maximum exceeded: ${core!.maxInflightIn} inbound QoS 1/2 messages unacknowledged`), 'inflight_in')
           disconnectV5(r, REASON.RECEIVE_MAXIMUM_EXCEEDED)

@@ -60,7 +60,7 @@ function mosquitto(cmd: 'mosquitto_pub' | 'mosquitto_sub', args: string[], timeo
   )
 }
 
-/** A raw MQTT 5 connection (for what no client library lets us do: break the Receive Maximum). */
+/** A raw MQTT 5 connection (for what client libraries do not do: break the Receive Maximum with QoS 2). */
 async function rawV5(port: number, clientId: string): Promise<{ send(p: Packet): void; sendMany(ps: Packet[]): void; next(match: (p: Packet) => boolean, ms?: number): Promise<Packet>; close(): void }> {
   const sock = net.connect(port, '127.0.0.1')
   const parser = mqttPacket.parser({ protocolVersion: 5 })
@@ -170,10 +170,10 @@ describe('mqtt5 - CONNECT and CONNACK (bundled gateway)', () => {
     await endClient(later)
   })
 
-  it('mqtt5 - more unacknowledged QoS 1 PUBLISHes than the Receive Maximum get DISCONNECT 0x93', async () => {
+  it('mqtt5 - more unacknowledged QoS 2 PUBLISHes than the Receive Maximum (no PUBREL) get DISCONNECT 0x93', async () => {
     const c = await rawV5(gw.port, 'v5-recvmax')
     const burst: Packet[] = []
-    for (let i = 1; i <= 40; i++) burst.push({ cmd: 'publish', topic: 'devices/v5-recvmax/t', payload: Buffer.from('{"i":1}'), qos: 1, messageId: i, retain: false, dup: false })
+    for (let i = 1; i <= 40; i++) burst.push({ cmd: 'publish', topic: 'devices/v5-recvmax/t', payload: Buffer.from('{"i":1}'), qos: 2, messageId: i, retain: false, dup: false })
     c.sendMany(burst)
     const d = (await c.next((p) => p.cmd === 'disconnect')) as mqttPacket.IDisconnectPacket
     expect(d.reasonCode).toBe(0x93)

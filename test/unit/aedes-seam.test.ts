@@ -10,6 +10,7 @@ import { Aedes } from 'aedes'
 import mqttPacket from 'mqtt-packet'
 import type { Packet } from 'mqtt-packet'
 import { afterEach, describe, expect, it } from 'vitest'
+import { until } from '../helpers/device.js'
 import { AEDES_CHECKED_VERSION, MqttCore, connackOutcome } from '../../src/ingress/aedes-seam.js'
 import type { ConnackRefusal, CoreHooks, CoreLimit, MqttClientRef, SessionEndReason } from '../../src/ingress/aedes-seam.js'
 import { Devices } from '../../src/ingress/devices.js'
@@ -567,26 +568,44 @@ describe('aedes seam', () => {
     }
   })
 
-  it('aedes seam - MQTT 5: one QoS 1 PUBLISH over the Receive Maximum gets DISCONNECT 0x93 and is neither acknowledged nor published (aedes 2.0.0-beta.1 _notAuthorized)', async () => {
+  it('aedes seam - MQTT 5: QoS 1 PUBLISHes over the Receive Maximum are tolerated (mqtt.js ignores it): all stored and acknowledged in order, the connection kept', async () => {
     const held: (() => void)[] = []
     const seen: number[] = []
     const core = await create({ authorizePublish: (_c, p, _w, done) => (seen.push(p.messageId ?? 0), held.push(() => done(null))) }, 2)
     const errors: (CoreLimit | undefined)[] = []
     core.on('clientError', (_c, _e, limit) => errors.push(limit))
-    const { peer, client } = await connect(core, 'v5-rm', true, [], { protocolVersion: 5 })
-    const left = gone(core, client)
+    const { peer, client } = await connect(core, 'v5-rm1', true, [], { protocolVersion: 5 })
     // One read: aedes dispatches a read's packets concurrently, as a pipelining client's arrive.
     peer.raw(Buffer.concat([1, 2, 3].map((messageId) => mqttPacket.generate({ cmd: 'publish', topic: 'rm', payload: Buffer.from('x'), qos: 1, messageId, retain: false, dup: false }, { protocolVersion: 5 }))))
+    await until(() => seen.length === 3)
+    for (const h of held) h()
+    await until(() => peer.got.filter((p) => p.cmd === 'puback').length === 3)
+    expect(peer.got.filter((p): p is mqttPacket.IPubackPacket => p.cmd === 'puback').map((p) => p.messageId)).toEqual([1, 2, 3])
+    expect(errors).toEqual([])
+    expect(client.closed).toBe(false)
+  })
+
+  it('aedes seam - MQTT 5: a QoS 2 PUBLISH over the Receive Maximum gets DISCONNECT 0x93 and is neither acknowledged nor published (aedes 2.0.0-beta.1 _notAuthorized)', async () => {
+    const seen: number[] = []
+    const core = await create({ authorizePublish: (_c, p, _w, done) => (seen.push(p.messageId ?? 0), done(null)) }, 2)
+    const errors: (CoreLimit | undefined)[] = []
+    core.on('clientError', (_c, _e, limit) => errors.push(limit))
+    const { peer, client } = await connect(core, 'v5-rm2', true, [], { protocolVersion: 5 })
+    const left = gone(core, client)
+    // No PUBREL: each QoS 2 slot stays taken until the client releases it.
+    for (const messageId of [11, 12]) {
+      peer.send({ cmd: 'publish', topic: 'rm', payload: Buffer.from('x'), qos: 2, messageId, retain: false, dup: false })
+      await peer.next((p) => p.cmd === 'pubrec' && p.messageId === messageId)
+    }
+    peer.send({ cmd: 'publish', topic: 'rm', payload: Buffer.from('x'), qos: 2, messageId: 13, retain: false, dup: false })
     await left
     // The DISCONNECT itself is seen on a socket in test/integration/mqtt5-connect.test.ts (an in-memory
     // stream drops what is written just before its destroy). aedes 2.0.0-beta.1 records the code it sent.
-    // (Right after the CONNACK the seam writes it itself; once aedes has set `connected`, aedes' disconnect() does and records it.)
     const written = peer.got.find((p): p is mqttPacket.IDisconnectPacket => p.cmd === 'disconnect')?.reasonCode
     expect(written ?? (client as unknown as { client: { disconnectReasonCode?: number } }).client.disconnectReasonCode).toBe(0x93)
-    expect(seen).toEqual([1, 2])
+    expect(seen).toEqual([11, 12])
     expect(errors).toEqual(['inflight_in'])
-    for (const h of held) h()
-    expect(peer.got.filter((p) => p.cmd === 'puback')).toEqual([])
+    expect(peer.got.filter((p) => p.cmd === 'pubrec' && p.messageId === 13)).toEqual([])
   })
 
   it('aedes seam - a PublishRefusal: 3.1.1 ack gets PUBACK/PUBREC+PUBCOMP and nothing is published; v5 gets the reason code and Reason String and stays (aedes 2.0.0-beta.1 _notAuthorized)', async () => {
