@@ -353,6 +353,9 @@ export class Commands {
       m.ack() // the server holds this device's next command until it has processed the ack (max_ack_pending 1)
       metrics.commands.inc(1, { result: 'delivered' })
       metrics.commandLatency.observe((performance.now() - started) / 1000)
+    } else if (r === 'too_large') {
+      // It can never be delivered to this device (MQTT 5 Maximum Packet Size): dead now, not after retries.
+      return this.dead(clientId, m, `larger than the device's Maximum Packet Size (MQTT 5)`, about, m.info.deliveryCount)
     } else {
       // Back to JetStream: it is delivered again when the device is (still, or again) there. A PUBACK
       // with a failure reason code (MQTT 5, 'refused') is not an acknowledgement: retried like a timeout.

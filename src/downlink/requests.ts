@@ -310,6 +310,8 @@ export class Requests {
     this.opts.deliver(a.clientId, topic, payload, ANSWER_DELIVERY_MS, undefined, props).then(
       (r) => {
         done()
+        // An answer larger than the device accepts (MQTT 5 Maximum Packet Size): the status alone instead.
+        if (r === 'too_large' && ok) return this.answer(a, '413 answer larger than the device accepts (its MQTT 5 Maximum Packet Size)')
         if (r !== 'acked') this.opts.logger.debug('device request answer not acknowledged', { clientId: a.clientId, topic, status, result: r })
       },
       (err: unknown) => {

@@ -248,7 +248,9 @@ export class Rpc {
     // device gets MQTT 5 request/response too: Response Topic (the same response topic, so either way
     // of answering lands here) and the correlation id as Correlation Data.
     const props = { responseTopic: `devices/${clientId}/rpc/response/${correlationId}`, correlationData: Buffer.from(correlationId) }
-    this.deliver(clientId, topic, payload, timeoutMs, delivery.signal, props).catch((err: unknown) => {
+    this.deliver(clientId, topic, payload, timeoutMs, delivery.signal, props).then((r) => {
+      if (r === 'too_large') this.finish(correlationId, '413 request larger than the device accepts (its MQTT 5 Maximum Packet Size)', 'too_large')
+    }, (err: unknown) => {
       this.lastError = { at: Date.now(), message: `delivery: ${(err as Error).message}` }
       this.finish(correlationId, `400 bad request: the request could not be sent to the device: ${(err as Error).message}`, 'bad_request')
     })

@@ -203,7 +203,7 @@ export type CoreLimit = 'inflight_in' | 'drain_timeout' | 'packet_size'
  * How a QoS 1 delivery ended: PUBACK, device gone (or not there), no PUBACK in time, cancelled by its
  * sender, or refused: an MQTT 5 device answered PUBACK with a reason code >= 0x80 (it did not accept it).
  */
-export type DeliveryResult = 'acked' | 'offline' | 'timeout' | 'cancelled' | 'refused'
+export type DeliveryResult = 'acked' | 'offline' | 'timeout' | 'cancelled' | 'refused' | 'too_large'
 
 /** The decisions Ferry makes for the core. A throw from one is the caller's to catch. */
 export interface CoreHooks {
@@ -865,6 +865,10 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     const r = client as ClientRef
     if (signal?.aborted) return Promise.resolve('cancelled')
     if (r.gone) return Promise.resolve('offline')
+    // Larger than the MQTT 5 client's Maximum Packet Size: it would never be written [MQTT-3.1.2-25],
+    // so say so now rather than after the timeout.
+    const props = r.protocolVersion === 5 && properties !== undefined && Object.keys(properties).length > 0 ? properties : undefined
+    if (!this.fits(internals(r.client), { topic, payload, qos: 1, properties: props }, false)) return Promise.resolve('too_large')
     this.watchPubacks(r)
     return new Promise((resolve) => {
       const acks = (r.acks ??= new Map())

@@ -7,6 +7,7 @@ import fs from 'node:fs'
 import { connect, headers } from '@nats-io/transport-node'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
+import mqtt from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { until } from '../helpers/device.js'
 import { spawnGateway } from '../helpers/gateway.js'
@@ -91,5 +92,21 @@ c.disconnect()
     expect(status).toBe('200 OK')
     expect(body.length).toBeGreaterThan(0)
     await device
+  })
+
+  it('downlink - a request larger than the v5 device accepts (its Maximum Packet Size) is answered 413 at once, not after the timeout (mqtt.js v5)', async () => {
+    const c = mqtt.connect(`mqtt://127.0.0.1:${gw.port}`, { protocolVersion: 5, clientId: 'v5-small', reconnectPeriod: 0, properties: { maximumPacketSize: 256 } })
+    await new Promise<void>((resolve) => c.once('connect', () => resolve()))
+    await c.subscribeAsync('devices/v5-small/rpc/request/+', { qos: 1 })
+    const got: string[] = []
+    c.on('message', (t) => got.push(t))
+    const t0 = performance.now()
+    const r = await nc.request('ferry.rpc.v5-small.getLog', JSON.stringify({ pad: 'x'.repeat(1000) }), { timeout: 5000 })
+    expect(r.headers?.get('Ferry-Status')).toBe('413 request larger than the device accepts (its MQTT 5 Maximum Packet Size)')
+    expect(performance.now() - t0).toBeLessThan(1000) // --rpc-timeout-ms is 3000
+    // A request that fits still reaches it.
+    void nc.request('ferry.rpc.v5-small.ping', '{}', { timeout: 5000 }).catch(() => {})
+    expect(await until(() => got.length === 1)).toBe(true)
+    c.end(true)
   })
 })

@@ -135,17 +135,15 @@ describe('review of MQTT 5 ingress (issue 13)', () => {
     expect(await result).not.toBe('acked')
   })
 
-  // FINDING (low): a delivery that does not fit the MQTT 5 client's Maximum Packet Size is silently not
-  // written, and deliver() waits its whole timeout: a command is retried --cmd-max-deliver times
-  // (10 s each by default) while the device's later commands wait behind it, then reported dead as
-  // "not acknowledged"; a request answer is never told to the device. It can be known at once.
-  // Not fixed (needs a DeliveryResult the downlink handles): marked as failing.
-  it.fails('a delivery larger than the MQTT 5 client Maximum Packet Size ends at once, not after its timeout', async () => {
+  // FINDING (fixed): a delivery that does not fit the MQTT 5 client's Maximum Packet Size was silently
+  // not written and deliver() waited its whole timeout; it ends at once now ('too_large'), and the
+  // downlink makes a command dead, answers an RPC 413, replaces a request answer by its 413 status.
+  it('a delivery larger than the MQTT 5 client Maximum Packet Size ends at once, not after its timeout', async () => {
     const core = await create()
     const { client } = await connect(core, 'v5-big', true, ['commands/v5-big/#'], { protocolVersion: 5, properties: { maximumPacketSize: 100 } })
     const started = performance.now()
     const result = await core.deliver(client, 'commands/v5-big/x', Buffer.alloc(500, 0x61), 1000)
-    expect(result).not.toBe('acked')
+    expect(result).toBe('too_large')
     expect(performance.now() - started).toBeLessThan(500)
   })
 
