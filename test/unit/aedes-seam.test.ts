@@ -8,103 +8,21 @@ import path from 'node:path'
 import { Duplex, PassThrough } from 'node:stream'
 import { Aedes } from 'aedes'
 import mqttPacket from 'mqtt-packet'
-import type { Packet } from 'mqtt-packet'
 import { afterEach, describe, expect, it } from 'vitest'
+import { connect, coreFactory, gone, open, publishes } from '../helpers/aedes-peer.js'
 import { until } from '../helpers/device.js'
-import { AEDES_CHECKED_VERSION, MqttCore, connackOutcome } from '../../src/ingress/aedes-seam.js'
-import type { ConnackRefusal, CoreHooks, CoreLimit, MqttClientRef, SessionEndReason } from '../../src/ingress/aedes-seam.js'
+import { AEDES_CHECKED_VERSION, connackOutcome } from '../../src/ingress/aedes-seam.js'
+import type { ConnackRefusal, CoreLimit, MqttClientRef, SessionEndReason } from '../../src/ingress/aedes-seam.js'
 import { Devices } from '../../src/ingress/devices.js'
 import { frameCheck } from '../../src/ingress/limits.js'
 
-interface Peer {
-  readonly got: Packet[]
-  readonly conn: Duplex
-  send(p: Packet): void
-  /** Sends raw bytes to the broker. */
-  raw(b: Buffer): void
-  /** Resolves with the first packet received (from now or before) that `match` accepts. */
-  next(match: (p: Packet) => boolean, ms?: number): Promise<Packet>
-  close(): void
-}
-
-/** A connection to `core` over in-memory streams, behind the frame guard (`maxPacketBytes`). */
-function open(core: MqttCore, maxPacketBytes = 1 << 20, onViolation: (why: string) => void = () => {}, protocolVersion: 4 | 5 = 4): { peer: Peer; client: MqttClientRef } {
-  const toBroker = new PassThrough()
-  const fromBroker = new PassThrough()
-  const conn = Duplex.from({ readable: toBroker, writable: fromBroker })
-  const parser = mqttPacket.parser({ protocolVersion })
-  const got: Packet[] = []
-  const waiters = new Set<() => void>()
-  parser.on('packet', (p) => {
-    got.push(p)
-    for (const w of [...waiters]) w()
-  })
-  fromBroker.on('data', (b: Buffer) => parser.parse(b))
-  const peer: Peer = {
-    got,
-    conn,
-    send: (p) => void toBroker.write(mqttPacket.generate(p, { protocolVersion })),
-    raw: (b) => void toBroker.write(b),
-    next: (match, ms = 2000) =>
-      new Promise((resolve, reject) => {
-        const check = (): void => {
-          const p = got.find(match)
-          if (!p) return
-          waiters.delete(check)
-          clearTimeout(t)
-          resolve(p)
-        }
-        const t = setTimeout(() => (waiters.delete(check), reject(new Error(`no matching packet within ${ms} ms; got ${got.map((p) => p.cmd).join(',')}`))), ms)
-        waiters.add(check)
-        check()
-      }),
-    close: () => void conn.destroy(),
-  }
-  const client = core.attach(conn, frameCheck(maxPacketBytes), (why) => onViolation(why))
-  return { peer, client }
-}
-
-/** Opens a connection, sends CONNECT and resolves after the CONNACK (and the SUBACK when subscribing). */
-async function connect(core: MqttCore, clientId: string, clean: boolean, subscribe: string[] = [], extra: Partial<mqttPacket.IConnectPacket> = {}): Promise<{ peer: Peer; client: MqttClientRef }> {
-  const version = extra.protocolVersion === 5 ? 5 : 4
-  const { peer, client } = open(core, 1 << 20, () => {}, version)
-  peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId, clean, keepalive: 0, ...extra })
-  await peer.next((p) => p.cmd === 'connack')
-  if (subscribe.length > 0) {
-    peer.send({ cmd: 'subscribe', messageId: 1, subscriptions: subscribe.map((topic) => ({ topic, qos: 1 as const })) })
-    await peer.next((p) => p.cmd === 'suback')
-  }
-  return { peer, client }
-}
-
-const publishes = (peer: Peer): { topic: string; messageId: number | undefined }[] =>
-  peer.got.filter((p): p is mqttPacket.IPublishPacket => p.cmd === 'publish').map((p) => ({ topic: p.topic, messageId: p.messageId }))
-
-/** Resolves with the reason once `client` is reported disconnected. */
-const gone = (core: MqttCore, client: MqttClientRef): Promise<SessionEndReason> => new Promise((r) => core.on('disconnected', (c, reason) => c === client && r(reason)))
-
-const allow: CoreHooks = {
-  authenticate: (_c, _u, _p, _k, done) => done(null),
-  authorizePublish: (_c, _p, _w, done) => done(null),
-  authorizeSubscribe: (_c, _t, done) => done(null, true),
-  mayForward: () => true,
-}
-
 describe('aedes seam', () => {
-  const cores: MqttCore[] = []
   const listenerErrors: { event: string; client: MqttClientRef; err: unknown }[] = []
-  async function create(hooks: Partial<CoreHooks> = {}, maxInflightIn = 100, drainTimeoutMs = 5000): Promise<MqttCore> {
-    const core = await MqttCore.create(
-      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn, drainTimeoutMs, maxPacketBytes: 1 << 20, topicAliasMaximum: 10, maxSessionExpirySec: 3600, maxKeepaliveSec: 60, onListenerError: (event, client, err) => listenerErrors.push({ event, client, err }) },
-      { ...allow, ...hooks },
-    )
-    cores.push(core)
-    return core
-  }
+  const { create, closeAll } = coreFactory((event, client, err) => listenerErrors.push({ event, client, err }))
 
   afterEach(async () => {
     listenerErrors.length = 0
-    await Promise.all(cores.splice(0).map((c) => c.close()))
+    await closeAll()
   })
 
   it('aedes seam - the installed aedes is the version the seam was checked against', () => {

@@ -1,92 +1,15 @@
 // Review of the MQTT 5 ingress work (issue 13): each test here proves one finding against the real
 // aedes 2.0.0-beta.1 behind the seam (in-memory streams, raw MQTT 5 packets from mqtt-packet).
-import { Duplex, PassThrough } from 'node:stream'
 import mqttPacket from 'mqtt-packet'
-import type { Packet } from 'mqtt-packet'
 import { afterEach, describe, expect, it } from 'vitest'
-import { MqttCore } from '../../src/ingress/aedes-seam.js'
-import type { CoreHooks, MqttClientRef } from '../../src/ingress/aedes-seam.js'
-import { frameCheck } from '../../src/ingress/limits.js'
-
-interface Peer {
-  readonly got: Packet[]
-  readonly bytes: number[]
-  send(p: Packet): void
-  raw(b: Buffer): void
-  next(match: (p: Packet) => boolean, ms?: number): Promise<Packet>
-}
-
-function open(core: MqttCore, protocolVersion: 4 | 5): { peer: Peer; client: MqttClientRef } {
-  const toBroker = new PassThrough()
-  const fromBroker = new PassThrough()
-  const conn = Duplex.from({ readable: toBroker, writable: fromBroker })
-  const parser = mqttPacket.parser({ protocolVersion })
-  const got: Packet[] = []
-  const bytes: number[] = []
-  const waiters = new Set<() => void>()
-  parser.on('packet', (p) => {
-    got.push(p)
-    // Wire size of the packet just parsed (fixed header + remaining length).
-    bytes.push(mqttPacket.generate(p, { protocolVersion }).length)
-    for (const w of [...waiters]) w()
-  })
-  fromBroker.on('data', (b: Buffer) => parser.parse(b))
-  const peer: Peer = {
-    got,
-    bytes,
-    send: (p) => void toBroker.write(mqttPacket.generate(p, { protocolVersion })),
-    raw: (b) => void toBroker.write(b),
-    next: (match, ms = 2000) =>
-      new Promise((resolve, reject) => {
-        const check = (): void => {
-          const p = got.find(match)
-          if (!p) return
-          waiters.delete(check)
-          clearTimeout(t)
-          resolve(p)
-        }
-        const t = setTimeout(() => (waiters.delete(check), reject(new Error(`no matching packet within ${ms} ms; got ${got.map((p) => p.cmd).join(',')}`))), ms)
-        waiters.add(check)
-        check()
-      }),
-  }
-  const client = core.attach(conn, frameCheck(1 << 20), () => {})
-  return { peer, client }
-}
-
-async function connect(core: MqttCore, clientId: string, clean: boolean, subscribe: string[] = [], extra: Partial<mqttPacket.IConnectPacket> = {}): Promise<{ peer: Peer; client: MqttClientRef }> {
-  const version = extra.protocolVersion === 5 ? 5 : 4
-  const { peer, client } = open(core, version)
-  peer.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId, clean, keepalive: 0, ...extra })
-  await peer.next((p) => p.cmd === 'connack')
-  if (subscribe.length > 0) {
-    peer.send({ cmd: 'subscribe', messageId: 1, subscriptions: subscribe.map((topic) => ({ topic, qos: 1 as const })) })
-    await peer.next((p) => p.cmd === 'suback')
-  }
-  return { peer, client }
-}
-
-const allow: CoreHooks = {
-  authenticate: (_c, _u, _p, _k, done) => done(null),
-  authorizePublish: (_c, _p, _w, done) => done(null),
-  authorizeSubscribe: (_c, _t, done) => done(null, true),
-  mayForward: () => true,
-}
+import { connect, coreFactory } from '../helpers/aedes-peer.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 describe('review of MQTT 5 ingress (issue 13)', () => {
-  const cores: MqttCore[] = []
-  async function create(hooks: Partial<CoreHooks> = {}): Promise<MqttCore> {
-    const core = await MqttCore.create(
-      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn: 100, drainTimeoutMs: 5000, maxPacketBytes: 1 << 20, topicAliasMaximum: 10, maxSessionExpirySec: 3600, maxKeepaliveSec: 60, onListenerError: () => {} },
-      { ...allow, ...hooks },
-    )
-    cores.push(core)
-    return core
-  }
+  const { create, closeAll } = coreFactory()
   afterEach(async () => {
-    await Promise.all(cores.splice(0).map((c) => c.close()))
+    await closeAll()
   })
 
   const v5Small = { protocolVersion: 5 as const, properties: { sessionExpiryInterval: 3600, maximumPacketSize: 100 } }
@@ -168,11 +91,7 @@ describe('review of MQTT 5 ingress (issue 13)', () => {
   // Checked fine: a refused QoS 2 (PUBREC >= 0x80 ends the flow, MQTT 5 §4.3.3) frees its Receive
   // Maximum slot and its packet id; an accepted one holds its slot until PUBREL.
   it('MQTT 5 QoS 2: refused ones leave no slot or packet id behind; accepted ones are released by PUBREL', async () => {
-    const core = await MqttCore.create(
-      { maxClientIdLength: 255, connectTimeoutMs: 5000, maxTopicLevels: 16, maxInflightIn: 2, drainTimeoutMs: 5000, maxPacketBytes: 1 << 20, topicAliasMaximum: 10, maxSessionExpirySec: 3600, maxKeepaliveSec: 60, onListenerError: () => {} },
-      { ...allow, authorizePublish: (_c, p, _w, done) => done(p.topic.startsWith('no/') ? { reasonCode: 0x87, reasonString: 'not authorized', v3: 'ack' } : null) },
-    )
-    cores.push(core)
+    const core = await create({ authorizePublish: (_c, p, _w, done) => done(p.topic.startsWith('no/') ? { reasonCode: 0x87, reasonString: 'not authorized', v3: 'ack' } : null) }, 2)
     const sub = await connect(core, 'q2-sub', true, ['no/#', 'yes/#'])
     const { peer, client } = await connect(core, 'q2-v5', true, [], { protocolVersion: 5 })
     for (const messageId of [1, 2, 3, 4]) {
