@@ -17,6 +17,7 @@ import { tempDir } from '../helpers/log.js'
 import { endClient } from '../helpers/mqtt.js'
 import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
+import { packetLog } from '../helpers/packets.js'
 import { runPaho } from '../helpers/paho.js'
 import { reapAtExit } from '../helpers/reap.js'
 
@@ -63,31 +64,9 @@ function mosquitto(cmd: 'mosquitto_pub' | 'mosquitto_sub', args: string[], timeo
 /** A raw MQTT 5 connection (for what client libraries do not do: break the Receive Maximum with QoS 2). */
 async function rawV5(port: number, clientId: string): Promise<{ send(p: Packet): void; sendMany(ps: Packet[]): void; next(match: (p: Packet) => boolean, ms?: number): Promise<Packet>; close(): void }> {
   const sock = net.connect(port, '127.0.0.1')
-  const parser = mqttPacket.parser({ protocolVersion: 5 })
-  const got: Packet[] = []
-  const waiters = new Set<() => void>()
-  parser.on('packet', (p) => {
-    got.push(p)
-    for (const w of [...waiters]) w()
-  })
-  sock.on('data', (b: Buffer) => parser.parse(b))
-  sock.on('close', () => {
-    got.push({ cmd: 'disconnect', reasonCode: -1 } as unknown as Packet)
-    for (const w of [...waiters]) w()
-  })
-  const next = (match: (p: Packet) => boolean, ms = 5000): Promise<Packet> =>
-    new Promise((resolve, reject) => {
-      const check = (): void => {
-        const p = got.find(match)
-        if (!p) return
-        waiters.delete(check)
-        clearTimeout(t)
-        resolve(p)
-      }
-      const t = setTimeout(() => (waiters.delete(check), reject(new Error(`no matching packet; got ${got.map((p) => p.cmd).join(',')}`))), ms)
-      waiters.add(check)
-      check()
-    })
+  const { parse, push, next } = packetLog(5, 5000)
+  sock.on('data', (b: Buffer) => parse(b))
+  sock.on('close', () => push({ cmd: 'disconnect', reasonCode: -1 } as unknown as Packet))
   const gen = (p: Packet): Buffer => mqttPacket.generate(p, { protocolVersion: 5 })
   sock.write(gen({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId, clean: true, keepalive: 60 }))
   await next((p) => p.cmd === 'connack')
