@@ -1,6 +1,9 @@
 // Starts a Ferry gateway for tests: in process (Gateway class) or as the bundled program (node dist/ferry.cjs).
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
+import { tempDir } from './log.js'
+import { startNats } from './nats.js'
+import type { NatsServer } from './nats.js'
 import { reapAtExit } from './reap.js'
 import { parseConfig } from '../../src/config/index.js'
 import type { RawValues } from '../../src/config/index.js'
@@ -12,6 +15,23 @@ import type { Logger } from '../../src/logger.js'
 export async function startGateway(values: Record<string, unknown>, logger: Logger = silentLogger): Promise<Gateway> {
   const raw: RawValues = new Map(Object.entries({ 'mqtt.listen': '127.0.0.1:0', 'http.listen': '127.0.0.1:0', gatewayId: 'test', ...values }).map(([k, v]) => [k, { value: v, source: 'flag' as const }]))
   return Gateway.start(parseConfig(raw, 'test'), logger)
+}
+
+/** Starts a nats-server and an in-process gateway on it (a fresh data dir, config keys `values` on top). */
+export async function startWithNats(values: Record<string, unknown> = {}): Promise<{ nats: NatsServer; gw: Gateway }> {
+  const nats = await startNats()
+  try {
+    return { nats, gw: await startGateway({ 'log.dataDir': tempDir(), 'nats.url': nats.url, ...values }) }
+  } catch (err) {
+    await nats[Symbol.asyncDispose]()
+    throw err
+  }
+}
+
+/** Closes what startWithNats started (either may be missing when it failed). */
+export async function stopWithNats(gw: Gateway | undefined, nats: NatsServer | undefined): Promise<void> {
+  await gw?.close()
+  await nats?.[Symbol.asyncDispose]()
 }
 
 /** A logger that keeps lines in memory (for assertions on what was logged). */

@@ -2,10 +2,9 @@
 import net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Gateway } from '../../src/gateway.js'
-import { runFerry, startGateway } from '../helpers/gateway.js'
+import { runFerry, startWithNats, stopWithNats } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
 import { connectClient, endClient, publishSeries } from '../helpers/mqtt.js'
-import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 import { waitForCount } from '../helpers/stream.js'
 
@@ -44,14 +43,8 @@ describe('bad configuration', () => {
 describe('bad packets', () => {
   let nats: NatsServer
   let gw: Gateway
-  beforeAll(async () => {
-    nats = await startNats()
-    gw = await startGateway({ 'log.dataDir': tempDir(), 'nats.url': nats.url, 'log.maxRecordBytes': 4096 })
-  })
-  afterAll(async () => {
-    await gw?.close()
-    await nats?.[Symbol.asyncDispose]()
-  })
+  beforeAll(async () => ({ nats, gw } = await startWithNats({ 'log.maxRecordBytes': 4096 })))
+  afterAll(() => stopWithNats(gw, nats))
 
   it('ingress - malformed packets and oversized payloads close only the offending client; a $SYS publish is acknowledged and dropped', async () => {
     const port = gw.ingress.address.port

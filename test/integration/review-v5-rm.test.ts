@@ -6,22 +6,14 @@
 import mqtt from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Gateway } from '../../src/gateway.js'
-import { startGateway } from '../helpers/gateway.js'
-import { tempDir } from '../helpers/log.js'
-import { startNats } from '../helpers/nats.js'
+import { startWithNats, stopWithNats } from '../helpers/gateway.js'
 import type { NatsServer } from '../helpers/nats.js'
 
 describe('review - mqtt.js v5 and the Receive Maximum', () => {
   let nats: NatsServer
   let gw: Gateway
-  beforeAll(async () => {
-    nats = await startNats()
-    gw = await startGateway({ 'log.dataDir': tempDir(), 'nats.url': nats.url, 'limits.maxInflightIn': 20 })
-  })
-  afterAll(async () => {
-    await gw?.close()
-    await nats?.[Symbol.asyncDispose]()
-  })
+  beforeAll(async () => ({ nats, gw } = await startWithNats({ 'limits.maxInflightIn': 20 })))
+  afterAll(() => stopWithNats(gw, nats))
 
   it('mqtt.js v5: a burst of 500 QoS 1 publishes is not disconnected with 0x93 (Receive Maximum 20 advertised)', async () => {
     const port = gw.ingress.address.port

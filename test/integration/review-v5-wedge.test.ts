@@ -6,22 +6,14 @@
 import mqtt from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Gateway } from '../../src/gateway.js'
-import { startGateway } from '../helpers/gateway.js'
-import { tempDir } from '../helpers/log.js'
-import { startNats } from '../helpers/nats.js'
+import { startWithNats, stopWithNats } from '../helpers/gateway.js'
 import type { NatsServer } from '../helpers/nats.js'
 
 describe('review - a message too large to store wedges a 3.1.1 device', () => {
   let nats: NatsServer
   let gw: Gateway
-  beforeAll(async () => {
-    nats = await startNats()
-    gw = await startGateway({ 'log.dataDir': tempDir(), 'nats.url': nats.url, 'log.maxRecordBytes': 4096 })
-  })
-  afterAll(async () => {
-    await gw?.close()
-    await nats?.[Symbol.asyncDispose]()
-  })
+  beforeAll(async () => ({ nats, gw } = await startWithNats({ 'log.maxRecordBytes': 4096 })))
+  afterAll(() => stopWithNats(gw, nats))
 
   it('3.1.1 (mqtt.js, default --refused-publish ack): after one publish over --max-record-bytes, the next publish is still stored', async () => {
     const port = gw.ingress.address.port
