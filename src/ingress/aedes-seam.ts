@@ -21,6 +21,7 @@
 //   client.connackSent                         a DISCONNECT 0x95 may be sent (after the CONNACK)
 //   client._serverKeepAlive                    MQTT 5 Server Keep Alive (set in preConnect)
 //   client.maximumPacketSize                   the MQTT 5 client's Maximum Packet Size (outbound bound)
+//   client.receiveMaximum                      the MQTT 5 client's Receive Maximum (outbound window)
 //   client._requestProblemInformation          whether a Reason String may be sent on PUBACK/PUBREC
 //   packet._notAuthorized                      enqueuePublish skips the packet (no ack, not published)
 //   client.conn                                our own CONNACK/PUBACK/PUBREC with a reason code
@@ -42,6 +43,9 @@
 //   - maxInflightInbound is gone: the seam bounds inbound QoS 2 messages awaiting PUBREL itself
 //     (InboundWindow below) and refuses the one over the bound with the same error text as 1.2
 //     ('maxInflightInbound exceeded…'), so the inflight_in limit is still counted.
+//   - outbound Receive Maximum is stored, not enforced ([MQTT-3.3.4-7]): the seam keeps a window per
+//     MQTT 5 client that announced less than 65535 (OutboundWindow below); live deliveries over it wait
+//     in a bounded queue. A persistent session's replay after the CONNACK is not covered (see there).
 //   - cleanIncoming is gone: when a clean session's connection ends, the seam deletes the inbound
 //     QoS 2 packets it still had stored ([MQTT-3.1.2-6]), so fresh client ids cannot grow the store.
 //     _wipeSession (MQTT 5 session expiry) and a Clean Start leave them stored too: the seam deletes
@@ -264,6 +268,43 @@ export interface CoreEvents {
   connectionError: [err: Error]
   /** An MQTT 5 session outlived its connection and then expired (Session Expiry Interval): its state is gone. */
   sessionExpired: [clientId: string]
+  /**
+   * A QoS 1/2 delivery to an MQTT 5 client was dropped: its Receive Maximum window was full and
+   * MAX_QUEUED_OUT deliveries already waited (a persistent session keeps its queued copy for the next connection).
+   */
+  outboundDropped: [client: MqttClientRef]
+}
+
+/**
+ * QoS 1/2 deliveries waiting for room in an MQTT 5 client's Receive Maximum window, at most, per
+ * client (Mosquitto's max_queued_messages default). One more is dropped and counted
+ * (`outboundDropped`), as Mosquitto drops beyond max_queued_messages: a clean session loses it, a
+ * persistent session still holds its queued copy, which aedes replays on the next connect.
+ */
+export const MAX_QUEUED_OUT = 1000
+
+/** MQTT 5 Receive Maximum when the CONNECT has none; packet ids cap in-flight deliveries there anyway. */
+const RECEIVE_MAXIMUM_DEFAULT = 65535
+
+/** Marks the copy of a windowed delivery: 'forwarded' once authorizeForward let aedes write it. */
+const WINDOWED: unique symbol = Symbol('ferry.windowed')
+
+/**
+ * The outbound window of an MQTT 5 client that announced a Receive Maximum below 65535
+ * [MQTT-3.3.4-7]. Invariant: inflight.size <= max, and queue is non-empty only while inflight.size
+ * === max (a delivery waits only behind a full window, so order is kept). A packet id leaves
+ * `inflight` on PUBACK, on PUBCOMP, on a PUBREC >= 0x80 (MQTT 5 §4.3.3), or when aedes did not write
+ * it at QoS > 0 after all (a duplicate, not forwarded, lowered to QoS 0).
+ */
+class OutboundWindow {
+  readonly inflight = new Set<number>()
+  /** Deliveries waiting, oldest first; at most MAX_QUEUED_OUT. Their aedes callbacks were called when queued. */
+  readonly queue: Record<string, unknown>[] = []
+  constructor(
+    readonly max: number,
+    /** The client's own deliverQoS with the delivery counted (countDeliveries). */
+    readonly send: (packet: Record<string, unknown>, cb: () => void) => void,
+  ) {}
 }
 
 /** A QoS 1 PUBLISH of ours on its way to a client. */
@@ -307,6 +348,8 @@ interface ClientInternals {
   _requestProblemInformation?: boolean
   /** aedes 2.0.0-beta.1 internal: the MQTT 5 client's Maximum Packet Size (stored, not enforced by aedes). */
   maximumPacketSize?: number
+  /** aedes 2.0.0-beta.1 internal: the MQTT 5 client's Receive Maximum (65535 when absent; stored, not enforced by aedes). */
+  receiveMaximum?: number
   /** aedes 2.0.0-beta.1 internal: MQTT 5 DISCONNECT with a reason code, then close (3.1.1: close). */
   disconnect(opts: { reasonCode: number; properties?: Record<string, unknown> }, done?: () => void): void
   /** aedes 2.0.0-beta.1 internal: the will being published; if renamed, a will without packet id is refused as malformed. */
@@ -358,6 +401,11 @@ class ClientRef implements MqttClientRef {
   lastQoS1: Promise<void> | undefined
   /** Reason code of the MQTT 5 DISCONNECT the device sent, if it sent one. */
   receivedDisconnect: number | undefined
+  /**
+   * Its outbound Receive Maximum window: undefined until its first QoS 1/2 delivery, null when none is
+   * needed (MQTT 3.1.1, or a Receive Maximum of 65535).
+   */
+  window: OutboundWindow | null | undefined
   get disconnectReasonCode(): number | undefined {
     if (this.protocolVersion !== 5) return undefined
     // aedes 2.0.0-beta.1 internal: `disconnectReasonCode`, recorded by client.disconnect() (v5).
@@ -565,7 +613,13 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       // Also where a persistent session's queued copy is checked when aedes replays it after the CONNACK
       // (emptyQueue writes it directly, not through deliverQoS): one that does not fit the MQTT 5
       // client's Maximum Packet Size is removed from the queue instead of sent [MQTT-3.1.2-24].
-      authorizeForward: (client, packet) => (hooks.mayForward(ref(client), packet.topic) && core!.fits(internals(client), packet, packet.qos === 0) ? packet : null),
+      // A windowed delivery's copy learns here that aedes writes it (OutboundWindow).
+      authorizeForward: (client, packet) => {
+        if (!hooks.mayForward(ref(client), packet.topic) || !core!.fits(internals(client), packet, packet.qos === 0)) return null
+        const w = packet as { [WINDOWED]?: string }
+        if (w[WINDOWED] === 'pending') w[WINDOWED] = 'forwarded'
+        return packet
+      },
       authorizeSubscribe: (client, sub: Subscription, cb) => hooks.authorizeSubscribe(ref(client), sub.topic, (err, granted) => cb(err, granted ? sub : null)),
     })
     core = new MqttCore(broker, opts.maxInflightIn)
@@ -699,6 +753,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       const reason: SessionEndReason = internals(c)._disconnected === true ? 'clean' : (this.reasons.get(c) ?? 'connection_lost')
       this.forgetInbound(r)
       this.ended(r)
+      if (r.window) r.window.queue.length = 0 // (their callbacks ran when they were queued)
       this.emit('disconnected', r, reason)
     })
     broker.on('subscribe', (subs, c) => {
@@ -838,8 +893,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     const tell = (): void => {
       if (r.delivered) for (const l of r.delivered) l()
     }
-    c.deliverQoS = (packet, cb) => {
-      if (!this.fits(c, packet, false)) return setImmediate(cb)
+    const send = (packet: Record<string, unknown>, cb: () => void): void => {
       tell()
       inQoS = true
       try {
@@ -848,11 +902,119 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         inQoS = false
       }
     }
+    c.deliverQoS = (packet, cb) => {
+      if (!this.fits(c, packet, false)) return setImmediate(cb)
+      // MQTT 3.1.1 clients and QoS 0 never reach the window; an MQTT 5 client only with Receive Maximum < 65535.
+      if (c.version === 5 && (packet.qos as number) > 0) {
+        const w = r.window === undefined ? (r.window = this.openWindow(r, send)) : r.window
+        if (w !== null) return this.throughWindow(r, w, packet, cb)
+      }
+      send(packet, cb)
+    }
     c.deliver0 = (packet, cb) => {
       if (!inQoS && !this.fits(c, packet, true)) return setImmediate(cb)
       if (!inQoS) tell()
       deliver0(packet, cb)
     }
+  }
+
+  /**
+   * The client's outbound window, or null when it needs none. aedes 2.0.0-beta.1 internal:
+   * client.receiveMaximum (set from the CONNECT before its subscriptions are restored); if renamed,
+   * reads as 65535 and nothing is held back. Its acknowledgements are read from the parser's 'packet'
+   * events (removed by aedes when the client closes).
+   */
+  private openWindow(r: ClientRef, send: OutboundWindow['send']): OutboundWindow | null {
+    const max = internals(r.client).receiveMaximum ?? RECEIVE_MAXIMUM_DEFAULT
+    if (!(max >= 1 && max < RECEIVE_MAXIMUM_DEFAULT)) return null
+    const w = new OutboundWindow(max, send)
+    internals(r.client)._parser!.on('packet', (p) => {
+      if (p.messageId === undefined) return
+      if (p.cmd === 'puback' || p.cmd === 'pubcomp' || (p.cmd === 'pubrec' && ((p as { reasonCode?: number }).reasonCode ?? 0) >= 0x80)) this.release(r, w, p.messageId)
+    })
+    return w
+  }
+
+  /**
+   * A QoS 1/2 delivery to a client with a window: sent now when the window has room and nothing
+   * waits; else queued (aedes' callback is called now, so a slow device holds up no other client's
+   * deliveries in aedes' emitter) or, with MAX_QUEUED_OUT waiting, dropped and counted.
+   */
+  private throughWindow(r: ClientRef, w: OutboundWindow, packet: Record<string, unknown>, cb: () => void): void {
+    if (w.queue.length === 0 && w.inflight.size < w.max) return this.sendInWindow(r, w, packet, cb)
+    // aedes 2.0.0-beta.1 internal: client.duplicates (broker id → last broker counter written), aedes'
+    // dedupe of one message matching several subscriptions (lib/client.js). It expects counters in
+    // order, and a delivery that waited has a lower counter than those that passed it (QoS 0, other
+    // messages' duplicates): so the window dedupes when it queues, and aedes' check is skipped when
+    // the delivery goes out (see release). If renamed, waiting deliveries are dropped as duplicates.
+    const { brokerId, brokerCounter } = packet
+    const d = internals(r.client).duplicates
+    if (d && typeof brokerId === 'string' && typeof brokerCounter === 'number') {
+      if ((d[brokerId] ?? 0) >= brokerCounter) return w.send(packet, cb) // a duplicate: aedes drops it
+      d[brokerId] = brokerCounter
+    }
+    if (w.queue.length >= MAX_QUEUED_OUT) this.emit('outboundDropped', r)
+    else w.queue.push(packet)
+    setImmediate(cb)
+  }
+
+  /**
+   * Writes a delivery through aedes with its packet id taken now (as aedes' QoSPacket would: the
+   * client's _nextId, unless it has one), so the window knows the id the acknowledgement carries.
+   * A copy is numbered: aedes hands the same packet object to every subscriber.
+   */
+  private sendInWindow(r: ClientRef, w: OutboundWindow, packet: Record<string, unknown>, cb: () => void): void {
+    const c = internals(r.client)
+    const given = packet.messageId
+    let id: number
+    if (typeof given === 'number' && given > 0) id = given
+    else {
+      id = c._nextId
+      c._nextId = id >= 65535 ? 1 : id + 1
+    }
+    const copy: Record<string, unknown> & { [WINDOWED]?: string } = { ...packet, messageId: id, [WINDOWED]: 'pending' }
+    w.inflight.add(id)
+    w.send(copy, () => {
+      // No acknowledgement will come when aedes did not write it (a duplicate, not forwarded), or wrote
+      // it at QoS 0 (aedes 2.0.0-beta.1 lowers it to an exact-topic subscription's QoS 0).
+      if (copy[WINDOWED] !== 'forwarded' || c.subscriptions?.[copy.topic as string]?.qos === 0) this.release(r, w, id)
+      cb()
+    })
+  }
+
+  /** A packet id left the window: the deliveries waiting go out while there is room. */
+  private release(r: ClientRef, w: OutboundWindow, messageId: number): void {
+    if (!w.inflight.delete(messageId)) return
+    if (r.client.closed) {
+      w.queue.length = 0
+      return
+    }
+    const d = internals(r.client).duplicates
+    while (w.inflight.size < w.max && w.queue.length > 0) {
+      const packet = w.queue.shift()!
+      const { brokerId, brokerCounter } = packet
+      if (!d || typeof brokerId !== 'string' || typeof brokerCounter !== 'number') {
+        this.sendInWindow(r, w, packet, () => {})
+        continue
+      }
+      // Deduped when queued (throughWindow): aedes' dedupe, read synchronously in deliverQoS, lets it pass.
+      const last = d[brokerId] ?? 0
+      d[brokerId] = brokerCounter - 1
+      try {
+        this.sendInWindow(r, w, packet, () => {})
+      } finally {
+        d[brokerId] = Math.max(last, brokerCounter)
+      }
+    }
+  }
+
+  /** Removes a delivery still waiting in the client's window (its callback has run); false when it is not there. */
+  private unqueue(r: ClientRef, packet: Record<string, unknown>): boolean {
+    const q = r.window?.queue
+    const i = q ? q.indexOf(packet) : -1
+    if (i < 0) return false
+    q!.splice(i, 1)
+    return true
   }
 
   /**
@@ -939,9 +1101,11 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     // `properties` through its copies (aedes 2.0.0-beta.1).
     const v5 = ref.protocolVersion === 5 && properties !== undefined && Object.keys(properties).length > 0
     const packet = { cmd: 'publish', brokerId: b.id, brokerCounter: ++b.counter, topic, payload, qos: 1, retain: false, dup: false, messageId, ...(v5 ? { properties } : {}) }
+    // Given up while still waiting in the client's Receive Maximum window: it is not sent late.
+    const r = ref as ClientRef
     if (client.clean) {
       c.deliverQoS(packet, () => {})
-      return { messageId, withdraw: () => {} }
+      return { messageId, withdraw: () => void this.unqueue(r, packet) }
     }
     // Removing the queued copy before deliverQoS has called outgoingUpdate on it would make aedes fail
     // the client ("no such packet"): deliverQoS does that on its next turn (setImmediate), so a
@@ -976,6 +1140,8 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       messageId,
       withdraw: () => {
         wanted = true
+        // (aedes would fail the client on sending a copy no longer queued in persistence)
+        this.unqueue(r, packet)
         if (state === 'sent') clear()
       },
     }

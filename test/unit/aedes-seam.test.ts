@@ -11,7 +11,7 @@ import mqttPacket from 'mqtt-packet'
 import { afterEach, describe, expect, it } from 'vitest'
 import { connect, coreFactory, gone, open, publishes } from '../helpers/aedes-peer.js'
 import { until } from '../helpers/device.js'
-import { AEDES_CHECKED_VERSION, connackOutcome } from '../../src/ingress/aedes-seam.js'
+import { AEDES_CHECKED_VERSION, MAX_QUEUED_OUT, connackOutcome } from '../../src/ingress/aedes-seam.js'
 import type { ConnackRefusal, CoreLimit, MqttClientRef, SessionEndReason } from '../../src/ingress/aedes-seam.js'
 import { Devices } from '../../src/ingress/devices.js'
 import { frameCheck } from '../../src/ingress/limits.js'
@@ -548,5 +548,127 @@ describe('aedes seam', () => {
     expect(v3.peer.got.filter((p) => p.cmd === 'puback' || p.cmd === 'pubrec')).toHaveLength(2)
     expect(v5.peer.got.filter((p) => p.cmd === 'puback' && p.messageId === 9)).toHaveLength(1)
     expect(v3.client.closed || v5.client.closed).toBe(false)
+  })
+
+  // [MQTT-3.3.4-7] The outbound Receive Maximum window (aedes 2.0.0-beta.1 stores client.receiveMaximum, does not enforce it).
+  const publishAt = (peer: { send(p: mqttPacket.Packet): void }, topic: string, qos: 0 | 1, messageId?: number): void =>
+    peer.send({ cmd: 'publish', topic, payload: Buffer.from('x'), qos, ...(qos > 0 ? { messageId } : {}), retain: false, dup: false })
+
+  it('aedes seam - MQTT 5 outbound Receive Maximum: aedes 2.0.0-beta.1 stores it as client.receiveMaximum (65535 when absent)', async () => {
+    const core = await create()
+    const small = await connect(core, 'rmx-3', true, [], { protocolVersion: 5, properties: { receiveMaximum: 3 } })
+    const none = await connect(core, 'rmx-none', true, [], { protocolVersion: 5 })
+    const internal = (r: MqttClientRef): unknown => ((r as unknown as { client: { receiveMaximum?: unknown } }).client.receiveMaximum)
+    expect(internal(small.client)).toBe(3)
+    expect(internal(none.client)).toBe(65535)
+  })
+
+  it('aedes seam - MQTT 5 outbound Receive Maximum: QoS 1 deliveries over it wait and go out in order as PUBACKs come in; QoS 0 passes', async () => {
+    const core = await create()
+    const sub = await connect(core, 'rmw-sub', true, ['w/#'], { protocolVersion: 5, properties: { receiveMaximum: 2 } })
+    const pub = await connect(core, 'rmw-pub', true)
+    for (const n of [1, 2, 3, 4, 5]) publishAt(pub.peer, `w/${n}`, 1, n)
+    publishAt(pub.peer, 'w/marker', 0) // QoS 0: not held back, so it arrives after whatever QoS 1 was written
+    await sub.peer.next((p) => p.cmd === 'publish' && p.topic === 'w/marker')
+    expect(publishes(sub.peer).map((p) => p.topic)).toEqual(['w/1', 'w/2', 'w/marker'])
+    // Acknowledge each as it comes: the rest follow, one per PUBACK, in order, never more than 2 unacknowledged.
+    for (const n of [1, 2, 3, 4, 5]) {
+      const p = (await sub.peer.next((q) => q.cmd === 'publish' && q.topic === `w/${n}`)) as mqttPacket.IPublishPacket
+      expect(publishes(sub.peer).filter((q) => q.messageId !== undefined).length - (n - 1)).toBeLessThanOrEqual(2)
+      sub.peer.send({ cmd: 'puback', messageId: p.messageId, reasonCode: n === 3 ? 0x80 : 0 }) // a refusing PUBACK ends it too
+    }
+    await until(() => publishes(sub.peer).length === 6)
+    expect(publishes(sub.peer).map((p) => p.topic)).toEqual(['w/1', 'w/2', 'w/marker', 'w/3', 'w/4', 'w/5'])
+    const ids = publishes(sub.peer).filter((p) => p.topic !== 'w/marker').map((p) => p.messageId)
+    expect(new Set(ids).size).toBe(5)
+    expect(sub.client.closed).toBe(false)
+  })
+
+  it('aedes seam - MQTT 5 outbound Receive Maximum: a QoS 2 delivery holds its slot until PUBCOMP, or a PUBREC >= 0x80', async () => {
+    const core = await create()
+    const sub = await connect(core, 'rm2-sub', true, [], { protocolVersion: 5, properties: { receiveMaximum: 1 } })
+    sub.peer.send({ cmd: 'subscribe', messageId: 2, subscriptions: [{ topic: 'q/#', qos: 2 }] })
+    await sub.peer.next((p) => p.cmd === 'suback' && p.messageId === 2)
+    const pub = await connect(core, 'rm2-pub', true)
+    for (const n of [1, 2, 3]) {
+      pub.peer.send({ cmd: 'publish', topic: `q/${n}`, payload: Buffer.from('x'), qos: 2, messageId: n, retain: false, dup: false })
+      await pub.peer.next((p) => p.cmd === 'pubrec' && p.messageId === n)
+      pub.peer.send({ cmd: 'pubrel', messageId: n })
+      await pub.peer.next((p) => p.cmd === 'pubcomp' && p.messageId === n)
+    }
+    const marker = async (n: number): Promise<void> => {
+      publishAt(pub.peer, `q/marker${n}`, 0)
+      await sub.peer.next((p) => p.cmd === 'publish' && p.topic === `q/marker${n}`)
+    }
+    await marker(1)
+    const first = (await sub.peer.next((p) => p.cmd === 'publish' && p.topic === 'q/1')) as mqttPacket.IPublishPacket
+    expect(publishes(sub.peer).map((p) => p.topic)).toEqual(['q/1', 'q/marker1'])
+    sub.peer.send({ cmd: 'pubrec', messageId: first.messageId, reasonCode: 0x80 }) // ends the flow: no PUBREL
+    const second = (await sub.peer.next((p) => p.cmd === 'publish' && p.topic === 'q/2')) as mqttPacket.IPublishPacket
+    sub.peer.send({ cmd: 'pubrec', messageId: second.messageId, reasonCode: 0 })
+    await sub.peer.next((p) => p.cmd === 'pubrel' && p.messageId === second.messageId)
+    await marker(2)
+    expect(publishes(sub.peer).map((p) => p.topic)).toEqual(['q/1', 'q/marker1', 'q/2', 'q/marker2']) // PUBREC 0 keeps the slot
+    sub.peer.send({ cmd: 'pubcomp', messageId: second.messageId })
+    await sub.peer.next((p) => p.cmd === 'publish' && p.topic === 'q/3')
+  })
+
+  it('aedes seam - MQTT 5 outbound Receive Maximum: a delivery that ends while waiting is not sent late; one waiting when the client goes ends offline', async () => {
+    const core = await create()
+    const { peer, client } = await connect(core, 'rmd', true, [], { protocolVersion: 5, properties: { receiveMaximum: 1 } })
+    const first = core.deliver(client, 'c/1', Buffer.from('1'), 60_000)
+    await expect(core.deliver(client, 'c/2', Buffer.from('2'), 50)).resolves.toBe('timeout') // waited behind c/1
+    const sent = (await peer.next((p) => p.cmd === 'publish' && p.topic === 'c/1')) as mqttPacket.IPublishPacket
+    peer.send({ cmd: 'puback', messageId: sent.messageId })
+    await expect(first).resolves.toBe('acked')
+    const third = core.deliver(client, 'c/3', Buffer.from('3'), 60_000)
+    const waiting = core.deliver(client, 'c/4', Buffer.from('4'), 60_000)
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'c/3')
+    expect(publishes(peer).map((p) => p.topic)).toEqual(['c/1', 'c/3'])
+    peer.close()
+    await expect(third).resolves.toBe('offline')
+    await expect(waiting).resolves.toBe('offline')
+  })
+
+  it(`aedes seam - MQTT 5 outbound Receive Maximum: at most MAX_QUEUED_OUT deliveries wait; more are dropped and reported (the client stays)`, async () => {
+    const core = await create()
+    const dropped: MqttClientRef[] = []
+    core.on('outboundDropped', (c) => dropped.push(c))
+    const { peer, client } = await connect(core, 'rmq', true, [], { protocolVersion: 5, properties: { receiveMaximum: 1 } })
+    const results = Array.from({ length: 1 + MAX_QUEUED_OUT + 3 }, (_, i) => core.deliver(client, `b/${i}`, Buffer.from('b'), 1000))
+    expect(dropped).toEqual([client, client, client])
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'b/0')
+    expect(client.closed).toBe(false)
+    peer.close()
+    await Promise.all(results)
+  })
+
+  it('aedes seam - MQTT 5 outbound Receive Maximum on a persistent session: a PUBACK clears the queued copy; what was still waiting is replayed on the next connect', async () => {
+    const core = await create()
+    const v5 = { protocolVersion: 5 as const, properties: { receiveMaximum: 1, sessionExpiryInterval: 3600 } }
+    const sub = await connect(core, 'rmp', false, ['p/#'], v5)
+    const pub = await connect(core, 'rmp-pub', true)
+    for (const n of [1, 2, 3]) publishAt(pub.peer, `p/${n}`, 1, n)
+    await pub.peer.next((p) => p.cmd === 'puback' && p.messageId === 3)
+    const one = (await sub.peer.next((p) => p.cmd === 'publish' && p.topic === 'p/1')) as mqttPacket.IPublishPacket
+    sub.peer.send({ cmd: 'puback', messageId: one.messageId })
+    await sub.peer.next((p) => p.cmd === 'publish' && p.topic === 'p/2')
+    const left = gone(core, sub.client)
+    sub.peer.send({ cmd: 'disconnect', reasonCode: 0 }) // p/2 unacknowledged, p/3 still waiting
+    expect(await left).toBe('clean')
+    const again = await connect(core, 'rmp', false, [], { protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } })
+    await again.peer.next((p) => p.cmd === 'publish' && p.topic === 'p/3')
+    expect(publishes(again.peer).map((p) => p.topic)).toEqual(['p/2', 'p/3'])
+    expect(again.client.closed).toBe(false)
+  })
+
+  it('aedes seam - outbound Receive Maximum: an MQTT 3.1.1 client, and an MQTT 5 one without a Receive Maximum, get every delivery at once', async () => {
+    const core = await create()
+    for (const [id, extra] of [['rm-v3', {}], ['rm-v5', { protocolVersion: 5 as const }]] as const) {
+      const { peer, client } = await connect(core, id, true, [], extra)
+      for (const n of [1, 2, 3]) void core.deliver(client, `a/${n}`, Buffer.from('a'), 5000)
+      await peer.next((p) => p.cmd === 'publish' && p.topic === 'a/3')
+      expect(publishes(peer).map((p) => p.topic)).toEqual(['a/1', 'a/2', 'a/3'])
+    }
   })
 })
