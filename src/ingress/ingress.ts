@@ -460,6 +460,14 @@ export class Ingress implements Component {
       if (limit) metrics.mqttLimits.inc(1, { limit })
       logger.info('client disconnected on error', { clientId: client.id, error: err.message })
     })
+    // A QoS 1/2 delivery over an MQTT 5 device's Receive Maximum, with MAX_QUEUED_OUT already waiting.
+    const overflowed = new WeakSet<MqttClientRef>()
+    this.core.on('outboundDropped', (client) => {
+      metrics.drops.inc(1, { reason: 'outbound_queue_full' })
+      if (overflowed.has(client)) return
+      overflowed.add(client)
+      logger.warn('deliveries dropped: the device acknowledges slower than its Receive Maximum allows them to be sent', { clientId: client.id })
+    })
     this.core.on('connectionError', (err) => {
       logger.info('connection closed before CONNECT completed', { error: err.message })
     })
