@@ -192,6 +192,19 @@ describe('mqtt5 - CONNECT and CONNACK (bundled gateway)', () => {
     await endClient(sub.client!)
   })
 
+  it('mqtt5 - a subscriber announcing Receive Maximum 1 gets all of a burst of 20 QoS 1 messages, in order, and stays connected (mosquitto_sub)', async () => {
+    // The gateway sends it one unacknowledged PUBLISH at a time [MQTT-3.3.4-7] (test/unit/aedes-seam.test.ts
+    // shows the window on the wire); here a client we did not write gets the whole burst through it.
+    const mosq = mosquitto('mosquitto_sub', ['-V', 'mqttv5', '-h', '127.0.0.1', '-p', String(gw.port), '-i', 'v5-rm1-mosq', '-q', '1', '-t', 'rm1/#', '-D', 'connect', 'receive-maximum', '1', '-C', '20', '-v'])
+    await new Promise((r) => setTimeout(r, 500)) // mosquitto_sub has no ready signal; its subscription must exist
+    const pub = await tryConnect(gw.port, { protocolVersion: 4, clientId: 'v5-rm1-pub' })
+    await Promise.all(Array.from({ length: 20 }, (_, i) => pub.client!.publishAsync(`rm1/${i}`, String(i), { qos: 1 })))
+    const m = await mosq
+    expect(m.code).toBe(0)
+    expect(m.out.trim().split('\n')).toEqual(Array.from({ length: 20 }, (_, i) => `rm1/${i} ${i}`))
+    await endClient(pub.client!)
+  })
+
   it('mqtt5 - refusals carry v5 reason codes and a Reason String: 0x86 bad password, 0x87 no credentials, 0x85 client id too long (mqtt.js; mosquitto_pub)', async () => {
     const bad = await tryConnect(authGw.port, { protocolVersion: 5, clientId: 'dev1', username: 'dev1', password: 'wrong' })
     expect(bad.code).toBe(0x86)
