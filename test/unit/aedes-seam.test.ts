@@ -630,6 +630,29 @@ describe('aedes seam', () => {
     await expect(waiting).resolves.toBe('offline')
   })
 
+  it('aedes seam - MQTT 5 outbound Receive Maximum on a persistent session: a delivery withdrawn while waiting is neither sent nor replayed, and aedes does not fail the client', async () => {
+    const core = await create()
+    const v5 = { protocolVersion: 5 as const, properties: { receiveMaximum: 1, sessionExpiryInterval: 3600 } }
+    // (Subscribing first lets aedes' queue replay after the CONNACK finish before our deliveries are queued.)
+    const { peer, client } = await connect(core, 'rmpw', false, ['none/#'], v5)
+    const first = core.deliver(client, 'c/1', Buffer.from('1'), 60_000)
+    await expect(core.deliver(client, 'c/2', Buffer.from('2'), 50)).resolves.toBe('timeout')
+    const sent = (await peer.next((p) => p.cmd === 'publish' && p.topic === 'c/1')) as mqttPacket.IPublishPacket
+    peer.send({ cmd: 'puback', messageId: sent.messageId })
+    await expect(first).resolves.toBe('acked')
+    void core.deliver(client, 'c/3', Buffer.from('3'), 60_000)
+    await peer.next((p) => p.cmd === 'publish' && p.topic === 'c/3')
+    expect(publishes(peer).map((p) => p.topic)).toEqual(['c/1', 'c/3'])
+    const left = gone(core, client)
+    peer.send({ cmd: 'disconnect', reasonCode: 0 })
+    expect(await left).toBe('clean') // not failed by aedes ("no such packet")
+    // (c/3 ended offline, so deliver() withdrew it too.)
+    const again = await connect(core, 'rmpw', false, ['none/#'], { ...v5, clean: false })
+    void core.deliver(again.client, 'c/marker', Buffer.from('m'), 5000)
+    await again.peer.next((p) => p.cmd === 'publish' && p.topic === 'c/marker')
+    expect(publishes(again.peer).map((p) => p.topic)).toEqual(['c/marker'])
+  })
+
   it(`aedes seam - MQTT 5 outbound Receive Maximum: at most MAX_QUEUED_OUT deliveries wait; more are dropped and reported (the client stays)`, async () => {
     const core = await create()
     const dropped: MqttClientRef[] = []
