@@ -289,6 +289,9 @@ const RECEIVE_MAXIMUM_DEFAULT = 65535
 /** Marks the copy of a windowed delivery: 'forwarded' once authorizeForward let aedes write it. */
 const WINDOWED: unique symbol = Symbol('ferry.windowed')
 
+/** On a Ferry delivery (sendQoS1): called when the window hands it to aedes after it waited. */
+const HANDED: unique symbol = Symbol('ferry.handed')
+
 /**
  * The outbound window of an MQTT 5 client that announced a Receive Maximum below 65535
  * [MQTT-3.3.4-7]. Invariant: inflight.size <= max, and queue is non-empty only while inflight.size
@@ -992,9 +995,11 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     const d = internals(r.client).duplicates
     while (w.inflight.size < w.max && w.queue.length > 0) {
       const packet = w.queue.shift()!
+      const handed = (packet as { [HANDED]?: () => void })[HANDED]
       const { brokerId, brokerCounter } = packet
       if (!d || typeof brokerId !== 'string' || typeof brokerCounter !== 'number') {
         this.sendInWindow(r, w, packet, () => {})
+        handed?.()
         continue
       }
       // Deduped when queued (throughWindow): aedes' dedupe, read synchronously in deliverQoS, lets it pass.
@@ -1005,6 +1010,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       } finally {
         d[brokerId] = Math.max(last, brokerCounter)
       }
+      handed?.()
     }
   }
 
@@ -1121,15 +1127,25 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         () => {},
       )
     }
+    // Handed to aedes (now, or later by the Receive Maximum window after it waited there): aedes'
+    // outgoingUpdate runs on its next turn, so a withdrawal waits until then.
+    let turn = 0
+    const handed = (): void => {
+      if (state === 'withdrawn') return
+      state = 'sending'
+      const mine = ++turn
+      setImmediate(() => {
+        if (mine !== turn || state !== 'sending') return // handed again since (it waited in the window)
+        state = 'sent'
+        if (wanted) clear()
+      })
+    }
+    ;(packet as { [HANDED]?: () => void })[HANDED] = handed
     b.persistence.outgoingEnqueue({ clientId: client.id }, packet).then(
       () => {
         if (wanted) return clear()
-        state = 'sending'
         c.deliverQoS(packet, () => {})
-        setImmediate(() => {
-          state = 'sent'
-          if (wanted) clear()
-        })
+        handed()
       },
       () => {
         state = 'withdrawn'
