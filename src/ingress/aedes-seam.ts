@@ -288,6 +288,8 @@ const RECEIVE_MAXIMUM_DEFAULT = 65535
 
 /** Marks the copy of a windowed delivery: 'forwarded' once authorizeForward let aedes write it. */
 const WINDOWED: unique symbol = Symbol('ferry.windowed')
+/** The packet id the window took for that copy (given to it in authorizeForward). */
+const WINDOW_ID: unique symbol = Symbol('ferry.windowId')
 
 /** On a Ferry delivery (sendQoS1): called when the window hands it to aedes after it waited. */
 const HANDED: unique symbol = Symbol('ferry.handed')
@@ -619,8 +621,13 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       // A windowed delivery's copy learns here that aedes writes it (OutboundWindow).
       authorizeForward: (client, packet) => {
         if (!hooks.mayForward(ref(client), packet.topic) || !core!.fits(internals(client), packet, packet.qos === 0)) return null
-        const w = packet as { [WINDOWED]?: string }
-        if (w[WINDOWED] === 'pending') w[WINDOWED] = 'forwarded'
+        const w = packet as { [WINDOWED]?: string; [WINDOW_ID]?: number; messageId?: number }
+        if (w[WINDOWED] === 'pending') {
+          w[WINDOWED] = 'forwarded'
+          // Numbered only now: a copy aedes does not forward (a duplicate) keeps the id it came with, as
+          // aedes' outgoingClearMessageId of a persistent session's extra queued copy expects.
+          w.messageId = w[WINDOW_ID]
+        }
         return packet
       },
       authorizeSubscribe: (client, sub: Subscription, cb) => hooks.authorizeSubscribe(ref(client), sub.topic, (err, granted) => cb(err, granted ? sub : null)),
@@ -975,7 +982,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       id = c._nextId
       c._nextId = id >= 65535 ? 1 : id + 1
     }
-    const copy: Record<string, unknown> & { [WINDOWED]?: string } = { ...packet, messageId: id, [WINDOWED]: 'pending' }
+    const copy: Record<string, unknown> & { [WINDOWED]?: string; [WINDOW_ID]?: number } = { ...packet, [WINDOWED]: 'pending', [WINDOW_ID]: id }
     w.inflight.add(id)
     w.send(copy, () => {
       // No acknowledgement will come when aedes did not write it (a duplicate, not forwarded), or wrote
