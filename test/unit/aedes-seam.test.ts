@@ -568,9 +568,14 @@ describe('aedes seam', () => {
     const sub = await connect(core, 'rmw-sub', true, ['w/#'], { protocolVersion: 5, properties: { receiveMaximum: 2 } })
     const pub = await connect(core, 'rmw-pub', true)
     for (const n of [1, 2, 3, 4, 5]) publishAt(pub.peer, `w/${n}`, 1, n)
-    publishAt(pub.peer, 'w/marker', 0) // QoS 0: not held back, so it arrives after whatever QoS 1 was written
+    publishAt(pub.peer, 'w/marker', 0) // QoS 0: not held back by the window
     await sub.peer.next((p) => p.cmd === 'publish' && p.topic === 'w/marker')
-    expect(publishes(sub.peer).map((p) => p.topic)).toEqual(['w/1', 'w/2', 'w/marker'])
+    await until(() => publishes(sub.peer).length >= 3)
+    // QoS 1 and QoS 0 are written on different turns (aedes writes QoS 1 on the next one), so only the
+    // QoS 1 order is fixed: the two the window lets through, the marker beside them, nothing more.
+    const qos1 = (): string[] => publishes(sub.peer).filter((p) => p.topic !== 'w/marker').map((p) => p.topic)
+    expect(qos1()).toEqual(['w/1', 'w/2'])
+    expect(publishes(sub.peer).length).toBe(3)
     // Acknowledge each as it comes: the rest follow, one per PUBACK, in order, never more than 2 unacknowledged.
     for (const n of [1, 2, 3, 4, 5]) {
       const p = (await sub.peer.next((q) => q.cmd === 'publish' && q.topic === `w/${n}`)) as mqttPacket.IPublishPacket
@@ -578,7 +583,7 @@ describe('aedes seam', () => {
       sub.peer.send({ cmd: 'puback', messageId: p.messageId, reasonCode: n === 3 ? 0x80 : 0 }) // a refusing PUBACK ends it too
     }
     await until(() => publishes(sub.peer).length === 6)
-    expect(publishes(sub.peer).map((p) => p.topic)).toEqual(['w/1', 'w/2', 'w/marker', 'w/3', 'w/4', 'w/5'])
+    expect(qos1()).toEqual(['w/1', 'w/2', 'w/3', 'w/4', 'w/5'])
     const ids = publishes(sub.peer).filter((p) => p.topic !== 'w/marker').map((p) => p.messageId)
     expect(new Set(ids).size).toBe(5)
     expect(sub.client.closed).toBe(false)
