@@ -16,6 +16,17 @@ import type { NatsServer } from '../helpers/nats.js'
 import { readStream, waitForCount } from '../helpers/stream.js'
 import type { StoredMessage } from '../helpers/stream.js'
 
+/** /metrics of `gw` once `pattern` matches it (polled for up to 10 s); the last scrape if it never does. */
+async function metricsWhen(gw: GatewayProcess, pattern: RegExp): Promise<string> {
+  let text = ''
+  for (let i = 0; i < 100; i++) {
+    text = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text()
+    if (pattern.test(text)) break
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  return text
+}
+
 const STREAM = 'PROPS'
 const now = Date.now()
 const future = now + 10 * 60_000
@@ -67,11 +78,7 @@ describe('properties - MQTT 5 properties forwarded by the gateway', () => {
     expect(await waitForCount(nats.url, 4, 20_000, STREAM)).toBe(4)
     stored = await readStream(nats.url, STREAM)
     // The ack cursor passes the expired records too: the log is fully acknowledged.
-    for (let i = 0; i < 100; i++) {
-      metrics = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text()
-      if (/^ferry_drops_total\{reason="expired"\} 3$/m.test(metrics)) break
-      await new Promise((r) => setTimeout(r, 100))
-    }
+    metrics = await metricsWhen(gw, /^ferry_drops_total\{reason="expired"\} 3$/m)
     await new Promise((r) => setTimeout(r, 300)) // the log line of the last expired range (at most once a second, flushed at stop)
     expect(await gw.kill('SIGTERM')).toBe(0)
   }, 60_000)
@@ -183,12 +190,7 @@ describe('properties - records that expire while upstream is down', () => {
       expect(await waitForCount(nats.url, 3, 20_000, STREAM)).toBe(3)
       const got = await readStream(nats.url, STREAM)
       expect(got.map((m) => Buffer.from(m.data).toString())).toEqual(['m2', 'm4', 'm6'])
-      let text = ''
-      for (let i = 0; i < 100; i++) {
-        text = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text()
-        if (/^ferry_drops_total\{reason="expired"\} 3$/m.test(text)) break
-        await new Promise((r) => setTimeout(r, 100))
-      }
+      const text = await metricsWhen(gw, /^ferry_drops_total\{reason="expired"\} 3$/m)
       expect(text).toMatch(/^ferry_drops_total\{reason="expired"\} 3$/m)
       expect(await gw.kill('SIGTERM')).toBe(0)
       expect(JSON.parse((await runFerry(['log', 'stat', dir, '--json'])).stdout)).toMatchObject({ acked: 6, backlog: 0 })
@@ -232,12 +234,7 @@ describe('properties - a record that expires between its first send and its rese
       expect(await waitForCount(nats.url, 2, 30_000, STREAM)).toBe(2)
       const got = await readStream(nats.url, STREAM)
       expect(got.map((m) => Buffer.from(m.data).toString())).toEqual(['r1', 'r3'])
-      let text = ''
-      for (let i = 0; i < 100; i++) {
-        text = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text()
-        if (/^ferry_drops_total\{reason="expired"\} 1$/m.test(text)) break
-        await new Promise((r) => setTimeout(r, 100))
-      }
+      const text = await metricsWhen(gw, /^ferry_drops_total\{reason="expired"\} 1$/m)
       expect(text).toMatch(/^ferry_drops_total\{reason="expired"\} 1$/m)
       expect(await gw.kill('SIGTERM')).toBe(0)
       expect(JSON.parse((await runFerry(['log', 'stat', dir, '--json'])).stdout)).toMatchObject({ acked: 3, backlog: 0 })
