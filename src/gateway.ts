@@ -5,7 +5,7 @@ import { PayloadPolicy, decodeEntry } from './codec/index.js'
 import type { Config } from './config/index.js'
 import { DeadLetters, Forwarder, upstreamOptions } from './forward/index.js'
 import { Commands, Downlink, Requests, Rpc, parseRequestTemplate } from './downlink/index.js'
-import { Ingress, RetransmitIndex, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
+import { Ingress, LagClock, PubackGate, RetransmitIndex, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
 import { LogReader, RingLog } from './log/index.js'
 import { ClosedSignal, StartedComponents, deadlineIn } from './lifecycle.js'
 import type { Component, Deadline } from './lifecycle.js'
@@ -147,6 +147,10 @@ export class Gateway {
       const payloads = new PayloadPolicy(config.codec.cbor, config.codec.rawTopics)
       // Before listening: a device's first publish after our crash may be a retransmission.
       const retransmits = await readRetransmits(log, payloads)
+      // --max-forward-lag: the forwarder starts after ingress, so health reads it through a reference.
+      let forwarderRef: Forwarder | undefined
+      const gate = slowdownGate(config, metrics, log, () => forwarderRef?.health)
+      // Ingress closes the gate when it stops; a failed start closes it here.
       const ingress = await Ingress.start({
         host: config.mqtt.host,
         port: config.mqtt.port,
@@ -160,6 +164,10 @@ export class Gateway {
         logger: logger.child('ingress'),
         metrics,
         log,
+        gate,
+      }).catch((err: unknown) => {
+        gate.close()
+        throw err
       })
       started.add('ingress', ingress)
       reached('ingress')
@@ -187,6 +195,7 @@ export class Gateway {
         liveLaneMinBacklog: config.nats.liveLane ? LIVE_LANE_MIN_BACKLOG : 0,
         openReader: (fromSeq) => new LogReader(log, fromSeq),
       })
+      forwarderRef = forwarder
       let downlinkRef: Downlink | undefined
       const health = started.add(
         'health',
@@ -216,7 +225,7 @@ export class Gateway {
           statusPage: STATUS_PAGE,
           json: {
             '/devices': () => ({ devices: ingress.devices.list() }),
-            '/status.json': () => statusDocument({ gatewayId: config.gatewayId, version: VERSION, health, metrics }),
+            '/status.json': () => statusDocument({ gatewayId: config.gatewayId, version: VERSION, health, metrics, slowdown: () => gate.state }),
           },
           readiness: () => health.readiness,
         }),
@@ -365,6 +374,38 @@ function eventLoopMonitor(metrics: Metrics): Component {
     },
     closed: () => stopped.promise,
   }
+}
+
+/**
+ * The --max-forward-lag slow-down: the lag from the log's positions (LagClock), the upstream's
+ * health as the forwarder reports it, and the forwarded count. Healthy = connected, the stream
+ * usable, and no record waiting --ack-timeout-ms without a PubAck (what keeps /readyz's upstream
+ * check "ok"); otherwise nothing is held and the log absorbs, as during an outage.
+ */
+function slowdownGate(config: Config, metrics: Metrics, log: RingLog, upstream: () => Forwarder['health'] | undefined): PubackGate {
+  const lag = new LagClock(
+    () => log.next - 1,
+    () => log.acked,
+  )
+  let waitingSince = 0
+  const healthy = (): boolean => {
+    const up = upstream()
+    if (!up || !up.connected || up.streamProblem) return false
+    const now = Date.now()
+    if (log.durableSeq <= log.acked) {
+      waitingSince = 0
+      return true
+    }
+    if (waitingSince === 0) waitingSince = now
+    return now - Math.max(waitingSince, up.lastAckAtMs) < up.ackTimeoutMs
+  }
+  return new PubackGate({
+    maxLagMs: config.forward.maxLagMs,
+    lagMs: () => lag.lagMs(),
+    healthy,
+    forwarded: () => metrics.forwarded.get(),
+    metrics,
+  })
 }
 
 /** Exports the log's state as gauges, read at each scrape. */

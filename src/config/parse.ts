@@ -56,6 +56,16 @@ export function parseDuration(v: unknown): number | undefined {
   return parseDurationMs(v, CONFIG_DURATION_UNITS)
 }
 
+/**
+ * Parses a time in seconds: `2`, `0.5`, or with a unit `500ms`, `2s`, `1m` (a number in a config
+ * file is seconds too), to whole milliseconds. Undefined when not one.
+ */
+export function parseSeconds(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? Math.round(v * 1000) : undefined
+  if (typeof v !== 'string') return undefined
+  return /^\s*\d+(?:\.\d+)?\s*$/.test(v) ? Math.round(Number(v) * 1000) : parseDurationMs(v, CONFIG_DURATION_UNITS)
+}
+
 function describe(spec: OptionSpec): string {
   switch (spec.kind) {
     case 'int':
@@ -64,6 +74,8 @@ function describe(spec: OptionSpec): string {
       return `a size in [${spec.min}, ${spec.max}] bytes (a number, or with a unit: KiB, MiB, GiB)`
     case 'duration':
       return `a duration from ${spec.min} ms to ${spec.max} ms (e.g. 10s, 1500ms, 2m; a bare number is milliseconds)`
+    case 'seconds':
+      return `a time from ${(spec.min ?? 0) / 1000} to ${(spec.max ?? 0) / 1000} seconds: a number of seconds (e.g. 2 or 0.5) or with a unit (e.g. 500ms, 2s)`
     case 'bool':
       return 'one of true, false, on, off'
     case 'enum':
@@ -119,6 +131,10 @@ function convert(spec: OptionSpec, v: unknown): unknown {
     }
     case 'bytes': {
       const n = parseBytes(v)
+      return n !== undefined && n >= (spec.min ?? 0) && n <= (spec.max ?? Infinity) ? n : undefined
+    }
+    case 'seconds': {
+      const n = parseSeconds(v)
       return n !== undefined && n >= (spec.min ?? 0) && n <= (spec.max ?? Infinity) ? n : undefined
     }
     case 'duration': {

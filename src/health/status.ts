@@ -14,11 +14,27 @@ export interface StatusCounters {
   readonly drops: { total(): number }
 }
 
+/** The --max-forward-lag slow-down as the document shows it (ingress' PubackGate state, structurally). */
+export interface SlowdownStatus {
+  /** --max-forward-lag, seconds; 0 = off. */
+  readonly maxLagSeconds: number
+  /** Forwarding lag as the slow-down last measured it (every 100 ms), seconds. */
+  readonly lagSeconds: number
+  /** PUBACKs are being held (lag over the bound, upstream healthy). /readyz stays ready meanwhile. */
+  readonly slowed: boolean
+  /** PUBACKs held now. */
+  readonly held: number
+  /** PUBACKs held and released since start. */
+  readonly delayedTotal: number
+}
+
 export interface StatusSources {
   readonly gatewayId: string
   readonly version: string
   readonly health: Pick<Health, 'readiness' | 'series' | 'recentDrops'>
   readonly metrics: StatusCounters
+  /** The slow-down's state; without it the document says it is off. */
+  readonly slowdown?: () => SlowdownStatus
 }
 
 /** The body of /status.json (its field order is what clients see). */
@@ -32,6 +48,7 @@ export interface StatusDocument {
   readonly totals: { readonly received: number; readonly forwarded: number; readonly dropped: number }
   readonly series: readonly SeriesPoint[]
   readonly drops: readonly DropEvent[]
+  readonly slowdown: SlowdownStatus
 }
 
 /** Builds the /status.json document from the current state. */
@@ -46,5 +63,6 @@ export function statusDocument(src: StatusSources): StatusDocument {
     totals: { received: metrics.mqttReceived.total(), forwarded: metrics.forwarded.get(), dropped: metrics.drops.total() },
     series: health.series,
     drops: health.recentDrops,
+    slowdown: src.slowdown?.() ?? { maxLagSeconds: 0, lagSeconds: 0, slowed: false, held: 0, delayedTotal: 0 },
   }
 }

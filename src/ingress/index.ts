@@ -2,6 +2,8 @@
 export { Ingress, retransmitHash } from './ingress.js'
 export type { IngressOptions, Appender, AdmissionPolicy } from './ingress.js'
 export { RetransmitIndex } from './retransmits.js'
+export { LagClock, PubackGate } from './slowdown.js'
+export type { SlowdownMetrics, SlowdownSources, SlowdownState } from './slowdown.js'
 export { Devices } from './devices.js'
 export type { DeliveryResult, DeviceInfo, DisconnectReason } from './devices.js'
 export { CONNACK } from './aedes-seam.js'

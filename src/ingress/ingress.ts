@@ -22,6 +22,7 @@ import { Devices } from './devices.js'
 import type { IngressMetrics } from './metrics.js'
 import { ConnectionLimiter, HandshakeLimiter, frameCheck } from './limits.js'
 import type { RetransmitIndex } from './retransmits.js'
+import type { PubackGate } from './slowdown.js'
 
 /** What ingress needs from the log: an ordered, durable append. */
 export interface Appender {
@@ -64,6 +65,11 @@ export interface IngressOptions {
   readonly logger: Logger
   readonly metrics: IngressMetrics
   readonly log: Appender
+  /**
+   * The --max-forward-lag slow-down (slowdown.ts): while it is slowing, the acknowledgement of a
+   * stored QoS 1/2 publish is held there. Ingress closes it when it stops.
+   */
+  readonly gate?: PubackGate
 }
 
 /**
@@ -445,7 +451,10 @@ export class Ingress implements Component {
       clients++
       this.connIds.set(client, ++this.lastConnId)
     })
-    this.core.on('disconnected', () => clients--)
+    this.core.on('disconnected', (client) => {
+      clients--
+      this.opts.gate?.clientGone(client)
+    })
     this.core.on('sessionExpired', (clientId) => this.opts.admission.sessionExpired?.(clientId))
     this.core.on('subscribed', (client, topics) => {
       const pending = this.granting.get(client)
@@ -536,9 +545,13 @@ export class Ingress implements Component {
       // lost, e.g. in a crash): acknowledge it once the original is stored, without storing it
       // twice. See retransmits.ts for the rule.
       metrics.mqttRetransmits.inc()
-      if (!prior.pending) return cb(null)
+      const gate = this.opts.gate
+      if (!prior.pending) {
+        if (gate?.slowing && client) return gate.hold(client, packetId, () => cb(null), true)
+        return cb(null)
+      }
       prior.pending.then(
-        () => cb(null),
+        () => (gate?.slowing && client ? gate.hold(client, packetId, () => cb(null), true) : cb(null)),
         (err: unknown) => this.refuse(client, cb, refusalReason(err), (err as Error).message),
       )
       return
@@ -567,7 +580,10 @@ export class Ingress implements Component {
         remembered.pending = undefined
         remembered.at = performance.now() // monotonic, as `started`: see retransmits.ts
         metrics.pubackLatency.observe((performance.now() - started) / 1000)
-        cb(null)
+        // Over --max-forward-lag with a healthy upstream: the record is stored, its PUBACK waits.
+        const gate = this.opts.gate
+        if (gate?.slowing && client) gate.hold(client, packetId, () => cb(null))
+        else cb(null)
       },
       (err: unknown) => {
         this.retransmits.forget(clientId, packetId, remembered)
@@ -655,6 +671,8 @@ export class Ingress implements Component {
     this.closing ??= (async () => {
       this.stopping = true
       this.devices.stopping = true
+      // Held PUBACKs go out now: the clients are about to be closed anyway.
+      this.opts.gate?.close()
       for (const t of this.timers) clearTimeout(t)
       this.timers.clear()
       const serverClosed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))

@@ -2,6 +2,8 @@
 import { Counter, Gauge, Histogram, Registry } from './registry.js'
 
 const LATENCY_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+/** Buckets of the time a PUBACK is held by the slow-down (seconds). */
+const HELD_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
 /** Drop reasons used as the `reason` label of ferry_drops_total. */
 export const DROP_REASONS = ['discard_old', 'discard_new', 'expired', 'dead_letter', 'corrupt', 'qos0_overload', 'events_not_captured', 'disk_full', 'no_descriptors', 'power_loss', 'refused', 'outbound_queue_full'] as const
@@ -31,6 +33,11 @@ export function createMetrics() {
     requestsPending: r.add(new Gauge('ferry_device_requests_pending', 'Requests from devices waiting for a cloud service')),
     mqttRetransmits: r.add(new Counter('ferry_mqtt_retransmits_dropped_total', 'QoS 1/2 retransmissions recognised as already stored and not stored again')),
     pubackLatency: r.add(new Histogram('ferry_mqtt_puback_latency_seconds', 'Time from PUBLISH to PUBACK/PUBREC (log append)', LATENCY_S)),
+    ingressSlowed: r.add(new Gauge('ferry_ingress_slowed', '1 while ingress is slowed: forwarding lag over --max-forward-lag with a healthy upstream, PUBACKs held')),
+    ingressSlowedSeconds: r.add(new Counter('ferry_ingress_slowed_seconds_total', 'Seconds ingress spent slowed (--max-forward-lag)')),
+    ingressPubacksHeld: r.add(new Gauge('ferry_ingress_pubacks_held', 'PUBACKs/PUBRECs of stored publishes being held now (--max-forward-lag)')),
+    ingressPubacksDelayed: r.add(new Counter('ferry_ingress_pubacks_delayed_total', 'PUBACKs/PUBRECs of stored publishes that were held before being sent (--max-forward-lag)')),
+    ingressPubackDelay: r.add(new Histogram('ferry_ingress_puback_delay_seconds', 'How long a held PUBACK/PUBREC was held (--max-forward-lag)', HELD_S)),
     logAppended: r.add(new Counter('ferry_log_appended_records_total', 'Records written to the ring log')),
     logAppendedBytes: r.add(new Counter('ferry_log_appended_bytes_total', 'Bytes written to the ring log, framing included')),
     logFsyncLatency: r.add(new Histogram('ferry_log_fsync_latency_seconds', 'fdatasync duration of the ring log', LATENCY_S)),

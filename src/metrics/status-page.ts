@@ -47,6 +47,9 @@ export const STATUS_PAGE = `<!doctype html>
     <div class="card"><div class="label">backlog, records</div><div class="value" data-field="backlog">–</div></div>
     <div class="card"><div class="label">oldest waiting</div><div class="value" data-field="age">–</div></div>
     <div class="card"><div class="label">drain estimate</div><div class="value" data-field="drain">–</div></div>
+    <div class="card"><div class="label">forwarding lag / bound</div><div class="value" data-field="lag">–</div></div>
+    <div class="card"><div class="label">ingress slowed</div><div class="value" data-field="slowed">–</div></div>
+    <div class="card"><div class="label">PUBACKs held</div><div class="value" data-field="held">–</div></div>
     <div class="card"><div class="label">devices connected</div><div class="value" data-field="clients">–</div></div>
     <div class="card"><div class="label">forwarded, total</div><div class="value" data-field="forwarded">–</div></div>
     <div class="card"><div class="label">dropped, total</div><div class="value" data-field="dropped">–</div></div>
@@ -105,6 +108,10 @@ export const STATUS_PAGE = `<!doctype html>
     $('backlog').setAttribute('data-value', r.backlog.records)
     $('age').textContent = r.backlog.records ? secs(r.backlog.oldestAgeSeconds) : '–'
     $('drain').textContent = r.backlog.records ? secs(r.backlog.drainEstimateSeconds) : 'empty'
+    var sd = s.slowdown || { maxLagSeconds: 0, lagSeconds: 0, slowed: false, held: 0 }
+    $('lag').textContent = sd.lagSeconds.toFixed(1) + ' s / ' + (sd.maxLagSeconds > 0 ? sd.maxLagSeconds + ' s' : 'off')
+    $('slowed').textContent = sd.slowed ? 'yes' : 'no'; $('slowed').setAttribute('data-value', sd.slowed ? '1' : '0')
+    $('held').textContent = fmt(sd.held); $('held').setAttribute('data-value', sd.held)
     $('clients').textContent = fmt(s.clients); $('clients').setAttribute('data-value', s.clients)
     $('forwarded').textContent = fmt(s.totals.forwarded); $('forwarded').setAttribute('data-value', s.totals.forwarded)
     $('dropped').textContent = fmt(s.totals.dropped); $('dropped').setAttribute('data-value', s.totals.dropped)
