@@ -4,7 +4,7 @@ import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { loadConfig, parseSeconds } from '../../src/config/index.js'
 import { LagClock, PubackGate } from '../../src/ingress/index.js'
-import type { MqttClientRef, SlowdownMetrics } from '../../src/ingress/index.js'
+import type { MqttClientRef } from '../../src/ingress/index.js'
 import { createMetrics } from '../../src/metrics/index.js'
 import { tempDir } from '../helpers/log.js'
 
@@ -17,7 +17,7 @@ function world(maxLagMs = 1000) {
     lagMs: () => s.lagMs,
     healthy: () => s.healthy,
     forwarded: () => s.forwarded,
-    metrics: metrics as SlowdownMetrics,
+    metrics,
     now: () => s.now,
     manual: true,
   })
