@@ -3,12 +3,16 @@
 // held and released at half the forwarding rate, so that acknowledgements do not outrun forwarding.
 //
 // Rules (README, "Overload: when devices publish faster than JetStream stores"):
-// - Holding starts when lag > maxLagMs and the upstream is healthy; it ends (everything held is
-//   released at once) when lag <= maxLagMs, when the upstream stops being healthy (an outage: the
-//   log absorbs, as without the slow-down) and on close.
-// - While holding, every k records JetStream acknowledges release floor(k/2) held PUBACKs (the
-//   fraction is carried), oldest first: devices are acknowledged at half the forwarding rate, the
-//   backlog shrinks at the other half.
+// - Holding starts when lag > maxLagMs and the upstream is healthy. While lag > maxLagMs, every k
+//   records JetStream acknowledges release floor(k/2) held PUBACKs (the fraction is carried), oldest
+//   first: devices are acknowledged at half the forwarding rate, the backlog shrinks at the other half.
+// - When lag <= maxLagMs again, everything held is released at once; then PUBACKs are paced at the
+//   forwarding rate (k acknowledged records release k) until the lag has stayed at or under half
+//   the bound for PACING_QUIET_MS, so the devices' pent-up messages do not arrive as one burst that
+//   overshoots the bound. (Pacing at the forwarding rate keeps the backlog from growing; it shrinks
+//   only when devices send less than JetStream stores, which is what ends the pacing.)
+// - The upstream turning unhealthy (an outage: the log absorbs, as without the slow-down) and
+//   close() release everything at once and end the slowing.
 // - Invariant: something is held only while `slowing` (the queue is empty otherwise), so a PUBACK
 //   that is not held is never written before one held earlier: PUBACK order is kept.
 // - Bound: aedes reads a connection's next packets only once every publish of its last read was
@@ -23,6 +27,13 @@ import type { MqttClientRef } from './aedes-seam.js'
 /** How often the lag is checked while not slowing, and the release paced while slowing (ms). */
 export const SLOWDOWN_TICK_MS = 100
 export const SLOWDOWN_TICK_SLOWING_MS = 20
+/**
+ * After the lag is back under the bound, PUBACKs are still released at no more than the forwarding
+ * rate until the lag has stayed at or under half the bound for this long (forwarding keeps up
+ * again): devices released at once would otherwise send what they held back as one burst, and the
+ * lag would overshoot the bound by all of it.
+ */
+export const PACING_QUIET_MS = 1000
 
 /** What the slow-down records (structural: the gateway's metrics catalogue satisfies it). */
 export interface SlowdownMetrics {
@@ -78,6 +89,9 @@ interface Held {
 export class PubackGate {
   /** True while PUBACKs are held: a stored publish's acknowledgement goes through hold(). */
   slowing = false
+  /** Slowing, at or under the bound: PUBACKs are released at the forwarding rate (see PACING_QUIET_MS). */
+  private pacing = false
+  private quietSince = 0
   private readonly queue: (Held | undefined)[] = []
   private head = 0
   /** Entries of `queue` from `head` on that are not undefined (a gone client's leave holes). */
@@ -160,28 +174,50 @@ export class PubackGate {
     const acked = Math.max(0, forwarded - this.lastForwarded)
     this.lastForwarded = forwarded
     this.lastLagMs = this.src.maxLagMs > 0 ? this.src.lagMs() : 0
-    const over = !this.closed && this.src.maxLagMs > 0 && this.lastLagMs > this.src.maxLagMs && this.src.healthy()
+    // Health is read every tick, not only when over the bound: it tracks since when records wait.
+    const healthy = this.src.maxLagMs > 0 && this.src.healthy()
+    const over = !this.closed && healthy && this.lastLagMs > this.src.maxLagMs
     if (this.slowing) {
       this.src.metrics.ingressSlowedSeconds.inc((now - this.slowingSince) / 1000)
       this.slowingSince = now
     }
-    if (!over) {
+    if (!healthy || this.closed) {
       if (this.slowing) this.stop()
       return
     }
-    if (!this.slowing) {
-      this.slowing = true
-      this.slowingSince = now
-      this.credit = 0
+    if (over) {
+      if (!this.slowing) {
+        this.slowing = true
+        this.slowingSince = now
+        this.credit = 0
+      }
+      this.pacing = false
+      this.credit += acked / 2
+      this.releaseCredited()
       return
     }
-    this.credit += acked / 2
+    if (!this.slowing) return
+    if (!this.pacing) {
+      // Back at or under the bound: what is held goes now; from here on PUBACKs keep pace with forwarding.
+      this.releaseAll()
+      this.pacing = true
+      this.quietSince = now
+      return
+    }
+    this.credit += acked
     this.releaseCredited()
+    if (this.lastLagMs > this.src.maxLagMs / 2) this.quietSince = now
+    else if (now - this.quietSince >= PACING_QUIET_MS) this.stop()
   }
 
   /** Stops slowing and releases everything held, in order. */
   private stop(): void {
     this.slowing = false
+    this.pacing = false
+    this.releaseAll()
+  }
+
+  private releaseAll(): void {
     this.credit = 0
     while (this.head < this.queue.length) {
       const h = this.queue[this.head++]

@@ -63,11 +63,53 @@ describe('slowdown', () => {
     // Lag back under the bound: everything held goes, in order.
     s.lagMs = 900
     gate.tick()
-    expect(gate.slowing).toBe(false)
     expect(released).toEqual(['m1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7', 'm8', 'm9', 'm10'])
     expect(gate.held).toBe(0)
-    expect(metrics.ingressSlowed.get()).toBe(0)
     expect(metrics.ingressSlowedSeconds.get()).toBeCloseTo(0.02, 5)
+    // Then PUBACKs keep pace with forwarding (one per record acknowledged), not more.
+    expect(gate.slowing).toBe(true)
+    for (let i = 11; i <= 15; i++) hold(a, `m${i}`, i)
+    expect(released.slice(10)).toEqual([])
+    s.forwarded += 3
+    s.now += 20
+    gate.tick()
+    expect(released.slice(10)).toEqual(['m11', 'm12', 'm13'])
+    // Over the bound again: half the forwarding rate.
+    s.lagMs = 1200
+    s.forwarded += 2
+    gate.tick()
+    expect(released.slice(10)).toEqual(['m11', 'm12', 'm13', 'm14'])
+    // Under half the bound for PACING_QUIET_MS (1 s): slowing ends, the rest goes.
+    s.lagMs = 400
+    gate.tick() // releases what is held, starts pacing
+    expect(released.slice(10)).toEqual(['m11', 'm12', 'm13', 'm14', 'm15'])
+    s.now += 999
+    gate.tick()
+    expect(gate.slowing).toBe(true)
+    s.now += 1
+    gate.tick()
+    expect(gate.slowing).toBe(false)
+    expect(metrics.ingressSlowed.get()).toBe(0)
+    hold(a, 'm16', 16)
+    expect(released.at(-1)).toBe('m16')
+  })
+
+  it('slowdown - pacing goes on while the lag stays over half the bound', () => {
+    const { s, gate, released, hold } = world()
+    s.lagMs = 1500
+    gate.tick()
+    s.lagMs = 800
+    gate.tick()
+    for (let i = 0; i < 100; i++) {
+      s.now += 20
+      s.forwarded += 5
+      gate.tick()
+    }
+    expect(gate.slowing).toBe(true)
+    hold(client('a'), 'm1')
+    expect(released).toEqual(['m1']) // one release is carried while nothing is held
+    hold(client('a'), 'm2', 2)
+    expect(released).toEqual(['m1'])
   })
 
   it('slowdown - forwarding with nothing held buys no burst later', () => {
