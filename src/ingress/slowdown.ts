@@ -135,7 +135,8 @@ export class PubackGate {
    * publish reusing the id).
    */
   hold(client: MqttClientRef, packetId: number, release: () => void, join = false): void {
-    if (!this.slowing) return release()
+    // A store that completed after its client went away: nothing will be written, nothing to pace.
+    if (!this.slowing || client.closed) return release()
     if (join) {
       for (let i = this.head; i < this.queue.length; i++) {
         const h = this.queue[i]

@@ -105,6 +105,7 @@ describe('slowdown', () => {
     const ready = await fetch(`http://127.0.0.1:${gw.httpPort}/readyz`)
     expect(ready.status, 'slowed is working as designed: /readyz stays ready').toBe(200)
     await w.stop()
+    console.log(`slowed: max gate lag ${w.max.get('gate_lag')} s, max oldest-unforwarded gauge ${w.max.get('ferry_log_oldest_unforwarded_age_seconds')} s, max held ${w.max.get('ferry_ingress_pubacks_held')}`)
     expect(w.max.get('ferry_ingress_slowed')).toBe(1)
     // Generous bounds: the lag overshoots the bound by what arrived before a tick saw it, and the
     // gauge is read from the oldest record once a second (up to a second stale).

@@ -62,6 +62,10 @@ describe('status page', () => {
     await expect.poll(async () => Number(await field(page, 'forwarded')), { timeout: 10_000 }).toBe(await metric(base, 'ferry_forward_messages_total'))
     expect(Number(await field(page, 'clients'))).toBe(await metric(base, 'ferry_mqtt_clients'))
     expect(await page.locator('[data-field="upstream"]').getAttribute('data-state')).toBe('ok')
+    // The slow-down (--max-forward-lag, default 2 s): the lag against its bound, not slowed, nothing held.
+    expect(await page.locator('[data-field="lag"]').textContent()).toMatch(/ s \/ 2 s$/)
+    expect(await field(page, 'slowed')).toBe('0')
+    expect(await field(page, 'held')).toBe('0')
 
     // Outage: NATS stops, the device keeps publishing; the page shows upstream down and the backlog.
     await nats.stop()
@@ -72,6 +76,7 @@ describe('status page', () => {
     expect(backlog).toBeGreaterThanOrEqual(500)
     await expect.poll(async () => Number(await field(page, 'backlog')), { timeout: 5000 }).toBe(backlog)
     await expect(page.locator('[data-check="upstream"]').textContent()).resolves.toContain('not connected to NATS')
+    expect(await field(page, 'slowed'), 'an outage is absorbed by the log, not slowed down').toBe('0')
     // The backlog chart has drawn a rising line (the last point higher than the first).
     await expect.poll(() => page.locator('#backlog path').first().getAttribute('d'), { timeout: 10_000 }).toMatch(/ L/)
     const shot = path.join(shots, 'status-page-outage.png')
