@@ -5,11 +5,12 @@ import { describe, expect, it, onTestFinished } from 'vitest'
 import { AckLedger, checkRecords, clean, formatReport, readRecords } from '../helpers/ack-ledger.js'
 import { spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
-import { startLoad, until } from '../helpers/load.js'
+import { publishTracked, startLoad, until } from '../helpers/load.js'
 import type { Load } from '../helpers/load.js'
 import { tempDir } from '../helpers/log.js'
 import { startNats } from '../helpers/nats.js'
 import { startProxy } from '../helpers/proxy.js'
+import { connectClient, endClient } from '../helpers/mqtt.js'
 
 const DEVICES = Array.from({ length: 10 }, (_, i) => `dev-${i}`)
 
@@ -119,6 +120,38 @@ describe('slowdown', () => {
     const m = await scrape(gw)
     expect(m.get('ferry_ingress_slowed_seconds_total')).toBeGreaterThan(0)
     expect(m.get('ferry_ingress_puback_delay_seconds_count')).toBe(m.get('ferry_ingress_pubacks_delayed_total'))
+  })
+
+  it('slowdown - a device that loses its connection while its PUBACKs are held resends; each message is stored once', async () => {
+    await using nats = await startNats()
+    await using proxy = await startProxy(nats.port)
+    proxy.setLatency(40)
+    const gw = await gateway(proxy.url, 'cut', ['--max-forward-lag', '0.3', '--max-inflight', '16'])
+    const ledger = new AckLedger()
+    const load = await startLoad(gw.port, ledger, { devices: DEVICES, ratePerSec: 100, window: 10 })
+    onTestFinished(() => load.stop(1000))
+    await until(async () => (await scrape(gw)).get('ferry_ingress_slowed') === 1, 20_000, 'ferry_ingress_slowed 1')
+    // mqtt.js resends what was not acknowledged after it reconnects (without DUP): the retransmit index
+    // must recognise those whose PUBACK was held when the connection went.
+    const c = await connectClient(gw.port, 'dev-cut', { reconnectPeriod: 200 })
+    onTestFinished(() => endClient(c))
+    c.on('error', () => {})
+    const done = publishTracked(c, ledger, { device: 'dev-cut', topic: 'load/dev-cut/telemetry', count: 300, window: 50 })
+    const held = await (async () => {
+      for (let i = 0; i < 100; i++) {
+        const m = await scrape(gw)
+        if (m.get('ferry_ingress_pubacks_held')! > 0 && ledger.get('dev-cut', 1) !== undefined) return true
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      return false
+    })()
+    expect(held).toBe(true)
+    const retransmitsBefore = (await scrape(gw)).get('ferry_mqtt_retransmits_dropped_total') ?? 0
+    c.stream.destroy()
+    await done
+    expect((await scrape(gw)).get('ferry_mqtt_retransmits_dropped_total')!, 'resends recognised as already stored').toBeGreaterThan(retransmitsBefore)
+    proxy.setLatency(0)
+    await finish(gw, nats.url, ledger, load)
   })
 
   it('slowdown - NATS down: nothing is held, PUBACKs keep coming, the log absorbs', async () => {
