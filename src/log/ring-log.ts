@@ -151,6 +151,13 @@ export interface TailBatch {
  */
 const MARK_EVERY_BYTES = 256 * 1024
 
+/**
+ * What one batch costs the memory tail besides its frames (the batch and Buffer objects), counted
+ * against the bound: at a low rate every record is its own batch, and 4 MiB of 40-byte batches
+ * would otherwise be 100,000 objects.
+ */
+const TAIL_BATCH_OVERHEAD_BYTES = 256
+
 /** What recovery found at open, for logs and tests. */
 export interface RecoveryReport {
   readonly segments: number
@@ -1095,7 +1102,7 @@ export class RingLog implements Component {
   /** Adds a written batch to the memory tail and trims the tail to its bound. */
   private keepInTail(b: TailBatch): void {
     this.tail.push(b)
-    this.tailBytes += b.frames.length
+    this.tailBytes += b.frames.length + TAIL_BATCH_OVERHEAD_BYTES
     this.trimTail()
   }
 
@@ -1108,7 +1115,7 @@ export class RingLog implements Component {
     const t = this.tail
     let i = this.tailStart
     while (i < t.length && (t[i]!.lastSeq <= this.ackedSeq || this.tailBytes > this.memoryTailBytes)) {
-      this.tailBytes -= t[i]!.frames.length
+      this.tailBytes -= t[i]!.frames.length + TAIL_BATCH_OVERHEAD_BYTES
       t[i] = undefined as unknown as TailBatch // let the buffer go now
       i++
     }
@@ -1137,7 +1144,7 @@ export class RingLog implements Component {
     return t[lo]
   }
 
-  /** Bytes held by the memory tail (for tests). */
+  /** Bytes held by the memory tail, with a fixed overhead per batch (for tests). */
   get memoryTailHeldBytes(): number {
     return this.tailBytes
   }

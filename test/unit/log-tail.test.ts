@@ -94,6 +94,17 @@ describe('ring log memory tail', () => {
     await log.close()
   })
 
+  it('log tail - bounded in bytes, one-record batches included (each batch counts its overhead)', async () => {
+    const log = await openLog(tempDir(), { fsync: 'none', segmentBytes: 256 * 1024, maxBytes: 4 * 1024 * 1024, memoryTailBytes: 64 * 1024 })
+    for (let i = 0; i < 3000; i++) await log.append(body(i, 8))
+    expect(log.memoryTailHeldBytes).toBeLessThanOrEqual(64 * 1024)
+    expect(log.memoryTailHeldBytes).toBeGreaterThan(32 * 1024)
+    const r = new LogReader(log, 1)
+    expect((await drain(r, 333)).map((x) => x.body.toString())).toEqual(Array.from({ length: 3000 }, (_, i) => body(i, 8).toString()))
+    await r.close()
+    await log.close()
+  })
+
   it('log tail - trimmed at the ack position; a reader there still reads on', async () => {
     const log = await openLog(tempDir(), { segmentBytes: 256 * 1024, maxBytes: 4 * 1024 * 1024 })
     for (let b = 0; b < 10; b++) await Promise.all(Array.from({ length: 100 }, (_, i) => log.append(body(b * 100 + i))))
