@@ -404,7 +404,11 @@ export class RingLog implements Component {
             maxBodyBytes: MAX_BODY_BYTES,
           })
           let gaps = 0
-          for (let r = await sc.next(); r; r = await sc.next()) gaps += sc.gapBefore
+          for (let r = await sc.next(); r; r = await sc.next()) {
+            gaps += sc.gapBefore
+            // Offset marks for the readers that start in this segment (the backlog, retransmissions).
+            if (sc.clean) this.noteRecordAt(seg, r.seq, r.offset)
+          }
           seg.lastSeq = sc.lastSeq
           damaged += gaps
           if (gaps > 0) log.warn('damaged records found mid-segment; they will be skipped and counted', { segment: name, records: gaps })

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest'
 import { LogReader, nodeFs } from '../../src/log/index.js'
 import type { LogFs, LogRecord, RingLog, RingLogOptions } from '../../src/log/index.js'
 import { createMetrics } from '../../src/metrics/index.js'
-import { flipBit, frameOffsets, segmentFiles } from '../helpers/damage.js'
+import { flipBit, frameOffsets, segmentFiles, unseal } from '../helpers/damage.js'
 import { openLog, tempDir } from '../helpers/log.js'
 
 const body = (i: number, size = 50 + (i % 37)): Buffer => Buffer.from(`record-${i}-`.padEnd(size, 'x'))
@@ -226,6 +226,17 @@ describe('ring log memory tail', () => {
     expect(damaged).toEqual([1, 3600])
     expect(seqs).toEqual(Array.from({ length: 451 }, (_, i) => 3550 + i).filter((s) => s !== 3600))
     await log.close()
+
+    // After a crash (no seal) recovery scans the segment and leaves marks for the readers after it.
+    unseal(file)
+    const again = await openLog(dir, opts)
+    expect(again.recovery.scannedSegments).toBe(1)
+    c.reset()
+    const r3 = new LogReader(again, 3500)
+    expect((await r3.read(1, 1 << 20)).map((x) => x.seq)).toEqual([3500])
+    await r3.close()
+    expect(c.bytesRead()).toBeLessThan(size / 4)
+    await again.close()
   })
 
   it('log tail - law: any appends, reads and acks give what a disk-only log gives', async () => {
