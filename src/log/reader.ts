@@ -109,6 +109,7 @@ export class LogReader {
         // Start at the last known record boundary at or before the position (where the memory path
         // stopped, or a mark), not at the segment's start: the records before it need no checksum.
         const mark = this.resumePoint(seg)
+        this.memBatch = undefined // (let its buffer go)
         this.lastMarkAt = mark?.offset ?? -Infinity
         this.scanner = new SegmentScanner(this.log.fsys, fd, {
           afterSeq: (mark?.seq ?? seg.baseSeq) - 1,

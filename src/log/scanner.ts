@@ -122,6 +122,8 @@ export class SegmentScanner {
   private headerChecked = false
   /** Runs chosen by the last resync that are still ahead, in order. */
   private plan: Chain[] = []
+  /** Resyncs so far (damage met). */
+  private resyncs = 0
 
   constructor(
     private readonly fsys: LogFs,
@@ -139,7 +141,6 @@ export class SegmentScanner {
   get clean(): boolean {
     return this.resyncs === 0
   }
-  private resyncs = 0
 
   /** True when the scan has consumed everything up to the current limit. */
   atLimit(): boolean {
