@@ -1,6 +1,7 @@
-// Sequential reader of the ring log from a seq onwards, in large reads, never past the durable seq.
-import type { RingLog, SegmentInfo } from './ring-log.js'
-import { MAX_BODY_BYTES } from './format.js'
+// Sequential reader of the ring log from a seq onwards, never past the durable seq: from the log's
+// memory tail when it still holds the position, else from the segment files in large reads.
+import type { RingLog, SegmentInfo, TailBatch } from './ring-log.js'
+import { frameBytes, MAX_BODY_BYTES, RECORD_HEADER_BYTES } from './format.js'
 import { SegmentScanner } from './scanner.js'
 
 /** One record handed to the forwarder. */
@@ -13,16 +14,32 @@ export interface LogRecord {
   readonly body: Buffer
 }
 
+/** Disk records between two offset marks the reader gives the log (see RingLog.noteRecordAt). */
+const MARK_EVERY_BYTES = 256 * 1024
+
 /**
  * Reads records in seq order. Damaged records (bad checksum, torn framing) are skipped and
  * reported to `onDamaged`; records evicted under discard "old" are skipped (the log counted them).
  * Memory is bounded by the read chunk size and what the caller keeps.
+ *
+ * While the position is inside the log's memory tail (the newest batches, see RingLog's
+ * `memoryTailBytes`), records come from there: no read, no checksum (the log wrote those bytes
+ * itself; damage on disk is found by a disk read, as before). Anywhere else (behind the tail after an
+ * outage or an eviction from it, after a restart) they come from disk, each record's checksum
+ * checked once. Both paths have the same bounds (durable seq, head seq), so switching between them
+ * neither skips nor repeats a record.
  */
 export class LogReader {
   private seg: SegmentInfo | undefined
   private fd: number | undefined
   private scanner: SegmentScanner | undefined
   private nextSeq: number
+  /** Where the memory path stopped: the batch, and the byte offset of record `nextSeq` in it. */
+  private memBatch: TailBatch | undefined
+  private memAt = 0
+  private memSeq = 0
+  /** File offset of the last mark given to the log by the disk path. */
+  private lastMarkAt = -Infinity
 
   constructor(
     private readonly log: RingLog,
@@ -61,7 +78,14 @@ export class LogReader {
         this.nextSeq = this.log.headSeq
         await this.closeSegment()
       }
-      if (this.nextSeq > this.log.durableSeq) break
+      const durable = this.log.durableSeq
+      if (this.nextSeq > durable) break
+      const batch = this.log.tailBatchFor(this.nextSeq)
+      if (batch) {
+        if (this.scanner) await this.closeSegment()
+        bytes += this.readTail(batch, durable, out, maxRecords, maxBytes - bytes)
+        continue
+      }
       if (!this.scanner) {
         const seg = this.log.segmentFor(this.nextSeq)
         if (!seg) break
@@ -82,8 +106,14 @@ export class LogReader {
         }
         this.seg = seg
         this.fd = fd
+        // Start at the last known record boundary at or before the position (where the memory path
+        // stopped, or a mark), not at the segment's start: the records before it need no checksum.
+        const mark = this.resumePoint(seg)
+        this.memBatch = undefined // (let its buffer go)
+        this.lastMarkAt = mark?.offset ?? -Infinity
         this.scanner = new SegmentScanner(this.log.fsys, fd, {
-          afterSeq: seg.baseSeq - 1,
+          afterSeq: (mark?.seq ?? seg.baseSeq) - 1,
+          ...(mark ? { start: mark.offset, anchorSeq: mark.seq - 1 } : {}),
           limit: () => this.log.readableSize(seg),
           chunkBytes: this.log.readChunkBytes,
           maxBodyBytes: MAX_BODY_BYTES,
@@ -113,10 +143,59 @@ export class LogReader {
       if (r.seq > this.log.durableSeq) break // cannot happen: the scanner's limit is the durable size
       if (r.seq > this.nextSeq) this.countCorrupt(r.seq - this.nextSeq)
       this.nextSeq = r.seq + 1
+      if (r.offset - this.lastMarkAt >= MARK_EVERY_BYTES && this.scanner.clean) {
+        this.lastMarkAt = r.offset
+        this.log.noteRecordAt(seg, r.seq, r.offset)
+      }
       out.push({ seq: r.seq, epoch: seg.epoch, ts: r.ts, body: r.body })
       bytes += r.body.length
     }
     return out
+  }
+
+  /**
+   * Copies records from a memory-tail batch into `out` (bodies are views of the batch's buffer, which
+   * is never reused), from `nextSeq` up to the durable seq and the limits; returns the body bytes.
+   */
+  private readTail(batch: TailBatch, durable: number, out: LogRecord[], maxRecords: number, maxBytes: number): number {
+    const frames = batch.frames
+    let seq: number
+    let at: number
+    if (this.memBatch === batch && this.memSeq === this.nextSeq) {
+      seq = this.memSeq
+      at = this.memAt
+    } else {
+      seq = batch.firstSeq
+      at = 0
+      while (seq < this.nextSeq) {
+        at += frameBytes(frames.readUInt32LE(at + 4))
+        seq++
+      }
+    }
+    const last = Math.min(batch.lastSeq, durable)
+    const epoch = batch.seg.epoch
+    const ts = batch.ts
+    let bytes = 0
+    while (seq <= last && out.length < maxRecords && bytes < maxBytes) {
+      const len = frames.readUInt32LE(at + 4)
+      const start = at + RECORD_HEADER_BYTES
+      out.push({ seq, epoch, ts, body: frames.subarray(start, start + len) })
+      bytes += len
+      at += frameBytes(len)
+      seq++
+    }
+    this.nextSeq = seq
+    this.memBatch = batch
+    this.memAt = at
+    this.memSeq = seq
+    return bytes
+  }
+
+  /** Where a scan of `seg` for `nextSeq` may start: where the memory path stopped, or the log's mark. */
+  private resumePoint(seg: SegmentInfo): { seq: number; offset: number } | undefined {
+    const b = this.memBatch
+    if (b?.seg === seg && this.memSeq === this.nextSeq) return { seq: this.memSeq, offset: b.offset + this.memAt }
+    return this.log.startFor(seg, this.nextSeq)
   }
 
   private countCorrupt(n: number): void {

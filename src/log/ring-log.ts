@@ -80,6 +80,12 @@ export interface RingLogOptions {
   readonly maxBatchBytes?: number
   /** Bytes per sequential read of the backlog. Default 1 MiB. */
   readonly readChunkBytes?: number
+  /**
+   * Bytes of the newest durable-bound batches kept in memory, so readers at the tail get records
+   * without reading them back from disk (see {@link TailBatch}). Default
+   * {@link DEFAULT_MEMORY_TAIL_BYTES}; 0 keeps none (every read goes to disk).
+   */
+  readonly memoryTailBytes?: number
   readonly logger: Logger
   /** What the log counts (see metrics.ts); gauges of its state are read by the owner from its getters. */
   readonly metrics: LogMetrics
@@ -108,6 +114,49 @@ interface PendingAppend {
   readonly resolve: (seq: number) => void
   readonly reject: (err: Error) => void
 }
+
+/**
+ * Default of {@link RingLogOptions.memoryTailBytes}: 4 MiB. The tail is trimmed at the ack
+ * position, so in steady state it holds only records in the forwarder's window (which holds their
+ * bodies anyway) and the few not read yet; the bound only bites when the forwarder falls behind,
+ * and then it is what the tail adds to the resident set at most. 4 MiB is the default in-flight
+ * window (2,048 records) of records up to 2 KiB, a quarter of a second of the heaviest load we
+ * measure; a reader further behind than that reads from disk in large sequential reads, where a
+ * bigger cache would save little.
+ */
+export const DEFAULT_MEMORY_TAIL_BYTES = 4 * 1024 * 1024
+
+/**
+ * One group commit kept in memory for readers. `frames` are exactly the bytes written at `offset`
+ * of `seg`'s file; the buffer is never written to again (each batch gets its own), so a reader may
+ * hand out views of it that outlive the batch's time in the tail. Records served from here are not
+ * checksummed: the log wrote them from these very bytes. Readers never read past the durable seq.
+ */
+export interface TailBatch {
+  readonly seg: SegmentInfo
+  readonly firstSeq: number
+  readonly lastSeq: number
+  /** Receive time of every record of the batch. */
+  readonly ts: number
+  readonly frames: Buffer
+  /** File offset of `frames` in the segment. */
+  readonly offset: number
+}
+
+/**
+ * Spacing of the seq -> file offset marks kept per segment (see `startFor`): a reader opened in the
+ * middle of a segment (the health check's reader at the ack position, once a second; a reader that
+ * fell out of the memory tail) scans at most this much before its first record instead of the
+ * segment from its start. 256 marks (4 KiB) for a 64 MiB segment.
+ */
+const MARK_EVERY_BYTES = 256 * 1024
+
+/**
+ * What one batch costs the memory tail besides its frames (the batch and Buffer objects), counted
+ * against the bound: at a low rate every record is its own batch, and 4 MiB of 40-byte batches
+ * would otherwise be 100,000 objects.
+ */
+const TAIL_BATCH_OVERHEAD_BYTES = 256
 
 /** What recovery found at open, for logs and tests. */
 export interface RecoveryReport {
@@ -214,8 +263,18 @@ export class RingLog implements Component {
   private timers: NodeJS.Timeout[] = []
   private syncing = false
   private lock: DirLock | undefined
-  /** Reused for every group commit (one write is in flight at a time); grows to the largest batch. */
+  /**
+   * Reused for every group commit when there is no memory tail (one write is in flight at a time);
+   * grows to the largest batch. With a tail each batch gets its own buffer (readers keep views).
+   */
   private arena: Buffer = Buffer.alloc(0)
+  private readonly memoryTailBytes: number
+  /** The memory tail: consecutive batches, oldest at `tailStart` (entries before it are dropped). */
+  private tail: TailBatch[] = []
+  private tailStart = 0
+  private tailBytes = 0
+  /** Per segment: known record boundaries as flat [seq, offset, seq, offset, ...], ascending. */
+  private readonly marks = new WeakMap<SegmentInfo, number[]>()
   /** Findings of the recovery at open. */
   recovery!: RecoveryReport
 
@@ -228,6 +287,7 @@ export class RingLog implements Component {
     this.reserveBytes = Math.max(0, Math.min(DIR_RESERVE_BYTES, opts.maxBytes - 2 * opts.segmentBytes))
     this.maxBatchBytes = opts.maxBatchBytes ?? 1024 * 1024
     this.readChunkBytes = opts.readChunkBytes ?? 1024 * 1024
+    this.memoryTailBytes = opts.memoryTailBytes ?? DEFAULT_MEMORY_TAIL_BYTES
   }
 
   /** Opens the log in `opts.dir`: recovers what is on disk. The first append starts a new segment. */
@@ -344,7 +404,11 @@ export class RingLog implements Component {
             maxBodyBytes: MAX_BODY_BYTES,
           })
           let gaps = 0
-          for (let r = await sc.next(); r; r = await sc.next()) gaps += sc.gapBefore
+          for (let r = await sc.next(); r; r = await sc.next()) {
+            gaps += sc.gapBefore
+            // Offset marks for the readers that start in this segment (the backlog, retransmissions).
+            if (sc.clean) this.noteRecordAt(seg, r.seq, r.offset)
+          }
           seg.lastSeq = sc.lastSeq
           damaged += gaps
           if (gaps > 0) log.warn('damaged records found mid-segment; they will be skipped and counted', { segment: name, records: gaps })
@@ -521,8 +585,13 @@ export class RingLog implements Component {
           n++
         }
         const batch = this.pending.splice(0, n)
-        if (this.arena.length < bytes) this.arena = Buffer.allocUnsafe(Math.max(bytes, Math.min(this.maxBatchBytes, 64 * 1024)))
-        const buf = this.arena.subarray(0, bytes)
+        let buf: Buffer
+        if (this.memoryTailBytes > 0) buf = Buffer.allocUnsafe(bytes) // kept by the tail and readers' views: never reused
+        else {
+          if (this.arena.length < bytes) this.arena = Buffer.allocUnsafe(Math.max(bytes, Math.min(this.maxBatchBytes, 64 * 1024)))
+          buf = this.arena.subarray(0, bytes)
+        }
+        const offset = active.seg.size
         const firstSeq = this.nextSeq
         const now = Date.now()
         let at = 0
@@ -581,6 +650,8 @@ export class RingLog implements Component {
         this.nextSeq = lastSeq + 1
         active.seg.size += bytes
         active.seg.lastSeq = lastSeq
+        this.noteRecordAt(active.seg, firstSeq, offset)
+        if (this.memoryTailBytes > 0) this.keepInTail({ seg: active.seg, firstSeq, lastSeq, ts: now, frames: buf, offset })
         this.opts.metrics.logAppended.inc(batch.length)
         this.opts.metrics.logAppendedBytes.inc(bytes)
         if (this.opts.fsync !== 'batch') this.setDurable(lastSeq, active.seg.size)
@@ -756,6 +827,7 @@ export class RingLog implements Component {
       }
       const lost = Math.max(0, oldest.lastSeq - oldest.lostSeqs - from + 1)
       this.ackedSeq = oldest.lastSeq
+      this.trimTail()
       if (lost > 0) this.opts.metrics.drops.inc(lost, { reason: 'discard_old' })
       this.opts.logger.warn(`${why}: evicted the oldest segment with records not yet forwarded (discard "old")`, {
         segment: path.basename(oldest.path),
@@ -918,7 +990,10 @@ export class RingLog implements Component {
 
   /** Marks every seq <= `seq` as acknowledged upstream. Late acks below the current position are ignored. */
   ack(seq: number): void {
-    if (seq > this.ackedSeq) this.ackedSeq = Math.min(seq, this.durable)
+    if (seq > this.ackedSeq) {
+      this.ackedSeq = Math.min(seq, this.durable)
+      this.trimTail()
+    }
     if (this.diskFullSince > 0 && !this.freeRun) {
       const oldest = this.segments[0]
       if (oldest && oldest !== this.active?.seg && oldest.lastSeq <= this.ackedSeq) {
@@ -1028,6 +1103,86 @@ export class RingLog implements Component {
     return n - Math.max(0, Math.min(to, t.last) - Math.max(from, t.first) + 1)
   }
 
+  /** Adds a written batch to the memory tail and trims the tail to its bound. */
+  private keepInTail(b: TailBatch): void {
+    this.tail.push(b)
+    this.tailBytes += b.frames.length + TAIL_BATCH_OVERHEAD_BYTES
+    this.trimTail()
+  }
+
+  /**
+   * Drops the tail's oldest batches while they are acknowledged (no reader at or above the ack
+   * position needs them; this also covers segments evicted or deleted, which are all acknowledged)
+   * or the tail is over its bound.
+   */
+  private trimTail(): void {
+    const t = this.tail
+    let i = this.tailStart
+    while (i < t.length && (t[i]!.lastSeq <= this.ackedSeq || this.tailBytes > this.memoryTailBytes)) {
+      this.tailBytes -= t[i]!.frames.length + TAIL_BATCH_OVERHEAD_BYTES
+      t[i] = undefined as unknown as TailBatch // let the buffer go now
+      i++
+    }
+    if (i === t.length) {
+      this.tail = []
+      this.tailStart = 0
+    } else if (i > 1024 && i * 2 > t.length) {
+      this.tail = t.slice(i)
+      this.tailStart = 0
+    } else this.tailStart = i
+  }
+
+  /** The memory-tail batch holding `seq`, if the tail has it (the caller bounds reads by durableSeq). */
+  tailBatchFor(seq: number): TailBatch | undefined {
+    const t = this.tail
+    let lo = this.tailStart
+    let hi = t.length - 1
+    if (hi < lo || seq < t[lo]!.firstSeq || seq > t[hi]!.lastSeq) return undefined
+    // Usually the newest batch (a reader keeping up): check it first.
+    if (seq >= t[hi]!.firstSeq) return t[hi]
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (t[mid]!.lastSeq < seq) lo = mid + 1
+      else hi = mid
+    }
+    return t[lo]
+  }
+
+  /** Bytes held by the memory tail, with a fixed overhead per batch (for tests). */
+  get memoryTailHeldBytes(): number {
+    return this.tailBytes
+  }
+
+  /**
+   * Remembers that a valid record with `seq` starts at `offset` of `seg` (a record boundary), at
+   * most one mark per MARK_EVERY_BYTES of the segment.
+   */
+  noteRecordAt(seg: SegmentInfo, seq: number, offset: number): void {
+    let m = this.marks.get(seg)
+    if (!m) this.marks.set(seg, (m = []))
+    const n = m.length
+    if (n === 0 || seq > m[n - 2]!) {
+      if (n === 0 || offset - m[n - 1]! >= MARK_EVERY_BYTES) m.push(seq, offset)
+      return
+    }
+    // Out of order (a reader going over an older part of the segment): insert where it belongs.
+    let i = 0
+    while (i < n && m[i]! < seq) i += 2
+    if (i < n && m[i] === seq) return
+    const before = i > 0 ? m[i - 1]! : -Infinity
+    const after = i < n ? m[i + 1]! : Infinity
+    if (offset - before >= MARK_EVERY_BYTES && after - offset >= MARK_EVERY_BYTES) m.splice(i, 0, seq, offset)
+  }
+
+  /** The last known record boundary of `seg` at or before `seq`: where a scan for `seq` may start. */
+  startFor(seg: SegmentInfo, seq: number): { seq: number; offset: number } | undefined {
+    const m = this.marks.get(seg)
+    if (!m) return undefined
+    let best = -1
+    for (let i = 0; i < m.length && m[i]! <= seq; i += 2) best = i
+    return best < 0 ? undefined : { seq: m[best]!, offset: m[best + 1]! }
+  }
+
   /** The segment holding `seq`, or the first one after it; undefined if none. */
   segmentFor(seq: number): SegmentInfo | undefined {
     return this.segments.find((s) => s.lastSeq >= seq || s === this.active?.seg)
@@ -1129,6 +1284,9 @@ export class RingLog implements Component {
     await this.drain()
     this.shut = true
     for (const t of this.timers) clearInterval(t)
+    this.tail = []
+    this.tailStart = 0
+    this.tailBytes = 0
     this.rejectPending(new LogClosedError())
     const active = this.active
     // Whether the last segment on disk ends with a real seal (see the clean checkpoint below).

@@ -29,6 +29,12 @@ export interface ScannerOptions {
   start?: number
   /** Records with seq <= afterSeq are stale (or already read) and skipped. */
   afterSeq: number
+  /**
+   * Seq of the record that ends at `start`, when `start` is a known record boundary inside the
+   * segment (as the segment header tells it for the first record): lets a resync right at `start`
+   * skip a damaged record by its header as it would at the segment's first record.
+   */
+  anchorSeq?: number
   /** Current readable end of the segment (the durable size for the active segment). */
   limit: () => number
   /** Bytes per read. */
@@ -116,6 +122,8 @@ export class SegmentScanner {
   private headerChecked = false
   /** Runs chosen by the last resync that are still ahead, in order. */
   private plan: Chain[] = []
+  /** Resyncs so far (damage met). */
+  private resyncs = 0
 
   constructor(
     private readonly fsys: LogFs,
@@ -125,7 +133,13 @@ export class SegmentScanner {
     this.pos = opts.start ?? SEGMENT_HEADER_BYTES
     this.lastEnd = this.pos
     this.lastSeq = opts.afterSeq
-    this.anchorSeq = opts.afterSeq
+    this.anchorSeq = opts.anchorSeq ?? opts.afterSeq
+    this.anchorKnown = opts.anchorSeq !== undefined
+  }
+
+  /** True while no damage was met: every record returned so far was read at a record boundary. */
+  get clean(): boolean {
+    return this.resyncs === 0
   }
 
   /** True when the scan has consumed everything up to the current limit. */
@@ -170,6 +184,7 @@ export class SegmentScanner {
 
   /** Moves `pos` from a damaged record boundary to the next record to read, or to the limit. */
   private async resync(limit: number): Promise<void> {
+    this.resyncs++
     const from = this.pos
     while (this.plan.length > 0) {
       const next = this.plan.shift()!

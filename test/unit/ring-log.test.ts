@@ -377,7 +377,8 @@ describe('ring log - reader errors', () => {
         return nodeFs.read(fd, buf, off, len, pos)
       },
     }
-    const log = await openLog(tempDir(), { fs: faulty, segmentBytes: 64 * 1024, readChunkBytes: 4096 })
+    // No memory tail: the records must come from disk for the read to fail.
+    const log = await openLog(tempDir(), { fs: faulty, segmentBytes: 64 * 1024, readChunkBytes: 4096, memoryTailBytes: 0 })
     await Promise.all(Array.from({ length: 2000 }, (_, i) => log.append(body(i))))
     const r = new LogReader(log, 1)
     const first = await r.read(100, 1 << 20)
