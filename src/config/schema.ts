@@ -77,6 +77,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'nats.ackTimeoutMs', flag: '--ack-timeout-ms', env: 'FERRY_ACK_TIMEOUT_MS', kind: 'int', default: 5000, min: 100, max: 120_000, help: 'resend a message without PubAck after this long, milliseconds (same Nats-Msg-Id)' },
   { key: 'nats.maxAttempts', flag: '--max-attempts', env: 'FERRY_MAX_ATTEMPTS', kind: 'int', default: 3, min: 1, max: 1000, help: 'JetStream rejections (4xx) of one message before it goes to the dead-letter file' },
   { key: 'nats.liveLane', flag: '--live-lane', env: 'FERRY_LIVE_LANE', kind: 'bool', default: true, help: 'while a backlog of 10,000+ records drains, forward new messages on topics without backlog at once (on|off)' },
+  { key: 'forward.uplinkHeaders', flag: '--uplink-headers', env: 'FERRY_UPLINK_HEADERS', kind: 'enum', values: ['full', 'compact'], default: 'full', help: 'headers of uplink messages: "full" (every header) or "compact" (no Nats-Expected-Stream; no Content-Type when application/cbor; no Ferry-Client when the subject carries the client id); see README' },
   { key: 'downlink.cmdStream', flag: '--cmd-stream', env: 'FERRY_CMD_STREAM', kind: 'string', default: 'FERRY_CMD', help: 'JetStream stream of commands to devices; created when missing (work queue, subjects <prefix>.cmd.>)' },
   { key: 'downlink.cmdTopic', flag: '--cmd-topic', env: 'FERRY_CMD_TOPIC', kind: 'string', default: 'commands/{device}/{rest}', help: 'MQTT topic a command on <prefix>.cmd.<device>.<rest> is delivered on ({device}: client id, {rest}: the subject tokens after it as topic levels)' },
   { key: 'downlink.cmdTtlMs', flag: '--cmd-ttl-ms', env: 'FERRY_CMD_TTL_MS', kind: 'int', default: 0, min: 0, max: 365 * 86_400_000, help: 'TTL of commands without a Ferry-TTL header, milliseconds; an older command is never delivered (0 = none)' },
@@ -170,6 +171,8 @@ export interface Config {
     readonly requestMaxPending: number
     readonly requestMaxPendingPerDevice: number
   }
+  /** `uplinkHeaders`: which headers uplink messages carry (README "Compact uplink headers"). */
+  readonly forward: { readonly uplinkHeaders: 'full' | 'compact' }
   readonly presence: boolean
   readonly codec: { readonly cbor: boolean; readonly rawTopics: readonly string[] }
   readonly logging: { readonly level: 'debug' | 'info' | 'warn' | 'error'; readonly format: 'auto' | 'json' | 'pretty' }
