@@ -10,7 +10,7 @@
 // - the log's ack cursor advances only over a contiguous run of PubAcks (ack-window.ts, the only
 //   caller of the log's ack);
 // - a PubAck counts only when it names the configured stream (every publish carries
-//   `Nats-Expected-Stream`); anything else is a non-permanent refusal that also re-checks the
+//   `Nats-Expected-Stream`, except under --uplink-headers compact); anything else is a non-permanent refusal that also re-checks the
 //   stream (puback.ts), so a forged or misrouted reply never drops a record from the backlog;
 // - a message JetStream rejects with a 4xx error `maxAttempts` times (e.g. larger than the stream
 //   allows) goes to the dead-letter file, is counted and logged, and stops blocking the cursor.

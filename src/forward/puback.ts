@@ -6,9 +6,11 @@
 // or domain never contains `":`, so searching for `"error":` cannot be fooled by a stream named
 // "error".
 //
-// A PubAck must name the configured stream. Publishes carry `Nats-Expected-Stream`, so JetStream
-// itself refuses to store them in another stream (err_code 10060); a reply naming another stream is
-// a forgery (anyone who can publish on Ferry's inbox) and proves nothing. Both are failures, not
+// A PubAck must name the configured stream. Publishes carry `Nats-Expected-Stream` (except under
+// --uplink-headers compact), so JetStream itself refuses to store them in another stream (err_code
+// 10060); under compact this check is the only guard. A reply naming another stream is a forgery
+// (anyone who can publish on Ferry's inbox), or under compact a store in another stream, and proves
+// nothing. Both are failures, not
 // permanent ones: the message is kept and sent again, never dead-lettered for it. A forger naming the
 // right stream cannot be told apart here: NATS permissions must keep others off the inbox (README).
 
