@@ -99,7 +99,9 @@ async function measure(target: string, url: string, stream: string, subjectPrefi
     const subjectBytes = avg((m) => Buffer.byteLength(m.subject))
     const headerBytes = avg((m) => m.headerBytes)
     const payloadBytes = avg((m) => m.data.length)
-    const inputJsonBytes = avg((m) => (uplinkContentType(m.headers['Content-Type']) === CONTENT_TYPE_CBOR ? Buffer.byteLength(JSON.stringify(decodeCbor(m.data))) : m.data.length))
+    // A Ferry message without Content-Type is CBOR (--uplink-headers compact); NATS MQTT's never are.
+    const isCbor = (m: ReadBack): boolean => (subjectPrefix === 'ferry.up.' ? uplinkContentType(m.headers['Content-Type']) : m.headers['Content-Type']) === CONTENT_TYPE_CBOR
+    const inputJsonBytes = avg((m) => (isCbor(m) ? Buffer.byteLength(JSON.stringify(decodeCbor(m.data))) : m.data.length))
     const row: Row = {
       target,
       messages: msgs.length,
