@@ -1,6 +1,8 @@
 // --uplink-headers compact against a real JetStream: what is stored, and that a consumer reads the
 // same client ids and content types from it as from full messages; records resent after a restart
 // that switched the form keep their message ids (JetStream's dedup drops the copies).
+import { connect } from '@nats-io/transport-node'
+import { jetstreamManager } from '@nats-io/jetstream'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CONTENT_TYPE_CBOR, decodeCbor, subjectToTopic, uplinkClientId, uplinkContentType } from '../../src/codec/index.js'
 import type { Gateway } from '../../src/gateway.js'
@@ -9,7 +11,7 @@ import { tempDir } from '../helpers/log.js'
 import { connectClient, endClient, publishSeries } from '../helpers/mqtt.js'
 import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
-import { readStream, waitForCount } from '../helpers/stream.js'
+import { readStream, streamCount, waitForCount } from '../helpers/stream.js'
 
 let nats: NatsServer
 let gw: Gateway | undefined
@@ -96,6 +98,39 @@ describe('uplink headers', () => {
     expect(msgs).toHaveLength(5)
     // Stored once each, as the first (full) send wrote them.
     for (const m of msgs) expect(m.headers['Nats-Expected-Stream']).toBe('SW')
+    await gw.close()
+    gw = undefined
+  })
+
+  it('uplink headers - compact without Nats-Expected-Stream: another stream capturing the subjects stores copies, but nothing leaves the log until --stream has it', async () => {
+    const base = { 'log.dataDir': tempDir(), 'nats.url': nats.url, presence: false, 'nats.stream': 'CS', 'nats.subjectPrefix': 'cs', 'forward.uplinkHeaders': 'compact' }
+    gw = await startGateway(base)
+    let c = await connectClient(gw.ingress.address.port, 'cs-1')
+    await publishSeries(c, 'cs-1', 1)
+    await endClient(c)
+    expect(await waitForCount(nats.url, 1, 30_000, 'CS')).toBe(1)
+    const nc = await connect({ servers: nats.url })
+    try {
+      const jsm = await jetstreamManager(nc)
+      await jsm.streams.delete('CS')
+      await jsm.streams.add({ name: 'OTHER', subjects: ['cs.up.>'] })
+      c = await connectClient(gw.ingress.address.port, 'cs-1')
+      await publishSeries(c, 'cs-1', 5, 20, 2)
+      await endClient(c)
+      // The documented risk: the other stream stores them (full: it refuses, error 10060) ...
+      const inOther = async (): Promise<number> => (await jsm.streams.info('OTHER')).state.messages
+      for (let i = 0; i < 200 && (await inOther()) === 0; i++) await new Promise((r) => setTimeout(r, 50))
+      expect(await inOther()).toBeGreaterThan(0)
+      // ... but its PubAcks name another stream: nothing is counted as forwarded, nothing leaves the log.
+      expect(gw.metrics.forwarded.get()).toBe(1)
+      expect(gw.log.acked).toBe(1)
+      await jsm.streams.delete('OTHER')
+      // Ferry creates its stream again and sends every record it kept.
+      expect(await waitForCount(nats.url, 5, 30_000, 'CS')).toBe(5)
+      expect(await streamCount(nats.url, 'CS')).toBe(5)
+    } finally {
+      await nc.close()
+    }
     await gw.close()
     gw = undefined
   })
