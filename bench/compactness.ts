@@ -1,11 +1,13 @@
-// Benchmark: bytes JetStream stores per device message, Ferry (CBOR, and --cbor off) vs NATS's native MQTT listener.
+// Benchmark: bytes JetStream stores per device message, Ferry (CBOR, and --cbor off; --uplink-headers full and
+// compact) vs NATS's native MQTT listener.
 //
 // Run: npx tsx bench/compactness.ts [--devices 10] [--count 1000]   (needs nats-server and `npm run build`)
 // Load: `devices` simulated devices (firmware-sim's own JSON telemetry, no padding; the table shows
 //   its mean size) publish `count` QoS 1 messages each to NATS's MQTT listener; a stream on
 //   `devices.>` stores them as sent. Those exact messages (same client ids,
 //   topics and payload bytes) are then read back and replayed, in order, into the bundled gateway
-//   twice: with CBOR (default) and with `--cbor off`, each against a fresh nats-server.
+//   four times: CBOR (default) and `--cbor off`, each with `--uplink-headers full` (default) and
+//   `compact`, each against a fresh nats-server.
 //   `--gateway-id edge-gw-01` is fixed because the default (the host name) is part of every
 //   Nats-Msg-Id header and would make the figure machine-dependent.
 // Reports, per target, per message: bytes the stream accounts (state.bytes / state.messages), and,
@@ -19,7 +21,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 import { startFleet } from '../firmware-sim/index.js'
-import { CONTENT_TYPE_CBOR, decodeCbor } from '../src/codec/index.js'
+import { CONTENT_TYPE_CBOR, decodeCbor, uplinkContentType } from '../src/codec/index.js'
 import { printTable, runIfMain, startFerry, startNatsServer, tempDir, until, writeResult } from './lib.js'
 
 const { values } = parseArgs({ options: { devices: { type: 'string', default: '10' }, count: { type: 'string', default: '1000' } } })
@@ -97,7 +99,9 @@ async function measure(target: string, url: string, stream: string, subjectPrefi
     const subjectBytes = avg((m) => Buffer.byteLength(m.subject))
     const headerBytes = avg((m) => m.headerBytes)
     const payloadBytes = avg((m) => m.data.length)
-    const inputJsonBytes = avg((m) => (m.headers['Content-Type'] === CONTENT_TYPE_CBOR ? Buffer.byteLength(JSON.stringify(decodeCbor(m.data))) : m.data.length))
+    // A Ferry message without Content-Type is CBOR (--uplink-headers compact); NATS MQTT's never are.
+    const isCbor = (m: ReadBack): boolean => (subjectPrefix === 'ferry.up.' ? uplinkContentType(m.headers['Content-Type']) : m.headers['Content-Type']) === CONTENT_TYPE_CBOR
+    const inputJsonBytes = avg((m) => (isCbor(m) ? Buffer.byteLength(JSON.stringify(decodeCbor(m.data))) : m.data.length))
     const row: Row = {
       target,
       messages: msgs.length,
@@ -196,8 +200,10 @@ export async function main(): Promise<Record<string, unknown>> {
   const nm = await runNatsMqtt()
   process.stderr.write(`NATS MQTT: ${nm.sent.length} messages recorded, replaying into Ferry\n`)
   const cbor = await runFerry('Ferry, CBOR (default)', nm.sent, [])
+  const cborCompact = await runFerry('Ferry, CBOR, --uplink-headers compact', nm.sent, ['--uplink-headers', 'compact'])
   const json = await runFerry('Ferry, --cbor off', nm.sent, ['--cbor', 'off'])
-  const rows = [nm.row, cbor, json]
+  const jsonCompact = await runFerry('Ferry, --cbor off, --uplink-headers compact', nm.sent, ['--cbor', 'off', '--uplink-headers', 'compact'])
+  const rows = [nm.row, cbor, cborCompact, json, jsonCompact]
   for (const r of rows) if (Math.abs(r.inputJsonBytes - nm.row.inputJsonBytes) > 1e-9) throw new Error(`${r.target}: payloads stand for ${r.inputJsonBytes} JSON bytes per message, NATS MQTT for ${nm.row.inputJsonBytes}: not the same messages`)
   process.stdout.write(`\nBytes per message in JetStream: ${TOTAL.toLocaleString('en-US')} identical telemetry messages (${DEVICES} devices, ~${Math.round(nm.row.inputJsonBytes)}-byte JSON), file store\n\n`)
   printTable([
@@ -209,12 +215,20 @@ export async function main(): Promise<Record<string, unknown>> {
     payloadPlusHeaders: (r.payloadBytes + r.headerBytes) / (nm.row.payloadBytes + nm.row.headerBytes),
     payload: r.payloadBytes / nm.row.payloadBytes,
   })
-  const ratios = { cbor: ratio(cbor), json: ratio(json) }
+  const ratios = { cbor: ratio(cbor), cborCompact: ratio(cborCompact), json: ratio(json), jsonCompact: ratio(jsonCompact) }
+  const ferryRows: [string, Row][] = [
+    ['cbor', cbor],
+    ['cborCompact', cborCompact],
+    ['json', json],
+    ['jsonCompact', jsonCompact],
+  ]
   process.stdout.write('\n')
   printTable([
-    ['Ferry / NATS MQTT', 'stored B/msg', 'payload+headers', 'payload'],
-    ['Ferry, CBOR (default)', `${ratios.cbor.stored!.toFixed(2)}x`, `${ratios.cbor.payloadPlusHeaders!.toFixed(2)}x`, `${ratios.cbor.payload!.toFixed(2)}x`],
-    ['Ferry, --cbor off', `${ratios.json.stored!.toFixed(2)}x`, `${ratios.json.payloadPlusHeaders!.toFixed(2)}x`, `${ratios.json.payload!.toFixed(2)}x`],
+    ['Ferry / NATS MQTT', 'stored B/msg', 'payload+headers', 'payload', 'headers B'],
+    ...ferryRows.map(([k, r]) => {
+      const x = ratios[k as keyof typeof ratios]
+      return [r.target, `${x.stored!.toFixed(2)}x`, `${x.payloadPlusHeaders!.toFixed(2)}x`, `${x.payload!.toFixed(2)}x`, `${r.headerBytes.toFixed(1)} vs ${nm.row.headerBytes.toFixed(1)}`]
+    }),
   ])
   for (const r of rows) process.stdout.write(`headers, ${r.target}: ${JSON.stringify(r.exampleHeaders)}\n`)
   const file = writeResult('compactness', { devices: DEVICES, countPerDevice: COUNT, gatewayId: GATEWAY_ID, rows, ratios })

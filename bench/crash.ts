@@ -21,7 +21,7 @@ import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 import { startFleet } from '../firmware-sim/index.js'
 import type { Fleet } from '../firmware-sim/index.js'
-import { CONTENT_TYPE_CBOR, decodeCbor } from '../src/codec/index.js'
+import { CONTENT_TYPE_CBOR, decodeCbor, uplinkContentType } from '../src/codec/index.js'
 import { freePort, median, printTable, runIfMain, startFerryAt, startNatsServer, tempDir, until, writeResult } from './lib.js'
 
 const { values } = parseArgs({
@@ -75,7 +75,7 @@ async function storedKeys(nc: NatsConnection): Promise<{ seen: Map<string, numbe
   const iter = await (await jetstream(nc).consumers.get('FERRY')).consume()
   for await (const m of iter) {
     if (m.subject.startsWith('ferry.up.')) {
-      const v = (m.headers?.get('Content-Type') === CONTENT_TYPE_CBOR ? decodeCbor(m.data) : JSON.parse(Buffer.from(m.data).toString('utf8'))) as { device: string; seq: number }
+      const v = (uplinkContentType(m.headers?.get('Content-Type') || undefined) === CONTENT_TYPE_CBOR ? decodeCbor(m.data) : JSON.parse(Buffer.from(m.data).toString('utf8'))) as { device: string; seq: number }
       const k = `${v.device}:${v.seq}`
       seen.set(k, (seen.get(k) ?? 0) + 1)
       messages++

@@ -93,7 +93,7 @@ function watchLatency(nc: NatsConnection, subject: string, cbor: boolean): { lat
     callback: (_e, m) => {
       if (++n % 5 !== 0) return
       try {
-        const v = (cbor && m.headers?.get('Content-Type') === 'application/cbor' ? decode(m.data) : JSON.parse(m.string())) as { ts?: unknown }
+        const v = (cbor && (m.headers?.get('Content-Type') || 'application/cbor') === 'application/cbor' ? decode(m.data) : JSON.parse(m.string())) as { ts?: unknown }
         if (typeof v.ts === 'number') lat.push(Date.now() - v.ts)
       } catch {}
     },
@@ -181,7 +181,8 @@ async function runTarget(target: Target, mode: 'max' | 'fixed'): Promise<Run> {
     if (arrived >= total) tArrived = performance.now()
     const cpu1 = { g: edgePid ? cpuSeconds(edgePid) : 0, n: cpuSeconds(nats.proc.pid) }
     if (mustComplete && arrived < total) throw new Error(`${target}: only ${arrived} of ${total} messages arrived in JetStream\n${ferry?.proc.output().slice(-3000) ?? ''}`)
-    const audit = await auditStream(nats.url, stream, [fleet.ledger], decodePayload)
+    // Ferry under --uplink-headers compact leaves out Content-Type: application/cbor (uplinkContentType).
+    const audit = await auditStream(nats.url, stream, [fleet.ledger], isFerry ? (d, ct) => decodePayload(d, ct || 'application/cbor') : decodePayload)
     const measured = arrived - storedAt0
     const g = ((cpu1.g - cpu0.g) * 1e6) / measured
     const n = ((cpu1.n - cpu0.n) * 1e6) / measured

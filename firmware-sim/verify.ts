@@ -6,7 +6,7 @@
 // the payloads. A stream of 1M+ messages is fine.
 import { connect } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream'
-import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, decodeCbor } from '../src/codec/index.js'
+import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, decodeCbor, uplinkClientId, uplinkContentType } from '../src/codec/index.js'
 import { SeqSet, type Ledger } from './ledger.js'
 import { decodeFsim } from './payloads.js'
 
@@ -172,7 +172,8 @@ export async function verifyStream(opts: VerifyOptions): Promise<VerifyReport> {
 
   function handle(m: JsMsg): void {
     read++
-    const ct = m.headers?.get('Content-Type') || undefined
+    // Both --uplink-headers forms: absent = application/cbor (compact).
+    const ct = uplinkContentType(m.headers?.get('Content-Type') || undefined)
     const ctKey = ct ?? '(none)'
     contentTypes[ctKey] = (contentTypes[ctKey] ?? 0) + 1
     const id = identifyPayload(m.data, ct)
@@ -183,7 +184,13 @@ export async function verifyStream(opts: VerifyOptions): Promise<VerifyReport> {
     }
     identified++
     if (!id.intact) corrupt++
-    const client = m.headers?.get('Ferry-Client')
+    // Ferry-Client, or (compact, header absent) the client id the subject carries.
+    let client: string | undefined
+    try {
+      client = uplinkClientId(prefix, m.subject, m.headers?.get('Ferry-Client') || undefined)
+    } catch {
+      client = undefined
+    }
     if (client !== undefined && client !== '' && client !== id.device) clientMismatch++
     const entry = ledger.get(id.device)
     if (entry === undefined) {

@@ -194,6 +194,7 @@ export class Gateway {
         deadLetters,
         liveLaneMinBacklog: config.nats.liveLane ? LIVE_LANE_MIN_BACKLOG : 0,
         openReader: (fromSeq) => new LogReader(log, fromSeq),
+        uplinkHeaders: config.forward.uplinkHeaders,
       })
       forwarderRef = forwarder
       let downlinkRef: Downlink | undefined

@@ -13,6 +13,12 @@
 // Ferry-Props-Omitted: <n>\r\n                                        (User Properties beyond the bounds)
 // \r\n
 //
+// Compact form (--uplink-headers compact; README "Compact uplink headers"): the same header names and
+// values, some headers left out: Nats-Expected-Stream always; Content-Type when it is application/cbor
+// (absent = CBOR); Ferry-Client when the subject carries the client id: an event's device token, or a
+// topic whose second level is exactly the client id (`devices/<id>/...`). Nats-Msg-Id is unchanged
+// (a record resent after a restart with the other form must keep its id for JetStream's dedup).
+//
 // Header values cannot hold CR or LF; MQTT client ids can hold anything. In Ferry-Client, `%` and
 // every byte <= 0x1f or == 0x7f are written as `%XX` (the subject rule, without the space and
 // wildcard cases), and so is white space at either end (decoders trim values; nats.js trims Unicode
@@ -128,8 +134,102 @@ export function isoTime(time: number): string {
  * The header block of one uplink message, as bytes. `msgId` and `contentType` are ASCII by construction; `stream` is the
  * configured stream name (no CR/LF: config validation refuses white space in it).
  */
-export function encodeUplinkHeaders(msgId: string, stream: string, clientId: string, contentType: string): Uint8Array {
-  return Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\nNats-Expected-Stream: ${stream}\r\nFerry-Client: ${escapeHeaderValue(clientId)}\r\nContent-Type: ${contentType}\r\n\r\n`, 'utf8')
+export function encodeUplinkHeaders(msgId: string, stream: string, clientId: string, contentType: string, mode: UplinkHeaderMode = 'full', clientInSubject = false): Uint8Array {
+  return Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${msgId}${uplinkTail(stream, clientId, contentType, mode, clientInSubject)}\r\n`, 'utf8')
+}
+
+/** Which headers uplink messages carry (--uplink-headers): `full` (every header, the default) or `compact` (see the file comment). */
+export type UplinkHeaderMode = 'full' | 'compact'
+
+/** The Content-Type a compact message leaves out (absent = this). */
+const COMPACT_DEFAULT_CONTENT_TYPE = 'application/cbor'
+
+/**
+ * True when the subject of a message on `topic` carries `clientId` so that a compact message may leave
+ * Ferry-Client out: the topic's second level is exactly the client id (`devices/<id>/telemetry`).
+ */
+export function topicCarriesClient(topic: string, clientId: string): boolean {
+  const a = topic.indexOf('/')
+  if (a < 0) return false
+  const b = topic.indexOf('/', a + 1)
+  const end = b < 0 ? topic.length : b
+  return end - a - 1 === clientId.length && topic.startsWith(clientId, a + 1)
+}
+
+/** The header lines after Nats-Msg-Id, for one client id and content type, in `mode` (`clientInSubject`: the subject carries the client id). */
+function uplinkTail(stream: string, clientId: string, contentType: string, mode: UplinkHeaderMode, clientInSubject: boolean): string {
+  if (mode === 'full') return `\r\nNats-Expected-Stream: ${stream}\r\nFerry-Client: ${escapeHeaderValue(clientId)}\r\nContent-Type: ${contentType}\r\n`
+  let s = '\r\n'
+  if (!clientInSubject) s += `Ferry-Client: ${escapeHeaderValue(clientId)}\r\n`
+  if (contentType !== COMPACT_DEFAULT_CONTENT_TYPE) s += `Content-Type: ${contentType}\r\n`
+  return s
+}
+
+/** Tails cached per encoder before the cache starts again (client ids x content types). */
+const TAIL_CACHE_MAX = 10_000
+
+/**
+ * Encodes the header blocks of one forwarder's messages without MQTT 5 properties: the same bytes as
+ * {@link encodeUplinkHeaders} (full) or the compact form, cheaper. `NATS/1.0` up to the epoch is encoded
+ * once per epoch, the lines after the message id once per client id and content type (bounded cache),
+ * and per message only the record's seq is written.
+ */
+export class UplinkHeaderEncoder {
+  private epoch = -1
+  private head: Buffer = Buffer.alloc(0)
+  /** content type → client id → encoded tail (with the blank line); `clientInSubject` ones apart. */
+  private readonly tails = new Map<string, Map<string, Buffer>>()
+  private readonly anonymous = new Map<string, Buffer>()
+  private cached = 0
+
+  constructor(
+    private readonly gatewayId: string,
+    private readonly stream: string,
+    readonly mode: UplinkHeaderMode,
+  ) {}
+
+  /** The header block of record `seq` of `epoch` from `clientId` (`contentType` ASCII, Ferry's own). */
+  encode(epoch: number, seq: number, clientId: string, contentType: string, clientInSubject: boolean): Uint8Array {
+    if (epoch !== this.epoch) {
+      this.epoch = epoch
+      this.head = Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${this.gatewayId}:${epoch}:`, 'utf8')
+    }
+    const tail = this.tail(clientId, contentType, clientInSubject && this.mode === 'compact')
+    const digits = String(seq)
+    const head = this.head
+    const out = Buffer.allocUnsafe(head.length + digits.length + tail.length)
+    // TypedArray set(), not Buffer copy(): no argument checks through the C++ binding (measured ~20% less).
+    out.set(head, 0)
+    let at = head.length
+    for (let i = 0; i < digits.length; i++) out[at++] = digits.charCodeAt(i)
+    out.set(tail, at)
+    return out
+  }
+
+  private tail(clientId: string, contentType: string, clientInSubject: boolean): Buffer {
+    let byClient: Map<string, Buffer> | undefined
+    let t: Buffer | undefined
+    if (clientInSubject) t = this.anonymous.get(contentType)
+    else {
+      byClient = this.tails.get(contentType)
+      t = byClient?.get(clientId)
+    }
+    if (t !== undefined) return t
+    if (this.cached >= TAIL_CACHE_MAX) {
+      this.tails.clear()
+      this.anonymous.clear()
+      this.cached = 0
+      byClient = undefined
+    }
+    t = Buffer.from(uplinkTail(this.stream, clientId, contentType, this.mode, clientInSubject) + '\r\n', 'utf8')
+    this.cached++
+    if (clientInSubject) this.anonymous.set(contentType, t)
+    else {
+      if (byClient === undefined) this.tails.set(contentType, (byClient = new Map()))
+      byClient.set(clientId, t)
+    }
+    return t
+  }
 }
 
 /** The header block of a message with MQTT 5 properties, and how many User Properties it leaves out. */
@@ -144,8 +244,8 @@ export interface PropertyHeaders {
  * {@link encodeUplinkHeaders} (`contentType` may be the device's: it is escaped), then those of
  * the properties (see the file comment).
  */
-export function encodeUplinkHeadersWithProperties(msgId: string, stream: string, clientId: string, contentType: string, props: MessageProperties): PropertyHeaders {
-  let s = `NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\nNats-Expected-Stream: ${stream}\r\nFerry-Client: ${escapeHeaderValue(clientId)}\r\nContent-Type: ${escapeHeaderValue(contentType)}\r\n`
+export function encodeUplinkHeadersWithProperties(msgId: string, stream: string, clientId: string, contentType: string, props: MessageProperties, mode: UplinkHeaderMode = 'full', clientInSubject = false): PropertyHeaders {
+  let s = `NATS/1.0\r\nNats-Msg-Id: ${msgId}${uplinkTail(stream, clientId, escapeHeaderValue(contentType), mode, clientInSubject)}`
   if (props.expiresAtMs !== undefined) s += `${EXPIRES_HEADER}: ${isoTime(props.expiresAtMs)}\r\n`
   if (props.responseTopic !== undefined) s += `${RESPONSE_TOPIC_HEADER}: ${escapeHeaderValue(props.responseTopic)}\r\n`
   if (props.correlationData !== undefined) {

@@ -22,8 +22,10 @@ export {
   USER_PROPERTY_BYTES_MAX,
   CONTENT_TYPE_UTF8_TEXT,
   isoTime,
+  topicCarriesClient,
+  UplinkHeaderEncoder,
 } from './headers.js'
-export type { PropertyHeaders } from './headers.js'
-export { uplinkMessage, uplinkMsgId, isEventTopic } from './nats-message.js'
+export type { PropertyHeaders, UplinkHeaderMode } from './headers.js'
+export { uplinkMessage, uplinkMsgId, isEventTopic, uplinkClientId, uplinkContentType } from './nats-message.js'
 export type { UplinkContext, UplinkMessage } from './nats-message.js'
 export type { MessageProperties } from './properties.js'

@@ -14,14 +14,20 @@
 // | payload  | the entry's payload, encoded at ingest; a version 1 entry's payload is encoded    |
 // |          | here by the payload policy                                                        |
 //
+// Compact headers (--uplink-headers compact, headers.ts): no Nats-Expected-Stream, no Content-Type when
+// it is application/cbor, no Ferry-Client when the subject carries the client id. A consumer reads
+// both forms the same way with uplinkClientId and uplinkContentType below.
+//
 // Pure: the same entry, epoch and seq always give the same bytes (a resend reuses the message id,
 // so JetStream's duplicate window drops the copy).
 import type { Entry } from './entry.js'
 import { ENCODING_CONTENT_TYPE } from './entry.js'
-import { CONTENT_TYPE_UTF8_TEXT, encodeUplinkHeaders, encodeUplinkHeadersWithProperties } from './headers.js'
-import { CONTENT_TYPE_OCTETS } from './payload.js'
+import { FerryError } from '../errors.js'
+import { CONTENT_TYPE_UTF8_TEXT, encodeUplinkHeaders, encodeUplinkHeadersWithProperties, topicCarriesClient, unescapeHeaderValue } from './headers.js'
+import type { UplinkHeaderEncoder, UplinkHeaderMode } from './headers.js'
+import { CONTENT_TYPE_CBOR, CONTENT_TYPE_OCTETS } from './payload.js'
 import type { PayloadPolicy } from './payload.js'
-import { EVENT_TOPIC_PREFIX, eventSubject, topicToSubject } from './subject.js'
+import { EVENT_TOPIC_PREFIX, eventSubject, subjectToTopic, tokenToDevice, topicToSubject } from './subject.js'
 
 /** What the mapping needs besides the entry. */
 export interface UplinkContext {
@@ -33,6 +39,10 @@ export interface UplinkContext {
   readonly payloads: PayloadPolicy
   /** The subject of a non-event topic; defaults to topicToSubject (the forwarder memoises it). */
   readonly subjectOf?: (topic: string) => string
+  /** Which headers go upstream (--uplink-headers); default full. */
+  readonly headerMode?: UplinkHeaderMode
+  /** Encodes the headers of messages without properties (the forwarder's, with its caches); must have the same gateway id, stream and mode. */
+  readonly headerEncoder?: UplinkHeaderEncoder
 }
 
 /** One uplink message, ready for `nc.publish(subject, data, { headers })`. */
@@ -73,10 +83,41 @@ export function uplinkMessage(e: Entry, epoch: number, seq: number, ctx: UplinkC
   let data = e.payload
   const props = e.properties
   if (!contentType) ({ data, contentType } = ctx.payloads.encode(e.topic, e.payload, props))
-  const msgId = uplinkMsgId(ctx.gatewayId, epoch, seq)
-  if (props === undefined) return { subject, headers: encodeUplinkHeaders(msgId, ctx.stream, e.clientId, contentType), data, isEvent, omittedProperties: 0 }
+  const mode = ctx.headerMode ?? 'full'
+  // Only the compact form looks at it: an event's subject always carries the device.
+  const clientInSubject = mode === 'compact' && (isEvent || topicCarriesClient(e.topic, e.clientId))
+  if (props === undefined) {
+    const headers = ctx.headerEncoder
+      ? ctx.headerEncoder.encode(epoch, seq, e.clientId, contentType, clientInSubject)
+      : encodeUplinkHeaders(uplinkMsgId(ctx.gatewayId, epoch, seq), ctx.stream, e.clientId, contentType, mode, clientInSubject)
+    return { subject, headers, data, isEvent, omittedProperties: 0 }
+  }
   if (props.contentType !== undefined) contentType = props.contentType
   else if (props.utf8 === true && contentType === CONTENT_TYPE_OCTETS) contentType = CONTENT_TYPE_UTF8_TEXT
-  const h = encodeUplinkHeadersWithProperties(msgId, ctx.stream, e.clientId, contentType, props)
+  const h = encodeUplinkHeadersWithProperties(uplinkMsgId(ctx.gatewayId, epoch, seq), ctx.stream, e.clientId, contentType, props, mode, clientInSubject)
   return { subject, headers: h.headers, data, isEvent, omittedProperties: h.omitted }
+}
+
+/**
+ * The MQTT client id of an uplink message on `subject`, for a consumer, whichever --uplink-headers form
+ * it was sent in: its Ferry-Client header (`ferryClient`, unescaped) when present; else (compact) the
+ * device token of an event subject, or the second topic level of a `<prefix>.up.` subject. Throws
+ * FERRY_ERR_CODEC_SUBJECT when the header is absent and the subject names no client.
+ */
+export function uplinkClientId(prefix: string, subject: string, ferryClient: string | undefined): string {
+  if (ferryClient !== undefined) return unescapeHeaderValue(ferryClient)
+  const events = `${prefix}.events.`
+  if (subject.startsWith(events)) {
+    const token = subject.slice(events.length).split('.')[0]
+    if (token !== undefined && token !== '') return tokenToDevice(token)
+  } else {
+    const level = subjectToTopic(prefix, subject).split('/')[1]
+    if (level !== undefined) return level
+  }
+  throw new FerryError('FERRY_ERR_CODEC_SUBJECT', `subject "${subject}" names no client and the message has no Ferry-Client header`)
+}
+
+/** The Content-Type of an uplink message, for a consumer: its header (`contentType`), or application/cbor when absent (compact). */
+export function uplinkContentType(contentType: string | undefined): string {
+  return contentType === undefined || contentType === '' ? CONTENT_TYPE_CBOR : unescapeHeaderValue(contentType)
 }

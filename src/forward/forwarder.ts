@@ -10,7 +10,7 @@
 // - the log's ack cursor advances only over a contiguous run of PubAcks (ack-window.ts, the only
 //   caller of the log's ack);
 // - a PubAck counts only when it names the configured stream (every publish carries
-//   `Nats-Expected-Stream`); anything else is a non-permanent refusal that also re-checks the
+//   `Nats-Expected-Stream`, except under --uplink-headers compact); anything else is a non-permanent refusal that also re-checks the
 //   stream (puback.ts), so a forged or misrouted reply never drops a record from the backlog;
 // - a message JetStream rejects with a 4xx error `maxAttempts` times (e.g. larger than the stream
 //   allows) goes to the dead-letter file, is counted and logged, and stops blocking the cursor.
@@ -40,9 +40,9 @@
 // (codec/nats-message.ts), the ack window, the lane policy; this file is the publish mechanics and
 // the recovery state machine.
 import { createInbox } from '@nats-io/transport-node'
-import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
-import { decodeEntry, isEventTopic, topicToSubject, uplinkMessage } from '../codec/index.js'
-import type { PayloadPolicy, UplinkContext } from '../codec/index.js'
+import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, PublishOptions, Subscription } from '@nats-io/transport-node'
+import { UplinkHeaderEncoder, decodeEntry, isEventTopic, topicToSubject, uplinkMessage } from '../codec/index.js'
+import type { PayloadPolicy, UplinkContext, UplinkHeaderMode } from '../codec/index.js'
 import { LogIoError } from '../errors.js'
 import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
 import type { Component, Deadline } from '../lifecycle.js'
@@ -57,7 +57,7 @@ import type { LaneWindow } from './live-lane.js'
 import type { ForwardMetrics } from './metrics.js'
 import { classifyPubAck, expectStream } from './puback.js'
 import type { ExpectedStream } from './puback.js'
-import { parseReplySubject, replySubject } from './reply-subject.js'
+import { parseReplySubject, replySeq, replySubject } from './reply-subject.js'
 import { SeqRanges } from './seq-ranges.js'
 import { ensureStream } from './stream.js'
 
@@ -92,6 +92,8 @@ export interface ForwarderOptions {
   readonly liveLaneMinBacklog: number
   /** Opens a second reader on the log (the live lane's). */
   readonly openReader: (fromSeq: number) => LogReader
+  /** Which headers uplink messages carry (--uplink-headers, codec/headers.ts); default full. */
+  readonly uplinkHeaders?: UplinkHeaderMode
 }
 
 interface Inflight {
@@ -102,7 +104,8 @@ interface Inflight {
   body: Buffer
   readonly subject: string
   data: Uint8Array
-  readonly hdrs: MsgHdrs
+  /** The encoded header block (codec/headers.ts). */
+  readonly headers: Uint8Array
   /** performance.now() of the last send; 0 = to be sent. */
   sentAt: number
   /** Sends so far (names the reply subject of each). */
@@ -139,15 +142,19 @@ async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> 
 }
 
 /**
- * Headers already encoded by codec/headers.ts. nats.js only calls `encode()` on the headers of a
- * publish (protocol.js); building MsgHdrsImpl and three set() calls per message cost ~1 µs more
- * (measured), and its set() refuses client ids with CR/LF. The integration tests read the headers
- * back, so a nats.js change here cannot pass unnoticed.
+ * The headers of the publish under way, already encoded by codec/headers.ts. nats.js only calls
+ * `encode()` on the headers of a publish, synchronously inside publish() (protocol.js), and keeps the
+ * bytes, never the object: so one slot (and one options object) serves every publish, set just before
+ * it. Building MsgHdrsImpl and three set() calls per message cost ~1 µs more (measured), and its set()
+ * refuses client ids with CR/LF. The integration tests read the headers back, so a nats.js change here
+ * cannot pass unnoticed.
  */
-function preEncoded(bytes: Uint8Array): MsgHdrs {
-  return { encode: () => bytes } as unknown as MsgHdrs
+class HeaderSlot {
+  bytes: Uint8Array = EMPTY
+  encode(): Uint8Array {
+    return this.bytes
+  }
 }
-const NO_HEADERS = preEncoded(new Uint8Array(0))
 const EMPTY = Buffer.alloc(0)
 
 /**
@@ -220,12 +227,24 @@ export class Forwarder implements Component {
   private readonly laneWindow: LaneWindow
   /** How a log entry becomes a NATS message (codec/nats-message.ts). */
   private readonly uplink: UplinkContext
+  /** The headers and options of the publish under way (see HeaderSlot). */
+  private readonly headerSlot = new HeaderSlot()
+  private readonly publishOptions: Partial<PublishOptions> & { reply: string; headers: MsgHdrs } = { reply: '', headers: this.headerSlot as unknown as MsgHdrs }
 
   constructor(private readonly opts: ForwarderOptions) {
     this.expected = expectStream(opts.stream)
     this.window = new AckWindow<Inflight>(opts.log)
     this.laneWindow = { maxInflight: opts.maxInflight, minBacklog: opts.liveLaneMinBacklog }
-    this.uplink = { gatewayId: opts.gatewayId, stream: opts.stream, subjectPrefix: opts.subjectPrefix, payloads: opts.payloads, subjectOf: (topic) => this.subjectOf(topic) }
+    const headerMode = opts.uplinkHeaders ?? 'full'
+    this.uplink = {
+      gatewayId: opts.gatewayId,
+      stream: opts.stream,
+      subjectPrefix: opts.subjectPrefix,
+      payloads: opts.payloads,
+      subjectOf: (topic) => this.subjectOf(topic),
+      headerMode,
+      headerEncoder: new UplinkHeaderEncoder(opts.gatewayId, opts.stream, headerMode),
+    }
     opts.metrics.forwardInflight.collect(() => this.unacked)
     opts.metrics.forwardConnected.collect(() => (this.connected ? 1 : 0))
   }
@@ -586,7 +605,7 @@ export class Forwarder implements Component {
     let subject = ''
     let data: Uint8Array = body
     let undecodable = ''
-    let hdrs = NO_HEADERS
+    let headers: Uint8Array = EMPTY
     let dropEvent = false
     let topic = ''
     let clientId = ''
@@ -601,11 +620,11 @@ export class Forwarder implements Component {
       dropEvent = m.isEvent && !this.eventsCaptured
       subject = m.subject
       data = m.data
-      hdrs = preEncoded(m.headers)
+      headers = m.headers
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
-    const f: Inflight = { seq, epoch, ts, body, subject, data, hdrs, sentAt: 0, attempts: 0, rejections: 0, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId, expiresAtMs }
+    const f: Inflight = { seq, epoch, ts, body, subject, data, headers, sentAt: 0, attempts: 0, rejections: 0, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId, expiresAtMs }
     if (lane) this.window.addLane(f)
     else this.window.add(f)
     this.bySeq.set(seq, f)
@@ -651,7 +670,11 @@ export class Forwarder implements Component {
     }
     try {
       // The reply subject names the attempt, so an answer to an older send can be told apart.
-      nc.publish(f.subject, f.data, { reply: replySubject(this.inbox, f.seq, f.attempts), headers: f.hdrs })
+      const o = this.publishOptions
+      o.reply = replySubject(this.inbox, f.seq, f.attempts)
+      this.headerSlot.bytes = f.headers
+      nc.publish(f.subject, f.data, o)
+      this.headerSlot.bytes = EMPTY
     } catch (err) {
       if ((err as Error).name !== 'InvalidArgumentError') {
         // Not about the message (closed, draining, ...): it goes again after the recovery, in order.
@@ -671,20 +694,21 @@ export class Forwarder implements Component {
   }
 
   private onReply(msg: Msg): void {
-    const { seq, attempt } = parseReplySubject(this.inbox, msg.subject)
-    const f = this.bySeq.get(seq)
+    const subject = msg.subject
+    const f = this.bySeq.get(replySeq(this.inbox, subject))
     if (!f || f.done) return
+    const data = msg.data
     const status = msg.headers?.code ?? 0
-    if (status >= 400 || msg.data.length === 0) {
-      if (attempt !== f.attempts) return // answers an older send; the newer one is under way
+    if (status >= 400 || data.length === 0) {
+      if (parseReplySubject(this.inbox, subject).attempt !== f.attempts) return // answers an older send; the newer one is under way
       // 503: no responders (no stream captures the subject, or JetStream unavailable).
       this.streamReady = status !== 503
       this.reject(f, `status ${status} ${msg.headers?.description ?? ''}`.trim(), false)
       return
     }
-    const ack = classifyPubAck(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength), this.expected)
+    const ack = classifyPubAck(data, this.expected)
     if (ack.kind === 'error') {
-      if (attempt !== f.attempts) return
+      if (parseReplySubject(this.inbox, subject).attempt !== f.attempts) return
       // Not stored in our stream: check it through the JetStream API (gone? replaced?) before the next probe.
       if (ack.wrongStream) this.streamReady = false
       this.reject(f, ack.reason, ack.permanent)

@@ -6,9 +6,11 @@
 // or domain never contains `":`, so searching for `"error":` cannot be fooled by a stream named
 // "error".
 //
-// A PubAck must name the configured stream. Publishes carry `Nats-Expected-Stream`, so JetStream
-// itself refuses to store them in another stream (err_code 10060); a reply naming another stream is
-// a forgery (anyone who can publish on Ferry's inbox) and proves nothing. Both are failures, not
+// A PubAck must name the configured stream. Publishes carry `Nats-Expected-Stream` (except under
+// --uplink-headers compact), so JetStream itself refuses to store them in another stream (err_code
+// 10060); under compact this check is the only guard. A reply naming another stream is a forgery
+// (anyone who can publish on Ferry's inbox), or under compact a store in another stream, and proves
+// nothing. Both are failures, not
 // permanent ones: the message is kept and sent again, never dead-lettered for it. A forger naming the
 // right stream cannot be told apart here: NATS permissions must keep others off the inbox (README).
 
@@ -34,12 +36,46 @@ export function expectStream(name: string): ExpectedStream {
   return { name, prefix: Buffer.from(`{"stream":${JSON.stringify(name)},`) }
 }
 
+const STORED: PubAckResult = Object.freeze({ kind: 'stored' })
+const DUPLICATE: PubAckResult = Object.freeze({ kind: 'duplicate' })
+const QUOTE = 0x22
+const ERROR_TAIL = Buffer.from('error":')
+const DUPLICATE_TAIL = Buffer.from('duplicate":')
+
+/** True when `body` holds `key` at `at`. */
+function holdsAt(body: Uint8Array, at: number, key: Uint8Array): boolean {
+  if (at + key.length > body.length) return false
+  for (let i = 0; i < key.length; i++) if (body[at + i] !== key[i]) return false
+  return true
+}
+
+/**
+ * The common PubAck, decided in JavaScript (no native indexOf calls, no allocation): it starts with
+ * `expected`'s prefix and holds no `"error":` key. STORED or DUPLICATE, or undefined for anything else
+ * (then the general path decides, with the same result it always gave).
+ */
+function fastPubAck(body: Uint8Array, expected: ExpectedStream): PubAckResult | undefined {
+  const { prefix } = expected
+  if (!holdsAt(body, 0, prefix)) return undefined
+  let duplicate = false
+  // The prefix holds no such key (a stream name's quotes are escaped there), so the scan starts after it.
+  for (let i = prefix.length; i < body.length; i++) {
+    if (body[i] !== QUOTE) continue
+    if (holdsAt(body, i + 1, ERROR_TAIL)) return undefined
+    if (holdsAt(body, i + 1, DUPLICATE_TAIL)) duplicate = true
+  }
+  return duplicate ? DUPLICATE : STORED
+}
+
 /**
  * What a reply to a JetStream publish says: stored, duplicate (also stored), or an error (4xx = permanent). A PubAck
  * naming a stream other than `expected`, and JetStream's refusal to store in another stream, are non-permanent errors
  * with `wrongStream`.
  */
-export function classifyPubAck(body: Buffer, expected: ExpectedStream): PubAckResult {
+export function classifyPubAck(data: Uint8Array, expected: ExpectedStream): PubAckResult {
+  const fast = fastPubAck(data, expected)
+  if (fast !== undefined) return fast
+  const body = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
   if (body.indexOf(ERROR_KEY) >= 0) {
     let parsed: { error?: { code?: number; err_code?: number; description?: string } }
     try {
@@ -71,5 +107,5 @@ export function classifyPubAck(body: Buffer, expected: ExpectedStream): PubAckRe
     }
   }
   // The field is only present when true.
-  return { kind: body.indexOf(DUPLICATE_KEY) >= 0 ? 'duplicate' : 'stored' }
+  return body.indexOf(DUPLICATE_KEY) >= 0 ? DUPLICATE : STORED
 }

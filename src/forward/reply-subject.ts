@@ -15,3 +15,20 @@ export function parseReplySubject(inbox: string, subject: string): { seq: number
   const cut = token.indexOf('_')
   return { seq: Number(cut < 0 ? token : token.slice(0, cut)), attempt: cut < 0 ? 1 : Number(token.slice(cut + 1)) }
 }
+
+/**
+ * Only the record a reply on `subject` (under `<inbox>.`) answers, without allocating (the PubAck
+ * path): the digits after the inbox up to `_` or the end; NaN when it names none.
+ */
+export function replySeq(inbox: string, subject: string): number {
+  const from = inbox.length + 1
+  let seq = 0
+  let i = from
+  for (; i < subject.length; i++) {
+    const c = subject.charCodeAt(i)
+    if (c === 0x5f) break // '_'
+    if (c < 0x30 || c > 0x39) return Number.NaN
+    seq = seq * 10 + (c - 0x30)
+  }
+  return i === from ? Number.NaN : seq
+}

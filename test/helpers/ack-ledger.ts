@@ -11,7 +11,7 @@
 //   itself would have seen, and the only one a device fleet can observe.
 import { connect } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { CONTENT_TYPE_CBOR, decodeCbor } from '../../src/codec/index.js'
+import { CONTENT_TYPE_CBOR, decodeCbor, uplinkContentType } from '../../src/codec/index.js'
 
 interface Entry {
   readonly device: string
@@ -116,7 +116,7 @@ export async function readRecords(url: string, opts: { stream?: string; filter?:
     try {
       for await (const m of iter) {
         lastAt = Date.now()
-        const v = decodePayload(m.data, m.headers?.get('Content-Type') || undefined)
+        const v = decodePayload(m.data, uplinkContentType(m.headers?.get('Content-Type') || undefined))
         out.push({
           streamSeq: m.seq,
           subject: m.subject,

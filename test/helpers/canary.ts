@@ -1,7 +1,7 @@
 // Canary devices for hostile tests: steady QoS 1 publishers with a ledger of PUBACKs and their latency, checked against the stream afterwards.
 import fs from 'node:fs'
 import type { IClientOptions, MqttClient } from 'mqtt'
-import { CONTENT_TYPE_CBOR, decodeCbor, topicToSubject } from '../../src/codec/index.js'
+import { CONTENT_TYPE_CBOR, decodeCbor, topicToSubject, uplinkContentType } from '../../src/codec/index.js'
 import { connectClient } from './mqtt.js'
 import { readStream } from './stream.js'
 import type { StoredMessage } from './stream.js'
@@ -93,7 +93,7 @@ export interface CanaryCheck {
 
 function decodeCanary(m: StoredMessage): { device?: unknown; seq?: unknown } | undefined {
   try {
-    const v = m.headers['Content-Type'] === CONTENT_TYPE_CBOR ? decodeCbor(m.data) : JSON.parse(Buffer.from(m.data).toString('utf8'))
+    const v = uplinkContentType(m.headers['Content-Type']) === CONTENT_TYPE_CBOR ? decodeCbor(m.data) : JSON.parse(Buffer.from(m.data).toString('utf8'))
     return typeof v === 'object' && v !== null ? (v as { device?: unknown; seq?: unknown }) : undefined
   } catch {
     return undefined
