@@ -58,12 +58,22 @@ export function parseDuration(v: unknown): number | undefined {
 
 /**
  * Parses a time in seconds: `2`, `0.5`, or with a unit `500ms`, `2s`, `1m` (a number in a config
- * file is seconds too), to whole milliseconds. Undefined when not one.
+ * file is seconds too), to whole milliseconds. Undefined when not one, and for a positive time that
+ * rounds to 0 ms (0 means "off" where this kind is used).
  */
 export function parseSeconds(v: unknown): number | undefined {
-  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? Math.round(v * 1000) : undefined
-  if (typeof v !== 'string') return undefined
-  return /^\s*\d+(?:\.\d+)?\s*$/.test(v) ? Math.round(Number(v) * 1000) : parseDurationMs(v, CONFIG_DURATION_UNITS)
+  let ms: number | undefined
+  if (typeof v === 'number') ms = Number.isFinite(v) && v >= 0 ? v * 1000 : undefined
+  else if (typeof v !== 'string') return undefined
+  else if (/^\s*\d+(?:\.\d+)?\s*$/.test(v)) ms = Number(v) * 1000
+  else {
+    // With a unit: parsed unrounded, so that a positive value under 1 ms is seen as such.
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$/.exec(v)
+    ms = m ? Number(m[1]) * DURATION_UNIT_MS[m[2] as DurationUnit] : undefined
+  }
+  // A positive time under 1 ms would round to 0, which means "off": refused instead.
+  if (ms === undefined || (ms > 0 && ms < 0.5)) return undefined
+  return Math.round(ms)
 }
 
 function describe(spec: OptionSpec): string {

@@ -163,6 +163,11 @@ export function retransmitHash(topic: string, stored: Uint8Array): number {
   return crc32(stored, crc32(topic))
 }
 
+/** Lets acknowledgements just released reach their sockets: the microtasks and ticks that write them, twice over. */
+async function releasedWritten(): Promise<void> {
+  for (let i = 0; i < 2; i++) await new Promise<void>((resolve) => setImmediate(resolve))
+}
+
 /** How long a close without a deadline gives the clients to be closed before their sockets are destroyed. */
 export const DEFAULT_CLOSE_MS = 10_000
 
@@ -671,11 +676,15 @@ export class Ingress implements Component {
     this.closing ??= (async () => {
       this.stopping = true
       this.devices.stopping = true
-      // Held PUBACKs go out now: the clients are about to be closed anyway.
+      // Held PUBACKs go out now, before the clients are closed: the core writes them over the next
+      // turns of the event loop (each client's after its previous one, QoS 2 after its session
+      // store), and a client closed first would not get them (the device would resend them all).
+      const held = this.opts.gate?.held ?? 0
       this.opts.gate?.close()
       for (const t of this.timers) clearTimeout(t)
       this.timers.clear()
       const serverClosed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
+      if (held > 0) await releasedWritten()
       let timer: NodeJS.Timeout | undefined
       const late = new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(false), remainingMs(deadline))

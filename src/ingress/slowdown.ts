@@ -83,6 +83,8 @@ interface Held {
   readonly packetId: number
   readonly at: number
   release: () => void
+  /** Released (or handed back): a hole in the queue until `head` passes it. */
+  done: boolean
 }
 
 /** The PUBACK gate. `slowing` is the only thing the publish path reads when nothing is held. */
@@ -92,10 +94,15 @@ export class PubackGate {
   /** Slowing, at or under the bound: PUBACKs are released at the forwarding rate (see PACING_QUIET_MS). */
   private pacing = false
   private quietSince = 0
-  private readonly queue: (Held | undefined)[] = []
+  private readonly queue: Held[] = []
   private head = 0
-  /** Entries of `queue` from `head` on that are not undefined (a gone client's leave holes). */
+  /** Entries of `queue` from `head` on that are not done (a gone client's leave holes). */
   private count = 0
+  /**
+   * Each client's held entries, oldest first: a disconnect or a resend looks only at that client's
+   * own (a fleet dropping together would otherwise cost devices x everything held).
+   */
+  private readonly byClient = new Map<MqttClientRef, Held[]>()
   private credit = 0
   private lastForwarded: number
   private slowingSince = 0
@@ -137,10 +144,10 @@ export class PubackGate {
   hold(client: MqttClientRef, packetId: number, release: () => void, join = false): void {
     // A store that completed after its client went away: nothing will be written, nothing to pace.
     if (!this.slowing || client.closed) return release()
-    if (join) {
-      for (let i = this.head; i < this.queue.length; i++) {
-        const h = this.queue[i]
-        if (h && h.client === client && h.packetId === packetId) {
+    const mine = this.byClient.get(client)
+    if (join && mine) {
+      for (const h of mine) {
+        if (h.packetId === packetId) {
           const first = h.release
           h.release = () => {
             first()
@@ -150,21 +157,20 @@ export class PubackGate {
         }
       }
     }
-    this.queue.push({ client, packetId, at: this.now(), release })
+    const h: Held = { client, packetId, at: this.now(), release, done: false }
+    this.queue.push(h)
+    if (mine) mine.push(h)
+    else this.byClient.set(client, [h])
     this.count++
     this.releaseCredited()
   }
 
   /** A client went away: its held PUBACKs are handed back at once (nothing is written on a closed connection). */
   clientGone(client: MqttClientRef): void {
-    if (this.count === 0) return
-    for (let i = this.head; i < this.queue.length; i++) {
-      const h = this.queue[i]
-      if (h && h.client === client) {
-        this.queue[i] = undefined
-        this.finish(h)
-      }
-    }
+    const mine = this.byClient.get(client)
+    if (!mine) return
+    this.byClient.delete(client)
+    for (const h of mine) this.finish(h)
     this.skipEmpty()
   }
 
@@ -221,17 +227,18 @@ export class PubackGate {
   private releaseAll(): void {
     this.credit = 0
     while (this.head < this.queue.length) {
-      const h = this.queue[this.head++]
-      if (h) this.finish(h)
+      const h = this.queue[this.head++]!
+      if (!h.done) this.finish(h)
     }
     this.queue.length = 0
     this.head = 0
+    this.byClient.clear()
   }
 
   private releaseCredited(): void {
     while (this.credit >= 1 && this.head < this.queue.length) {
-      const h = this.queue[this.head++]
-      if (!h) continue
+      const h = this.queue[this.head++]!
+      if (h.done) continue
       this.credit--
       this.finish(h)
     }
@@ -248,10 +255,18 @@ export class PubackGate {
   }
 
   private skipEmpty(): void {
-    while (this.head < this.queue.length && this.queue[this.head] === undefined) this.head++
+    while (this.head < this.queue.length && this.queue[this.head]!.done) this.head++
   }
 
   private finish(h: Held): void {
+    h.done = true
+    const mine = this.byClient.get(h.client)
+    if (mine) {
+      // Released oldest first: it is (almost always) the client's first.
+      const i = mine.indexOf(h)
+      if (i >= 0) mine.splice(i, 1)
+      if (mine.length === 0) this.byClient.delete(h.client)
+    }
     this.count--
     this.delayed++
     this.src.metrics.ingressPubacksDelayed.inc()
