@@ -401,7 +401,7 @@ function slowdownGate(config: Config, metrics: Metrics, log: RingLog, upstream: 
     return now - Math.max(waitingSince, up.lastAckAtMs) < up.ackTimeoutMs
   }
   return new PubackGate({
-    maxLagMs: config.forward.maxLagMs,
+    maxLagMs: config.forward.maxLag,
     lagMs: () => lag.lagMs(),
     healthy,
     forwarded: () => metrics.forwarded.get(),

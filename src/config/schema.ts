@@ -81,7 +81,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'nats.ackTimeoutMs', flag: '--ack-timeout-ms', env: 'FERRY_ACK_TIMEOUT_MS', kind: 'int', default: 5000, min: 100, max: 120_000, help: 'resend a message without PubAck after this long, milliseconds (same Nats-Msg-Id)' },
   { key: 'nats.maxAttempts', flag: '--max-attempts', env: 'FERRY_MAX_ATTEMPTS', kind: 'int', default: 3, min: 1, max: 1000, help: 'JetStream rejections (4xx) of one message before it goes to the dead-letter file' },
   { key: 'nats.liveLane', flag: '--live-lane', env: 'FERRY_LIVE_LANE', kind: 'bool', default: true, help: 'while a backlog of 10,000+ records drains, forward new messages on topics without backlog at once (on|off)' },
-  { key: 'forward.maxLagMs', flag: '--max-forward-lag', env: 'FERRY_MAX_FORWARD_LAG', kind: 'seconds', default: 2, min: 0, max: 600_000, help: 'forwarding lag (age of the oldest record JetStream has not acknowledged) past which PUBACKs are held and released at half the forwarding rate, while NATS is healthy; seconds (e.g. 2, 0.5, 500ms); 0 = never slow down' },
+  { key: 'forward.maxLag', flag: '--max-forward-lag', env: 'FERRY_MAX_FORWARD_LAG', kind: 'seconds', default: 2, min: 0, max: 600_000, help: 'forwarding lag (age of the oldest record JetStream has not acknowledged) past which PUBACKs are held and released at half the forwarding rate, while NATS is healthy; seconds (e.g. 2, 0.5, 500ms); 0 = never slow down' },
   { key: 'forward.uplinkHeaders', flag: '--uplink-headers', env: 'FERRY_UPLINK_HEADERS', kind: 'enum', values: ['full', 'compact'], default: 'full', help: 'headers of uplink messages: "full" (every header) or "compact" (no Nats-Expected-Stream; no Content-Type when application/cbor; no Ferry-Client when the subject carries the client id); see README' },
   { key: 'downlink.cmdStream', flag: '--cmd-stream', env: 'FERRY_CMD_STREAM', kind: 'string', default: 'FERRY_CMD', help: 'JetStream stream of commands to devices; created when missing (work queue, subjects <prefix>.cmd.>)' },
   { key: 'downlink.cmdTopic', flag: '--cmd-topic', env: 'FERRY_CMD_TOPIC', kind: 'string', default: 'commands/{device}/{rest}', help: 'MQTT topic a command on <prefix>.cmd.<device>.<rest> is delivered on ({device}: client id, {rest}: the subject tokens after it as topic levels)' },
@@ -163,8 +163,8 @@ export interface Config {
     readonly liveLane: boolean
   }
   readonly forward: {
-    /** --max-forward-lag in milliseconds (given in seconds); 0 = never slow ingress down. */
-    readonly maxLagMs: number
+    /** --max-forward-lag (config file key forward.maxLag, in seconds), held here in milliseconds; 0 = never slow ingress down. */
+    readonly maxLag: number
     /** Which headers uplink messages carry (README "Compact uplink headers"). */
     readonly uplinkHeaders: 'full' | 'compact'
   }

@@ -28,12 +28,12 @@ describe('slowdown review', () => {
     expect(parseSeconds('0.0004')).toBeUndefined()
     expect(parseSeconds('0.4ms')).toBeUndefined()
     expect(parseSeconds(0.0004)).toBeUndefined()
-    expect(() => load(['--max-forward-lag', '0.0004'])).toThrow(/'forward\.maxLagMs' \(flag --max-forward-lag\) must be/)
+    expect(() => load(['--max-forward-lag', '0.0004'])).toThrow(/'forward.maxLag' \(flag --max-forward-lag\) must be/)
     expect(() => load([], { FERRY_MAX_FORWARD_LAG: '0.4ms' })).toThrow(/environment FERRY_MAX_FORWARD_LAG/)
     // Still fine: 0 (off), 1 ms, and values that round to a whole millisecond.
-    expect(load(['--max-forward-lag', '0']).forward.maxLagMs).toBe(0)
-    expect(load(['--max-forward-lag', '0.001']).forward.maxLagMs).toBe(1)
-    expect(load(['--max-forward-lag', '0.0015']).forward.maxLagMs).toBe(2)
+    expect(load(['--max-forward-lag', '0']).forward.maxLag).toBe(0)
+    expect(load(['--max-forward-lag', '0.001']).forward.maxLag).toBe(1)
+    expect(load(['--max-forward-lag', '0.0015']).forward.maxLag).toBe(2)
   })
 
   // A fleet's connections dropping together (a site's link fails) while PUBACKs are held: each
