@@ -165,8 +165,22 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * Exits once what was written to stdout and stderr has been handed to the OS: `ferry log dump | slow-reader` must
+ * not lose the end of its output. A reader that never drains gets 5 s.
+ */
+function exitAfterFlush(code: number): void {
+  let waiting = 2
+  const done = (): void => {
+    if (--waiting === 0) process.exit(code)
+  }
+  setTimeout(() => process.exit(code), 5000).unref()
+  process.stdout.write('', done)
+  process.stderr.write('', done)
+}
+
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => exitAfterFlush(code),
   (err: unknown) => {
     process.stderr.write(`ferry: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
     process.exit(1)
