@@ -8,7 +8,7 @@
 // benchmarks wrote (medians of their --runs); a file with fewer than 3 runs is flagged.
 import fs from 'node:fs'
 import path from 'node:path'
-import { ROOT, fmt, runIfMain } from './lib.js'
+import { ROOT, fmt, runIfMain, shippedV8Flags } from './lib.js'
 
 const RESULTS_DIR = path.join(ROOT, 'bench', 'results')
 const OUT = path.join(ROOT, 'bench', 'RESULTS.md')
@@ -258,7 +258,7 @@ function throughputSection(ctx: Ctx): string {
         ? `Every run is one fresh server process measured twice: **cold** (no warm-up: max = ${f(num(get(d, 'countPerDevice')))} messages per device, 5k/s = ${f(num(get(d, 'fixedSeconds')) || 10)} s) and then **steady** (the same process after the cold phase as warm-up, at least ${f(num(get(d, 'warmupMessages')))} messages: max = ${f(num(get(d, 'sustainSeconds')))} s of sustained max load, counted as it stands at the end, so a forwarding backlog shows; 5k/s = another ${f(num(get(d, 'fixedSeconds')) || 10)} s). `
         : `${f(num(get(d, 'countPerDevice')))} messages per device at max, fresh processes (cold). `) +
       `Ferry runs with \`--fsync always\` (every PUBACK after an fdatasync); "Ferry, --fsync batch" syncs the log every 100 ms instead (NATS's listener stores into a stream whose file store syncs every 2 minutes by default). ` +
-      `Gateway runtime: Node ${str(get(gw, 'node')).replace(/^v/, '') || str(get(d, 'environment', 'node'))}${arr(get(gw, 'nodeArgs')).length ? ` with \`${arr(get(gw, 'nodeArgs')).map(str).join(' ')}\`` : ' (no V8 flags)'}. Load generator, edge broker and nats-server share the machine. ${runsNote(d)}${num(get(d, 'peerRuns')) < num(get(d, 'runs')) ? ` Ferry (both fsync policies) and NATS's listener run ${f(num(get(d, 'runs')))} times, the other peers ${f(num(get(d, 'peerRuns')))}.` : ''} Each peer's figure is followed by Ferry's figure divided by it (throughput: above 1× is better for Ferry; latency and CPU: below 1× is better for Ferry).`,
+      `Gateway runtime: Node ${str(get(gw, 'node')).replace(/^v/, '') || str(get(d, 'environment', 'node'))}${arr(get(gw, 'nodeArgs')).length ? ` with \`${arr(get(gw, 'nodeArgs')).map(str).join(' ')}\`${arr(get(gw, 'nodeArgs')).map(str).join(' ') === shippedV8Flags().join(' ') ? ' (the V8 flags the single executables ship with, scripts/runtime.mjs: the figures are those of what ships)' : ''}` : ' (no V8 flags)'}. Load generator, edge broker and nats-server share the machine. ${runsNote(d)}${num(get(d, 'peerRuns')) < num(get(d, 'runs')) ? ` Ferry (both fsync policies) and NATS's listener run ${f(num(get(d, 'runs')))} times, the other peers ${f(num(get(d, 'peerRuns')))}.` : ''} Each peer's figure is followed by Ferry's figure divided by it (throughput: above 1× is better for Ferry; latency and CPU: below 1× is better for Ferry).`,
     '',
   )
   const figures: [string, string, (s: Json) => number][] = [
@@ -462,7 +462,7 @@ function compactnessSection(ctx: Ctx): string {
 function footprintSection(ctx: Ctx): string {
   const d = ctx.files.footprint
   if (!d) return '## Footprint\n\nNo `bench/results/footprint.json` yet.\n'
-  const out = ['## Footprint', '']
+  const out = ['## Footprint', '', `Gateway: ${sourceOf(ctx.files, 'footprint')} (commit, runtime and V8 flags).`, '']
   const conn = arr(get(d, 'connections'))
   if (conn.length) {
     const counts = [...new Set(conn.map((c) => num(get(c, 'devices'))))].sort((a, b) => a - b)
