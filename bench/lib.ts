@@ -173,7 +173,12 @@ export function environment(): Record<string, unknown> {
   try {
     nats = execFileSync(natsBin(), ['--version'], { encoding: 'utf8' }).trim()
   } catch {}
-  return { gitSha: sha, node: process.version, natsServer: nats, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), date: new Date().toISOString() }
+  // The gateway's V8 flags as bench runs start it (footprint.ts records its own in `gateway`).
+  let gatewayNodeArgs: string[] = []
+  try {
+    gatewayNodeArgs = ferryCommand().slice(1, -1)
+  } catch {}
+  return { gitSha: sha, node: process.version, gatewayNodeArgs, natsServer: nats, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), date: new Date().toISOString() }
 }
 
 export function writeResult(name: string, data: unknown): string {

@@ -571,8 +571,9 @@ function sourceOf(files: Record<string, Json>, name: string): string {
   const d = files[name]
   if (!d) return '–'
   const node = str(get(d, 'gateway', 'node')) || str(get(d, 'environment', 'node'))
-  const flags = arr(get(d, 'gateway', 'nodeArgs')).map(str).join(' ')
-  return `${str(get(d, 'environment', 'gitSha'))}, Node ${node.replace(/^v/, '')}${flags ? ` ${flags}` : ''}`
+  const flags = arr(get(d, 'gateway', 'nodeArgs') ?? get(d, 'environment', 'gatewayNodeArgs')).map(str).join(' ')
+  const known = get(d, 'gateway', 'nodeArgs') !== undefined || get(d, 'environment', 'gatewayNodeArgs') !== undefined
+  return `${str(get(d, 'environment', 'gitSha'))}, Node ${node.replace(/^v/, '')}${flags ? ` ${flags}` : known ? ' (no V8 flags)' : ''}`
 }
 
 function evalRow(target: string, measured: string, ok: boolean | undefined, source: string): TargetEval {
