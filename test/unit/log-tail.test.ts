@@ -105,6 +105,29 @@ describe('ring log memory tail', () => {
     await log.close()
   })
 
+  it('log tail - the memory it pins is its bound: a small batch does not hold a slab of the shared Buffer pool', async () => {
+    // At a low rate every record is its own small batch, and between two of them the process
+    // allocates from Node's shared Buffer pool (an entry encoded per publish, packet buffers): a
+    // batch buffer taken from that pool keeps its whole slab (Buffer.poolSize: 64 KiB on Node 26)
+    // alive while the tail holds it.
+    const log = await openLog(tempDir(), { fsync: 'none', segmentBytes: 256 * 1024, maxBytes: 4 * 1024 * 1024, memoryTailBytes: 64 * 1024 })
+    const others: Buffer[] = []
+    for (let i = 0; i < 1000; i++) {
+      others.push(Buffer.from('p'.repeat(2000)), Buffer.from('q'.repeat(2000))) // another publish's allocations
+      if (others.length > 8) others.splice(0, 2)
+      await log.append(body(i, 40))
+    }
+    const pinned = new Set<ArrayBufferLike>()
+    for (let seq = 1; seq <= 1000; seq++) {
+      const b = log.tailBatchFor(seq)
+      if (b) pinned.add(b.frames.buffer)
+    }
+    expect(pinned.size).toBeGreaterThan(0)
+    const bytes = [...pinned].reduce((n, a) => n + a.byteLength, 0)
+    expect(bytes).toBeLessThanOrEqual(64 * 1024)
+    await log.close()
+  })
+
   it('log tail - trimmed at the ack position; a reader there still reads on', async () => {
     const log = await openLog(tempDir(), { segmentBytes: 256 * 1024, maxBytes: 4 * 1024 * 1024 })
     for (let b = 0; b < 10; b++) await Promise.all(Array.from({ length: 100 }, (_, i) => log.append(body(b * 100 + i))))
