@@ -586,7 +586,10 @@ export class RingLog implements Component {
         }
         const batch = this.pending.splice(0, n)
         let buf: Buffer
-        if (this.memoryTailBytes > 0) buf = Buffer.allocUnsafe(bytes) // kept by the tail and readers' views: never reused
+        // Kept by the tail and readers' views: never reused. Not from the shared Buffer pool
+        // (allocUnsafe below Buffer.poolSize / 2, 32 KiB on Node 26): a small batch would keep its
+        // whole pool slab, with whatever else the process allocated there, alive while held.
+        if (this.memoryTailBytes > 0) buf = Buffer.allocUnsafeSlow(bytes)
         else {
           if (this.arena.length < bytes) this.arena = Buffer.allocUnsafe(Math.max(bytes, Math.min(this.maxBatchBytes, 64 * 1024)))
           buf = this.arena.subarray(0, bytes)
