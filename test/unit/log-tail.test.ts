@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest'
 import { LogReader, nodeFs } from '../../src/log/index.js'
 import type { LogFs, LogRecord, RingLog, RingLogOptions } from '../../src/log/index.js'
 import { createMetrics } from '../../src/metrics/index.js'
+import { writeFrame, TYPE_DATA } from '../../src/log/format.js'
 import { flipBit, frameOffsets, segmentFiles, unseal } from '../helpers/damage.js'
 import { openLog, tempDir } from '../helpers/log.js'
 
@@ -260,6 +261,34 @@ describe('ring log memory tail', () => {
     await r3.close()
     expect(c.bytesRead()).toBeLessThan(size / 4)
     await again.close()
+  })
+
+  it('log tail - a damaged record at the mark a scan starts from is skipped by its header, not replaced by a frame in its payload', async () => {
+    // Every body carries a valid frame with its own record's seq (a device can send those bytes).
+    // A scan that starts at a mark knows the seq before it (anchorSeq): the damaged record's intact
+    // header says where it ends, as at a segment's first record, and the frame inside is never
+    // looked at. Without that it would be taken as the record.
+    const dir = tempDir()
+    const log = await openLog(dir, { segmentBytes: 8 * 1024 * 1024, maxBytes: 64 * 1024 * 1024, maxRecordBytes: 64 * 1024, memoryTailBytes: 0 })
+    const crafted = (seq: number): Buffer => {
+      const b = Buffer.alloc(1000, 'x')
+      writeFrame(b, 8, TYPE_DATA, seq, Date.now(), Buffer.from('EVIL'))
+      return b
+    }
+    for (let b = 0; b < 40; b++) await Promise.all(Array.from({ length: 100 }, (_, i) => log.append(crafted(b * 100 + i + 1))))
+    const seg = log.segmentFor(3500)!
+    const mark = log.startFor(seg, 3500)!
+    expect(mark.seq).toBeGreaterThan(seg.baseSeq)
+    const file = segmentFiles(dir)[0]!
+    expect(frameOffsets(file)[mark.seq - seg.baseSeq]).toBe(mark.offset)
+    flipBit(file, mark.offset + 32 + 999) // the body's last byte: the header and the frame inside stay intact
+    const damaged: number[] = []
+    const r = new LogReader(log, mark.seq, (n, at) => damaged.push(n, at))
+    const got = await r.read(3, 1 << 20)
+    await r.close()
+    expect(damaged).toEqual([1, mark.seq])
+    expect(got.map((x) => [x.seq, x.body.length])).toEqual([1, 2, 3].map((k) => [mark.seq + k, 1000]))
+    await log.close()
   })
 
   it('log tail - law: any appends, reads and acks give what a disk-only log gives', async () => {
