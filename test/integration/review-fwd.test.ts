@@ -9,6 +9,7 @@ import { tempDir } from '../helpers/log.js'
 import { connectClient, endClient, publishSeries } from '../helpers/mqtt.js'
 import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
+import { readRecords } from '../helpers/ack-ledger.js'
 import { readStream, waitForCount } from '../helpers/stream.js'
 
 let nats: NatsServer
@@ -69,9 +70,26 @@ describe('review fwd', () => {
       expect(seen.size).toBe(total)
       expect(gw.metrics.forwarded.get()).toBeGreaterThanOrEqual(total)
       // The restart came while records were in flight: they were rewound and sent again.
-      expect(gw.metrics.forwardRecoveries.get({ cause: 'reconnect' }) + gw.metrics.forwardRecoveries.get({ cause: 'timeout' })).toBeGreaterThan(0)
+      const m = gw.metrics
+      expect(['refused', 'timeout', 'reconnect'].reduce((n, c) => n + m.forwardRecoveries.get({ cause: c }), 0)).toBeGreaterThan(0)
       await gw.close()
       gw = undefined
     })
   }
+
+  it('review fwd - compact: an MQTT 5 device declaring an empty Content-Type is stored with that empty header and read as its own bytes, not as CBOR', async () => {
+    gw = await startGateway({ 'log.dataDir': tempDir(), 'nats.url': nats.url, 'nats.stream': 'RV_EMPTY', 'nats.subjectPrefix': 'rv_empty', presence: false, 'forward.uplinkHeaders': 'compact' })
+    const c = await connectClient(gw.ingress.address.port, 'v5-empty', { protocolVersion: 5 })
+    await c.publishAsync('devices/v5-empty/telemetry', JSON.stringify({ device: 'v5-empty', seq: 1 }), { qos: 1, properties: { contentType: '' } })
+    await endClient(c)
+    expect(await waitForCount(nats.url, 1, 30_000, 'RV_EMPTY')).toBe(1)
+    const [m] = await readStream(nats.url, 'RV_EMPTY')
+    expect(m!.headers['Content-Type']).toBe('')
+    expect(uplinkContentType(m!.headers['Content-Type'])).toBe('')
+    // A consumer of the repo (the ack ledger's reader) decodes the device's JSON.
+    const [r] = await readRecords(nats.url, { stream: 'RV_EMPTY', filter: 'rv_empty.up.>' })
+    expect(r).toMatchObject({ device: 'v5-empty', seq: 1 })
+    await gw.close()
+    gw = undefined
+  })
 })
