@@ -75,7 +75,7 @@ async function storedKeys(nc: NatsConnection): Promise<{ seen: Map<string, numbe
   const iter = await (await jetstream(nc).consumers.get('FERRY')).consume()
   for await (const m of iter) {
     if (m.subject.startsWith('ferry.up.')) {
-      const v = (uplinkContentType(m.headers?.get('Content-Type') || undefined) === CONTENT_TYPE_CBOR ? decodeCbor(m.data) : JSON.parse(Buffer.from(m.data).toString('utf8'))) as { device: string; seq: number }
+      const v = (uplinkContentType(m.headers?.has('Content-Type') ? m.headers.get('Content-Type') : undefined) === CONTENT_TYPE_CBOR ? decodeCbor(m.data) : JSON.parse(Buffer.from(m.data).toString('utf8'))) as { device: string; seq: number }
       const k = `${v.device}:${v.seq}`
       seen.set(k, (seen.get(k) ?? 0) + 1)
       messages++

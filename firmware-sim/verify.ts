@@ -173,7 +173,7 @@ export async function verifyStream(opts: VerifyOptions): Promise<VerifyReport> {
   function handle(m: JsMsg): void {
     read++
     // Both --uplink-headers forms: absent = application/cbor (compact).
-    const ct = uplinkContentType(m.headers?.get('Content-Type') || undefined)
+    const ct = uplinkContentType(m.headers?.has('Content-Type') ? m.headers.get('Content-Type') : undefined)
     const ctKey = ct ?? '(none)'
     contentTypes[ctKey] = (contentTypes[ctKey] ?? 0) + 1
     const id = identifyPayload(m.data, ct)

@@ -117,7 +117,12 @@ export function uplinkClientId(prefix: string, subject: string, ferryClient: str
   throw new FerryError('FERRY_ERR_CODEC_SUBJECT', `subject "${subject}" names no client and the message has no Ferry-Client header`)
 }
 
-/** The Content-Type of an uplink message, for a consumer: its header (`contentType`), or application/cbor when absent (compact). */
+/**
+ * The Content-Type of an uplink message, for a consumer: its header (`contentType`, unescaped), or
+ * application/cbor when the message has none (compact). Pass undefined only for an absent header: an
+ * MQTT 5 device may declare an empty Content-Type, stored as an empty header, which is not CBOR (nats.js
+ * `headers.get()` returns '' for both: test `headers.has('Content-Type')`).
+ */
 export function uplinkContentType(contentType: string | undefined): string {
-  return contentType === undefined || contentType === '' ? CONTENT_TYPE_CBOR : unescapeHeaderValue(contentType)
+  return contentType === undefined ? CONTENT_TYPE_CBOR : unescapeHeaderValue(contentType)
 }

@@ -273,6 +273,9 @@ export class RingLog implements Component {
   private tail: TailBatch[] = []
   private tailStart = 0
   private tailBytes = 0
+  /** Where small tail batches are carved from (see tailBuffer), and how much of it is taken. */
+  private slab: Buffer = Buffer.alloc(0)
+  private slabAt = 0
   /** Per segment: known record boundaries as flat [seq, offset, seq, offset, ...], ascending. */
   private readonly marks = new WeakMap<SegmentInfo, number[]>()
   /** Findings of the recovery at open. */
@@ -586,7 +589,7 @@ export class RingLog implements Component {
         }
         const batch = this.pending.splice(0, n)
         let buf: Buffer
-        if (this.memoryTailBytes > 0) buf = Buffer.allocUnsafe(bytes) // kept by the tail and readers' views: never reused
+        if (this.memoryTailBytes > 0) buf = this.tailBuffer(bytes) // kept by the tail and readers' views: never reused
         else {
           if (this.arena.length < bytes) this.arena = Buffer.allocUnsafe(Math.max(bytes, Math.min(this.maxBatchBytes, 64 * 1024)))
           buf = this.arena.subarray(0, bytes)
@@ -1103,6 +1106,26 @@ export class RingLog implements Component {
     return n - Math.max(0, Math.min(to, t.last) - Math.max(from, t.first) + 1)
   }
 
+  /**
+   * A new buffer for a batch the tail keeps. Not from Node's shared Buffer pool (allocUnsafe below
+   * Buffer.poolSize / 2, 32 KiB on Node 26): a small batch would keep its whole pool slab, with
+   * whatever else the process allocated there, alive while the tail or a reader holds it. Small
+   * batches are carved one after the other from the tail's own slabs instead (one buffer each would
+   * cost more than a one-record batch's frame), so a slab holds batches only and is freed with the
+   * last of them; what the tail pins beyond its bound is at most about two slabs.
+   */
+  private tailBuffer(bytes: number): Buffer {
+    const slabBytes = Math.min(64 * 1024, Math.max(4096, this.memoryTailBytes >>> 4))
+    if (bytes > slabBytes >>> 3) return Buffer.allocUnsafeSlow(bytes)
+    if (this.slabAt + bytes > this.slab.length) {
+      this.slab = Buffer.allocUnsafeSlow(slabBytes)
+      this.slabAt = 0
+    }
+    const b = this.slab.subarray(this.slabAt, this.slabAt + bytes)
+    this.slabAt += bytes
+    return b
+  }
+
   /** Adds a written batch to the memory tail and trims the tail to its bound. */
   private keepInTail(b: TailBatch): void {
     this.tail.push(b)
@@ -1287,6 +1310,7 @@ export class RingLog implements Component {
     this.tail = []
     this.tailStart = 0
     this.tailBytes = 0
+    this.slab = Buffer.alloc(0)
     this.rejectPending(new LogClosedError())
     const active = this.active
     // Whether the last segment on disk ends with a real seal (see the clean checkpoint below).

@@ -116,7 +116,7 @@ export async function readRecords(url: string, opts: { stream?: string; filter?:
     try {
       for await (const m of iter) {
         lastAt = Date.now()
-        const v = decodePayload(m.data, uplinkContentType(m.headers?.get('Content-Type') || undefined))
+        const v = decodePayload(m.data, uplinkContentType(m.headers?.has('Content-Type') ? m.headers.get('Content-Type') : undefined))
         out.push({
           streamSeq: m.seq,
           subject: m.subject,

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest'
 import { LogReader, nodeFs } from '../../src/log/index.js'
 import type { LogFs, LogRecord, RingLog, RingLogOptions } from '../../src/log/index.js'
 import { createMetrics } from '../../src/metrics/index.js'
+import { writeFrame, TYPE_DATA } from '../../src/log/format.js'
 import { flipBit, frameOffsets, segmentFiles, unseal } from '../helpers/damage.js'
 import { openLog, tempDir } from '../helpers/log.js'
 
@@ -102,6 +103,29 @@ describe('ring log memory tail', () => {
     const r = new LogReader(log, 1)
     expect((await drain(r, 333)).map((x) => x.body.toString())).toEqual(Array.from({ length: 3000 }, (_, i) => body(i, 8).toString()))
     await r.close()
+    await log.close()
+  })
+
+  it('log tail - the memory it pins is its bound: a small batch does not hold a slab of the shared Buffer pool', async () => {
+    // At a low rate every record is its own small batch, and between two of them the process
+    // allocates from Node's shared Buffer pool (an entry encoded per publish, packet buffers): a
+    // batch buffer taken from that pool keeps its whole slab (Buffer.poolSize: 64 KiB on Node 26)
+    // alive while the tail holds it.
+    const log = await openLog(tempDir(), { fsync: 'none', segmentBytes: 256 * 1024, maxBytes: 4 * 1024 * 1024, memoryTailBytes: 64 * 1024 })
+    const others: Buffer[] = []
+    for (let i = 0; i < 1000; i++) {
+      others.push(Buffer.from('p'.repeat(2000)), Buffer.from('q'.repeat(2000))) // another publish's allocations
+      if (others.length > 8) others.splice(0, 2)
+      await log.append(body(i, 40))
+    }
+    const pinned = new Set<ArrayBufferLike>()
+    for (let seq = 1; seq <= 1000; seq++) {
+      const b = log.tailBatchFor(seq)
+      if (b) pinned.add(b.frames.buffer)
+    }
+    expect(pinned.size).toBeGreaterThan(0)
+    const bytes = [...pinned].reduce((n, a) => n + a.byteLength, 0)
+    expect(bytes).toBeLessThanOrEqual(64 * 1024)
     await log.close()
   })
 
@@ -237,6 +261,34 @@ describe('ring log memory tail', () => {
     await r3.close()
     expect(c.bytesRead()).toBeLessThan(size / 4)
     await again.close()
+  })
+
+  it('log tail - a damaged record at the mark a scan starts from is skipped by its header, not replaced by a frame in its payload', async () => {
+    // Every body carries a valid frame with its own record's seq (a device can send those bytes).
+    // A scan that starts at a mark knows the seq before it (anchorSeq): the damaged record's intact
+    // header says where it ends, as at a segment's first record, and the frame inside is never
+    // looked at. Without that it would be taken as the record.
+    const dir = tempDir()
+    const log = await openLog(dir, { segmentBytes: 8 * 1024 * 1024, maxBytes: 64 * 1024 * 1024, maxRecordBytes: 64 * 1024, memoryTailBytes: 0 })
+    const crafted = (seq: number): Buffer => {
+      const b = Buffer.alloc(1000, 'x')
+      writeFrame(b, 8, TYPE_DATA, seq, Date.now(), Buffer.from('EVIL'))
+      return b
+    }
+    for (let b = 0; b < 40; b++) await Promise.all(Array.from({ length: 100 }, (_, i) => log.append(crafted(b * 100 + i + 1))))
+    const seg = log.segmentFor(3500)!
+    const mark = log.startFor(seg, 3500)!
+    expect(mark.seq).toBeGreaterThan(seg.baseSeq)
+    const file = segmentFiles(dir)[0]!
+    expect(frameOffsets(file)[mark.seq - seg.baseSeq]).toBe(mark.offset)
+    flipBit(file, mark.offset + 32 + 999) // the body's last byte: the header and the frame inside stay intact
+    const damaged: number[] = []
+    const r = new LogReader(log, mark.seq, (n, at) => damaged.push(n, at))
+    const got = await r.read(3, 1 << 20)
+    await r.close()
+    expect(damaged).toEqual([1, mark.seq])
+    expect(got.map((x) => [x.seq, x.body.length])).toEqual([1, 2, 3].map((k) => [mark.seq + k, 1000]))
+    await log.close()
   })
 
   it('log tail - law: any appends, reads and acks give what a disk-only log gives', async () => {
