@@ -165,7 +165,7 @@ function uplinkTail(stream: string, clientId: string, contentType: string, mode:
   return s
 }
 
-/** Tails cached per encoder before the cache starts again (client ids x content types). */
+/** Tails cached per encoder (client ids x content types); past it, tails are built per message. */
 const TAIL_CACHE_MAX = 10_000
 
 /**
@@ -215,13 +215,10 @@ export class UplinkHeaderEncoder {
       t = byClient?.get(clientId)
     }
     if (t !== undefined) return t
-    if (this.cached >= TAIL_CACHE_MAX) {
-      this.tails.clear()
-      this.anonymous.clear()
-      this.cached = 0
-      byClient = undefined
-    }
     t = Buffer.from(uplinkTail(this.stream, clientId, contentType, this.mode, clientInSubject) + '\r\n', 'utf8')
+    // Full: the rest is built per message, uncached. Clearing instead would make a fleet of more than
+    // TAIL_CACHE_MAX devices in rotation miss on every message.
+    if (this.cached >= TAIL_CACHE_MAX) return t
     this.cached++
     if (clientInSubject) this.anonymous.set(contentType, t)
     else {

@@ -91,7 +91,7 @@ describe('uplink headers - full and compact', () => {
     expect(uplinkContentType(undefined)).toBe(CONTENT_TYPE_CBOR)
   })
 
-  it('uplink headers - the encoder cache starts again past its bound and stays exact', () => {
+  it('uplink headers - past its bound the encoder caches nothing more and stays exact', () => {
     const enc = new UplinkHeaderEncoder('gw', 'S', 'full')
     for (let i = 0; i < 10_050; i++) {
       const got = Buffer.from(enc.encode(1, i, `d${i % 10_020}`, 'application/cbor', false))
