@@ -35,6 +35,9 @@
 //   persistence.incomingDelPacket              forgetting a clean, expired or discarded session's inbound QoS 2 packets
 //   client._cleanStart                         MQTT 5 Clean Start (a session discarded at connect)
 //   connack.returnCode (connackSent)           whether a CONNACK accepted the client
+//   broker.publish (instance override)          skipping local delivery nothing can receive (LocalDelivery)
+//   broker.mq.on / broker.mq._matcher.match     noticing every new live subscription; matching a topic
+//   persistence.addSubscriptions / subscriptionsByTopic   noticing / matching persistent sessions' subscriptions
 //
 // Where aedes 2.0.0-beta.1 is behind aedes 1.2 (it branched before 1.2's fixes), the seam restores:
 //   - GHSA-52qw-whmv-87c5: aedes 2 keys broker.clients, broker.brokers, client.subscriptions and
@@ -366,6 +369,9 @@ interface BrokerInternals {
   id: string
   counter: number
   persistence: {
+    /** aedes 2.0.0-beta.1 internal (via aedes-persistence): a persistent session's filters are stored; its QoS > 0 ones match offline. */
+    addSubscriptions(client: Client, subs: unknown[]): Promise<void>
+    subscriptionsByTopic(topic: string): Promise<unknown[]>
     outgoingEnqueue(sub: { clientId: string }, packet: unknown): Promise<void>
     outgoingUpdate(client: Client, packet: unknown): Promise<void>
     outgoingClearMessageId(client: Client, packet: { messageId: number }): Promise<unknown>
@@ -379,6 +385,103 @@ interface BrokerInternals {
   unregisterClient(c: Client): void
   /** aedes 2.0.0-beta.1 internal: other brokers' heartbeats by broker id (a plain object: replaced). */
   brokers: Record<string, number>
+  /** aedes 2.0.0-beta.1: the local delivery of a PUBLISH (retained store, offline queues, live subscribers, 'publish' event). */
+  publish(packet: DevicePublish, client: Client | null | ((err?: Error | null) => void), done?: (err?: Error | null) => void): void
+  /** aedes 2.0.0-beta.1 internal: the mqemitter every live subscription is registered on, and its Qlobber. */
+  mq: {
+    on(topic: string, notify: unknown, done?: unknown): unknown
+    _matcher: { match(topic: string): unknown[] }
+  }
+}
+
+/** A marker on a device PUBLISH that authorizePublish accepted (not a will): LocalDelivery may skip it. */
+const DEVICE_PUBLISH = Symbol('ferry.devicePublish')
+
+interface DevicePublish {
+  readonly topic: string
+  readonly retain?: boolean
+  [DEVICE_PUBLISH]?: boolean
+}
+
+/**
+ * Skips aedes' local delivery of a device PUBLISH that nothing in this process can receive. Every
+ * device PUBLISH is stored by Ferry (the log) before aedes acknowledges it; aedes then also runs its
+ * own delivery (broker.publish: storeRetained, enqueueOffline for persistent sessions, emitPacket to
+ * live subscribers, the 'publish' event), which for a telemetry topic no device subscribes to finds
+ * nothing and costs a Packet, a Qlobber match in the persistence trie and one in mqemitter, and
+ * promise turns. Skipped only when all of these hold, so nothing observable changes:
+ *   - a device PUBLISH that authorizePublish accepted (wills and aedes' own $SYS publishes go through);
+ *   - not retained (a retained PUBLISH updates the retained store even with no subscriber);
+ *   - nobody listens to the broker's 'publish' event, and Ferry gives aedes no `published` hook;
+ *   - the topic was seen to match no live subscription (mqemitter) and no stored subscription of a
+ *     persistent session (persistence.subscriptionsByTopic), and no subscription was added since.
+ * "Added since": every mq.on and persistence.addSubscriptions bumps `generation` (before it takes
+ * effect, and addSubscriptions once more when it settles); a topic's "matches nothing" holds only for
+ * the generation it was learnt at. Removing a subscription can only make fewer topics match.
+ * aedes 2.0.0-beta.1 internals (pinned by test/unit/aedes-seam.test.ts): broker.publish, broker.mq.on,
+ * broker.mq._matcher.match, persistence.addSubscriptions / subscriptionsByTopic. If one is renamed,
+ * install() throws at start (no silent change): a new subscription could otherwise go unnoticed.
+ */
+class LocalDelivery {
+  private generation = 0
+  /** Topic → the generation at which it matched no subscription (bounded; cleared when full). */
+  private readonly unmatched = new Map<string, number>()
+  /** Device PUBLISHes whose local delivery was skipped (for tests). */
+  skipped = 0
+
+  constructor(
+    private readonly broker: Aedes,
+    private readonly b: BrokerInternals,
+  ) {}
+
+  install(): void {
+    const { b } = this
+    const mq = b.mq
+    const persistence = b.persistence
+    if (typeof b.publish !== 'function' || typeof mq?.on !== 'function' || typeof mq._matcher?.match !== 'function' || typeof persistence.addSubscriptions !== 'function' || typeof persistence.subscriptionsByTopic !== 'function') {
+      throw new Error(`aedes ${AEDES_CHECKED_VERSION} internals for skipping local delivery are missing (broker.publish, mq.on, mq._matcher, persistence.addSubscriptions/subscriptionsByTopic)`)
+    }
+    const on = mq.on.bind(mq)
+    mq.on = (topic, notify, done) => {
+      this.generation++
+      return on(topic, notify, done)
+    }
+    const addSubscriptions = persistence.addSubscriptions.bind(persistence)
+    persistence.addSubscriptions = (client, subs) => {
+      this.generation++
+      const added = addSubscriptions(client, subs)
+      const bump = (): void => {
+        this.generation++
+      }
+      added.then(bump, bump)
+      return added
+    }
+    const publish = b.publish.bind(this.broker)
+    b.publish = (packet, client, done) => {
+      if (typeof client === 'function' || client === null || packet[DEVICE_PUBLISH] !== true || packet.retain === true) return publish(packet, client, done)
+      if (this.unmatched.get(packet.topic) === this.generation && this.broker.listenerCount('publish') === 0) {
+        this.skipped++
+        return done?.(null)
+      }
+      publish(packet, client, done)
+      this.learn(packet.topic)
+    }
+  }
+
+  /** Finds out whether `topic` matches any subscription now; remembers it if none (see the class comment). */
+  private learn(topic: string): void {
+    const g = this.generation
+    const { mq, persistence } = this.b
+    if (mq._matcher.match(topic).length > 0) return
+    persistence.subscriptionsByTopic(topic).then(
+      (subs) => {
+        if (subs.length > 0 || g !== this.generation || mq._matcher.match(topic).length > 0) return
+        if (this.unmatched.size >= 10_000) this.unmatched.clear()
+        this.unmatched.set(topic, g)
+      },
+      () => {},
+    )
+  }
 }
 
 /** aedes 2.0.0-beta.1 internal: the persistence call that deletes an inbound QoS 2 packet (lib/handlers/pubrel.js). */
@@ -496,6 +599,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
    */
   private readonly heldInbound = new Map<string, Set<number>>()
   private readonly b: BrokerInternals
+  private readonly localDelivery: LocalDelivery
 
   private constructor(
     private readonly broker: Aedes,
@@ -507,6 +611,8 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     // maps keyed by wire strings must not see Object.prototype's names.
     this.b.clients = Object.create(null) as BrokerInternals['clients']
     this.b.brokers = Object.create(null) as BrokerInternals['brokers']
+    this.localDelivery = new LocalDelivery(broker, this.b)
+    this.localDelivery.install()
   }
 
   /** Creates the broker. */
@@ -597,6 +703,8 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         }
         hooks.authorizePublish(r, packet, isWill, (refusal) => {
           if (counted) r.pendingQoS1--
+          // Accepted and stored: nothing local may need it (LocalDelivery decides when aedes publishes it).
+          if (!refusal && r !== null && !isWill) (packet as DevicePublish)[DEVICE_PUBLISH] = true
           if (!refusal || refusal instanceof Error || r === null || isWill) {
             if (refusal && reserved !== undefined) r!.inboundQoS2.delete(reserved) // nothing is stored
             const answer = (): void => {
@@ -875,6 +983,11 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     // aedes 2.0.0-beta.1 internal: persistence.incomingDelPacket, as lib/handlers/pubrel.js calls it.
     const store = this.b.persistence as unknown as IncomingStore
     for (const messageId of ids) store.incomingDelPacket(c, { messageId }).catch(() => {})
+  }
+
+  /** Device PUBLISHes whose local delivery was skipped as nothing local could receive them (see LocalDelivery). */
+  get localDeliveriesSkipped(): number {
+    return this.localDelivery.skipped
   }
 
   /** The topic filters the client holds. */
