@@ -1,7 +1,7 @@
 // Public names of the MQTT ingress.
-export { Ingress, retransmitHash } from './ingress.js'
+export { Ingress } from './ingress.js'
 export type { IngressOptions, Appender, AdmissionPolicy } from './ingress.js'
-export { RetransmitIndex } from './retransmits.js'
+export { RetransmitIndex, retransmitHash } from './retransmits.js'
 export { Devices } from './devices.js'
 export type { DeliveryResult, DeviceInfo, DisconnectReason } from './devices.js'
 export { CONNACK } from './aedes-seam.js'
