@@ -491,6 +491,36 @@ interface IncomingStore {
 
 const internals = (c: Client): ClientInternals => c as unknown as ClientInternals
 
+/** One QoS 1 PUBLISH of a client waiting for its answer to be given in order (ClientRef.firstTurn). */
+class QoS1Turn {
+  /** Set once decided: gives the answer (PUBACK, refusal) to aedes. */
+  answer: (() => void) | undefined = undefined
+  next: QoS1Turn | undefined = undefined
+}
+
+/** Queues a turn for the client's next QoS 1 PUBLISH. */
+function takeTurn(r: ClientRef): QoS1Turn {
+  const t = new QoS1Turn()
+  if (r.lastTurn) r.lastTurn.next = t
+  else r.firstTurn = t
+  r.lastTurn = t
+  return t
+}
+
+/**
+ * Records `turn`'s answer, then gives every answer due, oldest first: each waits for all earlier
+ * ones (a refusal is decided at once, an earlier message may still be being stored).
+ */
+function answerInTurn(r: ClientRef, turn: QoS1Turn, answer: () => void): void {
+  turn.answer = answer
+  for (let t = r.firstTurn; t?.answer !== undefined; t = r.firstTurn) {
+    // Unlinked before it answers: an answer given from inside it finds the list already moved on.
+    r.firstTurn = t.next
+    if (r.firstTurn === undefined) r.lastTurn = undefined
+    t.answer()
+  }
+}
+
 /** The Ferry view of one aedes client. */
 class ClientRef implements MqttClientRef {
   /** PUBACK waiters of our deliveries, by packet id (created on the first delivery); told whether it accepted. */
@@ -505,8 +535,12 @@ class ClientRef implements MqttClientRef {
   readonly inboundQoS2 = new Set<number>()
   /** Its inbound QoS 1 messages whose PUBACK is not decided yet (MQTT 5 Receive Maximum). */
   pendingQoS1 = 0
-  /** Settled once its latest QoS 1 PUBLISH was answered (PUBACKs go out in PUBLISH order). */
-  lastQoS1: Promise<void> | undefined
+  /**
+   * Its QoS 1 PUBLISHes not yet answered, oldest first (PUBACKs go out in PUBLISH order): a list of
+   * turns, one small object per PUBLISH (no promise, no closure chain).
+   */
+  firstTurn: QoS1Turn | undefined
+  lastTurn: QoS1Turn | undefined
   /** Reason code of the MQTT 5 DISCONNECT the device sent, if it sent one. */
   receivedDisconnect: number | undefined
   /**
@@ -689,18 +723,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         // [MQTT-4.6.0-2] PUBACKs in the order of the PUBLISHes: a decision is answered only after the
         // client's previous QoS 1 one (a refusal is decided at once, an earlier message may still be
         // being stored).
-        const ordered = r !== null && !isWill && packet.qos === 1
-        const prev = ordered ? r.lastQoS1 : undefined
-        let release = (): void => {}
-        if (ordered) {
-          const mine = new Promise<void>((resolve) => (release = resolve))
-          r.lastQoS1 = mine
-          const done = release
-          release = () => {
-            done()
-            if (r.lastQoS1 === mine) r.lastQoS1 = undefined
-          }
-        }
+        const turn = r !== null && !isWill && packet.qos === 1 ? takeTurn(r) : undefined
         hooks.authorizePublish(r, packet, isWill, (refusal) => {
           if (counted) r.pendingQoS1--
           // Accepted and stored: nothing local may need it (LocalDelivery decides when aedes publishes it).
@@ -711,16 +734,12 @@ export class MqttCore extends EventEmitter<CoreEvents> {
               if (!refusal) cb(null)
               else if (refusal instanceof Error) cb(refusal)
               else cb(new Error(refusal.reasonString))
-              release()
             }
-            return prev ? void prev.then(answer) : answer()
+            return turn ? answerInTurn(r!, turn, answer) : answer()
           }
           if (reserved !== undefined) r.inboundQoS2.delete(reserved) // nothing is stored
-          const answer = (): void => {
-            core!.refusePublish(r, packet, refusal, cb)
-            release()
-          }
-          return prev ? void prev.then(answer) : answer()
+          const answer = (): void => core!.refusePublish(r, packet, refusal, cb)
+          return turn ? answerInTurn(r, turn, answer) : answer()
         })
       },
       // Also where a persistent session's queued copy is checked when aedes replays it after the CONNACK
