@@ -18,9 +18,12 @@ const EMPTY = Buffer.alloc(0)
 let src: Buffer = EMPTY
 let end = 0
 let i = 0
-let out: Buffer = Buffer.allocUnsafe(64 * 1024)
+/** The output buffer kept between calls; a larger text gets one of its own for that call only (bounded memory). */
+const SCRATCH = Buffer.allocUnsafeSlow(64 * 1024)
+const SCRATCH_VIEW = new DataView(SCRATCH.buffer, SCRATCH.byteOffset, SCRATCH.byteLength)
+let out: Buffer = SCRATCH
 let p = 0
-let view = new DataView(out.buffer, out.byteOffset, out.byteLength)
+let view: DataView = SCRATCH_VIEW
 
 /** Thrown (one shared object, no stack) to give up: the caller takes the parse path. */
 const GIVE_UP = new Error('json-cbor: not transcoded')
@@ -35,8 +38,8 @@ const POW10 = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e1
 export function jsonToCbor(text: Uint8Array, maxBytes: number): Buffer | 'larger' | undefined {
   // Output is at most 3 bytes per input byte ("1.5" → a 9-byte float64), plus header widening.
   const need = text.length * 3 + 64
-  if (out.length < need) {
-    out = Buffer.allocUnsafe(Math.max(need, out.length * 2))
+  if (need > SCRATCH.length) {
+    out = Buffer.allocUnsafeSlow(need)
     view = new DataView(out.buffer, out.byteOffset, out.byteLength)
   }
   src = Buffer.isBuffer(text) ? text : Buffer.from(text.buffer, text.byteOffset, text.byteLength)
@@ -48,18 +51,19 @@ export function jsonToCbor(text: Uint8Array, maxBytes: number): Buffer | 'larger
     value(0)
     skipWs()
     if (i !== end) return undefined
+    if (p > maxBytes) return 'larger'
+    const data = Buffer.allocUnsafe(p)
+    out.copy(data, 0, 0, p)
+    return data
   } catch (err) {
     if (err === GIVE_UP) return undefined
     throw err
   } finally {
     src = EMPTY
+    out = SCRATCH
+    view = SCRATCH_VIEW
   }
-  if (p > maxBytes) return 'larger'
-  const data = Buffer.allocUnsafe(p)
-  out.copy(data, 0, 0, p)
-  return data
 }
-
 
 function skipWs(): void {
   const s = src
