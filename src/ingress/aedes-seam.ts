@@ -418,14 +418,19 @@ interface DevicePublish {
  * "Added since": every mq.on and persistence.addSubscriptions bumps `generation` (before it takes
  * effect, and addSubscriptions once more when it settles); a topic's "matches nothing" holds only for
  * the generation it was learnt at. Removing a subscription can only make fewer topics match.
+ * A topic is looked at once per generation (a topic that matches, or is being looked at, is noted
+ * as such): a deployment where subscriptions match most topics pays no extra match per PUBLISH.
  * aedes 2.0.0-beta.1 internals (pinned by test/unit/aedes-seam.test.ts): broker.publish, broker.mq.on,
  * broker.mq._matcher.match, persistence.addSubscriptions / subscriptionsByTopic. If one is renamed,
  * install() throws at start (no silent change): a new subscription could otherwise go unnoticed.
  */
 class LocalDelivery {
   private generation = 0
-  /** Topic → the generation at which it matched no subscription (bounded; cleared when full). */
-  private readonly unmatched = new Map<string, number>()
+  /**
+   * Topic → 2 × the generation at which it matched no subscription, or 2 × the generation + 1 when it
+   * matched one or is being looked at (bounded; cleared when full).
+   */
+  private readonly seen = new Map<string, number>()
   /** Device PUBLISHes whose local delivery was skipped (for tests). */
   skipped = 0
 
@@ -459,12 +464,14 @@ class LocalDelivery {
     const publish = b.publish.bind(this.broker)
     b.publish = (packet, client, done) => {
       if (typeof client === 'function' || client === null || packet[DEVICE_PUBLISH] !== true || packet.retain === true) return publish(packet, client, done)
-      if (this.unmatched.get(packet.topic) === this.generation && this.broker.listenerCount('publish') === 0) {
+      const seen = this.seen.get(packet.topic)
+      const g2 = this.generation * 2
+      if (seen === g2 && this.broker.listenerCount('publish') === 0) {
         this.skipped++
         return done?.(null)
       }
       publish(packet, client, done)
-      this.learn(packet.topic)
+      if (seen !== g2 + 1) this.learn(packet.topic)
     }
   }
 
@@ -472,12 +479,13 @@ class LocalDelivery {
   private learn(topic: string): void {
     const g = this.generation
     const { mq, persistence } = this.b
+    if (this.seen.size >= 10_000) this.seen.clear()
+    this.seen.set(topic, g * 2 + 1) // matched, or being looked at: not looked at again in this generation
     if (mq._matcher.match(topic).length > 0) return
     persistence.subscriptionsByTopic(topic).then(
       (subs) => {
         if (subs.length > 0 || g !== this.generation || mq._matcher.match(topic).length > 0) return
-        if (this.unmatched.size >= 10_000) this.unmatched.clear()
-        this.unmatched.set(topic, g)
+        this.seen.set(topic, g * 2)
       },
       () => {},
     )
