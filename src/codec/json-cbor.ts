@@ -254,13 +254,14 @@ function string(key: boolean): void {
     const len = j - start
     p = headAt(p, 0x60, len)
     const at = p
+    // A byte loop: device strings are short, and a native copy would first need a view object.
     const o = out
-    if (len < 32) {
+    if (len <= 512) {
       let q = p
       for (let b = start; b < j; b++) o[q++] = s[b]!
       p = q
     } else {
-      o.set(s.subarray(start, j), p)
+      s.copy(o, p, start, j)
       p += len
     }
     i = j + 1
