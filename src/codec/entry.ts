@@ -157,10 +157,29 @@ function writeBlock(out: Buffer, at: number, p: MessageProperties, bits: number)
   return at
 }
 
+/** Strings up to this many UTF-16 units are measured and written in JavaScript when ASCII (client ids, topics). */
+const SHORT_ASCII = 64
+
+/** The UTF-8 length of `s` if it is short and all ASCII (one byte per unit), else -1. */
+function shortAsciiLength(s: string): number {
+  const n = s.length
+  if (n > SHORT_ASCII) return -1
+  for (let i = 0; i < n; i++) if (s.charCodeAt(i) >= 0x80) return -1
+  return n
+}
+
+/** Writes ASCII `s` at `at` (checked by shortAsciiLength). */
+function writeAscii(out: Buffer, at: number, s: string): void {
+  for (let i = 0; i < s.length; i++) out[at + i] = s.charCodeAt(i)
+}
+
 /** Encodes an entry into one Buffer. Client ids longer than 255 bytes are refused by ingress first. */
 export function encodeEntry(e: Entry): Buffer {
-  const cidLen = Buffer.byteLength(e.clientId, 'utf8')
-  const topicLen = Buffer.byteLength(e.topic, 'utf8')
+  // Short ASCII client ids and topics (the common case) are measured and copied without a native call each.
+  const cidAscii = shortAsciiLength(e.clientId)
+  const topicAscii = shortAsciiLength(e.topic)
+  const cidLen = cidAscii >= 0 ? cidAscii : Buffer.byteLength(e.clientId, 'utf8')
+  const topicLen = topicAscii >= 0 ? topicAscii : Buffer.byteLength(e.topic, 'utf8')
   if (cidLen > 255 || topicLen > 0xffff) {
     throw entryError(`client id or topic too long (${cidLen}, ${topicLen} bytes)`)
   }
@@ -173,11 +192,15 @@ export function encodeEntry(e: Entry): Buffer {
   const out = Buffer.allocUnsafe(at + block + e.payload.length)
   out[0] = bits === 0 ? ENTRY_VERSION : ENTRY_VERSION_PROPERTIES
   out[1] = (e.qos & 3) | (e.retain ? 4 : 0) | ((e.encoding ?? 0) << 3)
-  out.writeUInt16LE(e.packetId & 0xffff, 2)
+  out[2] = e.packetId & 0xff
+  out[3] = (e.packetId >> 8) & 0xff
   out[4] = cidLen
-  out.writeUInt16LE(topicLen, 5)
-  out.write(e.clientId, FIXED, cidLen, 'utf8')
-  out.write(e.topic, FIXED + cidLen, topicLen, 'utf8')
+  out[5] = topicLen & 0xff
+  out[6] = topicLen >> 8
+  if (cidAscii >= 0) writeAscii(out, FIXED, e.clientId)
+  else out.write(e.clientId, FIXED, cidLen, 'utf8')
+  if (topicAscii >= 0) writeAscii(out, FIXED + cidLen, e.topic)
+  else out.write(e.topic, FIXED + cidLen, topicLen, 'utf8')
   if (bits !== 0) {
     out.writeUInt32LE(block - 4, at)
     writeBlock(out, at + 4, props as MessageProperties, bits)

@@ -2,6 +2,7 @@
 import type { MessageProperties } from './properties.js'
 import { isUtf8 } from 'node:buffer'
 import { Encoder } from 'cbor-x'
+import { jsonToCbor } from './json-cbor.js'
 import { topicMatches } from './topic-filter.js'
 
 export const CONTENT_TYPE_CBOR = 'application/cbor'
@@ -41,9 +42,9 @@ function hasUnsafeInteger(value: unknown): boolean {
 // An integer literal JSON.parse could round has at least 16 digits in a row.
 const LONG_DIGITS = /\d{16,}/
 
-const FIRST_JSON_BYTE = new Set([0x7b, 0x5b, 0x22, 0x2d, 0x74, 0x66, 0x6e, 0x20, 0x09, 0x0a, 0x0d].concat(
-  Array.from({ length: 10 }, (_, i) => 0x30 + i),
-))
+// The bytes a JSON text can start with (whitespace, a value), as a lookup table.
+const FIRST_JSON_BYTE = new Uint8Array(256)
+for (const c of [0x7b, 0x5b, 0x22, 0x2d, 0x74, 0x66, 0x6e, 0x20, 0x09, 0x0a, 0x0d, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39]) FIRST_JSON_BYTE[c] = 1
 
 /**
  * Encodes a device payload. Valid UTF-8 that parses as JSON becomes the CBOR encoding of the parsed
@@ -53,21 +54,30 @@ const FIRST_JSON_BYTE = new Set([0x7b, 0x5b, 0x22, 0x2d, 0x74, 0x66, 0x6e, 0x20,
  */
 export function encodePayload(payload: Uint8Array, cbor: boolean): EncodedPayload {
   // Invalid UTF-8 would be replaced by U+FFFD when parsed, changing the value: such payloads stay as bytes.
-  if (cbor && payload.length > 0 && FIRST_JSON_BYTE.has(payload[0] ?? 0) && isUtf8(payload)) {
-    let value: unknown
-    const text = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8')
-    try {
-      value = JSON.parse(text)
-    } catch {
-      return { data: payload, contentType: CONTENT_TYPE_OCTETS }
-    }
-    if (hasUnsafeInteger(value) && LONG_DIGITS.test(text)) return { data: payload, contentType: CONTENT_TYPE_JSON }
-    const data = encoder.encode(value)
-    // Rarely CBOR is larger (e.g. arrays of short decimals become 9-byte floats): keep the text, so
-    // that what goes upstream is never larger than what the device sent.
-    return data.length <= payload.length ? { data, contentType: CONTENT_TYPE_CBOR } : { data: payload, contentType: CONTENT_TYPE_JSON }
+  if (cbor && payload.length > 0 && FIRST_JSON_BYTE[payload[0] ?? 0] === 1 && isUtf8(payload)) {
+    // The common case in one pass over the bytes (json-cbor.ts), byte for byte what the parse path gives.
+    const direct = jsonToCbor(payload, payload.length)
+    if (direct === 'larger') return { data: payload, contentType: CONTENT_TYPE_JSON }
+    if (direct !== undefined) return { data: direct, contentType: CONTENT_TYPE_CBOR }
+    return encodeParsed(payload)
   }
   return { data: payload, contentType: CONTENT_TYPE_OCTETS }
+}
+
+/** encodePayload for texts the one-pass transcoder leaves: JSON.parse, then cbor-x. */
+function encodeParsed(payload: Uint8Array): EncodedPayload {
+  let value: unknown
+  const text = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8')
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return { data: payload, contentType: CONTENT_TYPE_OCTETS }
+  }
+  if (LONG_DIGITS.test(text) && hasUnsafeInteger(value)) return { data: payload, contentType: CONTENT_TYPE_JSON }
+  const data = encoder.encode(value)
+  // Rarely CBOR is larger (e.g. arrays of short decimals become 9-byte floats): keep the text, so
+  // that what goes upstream is never larger than what the device sent.
+  return data.length <= payload.length ? { data, contentType: CONTENT_TYPE_CBOR } : { data: payload, contentType: CONTENT_TYPE_JSON }
 }
 
 /** The stored encoding of a payload whose Content Type the device declared (kept as sent). */

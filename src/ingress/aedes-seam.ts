@@ -35,6 +35,9 @@
 //   persistence.incomingDelPacket              forgetting a clean, expired or discarded session's inbound QoS 2 packets
 //   client._cleanStart                         MQTT 5 Clean Start (a session discarded at connect)
 //   connack.returnCode (connackSent)           whether a CONNACK accepted the client
+//   broker.publish (instance override)          skipping local delivery nothing can receive (LocalDelivery)
+//   broker.mq.on / broker.mq._matcher.match     noticing every new live subscription; matching a topic
+//   persistence.addSubscriptions / subscriptionsByTopic   noticing / matching persistent sessions' subscriptions
 //
 // Where aedes 2.0.0-beta.1 is behind aedes 1.2 (it branched before 1.2's fixes), the seam restores:
 //   - GHSA-52qw-whmv-87c5: aedes 2 keys broker.clients, broker.brokers, client.subscriptions and
@@ -366,6 +369,9 @@ interface BrokerInternals {
   id: string
   counter: number
   persistence: {
+    /** aedes 2.0.0-beta.1 internal (via aedes-persistence): a persistent session's filters are stored; its QoS > 0 ones match offline. */
+    addSubscriptions(client: Client, subs: unknown[]): Promise<void>
+    subscriptionsByTopic(topic: string): Promise<unknown[]>
     outgoingEnqueue(sub: { clientId: string }, packet: unknown): Promise<void>
     outgoingUpdate(client: Client, packet: unknown): Promise<void>
     outgoingClearMessageId(client: Client, packet: { messageId: number }): Promise<unknown>
@@ -379,6 +385,111 @@ interface BrokerInternals {
   unregisterClient(c: Client): void
   /** aedes 2.0.0-beta.1 internal: other brokers' heartbeats by broker id (a plain object: replaced). */
   brokers: Record<string, number>
+  /** aedes 2.0.0-beta.1: the local delivery of a PUBLISH (retained store, offline queues, live subscribers, 'publish' event). */
+  publish(packet: DevicePublish, client: Client | null | ((err?: Error | null) => void), done?: (err?: Error | null) => void): void
+  /** aedes 2.0.0-beta.1 internal: the mqemitter every live subscription is registered on, and its Qlobber. */
+  mq: {
+    on(topic: string, notify: unknown, done?: unknown): unknown
+    _matcher: { match(topic: string): unknown[] }
+  }
+}
+
+/** A marker on a device PUBLISH that authorizePublish accepted (not a will): LocalDelivery may skip it. */
+const DEVICE_PUBLISH = Symbol('ferry.devicePublish')
+
+interface DevicePublish {
+  readonly topic: string
+  readonly retain?: boolean
+  [DEVICE_PUBLISH]?: boolean
+}
+
+/**
+ * Skips aedes' local delivery of a device PUBLISH that nothing in this process can receive. Every
+ * device PUBLISH is stored by Ferry (the log) before aedes acknowledges it; aedes then also runs its
+ * own delivery (broker.publish: storeRetained, enqueueOffline for persistent sessions, emitPacket to
+ * live subscribers, the 'publish' event), which for a telemetry topic no device subscribes to finds
+ * nothing and costs a Packet, a Qlobber match in the persistence trie and one in mqemitter, and
+ * promise turns. Skipped only when all of these hold, so nothing observable changes:
+ *   - a device PUBLISH that authorizePublish accepted (wills and aedes' own $SYS publishes go through);
+ *   - not retained (a retained PUBLISH updates the retained store even with no subscriber);
+ *   - nobody listens to the broker's 'publish' event, and Ferry gives aedes no `published` hook;
+ *   - the topic was seen to match no live subscription (mqemitter) and no stored subscription of a
+ *     persistent session (persistence.subscriptionsByTopic), and no subscription was added since.
+ * "Added since": every mq.on and persistence.addSubscriptions bumps `generation` (before it takes
+ * effect, and addSubscriptions once more when it settles); a topic's "matches nothing" holds only for
+ * the generation it was learnt at. Removing a subscription can only make fewer topics match.
+ * A topic is looked at once per generation (a topic that matches, or is being looked at, is noted
+ * as such): a deployment where subscriptions match most topics pays no extra match per PUBLISH.
+ * aedes 2.0.0-beta.1 internals (pinned by test/unit/aedes-seam.test.ts): broker.publish, broker.mq.on,
+ * broker.mq._matcher.match, persistence.addSubscriptions / subscriptionsByTopic. If one is renamed,
+ * install() throws at start (no silent change): a new subscription could otherwise go unnoticed.
+ */
+class LocalDelivery {
+  private generation = 0
+  /**
+   * Topic → 2 × the generation at which it matched no subscription, or 2 × the generation + 1 when it
+   * matched one or is being looked at (bounded; cleared when full).
+   */
+  private readonly seen = new Map<string, number>()
+  /** Device PUBLISHes whose local delivery was skipped (for tests). */
+  skipped = 0
+
+  constructor(
+    private readonly broker: Aedes,
+    private readonly b: BrokerInternals,
+  ) {}
+
+  install(): void {
+    const { b } = this
+    const mq = b.mq
+    const persistence = b.persistence
+    if (typeof b.publish !== 'function' || typeof mq?.on !== 'function' || typeof mq._matcher?.match !== 'function' || typeof persistence.addSubscriptions !== 'function' || typeof persistence.subscriptionsByTopic !== 'function') {
+      throw new Error(`aedes ${AEDES_CHECKED_VERSION} internals for skipping local delivery are missing (broker.publish, mq.on, mq._matcher, persistence.addSubscriptions/subscriptionsByTopic)`)
+    }
+    const on = mq.on.bind(mq)
+    mq.on = (topic, notify, done) => {
+      this.generation++
+      return on(topic, notify, done)
+    }
+    const addSubscriptions = persistence.addSubscriptions.bind(persistence)
+    persistence.addSubscriptions = (client, subs) => {
+      this.generation++
+      const added = addSubscriptions(client, subs)
+      const bump = (): void => {
+        this.generation++
+      }
+      added.then(bump, bump)
+      return added
+    }
+    const publish = b.publish.bind(this.broker)
+    b.publish = (packet, client, done) => {
+      if (typeof client === 'function' || client === null || packet[DEVICE_PUBLISH] !== true || packet.retain === true) return publish(packet, client, done)
+      const seen = this.seen.get(packet.topic)
+      const g2 = this.generation * 2
+      if (seen === g2 && this.broker.listenerCount('publish') === 0) {
+        this.skipped++
+        return done?.(null)
+      }
+      publish(packet, client, done)
+      if (seen !== g2 + 1) this.learn(packet.topic)
+    }
+  }
+
+  /** Finds out whether `topic` matches any subscription now; remembers it if none (see the class comment). */
+  private learn(topic: string): void {
+    const g = this.generation
+    const { mq, persistence } = this.b
+    if (this.seen.size >= 10_000) this.seen.clear()
+    this.seen.set(topic, g * 2 + 1) // matched, or being looked at: not looked at again in this generation
+    if (mq._matcher.match(topic).length > 0) return
+    persistence.subscriptionsByTopic(topic).then(
+      (subs) => {
+        if (subs.length > 0 || g !== this.generation || mq._matcher.match(topic).length > 0) return
+        this.seen.set(topic, g * 2)
+      },
+      () => {},
+    )
+  }
 }
 
 /** aedes 2.0.0-beta.1 internal: the persistence call that deletes an inbound QoS 2 packet (lib/handlers/pubrel.js). */
@@ -387,6 +498,36 @@ interface IncomingStore {
 }
 
 const internals = (c: Client): ClientInternals => c as unknown as ClientInternals
+
+/** One QoS 1 PUBLISH of a client waiting for its answer to be given in order (ClientRef.firstTurn). */
+class QoS1Turn {
+  /** Set once decided: gives the answer (PUBACK, refusal) to aedes. */
+  answer: (() => void) | undefined = undefined
+  next: QoS1Turn | undefined = undefined
+}
+
+/** Queues a turn for the client's next QoS 1 PUBLISH. */
+function takeTurn(r: ClientRef): QoS1Turn {
+  const t = new QoS1Turn()
+  if (r.lastTurn) r.lastTurn.next = t
+  else r.firstTurn = t
+  r.lastTurn = t
+  return t
+}
+
+/**
+ * Records `turn`'s answer, then gives every answer due, oldest first: each waits for all earlier
+ * ones (a refusal is decided at once, an earlier message may still be being stored).
+ */
+function answerInTurn(r: ClientRef, turn: QoS1Turn, answer: () => void): void {
+  turn.answer = answer
+  for (let t = r.firstTurn; t?.answer !== undefined; t = r.firstTurn) {
+    // Unlinked before it answers: an answer given from inside it finds the list already moved on.
+    r.firstTurn = t.next
+    if (r.firstTurn === undefined) r.lastTurn = undefined
+    t.answer()
+  }
+}
 
 /** The Ferry view of one aedes client. */
 class ClientRef implements MqttClientRef {
@@ -402,8 +543,12 @@ class ClientRef implements MqttClientRef {
   readonly inboundQoS2 = new Set<number>()
   /** Its inbound QoS 1 messages whose PUBACK is not decided yet (MQTT 5 Receive Maximum). */
   pendingQoS1 = 0
-  /** Settled once its latest QoS 1 PUBLISH was answered (PUBACKs go out in PUBLISH order). */
-  lastQoS1: Promise<void> | undefined
+  /**
+   * Its QoS 1 PUBLISHes not yet answered, oldest first (PUBACKs go out in PUBLISH order): a list of
+   * turns, one small object per PUBLISH (no promise, no closure chain).
+   */
+  firstTurn: QoS1Turn | undefined
+  lastTurn: QoS1Turn | undefined
   /** Reason code of the MQTT 5 DISCONNECT the device sent, if it sent one. */
   receivedDisconnect: number | undefined
   /**
@@ -496,6 +641,7 @@ export class MqttCore extends EventEmitter<CoreEvents> {
    */
   private readonly heldInbound = new Map<string, Set<number>>()
   private readonly b: BrokerInternals
+  private readonly localDelivery: LocalDelivery
 
   private constructor(
     private readonly broker: Aedes,
@@ -507,6 +653,8 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     // maps keyed by wire strings must not see Object.prototype's names.
     this.b.clients = Object.create(null) as BrokerInternals['clients']
     this.b.brokers = Object.create(null) as BrokerInternals['brokers']
+    this.localDelivery = new LocalDelivery(broker, this.b)
+    this.localDelivery.install()
   }
 
   /** Creates the broker. */
@@ -583,36 +731,23 @@ export class MqttCore extends EventEmitter<CoreEvents> {
         // [MQTT-4.6.0-2] PUBACKs in the order of the PUBLISHes: a decision is answered only after the
         // client's previous QoS 1 one (a refusal is decided at once, an earlier message may still be
         // being stored).
-        const ordered = r !== null && !isWill && packet.qos === 1
-        const prev = ordered ? r.lastQoS1 : undefined
-        let release = (): void => {}
-        if (ordered) {
-          const mine = new Promise<void>((resolve) => (release = resolve))
-          r.lastQoS1 = mine
-          const done = release
-          release = () => {
-            done()
-            if (r.lastQoS1 === mine) r.lastQoS1 = undefined
-          }
-        }
+        const turn = r !== null && !isWill && packet.qos === 1 ? takeTurn(r) : undefined
         hooks.authorizePublish(r, packet, isWill, (refusal) => {
           if (counted) r.pendingQoS1--
+          // Accepted and stored: nothing local may need it (LocalDelivery decides when aedes publishes it).
+          if (!refusal && r !== null && !isWill) (packet as DevicePublish)[DEVICE_PUBLISH] = true
           if (!refusal || refusal instanceof Error || r === null || isWill) {
             if (refusal && reserved !== undefined) r!.inboundQoS2.delete(reserved) // nothing is stored
             const answer = (): void => {
               if (!refusal) cb(null)
               else if (refusal instanceof Error) cb(refusal)
               else cb(new Error(refusal.reasonString))
-              release()
             }
-            return prev ? void prev.then(answer) : answer()
+            return turn ? answerInTurn(r!, turn, answer) : answer()
           }
           if (reserved !== undefined) r.inboundQoS2.delete(reserved) // nothing is stored
-          const answer = (): void => {
-            core!.refusePublish(r, packet, refusal, cb)
-            release()
-          }
-          return prev ? void prev.then(answer) : answer()
+          const answer = (): void => core!.refusePublish(r, packet, refusal, cb)
+          return turn ? answerInTurn(r, turn, answer) : answer()
         })
       },
       // Also where a persistent session's queued copy is checked when aedes replays it after the CONNACK
@@ -875,6 +1010,11 @@ export class MqttCore extends EventEmitter<CoreEvents> {
     // aedes 2.0.0-beta.1 internal: persistence.incomingDelPacket, as lib/handlers/pubrel.js calls it.
     const store = this.b.persistence as unknown as IncomingStore
     for (const messageId of ids) store.incomingDelPacket(c, { messageId }).catch(() => {})
+  }
+
+  /** Device PUBLISHes whose local delivery was skipped as nothing local could receive them (see LocalDelivery). */
+  get localDeliveriesSkipped(): number {
+    return this.localDelivery.skipped
   }
 
   /** The topic filters the client holds. */

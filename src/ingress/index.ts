@@ -1,7 +1,7 @@
 // Public names of the MQTT ingress.
-export { Ingress, retransmitHash } from './ingress.js'
+export { Ingress } from './ingress.js'
 export type { IngressOptions, Appender, AdmissionPolicy } from './ingress.js'
-export { RetransmitIndex } from './retransmits.js'
+export { RetransmitIndex, retransmitHash } from './retransmits.js'
 export { LagClock, PubackGate } from './slowdown.js'
 export type { SlowdownMetrics, SlowdownSources, SlowdownState } from './slowdown.js'
 export { Devices } from './devices.js'

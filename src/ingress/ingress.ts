@@ -8,7 +8,6 @@
 import { isUtf8 } from 'node:buffer'
 import net from 'node:net'
 import tls from 'node:tls'
-import { crc32 } from 'node:zlib'
 import type { Config } from '../config/index.js'
 import { encodeEntry, encodePayload, encodingOf, propertiesBlockBytes, propertyHeaderBytes } from '../codec/index.js'
 import type { MessageProperties, PayloadPolicy } from '../codec/index.js'
@@ -21,6 +20,7 @@ import type { ConnectRefusal, MqttClientRef, PublishProperties, PublishRefusal, 
 import { Devices } from './devices.js'
 import type { IngressMetrics } from './metrics.js'
 import { ConnectionLimiter, HandshakeLimiter, frameCheck } from './limits.js'
+import { retransmitHash } from './retransmits.js'
 import type { RetransmitIndex } from './retransmits.js'
 import type { PubackGate } from './slowdown.js'
 
@@ -158,9 +158,12 @@ export function messageProperties(p: PublishProperties | undefined, nowMs: numbe
   return Object.keys(out).length > 0 ? out : undefined
 }
 
-/** What identifies a retransmission besides client and packet id: CRC-32 of topic and stored payload. */
-export function retransmitHash(topic: string, stored: Uint8Array): number {
-  return crc32(stored, crc32(topic))
+/**
+ * The CRCs of the other forms a payload may have been stored in: before a restart with other --cbor
+ * or --raw-topics settings, as sent or as CBOR (RetransmitIndex.find calls it, rarely).
+ */
+function otherForms(topic: string, payload: Uint8Array): number[] {
+  return [retransmitHash(topic, payload), retransmitHash(topic, encodePayload(payload, true).data)]
 }
 
 /** Lets acknowledgements just released reach their sockets: the microtasks and ticks that write them, twice over. */
@@ -541,10 +544,8 @@ export class Ingress implements Component {
     }
     const conn = (client && this.connIds.get(client)) ?? -1
     // Only device PUBLISH packets (QoS > 0, with a packet id) can be retransmitted; wills cannot.
-    // The original may have been stored in another form: before a restart with other --cbor or
-    // --raw-topics settings, as sent or as CBOR.
-    const otherForms = (): number[] => [retransmitHash(packet.topic, payload), retransmitHash(packet.topic, encodePayload(payload, true).data)]
-    const prior = packetId > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup === true, started, otherForms) : undefined
+    // The original may have been stored in another form (otherForms).
+    const prior = packetId > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup === true, started, otherForms, packet.topic, payload) : undefined
     if (prior) {
       // A retransmission of a message already stored or being stored (our acknowledgement was
       // lost, e.g. in a crash): acknowledge it once the original is stored, without storing it

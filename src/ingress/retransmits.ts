@@ -44,6 +44,23 @@
 // Bounded: entries are forgotten in the order they were first stored. Filled from the log's tail
 // at start, so it works across a kill -9 of the gateway.
 
+import { crc32 } from 'node:zlib'
+
+/** Topic → CRC-32 of its UTF-8 bytes: devices publish on few topics each; bounded, cleared when full. */
+const topicCrcs = new Map<string, number>()
+const TOPIC_CRCS_MAX = 10_000
+
+/** What identifies a retransmission besides client and packet id: CRC-32 of topic and stored payload. */
+export function retransmitHash(topic: string, stored: Uint8Array): number {
+  let t = topicCrcs.get(topic)
+  if (t === undefined) {
+    t = crc32(topic)
+    if (topicCrcs.size >= TOPIC_CRCS_MAX) topicCrcs.clear()
+    topicCrcs.set(topic, t)
+  }
+  return crc32(stored, t)
+}
+
 /** Connection number of entries read back from the log at start (live connections count from 1). */
 export const FROM_LOG = 0
 
@@ -76,6 +93,11 @@ export interface Remembered {
   at: number
 }
 
+/** The CRCs of the other forms a publish's payload may have been stored in (see RetransmitIndex.find). */
+export type OtherCrcs = (topic: string, payload: Uint8Array) => number[]
+
+const NO_PAYLOAD = new Uint8Array(0)
+
 /** What is known of one client id. One object per client, none per publish. */
 interface ClientState {
   readonly entries: Map<number, Remembered>
@@ -97,6 +119,8 @@ export class RetransmitIndex {
   // Every add takes the next slot, round-robin (O(1) eviction). A slot evicts its entry only if
   // that entry is still current: a key stored again took a newer slot and stays.
   private readonly ringClient: (string | undefined)[]
+  /** The client's state when the slot was taken: eviction needs no lookup by client id. */
+  private readonly ringState: (ClientState | undefined)[]
   private readonly ringPacket: Uint16Array
   private readonly ringRec: (Remembered | undefined)[]
   private pos = 0
@@ -112,6 +136,7 @@ export class RetransmitIndex {
     clock: RetransmitClock = systemClock,
   ) {
     this.ringClient = new Array<string | undefined>(Math.max(0, capacity))
+    this.ringState = new Array<ClientState | undefined>(Math.max(0, capacity))
     this.ringPacket = new Uint16Array(Math.max(0, capacity))
     this.ringRec = new Array<Remembered | undefined>(Math.max(0, capacity))
     this.startMonotonicMs = clock.monotonicMs()
@@ -127,25 +152,40 @@ export class RetransmitIndex {
     const rec: Remembered = { pending, crc: payloadCrc, conn, at }
     if (this.capacity <= 0 || packetId === 0) return rec
     if (conn === FROM_LOG) this.logEndMs = at
-    const evictRec = this.ringRec[this.pos]
-    if (evictRec !== undefined) this.forget(this.ringClient[this.pos]!, this.ringPacket[this.pos]!, evictRec)
+    const pos = this.pos
+    const evictRec = this.ringRec[pos]
+    if (evictRec !== undefined) this.evict(this.ringState[pos]!, this.ringClient[pos]!, this.ringPacket[pos]!, evictRec)
     let st = this.byClient.get(clientId)
     if (!st) {
       st = { entries: new Map(), lastConn: conn, lastAt: at, prevConn: conn, prevAt: at, freshConn: conn, settledBelow: conn }
       this.byClient.set(clientId, st)
     }
-    if (!st.entries.has(packetId)) this.count++
+    const size = st.entries.size
     st.entries.set(packetId, rec)
+    if (st.entries.size !== size) this.count++
     this.seen(st, conn, at)
     if (conn !== st.freshConn) {
       st.freshConn = conn
       if (conn > st.settledBelow) st.settledBelow = conn
     }
-    this.ringClient[this.pos] = clientId
-    this.ringPacket[this.pos] = packetId
-    this.ringRec[this.pos] = rec
-    this.pos = (this.pos + 1) % this.capacity
+    this.ringClient[pos] = clientId
+    this.ringState[pos] = st
+    this.ringPacket[pos] = packetId
+    this.ringRec[pos] = rec
+    this.pos = pos + 1 === this.capacity ? 0 : pos + 1
     return rec
+  }
+
+  /**
+   * forget() for the entry of a ring slot, whose client state is known: if that state was dropped
+   * (emptied) since, the entry is no longer in it, as forget() would find.
+   */
+  private evict(st: ClientState, clientId: string, packetId: number, rec: Remembered): void {
+    if (st.entries.get(packetId) === rec) {
+      st.entries.delete(packetId)
+      this.count--
+      if (st.entries.size === 0 && this.byClient.get(clientId) === st) this.byClient.delete(clientId)
+    }
   }
 
   /** Forgets `rec` (evicted, or its append failed), unless a newer publish replaced it. */
@@ -160,15 +200,16 @@ export class RetransmitIndex {
 
   /**
    * The stored (or being stored) publish this one retransmits, if any; it is then taken as resent on
-   * `conn` at `now` (monotonic ms). `otherCrcs` gives the CRCs of the other forms the payload may
-   * have been stored in (e.g. before a restart with other codec settings); it is called only when
-   * everything but the CRC already matches (rare).
+   * `conn` at `now` (monotonic ms). `otherCrcs(topic, payload)` gives the CRCs of the other forms the
+   * payload may have been stored in (e.g. before a restart with other codec settings); it is called
+   * only when everything but the CRC already matches (rare). `topic` and `payload` are only passed to
+   * it: a plain function and its arguments, so that no closure is made per publish.
    */
-  find(clientId: string, packetId: number, payloadCrc: number, conn: number, dup: boolean, now: number, otherCrcs?: () => number[]): Remembered | undefined {
+  find(clientId: string, packetId: number, payloadCrc: number, conn: number, dup: boolean, now: number, otherCrcs?: OtherCrcs, topic = '', payload: Uint8Array = NO_PAYLOAD): Remembered | undefined {
     const st = this.byClient.get(clientId)
     const e = st?.entries.get(packetId)
     if (!st || !e || !(dup || this.mayBeResent(st, e, conn, now))) return undefined
-    if (e.crc !== payloadCrc && !otherCrcs?.().includes(e.crc)) return undefined
+    if (e.crc !== payloadCrc && !otherCrcs?.(topic, payload).includes(e.crc)) return undefined
     e.conn = conn
     e.at = now
     this.seen(st, conn, now)

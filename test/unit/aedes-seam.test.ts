@@ -57,6 +57,12 @@ describe('aedes seam', () => {
       expect(c.version).toBe(null)
       expect(typeof c.disconnect).toBe('function')
       expect(typeof b.persistence.incomingDelPacket).toBe('function')
+      // LocalDelivery: broker.publish (shadowed per instance), mq.on, mq._matcher.match, persistence subscriptions.
+      expect(typeof (Aedes.prototype as unknown as Record<string, unknown>).publish).toBe('function')
+      const mq = b.mq as { on?: unknown; _matcher?: { match?: unknown } }
+      expect(typeof mq.on).toBe('function')
+      expect(typeof mq._matcher?.match).toBe('function')
+      for (const m of ['addSubscriptions', 'subscriptionsByTopic']) expect(typeof b.persistence[m], `persistence.${m}`).toBe('function')
       expect(typeof b.persistence.incomingGetPacket).toBe('function')
       expect('will' in c).toBe(true)
       conn.destroy()
@@ -698,5 +704,55 @@ describe('aedes seam', () => {
       await peer.next((p) => p.cmd === 'publish' && p.topic === 'a/3')
       expect(publishes(peer).map((p) => p.topic)).toEqual(['a/1', 'a/2', 'a/3'])
     }
+  })
+  it("aedes seam - a device PUBLISH nothing local can receive skips aedes' local delivery; a later subscription (live, wildcard, persistent and offline), a retained message and a will work as before", async () => {
+    const core = await create()
+    const pub = await connect(core, 'pub-l', true)
+    let id = 0
+    const send = async (topic: string, qos: 0 | 1, retain = false): Promise<void> => {
+      const messageId = ++id
+      pub.peer.send({ cmd: 'publish', topic, payload: Buffer.from(`m${messageId}`), qos, messageId: qos > 0 ? messageId : undefined, retain, dup: false })
+      if (qos > 0) await pub.peer.next((p) => p.cmd === 'puback' && p.messageId === messageId)
+    }
+    // Learnt after the first PUBLISH on a topic: the following ones skip (QoS 1 and 0). aedes delivers
+    // locally after it wrote the PUBACK.
+    await send('l/a', 1)
+    expect(
+      await until(async () => {
+        await send('l/a', 1)
+        return until(() => core.localDeliveriesSkipped > 0, 200)
+      }, 3000),
+    ).toBe(true)
+    const skipped = core.localDeliveriesSkipped
+    await send('l/a', 0)
+    expect(await until(() => core.localDeliveriesSkipped === skipped + 1, 2000)).toBe(true)
+    // A live wildcard subscriber gets the next one at once.
+    const live = await connect(core, 'sub-live', true, ['l/#'])
+    await send('l/a', 1)
+    await live.peer.next((p) => p.cmd === 'publish' && p.topic === 'l/a')
+    // A persistent session that subscribed and went offline gets it queued, and on its next connect.
+    await send('m/x', 1)
+    await send('m/x', 1)
+    const first = await connect(core, 'sub-off', false, ['m/+'])
+    const left = gone(core, first.client)
+    first.peer.send({ cmd: 'disconnect' })
+    await left
+    await send('m/x', 1)
+    const back = await connect(core, 'sub-off', false)
+    const queued = (await back.peer.next((p) => p.cmd === 'publish' && p.topic === 'm/x')) as mqttPacket.IPublishPacket
+    expect(queued.payload.toString()).toBe(`m${id}`)
+    // A retained PUBLISH on a topic learnt as unmatched is stored: a later subscriber gets it.
+    await send('r/k', 1)
+    await send('r/k', 1)
+    await send('r/k', 1, true)
+    const late = await connect(core, 'sub-late', true, ['r/k'])
+    const retained = (await late.peer.next((p) => p.cmd === 'publish' && p.topic === 'r/k')) as mqttPacket.IPublishPacket
+    expect(retained.retain).toBe(true)
+    expect(retained.payload.toString()).toBe(`m${id}`)
+    // A will on a subscribed topic is delivered.
+    const w = await connect(core, 'dev-will', true, [], { will: { topic: 'l/will', payload: Buffer.from('bye'), qos: 1, retain: false } })
+    w.peer.close()
+    const will = (await live.peer.next((p) => p.cmd === 'publish' && p.topic === 'l/will')) as mqttPacket.IPublishPacket
+    expect(will.payload.toString()).toBe('bye')
   })
 })

@@ -94,6 +94,24 @@ describe('codec', () => {
     )
   })
 
+  it('entry - the version 2 bytes are the documented layout, for ASCII, non-ASCII and long client ids and topics', () => {
+    const layout = (clientId: string, t: string, packetId: number, payload: Buffer): Buffer => {
+      const cid = Buffer.from(clientId, 'utf8')
+      const tb = Buffer.from(t, 'utf8')
+      const head = Buffer.alloc(7)
+      head[0] = 2
+      head[1] = 1 | 4 | (1 << 3)
+      head.writeUInt16LE(packetId, 2)
+      head[4] = cid.length
+      head.writeUInt16LE(tb.length, 5)
+      return Buffer.concat([head, cid, tb, payload])
+    }
+    for (const [clientId, t] of [['dev-0001', 'devices/dev-0001/telemetry'], ['dév', 'a/中/b'], ['c'.repeat(64), 't'.repeat(64)], ['c'.repeat(65), 't'.repeat(300)], ['', ''], ['x\u007f', 'é'.repeat(40)]] as const) {
+      const payload = Buffer.from([0xa1, 0x61, 0x61, 0x01])
+      expect(encodeEntry({ clientId, topic: t, qos: 1, retain: true, packetId: 0x1234, encoding: 1, payload }).toString('hex')).toBe(layout(clientId, t, 0x1234, payload).toString('hex'))
+    }
+  })
+
   it('entry - version 1 entries (payload as the device sent it) are still read', () => {
     const v2 = encodeEntry({ clientId: 'c', topic: 'a/b', qos: 1, retain: false, packetId: 7, encoding: 1, payload: Buffer.from([0xa0]) })
     const v1 = Buffer.from(v2)

@@ -1,6 +1,7 @@
 // The retransmission memory: what counts as a resend (and what, with the same packet id and bytes, is new), time, and the bound.
 import { describe, expect, it } from 'vitest'
-import { RetransmitIndex } from '../../src/ingress/index.js'
+import { crc32 } from 'node:zlib'
+import { RetransmitIndex, retransmitHash } from '../../src/ingress/index.js'
 
 describe('retransmits', () => {
   it('retransmits - DUP or a new connection within the window; never the same connection without DUP', () => {
@@ -25,6 +26,44 @@ describe('retransmits', () => {
     for (let i = 2000; i < 2099; i++) r.add('dev', i, i, 1, 0) // 99 more: the re-added key survives
     expect(r.find('dev', 1000, 1, 1, true, 0)).toBeDefined()
     expect(r.size).toBeLessThanOrEqual(100)
+  })
+})
+
+describe('retransmits - hash and bound (issue 14: cheaper per publish, same rule)', () => {
+  it('retransmits - the hash is CRC-32 of the topic (UTF-8) continued over the stored payload, for any topic, cached or not', () => {
+    const payload = Buffer.from('{"t":21.5}')
+    for (let i = 0; i < 10_050; i++) {
+      const topic = i % 3 === 0 ? `devices/d${i}/telemetry` : i % 3 === 1 ? `dispositifs/é${i}/中` : 'devices/d1/telemetry'
+      expect(retransmitHash(topic, payload)).toBe(crc32(payload, crc32(Buffer.from(topic, 'utf8'))))
+    }
+  })
+
+  it('retransmits - otherCrcs gets topic and payload, and is asked only when all but the CRC matches', () => {
+    const r = new RetransmitIndex(10, 1000)
+    const payload = Buffer.from('x')
+    r.add('dev', 7, 0xabc, 1, 0)
+    const asked: [string, Uint8Array][] = []
+    const other = (topic: string, p: Uint8Array): number[] => {
+      asked.push([topic, p])
+      return [0xabc]
+    }
+    expect(r.find('dev', 8, 0xdef, 1, true, 10, other, 'a/b', payload)).toBeUndefined()
+    expect(asked).toEqual([])
+    expect(r.find('dev', 7, 0xdef, 1, true, 10, other, 'a/b', payload)).toBeDefined()
+    expect(asked).toEqual([['a/b', payload]])
+  })
+
+  it('retransmits - a client forgotten entirely and seen again keeps its new entries when the old slots come round', () => {
+    const r = new RetransmitIndex(4, 1000)
+    const a1 = r.add('a', 1, 1, 1, 0)
+    r.forget('a', 1, a1) // its state is dropped
+    r.add('a', 2, 2, 1, 0) // a new state for 'a'
+    for (let i = 10; i < 13; i++) r.add('b', i, i, 1, 0) // the ring comes round to the first slot (a1), then 'a' 2 stays
+    expect(r.find('a', 2, 2, 1, true, 0)).toBeDefined()
+    expect(r.size).toBe(4)
+    r.add('b', 13, 13, 1, 0) // evicts 'a' 2
+    expect(r.find('a', 2, 2, 1, true, 0)).toBeUndefined()
+    expect(r.size).toBe(4)
   })
 })
 
