@@ -238,6 +238,16 @@ export class Health implements Component {
       })
   }
 
+  /**
+   * Age of the oldest unacknowledged record: from the log's memory tail when it holds that record (exact, now),
+   * else from the last read of it (refreshOldest, up to a second old: at worst high by that second).
+   */
+  private oldestAgeSeconds(now: number): number {
+    const { log } = this.src
+    const ts = log.tailBatchFor(log.acked + 1)?.ts ?? this.oldestTs
+    return ts > 0 ? Math.max(0, (now - ts) / 1000) : 0
+  }
+
   private evaluate(): Readiness {
     const { log } = this.src
     const now = Date.now()
@@ -266,7 +276,7 @@ export class Health implements Component {
       checks,
       backlog: {
         records,
-        oldestAgeSeconds: records > 0 && this.oldestTs > 0 ? Math.max(0, (now - this.oldestTs) / 1000) : 0,
+        oldestAgeSeconds: records > 0 ? this.oldestAgeSeconds(now) : 0,
         forwardRatePerSecond: rate,
         // Not draining while upstream is down, stalled or silent, whatever the rate average still says.
         drainEstimateSeconds: records === 0 ? 0 : upstream.status === 'ok' && waitingMs < DRAIN_FRESH_MS && rate > 0.5 ? Math.round((records / rate) * 10) / 10 : null,
