@@ -394,6 +394,9 @@ interface BrokerInternals {
   }
 }
 
+/** Topics LocalDelivery remembers at most (a topic is at most --max-topic-bytes long). */
+const SEEN_TOPICS_MAX = 10_000
+
 /** A marker on a device PUBLISH that authorizePublish accepted (not a will): LocalDelivery may skip it. */
 const DEVICE_PUBLISH = Symbol('ferry.devicePublish')
 
@@ -428,9 +431,11 @@ class LocalDelivery {
   private generation = 0
   /**
    * Topic → 2 × the generation at which it matched no subscription, or 2 × the generation + 1 when it
-   * matched one or is being looked at (bounded; cleared when full).
+   * matched one or is being looked at (bounded, see learn).
    */
   private readonly seen = new Map<string, number>()
+  /** The generation at which `seen` was last started empty. */
+  private seenSince = 0
   /** Device PUBLISHes whose local delivery was skipped (for tests). */
   skipped = 0
 
@@ -479,7 +484,15 @@ class LocalDelivery {
   private learn(topic: string): void {
     const g = this.generation
     const { mq, persistence } = this.b
-    if (this.seen.size >= 10_000) this.seen.clear()
+    if (this.seen.size >= SEEN_TOPICS_MAX && !this.seen.has(topic)) {
+      // Full. Cleared only if a subscription was added since it was last started (its entries are
+      // then all stale): at most once per generation. Otherwise a topic it does not hold is published
+      // as before, without looking: clearing each time would make a fleet of more topics than it holds
+      // look again on every PUBLISH, and skip none.
+      if (this.seenSince === g) return
+      this.seen.clear()
+      this.seenSince = g
+    }
     this.seen.set(topic, g * 2 + 1) // matched, or being looked at: not looked at again in this generation
     if (mq._matcher.match(topic).length > 0) return
     persistence.subscriptionsByTopic(topic).then(

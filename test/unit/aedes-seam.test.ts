@@ -755,4 +755,28 @@ describe('aedes seam', () => {
     const will = (await live.peer.next((p) => p.cmd === 'publish' && p.topic === 'l/will')) as mqttPacket.IPublishPacket
     expect(will.payload.toString()).toBe('bye')
   })
+  it('aedes seam - more topics in rotation than the skip memory holds (10,000): the topics it holds keep skipping, the others are published as before (no clearing that makes every PUBLISH look again)', async () => {
+    let published = 0
+    const core = await create({
+      // Answered on a later turn, as the log's append does (a synchronous answer lets aedes re-enter its parser).
+      authorizePublish: (_c, _p, _w, done) => {
+        published++
+        setImmediate(() => done(null))
+      },
+    })
+    const pub = await connect(core, 'pub-many', true)
+    const topics = 10_050
+    const pass = async (): Promise<number> => {
+      const skipped = core.localDeliveriesSkipped
+      const start = published
+      for (let k = 0; k < topics; k++) pub.peer.send({ cmd: 'publish', topic: `t/${k}`, payload: Buffer.from('x'), qos: 0, retain: false, dup: false })
+      expect(await until(() => published === start + topics, 30_000), `${published - start}`).toBe(true)
+      await new Promise((r) => setTimeout(r, 20)) // what was learnt settles
+      return core.localDeliveriesSkipped - skipped
+    }
+    await pass()
+    await pass()
+    // Every topic was seen twice: at least the ones the memory holds skip now.
+    expect(await pass()).toBeGreaterThanOrEqual(9_000)
+  }, 60_000)
 })
