@@ -396,6 +396,8 @@ interface BrokerInternals {
 
 /** Topics LocalDelivery remembers at most (a topic is at most --max-topic-bytes long). */
 const SEEN_TOPICS_MAX = 10_000
+/** Longest topic LocalDelivery remembers, in UTF-16 units (telemetry topics are far shorter). */
+const SEEN_TOPIC_CHARS_MAX = 256
 
 /** A marker on a device PUBLISH that authorizePublish accepted (not a will): LocalDelivery may skip it. */
 const DEVICE_PUBLISH = Symbol('ferry.devicePublish')
@@ -484,6 +486,8 @@ class LocalDelivery {
   private learn(topic: string): void {
     const g = this.generation
     const { mq, persistence } = this.b
+    // A long topic is not remembered (published as before): the cache stays within SEEN_TOPICS_MAX x SEEN_TOPIC_CHARS_MAX.
+    if (topic.length > SEEN_TOPIC_CHARS_MAX) return
     if (this.seen.size >= SEEN_TOPICS_MAX && !this.seen.has(topic)) {
       // Full. Cleared only if a subscription was added since it was last started (its entries are
       // then all stale): at most once per generation. Otherwise a topic it does not hold is published

@@ -49,9 +49,13 @@ import { crc32 } from 'node:zlib'
 /** Topic → CRC-32 of its UTF-8 bytes: devices publish on few topics each; bounded, cleared when full. */
 const topicCrcs = new Map<string, number>()
 const TOPIC_CRCS_MAX = 10_000
+/** Longest topic whose CRC is cached, in UTF-16 units. */
+const TOPIC_CRC_CHARS_MAX = 256
 
 /** What identifies a retransmission besides client and packet id: CRC-32 of topic and stored payload. */
 export function retransmitHash(topic: string, stored: Uint8Array): number {
+  // A long topic is not cached: the cache stays within TOPIC_CRCS_MAX x TOPIC_CRC_CHARS_MAX.
+  if (topic.length > TOPIC_CRC_CHARS_MAX) return crc32(stored, crc32(topic))
   let t = topicCrcs.get(topic)
   if (t === undefined) {
     t = crc32(topic)
