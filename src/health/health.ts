@@ -147,7 +147,7 @@ export class Health implements Component {
 
   constructor(private readonly src: HealthSources) {
     const m = src.metrics
-    m.logOldestAge.collect(() => this.current.backlog.oldestAgeSeconds)
+    m.logOldestAge.collect(() => this.liveOldestAgeSeconds())
     m.forwardRate.collect(() => this.current.backlog.forwardRatePerSecond)
     m.drainEstimate.collect(() => this.current.backlog.drainEstimateSeconds ?? NaN)
     m.ready.collect(() => (this.current.status === 'failing' ? 0 : 1))
@@ -164,7 +164,15 @@ export class Health implements Component {
 
   /** The last evaluation (at most a second old). */
   get readiness(): Readiness {
-    return this.current
+    // The backlog's age as of now, not as of the last sample (up to a second ago).
+    const c = this.current
+    return c.backlog.records > 0 ? { ...c, backlog: { ...c.backlog, oldestAgeSeconds: this.liveOldestAgeSeconds() } } : c
+  }
+
+  /** Age of the oldest unacknowledged record now (0 without backlog). */
+  private liveOldestAgeSeconds(): number {
+    const { log } = this.src
+    return log.durableSeq > log.acked ? this.oldestAgeSeconds(Date.now()) : 0
   }
 
   private sample(): void {
