@@ -69,9 +69,9 @@ describe('review fwd', () => {
       expect(ids.size).toBe(total)
       expect(seen.size).toBe(total)
       expect(gw.metrics.forwarded.get()).toBeGreaterThanOrEqual(total)
-      // The restart came while records were in flight: they were rewound and sent again.
-      const m = gw.metrics
-      expect(['refused', 'timeout', 'reconnect'].reduce((n, c) => n + m.forwardRecoveries.get({ cause: c }), 0)).toBeGreaterThan(0)
+      // The restart came while the load ran: the forwarder reconnected (whether records were in flight at that
+      // moment, and so rewound and sent again, depends on timing; the checks above hold either way).
+      expect(gw.metrics.forwardReconnects.get()).toBeGreaterThan(0)
       await gw.close()
       gw = undefined
     })
