@@ -76,6 +76,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'nats.tlsKey', flag: '--nats-tls-key', env: 'FERRY_NATS_TLS_KEY', kind: 'string', default: '', help: 'PEM client key file for NATS' },
   { key: 'nats.stream', flag: '--stream', env: 'FERRY_STREAM', kind: 'string', default: 'FERRY', help: 'JetStream stream; created with subjects <prefix>.up.> and <prefix>.events.> when missing' },
   { key: 'nats.subjectPrefix', flag: '--subject-prefix', env: 'FERRY_SUBJECT_PREFIX', kind: 'string', default: 'ferry', help: 'prefix of every subject Ferry uses (e.g. ferry.site1)' },
+  { key: 'nats.streamReplicas', flag: '--stream-replicas', env: 'FERRY_STREAM_REPLICAS', kind: 'int', default: 1, min: 1, max: 5, help: 'replicas of the streams and the key-value bucket Ferry creates (uplink --stream, --cmd-stream, the fleet registry); 3 on a JetStream cluster; an existing stream is left as it is (a warning when it has fewer)' },
+  { key: 'nats.dedupWindowMs', flag: '--dedup-window', env: 'FERRY_DEDUP_WINDOW', kind: 'duration', default: 120_000, min: 1000, max: 7 * 86_400_000, help: 'JetStream duplicate window of the uplink stream when Ferry creates it (e.g. 2m, 1h; a bare number is milliseconds); a resend of a message first sent longer ago may be stored twice (counted); a warning when an existing stream has a shorter one' },
+  { key: 'nats.partitions', flag: '--partitions', env: 'FERRY_PARTITIONS', kind: 'int', default: 0, min: 0, max: 1024, help: 'put a partition token into uplink and event subjects, <prefix>.up.<p>.<topic> and <prefix>.events.<p>.<device>.<event>, p = CRC-32 of the client id mod N, so N consumers can each take one partition with per-device order; 0 = no partition token' },
   { key: 'nats.maxInflight', flag: '--max-inflight', env: 'FERRY_MAX_INFLIGHT', kind: 'int', default: 2048, min: 1, max: 65_536, help: 'messages published to JetStream and not yet acknowledged' },
   { key: 'nats.maxInflightBytes', flag: '--max-inflight-bytes', env: 'FERRY_MAX_INFLIGHT_BYTES', kind: 'bytes', default: 16 * MiB, min: 64 * KiB, max: 1 * GiB, help: 'payload bytes published and not yet acknowledged' },
   { key: 'nats.ackTimeoutMs', flag: '--ack-timeout-ms', env: 'FERRY_ACK_TIMEOUT_MS', kind: 'int', default: 5000, min: 100, max: 120_000, help: 'resend a message without PubAck after this long, milliseconds (same Nats-Msg-Id)' },
@@ -95,6 +98,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'downlink.requestTimeoutMs', flag: '--request-timeout-ms', env: 'FERRY_REQUEST_TIMEOUT_MS', kind: 'int', default: 5000, min: 100, max: 600_000, help: 'wait this long for a cloud service to answer a device\'s request, then answer the device "504 service did not answer", milliseconds' },
   { key: 'downlink.requestMaxPending', flag: '--request-max-pending', env: 'FERRY_REQUEST_MAX_PENDING', kind: 'int', default: 1000, min: 1, max: 1_000_000, help: 'device requests waiting for cloud services at once, all devices together; more are answered "429 too many pending requests"' },
   { key: 'downlink.requestMaxPendingPerDevice', flag: '--request-max-pending-per-device', env: 'FERRY_REQUEST_MAX_PENDING_PER_DEVICE', kind: 'int', default: 8, min: 1, max: 100_000, help: 'requests one device may have waiting for cloud services at once; more are answered "429 too many pending requests"' },
+  { key: 'fleet.registry', flag: '--fleet-registry', env: 'FERRY_FLEET_REGISTRY', kind: 'bool', default: true, help: 'keep the fleet-wide device registry (device -> gateway) in a JetStream key-value bucket, and take a device over from another gateway that still shows it connected (on|off)' },
+  { key: 'fleet.registryBucket', flag: '--registry-bucket', env: 'FERRY_REGISTRY_BUCKET', kind: 'string', default: '', help: 'key-value bucket of the fleet registry (default: the subject prefix with "." as "_", then "_devices", e.g. ferry_devices)' },
+  { key: 'fleet.heartbeatMs', flag: '--registry-heartbeat-ms', env: 'FERRY_REGISTRY_HEARTBEAT_MS', kind: 'int', default: 5000, min: 100, max: 600_000, help: 'how often a gateway renews its liveness entry in the registry, milliseconds; a gateway silent for 6 heartbeats is dead and its device entries are removed' },
   { key: 'presence', flag: '--presence', env: 'FERRY_PRESENCE', kind: 'bool', default: true, help: 'write a "connected" and a "disconnected" event per device session to <prefix>.events.<device>.<event> (on|off)' },
   { key: 'codec.cbor', flag: '--cbor', env: 'FERRY_CBOR', kind: 'bool', default: true, help: 'send JSON payloads as CBOR (on|off)' },
   { key: 'codec.rawTopics', flag: '--raw-topics', env: 'FERRY_RAW_TOPICS', kind: 'topics', default: [], help: 'MQTT topic filters (comma separated, + and # allowed) whose payloads are always sent unchanged' },
@@ -161,6 +167,12 @@ export interface Config {
     readonly ackTimeoutMs: number
     readonly maxAttempts: number
     readonly liveLane: boolean
+    /** Replicas of the streams and bucket Ferry creates. */
+    readonly streamReplicas: number
+    /** Duplicate window of the uplink stream Ferry creates, ms. */
+    readonly dedupWindowMs: number
+    /** Partition tokens in uplink and event subjects; 0 = none. */
+    readonly partitions: number
   }
   readonly forward: {
     /** --max-forward-lag (config file key forward.maxLag, in seconds), held here in milliseconds; 0 = never slow ingress down. */
@@ -181,6 +193,13 @@ export interface Config {
     readonly requestTimeoutMs: number
     readonly requestMaxPending: number
     readonly requestMaxPendingPerDevice: number
+  }
+  readonly fleet: {
+    /** Keep the fleet device registry in JetStream KV (and take devices over across gateways). */
+    readonly registry: boolean
+    /** Its bucket; '' = derived from the subject prefix (fleetRegistryBucket). */
+    readonly registryBucket: string
+    readonly heartbeatMs: number
   }
   readonly presence: boolean
   readonly codec: { readonly cbor: boolean; readonly rawTopics: readonly string[] }
