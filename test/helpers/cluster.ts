@@ -163,7 +163,7 @@ async function streamInfo(url: string, stream: string): Promise<StreamClusterInf
   const nc = await connect({ servers: url, reconnect: false, timeout: 2000 })
   try {
     const jsm = await jetstreamManager(nc, { timeout: 2000 })
-    return (await jsm.streams.info(stream)) as StreamClusterInfo
+    return await jsm.streams.info(stream)
   } finally {
     await nc.close()
   }
