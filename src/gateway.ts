@@ -195,6 +195,7 @@ export class Gateway {
         liveLaneMinBacklog: config.nats.liveLane ? LIVE_LANE_MIN_BACKLOG : 0,
         openReader: (fromSeq) => new LogReader(log, fromSeq),
         uplinkHeaders: config.forward.uplinkHeaders,
+        partitions: config.nats.partitions,
       })
       forwarderRef = forwarder
       let downlinkRef: Downlink | undefined

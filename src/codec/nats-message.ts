@@ -3,7 +3,8 @@
 // | Part     | Value                                                                            |
 // |----------|----------------------------------------------------------------------------------|
 // | subject  | `<prefix>.up.<escaped topic levels>` (subject.ts), or for an event entry         |
-// |          | (`$ferry/events/<kind>` topic) `<prefix>.events.<device token>.<kind>`                       |
+// |          | (`$ferry/events/<kind>` topic) `<prefix>.events.<device token>.<kind>`;           |
+// |          | with partitions (N > 0) a token `<p>` = partitionOf(client id, N) after `up`/`events` |
 // | headers  | headers.ts: Nats-Msg-Id `<gatewayId>:<epoch>:<seq>`, Nats-Expected-Stream,        |
 // |          | Ferry-Client, Content-Type; for an entry with MQTT 5 properties (version 3) also  |
 // |          | Ferry-Expires, Ferry-Response-Topic, Ferry-Correlation-Data, Ferry-Prop-<name>    |
@@ -27,7 +28,7 @@ import { CONTENT_TYPE_UTF8_TEXT, encodeUplinkHeaders, encodeUplinkHeadersWithPro
 import type { UplinkHeaderEncoder, UplinkHeaderMode } from './headers.js'
 import { CONTENT_TYPE_CBOR, CONTENT_TYPE_OCTETS } from './payload.js'
 import type { PayloadPolicy } from './payload.js'
-import { EVENT_TOPIC_PREFIX, eventSubject, subjectToTopic, tokenToDevice, topicToSubject } from './subject.js'
+import { EVENT_TOPIC_PREFIX, eventSubject, eventSubjectDevice, partitionOf, subjectToTopic, tokenToDevice, topicToSubject } from './subject.js'
 
 /** What the mapping needs besides the entry. */
 export interface UplinkContext {
@@ -37,8 +38,10 @@ export interface UplinkContext {
   readonly subjectPrefix: string
   /** Encodes the payloads of version 1 entries (newer entries are encoded at ingest). */
   readonly payloads: PayloadPolicy
-  /** The subject of a non-event topic; defaults to topicToSubject (the forwarder memoises it). */
-  readonly subjectOf?: (topic: string) => string
+  /** Partition tokens in uplink and event subjects (--partitions); 0 or absent = none. */
+  readonly partitions?: number
+  /** The subject of a non-event topic from a client; defaults to topicToSubject (the forwarder memoises it: UplinkSubjects). */
+  readonly subjectOf?: (topic: string, clientId: string) => string
   /** Which headers go upstream (--uplink-headers); default full. */
   readonly headerMode?: UplinkHeaderMode
   /** Encodes the headers of messages without properties (the forwarder's, with its caches); must have the same gateway id, stream and mode. */
@@ -73,11 +76,12 @@ export function isEventTopic(topic: string): boolean {
  */
 export function uplinkMessage(e: Entry, epoch: number, seq: number, ctx: UplinkContext): UplinkMessage {
   const isEvent = isEventTopic(e.topic)
+  const n = ctx.partitions ?? 0
   const subject = isEvent
-    ? eventSubject(ctx.subjectPrefix, e.clientId, e.topic.slice(EVENT_TOPIC_PREFIX.length))
+    ? eventSubject(ctx.subjectPrefix, e.clientId, e.topic.slice(EVENT_TOPIC_PREFIX.length), n > 0 ? partitionOf(e.clientId, n) : undefined)
     : ctx.subjectOf
-      ? ctx.subjectOf(e.topic)
-      : topicToSubject(ctx.subjectPrefix, e.topic)
+      ? ctx.subjectOf(e.topic, e.clientId)
+      : topicToSubject(ctx.subjectPrefix, e.topic, n > 0 ? partitionOf(e.clientId, n) : undefined)
   // Entries are encoded at ingest; only those of version 1 still hold the device's bytes.
   let contentType: string = ENCODING_CONTENT_TYPE[e.encoding ?? 0]
   let data = e.payload
@@ -101,17 +105,17 @@ export function uplinkMessage(e: Entry, epoch: number, seq: number, ctx: UplinkC
 /**
  * The MQTT client id of an uplink message on `subject`, for a consumer, whichever --uplink-headers form
  * it was sent in: its Ferry-Client header (`ferryClient`, unescaped) when present; else (compact) the
- * device token of an event subject, or the second topic level of a `<prefix>.up.` subject. Throws
- * FERRY_ERR_CODEC_SUBJECT when the header is absent and the subject names no client.
+ * device token of an event subject, or the second topic level of a `<prefix>.up.` subject.
+ * `partitions`: the gateway's --partitions (0, the default: subjects without a partition token; see
+ * subjectToTopic). Throws FERRY_ERR_CODEC_SUBJECT when the header is absent and the subject names no client.
  */
-export function uplinkClientId(prefix: string, subject: string, ferryClient: string | undefined): string {
+export function uplinkClientId(prefix: string, subject: string, ferryClient: string | undefined, partitions = 0): string {
   if (ferryClient !== undefined) return unescapeHeaderValue(ferryClient)
-  const events = `${prefix}.events.`
-  if (subject.startsWith(events)) {
-    const token = subject.slice(events.length).split('.')[0]
-    if (token !== undefined && token !== '') return tokenToDevice(token)
+  if (subject.startsWith(`${prefix}.events.`)) {
+    const token = eventSubjectDevice(prefix, subject, partitions)
+    if (token !== undefined) return tokenToDevice(token)
   } else {
-    const level = subjectToTopic(prefix, subject).split('/')[1]
+    const level = subjectToTopic(prefix, subject, partitions).split('/')[1]
     if (level !== undefined) return level
   }
   throw new FerryError('FERRY_ERR_CODEC_SUBJECT', `subject "${subject}" names no client and the message has no Ferry-Client header`)

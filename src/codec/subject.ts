@@ -1,12 +1,14 @@
 // MQTT topic ↔ NATS subject mapping: one token per topic level, with a reversible escape rule.
 //
-// Rule (documented in README, "Topic to subject mapping"):
-// - subject = `<prefix>.up.<level1>.<level2>...`, one NATS token per MQTT topic level;
+// Rule (documented in README, "Subjects, headers and payloads"):
+// - subject = `<prefix>.up.<level1>.<level2>...`, one NATS token per MQTT topic level; with partitions
+//   (--partitions N > 0) `<prefix>.up.<p>.<level1>...`, p = partitionOf(client id, N) in decimal;
 // - inside a level, the bytes `%`, `.`, `*`, `>`, and every byte <= 0x20 or == 0x7f
 //   (space, tab, CR, LF, other controls) are written as `%XX`, two upper-case hex digits;
 // - an empty level (as in `a//b` or `/a`) is written as the single token `%`.
 // A `%` followed by two hex digits only ever comes from an escape, and `%` alone only from an
 // empty level, so decoding is unambiguous. Other characters (including UTF-8) pass unchanged.
+import { crc32 } from 'node:zlib'
 import { FerryError } from '../errors.js'
 
 const MUST_ESCAPE = /[%.*>\x00-\x20\x7f]/
@@ -38,25 +40,89 @@ function unescapeLevel(token: string, subject: string): string {
   })
 }
 
-/** Maps an MQTT topic to the NATS subject Ferry publishes it on: `<prefix>.up.<escaped levels>`. */
-export function topicToSubject(prefix: string, topic: string): string {
-  return `${prefix}.up.${topic.split('/').map((l) => escapeLevel(l)).join('.')}`
+/**
+ * The partition of a device when uplink subjects carry `n` partitions (--partitions): CRC-32 (IEEE, as
+ * zlib's crc32) of the client id's UTF-8 bytes, mod `n`; an integer in [0, n). Depends only on the
+ * client id, so every message and event of one device shares a partition (for one `n`).
+ */
+export function partitionOf(clientId: string, n: number): number {
+  if (!Number.isSafeInteger(n) || n < 1) throw new FerryError('FERRY_ERR_CODEC_SUBJECT', `partitions must be an integer >= 1, got ${n}`)
+  return crc32(clientId) % n
+}
+
+/** The subject tokens of a topic's levels, joined by `.` (the part after `<prefix>.up.` or `<prefix>.up.<p>.`). */
+function topicLevels(topic: string): string {
+  return topic.split('/').map((l) => escapeLevel(l)).join('.')
 }
 
 /**
- * Recovers the MQTT topic from a subject made by {@link topicToSubject}.
- * Throws FERRY_ERR_CODEC_SUBJECT when the subject is not under `<prefix>.up.` or is malformed.
+ * Maps an MQTT topic to the NATS subject Ferry publishes it on: `<prefix>.up.<escaped levels>`, or with
+ * `partition` (partitionOf of the client id) `<prefix>.up.<partition>.<escaped levels>`.
  */
-export function subjectToTopic(prefix: string, subject: string): string {
-  const head = `${prefix}.up.`
+export function topicToSubject(prefix: string, topic: string, partition?: number): string {
+  return partition === undefined ? `${prefix}.up.${topicLevels(topic)}` : `${prefix}.up.${partition}.${topicLevels(topic)}`
+}
+
+/**
+ * Where the tokens after `<prefix>.<kind>.` start, skipping the partition token when `partitions` > 0;
+ * throws FERRY_ERR_CODEC_SUBJECT when the subject is not in that layout.
+ */
+function afterPartition(subject: string, head: string, partitions: number): { start: number; partition: number | undefined } {
   if (!subject.startsWith(head) || subject.length === head.length) {
     throw new FerryError('FERRY_ERR_CODEC_SUBJECT', `subject "${subject}" is not under "${head}"`)
   }
+  if (partitions <= 0) return { start: head.length, partition: undefined }
+  const dot = subject.indexOf('.', head.length)
+  const token = subject.slice(head.length, dot < 0 ? subject.length : dot)
+  const p = Number(token)
+  // Canonical decimal only (`07` or `+1` are not what Ferry writes), in range, followed by more tokens.
+  if (!/^(0|[1-9][0-9]{0,9})$/.test(token) || p >= partitions || dot < 0 || dot === subject.length - 1) {
+    throw new FerryError('FERRY_ERR_CODEC_SUBJECT', `subject "${subject}" is not under "${head}<p>." with a partition p in [0, ${partitions})`)
+  }
+  return { start: dot + 1, partition: p }
+}
+
+/**
+ * Recovers the MQTT topic from a subject made by {@link topicToSubject}. `partitions`: the gateway's
+ * --partitions; when > 0 the subject must carry a partition token in [0, partitions) (`<prefix>.up.<p>.…`),
+ * which is skipped; 0 (the default) reads the layout without it. The two layouts cannot be told apart
+ * from the subject alone (a topic's first level may be a number), so the caller says which it reads.
+ * Throws FERRY_ERR_CODEC_SUBJECT when the subject is not under `<prefix>.up.` or is malformed.
+ */
+export function subjectToTopic(prefix: string, subject: string, partitions = 0): string {
+  const { start } = afterPartition(subject, `${prefix}.up.`, partitions)
   return subject
-    .slice(head.length)
+    .slice(start)
     .split('.')
     .map((t) => unescapeLevel(t, subject))
     .join('/')
+}
+
+/**
+ * The partition token of an uplink (`<prefix>.up.<p>.…`) or event (`<prefix>.events.<p>.…`) subject of a
+ * gateway with --partitions `partitions` (> 0). Throws FERRY_ERR_CODEC_SUBJECT when it has none in range.
+ */
+export function subjectPartition(prefix: string, subject: string, partitions: number): number {
+  if (!Number.isSafeInteger(partitions) || partitions < 1) throw new FerryError('FERRY_ERR_CODEC_SUBJECT', `partitions must be an integer >= 1, got ${partitions}`)
+  const events = `${prefix}.events.`
+  const { partition } = afterPartition(subject, subject.startsWith(events) ? events : `${prefix}.up.`, partitions)
+  return partition ?? 0
+}
+
+/**
+ * The device token of an event subject (`<prefix>.events.<device>.<event>`, or with `partitions` > 0
+ * `<prefix>.events.<p>.<device>.<event>`); undefined when it is not one.
+ */
+export function eventSubjectDevice(prefix: string, subject: string, partitions = 0): string | undefined {
+  let start: number
+  try {
+    start = afterPartition(subject, `${prefix}.events.`, partitions).start
+  } catch {
+    return undefined
+  }
+  const dot = subject.indexOf('.', start)
+  const token = subject.slice(start, dot < 0 ? subject.length : dot)
+  return token === '' ? undefined : token
 }
 
 /**
@@ -109,12 +175,57 @@ export function canonicalLevels(tokens: readonly string[]): string[] | { readonl
 /** Log entries with topics under this prefix are Ferry's own events about a device (never a device's publish: `$` topics are refused). */
 export const EVENT_TOPIC_PREFIX = '$ferry/events/'
 
-/** The subject of an event about a device: `<prefix>.events.<device>.<event>`. */
-export function eventSubject(prefix: string, clientId: string, event: string): string {
-  return `${prefix}.events.${deviceToken(clientId)}.${escapeLevel(event)}`
+/**
+ * The subject of an event about a device: `<prefix>.events.<device>.<event>`, or with `partition`
+ * (partitionOf of the client id) `<prefix>.events.<partition>.<device>.<event>`.
+ */
+export function eventSubject(prefix: string, clientId: string, event: string, partition?: number): string {
+  return partition === undefined
+    ? `${prefix}.events.${deviceToken(clientId)}.${escapeLevel(event)}`
+    : `${prefix}.events.${partition}.${deviceToken(clientId)}.${escapeLevel(event)}`
 }
 
 /** Topic levels (as MQTT writes them) of the subject tokens after `skip` tokens; each token unescaped. */
 export function tokensToLevels(subject: string, skip: number): string[] {
   return subject.split('.').slice(skip).map((t) => unescapeLevel(t, subject))
+}
+
+/** Entries each memo of {@link UplinkSubjects} holds; past it, the memo starts again. */
+const SUBJECT_MEMO_MAX = 10_000
+
+/**
+ * The uplink subjects of one forwarder, memoised: per topic its escaped levels (whole subject without
+ * partitions), per client id its `<prefix>.up.<p>.` (with partitions). Same subjects as topicToSubject.
+ */
+export class UplinkSubjects {
+  /** topic → subject (partitions 0) or escaped levels (partitions > 0). */
+  private readonly topics = new Map<string, string>()
+  /** client id → `<prefix>.up.<p>.` (partitions > 0). */
+  private readonly heads = new Map<string, string>()
+
+  /** `partitions`: --partitions (0 = no partition token). */
+  constructor(
+    private readonly prefix: string,
+    readonly partitions = 0,
+  ) {
+    if (partitions !== 0) partitionOf('', partitions) // validates
+  }
+
+  /** The subject of a message from `clientId` on `topic`. */
+  of(topic: string, clientId: string): string {
+    let s = this.topics.get(topic)
+    if (s === undefined) {
+      s = this.partitions > 0 ? topicLevels(topic) : topicToSubject(this.prefix, topic)
+      if (this.topics.size >= SUBJECT_MEMO_MAX) this.topics.clear()
+      this.topics.set(topic, s)
+    }
+    if (this.partitions === 0) return s
+    let head = this.heads.get(clientId)
+    if (head === undefined) {
+      head = `${this.prefix}.up.${partitionOf(clientId, this.partitions)}.`
+      if (this.heads.size >= SUBJECT_MEMO_MAX) this.heads.clear()
+      this.heads.set(clientId, head)
+    }
+    return head + s
+  }
 }

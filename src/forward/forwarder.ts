@@ -41,7 +41,7 @@
 // the recovery state machine.
 import { createInbox } from '@nats-io/transport-node'
 import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, PublishOptions, Subscription } from '@nats-io/transport-node'
-import { UplinkHeaderEncoder, decodeEntry, isEventTopic, topicToSubject, uplinkMessage } from '../codec/index.js'
+import { UplinkHeaderEncoder, UplinkSubjects, decodeEntry, isEventTopic, uplinkMessage } from '../codec/index.js'
 import type { PayloadPolicy, UplinkContext, UplinkHeaderMode } from '../codec/index.js'
 import { LogIoError } from '../errors.js'
 import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
@@ -94,6 +94,8 @@ export interface ForwarderOptions {
   readonly openReader: (fromSeq: number) => LogReader
   /** Which headers uplink messages carry (--uplink-headers, codec/headers.ts); default full. */
   readonly uplinkHeaders?: UplinkHeaderMode
+  /** Partition tokens in uplink and event subjects (--partitions, codec/subject.ts); 0 or absent = none. */
+  readonly partitions?: number
 }
 
 interface Inflight {
@@ -208,7 +210,8 @@ export class Forwarder implements Component {
   /** Why forwarding stopped on its own (the ring log failed), for closed(). */
   private failure: Error | undefined
   private readonly stopped = new ClosedSignal()
-  private readonly topics = new Map<string, string>()
+  /** Subjects memoised per topic and client (codec UplinkSubjects). */
+  private readonly subjects: UplinkSubjects
   /** Published and not yet acknowledged (both lanes). */
   private unacked = 0
   private live: LiveLane | undefined
@@ -236,12 +239,14 @@ export class Forwarder implements Component {
     this.window = new AckWindow<Inflight>(opts.log)
     this.laneWindow = { maxInflight: opts.maxInflight, minBacklog: opts.liveLaneMinBacklog }
     const headerMode = opts.uplinkHeaders ?? 'full'
+    this.subjects = new UplinkSubjects(opts.subjectPrefix, opts.partitions ?? 0)
     this.uplink = {
       gatewayId: opts.gatewayId,
       stream: opts.stream,
       subjectPrefix: opts.subjectPrefix,
       payloads: opts.payloads,
-      subjectOf: (topic) => this.subjectOf(topic),
+      partitions: opts.partitions ?? 0,
+      subjectOf: (topic, clientId) => this.subjectOf(topic, clientId),
       headerMode,
       headerEncoder: new UplinkHeaderEncoder(opts.gatewayId, opts.stream, headerMode),
     }
@@ -638,15 +643,9 @@ export class Forwarder implements Component {
     }
   }
 
-  /** The subject of `topic`, memoised per topic (bounded). */
-  private subjectOf(topic: string): string {
-    let s = this.topics.get(topic)
-    if (s === undefined) {
-      s = topicToSubject(this.opts.subjectPrefix, topic)
-      if (this.topics.size >= 10_000) this.topics.clear()
-      this.topics.set(topic, s)
-    }
-    return s
+  /** The subject of `topic` from `clientId`, memoised per topic and, with partitions, per client (bounded). */
+  private subjectOf(topic: string, clientId: string): string {
+    return this.subjects.of(topic, clientId)
   }
 
   private send(f: Inflight): void {
