@@ -76,12 +76,14 @@ Options:
   --nats-url <url>          NATS server URL(s), comma separated (default nats://127.0.0.1:4222)
   --stream <name>           JetStream stream (default FERRY)
   --subject-prefix <s>      Ferry's --subject-prefix (default ferry)
+  --partitions <n>          Ferry's --partitions (default 0: subjects without a partition token); with n > 0 every
+                            message must be in its device's partition (CRC-32 of the id mod n), else it fails
   --ledger <file>           ledger file of the run (required)
   --json                    print the full report (every device) as JSON
   --max-devices <n>         devices with findings listed in the text report (default 20)
   -h, --help                show this help
 
-Exit code: 0 when nothing was lost, duplicated or corrupted; 1 when something was; 2 on bad arguments;
+Exit code: 0 when nothing was lost, duplicated or corrupted (or outside its partition); 1 when something was; 2 on bad arguments;
 3 when the ledger or the stream cannot be read.`
 
 class UsageError extends Error {}
@@ -421,6 +423,7 @@ interface VerifyConfig {
   natsUrl: string
   stream: string
   subjectPrefix: string
+  partitions: number
   ledgerPath: string
   json: boolean
   maxDevices: number
@@ -431,6 +434,7 @@ function parseVerify(argv: string[]): VerifyConfig | 'help' {
     'nats-url': { type: 'string' },
     stream: { type: 'string' },
     'subject-prefix': { type: 'string' },
+    partitions: { type: 'string' },
     ledger: { type: 'string' },
     json: { type: 'boolean' },
     'max-devices': { type: 'string' },
@@ -447,6 +451,7 @@ function parseVerify(argv: string[]): VerifyConfig | 'help' {
     natsUrl: flags.str('nats-url') ?? 'nats://127.0.0.1:4222',
     stream,
     subjectPrefix,
+    partitions: num('partitions', flags.str('partitions'), { int: true, min: 0, max: 1024 }) ?? 0,
     ledgerPath,
     json: flags.on('json'),
     maxDevices: num('max-devices', flags.str('max-devices'), { int: true, min: 0 }) ?? 20,
@@ -470,6 +475,7 @@ async function verify(cfg: VerifyConfig): Promise<number> {
       natsUrl: cfg.natsUrl,
       stream: cfg.stream,
       subjectPrefix: cfg.subjectPrefix,
+      partitions: cfg.partitions,
       ledger,
       onProgress: (read, total) => console.error(`  read ${read} of ${total} messages...`),
     })

@@ -3,10 +3,12 @@
 //
 // The stream is read once, in stream order, with an ordered consumer filtered to `<prefix>.up.>`; each message is
 // reduced to its (device, seq) and dropped, so memory grows with one bit per message (per-device bitsets), not with
-// the payloads. A stream of 1M+ messages is fine.
+// the payloads. A stream of 1M+ messages is fine. With Ferry's --partitions N (option `partitions`), subjects carry
+// a partition token (`<prefix>.up.<p>.…`): the client id is read past it, and every message of a device must be in
+// the device's partition (partitionOf(device, N)), else it is counted in partitionMismatch (and fails).
 import { connect } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream'
-import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, decodeCbor, uplinkClientId, uplinkContentType } from '../src/codec/index.js'
+import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, decodeCbor, partitionOf, subjectPartition, uplinkClientId, uplinkContentType } from '../src/codec/index.js'
 import { SeqSet, type Ledger } from './ledger.js'
 import { decodeFsim } from './payloads.js'
 
@@ -20,6 +22,12 @@ export interface VerifyOptions {
   stream?: string
   /** Ferry's `--subject-prefix`; device messages are read from `<prefix>.up.>`. Default `ferry`. */
   subjectPrefix?: string
+  /**
+   * Ferry's `--partitions`: 0 (default) reads subjects without a partition token; N > 0 reads `<prefix>.up.<p>.…`
+   * and checks that p is the device's partition (CRC-32 of its id mod N). The two layouts cannot be told apart
+   * from a subject alone (a topic may start with a number), so say which the gateway writes.
+   */
+  partitions?: number
   /** Messages requested per pull. Default 1000. */
   batch?: number
   /** Fail when no message arrives for this long while more are pending, ms. Default 30000 ms. */
@@ -70,6 +78,12 @@ export interface VerifyReport {
   corrupt: number
   /** Messages whose `Ferry-Client` header names another device than the payload. */
   clientMismatch: number
+  /** The `partitions` read with (0 = subjects without a partition token). */
+  partitions: number
+  /** With partitions: identified messages not in their device's partition (or without a partition token). */
+  partitionMismatch: number
+  /** Up to 5 subjects of those. */
+  partitionMismatchSubjects: string[]
   /** Messages of devices the ledger does not know (other runs, other fleets): not checked. */
   foreign: number
   /** Distinct devices among `foreign`. */
@@ -83,7 +97,7 @@ export interface VerifyReport {
   devices: DeviceReport[]
   /** Reading time, ms. */
   elapsedMs: number
-  /** lost, duplicates and corrupt are all 0. */
+  /** lost, duplicates, corrupt and partitionMismatch are all 0. */
   ok: boolean
 }
 
@@ -146,6 +160,8 @@ export async function verifyStream(opts: VerifyOptions): Promise<VerifyReport> {
   const streamName = opts.stream ?? 'FERRY'
   const prefix = opts.subjectPrefix ?? 'ferry'
   const filter = `${prefix}.up.>`
+  const partitions = opts.partitions ?? 0
+  if (!Number.isSafeInteger(partitions) || partitions < 0) throw new VerifyError(`partitions must be an integer >= 0, got ${partitions}`)
   const batch = opts.batch ?? 1000
   const stallTimeoutMs = opts.stallTimeoutMs ?? 30_000
   const ledger = opts.ledger
@@ -157,6 +173,8 @@ export async function verifyStream(opts: VerifyOptions): Promise<VerifyReport> {
   let unidentified = 0
   let corrupt = 0
   let clientMismatch = 0
+  let partitionMismatch = 0
+  const partitionMismatchSubjects: string[] = []
   let foreign = 0
   const foreignDevices = new Set<string>()
   const t0 = performance.now()
@@ -187,11 +205,23 @@ export async function verifyStream(opts: VerifyOptions): Promise<VerifyReport> {
     // Ferry-Client, or (compact, header absent) the client id the subject carries.
     let client: string | undefined
     try {
-      client = uplinkClientId(prefix, m.subject, m.headers?.get('Ferry-Client') || undefined)
+      client = uplinkClientId(prefix, m.subject, m.headers?.get('Ferry-Client') || undefined, partitions)
     } catch {
       client = undefined
     }
     if (client !== undefined && client !== '' && client !== id.device) clientMismatch++
+    if (partitions > 0) {
+      let p: number | undefined
+      try {
+        p = subjectPartition(prefix, m.subject, partitions)
+      } catch {
+        p = undefined
+      }
+      if (p !== partitionOf(id.device, partitions)) {
+        partitionMismatch++
+        if (partitionMismatchSubjects.length < 5) partitionMismatchSubjects.push(m.subject)
+      }
+    }
     const entry = ledger.get(id.device)
     if (entry === undefined) {
       foreign++
@@ -306,6 +336,9 @@ export async function verifyStream(opts: VerifyOptions): Promise<VerifyReport> {
     unidentified,
     corrupt,
     clientMismatch,
+    partitions,
+    partitionMismatch,
+    partitionMismatchSubjects,
     foreign,
     foreignDevices: foreignDevices.size,
     contentTypes,
@@ -313,7 +346,7 @@ export async function verifyStream(opts: VerifyOptions): Promise<VerifyReport> {
     totals,
     devices,
     elapsedMs: performance.now() - t0,
-    ok: totals.lost === 0 && totals.duplicates === 0 && corrupt === 0,
+    ok: totals.lost === 0 && totals.duplicates === 0 && corrupt === 0 && partitionMismatch === 0,
   }
 }
 
@@ -342,6 +375,12 @@ export function formatReport(r: VerifyReport, maxDevices = 20): string {
     `  identified ${n(r.identified)}, unidentified ${n(r.unidentified)}, corrupt ${n(r.corrupt)}, ` +
       `Ferry-Client mismatch ${n(r.clientMismatch)}`,
   )
+  if (r.partitions > 0) {
+    lines.push(
+      `  partitions ${r.partitions}: ${n(r.partitionMismatch)} messages outside their device's partition` +
+        (r.partitionMismatchSubjects.length > 0 ? `, e.g. on ${r.partitionMismatchSubjects.join(', ')}` : ''),
+    )
+  }
   if (r.foreign > 0) lines.push(`  ${n(r.foreign)} messages of ${n(r.foreignDevices)} devices not in the ledger (other runs or fleets): not checked`)
   if (r.unidentifiedSubjects.length > 0) lines.push(`  unidentified e.g. on ${r.unidentifiedSubjects.join(', ')}`)
   const cts = Object.entries(r.contentTypes)
@@ -373,7 +412,8 @@ export function formatReport(r: VerifyReport, maxDevices = 20): string {
   lines.push(
     r.ok
       ? 'OK: 0 lost, 0 duplicates, 0 corrupt'
-      : `FAIL: ${n(t.lost)} lost, ${n(t.duplicates)} duplicates, ${n(r.corrupt)} corrupt`,
+      : `FAIL: ${n(t.lost)} lost, ${n(t.duplicates)} duplicates, ${n(r.corrupt)} corrupt` +
+          (r.partitionMismatch > 0 ? `, ${n(r.partitionMismatch)} outside their partition` : ''),
   )
   return lines.join('\n')
 }
