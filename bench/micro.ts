@@ -1,6 +1,7 @@
 // Micro-benchmarks of each hot step of the uplink, in process, so that a regression shows where it happens:
 //   ingress:  MQTT PUBLISH parse → payload JSON→CBOR → encodeEntry → RingLog append (durable) → PUBACK encode
-//   forward:  LogReader read → decodeEntry → uplinkMessage (subject + headers) → classifyPubAck
+//   forward:  LogReader read → decodeEntry → uplinkMessage (subject + headers) → classifyPubAck; the forwarder's
+//             subject memo (UplinkSubjects) without and with --partitions, 1,000 devices in rotation
 // and the two paths end to end through an in-process gateway (src/gateway.ts) against a real nats-server:
 //   parse → append → PUBACK   raw MQTT 3.1.1 PUBLISHes (QoS 1) from one socket, 200 in flight, NATS down (nothing
 //                             forwarded meanwhile): wall time per acknowledged message
@@ -17,7 +18,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { PayloadPolicy, decodeEntry, encodeEntry, encodePayload, encodingOf, uplinkMessage } from '../src/codec/index.js'
+import { PayloadPolicy, UplinkSubjects, decodeEntry, encodeEntry, encodePayload, encodingOf, uplinkMessage } from '../src/codec/index.js'
 import type { Entry } from '../src/codec/index.js'
 import { classifyPubAck, expectStream } from '../src/forward/index.js'
 import { LogReader, NO_LOG_METRICS, RingLog } from '../src/log/index.js'
@@ -193,6 +194,19 @@ const steps: [string, () => Promise<Result>][] = [
       })
     },
   ],
+  ...[0, 4].map((partitions): [string, () => Promise<Result>] => [
+    partitions === 0 ? 'subjects' : 'subjects-partitioned',
+    async () => {
+      // Entries decoded one by one (fresh strings, as the forwarder reads them), 1,000 devices each on its own topic.
+      const n = 200_000
+      const bodies = Array.from({ length: 1000 }, (_, i) => encodeEntry({ ...entryOf(), clientId: `sim-${String(i).padStart(5, '0')}`, topic: `devices/sim-${String(i).padStart(5, '0')}/telemetry` }))
+      const entries = Array.from({ length: n }, (_, i) => decodeEntry(bodies[i % bodies.length]!))
+      const subjects = new UplinkSubjects('ferry', partitions)
+      return measure(`uplink subject, forwarder memo (UplinkSubjects), --partitions ${partitions}, 1,000 devices`, n, () => {
+        for (const e of entries) keep(subjects.of(e.topic, e.clientId))
+      })
+    },
+  ]),
   [
     'puback',
     async () => {

@@ -193,13 +193,23 @@ export function tokensToLevels(subject: string, skip: number): string[] {
 /** Entries each memo of {@link UplinkSubjects} holds; past it, the memo starts again. */
 const SUBJECT_MEMO_MAX = 10_000
 
+/** A memoised topic: its subject without partitions, or its levels and the last client's subject. */
+interface TopicMemo {
+  /** The whole subject (partitions 0), or the escaped levels (partitions > 0). */
+  readonly levels: string
+  /** Partitions > 0: the client id `subject` was made for (a topic is mostly one device's). */
+  clientId: string | undefined
+  subject: string
+}
+
 /**
- * The uplink subjects of one forwarder, memoised: per topic its escaped levels (whole subject without
- * partitions), per client id its `<prefix>.up.<p>.` (with partitions). Same subjects as topicToSubject.
+ * The uplink subjects of one forwarder, memoised (bounded): per topic its subject, or with partitions its
+ * escaped levels and the subject of the last client that used it; per client id its `<prefix>.up.<p>.`.
+ * A topic used by one device (`devices/<id>/…`) costs one lookup and a string compare per message. Same
+ * subjects as topicToSubject.
  */
 export class UplinkSubjects {
-  /** topic → subject (partitions 0) or escaped levels (partitions > 0). */
-  private readonly topics = new Map<string, string>()
+  private readonly topics = new Map<string, TopicMemo>()
   /** client id → `<prefix>.up.<p>.` (partitions > 0). */
   private readonly heads = new Map<string, string>()
 
@@ -213,19 +223,22 @@ export class UplinkSubjects {
 
   /** The subject of a message from `clientId` on `topic`. */
   of(topic: string, clientId: string): string {
-    let s = this.topics.get(topic)
-    if (s === undefined) {
-      s = this.partitions > 0 ? topicLevels(topic) : topicToSubject(this.prefix, topic)
+    let m = this.topics.get(topic)
+    if (m === undefined) {
+      const levels = this.partitions > 0 ? topicLevels(topic) : topicToSubject(this.prefix, topic)
+      m = { levels, clientId: undefined, subject: levels }
       if (this.topics.size >= SUBJECT_MEMO_MAX) this.topics.clear()
-      this.topics.set(topic, s)
+      this.topics.set(topic, m)
     }
-    if (this.partitions === 0) return s
+    if (this.partitions === 0 || m.clientId === clientId) return m.subject
     let head = this.heads.get(clientId)
     if (head === undefined) {
       head = `${this.prefix}.up.${partitionOf(clientId, this.partitions)}.`
       if (this.heads.size >= SUBJECT_MEMO_MAX) this.heads.clear()
       this.heads.set(clientId, head)
     }
-    return head + s
+    m.clientId = clientId
+    m.subject = head + m.levels
+    return m.subject
   }
 }
