@@ -111,6 +111,11 @@ describe('partitions - subject layouts', () => {
     for (let i = 0; i < 10_050; i++) expect(memo.of(`t/${i}`, `d${i}`)).toBe(topicToSubject('ferry', `t/${i}`, partitionOf(`d${i}`, 4)))
     expect(memo.of('t/0', 'd0')).toBe(topicToSubject('ferry', 't/0', partitionOf('d0', 4)))
     expect(() => new UplinkSubjects('ferry', -1)).toThrow()
+    // Clients taking turns on one topic: each gets its own partition every time.
+    const shared = new UplinkSubjects('ferry', 16)
+    const turns = ['a', 'b', 'gerät', 'a', 'a', 'b', 'sim-00001', 'a']
+    for (const id of turns) expect(shared.of('telemetry', id)).toBe(`ferry.up.${partitionOf(id, 16)}.telemetry`)
+    expect(new Set(turns.map((id) => partitionOf(id, 16))).size).toBeGreaterThan(1)
   })
 })
 
