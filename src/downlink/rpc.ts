@@ -170,7 +170,7 @@ export class Rpc {
     const subject = `${this.opts.subjectPrefix}.rpc.${deviceToken(clientId)}.>`
     let sub: Subscription
     try {
-      sub = nc.subscribe(subject, { callback: (err, m) => (err ? this.onSubscriptionError(clientId, subject, err) : this.onRequestIsolated(m)) })
+      sub = nc.subscribe(subject, { callback: (err, m) => (err ? this.onSubscriptionError(clientId, sub, err) : this.onRequestIsolated(m)) })
     } catch (err) {
       // Only a closed or draining connection refuses: nothing to answer on any more.
       this.lastError = { at: Date.now(), message: `subscribe ${subject}: ${(err as Error).message}` }
@@ -220,9 +220,11 @@ export class Rpc {
   /** The last failure while handling a request or of a subscription, for health. */
   lastError: { readonly at: number; readonly message: string } | undefined
 
-  private onSubscriptionError(clientId: string, subject: string, err: Error): void {
-    // nats.js ends the subscription after an error (a permission violation is terminal).
-    if (this.subs.has(clientId)) this.refused.add(clientId)
+  private onSubscriptionError(clientId: string, sub: Subscription, err: Error): void {
+    // nats.js ends the subscription after an error (a permission violation is terminal). Only the
+    // device's current subscription counts: an older one may end late.
+    if (this.subs.get(clientId) === sub) this.refused.add(clientId)
+    const subject = sub.getSubject()
     this.lastError = { at: Date.now(), message: `subscription ${subject}: ${err.message}` }
     this.subErrorsSince++
     const now = performance.now()
