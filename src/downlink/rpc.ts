@@ -139,7 +139,7 @@ export class Rpc {
   constructor(private readonly opts: RpcOptions) {
     this.deliver = opts.devices.deliver.bind(opts.devices)
     opts.metrics.rpcPending.collect(() => this.pending.size)
-    opts.metrics.rpcSubscriptions.collect(() => this.subs.size)
+    opts.metrics.rpcSubscriptions.collect(() => this.subs.size - this.refused.size)
     opts.devices.on('online', (d) => this.follow(d.clientId))
     opts.devices.on('offline', (d) => {
       // A device that goes away answers nothing: its requests fail now, not at their timeout.
