@@ -12,7 +12,11 @@ import type { Rpc } from './rpc.js'
 /** The downlink's state, for the `downlink` readiness check. */
 export interface DownlinkHealth {
   readonly connected: boolean
-  /** The RPC request subscription is open. */
+  /**
+   * RPC requests can reach every device connected here: the connection is not closed and no device's
+   * request subscription (`<prefix>.rpc.<device>.>`) was ended by the server (e.g. a permission).
+   * True with no device connected.
+   */
   readonly subscribed: boolean
   /** Why the command stream cannot be used ('' = it can). */
   readonly commandsProblem: string
@@ -92,7 +96,7 @@ export class Downlink implements Component {
     })
   }
 
-  /** Connection, RPC subscription, command stream, and the latest error of the downlink. */
+  /** Connection, RPC subscriptions, command stream, and the latest error of the downlink. */
   get health(): DownlinkHealth {
     const errors = [this.lastError, this.rpc.lastError, this.commands.lastError].filter((e) => e !== undefined)
     return {

@@ -27,6 +27,8 @@ export interface DownlinkMetrics {
   readonly rpc: DownlinkLabelledCount<'result'>
   /** ferry_downlink_rpc_pending */
   readonly rpcPending: DownlinkCollected
+  /** ferry_downlink_rpc_subscriptions: open `<prefix>.rpc.<device>.>` subscriptions, one per device connected here */
+  readonly rpcSubscriptions: DownlinkCollected
   /** ferry_downlink_rpc_latency_seconds */
   readonly rpcLatency: DownlinkLatency
   /** ferry_drops_total, by reason (dead_letter, expired here) */
@@ -36,4 +38,4 @@ export interface DownlinkMetrics {
 /** What commands.ts uses. */
 export type CommandMetrics = Pick<DownlinkMetrics, 'commands' | 'commandsInflight' | 'commandLatency' | 'drops'>
 /** What rpc.ts uses. */
-export type RpcMetrics = Pick<DownlinkMetrics, 'rpc' | 'rpcPending' | 'rpcLatency'>
+export type RpcMetrics = Pick<DownlinkMetrics, 'rpc' | 'rpcPending' | 'rpcSubscriptions' | 'rpcLatency'>

@@ -2,6 +2,15 @@
 // publish to `devices/<device>/rpc/request/<correlationId>`; the device's publish on
 // `devices/<device>/rpc/response/<correlationId>` becomes the reply.
 //
+// Routing (a fleet shares one subject prefix): a gateway subscribes `<prefix>.rpc.<deviceToken(id)>.>`
+// for each device while that device is connected to it, and unsubscribes when it leaves. So only the
+// gateway holding the device answers, and a request to a device connected nowhere (or to a token not
+// in canonical form, which names no device) gets NATS's own no-responders status (503) from the
+// server at once. One subscription per connected device: their number is bounded by
+// --max-connections and shown as ferry_downlink_rpc_subscriptions. A device replaced by a new
+// connection of the same id keeps its one subscription (the unsubscribe waits a microtask and is
+// skipped when the id is online again). nats.js sends every open subscription again after a reconnect.
+//
 // An MQTT 5 device also gets the request with Response Topic (that same response topic) and the
 // correlation id as Correlation Data, and may answer as MQTT 5 request/response does.
 //
@@ -10,9 +19,10 @@
 // `devices/<device>/rpc/request/<correlationId>/json`. `params` is the request payload decoded by
 // its Content-Type (CBOR, JSON; other bytes as a byte string, or base64 in JSON; empty as null).
 // The device's reply is encoded for the cloud like telemetry (JSON to CBOR) with its Content-Type.
-// Every reply carries a `Ferry-Status` header: `200 OK`, `503 device offline`, `429 too many
-// pending requests`, `504 device did not answer`, `400 bad request`, `502 response too large` (a
-// response the NATS server's max_payload cannot carry). Replies are not stored.
+// Every reply carries a `Ferry-Status` header: `200 OK`, `503 device offline` (it left while the
+// request was on its way or pending), `429 too many pending requests`, `504 device did not answer`,
+// `400 bad request`, `502 response too large` (a response the NATS server's max_payload cannot
+// carry). Replies are not stored.
 //
 // Each request is handled in isolation: whatever goes wrong with one (a malformed subject, params
 // that cannot be encoded for the device) answers that request `400 bad request: <reason>` and never
@@ -23,7 +33,7 @@
 import crypto from 'node:crypto'
 import { headers as natsHeaders } from '@nats-io/transport-node'
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node'
-import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, canonicalDevice, decodeCbor, encodeCbor, topicMatches } from '../codec/index.js'
+import { CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, canonicalDevice, decodeCbor, deviceToken, encodeCbor, topicMatches } from '../codec/index.js'
 import type { PayloadPolicy } from '../codec/index.js'
 import type { Devices } from '../ingress/index.js'
 import type { Logger } from '../logger.js'
@@ -52,6 +62,8 @@ interface Pending {
 
 /** At most one log line per this long about responses for no pending request; the metric counts each. */
 const UNKNOWN_LOG_INTERVAL_MS = 10_000
+/** At most one log line per this long about device subscriptions the server ended (e.g. a permission). */
+const SUB_ERROR_LOG_INTERVAL_MS = 10_000
 
 const RESPONSE_PREFIX = 'devices/'
 const RESPONSE_INFIX = '/rpc/response/'
@@ -103,42 +115,124 @@ function decodeParams(data: Uint8Array, contentType: string | undefined): unknow
 }
 
 export class Rpc {
-  private sub: Subscription | undefined
   private nc: NatsConnection | undefined
+  private closed = false
+  /** The request subscription of each device connected here, by client id. */
+  private readonly subs = new Map<string, Subscription>()
+  /** Devices whose subscription the server ended with an error (a permission): their requests go unanswered. */
+  private readonly refused = new Set<string>()
+  /** One PING/PONG at a time after new subscriptions; `flushAgain`: more came while it was out. */
+  private flushing = false
+  private flushAgain = false
   private readonly pending = new Map<string, Pending>()
   private counter = 0
   private readonly salt = crypto.randomBytes(3).toString('hex')
   /** When the last line about unknown correlation ids was logged, and how many were dropped since. */
   private unknownLoggedAt = -Infinity
   private unknownSince = 0
+  /** The same for subscription errors. */
+  private subErrorLoggedAt = -Infinity
+  private subErrorsSince = 0
   /** Devices.deliver, typed with the MQTT 5 properties a core that speaks v5 takes. */
   private readonly deliver: DeviceDelivery
 
   constructor(private readonly opts: RpcOptions) {
     this.deliver = opts.devices.deliver.bind(opts.devices)
     opts.metrics.rpcPending.collect(() => this.pending.size)
-    // A device that goes away answers nothing: its requests fail now, not at their timeout.
+    opts.metrics.rpcSubscriptions.collect(() => this.subs.size - this.refused.size)
+    opts.devices.on('online', (d) => this.follow(d.clientId))
     opts.devices.on('offline', (d) => {
+      // A device that goes away answers nothing: its requests fail now, not at their timeout.
       for (const [id, p] of this.pending) if (p.clientId === d.clientId) this.finish(id, '503 device offline', 'offline')
+      // A new connection with the same id emits 'online' right after this 'offline' (same tick):
+      // it keeps the subscription, so the server never loses interest in the device meanwhile.
+      queueMicrotask(() => {
+        if (!opts.devices.isOnline(d.clientId)) this.unfollow(d.clientId)
+      })
     })
   }
 
+  /** Starts answering on `nc`: subscribes for every device already connected. */
   attach(nc: NatsConnection): void {
     this.nc = nc
-    this.sub = nc.subscribe(`${this.opts.subjectPrefix}.rpc.>`, { callback: (err, m) => (err ? this.onSubscriptionError(err) : this.onRequestIsolated(m)) })
+    for (const d of this.opts.devices.list()) this.follow(d.clientId)
   }
 
-  /** Whether the request subscription is open (false before attach and after it ended). */
+  /** Subscribes to the device's requests, unless its subscription is open already. */
+  private follow(clientId: string): void {
+    const nc = this.nc
+    if (!nc || this.closed) return
+    const open = this.subs.get(clientId)
+    if (open && !open.isClosed()) return
+    this.refused.delete(clientId)
+    // Client ids are at most 255 bytes (ingress), so the subject stays far below the server's
+    // max_control_line (4 KiB), which would end the connection.
+    const subject = `${this.opts.subjectPrefix}.rpc.${deviceToken(clientId)}.>`
+    let sub: Subscription
+    try {
+      sub = nc.subscribe(subject, { callback: (err, m) => (err ? this.onSubscriptionError(clientId, sub, err) : this.onRequestIsolated(m)) })
+    } catch (err) {
+      // Only a closed or draining connection refuses: nothing to answer on any more.
+      this.lastError = { at: Date.now(), message: `subscribe ${subject}: ${(err as Error).message}` }
+      return
+    }
+    this.subs.set(clientId, sub)
+    this.flush()
+  }
+
+  private unfollow(clientId: string): void {
+    const sub = this.subs.get(clientId)
+    this.subs.delete(clientId)
+    this.refused.delete(clientId)
+    if (sub && !sub.isClosed()) sub.unsubscribe()
+  }
+
+  /**
+   * A PING after new subscriptions: once its PONG is back, the server has their interest. Coalesced:
+   * a thousand devices connecting together cost a few round trips, not a thousand.
+   */
+  private flush(): void {
+    if (this.flushing) {
+      this.flushAgain = true
+      return
+    }
+    const nc = this.nc
+    if (!nc || nc.isClosed()) return
+    this.flushing = true
+    // Rejected when the connection drops first; after a reconnect nats.js sends every subscription again.
+    nc.flush().catch(() => {}).finally(() => {
+      this.flushing = false
+      if (this.flushAgain && !this.closed) {
+        this.flushAgain = false
+        this.flush()
+      }
+    })
+  }
+
+  /**
+   * Whether requests can reach every device connected here: attached to a connection that is not
+   * closed, and no device's subscription ended with an error (false before attach and after close).
+   */
   get subscribed(): boolean {
-    return this.sub !== undefined && !this.sub.isClosed()
+    return this.nc !== undefined && !this.nc.isClosed() && !this.closed && this.refused.size === 0
   }
 
-  /** The last failure while handling a request or of the subscription, for health. */
+  /** The last failure while handling a request or of a subscription, for health. */
   lastError: { readonly at: number; readonly message: string } | undefined
 
-  private onSubscriptionError(err: Error): void {
-    this.lastError = { at: Date.now(), message: `subscription: ${err.message}` }
-    this.opts.logger.warn('RPC subscription error', { error: err })
+  private onSubscriptionError(clientId: string, sub: Subscription, err: Error): void {
+    // nats.js ends the subscription after an error (a permission violation is terminal). Only the
+    // device's current subscription counts: an older one may end late.
+    if (this.subs.get(clientId) === sub) this.refused.add(clientId)
+    const subject = sub.getSubject()
+    this.lastError = { at: Date.now(), message: `subscription ${subject}: ${err.message}` }
+    this.subErrorsSince++
+    const now = performance.now()
+    if (now - this.subErrorLoggedAt >= SUB_ERROR_LOG_INTERVAL_MS) {
+      this.opts.logger.warn('RPC subscription error: requests to the device go unanswered', { clientId, subject, error: err, errors: this.subErrorsSince, intervalMs: SUB_ERROR_LOG_INTERVAL_MS })
+      this.subErrorLoggedAt = now
+      this.subErrorsSince = 0
+    }
   }
 
   /** onRequest, with anything it throws answered 400 for that request alone. */
@@ -193,6 +287,7 @@ export class Rpc {
       return
     }
     const tokens = m.subject.split('.').slice(this.opts.subjectPrefix.split('.').length + 1)
+    // Only the subscriptions `<prefix>.rpc.<canonical token>.>` deliver here: the two checks below are a backstop.
     if (tokens.length < 2) {
       metrics.rpc.inc(1, { result: 'bad_request' })
       return this.respond(m.reply, '400 bad request: the subject must be <prefix>.rpc.<device>.<method>')
@@ -203,6 +298,7 @@ export class Rpc {
       return this.respond(m.reply, `400 bad request: the device token "${tokens[0]!}" is not in the canonical form (deviceToken of a client id)`)
     }
     const method = tokens.slice(1).join('.')
+    // Routed here just before the device left (its unsubscribe had not reached the server yet).
     if (!devices.isOnline(clientId)) {
       metrics.rpc.inc(1, { result: 'offline' })
       return this.respond(m.reply, '503 device offline')
@@ -301,7 +397,8 @@ export class Rpc {
   }
 
   close(): void {
-    this.sub?.unsubscribe()
+    this.closed = true
+    for (const id of [...this.subs.keys()]) this.unfollow(id)
     for (const id of [...this.pending.keys()]) this.finish(id, '503 gateway stopping', 'stopping')
   }
 }

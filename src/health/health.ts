@@ -297,7 +297,7 @@ export class Health implements Component {
     if (!d) return { status: 'ok', detail: 'not running' }
     const last = d.lastError ? `; last error ${Math.round((now - d.lastError.at) / 1000)} s ago: ${d.lastError.message}` : ''
     if (!d.connected) return { status: 'degraded', detail: `not connected to NATS: no commands or RPC${last}` }
-    if (!d.subscribed) return { status: 'failing', detail: `connected, but the RPC subscription has ended: requests go unanswered${last}` }
+    if (!d.subscribed) return { status: 'failing', detail: `connected, but the RPC subscription has ended for a device connected here: its requests go unanswered${last}` }
     if (d.commandsProblem) return { status: 'degraded', detail: `command stream not usable: ${d.commandsProblem}${last}` }
     return { status: 'ok', detail: `serving commands and RPC${last}` }
   }

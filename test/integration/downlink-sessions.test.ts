@@ -23,6 +23,7 @@ import { connectClient, endClient } from '../helpers/mqtt.js'
 import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 import { readStream } from '../helpers/stream.js'
+import { NO_RESPONDERS, rpcStatus } from '../helpers/rpc.js'
 
 interface Harness {
   nats: NatsServer
@@ -119,10 +120,10 @@ describe('downlink - persistent sessions and client ids', () => {
   it('sessions - RPC requests answered 504 (no answer) or 503 (device gone) are not replayed to a clean=false reconnect', async () => {
     const id = 'sess-rpc'
     const d = await rawDevice(h.gw.port, id, { ack: 'never', clean: false, filters: [`devices/${id}/rpc/request/+`] })
-    const short = headers()
-    short.set('Ferry-Timeout', '300')
-    const silent = await h.nc.request(`ferry.rpc.${id}.sleep`, '{}', { timeout: 5000, headers: short })
-    expect(silent.headers?.get('Ferry-Status')).toBe('504 device did not answer')
+    // Asked again while the gateway has not yet subscribed the device's requests (no responders).
+    let silent: string | undefined
+    expect(await until(async () => (silent = await rpcStatus(h.nc, `ferry.rpc.${id}.sleep`, '{}', { 'Ferry-Timeout': '300' })) !== NO_RESPONDERS)).toBe(true)
+    expect(silent).toBe('504 device did not answer')
     const pending = h.nc.request(`ferry.rpc.${id}.reboot`, '{}', { timeout: 5000 })
     expect(await until(() => d.got.length === 2)).toBe(true)
     await d.end()
@@ -132,7 +133,7 @@ describe('downlink - persistent sessions and client ids', () => {
     const back = await rawDevice(h.gw.port, id, { clean: false, filters: [], onPublish: answer })
     expect(back.sessionPresent).toBe(true)
     // The marker: a request it answers (asked again while the gateway has not yet seen it online).
-    const ask = (): Promise<string | undefined> => h.nc.request(`ferry.rpc.${id}.ping`, '{}', { timeout: 5000 }).then((r) => r.headers?.get('Ferry-Status'))
+    const ask = (): Promise<string | undefined> => rpcStatus(h.nc, `ferry.rpc.${id}.ping`)
     expect(await until(async () => (await ask()) === '200 OK')).toBe(true)
     expect(back.got.filter((g) => (decodeCbor(g.bytes) as { method: string }).method !== 'ping')).toEqual([])
     await back.end()

@@ -1,8 +1,8 @@
 // A requester chooses the reply subject, and Ferry publishes its answer there with its own NATS
 // rights. Before this, one publish on `ferry.rpc.nodev.x` with reply `$JS.API.STREAM.DELETE.FERRY`
-// made Ferry delete its own stream. Bundled gateway, real nats-server, nats.js.
+// made Ferry delete its own stream (now such a request reaches Ferry only for a device connected to it). Bundled gateway, real nats-server, nats.js.
 import path from 'node:path'
-import { connect } from '@nats-io/transport-node'
+import { connect, headers } from '@nats-io/transport-node'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstreamManager } from '@nats-io/jetstream'
 import type { JetStreamManager } from '@nats-io/jetstream'
@@ -10,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { replySubjectProblem } from '../../src/downlink/rpc.js'
 import { spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
-import { until } from '../helpers/device.js'
+import { rawDevice, until } from '../helpers/device.js'
+import { NO_RESPONDERS, rpcStatus } from '../helpers/rpc.js'
 import { tempDir } from '../helpers/log.js'
 import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
@@ -41,20 +42,37 @@ describe('rpc reply subject', () => {
   })
 
   it('rpc reply subject - a request whose reply subject is a JetStream API call gets no answer; the stream stays; RPC still answers', async () => {
-    const before = (await jsm.streams.info('FERRY')).state.messages
-    // Offline device (503 at once), unknown subject form (400) and a thrown path: each would publish on the reply.
-    for (const subject of ['ferry.rpc.nodev.x', 'ferry.rpc.x', 'ferry.rpc.a%.x']) {
-      nc.publish(subject, new Uint8Array(0), { reply: '$JS.API.STREAM.DELETE.FERRY' })
-      nc.publish(subject, new Uint8Array(0), { reply: '$JS.API.STREAM.PURGE.FERRY_CMD' })
-      nc.publish(subject, new Uint8Array(0), { reply: 'ferry.up.forged' })
+    // Requests reach the gateway only for devices connected to it (one subscription per device).
+    const bare = await rawDevice(gw.port, 'rdev', { filters: [] }) // answered 503 not subscribed
+    const silent = await rawDevice(gw.port, 'sdev', { filters: ['devices/sdev/rpc/request/+'] }) // delivered, never answered: 504
+    try {
+      const json = { 'Content-Type': 'application/json' }
+      // Both are online here once a request with a payload that is not JSON gets 400 (never delivered).
+      for (const id of ['rdev', 'sdev']) expect(await until(async () => (await rpcStatus(nc, `ferry.rpc.${id}.x`, 'not json', json)) === '400 bad request: payload is not JSON')).toBe(true)
+      // The two connected events are stored: nothing else should be from here on.
+      expect(await until(async () => (await jsm.streams.info('FERRY')).state.messages === 2)).toBe(true)
+      const before = (await jsm.streams.info('FERRY')).state.messages
+      // Not subscribed (503 at once), a request the device gets (504 later) and a 400: each would publish on the reply.
+      const h = headers()
+      h.set('Content-Type', 'application/json')
+      for (const [subject, data, hdrs] of [['ferry.rpc.rdev.x', '{}', undefined], ['ferry.rpc.sdev.x', '{}', undefined], ['ferry.rpc.sdev.x', 'not json', h]] as const) {
+        for (const reply of ['$JS.API.STREAM.DELETE.FERRY', '$JS.API.STREAM.PURGE.FERRY_CMD', 'ferry.up.forged']) nc.publish(subject, data, { reply, ...(hdrs ? { headers: hdrs } : {}) })
+      }
+      // A device connected nowhere: no gateway sees these at all (the server has no responder).
+      nc.publish('ferry.rpc.nodev.x', new Uint8Array(0), { reply: '$JS.API.STREAM.DELETE.FERRY' })
+      await nc.flush()
+      // An ordinary request after them is answered: the gateway has handled the ones before it.
+      expect(await rpcStatus(nc, 'ferry.rpc.rdev.x', new Uint8Array(0), {}, 2000)).toBe('503 device not subscribed to devices/rdev/rpc/request/+')
+      expect(await rpcStatus(nc, 'ferry.rpc.nodev.x', new Uint8Array(0), {}, 2000)).toBe(NO_RESPONDERS)
+      expect((await jsm.streams.names().next()).sort()).toEqual(['FERRY', 'FERRY_CMD'])
+      expect((await jsm.streams.info('FERRY')).state.messages).toBe(before)
+      expect(silent.got).toEqual([])
+      const metrics = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text()
+      expect(metrics).toContain('ferry_downlink_rpc_requests_total{result="bad_reply_subject"} 9')
+      expect(metrics).toContain('ferry_downlink_rpc_subscriptions 2')
+    } finally {
+      await bare.end()
+      await silent.end()
     }
-    await nc.flush()
-    // An ordinary request after them is answered: the gateway has handled the ones before it.
-    const r = await nc.request('ferry.rpc.nodev.x', new Uint8Array(0), { timeout: 2000 })
-    expect(r.headers?.get('Ferry-Status')).toBe('503 device offline')
-    expect((await jsm.streams.names().next()).sort()).toEqual(['FERRY', 'FERRY_CMD'])
-    expect((await jsm.streams.info('FERRY')).state.messages).toBe(before)
-    const metrics = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text()
-    expect(metrics).toContain('ferry_downlink_rpc_requests_total{result="bad_reply_subject"} 9')
   }, 20_000)
 })
