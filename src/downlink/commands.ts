@@ -31,7 +31,7 @@
 import crypto from 'node:crypto'
 import { AckPolicy, DeliverPolicy, JetStreamApiError, RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
-import type { NatsConnection } from '@nats-io/transport-node'
+import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import { canonicalLevels, deviceToken, filtersOverlap, topicMatches } from '../codec/index.js'
 import { parseDurationMs } from '../config/index.js'
 import type { Devices } from '../ingress/index.js'
@@ -138,6 +138,26 @@ function deviceSuffix(clientId: string): string {
 /** The command topic of a device for `rest` (topic levels). */
 export function commandTopic(template: string, clientId: string, rest: string): string {
   return template.replaceAll('{device}', clientId).replaceAll('{rest}', rest)
+}
+
+/**
+ * Withdraws a pull request from the server without losing a command handed out meanwhile.
+ * nats-server 2.9 has no call to cancel a pull request; it drops a waiting one whose reply inbox has
+ * no interest any more (consumer.go nextWaiting). ConsumerMessages.stop() unsubscribes at once, so a
+ * command the server sent just before the UNSUB arrived is dropped by the client and waits for
+ * ack_wait (seen in the fleet test, about 1 move in 3 with commands 25 ms apart). Draining the
+ * pull's subscription instead (UNSUB, then a PING: what arrives before the PONG is still delivered)
+ * hands such a command to the pump, which gives it back at once; nats.js ends the iterator when the
+ * drain completes (PullConsumerMessagesImpl.start: sub.closed + isDraining). `sub` is a public field
+ * of nats.js 3.4's PullConsumerMessagesImpl, not of the ConsumerMessages interface: stop() when it is
+ * missing. On a cluster a command already on its way from another node when the UNSUB reached this
+ * node can still be dropped (a route's latency): it is redelivered after ack_wait.
+ */
+function withdraw(pull: ConsumerMessages): void {
+  const sub = (pull as unknown as { readonly sub?: Subscription }).sub
+  if (sub && typeof sub.drain === 'function' && !sub.isClosed()) {
+    if (!sub.isDraining()) sub.drain().catch(() => pull.stop())
+  } else pull.stop()
 }
 
 /** A counting semaphore. */
@@ -309,21 +329,20 @@ export class Commands {
     return this.running && this.opts.devices.isOnline(clientId) && this.subscribed(clientId)
   }
 
-  /**
-   * The device left this gateway: withdraw its pull request at once. Stopping the pull unsubscribes
-   * its inbox; the server drops a waiting pull request whose inbox has no interest, so the device's
-   * next command stays for whichever gateway it connects to. A command already handed out meanwhile
-   * still reaches the pump and is handed back (nak) at once.
-   */
+  /** The device left this gateway: withdraw its pull request at once (see `withdraw`). */
   private leave(clientId: string): void {
-    this.pulls.get(clientId)?.stop()
+    const pull = this.pulls.get(clientId)
+    if (pull) withdraw(pull)
     this.tries.delete(clientId)
   }
 
   /**
-   * Creates (or updates) the device's shared consumer. Every gateway of a fleet sends the same
-   * config, so concurrent create-or-update calls are harmless (the server answers the existing
-   * consumer); a gateway with other --cmd-max-deliver / --cmd-ack-timeout-ms updates it in place.
+   * Creates (or updates) the device's shared consumer. An existing consumer with this config is
+   * used as it is: on a JetStream cluster, nats-server 2.9 turns every create of an existing durable
+   * into a config update, which disturbs the command it holds (seen: a nak'd command then waited for
+   * ack_wait). Gateways creating it at the same moment send the same config: the later create is an
+   * update with nothing to change. A gateway with another --cmd-max-deliver / --cmd-ack-timeout-ms
+   * updates it in place (keep those the same across a fleet).
    */
   private async consumerFor(clientId: string): Promise<string> {
     const name = consumerName(clientId)
@@ -347,6 +366,12 @@ export class Commands {
       // for an existing consumer with another config (10148). '' is its CreateOrUpdate
       // (ConsumerApiAction is not exported).
       const createOrUpdate = (): Promise<unknown> => this.jsm!.consumers.add(this.opts.stream, config, { action: '' } as unknown as Parameters<JetStreamManager['consumers']['add']>[2])
+      const has = (await this.jsm!.consumers.info(this.opts.stream, name).catch(() => undefined))?.config
+      const same = has !== undefined && (Object.keys(config) as (keyof typeof config)[]).every((k) => has[k] === config[k])
+      if (same) {
+        this.consumers.add(name)
+        return name
+      }
       try {
         await createOrUpdate()
       } catch (err) {
@@ -388,38 +413,42 @@ export class Commands {
     }
   }
 
-  /** Delivers the device's commands one at a time while it is here (online and subscribed). */
+  /**
+   * Delivers the device's commands one at a time while it is here (online and subscribed): one pull
+   * request for one command at a time (fetch), withdrawn by `leave`. Not consume(): nats.js sends a
+   * pull request when its iterator reaches it, so consume()'s refill, queued behind the command being
+   * delivered, can go out after the device has left. fetch() sends its one request when first
+   * iterated and none after its command.
+   */
   private async pump(clientId: string): Promise<void> {
     const consumer = await this.js!.consumers.get(this.opts.stream, await this.consumerFor(clientId))
-    if (!this.present(clientId)) return
-    // At most one command asked for at a time; abort (and make the consumer again) if it is deleted.
-    const pull = await consumer.consume({ max_messages: 1, expires: PULL_EXPIRES_MS, abort_on_missing_resource: true })
-    this.pulls.set(clientId, pull)
-    // Left between the check above and the pull: withdraw it now (the 'offline' handler found no pull).
-    if (!this.present(clientId)) pull.stop()
-    try {
-      for await (const m of pull) {
-        if (!this.present(clientId)) {
-          // Handed out as the device left (or the gateway closes): never offered, back at once.
-          pull.stop()
-          m.nak()
-          this.opts.metrics.commands.inc(1, { result: 'offline' })
-          continue
+    while (this.present(clientId)) {
+      const pull = await consumer.fetch({ max_messages: 1, expires: PULL_EXPIRES_MS })
+      this.pulls.set(clientId, pull)
+      try {
+        // Left meanwhile: stopped before iterating, its pull request is never sent.
+        if (!this.present(clientId)) return
+        for await (const m of pull) {
+          if (!this.present(clientId)) {
+            // Handed out as the device left (or the gateway closes): never offered, back at once.
+            m.nak()
+            this.opts.metrics.commands.inc(1, { result: 'offline' })
+            continue
+          }
+          await this.slots.acquire()
+          try {
+            await this.handle(clientId, m)
+          } catch (err) {
+            m.nak(1000)
+            throw err
+          } finally {
+            this.slots.release()
+          }
         }
-        await this.slots.acquire()
-        try {
-          await this.handle(clientId, m, pull)
-        } catch (err) {
-          m.nak(1000)
-          throw err
-        } finally {
-          this.slots.release()
-        }
-        if (!this.present(clientId)) pull.stop()
+      } finally {
+        pull.stop()
+        if (this.pulls.get(clientId) === pull) this.pulls.delete(clientId)
       }
-    } finally {
-      pull.stop()
-      if (this.pulls.get(clientId) === pull) this.pulls.delete(clientId)
     }
   }
 
@@ -444,7 +473,7 @@ export class Commands {
    * moves, a command is terminated (`command-dead`) at delivery maxDeliver + MAX_DELIVER_SPARE - 1,
    * before the consumer's max_deliver would leave it in the stream without a word.
    */
-  private async handle(clientId: string, m: JsMsg, pull: ConsumerMessages): Promise<void> {
+  private async handle(clientId: string, m: JsMsg): Promise<void> {
     const { metrics, devices } = this.opts
     const about = { subject: m.subject, streamSeq: m.seq }
     let target: ReturnType<typeof commandTarget>
@@ -505,10 +534,9 @@ export class Commands {
       // Back to JetStream: it is delivered again when the device is (still, or again) there. A PUBACK
       // with a failure reason code (MQTT 5, 'refused') is not an acknowledgement: retried like a timeout.
       const unacked = r === 'timeout' || r === 'refused'
-      // The device left: withdraw the pull BEFORE the nak frees the consumer's one slot, so the
-      // server cannot hand this command (or the next) to this gateway again; the gateway the device
-      // is on now gets it at once.
-      if (!unacked) pull.stop()
+      // The device left ('offline'): this gateway has no pull request open now (fetch asks for one
+      // command at a time and the next fetch waits for the device), so the gateway the device is on
+      // now gets it at once.
       m.nak(unacked ? 1000 : 0)
       metrics.commands.inc(1, { result: unacked ? 'unacknowledged' : 'offline' })
     }
@@ -519,6 +547,6 @@ export class Commands {
     this.running = false
     // Withdraw every pull; a command being delivered is nak'd when its delivery ends, or redelivered
     // by the server (ack_wait), so there is nothing to wait for.
-    for (const pull of this.pulls.values()) pull.stop()
+    for (const pull of this.pulls.values()) withdraw(pull)
   }
 }
