@@ -77,4 +77,15 @@ describe('downlink - consumer migration', () => {
     expect((await jsm.consumers.info('FERRY_CMD', 'someone-else')).name).toBe('someone-else')
     await d.end()
   }, 30_000)
+
+  it('commands - an existing --cmd-stream with fewer replicas than --stream-replicas is left as it is, with a warning', async () => {
+    // Both streams exist (R1, made by the first gateway); the registry is off: a single server holds no R3 asset.
+    const g = await spawnGateway(['--data-dir', tempDir('ferry-migrate-r3-'), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--gateway-id', 'gw-r3', '--stream-replicas', '3', '--fleet-registry', 'off'])
+    try {
+      expect(await until(() => g.output().includes('command stream has 1 replica(s), fewer than --stream-replicas 3'))).toBe(true)
+      expect((await (await jetstreamManager(nc)).streams.info('FERRY_CMD')).config.num_replicas).toBe(1)
+    } finally {
+      await g.kill('SIGTERM')
+    }
+  }, 30_000)
 })
