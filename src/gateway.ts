@@ -250,6 +250,7 @@ export class Gateway {
       const devLog = logger.child('downlink')
       const commands = new Commands({
         stream: config.downlink.cmdStream,
+        replicas: config.nats.streamReplicas,
         subjectPrefix: config.nats.subjectPrefix,
         gatewayId: config.gatewayId,
         topicTemplate: config.downlink.cmdTopic,

@@ -1,16 +1,24 @@
 // Durable commands: JetStream (`<prefix>.cmd.<device>.<rest>`) → MQTT QoS 1 on the device's command
 // topic, acknowledged in JetStream only after the device's PUBACK.
 //
-// The command stream (--cmd-stream) has work-queue retention: a command leaves it when acknowledged.
-// Each device gets its own durable pull consumer, `<gatewayId>_<device>`, filtered to its subjects,
-// with one unacknowledged command at a time, so commands reach a device in order and a device that
-// never acknowledges holds up only itself. A device's consumer is read only while the device is
-// connected and subscribed to its command topic; otherwise commands wait in JetStream, not here. A
-// command older than its TTL (header Ferry-TTL, or --cmd-ttl-ms) is terminated, never delivered
-// late, and reported as the event `command-expired`; one delivered --cmd-max-deliver times without a
-// PUBACK is terminated and reported as `command-dead`. Both events go through the ring log, like
-// presence. A command's age is measured on the NATS server's clock (server-clock.ts), the clock that
-// stamped it, so the gateway's own clock does not matter.
+// The command stream (--cmd-stream, created with --stream-replicas replicas) has work-queue retention:
+// a command leaves it when acknowledged. Each device has ONE durable pull consumer, `cmd_<device>`
+// (consumerName), shared by every gateway of a fleet, filtered to the device's subjects, with one
+// unacknowledged command at a time: commands reach a device in order, across gateways too, and a
+// device that never acknowledges holds up only itself. A gateway reads a device's consumer only
+// while the device is connected to it and subscribed to its command topic, and stops pulling the
+// moment the device leaves (no pull request stays at the server to take its next command), so
+// whichever gateway the device connects to next gets its waiting commands at once.
+// An older Ferry's per-gateway consumer `<gatewayId>_<device>` with the same filter blocks the
+// shared one on a work-queue stream (JetStream error 10100): it is deleted (its unacknowledged
+// command stays in the stream) and the shared one created.
+//
+// A command older than its TTL (header Ferry-TTL, or --cmd-ttl-ms) is terminated, never delivered
+// late, and reported as the event `command-expired`; one the device was offered --cmd-max-deliver
+// times without a PUBACK is terminated and reported as `command-dead` (how moves are kept out of that
+// count: see `handle`). Both events go through the ring log, like presence. A command's age is
+// measured on the NATS server's clock (server-clock.ts), the clock that stamped it, so the gateway's
+// own clock does not matter.
 //
 // Each command is handled in isolation: one that cannot be delivered as it is (a subject token not
 // in the canonical form topicToSubject writes, a level that would be an MQTT wildcard or empty, a
@@ -21,9 +29,9 @@
 // To an MQTT 5 device a command carries its remaining TTL as Message Expiry Interval and its
 // `Ferry-Prop-<name>` headers as User Properties (delivery.ts).
 import crypto from 'node:crypto'
-import { AckPolicy, DeliverPolicy, RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
-import type { JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
-import type { NatsConnection } from '@nats-io/transport-node'
+import { AckPolicy, DeliverPolicy, JetStreamApiError, RetentionPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
+import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
+import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import { canonicalLevels, deviceToken, filtersOverlap, topicMatches } from '../codec/index.js'
 import { parseDurationMs } from '../config/index.js'
 import type { Devices } from '../ingress/index.js'
@@ -35,6 +43,8 @@ import { ServerClock } from './server-clock.js'
 
 export interface CommandOptions {
   readonly stream: string
+  /** num_replicas of --cmd-stream when this gateway creates it (--stream-replicas); default 1. */
+  readonly replicas?: number
   readonly subjectPrefix: string
   readonly gatewayId: string
   /** MQTT topic template with {device} and {rest}. */
@@ -54,10 +64,17 @@ export interface CommandOptions {
   readonly metrics: CommandMetrics
 }
 
-/** Deliveries the server allows beyond --cmd-max-deliver (the gateway terminates a command at delivery maxDeliver + 1). */
-const MAX_DELIVER_SPARE = 2
+/**
+ * Deliveries the server allows beyond --cmd-max-deliver. A device that moves (or reconnects) while a
+ * command is out can cost a delivery that never reached it; the gateway terminates a command (with
+ * `command-dead`) at delivery maxDeliver + MAX_DELIVER_SPARE - 1 whatever happened, so the server's
+ * own limit, which would leave it in the stream without a word, is never reached through moves.
+ */
+const MAX_DELIVER_SPARE = 10
+/** JetStream's error code for a filtered consumer that overlaps another on a work-queue stream (JSConsumerWQConsumerNotUniqueErr). */
+const WQ_CONSUMER_NOT_UNIQUE = 10100
 
-/** How long one pull request waits on the server for a device's next command. */
+/** How long one pull request waits on the server for a device's next command (it is withdrawn at once when the device leaves). */
 const PULL_EXPIRES_MS = 30_000
 /** A command whose topic the device has not subscribed to is offered again after this long. */
 const NOT_SUBSCRIBED_RETRY_MS = 5000
@@ -98,16 +115,49 @@ export function commandTarget(template: string, clientId: string, rest: readonly
   return { topic, ttlMs }
 }
 
-/** A consumer name for a device: readable when the id is plain, always unique. */
-export function consumerName(gatewayId: string, clientId: string): string {
-  const plain = /^[A-Za-z0-9_-]{1,48}$/.test(clientId)
+/**
+ * The name of a device's command consumer, the same on every gateway of a fleet: `cmd_<clientId>` when
+ * the id matches /^[A-Za-z0-9_-]{1,48}$/, else `cmd_<id with other characters as _, first 40>_<first
+ * 12 hex digits of sha256(id)>` (readable when the id is plain, always unique).
+ */
+export function consumerName(clientId: string): string {
+  return `cmd_${deviceSuffix(clientId)}`
+}
+
+/** The name an older Ferry (one consumer per gateway and device) gave a device's consumer: `<gatewayId>_<device>`. */
+export function legacyConsumerName(gatewayId: string, clientId: string): string {
+  return `${gatewayId}_${deviceSuffix(clientId)}`
+}
+
+function deviceSuffix(clientId: string): string {
+  if (/^[A-Za-z0-9_-]{1,48}$/.test(clientId)) return clientId
   const base = clientId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40)
-  return plain ? `${gatewayId}_${clientId}` : `${gatewayId}_${base}_${crypto.createHash('sha256').update(clientId).digest('hex').slice(0, 12)}`
+  return `${base}_${crypto.createHash('sha256').update(clientId).digest('hex').slice(0, 12)}`
 }
 
 /** The command topic of a device for `rest` (topic levels). */
 export function commandTopic(template: string, clientId: string, rest: string): string {
   return template.replaceAll('{device}', clientId).replaceAll('{rest}', rest)
+}
+
+/**
+ * Withdraws a pull request from the server without losing a command handed out meanwhile.
+ * nats-server 2.9 has no call to cancel a pull request; it drops a waiting one whose reply inbox has
+ * no interest any more (consumer.go nextWaiting). ConsumerMessages.stop() unsubscribes at once, so a
+ * command the server sent just before the UNSUB arrived is dropped by the client and waits for
+ * ack_wait (seen in the fleet test, about 1 move in 3 with commands 25 ms apart). Draining the
+ * pull's subscription instead (UNSUB, then a PING: what arrives before the PONG is still delivered)
+ * hands such a command to the pump, which gives it back at once; nats.js ends the iterator when the
+ * drain completes (PullConsumerMessagesImpl.start: sub.closed + isDraining). `sub` is a public field
+ * of nats.js 3.4's PullConsumerMessagesImpl, not of the ConsumerMessages interface: stop() when it is
+ * missing. On a cluster a command already on its way from another node when the UNSUB reached this
+ * node can still be dropped (a route's latency): it is redelivered after ack_wait.
+ */
+function withdraw(pull: ConsumerMessages): void {
+  const sub = (pull as unknown as { readonly sub?: Subscription }).sub
+  if (sub && typeof sub.drain === 'function' && !sub.isClosed()) {
+    if (!sub.isDraining()) sub.drain().catch(() => pull.stop())
+  } else pull.stop()
 }
 
 /** A counting semaphore. */
@@ -140,6 +190,14 @@ export class Commands {
   private js: JetStreamClient | undefined
   private jsm: JetStreamManager | undefined
   private readonly pumps = new Map<string, Promise<void>>()
+  /** The open pull of each pumping device: stopped the moment the device leaves. */
+  private readonly pulls = new Map<string, ConsumerMessages>()
+  /**
+   * Per device, the command (stream sequence) now being offered to it here and how many times the
+   * device had it without a PUBACK, at this gateway since it connected. Bounded by the devices
+   * connected here: removed when the device leaves.
+   */
+  private readonly tries = new Map<string, { seq: number; n: number }>()
   private readonly consumers = new Set<string>()
   private readonly slots: Slots
   private running = true
@@ -157,6 +215,7 @@ export class Commands {
     this.slots = new Slots(opts.maxInflight)
     opts.metrics.commandsInflight.collect(() => this.slots.inUse)
     opts.devices.on('online', (d) => this.maybeStart(d.clientId))
+    opts.devices.on('offline', (d) => this.leave(d.clientId))
     opts.devices.on('subscribed', (clientId) => this.maybeStart(clientId))
   }
 
@@ -175,11 +234,18 @@ export class Commands {
   private async ensureStream(jsm: JetStreamManager): Promise<void> {
     const subject = `${this.opts.subjectPrefix}.cmd.>`
     const info = await jsm.streams.info(this.opts.stream).catch(() => undefined)
+    const replicas = this.opts.replicas ?? 1
     if (!info) {
-      await jsm.streams.add({ name: this.opts.stream, subjects: [subject], retention: RetentionPolicy.Workqueue })
-      this.opts.logger.info('created command stream', { stream: this.opts.stream, subjects: [subject], retention: 'workqueue' })
-    } else if (!(info.config.subjects ?? []).includes(subject)) {
+      await jsm.streams.add({ name: this.opts.stream, subjects: [subject], retention: RetentionPolicy.Workqueue, num_replicas: replicas })
+      this.opts.logger.info('created command stream', { stream: this.opts.stream, subjects: [subject], retention: 'workqueue', replicas })
+      return
+    }
+    if (!(info.config.subjects ?? []).includes(subject)) {
       this.opts.logger.warn(`command stream does not capture "${subject}"; commands to this gateway's devices will not arrive`, { stream: this.opts.stream, subjects: info.config.subjects })
+    }
+    const has = info.config.num_replicas || 1
+    if (has < replicas) {
+      this.opts.logger.warn(`command stream has ${has} replica(s), fewer than --stream-replicas ${replicas}; left as it is (losing a node may lose or stall commands)`, { stream: this.opts.stream, replicas: has, wanted: replicas })
     }
   }
 
@@ -238,7 +304,7 @@ export class Commands {
   }
 
   private maybeStart(clientId: string): void {
-    if (!this.running || !this.js || this.pumps.has(clientId) || !this.opts.devices.isOnline(clientId) || !this.subscribed(clientId)) return
+    if (!this.running || !this.js || this.pumps.has(clientId) || !this.present(clientId)) return
     const pump = this.pump(clientId).then(
       () => {
         this.pumps.delete(clientId)
@@ -247,7 +313,7 @@ export class Commands {
       },
       (err: unknown) => {
         this.pumps.delete(clientId)
-        this.consumers.delete(consumerName(this.opts.gatewayId, clientId)) // made again next time
+        this.consumers.delete(consumerName(clientId)) // made again next time
         if (!this.running) return
         this.lastError = { at: Date.now(), message: `commands to ${JSON.stringify(clientId)}: ${(err as Error).message}` }
         // NATS unreachable, stream or consumer missing: try again in a while (commands wait in JetStream).
@@ -258,46 +324,130 @@ export class Commands {
     this.pumps.set(clientId, pump)
   }
 
+  /** The device is connected here and subscribed to its command topic: its commands may be pulled. */
+  private present(clientId: string): boolean {
+    return this.running && this.opts.devices.isOnline(clientId) && this.subscribed(clientId)
+  }
+
+  /** The device left this gateway: withdraw its pull request at once (see `withdraw`). */
+  private leave(clientId: string): void {
+    const pull = this.pulls.get(clientId)
+    if (pull) withdraw(pull)
+    this.tries.delete(clientId)
+  }
+
+  /**
+   * Creates (or updates) the device's shared consumer. An existing consumer with this config is
+   * used as it is: on a JetStream cluster, nats-server 2.9 turns every create of an existing durable
+   * into a config update, which disturbs the command it holds (seen: a nak'd command then waited for
+   * ack_wait). Gateways creating it at the same moment send the same config: the later create is an
+   * update with nothing to change. A gateway with another --cmd-max-deliver / --cmd-ack-timeout-ms
+   * updates it in place (keep those the same across a fleet).
+   */
   private async consumerFor(clientId: string): Promise<string> {
-    const name = consumerName(this.opts.gatewayId, clientId)
+    const name = consumerName(clientId)
     if (!this.consumers.has(name)) {
       await this.ready
-      await this.jsm!.consumers.add(this.opts.stream, {
+      const filter = `${this.opts.subjectPrefix}.cmd.${deviceToken(clientId)}.>`
+      const config = {
         durable_name: name,
-        filter_subject: `${this.opts.subjectPrefix}.cmd.${deviceToken(clientId)}.>`,
+        filter_subject: filter,
         ack_policy: AckPolicy.Explicit,
         deliver_policy: DeliverPolicy.All,
+        // One command out at a time, whichever gateway holds it: the device's order holds across gateways.
         max_ack_pending: 1,
         // The server redelivers on its own if the gateway dies holding a command.
         ack_wait: (this.opts.ackTimeoutMs + 5000) * 1_000_000,
-        // A backstop: the gateway terminates a command itself after maxDeliver deliveries.
+        // A backstop: the gateway terminates a command itself before this.
         max_deliver: this.opts.maxDeliver + MAX_DELIVER_SPARE,
         inactive_threshold: INACTIVE_NS,
-        // Create or update: a consumer made by an older Ferry (or with another --cmd-max-deliver)
-        // is updated in place. nats.js sends action "create" by default, which nats-server 2.10+
-        // refuses for an existing consumer with another config (10148). '' is its CreateOrUpdate
-        // (ConsumerApiAction is not exported).
-      }, { action: '' } as unknown as Parameters<JetStreamManager['consumers']['add']>[2])
+      }
+      // Create or update: nats.js sends action "create" by default, which nats-server 2.10+ refuses
+      // for an existing consumer with another config (10148). '' is its CreateOrUpdate
+      // (ConsumerApiAction is not exported).
+      const createOrUpdate = (): Promise<unknown> => this.jsm!.consumers.add(this.opts.stream, config, { action: '' } as unknown as Parameters<JetStreamManager['consumers']['add']>[2])
+      const has = (await this.jsm!.consumers.info(this.opts.stream, name).catch(() => undefined))?.config
+      const same = has !== undefined && (Object.keys(config) as (keyof typeof config)[]).every((k) => has[k] === config[k])
+      if (same) {
+        this.consumers.add(name)
+        return name
+      }
+      try {
+        await createOrUpdate()
+      } catch (err) {
+        if (!(err instanceof JetStreamApiError) || err.code !== WQ_CONSUMER_NOT_UNIQUE) throw err
+        await this.migrate(clientId, name, filter)
+        await createOrUpdate()
+      }
       this.consumers.add(name)
     }
     return name
   }
 
-  /** Delivers the device's commands one at a time while it is online and subscribed. */
-  private async pump(clientId: string): Promise<void> {
-    const { devices } = this.opts
-    const consumer = await this.js!.consumers.get(this.opts.stream, await this.consumerFor(clientId))
-    while (this.running && devices.isOnline(clientId) && this.subscribed(clientId)) {
-      const m = await consumer.next({ expires: PULL_EXPIRES_MS })
-      if (!m) continue
-      await this.slots.acquire()
+  /**
+   * Deletes the consumers an older Ferry made for this device (`<gatewayId>_<device>`, same filter),
+   * which a work-queue stream lets no other consumer overlap. Their unacknowledged command stays in
+   * the stream for the new consumer. A consumer that overlaps with another filter is not ours: left
+   * alone, and the error names it.
+   */
+  private async migrate(clientId: string, name: string, filter: string): Promise<void> {
+    const jsm = this.jsm!
+    const stream = this.opts.stream
+    const old: string[] = []
+    // Usually this gateway's own consumer from before the upgrade; else any gateway's, found by filter.
+    const own = legacyConsumerName(this.opts.gatewayId, clientId)
+    const info = await jsm.consumers.info(stream, own).catch(() => undefined)
+    if (info?.config.filter_subject === filter) old.push(own)
+    else {
+      for await (const c of jsm.consumers.list(stream)) if (c.name !== name && c.config.filter_subject === filter) old.push(c.name)
+    }
+    if (old.length === 0) throw new Error(`consumer ${name}: another consumer of work-queue stream ${stream} overlaps its filter ${filter}; delete it`)
+    for (const o of old) {
       try {
-        await this.handle(clientId, m)
+        await jsm.consumers.delete(stream, o)
       } catch (err) {
-        m.nak(1000)
-        throw err
+        // Another gateway migrating the same device at the same time deleted it first.
+        if (!(err instanceof JetStreamApiError) || err.status !== 404) throw err
+      }
+      this.opts.logger.info("deleted an older Ferry's per-gateway command consumer; the device's commands now use one consumer shared by the fleet", { clientId, stream, deleted: o, consumer: name })
+    }
+  }
+
+  /**
+   * Delivers the device's commands one at a time while it is here (online and subscribed): one pull
+   * request for one command at a time (fetch), withdrawn by `leave`. Not consume(): nats.js sends a
+   * pull request when its iterator reaches it, so consume()'s refill, queued behind the command being
+   * delivered, can go out after the device has left. fetch() sends its one request when first
+   * iterated and none after its command.
+   */
+  private async pump(clientId: string): Promise<void> {
+    const consumer = await this.js!.consumers.get(this.opts.stream, await this.consumerFor(clientId))
+    while (this.present(clientId)) {
+      const pull = await consumer.fetch({ max_messages: 1, expires: PULL_EXPIRES_MS })
+      this.pulls.set(clientId, pull)
+      try {
+        // Left meanwhile: stopped before iterating, its pull request is never sent.
+        if (!this.present(clientId)) return
+        for await (const m of pull) {
+          if (!this.present(clientId)) {
+            // Handed out as the device left (or the gateway closes): never offered, back at once.
+            m.nak()
+            this.opts.metrics.commands.inc(1, { result: 'offline' })
+            continue
+          }
+          await this.slots.acquire()
+          try {
+            await this.handle(clientId, m)
+          } catch (err) {
+            m.nak(1000)
+            throw err
+          } finally {
+            this.slots.release()
+          }
+        }
       } finally {
-        this.slots.release()
+        pull.stop()
+        if (this.pulls.get(clientId) === pull) this.pulls.delete(clientId)
       }
     }
   }
@@ -311,6 +461,18 @@ export class Commands {
     this.opts.logger.warn('command dead', { clientId, ...about, reason })
   }
 
+  /**
+   * Delivers one command, or terminates it (dead, expired), or hands it back to JetStream.
+   *
+   * What counts toward --cmd-max-deliver: JetStream's delivery count is shared by the fleet (one
+   * consumer) and also grows when a command goes back because the device left (it moved to another
+   * gateway, or dropped) before or while it was being sent. So a command is dead only when that count
+   * is past --cmd-max-deliver AND the device already had it here, since it connected here, without a
+   * PUBACK (or without a subscription to its topic): moves use up no try the device did not get where
+   * it is now. A command handed back because the device left is never counted here. Whatever the
+   * moves, a command is terminated (`command-dead`) at delivery maxDeliver + MAX_DELIVER_SPARE - 1,
+   * before the consumer's max_deliver would leave it in the stream without a word.
+   */
   private async handle(clientId: string, m: JsMsg): Promise<void> {
     const { metrics, devices } = this.opts
     const about = { subject: m.subject, streamSeq: m.seq }
@@ -335,12 +497,22 @@ export class Commands {
     }
     // Only to a device subscribed to this very topic (it may hold just commands/<id>/reboot).
     const wanted = devices.subscriptions(clientId).some((f) => topicMatches(f, topic))
-    if (m.info.deliveryCount > this.opts.maxDeliver) {
-      const reason = wanted ? `not acknowledged by the device after ${this.opts.maxDeliver} deliveries` : `the device is not subscribed to ${topic} (${this.opts.maxDeliver} tries)`
-      return this.dead(clientId, m, reason, about, this.opts.maxDeliver)
+    const last = this.tries.get(clientId)
+    const triedHere = last?.seq === m.seq ? last.n : 0
+    const count = m.info.deliveryCount
+    if ((count > this.opts.maxDeliver && triedHere > 0) || count >= this.opts.maxDeliver + MAX_DELIVER_SPARE - 1) {
+      this.tries.delete(clientId)
+      const reason =
+        count > this.opts.maxDeliver && triedHere > 0
+          ? wanted
+            ? `not acknowledged by the device after ${this.opts.maxDeliver} deliveries`
+            : `the device is not subscribed to ${topic} (${this.opts.maxDeliver} tries)`
+          : `delivered ${count - 1} times without a PUBACK (the device left while it was out)`
+      return this.dead(clientId, m, reason, about, count - 1)
     }
     if (!wanted) {
       // Its later commands wait behind it (one at a time, in order): try again later, then dead.
+      this.tries.set(clientId, { seq: m.seq, n: triedHere + 1 })
       m.nak(NOT_SUBSCRIBED_RETRY_MS)
       metrics.commands.inc(1, { result: 'not_subscribed' })
       return
@@ -349,6 +521,8 @@ export class Commands {
     // To a v5 device, with what is left of its TTL as Message Expiry Interval and its Ferry-Prop-* headers.
     const props = commandProperties(m.headers, ttl ? ttl - ageMs : undefined)
     const r = await this.deliver(clientId, topic, Buffer.from(m.data), this.opts.ackTimeoutMs, undefined, props)
+    if (r === 'timeout' || r === 'refused') this.tries.set(clientId, { seq: m.seq, n: triedHere + 1 })
+    else this.tries.delete(clientId)
     if (r === 'acked') {
       m.ack() // the server holds this device's next command until it has processed the ack (max_ack_pending 1)
       metrics.commands.inc(1, { result: 'delivered' })
@@ -360,6 +534,9 @@ export class Commands {
       // Back to JetStream: it is delivered again when the device is (still, or again) there. A PUBACK
       // with a failure reason code (MQTT 5, 'refused') is not an acknowledgement: retried like a timeout.
       const unacked = r === 'timeout' || r === 'refused'
+      // The device left ('offline'): this gateway has no pull request open now (fetch asks for one
+      // command at a time and the next fetch waits for the device), so the gateway the device is on
+      // now gets it at once.
       m.nak(unacked ? 1000 : 0)
       metrics.commands.inc(1, { result: unacked ? 'unacknowledged' : 'offline' })
     }
@@ -368,7 +545,8 @@ export class Commands {
   /** Stops reading commands; the one being delivered goes back to JetStream if unacknowledged. */
   async close(): Promise<void> {
     this.running = false
-    // Pumps wait in a pull request of up to 30 s; their commands are nak'd or redelivered by the
-    // server (ack_wait), so there is nothing to wait for.
+    // Withdraw every pull; a command being delivered is nak'd when its delivery ends, or redelivered
+    // by the server (ack_wait), so there is nothing to wait for.
+    for (const pull of this.pulls.values()) withdraw(pull)
   }
 }
