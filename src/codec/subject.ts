@@ -64,10 +64,19 @@ export function topicToSubject(prefix: string, topic: string, partition?: number
 }
 
 /**
+ * Throws FERRY_ERR_CODEC_SUBJECT unless `partitions` is an integer >= 0 (a consumer's N: NaN from an unset
+ * environment variable must not read as "partitioned, any p").
+ */
+function checkPartitions(partitions: number): void {
+  if (!Number.isSafeInteger(partitions) || partitions < 0) throw new FerryError('FERRY_ERR_CODEC_SUBJECT', `partitions must be an integer >= 0, got ${partitions}`)
+}
+
+/**
  * Where the tokens after `<prefix>.<kind>.` start, skipping the partition token when `partitions` > 0;
  * throws FERRY_ERR_CODEC_SUBJECT when the subject is not in that layout.
  */
 function afterPartition(subject: string, head: string, partitions: number): { start: number; partition: number | undefined } {
+  checkPartitions(partitions)
   if (!subject.startsWith(head) || subject.length === head.length) {
     throw new FerryError('FERRY_ERR_CODEC_SUBJECT', `subject "${subject}" is not under "${head}"`)
   }
@@ -87,7 +96,7 @@ function afterPartition(subject: string, head: string, partitions: number): { st
  * --partitions; when > 0 the subject must carry a partition token in [0, partitions) (`<prefix>.up.<p>.…`),
  * which is skipped; 0 (the default) reads the layout without it. The two layouts cannot be told apart
  * from the subject alone (a topic's first level may be a number), so the caller says which it reads.
- * Throws FERRY_ERR_CODEC_SUBJECT when the subject is not under `<prefix>.up.` or is malformed.
+ * Throws FERRY_ERR_CODEC_SUBJECT when the subject is not under `<prefix>.up.` or is malformed, or `partitions` is not an integer >= 0.
  */
 export function subjectToTopic(prefix: string, subject: string, partitions = 0): string {
   const { start } = afterPartition(subject, `${prefix}.up.`, partitions)
@@ -111,9 +120,10 @@ export function subjectPartition(prefix: string, subject: string, partitions: nu
 
 /**
  * The device token of an event subject (`<prefix>.events.<device>.<event>`, or with `partitions` > 0
- * `<prefix>.events.<p>.<device>.<event>`); undefined when it is not one.
+ * `<prefix>.events.<p>.<device>.<event>`); undefined when it is not one. Throws FERRY_ERR_CODEC_SUBJECT when `partitions` is not an integer >= 0.
  */
 export function eventSubjectDevice(prefix: string, subject: string, partitions = 0): string | undefined {
+  checkPartitions(partitions)
   let start: number
   try {
     start = afterPartition(subject, `${prefix}.events.`, partitions).start

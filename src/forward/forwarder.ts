@@ -361,7 +361,7 @@ export class Forwarder implements Component {
     }
     if (!this.streamReady) {
       try {
-        this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger)).eventsCaptured
+        this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger, this.opts.partitions ?? 0)).eventsCaptured
         this.streamReady = true
         this.streamProblem = ''
         this.backoff.reset()

@@ -29,9 +29,10 @@ export function uplinkSubjects(prefix: string): string[] {
 
 /**
  * Creates the stream with the uplink subjects when it is missing; when it exists, checks that it
- * captures `<prefix>.up.>` and throws FERRY_ERR_FORWARD_STREAM naming the fix otherwise.
+ * captures `<prefix>.up.>` and throws FERRY_ERR_FORWARD_STREAM naming the fix otherwise. `partitions`:
+ * --partitions (the event subjects' layout, for eventsCaptured).
  */
-export async function ensureStream(nc: NatsConnection, stream: string, prefix: string, logger: Logger): Promise<{ eventsCaptured: boolean }> {
+export async function ensureStream(nc: NatsConnection, stream: string, prefix: string, logger: Logger, partitions = 0): Promise<{ eventsCaptured: boolean }> {
   const jsm = await jetstreamManager(nc, { timeout: 5000 })
   const want = `${prefix}.up.>`
   let info
@@ -58,8 +59,9 @@ export async function ensureStream(nc: NatsConnection, stream: string, prefix: s
     logger.warn('stream also captures command or RPC subjects; requests to devices may be answered by JetStream', { stream, subjects: bad })
   }
   // Events may also go to a stream of their own, or to a narrower filter: ask JetStream which
-  // stream would store one.
-  const probe = `${prefix}.events.probe.connected`
+  // stream would store one, in the layout Ferry writes (--partitions adds a token: `<prefix>.events.*.*`
+  // captures `<prefix>.events.<device>.<event>` but not `<prefix>.events.<p>.<device>.<event>`).
+  const probe = partitions > 0 ? `${prefix}.events.0.probe.connected` : `${prefix}.events.probe.connected`
   const eventsCaptured = subjects.some((s) => subjectCovers(s, `${prefix}.events.>`)) || (await jsm.streams.find(probe).then(() => true, () => false))
   if (!eventsCaptured) {
     logger.warn(`stream does not capture "${prefix}.events.>": device events (presence, command-expired, command-dead) are dropped and counted; add that subject to the stream to keep them`, { stream, subjects })
