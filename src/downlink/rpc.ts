@@ -8,8 +8,10 @@
 // in canonical form, which names no device) gets NATS's own no-responders status (503) from the
 // server at once. One subscription per connected device: their number is bounded by
 // --max-connections and shown as ferry_downlink_rpc_subscriptions. A device replaced by a new
-// connection of the same id keeps its one subscription (the unsubscribe waits a microtask and is
-// skipped when the id is online again). nats.js sends every open subscription again after a reconnect.
+// connection of the same id (a takeover here) is subscribed again: aedes ends the old connection
+// before the new one's CONNACK, so for that moment its requests get no responders, as between any
+// two connections (the unsubscribe waits a microtask and is skipped when Devices reports the new
+// connection in the same tick). nats.js sends every open subscription again after a reconnect.
 //
 // An MQTT 5 device also gets the request with Response Topic (that same response topic) and the
 // correlation id as Correlation Data, and may answer as MQTT 5 request/response does.
@@ -161,8 +163,9 @@ export class Rpc {
           p.delivery.abort()
         }
       }
-      // A new connection with the same id emits 'online' right after this 'offline' (same tick):
-      // it keeps the subscription, so the server never loses interest in the device meanwhile.
+      // When a new connection with the same id emits 'online' right after this 'offline' (same tick:
+      // Devices found the old session still registered), it keeps the subscription. aedes usually ends
+      // the old connection before the new one's CONNACK: then the device is subscribed again.
       queueMicrotask(() => {
         if (!opts.devices.isOnline(d.clientId)) this.unfollow(d.clientId)
       })
