@@ -114,11 +114,11 @@ export class Downlink implements Component {
   private onSubscriptionLimit(err: Error): void {
     const now = Date.now()
     this.subscriptionLimitAt = now
-    this.lastError = { at: now, message: `the NATS server refused a subscription: ${err.message} (its max_subscriptions for this user or account; one RPC subscription per connected device): requests to some connected devices get no responders` }
+    this.lastError = { at: now, message: `the NATS server refused a subscription: ${err.message} (its max_subscriptions for this user or account; one RPC subscription per connected device): RPC requests (no responders) or commands of some connected devices go unanswered` }
     // Once per burst: every refused SUB (e.g. all of them again after a reconnect) sends one error.
     if (performance.now() - this.subscriptionLimitLoggedAt >= 10_000) {
       this.subscriptionLimitLoggedAt = performance.now()
-      this.logger.error('downlink: the NATS server refused a subscription (maximum subscriptions exceeded): requests to some connected devices get no responders; raise max_subscriptions for the downlink\'s user or account', { error: err })
+      this.logger.error('downlink: the NATS server refused a subscription (maximum subscriptions exceeded): RPC requests or commands of some connected devices go unanswered; raise max_subscriptions for the downlink\'s user or account', { error: err })
     }
   }
 
