@@ -14,7 +14,8 @@ export interface DownlinkHealth {
   readonly connected: boolean
   /**
    * RPC requests can reach every device connected here: the connection is not closed and no device's
-   * request subscription (`<prefix>.rpc.<device>.>`) was ended by the server (e.g. a permission).
+   * request subscription (`<prefix>.rpc.<device>.>`) was ended by the server (e.g. a permission),
+   * and the server refused no subscription for its max_subscriptions since the connection was made.
    * True with no device connected.
    */
   readonly subscribed: boolean
@@ -33,6 +34,14 @@ export class Downlink implements Component {
   private connected = false
   private commandsProblem = 'not attached yet'
   private lastError: { readonly at: number; readonly message: string } | undefined
+  /**
+   * Set when the server refused a subscription of this connection for its max_subscriptions (one RPC
+   * subscription per connected device can reach it): the connection stays up and the subscription
+   * looks open, but some device's requests get no responders. Cleared by a reconnect (every
+   * subscription is sent again, and refused again when still too many).
+   */
+  private subscriptionLimitAt: number | undefined
+  private subscriptionLimitLoggedAt = -Infinity
 
   constructor(
     private readonly servers: readonly string[],
@@ -83,6 +92,12 @@ export class Downlink implements Component {
   /** Follows the connection's state for health. */
   private watch(nc: NatsConnection): void {
     this.connected = true
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'reconnect') this.subscriptionLimitAt = undefined
+        else if (s.type === 'error' && /maximum subscriptions exceeded/i.test(s.error.message)) this.onSubscriptionLimit(s.error)
+      }
+    })().catch(() => {})
     watchConnection(nc, {
       up: (connected) => {
         this.connected = connected
@@ -96,12 +111,23 @@ export class Downlink implements Component {
     })
   }
 
+  private onSubscriptionLimit(err: Error): void {
+    const now = Date.now()
+    this.subscriptionLimitAt = now
+    this.lastError = { at: now, message: `the NATS server refused a subscription: ${err.message} (its max_subscriptions for this user or account; one RPC subscription per connected device): RPC requests (no responders) or commands of some connected devices go unanswered` }
+    // Once per burst: every refused SUB (e.g. all of them again after a reconnect) sends one error.
+    if (performance.now() - this.subscriptionLimitLoggedAt >= 10_000) {
+      this.subscriptionLimitLoggedAt = performance.now()
+      this.logger.error('downlink: the NATS server refused a subscription (maximum subscriptions exceeded): RPC requests or commands of some connected devices go unanswered; raise max_subscriptions for the downlink\'s user or account', { error: err })
+    }
+  }
+
   /** Connection, RPC subscriptions, command stream, and the latest error of the downlink. */
   get health(): DownlinkHealth {
     const errors = [this.lastError, this.rpc.lastError, this.commands.lastError].filter((e) => e !== undefined)
     return {
       connected: this.connected,
-      subscribed: this.rpc.subscribed,
+      subscribed: this.rpc.subscribed && this.subscriptionLimitAt === undefined,
       commandsProblem: this.commandsProblem,
       ...(errors.length ? { lastError: errors.reduce((a, b) => (b.at > a.at ? b : a)) } : {}),
     }

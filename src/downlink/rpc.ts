@@ -8,8 +8,10 @@
 // in canonical form, which names no device) gets NATS's own no-responders status (503) from the
 // server at once. One subscription per connected device: their number is bounded by
 // --max-connections and shown as ferry_downlink_rpc_subscriptions. A device replaced by a new
-// connection of the same id keeps its one subscription (the unsubscribe waits a microtask and is
-// skipped when the id is online again). nats.js sends every open subscription again after a reconnect.
+// connection of the same id (a takeover here) is subscribed again: aedes ends the old connection
+// before the new one's CONNACK, so for that moment its requests get no responders, as between any
+// two connections (the unsubscribe waits a microtask and is skipped when Devices reports the new
+// connection in the same tick). nats.js sends every open subscription again after a reconnect.
 //
 // An MQTT 5 device also gets the request with Response Topic (that same response topic) and the
 // correlation id as Correlation Data, and may answer as MQTT 5 request/response does.
@@ -20,7 +22,9 @@
 // its Content-Type (CBOR, JSON; other bytes as a byte string, or base64 in JSON; empty as null).
 // The device's reply is encoded for the cloud like telemetry (JSON to CBOR) with its Content-Type.
 // Every reply carries a `Ferry-Status` header: `200 OK`, `503 device offline` (it left while the
-// request was on its way or pending), `429 too many pending requests`, `504 device did not answer`,
+// request was on its way or pending), `503 device moved to gateway <id>` (another gateway of the
+// fleet took it over while the request was pending here: answered only at the request's timeout, so
+// that the new holder's answer, when the request reached it too, comes first), `429 too many pending requests`, `504 device did not answer`,
 // `400 bad request`, `502 response too large` (a response the NATS server's max_payload cannot
 // carry). Replies are not stored.
 //
@@ -58,6 +62,8 @@ interface Pending {
   readonly timer: NodeJS.Timeout
   /** Withdraws the request's MQTT delivery once the request has its reply. */
   readonly delivery: AbortController
+  /** The gateway that took the device over (cross-gateway takeover): answered only at the timeout. */
+  movedTo?: string
 }
 
 /** At most one log line per this long about responses for no pending request; the metric counts each. */
@@ -142,10 +148,24 @@ export class Rpc {
     opts.metrics.rpcSubscriptions.collect(() => this.subs.size - this.refused.size)
     opts.devices.on('online', (d) => this.follow(d.clientId))
     opts.devices.on('offline', (d) => {
-      // A device that goes away answers nothing: its requests fail now, not at their timeout.
-      for (const [id, p] of this.pending) if (p.clientId === d.clientId) this.finish(id, '503 device offline', 'offline')
-      // A new connection with the same id emits 'online' right after this 'offline' (same tick):
-      // it keeps the subscription, so the server never loses interest in the device meanwhile.
+      // Another gateway of the fleet took the device over (the registry's takeover sets takenOverBy).
+      const movedTo = 'takenOverBy' in d && typeof d.takenOverBy === 'string' ? d.takenOverBy : undefined
+      for (const [id, p] of this.pending) {
+        if (p.clientId !== d.clientId) continue
+        if (movedTo === undefined) {
+          // A device that goes away answers nothing: its requests fail now, not at their timeout.
+          this.finish(id, '503 device offline', 'offline')
+        } else {
+          // Both gateways subscribed while the device moved, so the new holder may have this request
+          // too, and its answer must win (the requester takes the first reply): no reply before the
+          // request's timeout. The stale session's delivery is withdrawn now.
+          p.movedTo = movedTo
+          p.delivery.abort()
+        }
+      }
+      // When a new connection with the same id emits 'online' right after this 'offline' (same tick:
+      // Devices found the old session still registered), it keeps the subscription. aedes usually ends
+      // the old connection before the new one's CONNACK: then the device is subscribed again.
       queueMicrotask(() => {
         if (!opts.devices.isOnline(d.clientId)) this.unfollow(d.clientId)
       })
@@ -337,7 +357,11 @@ export class Rpc {
       metrics.rpc.inc(1, { result: 'bad_request' })
       return this.respond(m.reply, `400 bad request: params cannot be encoded for the device (${json ? 'JSON' : 'CBOR'}): ${(err as Error).message}`)
     }
-    const timer = setTimeout(() => this.finish(correlationId, '504 device did not answer', 'timeout'), timeoutMs)
+    const timer = setTimeout(() => {
+      const movedTo = this.pending.get(correlationId)?.movedTo
+      if (movedTo === undefined) this.finish(correlationId, '504 device did not answer', 'timeout')
+      else this.finish(correlationId, `503 device moved to gateway ${movedTo}`, 'moved')
+    }, timeoutMs)
     const delivery = new AbortController()
     this.pending.set(correlationId, { clientId, reply: m.reply, started: performance.now(), timer, delivery })
     // The request goes at QoS 1; its PUBACK means nothing to the caller, the response does. A v5

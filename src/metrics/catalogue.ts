@@ -26,7 +26,7 @@ export function createMetrics() {
     commands: r.add(new Counter('ferry_downlink_commands_total', 'Commands handled, by result (delivered, expired, dead, offline, unacknowledged)')),
     commandsInflight: r.add(new Gauge('ferry_downlink_commands_inflight', 'Commands being delivered to devices')),
     commandLatency: r.add(new Histogram('ferry_downlink_command_delivery_seconds', 'Time from sending a command to the device to its PUBACK', LATENCY_S)),
-    rpc: r.add(new Counter('ferry_downlink_rpc_requests_total', 'RPC requests, by result (ok, offline, timeout, busy, bad_request, bad_reply_subject, too_large, unknown_correlation, ...)')),
+    rpc: r.add(new Counter('ferry_downlink_rpc_requests_total', 'RPC requests, by result (ok, offline, moved, timeout, busy, bad_request, bad_reply_subject, too_large, unknown_correlation, ...)')),
     rpcPending: r.add(new Gauge('ferry_downlink_rpc_pending', 'RPC requests waiting for a device')),
     rpcSubscriptions: r.add(new Gauge('ferry_downlink_rpc_subscriptions', 'Open RPC request subscriptions (<prefix>.rpc.<device>.>), one per device connected to this gateway')),
     rpcLatency: r.add(new Histogram('ferry_downlink_rpc_latency_seconds', 'Time from an RPC request to the device\'s response', LATENCY_S)),
