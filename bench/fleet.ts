@@ -147,6 +147,8 @@ async function startUpstream(target: Target): Promise<Upstream> {
       },
     }
   }
+  // NATS's MQTT listener sizes its own session streams ($MQTT_sess, $MQTT_msgs, $MQTT_rmsgs) from the cluster it
+  // sees when the first client connects (2.9.10 made them R2 here): stream_replicas makes them R3 like the rest.
   // The cluster helper picks its own free ports, which can collide with ours for MQTT: a few tries.
   let mqttPorts: number[] = []
   let cluster: NatsCluster | undefined
@@ -154,7 +156,7 @@ async function startUpstream(target: Target): Promise<Upstream> {
     mqttPorts = target === 'nats-mqtt' ? await Promise.all(Array.from({ length: SITES }, () => freePort())) : []
     const ports = mqttPorts
     try {
-      cluster = await startCluster({ size: SITES, ...(ports.length ? { extraConfig: (i: number) => `mqtt { listen: 127.0.0.1:${ports[i]} }` } : {}) })
+      cluster = await startCluster({ size: SITES, ...(ports.length ? { extraConfig: (i: number) => `mqtt { listen: 127.0.0.1:${ports[i]}, stream_replicas: ${SITES} }` } : {}) })
     } catch (err) {
       if (attempt >= 3 || !/address already in use/.test(String(err))) throw err
     }
@@ -357,6 +359,8 @@ async function runTarget(target: Target): Promise<RunOutcome> {
       const leader = await up.cluster.streamLeader('FERRY')
       const victim = KILL === 'leader' ? leader : KILL
       if (!victim) throw new Error('fleet: the FERRY stream has no leader to kill')
+      // Short request timeouts while the stream has no leader, so the poll keeps its 100 ms grain.
+      const jsmPoll = await jetstreamManager(nc, { timeout: 500, checkAPI: false })
       const before = backlogs.length ? Math.max(...backlogs) : 0
       const storedAtKill = (await streamCount(jsm, stream)) ?? stored1
       const ackedAtKill = acked()
@@ -367,7 +371,7 @@ async function runTarget(target: Target): Promise<RunOutcome> {
       let recoveredAt: number | undefined
       let peak = before
       while (performance.now() - tKill < RECOVER_MAX_MS) {
-        const [n, b] = await Promise.all([streamCount(jsm, stream), scrapeBacklog()])
+        const [n, b] = await Promise.all([streamCount(jsmPoll, stream), scrapeBacklog()])
         const now = performance.now()
         if (Number.isFinite(b)) peak = Math.max(peak, b)
         if (growthAt === undefined && n !== undefined && n > storedAtKill) {
