@@ -1,7 +1,7 @@
 // Benchmark: a fleet — 3 gateways × 1,000 devices into a 3-node JetStream cluster (R3), one node killed mid-run, against the same load through one gateway into one node (R1) and through NATS's MQTT listener on the cluster.
 //
-// Run: npx tsx bench/fleet.ts [--runs 1] [--devices 1000] [--inflight 1] [--warmup-seconds 3] [--window-seconds 10]
-//        [--after-seconds 3] [--kill leader|n1|n2|n3|none] [--only one-gateway,fleet,nats-mqtt]
+// Run: npx tsx bench/fleet.ts [--runs 3] [--devices 1000] [--inflight 1] [--warmup-seconds 2] [--window-seconds 6]
+//        [--after-seconds 2] [--kill leader|n1|n2|n3|none] [--max-seconds 240] [--only one-gateway,fleet,nats-mqtt]
 //      or, inside `npm run bench`: npm run bench -- --only fleet   (needs nats-server and `npm run build`)
 // Load (the same for every target): 3 × `devices` simulated devices (firmware-sim, one MQTT 3.1.1 client each; ids
 //   site1-00001 … site3-01000, one group of `devices` per site), QoS 1, ~200-byte telemetry JSON, closed loop with
@@ -26,7 +26,8 @@
 // looked up in the stream (lost, duplicates). For the node kill: which node, kill → the stream grows again,
 // kill → the gateways' backlog (ferry_log_backlog_records, summed) is back to its level before the kill, the
 // largest backlog, and msg/s acknowledged to devices while the stream was stalled.
-// Ratios: fleet ÷ one-gateway and fleet ÷ nats-mqtt, in the same invocation. Medians of `--runs`.
+// Ratios: fleet ÷ one-gateway and fleet ÷ nats-mqtt, in the same invocation. Medians of `--runs` (default 3), fewer
+// when the next run would end after `--max-seconds` (default 240, from the average run so far): ~80 s a run here.
 // Only processes started here are signalled; everything listens on 127.0.0.1; every wait has a deadline.
 import { jetstreamManager } from '@nats-io/jetstream'
 import type { JetStreamManager } from '@nats-io/jetstream'
@@ -44,13 +45,14 @@ import type { Proc } from './lib.js'
 
 const { values } = parseArgs({
   options: {
-    runs: { type: 'string', default: '1' },
+    runs: { type: 'string', default: '3' },
     devices: { type: 'string', default: '1000' },
     inflight: { type: 'string', default: '1' },
-    'warmup-seconds': { type: 'string', default: '3' },
-    'window-seconds': { type: 'string', default: '10' },
-    'after-seconds': { type: 'string', default: '3' },
+    'warmup-seconds': { type: 'string', default: '2' },
+    'window-seconds': { type: 'string', default: '6' },
+    'after-seconds': { type: 'string', default: '2' },
     kill: { type: 'string', default: 'leader' },
+    'max-seconds': { type: 'string', default: '240' },
     only: { type: 'string' },
   },
 })
@@ -63,6 +65,8 @@ const WARMUP_S = Number(values['warmup-seconds'])
 const WINDOW_S = Number(values['window-seconds'])
 const AFTER_S = Number(values['after-seconds'])
 const KILL = values.kill
+/** No further run starts when the runs so far, on average, say it would end after this many seconds. */
+const MAX_S = Number(values['max-seconds'])
 const ONLY = values.only?.split(',').filter(Boolean)
 const PAYLOAD = 200
 const PREFIX = 'ferry'
@@ -106,6 +110,8 @@ interface Sample {
   ackedPerDevice: number
   lost: number
   duplicates: number
+  /** Device reconnects over the run (a connection the server closed; mqtt.js then resends what was unacknowledged). */
+  reconnects: number
   /** Node kill (fleet only; NaN otherwise). */
   killToGrowthMs: number
   killToBacklogRecoveredMs: number
@@ -346,6 +352,7 @@ async function runTarget(target: Target): Promise<RunOutcome> {
       ackedPerDevice: 0,
       lost: 0,
       duplicates: 0,
+      reconnects: 0,
       killToGrowthMs: NaN,
       killToBacklogRecoveredMs: NaN,
       backlogBeforeKill: NaN,
@@ -437,7 +444,7 @@ async function runTarget(target: Target): Promise<RunOutcome> {
     }
     Object.assign(sample, { acked: audit.acked, ackedPerDevice: audit.acked / (SITES * DEVICES), lost: audit.lost, duplicates: audit.duplicates })
     notes.fleetDrained = drained
-    notes.reconnects = fleets.reduce((a, f) => a + f.stats().reconnects, 0)
+    sample.reconnects = fleets.reduce((a, f) => a + f.stats().reconnects, 0)
     notes.publishErrors = fleets.reduce((a, f) => a + f.stats().publishErrors, 0)
     // Replicas as JetStream reports them (for NATS's listener also its own $MQTT_* streams).
     const streams: Record<string, number> = {}
@@ -475,7 +482,13 @@ export async function main(): Promise<Record<string, unknown>> {
   const [node, ...rest] = ferryCommand()
   const targets = TARGETS.filter((t) => !ONLY || ONLY.some((o) => t.includes(o)))
   const runs: Partial<Record<Target, RunOutcome[]>> = {}
-  for (let r = 0; r < RUNS; r++)
+  let completed = 0
+  for (let r = 0; r < RUNS; r++) {
+    const elapsed = (performance.now() - t0) / 1000
+    if (r > 0 && elapsed + elapsed / r > MAX_S) {
+      process.stderr.write(`fleet: stopping after ${r} run(s): another would end after --max-seconds ${MAX_S} (${elapsed.toFixed(0)} s so far)\n`)
+      break
+    }
     for (const t of targets) {
       const tt = performance.now()
       const out = await runTarget(t)
@@ -485,6 +498,8 @@ export async function main(): Promise<Record<string, unknown>> {
         `run ${r + 1}/${RUNS} ${t}: ${Math.round(s.ackedPerS)} msg/s acked, ${Math.round(s.storedPerS)} into JetStream, CPU µs/msg gateways ${s.gatewaysCpuUsPerMsg.toFixed(1)} nats ${s.natsCpuUsPerMsg.toFixed(1)}, load generator ${s.loadGenCpuPct.toFixed(0)} %, e2e p99 ${s.e2eP99} ms, ${s.acked} acked, ${s.lost} lost, ${s.duplicates} duplicates (${((performance.now() - tt) / 1000).toFixed(0)} s)\n`,
       )
     }
+    completed++
+  }
   const medians: Partial<Record<Target, Sample>> = {}
   for (const t of targets) if (runs[t]) medians[t] = medianSample(runs[t].map((x) => x.sample))
   const ratios: Record<string, Record<string, number>> = {}
@@ -494,13 +509,13 @@ export async function main(): Promise<Record<string, unknown>> {
     if (f && b) ratios[`fleet/${base}`] = Object.fromEntries(COMPARED.map(([k]) => [k, f[k] / b[k]]))
   }
   process.stdout.write(
-    `\nFleet: ${SITES} sites × ${DEVICES.toLocaleString('en-US')} devices, QoS 1, ~${PAYLOAD}-byte JSON, closed loop with ${INFLIGHT} in flight per device; ${WARMUP_S} s warm-up after all connected, then ${WINDOW_S} s measured; medians of ${RUNS} run(s)\n\n`,
+    `\nFleet: ${SITES} sites × ${DEVICES.toLocaleString('en-US')} devices, QoS 1, ~${PAYLOAD}-byte JSON, closed loop with ${INFLIGHT} in flight per device; ${WARMUP_S} s warm-up after all connected, then ${WINDOW_S} s measured; medians of ${completed} run(s)\n\n`,
   )
   printTable([
-    ['target', 'acked msg/s', 'into JetStream msg/s', 'gateways CPU µs/msg', 'nats-servers CPU µs/msg', 'load gen % core', 'device→JS p50 ms', 'p99 ms', 'gateway RSS max MiB', 'nats-server RSS max MiB', 'acked per device', 'lost', 'dup'],
+    ['target', 'acked msg/s', 'into JetStream msg/s', 'gateways CPU µs/msg', 'nats-servers CPU µs/msg', 'load gen % core', 'device→JS p50 ms', 'p99 ms', 'gateway RSS max MiB', 'nats-server RSS max MiB', 'acked per device', 'reconnects', 'lost', 'dup'],
     ...targets.flatMap((t) => {
       const s = medians[t]
-      return s ? [[LABELS[t], s.ackedPerS, s.storedPerS, s.gatewaysCpuUsPerMsg, s.natsCpuUsPerMsg, s.loadGenCpuPct, s.e2eP50, s.e2eP99, s.gatewayRssMaxMiB, s.natsRssMaxMiB, s.ackedPerDevice, String(s.lost), String(s.duplicates)]] : []
+      return s ? [[LABELS[t], s.ackedPerS, s.storedPerS, s.gatewaysCpuUsPerMsg, s.natsCpuUsPerMsg, s.loadGenCpuPct, s.e2eP50, s.e2eP99, s.gatewayRssMaxMiB, s.natsRssMaxMiB, s.ackedPerDevice, String(s.reconnects), String(s.lost), String(s.duplicates)]] : []
     }),
   ])
   if (Object.keys(ratios).length) {
@@ -521,7 +536,9 @@ export async function main(): Promise<Record<string, unknown>> {
     gateway: { node: node!, nodeArgs: rest.slice(0, -1), bundle: rest[rest.length - 1] },
     load: { sites: SITES, devicesPerSite: DEVICES, devices: SITES * DEVICES, inflightPerDevice: INFLIGHT, qos: 1, payloadBytes: PAYLOAD, warmupSeconds: WARMUP_S, windowSeconds: WINDOW_S, afterKillSeconds: AFTER_S },
     kill: KILL,
-    runs: RUNS,
+    runs: completed,
+    runsRequested: RUNS,
+    maxSeconds: MAX_S,
     targets: Object.fromEntries(targets.map((t) => [t, LABELS[t]])),
     medians,
     ratios,

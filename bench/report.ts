@@ -530,9 +530,13 @@ function downlinkSection(ctx: Ctx): string {
 }
 
 /** fleet.ts runs once by default (its time budget): say so, without asking for 3 runs as runsNote does. */
-function fleetRuns(runs: number): string {
+function fleetRuns(d: Json): string {
+  const runs = num(get(d, 'runs'))
+  const asked = num(get(d, 'runsRequested'))
   if (!Number.isFinite(runs)) return ''
-  return runs >= 2 ? `Medians of ${runs} runs, interleaved.` : 'One run of each (`--runs 3` for medians, about three times as long).'
+  const cut = asked > runs ? ` (${f(asked)} asked; the next would have ended after \`--max-seconds ${f(num(get(d, 'maxSeconds')))}\`)` : ''
+  const took = Number.isFinite(num(get(d, 'seconds'))) ? ` The fleet bench took ${f(num(get(d, 'seconds')), 0)} s.` : ''
+  return `${runs >= 2 ? `Medians of ${runs} runs, interleaved` : 'One run of each'}${cut}.${took}`
 }
 
 function fleetSection(ctx: Ctx): string {
@@ -546,12 +550,12 @@ function fleetSection(ctx: Ctx): string {
     `The same load into three upstreams: ${f(num(load.sites))} sites × ${f(num(load.devicesPerSite))} devices (${f(num(load.devices))} MQTT 3.1.1 clients, firmware-sim), QoS 1, ~${f(num(load.payloadBytes))}-byte telemetry JSON, closed loop with ${f(num(load.inflightPerDevice))} message in flight per device; ${f(num(load.warmupSeconds))} s of load after every device is connected, then a measured window of ${f(num(load.windowSeconds))} s. ` +
       "**1 gateway**: one gateway (`--fsync always`) holds all sites and forwards into one nats-server, stream R1. **3 gateways**: one gateway per site (distinct `--gateway-id`, one `--subject-prefix`, `--stream-replicas 3`, all three `--nats-url`s) into a 3-node JetStream cluster, stream R3; after the window one node gets kill -9 (below) and the load goes on until the cluster has recovered, then " +
       `${f(num(load.afterKillSeconds))} s more. **NATS MQTT**: the devices straight to NATS's MQTT listener on the same kind of cluster (site i → node i), a stream on \`devices.>\` R3. ` +
-      `CPU per message stored, from /proc, of all gateways and of all nats-servers; the load generator runs on the same cores (its share of a core in the table). Every acknowledged (device, seq) is then looked up in the stream. ${fleetRuns(num(get(d, 'runs')))}`,
+      `CPU per message stored, from /proc, of all gateways and of all nats-servers; the load generator runs on the same cores (its share of a core in the table). Every acknowledged (device, seq) is then looked up in the stream (a device that reconnects resends what it had unacknowledged, so reconnects can show as duplicates). ${fleetRuns(d)}`,
     '',
   )
-  const rows: string[][] = [['target', 'acked msg/s', 'into JetStream msg/s', 'gateways CPU µs/msg', 'nats-servers CPU µs/msg', 'total CPU µs/msg', 'device→JetStream p50 / p99 ms', 'RSS max MiB: gateway / nats-server', 'load generator % of a core', 'acknowledged (per device)', 'lost', 'duplicates']]
+  const rows: string[][] = [['target', 'acked msg/s', 'into JetStream msg/s', 'gateways CPU µs/msg', 'nats-servers CPU µs/msg', 'total CPU µs/msg', 'device→JetStream p50 / p99 ms', 'RSS max MiB: gateway / nats-server', 'load generator % of a core', 'acknowledged (per device)', 'device reconnects', 'lost', 'duplicates']]
   for (const [t, s] of Object.entries(med)) {
-    rows.push([str(labels[t]) || t, f(num(get(s, 'ackedPerS')), 0), f(num(get(s, 'storedPerS')), 0), f(num(get(s, 'gatewaysCpuUsPerMsg')), 1), f(num(get(s, 'natsCpuUsPerMsg')), 1), f(num(get(s, 'cpuUsPerMsg')), 1), `${f(num(get(s, 'e2eP50')))} / ${f(num(get(s, 'e2eP99')))}`, `${f(num(get(s, 'gatewayRssMaxMiB')), 0)} / ${f(num(get(s, 'natsRssMaxMiB')), 0)}`, f(num(get(s, 'loadGenCpuPct')), 0), `${f(num(get(s, 'acked')))} (${f(num(get(s, 'ackedPerDevice')), 0)})`, f(num(get(s, 'lost'))), f(num(get(s, 'duplicates')))])
+    rows.push([str(labels[t]) || t, f(num(get(s, 'ackedPerS')), 0), f(num(get(s, 'storedPerS')), 0), f(num(get(s, 'gatewaysCpuUsPerMsg')), 1), f(num(get(s, 'natsCpuUsPerMsg')), 1), f(num(get(s, 'cpuUsPerMsg')), 1), `${f(num(get(s, 'e2eP50')))} / ${f(num(get(s, 'e2eP99')))}`, `${f(num(get(s, 'gatewayRssMaxMiB')), 0)} / ${f(num(get(s, 'natsRssMaxMiB')), 0)}`, f(num(get(s, 'loadGenCpuPct')), 0), `${f(num(get(s, 'acked')))} (${f(num(get(s, 'ackedPerDevice')), 0)})`, f(num(get(s, 'reconnects'))), f(num(get(s, 'lost'))), f(num(get(s, 'duplicates')))])
   }
   out.push(table(rows), '')
   const ratios = obj(get(d, 'ratios'))
