@@ -23,9 +23,10 @@ const DEFAULT_COMMANDS: Record<string, string> = {
   compactness: 'npx tsx bench/compactness.ts',
   footprint: 'npx tsx bench/footprint.ts',
   downlink: 'npx tsx bench/downlink.ts',
+  fleet: 'npx tsx bench/fleet.ts',
   micro: 'npm run bench:micro',
 }
-const ORDER = ['throughput', 'drain', 'crash', 'compactness', 'footprint', 'startup', 'downlink', 'micro']
+const ORDER = ['throughput', 'drain', 'crash', 'compactness', 'footprint', 'startup', 'downlink', 'fleet', 'micro']
 
 const PEERS: Record<string, string> = {
   'nats-mqtt': 'NATS MQTT listener',
@@ -528,6 +529,57 @@ function downlinkSection(ctx: Ctx): string {
   return out.join('\n')
 }
 
+/** fleet.ts runs once by default (its time budget): say so, without asking for 3 runs as runsNote does. */
+function fleetRuns(d: Json): string {
+  const runs = num(get(d, 'runs'))
+  const asked = num(get(d, 'runsRequested'))
+  if (!Number.isFinite(runs)) return ''
+  const cut = asked > runs ? ` (${f(asked)} asked; the next would have ended after \`--max-seconds ${f(num(get(d, 'maxSeconds')))}\`)` : ''
+  const took = Number.isFinite(num(get(d, 'seconds'))) ? ` The fleet bench took ${f(num(get(d, 'seconds')), 0)} s.` : ''
+  return `${runs >= 2 ? `Medians of ${runs} runs, interleaved` : 'One run of each'}${cut}.${took}`
+}
+
+function fleetSection(ctx: Ctx): string {
+  const d = ctx.files.fleet
+  if (!d) return '## Fleet\n\nNo `bench/results/fleet.json` yet: run `npm run bench -- --only fleet` (or `npx tsx bench/fleet.ts`).\n'
+  const load = obj(get(d, 'load'))
+  const med = obj(get(d, 'medians'))
+  const labels = obj(get(d, 'targets'))
+  const out = ['## Fleet', '']
+  out.push(
+    `The same load into three upstreams: ${f(num(load.sites))} sites × ${f(num(load.devicesPerSite))} devices (${f(num(load.devices))} MQTT 3.1.1 clients, firmware-sim), QoS 1, ~${f(num(load.payloadBytes))}-byte telemetry JSON, closed loop with ${f(num(load.inflightPerDevice))} message in flight per device; ${f(num(load.warmupSeconds))} s of load after every device is connected, then a measured window of ${f(num(load.windowSeconds))} s. ` +
+      "**1 gateway**: one gateway (`--fsync always`) holds all sites and forwards into one nats-server, stream R1. **3 gateways**: one gateway per site (distinct `--gateway-id`, one `--subject-prefix`, `--stream-replicas 3`, all three `--nats-url`s) into a 3-node JetStream cluster, stream R3; after the window one node gets kill -9 (below) and the load goes on until the cluster has recovered, then " +
+      `${f(num(load.afterKillSeconds))} s more. **NATS MQTT**: the devices straight to NATS's MQTT listener on the same kind of cluster (site i → node i), a stream on \`devices.>\` R3. ` +
+      `CPU per message stored, from /proc, of all gateways and of all nats-servers; the load generator runs on the same cores (its share of a core in the table). Every acknowledged (device, seq) is then looked up in the stream (a device that reconnects resends what it had unacknowledged, so reconnects can show as duplicates). ${fleetRuns(d)}`,
+    '',
+  )
+  const rows: string[][] = [['target', 'acked msg/s', 'into JetStream msg/s', 'gateways CPU µs/msg', 'nats-servers CPU µs/msg', 'total CPU µs/msg', 'device→JetStream p50 / p99 ms', 'RSS max MiB: gateway / nats-server', 'load generator % of a core', 'acknowledged (per device)', 'device reconnects', 'lost', 'duplicates']]
+  for (const [t, s] of Object.entries(med)) {
+    rows.push([str(labels[t]) || t, f(num(get(s, 'ackedPerS')), 0), f(num(get(s, 'storedPerS')), 0), f(num(get(s, 'gatewaysCpuUsPerMsg')), 1), f(num(get(s, 'natsCpuUsPerMsg')), 1), f(num(get(s, 'cpuUsPerMsg')), 1), `${f(num(get(s, 'e2eP50')))} / ${f(num(get(s, 'e2eP99')))}`, `${f(num(get(s, 'gatewayRssMaxMiB')), 0)} / ${f(num(get(s, 'natsRssMaxMiB')), 0)}`, f(num(get(s, 'loadGenCpuPct')), 0), `${f(num(get(s, 'acked')))} (${f(num(get(s, 'ackedPerDevice')), 0)})`, f(num(get(s, 'reconnects'))), f(num(get(s, 'lost'))), f(num(get(s, 'duplicates')))])
+  }
+  out.push(table(rows), '')
+  const ratios = obj(get(d, 'ratios'))
+  if (Object.keys(ratios).length) {
+    const figs: [string, string][] = [['ackedPerS', 'acked msg/s'], ['storedPerS', 'into JetStream msg/s'], ['gatewaysCpuUsPerMsg', 'gateways CPU/msg'], ['natsCpuUsPerMsg', 'nats-servers CPU/msg'], ['cpuUsPerMsg', 'total CPU/msg'], ['e2eP99', 'device→JetStream p99']]
+    const names: Record<string, string> = { 'fleet/one-gateway': '3 gateways ÷ 1 gateway', 'fleet/nats-mqtt': '3 gateways ÷ NATS MQTT' }
+    out.push(table([['ratio (same run)', ...figs.map(([, l]) => l)], ...Object.entries(ratios).map(([k, r]) => [names[k] ?? k, ...figs.map(([key]) => ratio(num(get(r, key)), 1))])]), '')
+  }
+  const fl = obj(med.fleet)
+  if (str(get(d, 'kill')) !== 'none' && Object.keys(fl).length) {
+    const killed = arr(get(d, 'all', 'fleet')).map((r) => get(r, 'notes', 'killed'))
+    const which = killed.map((k) => `${str(get(k, 'node'))}${get(k, 'wasStreamLeader') === true ? ' (leader)' : ''}`).join(', ')
+    out.push(`Node kill under load (3 gateways): kill -9 of ${str(get(d, 'kill')) === 'leader' ? "the stream's leader" : str(get(d, 'kill'))} (${which || '–'}); the gateways keep acknowledging devices from their logs while the stream has no leader. "Backlog back" is the gateways' summed \`ferry_log_backlog_records\` back at its largest value in the window before the kill.`, '')
+    out.push(
+      table([
+        ['kill → stream grows again ms', 'kill → backlog back ms', 'backlog before → peak', 'acked msg/s while stalled', 'lost', 'duplicates'],
+        [f(num(fl.killToGrowthMs), 0), f(num(fl.killToBacklogRecoveredMs), 0), `${f(num(fl.backlogBeforeKill))} → ${f(num(fl.backlogPeak))}`, f(num(fl.ackedPerSWhileStalled), 0), f(num(fl.lost)), f(num(fl.duplicates))],
+      ]),
+      '',
+    )
+  }
+  return out.join('\n')
+}
+
 function microSection(ctx: Ctx): string {
   const d = ctx.files.micro
   if (!d) return '## Micro-benchmarks\n\nNo `bench/results/micro.json` yet: run `npm run bench:micro`.\n'
@@ -776,7 +828,7 @@ export async function main(): Promise<void> {
   const ctx: Ctx = { files, charts: {}, targets: [] }
   evaluateTargets(ctx)
   const known = new Set(ORDER)
-  const sections = [throughputSection(ctx), drainSection(ctx), crashSection(ctx), compactnessSection(ctx), footprintSection(ctx), startupSection(ctx), downlinkSection(ctx), microSection(ctx)]
+  const sections = [throughputSection(ctx), drainSection(ctx), crashSection(ctx), compactnessSection(ctx), footprintSection(ctx), startupSection(ctx), downlinkSection(ctx), fleetSection(ctx), microSection(ctx)]
   for (const [name, d] of Object.entries(files)) if (!known.has(name)) sections.push(`## ${name}\n\n${generic(d)}\n`)
   const targets = table([['target (issue 14)', 'measured', 'verdict'], ...ctx.targets.map((t) => [t.target, t.measured, t.verdict === 'met' ? '**met**' : t.verdict === 'missed' ? '**missed**' : 'not measured'])])
   const md = [

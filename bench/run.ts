@@ -1,42 +1,54 @@
 // Runs every benchmark scenario in turn, then the report (npm run bench); each also runs alone with `npx tsx bench/<name>.ts`.
-// Prints how long each part took. footprint.ts runs in a child process whose open-files limit is raised to the hard
-// limit (10,000 devices need ~11,000 descriptors; `ulimit -n` is often 1,024), so `npm run bench` needs no ulimit first.
+// `npm run bench -- --only fleet` (comma separated part names, e.g. `--only fleet,report`) runs just those parts, each
+// with its default options; the report only when named, so a partial run leaves bench/RESULTS.md as it is.
+// Prints how long each part took. footprint.ts and fleet.ts run in a child process whose open-files limit is raised to
+// the hard limit (10,000 devices need ~11,000 descriptors, the fleet ~7,000; `ulimit -n` is often 1,024), so
+// `npm run bench` needs no ulimit first.
 import { spawnSync } from 'node:child_process'
 import path from 'node:path'
-import { main as compactness } from './compactness.js'
-import { main as crash } from './crash.js'
-import { main as downlink } from './downlink.js'
-import { main as drain } from './drain.js'
+import { parseArgs } from 'node:util'
 import { ROOT, openFilesLimit } from './lib.js'
-import { main as micro } from './micro.js'
-import { main as report } from './report.js'
-import { main as startup } from './startup.js'
-import { main as throughput } from './throughput.js'
 
-/** footprint.ts in its own process under `ulimit -n <hard limit>` (it keeps 10,000 client sockets open itself). */
-async function footprint(): Promise<void> {
-  const { hard } = openFilesLimit()
-  const limit = Number.isFinite(hard) ? hard : 65_536
-  const tsx = path.join(ROOT, 'node_modules', '.bin', 'tsx')
-  const r = spawnSync('sh', ['-c', `ulimit -n ${limit} 2>/dev/null || true; exec "$0" bench/footprint.ts`, tsx], { cwd: ROOT, stdio: 'inherit' })
-  if (r.status !== 0) throw new Error(`bench/footprint.ts failed (${r.status ?? r.signal})`)
+const { values } = parseArgs({ options: { only: { type: 'string' } } })
+const ONLY = values.only?.split(',').filter(Boolean)
+// The parts parse process.argv themselves when imported (strict: unknown options throw): they get none.
+process.argv.splice(2)
+
+/** A benchmark in its own process under `ulimit -n <hard limit>` (it keeps thousands of client sockets open itself). */
+function underRaisedFdLimit(script: string): () => Promise<void> {
+  return async () => {
+    const { hard } = openFilesLimit()
+    const limit = Number.isFinite(hard) ? hard : 65_536
+    const tsx = path.join(ROOT, 'node_modules', '.bin', 'tsx')
+    const r = spawnSync('sh', ['-c', `ulimit -n ${limit} 2>/dev/null || true; exec "$0" ${script}`, tsx], { cwd: ROOT, stdio: 'inherit' })
+    if (r.status !== 0) throw new Error(`${script} failed (${r.status ?? r.signal})`)
+  }
+}
+
+/** A part's main(), imported only when the part runs. */
+function part(file: string): () => Promise<unknown> {
+  return async () => ((await import(file)) as { main: () => Promise<unknown> }).main()
 }
 
 async function run(): Promise<void> {
   const parts: [string, () => Promise<unknown>][] = [
-    ['throughput', throughput],
-    ['drain', drain],
-    ['startup', startup],
-    ['footprint', footprint],
-    ['compactness', compactness],
-    ['crash', crash],
-    ['downlink', downlink],
-    ['micro', micro],
-    ['report', report],
+    ['throughput', part('./throughput.js')],
+    ['drain', part('./drain.js')],
+    ['startup', part('./startup.js')],
+    ['footprint', underRaisedFdLimit('bench/footprint.ts')],
+    ['compactness', part('./compactness.js')],
+    ['crash', part('./crash.js')],
+    ['downlink', part('./downlink.js')],
+    ['fleet', underRaisedFdLimit('bench/fleet.ts')],
+    ['micro', part('./micro.js')],
+    ['report', part('./report.js')],
   ]
+  const unknown = ONLY?.filter((o) => !parts.some(([name]) => name === o)) ?? []
+  if (unknown.length) throw new Error(`--only: no part named ${unknown.join(', ')} (parts: ${parts.map(([n]) => n).join(', ')})`)
   const took: string[] = []
   const t0 = performance.now()
   for (const [name, fn] of parts) {
+    if (ONLY && !ONLY.includes(name)) continue
     const t = performance.now()
     await fn()
     took.push(`${name} ${((performance.now() - t) / 1000).toFixed(0)} s`)
