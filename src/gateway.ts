@@ -195,6 +195,8 @@ export class Gateway {
         liveLaneMinBacklog: config.nats.liveLane ? LIVE_LANE_MIN_BACKLOG : 0,
         openReader: (fromSeq) => new LogReader(log, fromSeq),
         uplinkHeaders: config.forward.uplinkHeaders,
+        streamReplicas: config.nats.streamReplicas,
+        dedupWindowMs: config.nats.dedupWindowMs,
       })
       forwarderRef = forwarder
       let downlinkRef: Downlink | undefined

@@ -94,6 +94,13 @@ export interface ForwarderOptions {
   readonly openReader: (fromSeq: number) => LogReader
   /** Which headers uplink messages carry (--uplink-headers, codec/headers.ts); default full. */
   readonly uplinkHeaders?: UplinkHeaderMode
+  /** Replicas of the stream when Ferry creates it (--stream-replicas). Default 1. */
+  readonly streamReplicas?: number
+  /**
+   * The duplicate window of the stream when Ferry creates it (--dedup-window), ms. Default 2 minutes.
+   * A resend of a record first sent longer ago may be stored twice: counted and logged.
+   */
+  readonly dedupWindowMs?: number
 }
 
 interface Inflight {
@@ -108,6 +115,8 @@ interface Inflight {
   readonly headers: Uint8Array
   /** performance.now() of the last send; 0 = to be sent. */
   sentAt: number
+  /** performance.now() of the first send by this process; 0 = not sent yet. */
+  firstSentAt: number
   /** Sends so far (names the reply subject of each). */
   attempts: number
   /** Permanent (4xx) rejections so far: `maxAttempts` of them dead-letter the record. */
@@ -164,6 +173,9 @@ const EMPTY = Buffer.alloc(0)
 const READ_CHUNK_RECORDS = 64
 /** Expired records are logged at most this often, as seq ranges. */
 const EXPIRED_LOG_MS = 1000
+/** Resends outside the duplicate window are logged at most this often, as seq ranges. */
+const LATE_RESEND_LOG_MS = 10_000
+const DEFAULT_DEDUP_WINDOW_MS = 120_000
 interface LiveLane {
   readonly reader: LogReader
   /** What the lane sends and when (live-lane.ts). */
@@ -222,6 +234,12 @@ export class Forwarder implements Component {
   /** Records dropped as expired since the last log line about them. */
   private readonly expired = new SeqRanges()
   private expiredLogAt = 0
+  /** Records resent when their first send was longer than the duplicate window ago, since the last log line about them. */
+  private readonly lateResends = new SeqRanges()
+  private lateResendLogAt = 0
+  /** Stream setting warnings already logged (stream.ts): once per process, not per reconnect. */
+  private readonly streamWarned = new Set<string>()
+  private readonly dedupWindowMs: number
 
   /** The window the live lane shares with the main lane (live-lane.ts). */
   private readonly laneWindow: LaneWindow
@@ -233,6 +251,7 @@ export class Forwarder implements Component {
 
   constructor(private readonly opts: ForwarderOptions) {
     this.expected = expectStream(opts.stream)
+    this.dedupWindowMs = opts.dedupWindowMs ?? DEFAULT_DEDUP_WINDOW_MS
     this.window = new AckWindow<Inflight>(opts.log)
     this.laneWindow = { maxInflight: opts.maxInflight, minBacklog: opts.liveLaneMinBacklog }
     const headerMode = opts.uplinkHeaders ?? 'full'
@@ -356,7 +375,8 @@ export class Forwarder implements Component {
     }
     if (!this.streamReady) {
       try {
-        this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger)).eventsCaptured
+        const settings = { replicas: this.opts.streamReplicas ?? 1, dedupWindowMs: this.dedupWindowMs }
+        this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger, settings, this.streamWarned)).eventsCaptured
         this.streamReady = true
         this.streamProblem = ''
         this.backoff.reset()
@@ -624,7 +644,7 @@ export class Forwarder implements Component {
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
-    const f: Inflight = { seq, epoch, ts, body, subject, data, headers, sentAt: 0, attempts: 0, rejections: 0, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId, expiresAtMs }
+    const f: Inflight = { seq, epoch, ts, body, subject, data, headers, sentAt: 0, firstSentAt: 0, attempts: 0, rejections: 0, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId, expiresAtMs }
     if (lane) this.window.addLane(f)
     else this.window.add(f)
     this.bySeq.set(seq, f)
@@ -656,6 +676,8 @@ export class Forwarder implements Component {
     }
     f.sentAt = performance.now()
     f.attempts++
+    if (f.firstSentAt === 0) f.firstSentAt = f.sentAt
+    else if (f.sentAt - f.firstSentAt > this.dedupWindowMs && !f.undecodable) this.noteLateResend(f)
     if (f.undecodable) {
       f.rejections = this.opts.maxAttempts - 1
       this.reject(f, f.lastError || 'undecodable log entry', true)
@@ -811,6 +833,28 @@ export class Forwarder implements Component {
     this.complete(f) // logged after the chunk (step) or by the timer (tick): one line for many
   }
 
+  /**
+   * A resend (same Nats-Msg-Id) of a record first sent longer than the duplicate window ago: if an
+   * earlier send was stored and only its PubAck was lost, JetStream no longer remembers the id and
+   * stores it again. Counted per resend (an upper bound of such duplicates) and logged as seq ranges.
+   */
+  private noteLateResend(f: Inflight): void {
+    this.opts.metrics.forwardResendsOutsideDedupWindow.inc()
+    this.lateResends.add(f.seq)
+    if (performance.now() >= this.lateResendLogAt) this.logLateResends()
+  }
+
+  private logLateResends(): void {
+    if (this.lateResends.empty) return
+    this.lateResendLogAt = performance.now() + LATE_RESEND_LOG_MS
+    const { records, seqs } = this.lateResends.take()
+    this.opts.logger.warn('messages resent after the stream\'s duplicate window (--dedup-window) since their first send: JetStream may store them twice if an earlier send was stored', {
+      records,
+      seqs,
+      dedupWindowMs: this.dedupWindowMs,
+    })
+  }
+
   private logExpired(): void {
     if (this.expired.empty) return
     this.expiredLogAt = performance.now() + EXPIRED_LOG_MS
@@ -839,6 +883,7 @@ export class Forwarder implements Component {
   /** Notices records without PubAck for `ackTimeoutMs`: recovery resends them, in order. */
   private tick(): void {
     if (performance.now() >= this.expiredLogAt) this.logExpired()
+    if (performance.now() >= this.lateResendLogAt) this.logLateResends()
     if (!this.connected || !this.nc || this.recovering) return
     const now = performance.now()
     for (const f of this.pendingEntries()) {
@@ -916,6 +961,7 @@ export class Forwarder implements Component {
     }
     if (this.timer) clearInterval(this.timer)
     this.logExpired()
+    this.logLateResends()
     // Never wait past the deadline: the loop may be in a first connect() to a server that does not
     // answer, or in a stream check; drain() may hang on a stalled server.
     const loopDone = await settlesWithin(this.loop ?? Promise.resolve(), remainingMs(deadline))
