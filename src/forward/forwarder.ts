@@ -176,6 +176,8 @@ const EXPIRED_LOG_MS = 1000
 /** Resends outside the duplicate window are logged at most this often, as seq ranges. */
 const LATE_RESEND_LOG_MS = 10_000
 const DEFAULT_DEDUP_WINDOW_MS = 120_000
+/** Longest wait for each JetStream API answer of the stream check. */
+const STREAM_CHECK_TIMEOUT_MS = 5000
 interface LiveLane {
   readonly reader: LogReader
   /** What the lane sends and when (live-lane.ts). */
@@ -376,7 +378,10 @@ export class Forwarder implements Component {
     if (!this.streamReady) {
       try {
         const settings = { replicas: this.opts.streamReplicas ?? 1, dedupWindowMs: this.dedupWindowMs }
-        this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger, settings, this.streamWarned)).eventsCaptured
+        // No longer than a PubAck may take (at least 1 s): after a stream leader died, the API
+        // answers once a new one is elected, and a short timeout asks again sooner.
+        const timeoutMs = Math.max(1000, Math.min(STREAM_CHECK_TIMEOUT_MS, this.opts.ackTimeoutMs))
+        this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger, { settings, warned: this.streamWarned, timeoutMs })).eventsCaptured
         this.streamReady = true
         this.streamProblem = ''
         this.backoff.reset()

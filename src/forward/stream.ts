@@ -71,21 +71,32 @@ export function streamSettingWarnings(stream: string, actual: { readonly num_rep
   return out
 }
 
+/** Options of {@link ensureStream}. */
+export interface EnsureStreamOptions {
+  /** Replicas and duplicate window of a stream Ferry creates. Default 1 replica, 2 minutes. */
+  readonly settings?: StreamSettings
+  /** Warnings already logged (by key): each is logged once per set, not once per check. */
+  readonly warned?: Set<string>
+  /**
+   * Timeout of each JetStream API request, ms. Default 5000. While a clustered stream elects a new
+   * leader the API does not answer: a shorter timeout lets the check be tried again sooner.
+   */
+  readonly timeoutMs?: number
+}
+
 /**
- * Creates the stream with the uplink subjects (and `settings`' replicas and duplicate window) when
- * it is missing; when it exists, checks that it captures `<prefix>.up.>` and throws
- * FERRY_ERR_FORWARD_STREAM naming the fix otherwise, and warns (once per kind, remembered in
- * `warned`) when its replicas or duplicate window are weaker than `settings`.
+ * Creates the stream with the uplink subjects (and the configured replicas and duplicate window)
+ * when it is missing; when it exists, checks that it captures `<prefix>.up.>` and throws
+ * FERRY_ERR_FORWARD_STREAM naming the fix otherwise, and warns (once per kind) when its replicas or
+ * duplicate window are weaker than configured.
  */
-export async function ensureStream(
-  nc: NatsConnection,
-  stream: string,
-  prefix: string,
-  logger: Logger,
-  settings: StreamSettings = { replicas: 1, dedupWindowMs: JETSTREAM_DEFAULT_DUPLICATE_WINDOW_MS },
-  warned: Set<string> = new Set(),
-): Promise<{ eventsCaptured: boolean }> {
-  const jsm = await jetstreamManager(nc, { timeout: 5000 })
+export async function ensureStream(nc: NatsConnection, stream: string, prefix: string, logger: Logger, opts: EnsureStreamOptions = {}): Promise<{ eventsCaptured: boolean }> {
+  const settings = opts.settings ?? { replicas: 1, dedupWindowMs: JETSTREAM_DEFAULT_DUPLICATE_WINDOW_MS }
+  const warned = opts.warned ?? new Set<string>()
+  // No account-info check first: on a cluster it is answered by the meta leader, so the kill of that
+  // node would hold the check (and forwarding) until a new one is elected although the stream's own
+  // leader, which answers the stream info, is alive.
+  const jsm = await jetstreamManager(nc, { timeout: opts.timeoutMs ?? 5000, checkAPI: false })
   const want = `${prefix}.up.>`
   let info
   try {
