@@ -368,6 +368,22 @@ export class Forwarder implements Component {
     })
   }
 
+  /** Timeout of each request of the stream check and of its PING: the PubAck timeout, within [1 s, 5 s]. */
+  private get checkTimeoutMs(): number {
+    return Math.max(1000, Math.min(STREAM_CHECK_TIMEOUT_MS, this.opts.ackTimeoutMs))
+  }
+
+  /** True when the server answers a PING within checkTimeoutMs. */
+  private async answersPing(nc: NatsConnection): Promise<boolean> {
+    if (nc.isClosed()) return false
+    let ok = false
+    const answered = await settlesWithin(
+      nc.rtt().then(() => (ok = true)),
+      this.checkTimeoutMs,
+    )
+    return answered && ok
+  }
+
   /** One pass of the forwarding loop: wait for what blocks progress, or publish the next records. */
   private async step(nc: NatsConnection): Promise<void> {
     const { logger } = this.opts
@@ -380,7 +396,7 @@ export class Forwarder implements Component {
         const settings = { replicas: this.opts.streamReplicas ?? 1, dedupWindowMs: this.dedupWindowMs }
         // No longer than a PubAck may take (at least 1 s): after a stream leader died, the API
         // answers once a new one is elected, and a short timeout asks again sooner.
-        const timeoutMs = Math.max(1000, Math.min(STREAM_CHECK_TIMEOUT_MS, this.opts.ackTimeoutMs))
+        const timeoutMs = this.checkTimeoutMs
         this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger, { settings, warned: this.streamWarned, timeoutMs })).eventsCaptured
         this.streamReady = true
         this.streamProblem = ''
@@ -389,6 +405,16 @@ export class Forwarder implements Component {
         this.lastProblem = `stream not ready: ${(err as Error).message}`
         this.streamProblem = `stream "${this.opts.stream}" not ready: ${(err as Error).message}`
         logger.error('JetStream stream not ready; buffering in the log and retrying', { stream: this.opts.stream, error: err })
+        // A server that hangs (stopped process, a link that silently stopped delivering) keeps the
+        // socket open: nats.js would notice only after its pings go unanswered (30 s). A PING
+        // unanswered within the check's timeout ends this connection now, and the next one goes
+        // to any --nats-url that answers (a cluster's other nodes). JetStream busy electing a
+        // leader answers PINGs: that connection is kept.
+        if (!(await this.answersPing(nc))) {
+          logger.warn('NATS server does not answer a PING; closing the connection to connect to another server', { server: nc.getServer(), timeoutMs: this.checkTimeoutMs })
+          await nc.close().catch(() => {})
+          return
+        }
         await this.sleep(this.nextBackoff())
         return
       }
