@@ -707,8 +707,6 @@ export class Forwarder implements Component {
     }
     f.sentAt = performance.now()
     f.attempts++
-    if (f.firstSentAt === 0) f.firstSentAt = f.sentAt
-    else if (f.sentAt - f.firstSentAt > this.dedupWindowMs && !f.undecodable) this.noteLateResend(f)
     if (f.undecodable) {
       f.rejections = this.opts.maxAttempts - 1
       this.reject(f, f.lastError || 'undecodable log entry', true)
@@ -728,6 +726,9 @@ export class Forwarder implements Component {
       this.headerSlot.bytes = f.headers
       nc.publish(f.subject, f.data, o)
       this.headerSlot.bytes = EMPTY
+      // The duplicate window counts from when JetStream stored an earlier send, at or after the first one.
+      if (f.firstSentAt === 0) f.firstSentAt = f.sentAt
+      else if (f.sentAt - f.firstSentAt > this.dedupWindowMs) this.noteLateResend(f)
     } catch (err) {
       if ((err as Error).name !== 'InvalidArgumentError') {
         // Not about the message (closed, draining, ...): it goes again after the recovery, in order.

@@ -24,6 +24,7 @@ describe('stream settings', () => {
     await until(async () => (info = await jsm.streams.info('FERRY').catch(() => undefined)) !== undefined, 15_000, 'the stream')
     expect(info!.config.duplicate_window).toBe(3_600_000 * NS_PER_MS)
     expect(info!.config.num_replicas).toBe(1)
+    await gw.close() // before nats-server stops at the end of this scope
   })
 
   it('stream - an existing stream with fewer replicas and a shorter window: left unchanged, one warning each, also across reconnections', async () => {
@@ -51,5 +52,6 @@ describe('stream settings', () => {
     const info = await jsm.streams.info('FERRY')
     expect(info.config.duplicate_window).toBe(10_000 * NS_PER_MS)
     expect(info.config.num_replicas).toBe(1)
+    await gw.close() // before nats-server stops at the end of this scope
   })
 })
