@@ -6,7 +6,12 @@
 //
 // Delivery rules:
 // - every message carries `Nats-Msg-Id: <gatewayId>:<epoch>:<seq>`; a resend (timeout, reconnect,
-//   crash) reuses it, so JetStream's duplicate window drops the copy (PubAck duplicate: true);
+//   crash) reuses it, so JetStream's duplicate window drops the copy (PubAck duplicate: true); a
+//   resend of a record first sent longer than --dedup-window ago may be stored twice: each such
+//   resend is counted (ferry_forward_resends_outside_dedup_window_total) and logged with its seqs;
+// - one connection per session to any of the --nats-url servers (a cluster's nodes): when it
+//   closes, or when the server stops answering PINGs after a failed stream check (a hung node),
+//   the next session resends everything unacknowledged, same ids, in seq order (recovery below);
 // - the log's ack cursor advances only over a contiguous run of PubAcks (ack-window.ts, the only
 //   caller of the log's ack);
 // - a PubAck counts only when it names the configured stream (every publish carries
