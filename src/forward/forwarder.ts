@@ -64,6 +64,7 @@ import { classifyPubAck, expectStream } from './puback.js'
 import type { ExpectedStream } from './puback.js'
 import { parseReplySubject, replySeq, replySubject } from './reply-subject.js'
 import { SeqRanges } from './seq-ranges.js'
+import { serversAvoiding } from './server-order.js'
 import { ensureStream } from './stream.js'
 
 /** Options of the forwarder. Times in milliseconds. */
@@ -247,6 +248,8 @@ export class Forwarder implements Component {
   /** Stream setting warnings already logged (stream.ts): once per process, not per reconnect. */
   private readonly streamWarned = new Set<string>()
   private readonly dedupWindowMs: number
+  /** `host:port` of the server left for not answering a PING: the next connection tries it last. */
+  private hungServer: string | undefined
 
   /** The window the live lane shares with the main lane (live-lane.ts). */
   private readonly laneWindow: LaneWindow
@@ -359,9 +362,12 @@ export class Forwarder implements Component {
 
   /** One connection attempt after another (with backoff) until one succeeds or the forwarder stops. */
   private connectOnce(): Promise<NatsConnection | undefined> {
+    // After leaving a server that stopped answering: the others first (in random order), it last.
+    const order = this.hungServer === undefined ? undefined : serversAvoiding(this.opts.servers, this.hungServer)
+    this.hungServer = undefined
     return connectWithBackoff({
-      servers: this.opts.servers,
-      options: { ...this.opts.connectOptions, name: `ferry-${this.opts.gatewayId}`, reconnect: false, pingInterval: 10_000, maxPingOut: 3, timeout: 5000 },
+      servers: order ?? this.opts.servers,
+      options: { ...this.opts.connectOptions, name: `ferry-${this.opts.gatewayId}`, reconnect: false, pingInterval: 10_000, maxPingOut: 3, timeout: 5000, ...(order ? { noRandomize: true } : {}) },
       backoff: this.backoff,
       pause: this.pause,
       running: () => this.running,
@@ -417,6 +423,7 @@ export class Forwarder implements Component {
         // leader answers PINGs: that connection is kept.
         if (!(await this.answersPing(nc))) {
           logger.warn('NATS server does not answer a PING; closing the connection to connect to another server', { server: nc.getServer(), timeoutMs: this.checkTimeoutMs })
+          this.hungServer = nc.getServer()
           await nc.close().catch(() => {})
           return
         }
