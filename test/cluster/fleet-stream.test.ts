@@ -2,7 +2,8 @@
 // and 7): several gateways on one subject prefix; the kill -9 of the node a gateway is connected to and of
 // the stream leader, under load; a rolling restart of every node under load; an outage longer than a short
 // --dedup-window. Every PUBACKed message must be in the stream once (test 7: what may be doubled is within
-// the counted resends), in per-device order.
+// the counted resends), in per-device order (after a fault: except what the gateway counted as reordered,
+// see expectNoLossNoDuplicate).
 import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
@@ -195,7 +196,7 @@ describe('fleet into a JetStream cluster', () => {
     expect([...ids].sort((x, y) => (x ?? '').localeCompare(y ?? ''))).toEqual(['site-a', 'site-b', 'site-c'])
   })
 
-  it('failover - kill -9 of the node a gateway is connected to, then of the stream leader, under load: 0 lost, 0 duplicates, order kept', async () => {
+  it('failover - kill -9 of the node a gateway is connected to, then of the stream leader, under load: 0 lost, 0 duplicates, order changed only where counted', async () => {
     const s = space('kill')
     const ledger = new AckLedger()
     const a = await gateway(s, 'site-a', cluster.urls)
@@ -245,7 +246,7 @@ describe('fleet into a JetStream cluster', () => {
     await expectNoLossNoDuplicate(r, [a, b])
   })
 
-  it('failover - the node a gateway is connected to hangs (SIGSTOP) under load: the gateway moves to another node within seconds, 0 lost, 0 duplicates', async () => {
+  it('failover - the node a gateway is connected to hangs (SIGSTOP) under load: the gateway moves to another node within seconds, 0 lost, 0 duplicates, order changed only where counted', async () => {
     const s = space('hang')
     const ledger = new AckLedger()
     const a = await gateway(s, 'site-a', cluster.urls)
@@ -275,7 +276,7 @@ describe('fleet into a JetStream cluster', () => {
     await expectNoLossNoDuplicate(r, [a])
   })
 
-  it('failover - rolling restart of all three nodes under load: 0 lost, 0 duplicates, order kept', async () => {
+  it('failover - rolling restart of all three nodes under load: 0 lost, 0 duplicates, order changed only where counted', async () => {
     const s = space('roll')
     const ledger = new AckLedger()
     const a = await gateway(s, 'site-a', cluster.urls)
