@@ -196,6 +196,8 @@ export class Gateway {
         openReader: (fromSeq) => new LogReader(log, fromSeq),
         uplinkHeaders: config.forward.uplinkHeaders,
         partitions: config.nats.partitions,
+        streamReplicas: config.nats.streamReplicas,
+        dedupWindowMs: config.nats.dedupWindowMs,
       })
       forwarderRef = forwarder
       let downlinkRef: Downlink | undefined

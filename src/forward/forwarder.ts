@@ -6,7 +6,12 @@
 //
 // Delivery rules:
 // - every message carries `Nats-Msg-Id: <gatewayId>:<epoch>:<seq>`; a resend (timeout, reconnect,
-//   crash) reuses it, so JetStream's duplicate window drops the copy (PubAck duplicate: true);
+//   crash) reuses it, so JetStream's duplicate window drops the copy (PubAck duplicate: true); a
+//   resend of a record first sent longer than --dedup-window ago may be stored twice: each such
+//   resend is counted (ferry_forward_resends_outside_dedup_window_total) and logged with its seqs;
+// - one connection per session to any of the --nats-url servers (a cluster's nodes): when it
+//   closes, or when the server stops answering PINGs after a failed stream check (a hung node),
+//   the next session resends everything unacknowledged, same ids, in seq order (recovery below);
 // - the log's ack cursor advances only over a contiguous run of PubAcks (ack-window.ts, the only
 //   caller of the log's ack);
 // - a PubAck counts only when it names the configured stream (every publish carries
@@ -59,6 +64,7 @@ import { classifyPubAck, expectStream } from './puback.js'
 import type { ExpectedStream } from './puback.js'
 import { parseReplySubject, replySeq, replySubject } from './reply-subject.js'
 import { SeqRanges } from './seq-ranges.js'
+import { serversAvoiding } from './server-order.js'
 import { ensureStream } from './stream.js'
 
 /** Options of the forwarder. Times in milliseconds. */
@@ -96,6 +102,13 @@ export interface ForwarderOptions {
   readonly uplinkHeaders?: UplinkHeaderMode
   /** Partition tokens in uplink and event subjects (--partitions, codec/subject.ts); 0 or absent = none. */
   readonly partitions?: number
+  /** Replicas of the stream when Ferry creates it (--stream-replicas). Default 1. */
+  readonly streamReplicas?: number
+  /**
+   * The duplicate window of the stream when Ferry creates it (--dedup-window), ms. Default 2 minutes.
+   * A resend of a record first sent longer ago may be stored twice: counted and logged.
+   */
+  readonly dedupWindowMs?: number
 }
 
 interface Inflight {
@@ -110,6 +123,8 @@ interface Inflight {
   readonly headers: Uint8Array
   /** performance.now() of the last send; 0 = to be sent. */
   sentAt: number
+  /** performance.now() of the first send by this process; 0 = not sent yet. */
+  firstSentAt: number
   /** Sends so far (names the reply subject of each). */
   attempts: number
   /** Permanent (4xx) rejections so far: `maxAttempts` of them dead-letter the record. */
@@ -166,6 +181,11 @@ const EMPTY = Buffer.alloc(0)
 const READ_CHUNK_RECORDS = 64
 /** Expired records are logged at most this often, as seq ranges. */
 const EXPIRED_LOG_MS = 1000
+/** Resends outside the duplicate window are logged at most this often, as seq ranges. */
+const LATE_RESEND_LOG_MS = 10_000
+const DEFAULT_DEDUP_WINDOW_MS = 120_000
+/** Longest wait for each JetStream API answer of the stream check. */
+const STREAM_CHECK_TIMEOUT_MS = 5000
 interface LiveLane {
   readonly reader: LogReader
   /** What the lane sends and when (live-lane.ts). */
@@ -225,6 +245,14 @@ export class Forwarder implements Component {
   /** Records dropped as expired since the last log line about them. */
   private readonly expired = new SeqRanges()
   private expiredLogAt = 0
+  /** Records resent when their first send was longer than the duplicate window ago, since the last log line about them. */
+  private readonly lateResends = new SeqRanges()
+  private lateResendLogAt = 0
+  /** Stream setting warnings already logged (stream.ts): once per process, not per reconnect. */
+  private readonly streamWarned = new Set<string>()
+  private readonly dedupWindowMs: number
+  /** `host:port` of the server left for not answering a PING: the next connection tries it last. */
+  private hungServer: string | undefined
 
   /** The window the live lane shares with the main lane (live-lane.ts). */
   private readonly laneWindow: LaneWindow
@@ -236,6 +264,7 @@ export class Forwarder implements Component {
 
   constructor(private readonly opts: ForwarderOptions) {
     this.expected = expectStream(opts.stream)
+    this.dedupWindowMs = opts.dedupWindowMs ?? DEFAULT_DEDUP_WINDOW_MS
     this.window = new AckWindow<Inflight>(opts.log)
     this.laneWindow = { maxInflight: opts.maxInflight, minBacklog: opts.liveLaneMinBacklog }
     const headerMode = opts.uplinkHeaders ?? 'full'
@@ -338,9 +367,12 @@ export class Forwarder implements Component {
 
   /** One connection attempt after another (with backoff) until one succeeds or the forwarder stops. */
   private connectOnce(): Promise<NatsConnection | undefined> {
+    // After leaving a server that stopped answering: the others first (in random order), it last.
+    const order = this.hungServer === undefined ? undefined : serversAvoiding(this.opts.servers, this.hungServer)
+    this.hungServer = undefined
     return connectWithBackoff({
-      servers: this.opts.servers,
-      options: { ...this.opts.connectOptions, name: `ferry-${this.opts.gatewayId}`, reconnect: false, pingInterval: 10_000, maxPingOut: 3, timeout: 5000 },
+      servers: order ?? this.opts.servers,
+      options: { ...this.opts.connectOptions, name: `ferry-${this.opts.gatewayId}`, reconnect: false, pingInterval: 10_000, maxPingOut: 3, timeout: 5000, ...(order ? { noRandomize: true } : {}) },
       backoff: this.backoff,
       pause: this.pause,
       running: () => this.running,
@@ -352,6 +384,22 @@ export class Forwarder implements Component {
     })
   }
 
+  /** Timeout of each request of the stream check and of its PING: the PubAck timeout, within [1 s, 5 s]. */
+  private get checkTimeoutMs(): number {
+    return Math.max(1000, Math.min(STREAM_CHECK_TIMEOUT_MS, this.opts.ackTimeoutMs))
+  }
+
+  /** True when the server answers a PING within checkTimeoutMs. */
+  private async answersPing(nc: NatsConnection): Promise<boolean> {
+    if (nc.isClosed()) return false
+    let ok = false
+    const answered = await settlesWithin(
+      nc.rtt().then(() => (ok = true)),
+      this.checkTimeoutMs,
+    )
+    return answered && ok
+  }
+
   /** One pass of the forwarding loop: wait for what blocks progress, or publish the next records. */
   private async step(nc: NatsConnection): Promise<void> {
     const { logger } = this.opts
@@ -361,7 +409,11 @@ export class Forwarder implements Component {
     }
     if (!this.streamReady) {
       try {
-        this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger, this.opts.partitions ?? 0)).eventsCaptured
+        const settings = { replicas: this.opts.streamReplicas ?? 1, dedupWindowMs: this.dedupWindowMs }
+        // No longer than a PubAck may take (at least 1 s): after a stream leader died, the API
+        // answers once a new one is elected, and a short timeout asks again sooner.
+        const timeoutMs = this.checkTimeoutMs
+        this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger, { settings, warned: this.streamWarned, timeoutMs, partitions: this.opts.partitions ?? 0 })).eventsCaptured
         this.streamReady = true
         this.streamProblem = ''
         this.backoff.reset()
@@ -369,6 +421,17 @@ export class Forwarder implements Component {
         this.lastProblem = `stream not ready: ${(err as Error).message}`
         this.streamProblem = `stream "${this.opts.stream}" not ready: ${(err as Error).message}`
         logger.error('JetStream stream not ready; buffering in the log and retrying', { stream: this.opts.stream, error: err })
+        // A server that hangs (stopped process, a link that silently stopped delivering) keeps the
+        // socket open: nats.js would notice only after its pings go unanswered (30 s). A PING
+        // unanswered within the check's timeout ends this connection now, and the next one goes
+        // to any --nats-url that answers (a cluster's other nodes). JetStream busy electing a
+        // leader answers PINGs: that connection is kept.
+        if (!(await this.answersPing(nc))) {
+          logger.warn('NATS server does not answer a PING; closing the connection to connect to another server', { server: nc.getServer(), timeoutMs: this.checkTimeoutMs })
+          this.hungServer = nc.getServer()
+          await nc.close().catch(() => {})
+          return
+        }
         await this.sleep(this.nextBackoff())
         return
       }
@@ -629,7 +692,7 @@ export class Forwarder implements Component {
     } catch (err) {
       undecodable = `undecodable log entry: ${(err as Error).message}`
     }
-    const f: Inflight = { seq, epoch, ts, body, subject, data, headers, sentAt: 0, attempts: 0, rejections: 0, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId, expiresAtMs }
+    const f: Inflight = { seq, epoch, ts, body, subject, data, headers, sentAt: 0, firstSentAt: 0, attempts: 0, rejections: 0, done: false, stored: false, parked: false, lastError: undecodable, undecodable: undecodable !== '', topic, clientId, expiresAtMs }
     if (lane) this.window.addLane(f)
     else this.window.add(f)
     this.bySeq.set(seq, f)
@@ -674,6 +737,9 @@ export class Forwarder implements Component {
       this.headerSlot.bytes = f.headers
       nc.publish(f.subject, f.data, o)
       this.headerSlot.bytes = EMPTY
+      // The duplicate window counts from when JetStream stored an earlier send, at or after the first one.
+      if (f.firstSentAt === 0) f.firstSentAt = f.sentAt
+      else if (f.sentAt - f.firstSentAt > this.dedupWindowMs) this.noteLateResend(f)
     } catch (err) {
       if ((err as Error).name !== 'InvalidArgumentError') {
         // Not about the message (closed, draining, ...): it goes again after the recovery, in order.
@@ -810,6 +876,28 @@ export class Forwarder implements Component {
     this.complete(f) // logged after the chunk (step) or by the timer (tick): one line for many
   }
 
+  /**
+   * A resend (same Nats-Msg-Id) of a record first sent longer than the duplicate window ago: if an
+   * earlier send was stored and only its PubAck was lost, JetStream no longer remembers the id and
+   * stores it again. Counted per resend (an upper bound of such duplicates) and logged as seq ranges.
+   */
+  private noteLateResend(f: Inflight): void {
+    this.opts.metrics.forwardResendsOutsideDedupWindow.inc()
+    this.lateResends.add(f.seq)
+    if (performance.now() >= this.lateResendLogAt) this.logLateResends()
+  }
+
+  private logLateResends(): void {
+    if (this.lateResends.empty) return
+    this.lateResendLogAt = performance.now() + LATE_RESEND_LOG_MS
+    const { records, seqs } = this.lateResends.take()
+    this.opts.logger.warn('messages resent after the stream\'s duplicate window (--dedup-window) since their first send: JetStream may store them twice if an earlier send was stored', {
+      records,
+      seqs,
+      dedupWindowMs: this.dedupWindowMs,
+    })
+  }
+
   private logExpired(): void {
     if (this.expired.empty) return
     this.expiredLogAt = performance.now() + EXPIRED_LOG_MS
@@ -838,6 +926,7 @@ export class Forwarder implements Component {
   /** Notices records without PubAck for `ackTimeoutMs`: recovery resends them, in order. */
   private tick(): void {
     if (performance.now() >= this.expiredLogAt) this.logExpired()
+    if (performance.now() >= this.lateResendLogAt) this.logLateResends()
     if (!this.connected || !this.nc || this.recovering) return
     const now = performance.now()
     for (const f of this.pendingEntries()) {
@@ -915,6 +1004,7 @@ export class Forwarder implements Component {
     }
     if (this.timer) clearInterval(this.timer)
     this.logExpired()
+    this.logLateResends()
     // Never wait past the deadline: the loop may be in a first connect() to a server that does not
     // answer, or in a stream check; drain() may hang on a stalled server.
     const loopDone = await settlesWithin(this.loop ?? Promise.resolve(), remainingMs(deadline))

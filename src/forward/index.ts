@@ -1,7 +1,8 @@
 // Public names of the forward stage.
 export { Forwarder } from './forwarder.js'
 export type { ForwarderOptions } from './forwarder.js'
-export { ensureStream, subjectCovers, uplinkSubjects } from './stream.js'
+export { ensureStream, streamSettingWarnings, subjectCovers, uplinkSubjects } from './stream.js'
+export type { EnsureStreamOptions, StreamSettingWarning, StreamSettings } from './stream.js'
 export { DeadLetters } from './dead-letter.js'
 export type { DeadLetter } from './dead-letter.js'
 export { classifyPubAck, expectStream } from './puback.js'

@@ -25,6 +25,8 @@ export interface ForwardMetrics {
   readonly forwardRetries: ForwardCount
   /** ferry_forward_reordered_total */
   readonly forwardReordered: ForwardCount
+  /** ferry_forward_resends_outside_dedup_window_total */
+  readonly forwardResendsOutsideDedupWindow: ForwardCount
   /** ferry_forward_reconnects_total */
   readonly forwardReconnects: ForwardCount
   /** ferry_forward_recoveries_total, by cause (refused, timeout, reconnect) */
