@@ -22,7 +22,7 @@ import { ClosedSignal, remainingMs } from '../lifecycle.js'
 import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import { Backoff, Pause, connectWithBackoff, drainWithin } from '../upstream/index.js'
-import { deviceKey, gatewayKey, parseDeviceEntry, parseGatewayEntry } from './keys.js'
+import { clientIdOfToken, deviceKey, gatewayKey, parseDeviceEntry, parseGatewayEntry } from './keys.js'
 import type { DeviceEntry, GatewayEntry } from './keys.js'
 import { DEAD_AFTER_HEARTBEATS, isLive, mustYield, onConflict, sweeper } from './liveness.js'
 
@@ -431,7 +431,19 @@ export class FleetRegistry implements Component {
     if (!e.key.startsWith('devices.')) return
     const entry = e.operation === 'PUT' ? parseDeviceEntry(e.value) : undefined
     this.deviceSeen.set(e.key, { revision: e.revision, entry, seenAtMs: now })
-    if (!entry) return
+    if (!entry) {
+      // Our entry of a device still connected here was removed by another gateway (we were taken for
+      // dead, or a process with our id cleaned up): write it again.
+      const clientId = e.operation === 'PUT' ? undefined : clientIdOfToken(e.key.slice('devices.'.length))
+      const local = clientId === undefined ? undefined : this.locals.get(clientId)
+      if (clientId !== undefined && local && isUpdate && !local.yielded && local.ourRevision !== undefined && e.revision > local.ourRevision && !this.queue.has(clientId)) {
+        local.seenRevision = e.revision
+        local.seenReliable = true
+        local.ourRevision = undefined
+        this.enqueue(clientId, { kind: 'put', local })
+      }
+      return
+    }
     const local = this.locals.get(entry.device)
     if (local && mustYield(this.holder(local), { revision: e.revision, gateway: entry.gateway, boot: entry.boot })) this.yieldTo(local, entry.gateway)
   }
