@@ -62,15 +62,15 @@ async function registry(): Promise<Map<string, Entry>> {
 
 async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
   const until = Date.now() + timeoutMs
-  let last: unknown
+  let last: Error | undefined
   for (;;) {
     try {
       const v = await probe()
       if (v !== undefined) return v
     } catch (err) {
-      last = err
+      last = err as Error
     }
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`)
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`)
     await new Promise((r) => setTimeout(r, 100))
   }
 }
