@@ -121,6 +121,13 @@ function isCasConflict(err: unknown): boolean {
   return err instanceof JetStreamApiError && (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
 }
 
+/** Waits for `p`, at most `ms`. */
+async function within(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([p.catch(() => {}), new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, ms))))])
+  clearTimeout(timer)
+}
+
 function encode(v: DeviceEntry | GatewayEntry): Uint8Array {
   return Buffer.from(JSON.stringify(v))
 }
@@ -619,8 +626,11 @@ export class FleetRegistry implements Component {
   }
 
   private async shutdown(deadline: Deadline): Promise<void> {
-    // Let the deletes of the devices the stop disconnected go out (bounded by the deadline, at most 1 s).
-    const until = Date.now() + Math.min(1000, remainingMs(deadline))
+    // A small share of the stop's time: the log and the forwarder close after us. A stalled server
+    // must not hold the stop (every wait below is bounded).
+    const budget = (): number => Math.min(500, remainingMs(deadline) / 4)
+    const until = Date.now() + budget()
+    // Let the deletes of the devices the stop disconnected go out.
     while ((this.queue.size > 0 || this.inflight.size > 0) && this.connected && this.ready && Date.now() < until) await new Promise((r) => setTimeout(r, 20))
     this.running = false
     clearInterval(this.timer)
@@ -630,11 +640,9 @@ export class FleetRegistry implements Component {
     this.pause.wake()
     // Our liveness entry goes too: the fleet need not wait 6 heartbeats to know we stopped.
     const kv = this.kv
-    if (kv && this.connected) await kv.delete(gatewayKey(this.o.gatewayId)).catch(() => {})
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([this.loop, new Promise<void>((resolve) => (timer = setTimeout(resolve, remainingMs(deadline))))])
-    clearTimeout(timer)
-    if (this.nc) await drainWithin(this.nc, Math.min(1000, remainingMs(deadline)))
+    if (kv && this.connected) await within(kv.delete(gatewayKey(this.o.gatewayId)).catch(() => {}), budget())
+    await within(this.loop, budget())
+    if (this.nc) await drainWithin(this.nc, budget())
     this.stopped.resolve()
   }
 
