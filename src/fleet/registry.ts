@@ -32,6 +32,8 @@ export const MAX_QUEUED = 100_000
 const MAX_INFLIGHT = 64
 /** Wait before retrying writes that failed (NATS up but erroring). */
 const RETRY_MS = 1000
+/** A registry warning is logged at most this often (per message). */
+const ERROR_LOG_INTERVAL_MS = 10_000
 
 /** A counter with labels. */
 export interface FleetLabelledCount<L extends string> {
@@ -152,6 +154,7 @@ export class FleetRegistry implements Component {
   private sweeping = false
   private lastError: { at: number; message: string } | undefined
   private conflictLoggedAt = 0
+  private readonly logged = new Map<string, { at: number; suppressed: number }>()
   private readonly locals = new Map<string, Local>()
   private readonly queue = new Map<string, Op>()
   private readonly inflight = new Set<string>()
@@ -165,7 +168,7 @@ export class FleetRegistry implements Component {
     o.devices.on('online', (d) => this.online(d))
     o.devices.on('offline', (d) => this.offline(d))
     o.metrics.fleetGateways.collect(() => this.liveGateways().length)
-    this.loop = this.run().catch((err: unknown) => this.failed('registry stopped', err))
+    this.loop = this.run().catch((err: unknown) => this.noteError('registry stopped', err))
   }
 
   // ---- device events (synchronous: ingress never waits) ----
@@ -580,14 +583,17 @@ export class FleetRegistry implements Component {
 
   // ---- status and lifecycle ----
 
+  /** Records the error for /status.json and logs it, each message at most every 10 s (with how many were not logged). */
   private noteError(msg: string, err: unknown, fields: Record<string, unknown> = {}): void {
-    const message = err instanceof Error ? err.message : msg
-    this.lastError = { at: Date.now(), message }
-    this.o.logger.warn(msg, { ...fields, ...(err !== undefined ? { error: err } : {}) })
-  }
-
-  private failed(msg: string, err: unknown): void {
-    this.noteError(msg, err)
+    const now = Date.now()
+    this.lastError = { at: now, message: err instanceof Error ? err.message : msg }
+    const last = this.logged.get(msg)
+    if (last && now - last.at < ERROR_LOG_INTERVAL_MS) {
+      last.suppressed++
+      return
+    }
+    this.logged.set(msg, { at: now, suppressed: 0 })
+    this.o.logger.warn(msg, { ...fields, ...(err !== undefined ? { error: err } : {}), ...(last?.suppressed ? { notLogged: last.suppressed } : {}) })
   }
 
   get status(): FleetStatus {
