@@ -78,9 +78,14 @@ describe('fleet registry on a cluster', () => {
     expect(await reason).toBe(0x8e)
     await waitHolder('mover', 'gwB')
 
-    const list = await runFerry(['devices', '--fleet', '--json', '--nats-url', cluster.urls.join(',')])
-    expect(list.code).toBe(0)
-    expect((JSON.parse(list.stdout) as { devices: unknown[] }).devices).toContainEqual(expect.objectContaining({ device: 'mover', gateway: 'gwB', live: true }))
+    // Listed as live once the bucket has its new leader and B's heartbeat is renewed through it.
+    let last = ''
+    for (const until = Date.now() + 30_000; ; await new Promise((r) => setTimeout(r, 250))) {
+      const list = await runFerry(['devices', '--fleet', '--json', '--nats-url', cluster.urls.join(',')])
+      last = `exit ${list.code}: ${list.stdout}${list.stderr}`
+      if (list.code === 0 && (JSON.parse(list.stdout) as { devices: { device: string; gateway: string; live: boolean }[] }).devices.some((d) => d.device === 'mover' && d.gateway === 'gwB' && d.live)) break
+      if (Date.now() > until) throw new Error(`ferry devices --fleet never listed mover at a live gwB: ${last}`)
+    }
     await cluster.node(leader!).start()
     await cluster.waitStreamHealthy(STREAM)
   }, 90_000)
