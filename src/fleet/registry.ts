@@ -383,7 +383,9 @@ export class FleetRegistry implements Component {
     try {
       // bindOnly does not look the bucket up: its status does.
       const kv = await kvm.open(this.o.bucket, { bindOnly: true })
-      await kv.status()
+      const replicas = (await kv.status()).streamInfo.config.num_replicas
+      // An existing bucket is used as it is (like an existing stream), with a word when it has fewer replicas.
+      if (replicas < this.o.replicas) this.o.logger.warn('registry bucket has fewer replicas than --stream-replicas; it is used as it is', { bucket: this.o.bucket, replicas, streamReplicas: this.o.replicas })
       return kv
     } catch {
       const kv = await kvm.create(this.o.bucket, { replicas: this.o.replicas, history: 1 })
