@@ -2,7 +2,8 @@
 // HTTP endpoint (GET /devices). `ferry devices --fleet [--json] [--config FILE] [--nats-* flags]`: the
 // whole fleet, read from the registry bucket in NATS with the same NATS settings as `ferry run`.
 import os from 'node:os'
-import { Kvm } from '@nats-io/kv'
+import { Kvm, KvWatchInclude } from '@nats-io/kv'
+import type { KV, KvEntry } from '@nats-io/kv'
 import { jetstream } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import type { NatsConnection } from '@nats-io/transport-node'
@@ -76,6 +77,36 @@ function iso(ms: number): string {
   return new Date(ms).toISOString().replace('T', ' ').slice(0, 19)
 }
 
+/** How long reading the bucket may take before the command gives up. */
+const LIST_TIMEOUT_MS = 15_000
+
+/**
+ * The last value of every key (deletes included) as of now: a watcher replaying last values until it
+ * reaches the stream's last sequence when we started (that message is always some key's last value).
+ */
+async function lastValues(kv: KV, timeoutMs: number): Promise<KvEntry[]> {
+  const lastSeq = (await kv.status()).streamInfo.state.last_seq
+  const out: KvEntry[] = []
+  if (lastSeq === 0) return out
+  const it = await kv.watch({ key: '>', include: KvWatchInclude.LastValue })
+  const timer = setTimeout(() => it.stop(), timeoutMs)
+  let complete = false
+  try {
+    for await (const e of it) {
+      out.push(e)
+      if (e.revision >= lastSeq) {
+        complete = true
+        break
+      }
+    }
+  } finally {
+    clearTimeout(timer)
+    it.stop()
+  }
+  if (!complete) throw new Error(`the bucket was not read within ${timeoutMs} ms`)
+  return out
+}
+
 /** `ferry devices --fleet`: reads the registry bucket directly from NATS. */
 async function fleetDevices(args: string[]): Promise<number> {
   const json = args.includes('--json')
@@ -96,7 +127,7 @@ async function fleetDevices(args: string[]): Promise<number> {
     return 1
   }
   try {
-    let kv
+    let kv: KV
     try {
       kv = await new Kvm(jetstream(nc, { timeout: 5000 })).open(bucket, { bindOnly: true })
       await kv.status()
@@ -104,23 +135,25 @@ async function fleetDevices(args: string[]): Promise<number> {
       process.stderr.write(`ferry devices --fleet: cannot read the registry bucket ${bucket} at ${servers}: ${(err as Error).message} (does a gateway with --fleet-registry on use this --subject-prefix or --registry-bucket?)\n`)
       return 1
     }
-    const keys: string[] = []
-    for await (const k of await kv.keys()) keys.push(k)
     const gateways = new Map<string, { live: boolean; lastHeartbeat: number; boot: string; startedAt: number; heartbeatMs: number; version: string }>()
     const now = Date.now()
     const rows: FleetDeviceRow[] = []
     const devices: { device: string; gateway: string; since: number; address: string; clean: boolean }[] = []
-    for (let i = 0; i < keys.length; i += 100) {
-      const entries = await Promise.all(keys.slice(i, i + 100).map((k) => kv.get(k)))
-      for (const e of entries) {
-        if (!e || e.operation !== 'PUT') continue
-        if (e.key.startsWith('gateways.')) {
-          const g = parseGatewayEntry(e.value)
-          if (g) gateways.set(g.gateway, { live: now - e.created.getTime() < DEAD_AFTER_HEARTBEATS * g.heartbeatMs, lastHeartbeat: e.created.getTime(), boot: g.boot, startedAt: g.startedAt, heartbeatMs: g.heartbeatMs, version: g.version })
-        } else if (e.key.startsWith('devices.')) {
-          const d = parseDeviceEntry(e.value)
-          if (d) devices.push({ device: d.device, gateway: d.gateway, since: d.since, address: d.address, clean: d.clean })
-        }
+    let entries: KvEntry[]
+    try {
+      entries = await lastValues(kv, LIST_TIMEOUT_MS)
+    } catch (err) {
+      process.stderr.write(`ferry devices --fleet: cannot read the registry bucket ${bucket} at ${servers}: ${(err as Error).message}\n`)
+      return 1
+    }
+    for (const e of entries) {
+      if (e.operation !== 'PUT') continue
+      if (e.key.startsWith('gateways.')) {
+        const g = parseGatewayEntry(e.value)
+        if (g) gateways.set(g.gateway, { live: now - e.created.getTime() < DEAD_AFTER_HEARTBEATS * g.heartbeatMs, lastHeartbeat: e.created.getTime(), boot: g.boot, startedAt: g.startedAt, heartbeatMs: g.heartbeatMs, version: g.version })
+      } else if (e.key.startsWith('devices.')) {
+        const d = parseDeviceEntry(e.value)
+        if (d) devices.push({ device: d.device, gateway: d.gateway, since: d.since, address: d.address, clean: d.clean })
       }
     }
     for (const d of devices) rows.push({ ...d, live: gateways.get(d.gateway)?.live ?? false })

@@ -53,12 +53,15 @@ export function mustYield(holder: Holder, w: Write): boolean {
 }
 
 /**
- * After a compare-and-set put failed because the key changed since the revision we saw when the
- * device connected: yield when a live other gateway wrote it after that (`seenReliable`: our view of
- * the bucket was current when the device connected), otherwise claim the key at its current revision
- * (our own earlier write, a delete, a dead gateway's or a leftover of this id).
+ * After a compare-and-set put failed (a retried or delayed write; a device's first write, made while
+ * NATS stayed up since it connected, is a plain put that the bucket orders as the connects were
+ * ordered). `delayed`: our view of the bucket was current when the device connected, so a live other
+ * gateway that wrote after `seenRevision` took the device while we could not write: yield. Otherwise
+ * claim the key at its current revision (the gateway overwritten sees our newer revision and yields):
+ * our own earlier write, a delete, a dead gateway's entry, a leftover of this id, or a view we could
+ * not trust.
  */
-export function onConflict(holder: Omit<Holder, 'ourRevision'>, current: Write | undefined, currentLive: boolean, seenRevision: number, seenReliable: boolean): 'yield' | 'claim' {
-  if (!current || (current.gateway === holder.gateway)) return 'claim'
-  return currentLive && seenReliable && current.revision > seenRevision ? 'yield' : 'claim'
+export function onConflict(holder: Omit<Holder, 'ourRevision'>, current: Write | undefined, currentLive: boolean, seenRevision: number, delayed: boolean): 'yield' | 'claim' {
+  if (!current || current.gateway === holder.gateway) return 'claim'
+  return currentLive && delayed && current.revision > seenRevision ? 'yield' : 'claim'
 }

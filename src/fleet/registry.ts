@@ -93,8 +93,14 @@ interface Local {
   readonly info: DeviceInfo
   /** Revision of its key when it connected (0: no entry). */
   seenRevision: number
-  /** Our view of the bucket was current when it connected (else seenRevision is only a guess). */
-  seenReliable: boolean
+  /**
+   * The registry epoch (one per watcher initialisation on a connection) in which it connected, -1
+   * when our view of the bucket was not current then (seenRevision is only a guess). A write in the
+   * same epoch is prompt; in a later one it was delayed by an outage.
+   */
+  epoch: number
+  /** A put was attempted already: the next one is a compare-and-set (see write()). */
+  retried: boolean
   /** Revision of our put, once written. */
   ourRevision: number | undefined
   /** It went offline while its put was in flight: delete once the put is written. */
@@ -151,6 +157,8 @@ export class FleetRegistry implements Component {
   private retryTimer: NodeJS.Timeout | undefined
   private watcherStop: (() => void) | undefined
   private watchGeneration = 0
+  /** Counts watcher initialisations: see Local.epoch. */
+  private epoch = 0
   private sweeping = false
   private lastError: { at: number; message: string } | undefined
   private conflictLoggedAt = 0
@@ -184,7 +192,7 @@ export class FleetRegistry implements Component {
   private online(d: DeviceInfo): void {
     const key = deviceKey(d.clientId)
     const seen = this.deviceSeen.get(key)
-    const local: Local = { info: d, seenRevision: seen?.revision ?? 0, seenReliable: this.ready && this.connected, ourRevision: undefined, gone: false, yielded: false }
+    const local: Local = { info: d, seenRevision: seen?.revision ?? 0, epoch: this.ready && this.connected ? this.epoch : -1, ourRevision: undefined, retried: false, gone: false, yielded: false }
     this.locals.set(d.clientId, local)
     const from = this.takenOverFrom(d.clientId)
     if (from !== undefined) {
@@ -268,8 +276,13 @@ export class FleetRegistry implements Component {
     }
     const local = op.local
     if (this.locals.get(clientId) !== local || local.yielded) return
-    let expected = local.seenRevision
-    if (!local.seenReliable) {
+    // A prompt write (first attempt, NATS up since the device connected) is a plain put: the bucket
+    // orders it as the connects were ordered, and the highest revision holds the device. Any later
+    // attempt is a compare-and-set, so that a write delayed by an outage cannot erase a newer one.
+    const prompt = local.epoch === this.epoch && !local.retried
+    local.retried = true
+    let expected: number | undefined = prompt ? undefined : local.seenRevision
+    if (local.epoch < 0) {
       // Connected while our view of the bucket was unknown: judge against the bucket as it is now.
       const cur = this.deviceSeen.get(key)
       expected = cur?.revision ?? 0
@@ -277,7 +290,7 @@ export class FleetRegistry implements Component {
     }
     const value: DeviceEntry = { device: clientId, gateway: this.o.gatewayId, boot: this.boot, since: local.info.connectedAt, address: local.info.address, clean: local.info.clean }
     try {
-      const revision = await kv.put(key, encode(value), { previousSeq: expected })
+      const revision = await kv.put(key, encode(value), expected === undefined ? {} : { previousSeq: expected })
       this.o.metrics.fleetRegistryUpdates.inc(1, { op: 'put', result: 'ok' })
       local.ourRevision = revision
       local.seenRevision = revision
@@ -306,11 +319,11 @@ export class FleetRegistry implements Component {
       }
       const entry = cur?.operation === 'PUT' ? parseDeviceEntry(cur.value) : undefined
       const write = entry && cur ? { revision: cur.revision, gateway: entry.gateway, boot: entry.boot } : undefined
-      const decision = onConflict({ gateway: this.o.gatewayId, boot: this.boot }, write, entry ? this.gatewayLive(entry.gateway) : false, local.seenRevision, local.seenReliable)
+      const decision = onConflict({ gateway: this.o.gatewayId, boot: this.boot }, write, entry ? this.gatewayLive(entry.gateway) : false, local.seenRevision, local.epoch >= 0)
       if (decision === 'yield' && entry) return this.yieldTo(local, entry.gateway)
       // Claim: write again at the key's current revision (our own earlier write, a delete, a dead gateway's entry).
       local.seenRevision = cur?.revision ?? 0
-      local.seenReliable = true
+      if (local.epoch >= 0) local.epoch = this.epoch
       this.o.logger.debug('registry: claiming a device key that changed since the device connected', { clientId, revision: cur?.revision, was: entry?.gateway })
       if (!this.queue.has(clientId)) this.queue.set(clientId, op)
     }
@@ -406,6 +419,7 @@ export class FleetRegistry implements Component {
     const init = (): void => {
       if (initialised || generation !== this.watchGeneration) return
       initialised = true
+      this.epoch++
       this.ready = true
       this.afterInit()
     }
@@ -450,7 +464,8 @@ export class FleetRegistry implements Component {
       const local = clientId === undefined ? undefined : this.locals.get(clientId)
       if (clientId !== undefined && local && isUpdate && !local.yielded && local.ourRevision !== undefined && e.revision > local.ourRevision && !this.queue.has(clientId)) {
         local.seenRevision = e.revision
-        local.seenReliable = true
+        local.epoch = this.epoch
+        local.retried = true
         local.ourRevision = undefined
         this.enqueue(clientId, { kind: 'put', local })
       }
@@ -483,7 +498,7 @@ export class FleetRegistry implements Component {
         continue
       }
       if (!this.queue.has(clientId) && !this.inflight.has(clientId)) {
-        const again: Local = { ...local, seenRevision: seen?.revision ?? 0, seenReliable: false }
+        const again: Local = { ...local, seenRevision: seen?.revision ?? 0, epoch: -1 }
         this.locals.set(clientId, again)
         // The same session: keep the DeviceInfo object so that its offline event still matches.
         this.enqueue(clientId, { kind: 'put', local: again })

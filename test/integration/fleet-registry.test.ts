@@ -49,15 +49,11 @@ interface Entry {
   readonly value: Record<string, unknown>
 }
 
-/** The registry as the bucket holds it now: key → value. */
-async function registry(): Promise<Map<string, Entry>> {
-  const kv = await new Kvm(jetstream(nc)).open(BUCKET, { bindOnly: true })
-  const out = new Map<string, Entry>()
-  for await (const k of await kv.keys()) {
-    const e = await kv.get(k)
-    if (e?.operation === 'PUT') out.set(k, { revision: e.revision, value: e.json<Record<string, unknown>>() })
-  }
-  return out
+/** The entry under `key` now (a direct get: no consumer), undefined when absent or deleted. */
+async function entryOf(key: string): Promise<Entry | undefined> {
+  const kv = await new Kvm(jetstream(nc, { timeout: 5000 })).open(BUCKET, { bindOnly: true })
+  const e = await kv.get(key)
+  return e?.operation === 'PUT' ? { revision: e.revision, value: e.json<Record<string, unknown>>() } : undefined
 }
 
 async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
@@ -79,7 +75,7 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, tim
 async function holder(device: string, gateway: string | undefined): Promise<Entry | undefined> {
   let found: Entry | undefined
   await waitFor(`${device} at ${gateway ?? 'nowhere'}`, async () => {
-    found = (await registry()).get(deviceKey(device))
+    found = await entryOf(deviceKey(device))
     return (found?.value.gateway as string | undefined) === gateway ? true : undefined
   })
   return found
@@ -95,7 +91,7 @@ beforeAll(async () => {
   nc = await connect({ servers: nats.url })
   ;[a, b] = await Promise.all([gateway('gwA'), gateway('gwB')])
   // Both heartbeats are in the bucket: each sees the other live.
-  await waitFor('both gateways registered', async () => ((await registry()).has('gateways.gwA') && (await registry()).has('gateways.gwB') ? true : undefined))
+  await waitFor('both gateways registered', async () => ((await entryOf('gateways.gwA')) && (await entryOf('gateways.gwB')) ? true : undefined))
 }, 60_000)
 
 afterAll(async () => {
@@ -116,7 +112,7 @@ describe('fleet registry', () => {
     expect(typeof e1!.value.boot).toBe('string')
     expect(Math.abs((e1!.value.since as number) - Date.now())).toBeLessThan(60_000)
     expect(e2!.value.device).toBe('reg d2/ü')
-    expect((await registry()).has(`devices.=${Buffer.from('reg d2/ü').toString('base64url')}`)).toBe(true)
+    expect(await entryOf(`devices.=${Buffer.from('reg d2/ü').toString('base64url')}`)).toBeDefined()
 
     const text = await runFerry(['devices', '--fleet', '--nats-url', nats.url])
     expect(text.code).toBe(0)
@@ -187,8 +183,23 @@ describe('fleet registry', () => {
     await holder('flap', 'gwA')
     // Settled: the entry stays A's and A's connection stays open.
     await new Promise((r) => setTimeout(r, 3 * HEARTBEAT_MS))
-    expect((await registry()).get(deviceKey('flap'))?.value.gateway).toBe('gwA')
+    expect((await entryOf(deviceKey('flap')))?.value.gateway).toBe('gwA')
     expect(back.connected).toBe(true)
+  }, 60_000)
+
+  it('fleet registry - a fast flap A → B → A (no waiting between connects) still ends at A with A\'s entry', async () => {
+    for (let round = 0; round < 3; round++) {
+      const id = `fastflap-${round}`
+      const first = await client(a, id)
+      const atB = await client(b, id)
+      const back = await client(a, id)
+      await holder(id, 'gwA')
+      expect(await closedWithin(atB, 10_000)).toBe(true)
+      expect(await closedWithin(first, 10_000)).toBe(true)
+      await new Promise((r) => setTimeout(r, 3 * HEARTBEAT_MS))
+      expect((await entryOf(deviceKey(id)))?.value.gateway).toBe('gwA')
+      expect(back.connected).toBe(true)
+    }
   }, 60_000)
 
   it('fleet registry - kill -9 a gateway: the lowest live gateway removes its entries once it was silent for 6 heartbeats', async () => {
@@ -201,7 +212,7 @@ describe('fleet registry', () => {
     await c.kill('SIGKILL')
     await holder('dead-1', undefined)
     await holder('dead-2', undefined)
-    await waitFor('gateways.gwC removed', async () => ((await registry()).has('gateways.gwC') ? undefined : true))
+    await waitFor('gateways.gwC removed', async () => ((await entryOf('gateways.gwC')) ? undefined : true))
     // Not before 6 heartbeats of silence (its last renewal was at most one heartbeat before the kill).
     expect(Date.now() - killedAt).toBeGreaterThanOrEqual(5 * HEARTBEAT_MS)
     expect(a.output()).toMatch(/"msg":"registry: removed the entries of a dead gateway","gateway":"gwC","devices":2/)
@@ -218,7 +229,7 @@ describe('fleet registry', () => {
     await d.kill('SIGKILL')
     await gateway('gwD', ['--registry-heartbeat-ms', '60000'], data)
     await holder('left-1', undefined)
-    const g = (await registry()).get('gateways.gwD')
+    const g = await entryOf('gateways.gwD')
     expect(g?.value.boot).not.toBe(before!.value.boot)
   }, 60_000)
 

@@ -70,11 +70,12 @@ describe('fleet rules', () => {
     expect(mustYield({ ...me, ourRevision: undefined }, { revision: 12, gateway: 'gwB', boot: 'x' })).toBe(false)
   })
 
-  it('fleet rules - a lost compare-and-set yields to a live gateway that wrote after the device connected here, else claims', () => {
+  it('fleet rules - a lost compare-and-set: a write delayed by an outage yields to a live gateway that wrote since the connect; otherwise the key is claimed', () => {
     const b = { revision: 7, gateway: 'gwB', boot: 'x' }
-    expect(onConflict(me, b, true, 5, true)).toBe('yield')
+    expect(onConflict(me, b, true, 5, false)).toBe('claim') // our view was not current at the connect: claim; B sees our newer revision and yields
+    expect(onConflict(me, b, true, 5, true)).toBe('yield') // delayed: the device moved while we could not write
     expect(onConflict(me, b, false, 5, true)).toBe('claim') // dead gateway
-    expect(onConflict(me, b, true, 5, false)).toBe('claim') // our view was not current at connect: last writer wins
+    expect(onConflict(me, { ...b, revision: 5 }, true, 5, true)).toBe('claim') // nothing newer than what we saw
     expect(onConflict(me, undefined, false, 5, true)).toBe('claim') // deleted
     expect(onConflict(me, { revision: 7, gateway: 'gwA', boot: 'old' }, true, 5, true)).toBe('claim') // a leftover of this id
   })
