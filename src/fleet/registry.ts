@@ -6,7 +6,9 @@
 //   asynchronous, at most one per device in flight, and the queue keeps only the latest state per
 //   device (bounded by MAX_QUEUED). NATS down = writes wait for the connection; failures are counted
 //   (ferry_fleet_registry_updates_total{result="error"}) and logged, never thrown.
-// - A put is a compare-and-set on the revision the key had when the device connected here; a delete
+// - A device's first put, made while NATS stayed up since it connected, is a plain put: the bucket
+//   orders it as the connects were ordered. Any later put (retried, delayed by an outage, rewriting a
+//   removed entry) is a compare-and-set on the revision the key had when we last looked, and a delete
 //   is a compare-and-delete on the revision of our own put: a late write never erases a newer one.
 // - Revisions order writes, clocks never do: a local session yields (MQTT 5 DISCONNECT 0x8E) only to
 //   another process's write at a revision newer than ours (liveness.ts, mustYield / onConflict).
