@@ -431,9 +431,19 @@ export class FleetRegistry implements Component {
         this.observe(e, initialised)
         if (!initialised && (e.delta ?? 0) === 0) init()
       }
-    })().catch((err: unknown) => this.noteError('registry watcher ended', err))
+    })()
+      .catch((err: unknown) => this.noteError('registry watcher ended', err))
+      .finally(() => this.watcherEnded(generation))
     // An empty bucket has nothing to replay: the watcher is current at once.
     if ((await kv.status()).values === 0) init()
+  }
+
+  /** A watcher that ended by itself leaves our view stale: nothing is decided on it until a new one is current. */
+  private watcherEnded(generation: number): void {
+    if (generation !== this.watchGeneration || !this.running) return
+    this.ready = false
+    const nc = this.nc
+    if (nc && this.connected) setTimeout(() => void this.attach(nc), RETRY_MS).unref()
   }
 
   /** Applies one entry of the bucket to our view, and acts on what it means for us. */
@@ -575,6 +585,10 @@ export class FleetRegistry implements Component {
   private async sweep(): Promise<void> {
     const kv = this.kv
     if (!kv || this.sweeping || sweeper(this.liveGateways()) !== this.o.gatewayId) return
+    // Our own heartbeats come back through the watcher: when they stop coming, our view is stale and
+    // every other gateway would look dead. Nothing is swept on a stale view.
+    const self = this.gatewaySeen.get(this.o.gatewayId)
+    if (!self || self.entry.boot !== this.boot || Date.now() - self.changedAtMs > 3 * this.o.heartbeatMs) return
     this.sweeping = true
     try {
       const now = Date.now()
