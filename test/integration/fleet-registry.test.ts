@@ -251,6 +251,19 @@ describe('fleet registry', () => {
     await holder('out-pub', 'gwA')
   }, 60_000)
 
+  it('fleet registry - --fleet-registry off: no entries, no heartbeat, /status.json says so', async () => {
+    const off = await gateway('gwOff', ['--fleet-registry', 'off'])
+    await client(off, 'off-1')
+    // A device connected to A afterwards is registered: by then gwOff would have written too.
+    await client(a, 'off-probe')
+    await holder('off-probe', 'gwA')
+    expect(await entryOf(deviceKey('off-1'))).toBeUndefined()
+    expect(await entryOf('gateways.gwOff')).toBeUndefined()
+    const status = (await (await fetch(`http://127.0.0.1:${off.httpPort}/status.json`)).json()) as { fleet: unknown }
+    expect(status.fleet).toEqual({ enabled: false })
+    await off.kill('SIGKILL')
+  }, 60_000)
+
   it('fleet registry - two gateways with one --gateway-id: both log an error and count it', async () => {
     const dup = await gateway('gwA')
     await waitFor('the conflict logged by both', async () => (/another running gateway uses this --gateway-id/.test(a.output()) && /another running gateway uses this --gateway-id/.test(dup.output()) ? true : undefined))
