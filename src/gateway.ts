@@ -4,6 +4,7 @@ import { Admission, serverTlsOptions } from './auth/index.js'
 import { PayloadPolicy, decodeEntry } from './codec/index.js'
 import type { Config } from './config/index.js'
 import { DeadLetters, Forwarder, upstreamOptions } from './forward/index.js'
+import { FleetRegistry, fleetRegistryBucket } from './fleet/index.js'
 import { Commands, Downlink, Requests, Rpc, parseRequestTemplate } from './downlink/index.js'
 import { Ingress, LagClock, PubackGate, RetransmitIndex, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
 import { LogReader, RingLog } from './log/index.js'
@@ -26,7 +27,7 @@ const LIVE_LANE_MIN_BACKLOG = 10_000
 const MAX_PENDING_BYTES = 16 * 1024 * 1024
 
 /** The stages of a start, in order (the names `failAfter` takes). */
-export const STAGES = ['log', 'ingress', 'health', 'http', 'forwarder', 'downlink'] as const
+export const STAGES = ['log', 'ingress', 'health', 'http', 'forwarder', 'downlink', 'fleet'] as const
 export type Stage = (typeof STAGES)[number]
 
 export interface GatewayStartOptions {
@@ -57,6 +58,8 @@ interface Components {
   readonly http: MetricsServer
   readonly forwarder: Component
   readonly downlink: Component
+  /** The fleet registry (absent with --fleet-registry off). */
+  readonly fleet: Component | undefined
 }
 
 export class Gateway {
@@ -171,7 +174,23 @@ export class Gateway {
       })
       started.add('ingress', ingress)
       reached('ingress')
-      if (config.presence) recordPresence(ingress.devices, log, metrics, logger.child('presence'))
+      // The fleet registry follows devices from the first connection; it writes once its own NATS connection is up.
+      const fleet = config.fleet.registry
+        ? new FleetRegistry({
+            servers: config.nats.url,
+            connectOptions,
+            bucket: config.fleet.registryBucket || fleetRegistryBucket(config.nats.subjectPrefix),
+            replicas: config.nats.streamReplicas,
+            gatewayId: config.gatewayId,
+            heartbeatMs: config.fleet.heartbeatMs,
+            version: VERSION,
+            devices: ingress.devices,
+            logger: logger.child('fleet'),
+            metrics,
+          })
+        : undefined
+      if (fleet) started.add('fleet', fleet)
+      if (config.presence) recordPresence(ingress.devices, log, metrics, logger.child('presence'), config.gatewayId, fleet)
       const deadLetters = new DeadLetters(config.log.dataDir)
       const forwarder = new Forwarder({
         servers: config.nats.url,
@@ -229,7 +248,7 @@ export class Gateway {
           statusPage: STATUS_PAGE,
           json: {
             '/devices': () => ({ devices: ingress.devices.list() }),
-            '/status.json': () => statusDocument({ gatewayId: config.gatewayId, version: VERSION, health, metrics, slowdown: () => gate.state }),
+            '/status.json': () => ({ ...statusDocument({ gatewayId: config.gatewayId, version: VERSION, health, metrics, slowdown: () => gate.state }), fleet: fleet?.status ?? { enabled: false } }),
           },
           readiness: () => health.readiness,
         }),
@@ -261,7 +280,7 @@ export class Gateway {
         defaultTtlMs: config.downlink.cmdTtlMs,
         maxInflight: config.downlink.cmdMaxInflight,
         devices: ingress.devices,
-        event: (clientId, event, body) => appendDeviceEvent(log, metrics, devLog, clientId, event, body),
+        event: (clientId, event, body) => appendDeviceEvent(log, metrics, devLog, clientId, event, body, config.gatewayId),
         logger: devLog,
         metrics,
       })
@@ -292,10 +311,11 @@ export class Gateway {
       downlinkRef = downlink
       const downlinkComponent = started.add('downlink', downlink)
       reached('downlink')
+      reached('fleet')
       const a = ingress.address
       logger.info('HTTP listening', { address: `${http.address.host}:${http.address.port}` })
       logger.info('MQTT listening', { address: `${a.host}:${a.port}`, ...(ingress.tlsAddress ? { tls: `${ingress.tlsAddress.host}:${ingress.tlsAddress.port}` } : {}), auth: admission.summary })
-      const components: Components = { monitors, log, ingress, health, http, forwarder: forwarderComponent, downlink: downlinkComponent }
+      const components: Components = { monitors, log, ingress, health, http, forwarder: forwarderComponent, downlink: downlinkComponent, fleet }
       return new Gateway(config, metrics, log, ingress, forwarder, logger, http, admission, components, started)
     } catch (err) {
       logger.debug('start failed; closing what started, in reverse order', { started: started.list.map((c) => c.name), error: err })
@@ -345,6 +365,8 @@ export class Gateway {
       try {
         await step('downlink', () => c.downlink.close(deadline))
         await step('ingress', () => c.ingress.close(deadline))
+        // After ingress: the disconnects of the stop are written to the registry while time is left.
+        if (c.fleet) await step('fleet', () => c.fleet!.close(deadline))
         await step('log', () => this.log.drain())
         await step('forwarder', () => c.forwarder.close(deadline))
       } finally {

@@ -28,6 +28,8 @@ Usage:
                            asks on a terminal, else reads the first line of stdin
   ferry devices [--http HOST:PORT] [--json]
                            devices connected to a running gateway (its --http-listen)
+  ferry devices --fleet [--json] [--config FILE] [NATS flags]
+                           every device of the fleet, from the registry bucket in NATS
   ferry check [--config FILE] [options]
                            validate a configuration and the files it names, printing every problem
   ferry log stat DIR       segments, positions, backlog and damage of a data directory

@@ -149,7 +149,7 @@ export class Rpc {
     opts.devices.on('online', (d) => this.follow(d.clientId))
     opts.devices.on('offline', (d) => {
       // Another gateway of the fleet took the device over (the registry's takeover sets takenOverBy).
-      const movedTo = 'takenOverBy' in d && typeof d.takenOverBy === 'string' ? d.takenOverBy : undefined
+      const movedTo = d.takenOverBy
       for (const [id, p] of this.pending) {
         if (p.clientId !== d.clientId) continue
         if (movedTo === undefined) {

@@ -98,6 +98,7 @@ export const REASON = {
   NOT_AUTHORIZED: 0x87,
   SERVER_UNAVAILABLE: 0x88,
   TOPIC_NAME_INVALID: 0x90,
+  SESSION_TAKEN_OVER: 0x8e,
   RECEIVE_MAXIMUM_EXCEEDED: 0x93,
   PACKET_TOO_LARGE: 0x95,
   QUOTA_EXCEEDED: 0x97,
@@ -1224,6 +1225,19 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       waiting.add(offline)
       signal?.addEventListener('abort', cancel, { once: true })
     })
+  }
+
+  /**
+   * Ends a client's connection because its session moved to another gateway (fleet takeover): an
+   * MQTT 5 client gets DISCONNECT 0x8E Session taken over, a 3.1.1 client is closed (3.1.1 has no
+   * server DISCONNECT). Its disconnected event has reason 'takeover'.
+   */
+  takeOver(client: MqttClientRef): void {
+    const r = client as ClientRef
+    if (r.closed || r.gone) return
+    this.reasons.set(r.client, 'takeover')
+    if (r.protocolVersion === 5) disconnectV5(r, REASON.SESSION_TAKEN_OVER)
+    else r.client.close()
   }
 
   /**

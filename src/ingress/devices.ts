@@ -18,12 +18,15 @@ export interface DeviceInfo {
   readonly address: string
   readonly connectedAt: number
   readonly clean: boolean
+  /** Set when another gateway of the fleet took the device over (its "disconnected" event names it). */
+  readonly takenOverBy?: string
   messagesIn: number
   messagesOut: number
 }
 
 interface Session extends DeviceInfo {
   readonly client: MqttClientRef
+  takenOverBy?: string
 }
 
 export interface DeviceEvents {
@@ -76,9 +79,22 @@ export class Devices extends EventEmitter<DeviceEvents> {
     const s = this.sessions.get(client.id)
     if (!s || s.client !== client) return
     this.sessions.delete(client.id)
-    const reason: DisconnectReason = ended === 'clean' ? 'clean' : this.stopping ? 'gateway_stop' : ended
+    const reason: DisconnectReason = ended === 'clean' ? 'clean' : s.takenOverBy !== undefined ? 'takeover' : this.stopping ? 'gateway_stop' : ended
     this.core.ended(client)
     this.emit('offline', s, reason, client.disconnectReasonCode)
+  }
+
+  /**
+   * Closes the device's session because gateway `by` of the fleet now holds it (the registry's
+   * cross-gateway takeover): MQTT 5 DISCONNECT 0x8E, 3.1.1 close. Its "offline" event has reason
+   * 'takeover' and `takenOverBy`. False when the device is not connected here.
+   */
+  takeOver(clientId: string, by: string): boolean {
+    const s = this.sessions.get(clientId)
+    if (!s) return false
+    s.takenOverBy = by
+    this.core.takeOver(s.client)
+    return true
   }
 
   /** Counts a publish received from a device. */

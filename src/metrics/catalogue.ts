@@ -63,6 +63,11 @@ export function createMetrics() {
     forwardConnected: r.add(new Gauge('ferry_forward_connected', '1 while connected to NATS')),
     forwardReconnects: r.add(new Counter('ferry_forward_reconnects_total', 'Reconnections to NATS')),
     forwardResendsOutsideDedupWindow: r.add(new Counter('ferry_forward_resends_outside_dedup_window_total', 'Resends (same Nats-Msg-Id) of records first sent longer than --dedup-window ago: JetStream may store these twice')),
+    fleetTakeovers: r.add(new Counter('ferry_fleet_takeovers_total', 'Cross-gateway takeovers of a device session, by direction (in: taken from another live gateway here; out: a session here closed for another gateway)')),
+    fleetRegistryUpdates: r.add(new Counter('ferry_fleet_registry_updates_total', 'Writes to the fleet registry bucket, by op (put, delete) and result (ok, error)')),
+    fleetStaleRemoved: r.add(new Counter('ferry_fleet_stale_entries_removed_total', 'Registry entries removed because their gateway was dead or was an earlier run of this gateway')),
+    fleetGateways: r.add(new Gauge('ferry_fleet_gateways', 'Live gateways the fleet registry shows, this one included')),
+    fleetIdConflicts: r.add(new Counter('ferry_fleet_gateway_id_conflicts_total', 'Renewals of this gateway\'s registry entry by another process with the same --gateway-id')),
     processRss: r.add(new Gauge('ferry_process_resident_memory_bytes', 'Resident set size of the gateway process')),
     processHeap: r.add(new Gauge('ferry_process_heap_used_bytes', 'V8 heap in use (part of the resident set)')),
     eventLoopDelay: r.add(new Gauge('ferry_process_event_loop_delay_p99_seconds', 'Event loop delay, 99th percentile since start')),
@@ -71,6 +76,7 @@ export function createMetrics() {
   // behind, QoS 0 publishes wait for the log instead of being dropped.)
   for (const reason of DROP_REASONS) m.drops.child({ reason })
   for (const cause of ['refused', 'timeout', 'reconnect']) m.forwardRecoveries.child({ cause })
+  for (const direction of ['in', 'out']) m.fleetTakeovers.child({ direction })
   return m
 }
 

@@ -43,4 +43,18 @@ describe('lint layering', () => {
       }),
     ).toEqual(['../codec/cbor/entry.js', '../codec/index.js', '../metrics/catalogue.js', '../metrics/sub/catalogue.js'])
   })
+
+  it('lint layering - only gateway.ts wires the fleet registry: ingress, forward, downlink and log never import src/fleet', () => {
+    expect(
+      restricted({
+        'src/ingress/probe.ts': imports('../fleet/index.js'),
+        'src/ingress/aedes-seam.ts': imports('../fleet/registry.js'),
+        'src/forward/probe.ts': imports('../fleet/index.js'),
+        'src/downlink/probe.ts': imports('../fleet/keys.js', '../ingress/index.js'),
+        'src/log/probe.ts': imports('../fleet/index.js'),
+        'src/fleet/probe.ts': imports('../ingress/index.js', '../metrics/index.js'),
+        'src/gateway.ts': imports('./fleet/index.js'),
+      }),
+    ).toEqual(['../fleet/index.js', '../fleet/index.js', '../fleet/index.js', '../fleet/keys.js', '../fleet/registry.js'])
+  })
 })
