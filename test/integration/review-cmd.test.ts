@@ -1,0 +1,56 @@
+// Review of "commands follow the device": consumer-name collisions between two client ids, and a
+// device that leaves while its command waits for a delivery slot (--cmd-max-inflight).
+import crypto from 'node:crypto'
+import { jetstream, jetstreamManager } from '@nats-io/jetstream'
+import { connect } from '@nats-io/transport-node'
+import type { NatsConnection } from '@nats-io/transport-node'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { rawDevice, until } from '../helpers/device.js'
+import { spawnGateway } from '../helpers/gateway.js'
+import type { GatewayProcess } from '../helpers/gateway.js'
+import { tempDir } from '../helpers/log.js'
+import { startNats } from '../helpers/nats.js'
+import type { NatsServer } from '../helpers/nats.js'
+
+describe('downlink - review of the shared command consumer', () => {
+  let nats: NatsServer
+  let nc: NatsConnection
+  const gws: GatewayProcess[] = []
+
+  beforeAll(async () => {
+    nats = await startNats()
+    nc = await connect({ servers: nats.url })
+  }, 30_000)
+
+  afterAll(async () => {
+    await nc?.close()
+    await Promise.all(gws.map((g) => g.kill('SIGTERM')))
+    await nats?.stop()
+  })
+
+  const gateway = async (id: string, extra: string[] = []): Promise<GatewayProcess> => {
+    const g = await spawnGateway(['--data-dir', tempDir(`ferry-review-cmd-${id}-`), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--gateway-id', id, '--fleet-registry', 'off', ...extra])
+    gws.push(g)
+    return g
+  }
+
+  it("commands - a plain client id equal to another id's hashed consumer suffix never takes that device's commands", async () => {
+    const gw = await gateway('gw-rc1')
+    expect(await until(async () => (await jetstreamManager(nc)).streams.info('FERRY_CMD').then(() => true, () => false))).toBe(true)
+    const victim = 'rc.victim'
+    // A plain id (matches /^[A-Za-z0-9_-]{1,48}$/) spelled as the hashed form of `victim`: both map to one consumer name.
+    const thief = `rc_victim_${crypto.createHash('sha256').update(victim).digest('hex').slice(0, 12)}`
+    const v = await rawDevice(gw.port, victim)
+    expect(await until(async () => (await (await jetstreamManager(nc)).consumers.info('FERRY_CMD', `cmd_${thief}`).then(() => true, () => false)))).toBe(true)
+    const t = await rawDevice(gw.port, thief)
+    await new Promise((r) => setTimeout(r, 1000)) // the thief's pump, if any, is pulling
+    const js = jetstream(nc)
+    for (let i = 1; i <= 6; i++) await js.publish(`ferry.cmd.rc%2Evictim.step.${i}`, JSON.stringify({ i }))
+    expect(await until(() => v.got.length + t.got.length >= 6, 15_000)).toBe(true)
+    await new Promise((r) => setTimeout(r, 500))
+    expect(t.got.map((g) => g.topic)).toEqual([])
+    expect(v.got.map((g) => g.topic)).toEqual([1, 2, 3, 4, 5, 6].map((i) => `commands/${victim}/step/${i}`))
+    await v.end()
+    await t.end()
+  }, 60_000)
+})
