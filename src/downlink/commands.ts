@@ -160,6 +160,11 @@ function withdraw(pull: ConsumerMessages): void {
   } else pull.stop()
 }
 
+/** The error for a consumer name that already serves another filter (another device's, or another prefix's). */
+function collision(name: string, has: string, filter: string): Error {
+  return new Error(`consumer ${name} already serves ${has}, not ${filter}: two client ids map to this one name; this device's commands are not delivered (rename one device, or delete the consumer)`)
+}
+
 /** A counting semaphore. */
 class Slots {
   private used = 0
@@ -198,7 +203,12 @@ export class Commands {
    * connected here: removed when the device leaves.
    */
   private readonly tries = new Map<string, { seq: number; n: number }>()
-  private readonly consumers = new Set<string>()
+  /**
+   * The consumers known to exist, by name, with the filter they were made for. Two client ids can map
+   * to one name (a plain id spelled like another id's hashed form, `<id as _>_<sha256 12 hex>`): the
+   * filter tells them apart, and a consumer made for another device is never used nor updated.
+   */
+  private readonly consumers = new Map<string, string>()
   private readonly slots: Slots
   private running = true
   private ready: Promise<void> | undefined
@@ -313,7 +323,9 @@ export class Commands {
       },
       (err: unknown) => {
         this.pumps.delete(clientId)
-        this.consumers.delete(consumerName(clientId)) // made again next time
+        const name = consumerName(clientId)
+        // Made again next time (unless it is another device's, which that device keeps).
+        if (this.consumers.get(name) === this.filterOf(clientId)) this.consumers.delete(name)
         if (!this.running) return
         this.lastError = { at: Date.now(), message: `commands to ${JSON.stringify(clientId)}: ${(err as Error).message}` }
         // NATS unreachable, stream or consumer missing: try again in a while (commands wait in JetStream).
@@ -346,9 +358,11 @@ export class Commands {
    */
   private async consumerFor(clientId: string): Promise<string> {
     const name = consumerName(clientId)
-    if (!this.consumers.has(name)) {
+    const filter = this.filterOf(clientId)
+    const known = this.consumers.get(name)
+    if (known !== undefined && known !== filter) throw collision(name, known, filter)
+    if (known === undefined) {
       await this.ready
-      const filter = `${this.opts.subjectPrefix}.cmd.${deviceToken(clientId)}.>`
       const config = {
         durable_name: name,
         filter_subject: filter,
@@ -367,9 +381,11 @@ export class Commands {
       // (ConsumerApiAction is not exported).
       const createOrUpdate = (): Promise<unknown> => this.jsm!.consumers.add(this.opts.stream, config, { action: '' } as unknown as Parameters<JetStreamManager['consumers']['add']>[2])
       const has = (await this.jsm!.consumers.info(this.opts.stream, name).catch(() => undefined))?.config
+      // Another device's consumer of the same name (or another prefix's): never taken over or re-filtered.
+      if (has?.filter_subject !== undefined && has.filter_subject !== filter) throw collision(name, has.filter_subject, filter)
       const same = has !== undefined && (Object.keys(config) as (keyof typeof config)[]).every((k) => has[k] === config[k])
       if (same) {
-        this.consumers.add(name)
+        this.consumers.set(name, filter)
         return name
       }
       try {
@@ -379,9 +395,14 @@ export class Commands {
         await this.migrate(clientId, name, filter)
         await createOrUpdate()
       }
-      this.consumers.add(name)
+      this.consumers.set(name, filter)
     }
     return name
+  }
+
+  /** The filter of a device's consumer: `<prefix>.cmd.<deviceToken>.>`. */
+  private filterOf(clientId: string): string {
+    return `${this.opts.subjectPrefix}.cmd.${deviceToken(clientId)}.>`
   }
 
   /**
