@@ -12,6 +12,12 @@ import { tempDir } from '../helpers/log.js'
 import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 
+async function metric(gw: GatewayProcess, line: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text()
+  const hit = text.split('\n').find((l) => l.startsWith(line + ' '))
+  return hit ? Number(hit.slice(line.length + 1)) : 0
+}
+
 describe('downlink - review of the shared command consumer', () => {
   let nats: NatsServer
   let nc: NatsConnection
@@ -52,5 +58,29 @@ describe('downlink - review of the shared command consumer', () => {
     expect(v.got.map((g) => g.topic)).toEqual([1, 2, 3, 4, 5, 6].map((i) => `commands/${victim}/step/${i}`))
     await v.end()
     await t.end()
+  }, 60_000)
+
+  it('commands - a device that leaves while its command waits for a delivery slot has it handed back at once (not as "not subscribed")', async () => {
+    const a = await gateway('gw-rca', ['--cmd-max-inflight', '1', '--cmd-ack-timeout-ms', '30000'])
+    const b = await gateway('gw-rcb')
+    const jsm = await jetstreamManager(nc)
+    const js = jetstream(nc)
+    // X holds A's only delivery slot: it takes its command and keeps the PUBACK.
+    const x = await rawDevice(a.port, 'rc-x', { ack: 'manual' })
+    await js.publish('ferry.cmd.rc-x.hold', '{}')
+    expect(await until(() => x.held.length === 1)).toBe(true)
+    // Y's command is pulled by A and waits for the slot.
+    const y = await rawDevice(a.port, 'rc-y')
+    await js.publish('ferry.cmd.rc-y.go', '{}')
+    expect(await until(async () => (await jsm.consumers.info('FERRY_CMD', 'cmd_rc-y').then((c) => c.num_ack_pending, () => 0)) === 1)).toBe(true)
+    // Y moves to B; then A's slot is freed.
+    await y.end()
+    const y2 = await rawDevice(b.port, 'rc-y')
+    x.held[0]!()
+    expect(await until(() => y2.got.length === 1, 20_000)).toBe(true)
+    expect(y2.got[0]!.topic).toBe('commands/rc-y/go')
+    expect(await metric(a, 'ferry_downlink_commands_total{result="not_subscribed"}')).toBe(0)
+    await x.end()
+    await y2.end()
   }, 60_000)
 })
