@@ -458,6 +458,12 @@ export class Commands {
           }
           await this.slots.acquire()
           try {
+            if (!this.present(clientId)) {
+              // Left while its command waited for a slot (--cmd-max-inflight): back at once, no try counted.
+              m.nak()
+              this.opts.metrics.commands.inc(1, { result: 'offline' })
+              continue
+            }
             await this.handle(clientId, m)
           } catch (err) {
             m.nak(1000)
@@ -542,7 +548,8 @@ export class Commands {
     // To a v5 device, with what is left of its TTL as Message Expiry Interval and its Ferry-Prop-* headers.
     const props = commandProperties(m.headers, ttl ? ttl - ageMs : undefined)
     const r = await this.deliver(clientId, topic, Buffer.from(m.data), this.opts.ackTimeoutMs, undefined, props)
-    if (r === 'timeout' || r === 'refused') this.tries.set(clientId, { seq: m.seq, n: triedHere + 1 })
+    // Only while the device is still here: `leave` dropped its entry (no stale try for its next visit).
+    if ((r === 'timeout' || r === 'refused') && this.present(clientId)) this.tries.set(clientId, { seq: m.seq, n: triedHere + 1 })
     else this.tries.delete(clientId)
     if (r === 'acked') {
       m.ack() // the server holds this device's next command until it has processed the ack (max_ack_pending 1)
