@@ -83,4 +83,17 @@ describe('downlink - review of the shared command consumer', () => {
     await x.end()
     await y2.end()
   }, 60_000)
+
+  it('commands - a delivery that outlasts two idle heartbeats of its pull (--cmd-ack-timeout-ms 47000) does not break the pump', async () => {
+    // fetch() asks for heartbeats every expires/2 (15 s) and fails after two missed; the server sends none
+    // once the pull is satisfied, so waiting longer than that for a PUBACK must not end in "heartbeats missed".
+    const gw = await gateway('gw-rchb', ['--cmd-ack-timeout-ms', '47000'])
+    const d = await rawDevice(gw.port, 'rc-hb', { ack: 'never' })
+    await jetstream(nc).publish('ferry.cmd.rc-hb.slow', '{}')
+    expect(await until(() => d.got.length === 1)).toBe(true)
+    expect(await until(() => d.got.length === 2, 56_000)).toBe(true) // offered again after the ack timeout
+    expect(gw.output()).not.toContain('heartbeats missed')
+    expect(gw.output()).not.toContain('command delivery to a device interrupted')
+    await d.end()
+  }, 70_000)
 })
