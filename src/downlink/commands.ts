@@ -449,12 +449,16 @@ export class Commands {
       try {
         // Left meanwhile: stopped before iterating, its pull request is never sent.
         if (!this.present(clientId)) return
+        // One command per fetch: the loop is left after it, never asking the iterator for more. Its idle
+        // heartbeat monitor (expires / 2, two missed) keeps running while the command waits for a slot
+        // and a PUBACK, and the server sends no heartbeat for a satisfied pull: the iterator's next step
+        // would throw "heartbeats missed" after a delivery longer than about 30 s.
         for await (const m of pull) {
           if (!this.present(clientId)) {
             // Handed out as the device left (or the gateway closes): never offered, back at once.
             m.nak()
             this.opts.metrics.commands.inc(1, { result: 'offline' })
-            continue
+            break
           }
           await this.slots.acquire()
           try {
@@ -462,7 +466,7 @@ export class Commands {
               // Left while its command waited for a slot (--cmd-max-inflight): back at once, no try counted.
               m.nak()
               this.opts.metrics.commands.inc(1, { result: 'offline' })
-              continue
+              break
             }
             await this.handle(clientId, m)
           } catch (err) {
@@ -471,6 +475,7 @@ export class Commands {
           } finally {
             this.slots.release()
           }
+          break
         }
       } finally {
         pull.stop()
