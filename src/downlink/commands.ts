@@ -118,7 +118,9 @@ export function commandTarget(template: string, clientId: string, rest: readonly
 /**
  * The name of a device's command consumer, the same on every gateway of a fleet: `cmd_<clientId>` when
  * the id matches /^[A-Za-z0-9_-]{1,48}$/, else `cmd_<id with other characters as _, first 40>_<first
- * 12 hex digits of sha256(id)>` (readable when the id is plain, always unique).
+ * 12 hex digits of sha256(id)>` (readable when the id is plain). Not one-to-one: a plain id spelled
+ * like another id's hashed form (`a_b_<sha256("a.b") 12 hex>`) gets that id's name; consumerFor tells
+ * them apart by the filter and serves only the device the consumer was made for.
  */
 export function consumerName(clientId: string): string {
   return `cmd_${deviceSuffix(clientId)}`
