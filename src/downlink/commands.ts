@@ -118,7 +118,9 @@ export function commandTarget(template: string, clientId: string, rest: readonly
 /**
  * The name of a device's command consumer, the same on every gateway of a fleet: `cmd_<clientId>` when
  * the id matches /^[A-Za-z0-9_-]{1,48}$/, else `cmd_<id with other characters as _, first 40>_<first
- * 12 hex digits of sha256(id)>` (readable when the id is plain, always unique).
+ * 12 hex digits of sha256(id)>` (readable when the id is plain). Not one-to-one: a plain id spelled
+ * like another id's hashed form (`a_b_<sha256("a.b") 12 hex>`) gets that id's name; consumerFor tells
+ * them apart by the filter and serves only the device the consumer was made for.
  */
 export function consumerName(clientId: string): string {
   return `cmd_${deviceSuffix(clientId)}`
@@ -160,6 +162,11 @@ function withdraw(pull: ConsumerMessages): void {
   } else pull.stop()
 }
 
+/** The error for a consumer name that already serves another filter (another device's, or another prefix's). */
+function collision(name: string, has: string, filter: string): Error {
+  return new Error(`consumer ${name} already serves ${has}, not ${filter}: two client ids map to this one name; this device's commands are not delivered (rename one device, or delete the consumer)`)
+}
+
 /** A counting semaphore. */
 class Slots {
   private used = 0
@@ -198,7 +205,12 @@ export class Commands {
    * connected here: removed when the device leaves.
    */
   private readonly tries = new Map<string, { seq: number; n: number }>()
-  private readonly consumers = new Set<string>()
+  /**
+   * The consumers known to exist, by name, with the filter they were made for. Two client ids can map
+   * to one name (a plain id spelled like another id's hashed form, `<id as _>_<sha256 12 hex>`): the
+   * filter tells them apart, and a consumer made for another device is never used nor updated.
+   */
+  private readonly consumers = new Map<string, string>()
   private readonly slots: Slots
   private running = true
   private ready: Promise<void> | undefined
@@ -313,7 +325,9 @@ export class Commands {
       },
       (err: unknown) => {
         this.pumps.delete(clientId)
-        this.consumers.delete(consumerName(clientId)) // made again next time
+        const name = consumerName(clientId)
+        // Made again next time (unless it is another device's, which that device keeps).
+        if (this.consumers.get(name) === this.filterOf(clientId)) this.consumers.delete(name)
         if (!this.running) return
         this.lastError = { at: Date.now(), message: `commands to ${JSON.stringify(clientId)}: ${(err as Error).message}` }
         // NATS unreachable, stream or consumer missing: try again in a while (commands wait in JetStream).
@@ -346,9 +360,11 @@ export class Commands {
    */
   private async consumerFor(clientId: string): Promise<string> {
     const name = consumerName(clientId)
-    if (!this.consumers.has(name)) {
+    const filter = this.filterOf(clientId)
+    const known = this.consumers.get(name)
+    if (known !== undefined && known !== filter) throw collision(name, known, filter)
+    if (known === undefined) {
       await this.ready
-      const filter = `${this.opts.subjectPrefix}.cmd.${deviceToken(clientId)}.>`
       const config = {
         durable_name: name,
         filter_subject: filter,
@@ -367,9 +383,11 @@ export class Commands {
       // (ConsumerApiAction is not exported).
       const createOrUpdate = (): Promise<unknown> => this.jsm!.consumers.add(this.opts.stream, config, { action: '' } as unknown as Parameters<JetStreamManager['consumers']['add']>[2])
       const has = (await this.jsm!.consumers.info(this.opts.stream, name).catch(() => undefined))?.config
+      // Another device's consumer of the same name (or another prefix's): never taken over or re-filtered.
+      if (has?.filter_subject !== undefined && has.filter_subject !== filter) throw collision(name, has.filter_subject, filter)
       const same = has !== undefined && (Object.keys(config) as (keyof typeof config)[]).every((k) => has[k] === config[k])
       if (same) {
-        this.consumers.add(name)
+        this.consumers.set(name, filter)
         return name
       }
       try {
@@ -379,9 +397,14 @@ export class Commands {
         await this.migrate(clientId, name, filter)
         await createOrUpdate()
       }
-      this.consumers.add(name)
+      this.consumers.set(name, filter)
     }
     return name
+  }
+
+  /** The filter of a device's consumer: `<prefix>.cmd.<deviceToken>.>`. */
+  private filterOf(clientId: string): string {
+    return `${this.opts.subjectPrefix}.cmd.${deviceToken(clientId)}.>`
   }
 
   /**
@@ -428,15 +451,25 @@ export class Commands {
       try {
         // Left meanwhile: stopped before iterating, its pull request is never sent.
         if (!this.present(clientId)) return
+        // One command per fetch: the loop is left after it, never asking the iterator for more. Its idle
+        // heartbeat monitor (expires / 2, two missed) keeps running while the command waits for a slot
+        // and a PUBACK, and the server sends no heartbeat for a satisfied pull: the iterator's next step
+        // would throw "heartbeats missed" after a delivery longer than about 30 s.
         for await (const m of pull) {
           if (!this.present(clientId)) {
             // Handed out as the device left (or the gateway closes): never offered, back at once.
             m.nak()
             this.opts.metrics.commands.inc(1, { result: 'offline' })
-            continue
+            break
           }
           await this.slots.acquire()
           try {
+            if (!this.present(clientId)) {
+              // Left while its command waited for a slot (--cmd-max-inflight): back at once, no try counted.
+              m.nak()
+              this.opts.metrics.commands.inc(1, { result: 'offline' })
+              break
+            }
             await this.handle(clientId, m)
           } catch (err) {
             m.nak(1000)
@@ -444,6 +477,7 @@ export class Commands {
           } finally {
             this.slots.release()
           }
+          break
         }
       } finally {
         pull.stop()
@@ -521,7 +555,8 @@ export class Commands {
     // To a v5 device, with what is left of its TTL as Message Expiry Interval and its Ferry-Prop-* headers.
     const props = commandProperties(m.headers, ttl ? ttl - ageMs : undefined)
     const r = await this.deliver(clientId, topic, Buffer.from(m.data), this.opts.ackTimeoutMs, undefined, props)
-    if (r === 'timeout' || r === 'refused') this.tries.set(clientId, { seq: m.seq, n: triedHere + 1 })
+    // Only while the device is still here: `leave` dropped its entry (no stale try for its next visit).
+    if ((r === 'timeout' || r === 'refused') && this.present(clientId)) this.tries.set(clientId, { seq: m.seq, n: triedHere + 1 })
     else this.tries.delete(clientId)
     if (r === 'acked') {
       m.ack() // the server holds this device's next command until it has processed the ack (max_ack_pending 1)

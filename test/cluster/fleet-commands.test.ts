@@ -45,6 +45,13 @@ async function commandsTotal(gw: GatewayProcess, result: string): Promise<number
   return m ? Number(m[1]) : 0
 }
 
+/** A metric without labels on a gateway's /metrics (-1 when absent). */
+async function metricValue(gw: GatewayProcess, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text()
+  const m = new RegExp(`^${name} (\\d+)`, 'm').exec(text)
+  return m ? Number(m[1]) : -1
+}
+
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, k) => from + k)
 
 describe('fleet - commands follow the device', () => {
@@ -85,6 +92,9 @@ describe('fleet - commands follow the device', () => {
     expect(await until(() => atA.got.length >= 5, 20_000)).toBe(true)
     expect(await until(async () => (await waiting()) === 0, 20_000)).toBe(true)
     await atA.client.endAsync() // leaves A (DISCONNECT)
+    // endAsync resolves when the socket closes, before A has seen the device go: a command sent now can
+    // still reach A's pull and be handed back (counted "offline"). Send once A knows.
+    expect(await until(async () => (await metricValue(a, 'ferry_mqtt_clients')) === 0, 20_000)).toBe(true)
     for (const i of range(6, 15)) await send('mover', i) // waiting for the device
     // More commands while it moves: the device connects to B while these are being sent.
     let sent = 15
