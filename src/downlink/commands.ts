@@ -117,13 +117,13 @@ export function commandTarget(template: string, clientId: string, rest: readonly
 
 /**
  * The name of a device's command consumer, the same on every gateway of a fleet: `cmd_<clientId>` when
- * the id matches /^[A-Za-z0-9_-]{1,48}$/, else `cmd_<id with other characters as _, first 40>_<first
- * 12 hex digits of sha256(id)>` (readable when the id is plain). Not one-to-one: a plain id spelled
- * like another id's hashed form (`a_b_<sha256("a.b") 12 hex>`) gets that id's name; consumerFor tells
- * them apart by the filter and serves only the device the consumer was made for.
+ * the id matches /^[A-Za-z0-9_-]{1,48}$/ and does not end in `_<24 hex digits>`, else `cmd_<id with
+ * other characters as _, first 40>_<first 24 hex digits of sha256(id)>` (readable when the id is
+ * plain). One-to-one: a plain name never ends like a hashed one, and two hashed names are equal only
+ * if 96 bits of sha256 are. consumerFor still checks the filter of a consumer it finds.
  */
 export function consumerName(clientId: string): string {
-  return `cmd_${deviceSuffix(clientId)}`
+  return `cmd_${deviceSuffix(clientId, 24)}`
 }
 
 /** The name an older Ferry (one consumer per gateway and device) gave a device's consumer: `<gatewayId>_<device>`. */
@@ -131,11 +131,14 @@ export function legacyConsumerName(gatewayId: string, clientId: string): string 
   return `${gatewayId}_${deviceSuffix(clientId)}`
 }
 
-function deviceSuffix(clientId: string): string {
-  if (/^[A-Za-z0-9_-]{1,48}$/.test(clientId)) return clientId
+function deviceSuffix(clientId: string, hexDigits = 12): string {
+  if (/^[A-Za-z0-9_-]{1,48}$/.test(clientId) && (hexDigits === 12 || !HASHED_TAIL.test(clientId))) return clientId
   const base = clientId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40)
-  return `${base}_${crypto.createHash('sha256').update(clientId).digest('hex').slice(0, 12)}`
+  return `${base}_${crypto.createHash('sha256').update(clientId).digest('hex').slice(0, hexDigits)}`
 }
+
+/** The tail of a hashed consumer name: a plain client id that ends like one is hashed too, so names are one-to-one. */
+const HASHED_TAIL = /_[0-9a-f]{24}$/
 
 /** The command topic of a device for `rest` (topic levels). */
 export function commandTopic(template: string, clientId: string, rest: string): string {

@@ -44,10 +44,10 @@ describe('downlink - review of the shared command consumer', () => {
     const gw = await gateway('gw-rc1')
     expect(await until(async () => (await jetstreamManager(nc)).streams.info('FERRY_CMD').then(() => true, () => false))).toBe(true)
     const victim = 'rc.victim'
-    // A plain id (matches /^[A-Za-z0-9_-]{1,48}$/) spelled as the hashed form of `victim`: both map to one consumer name.
-    const thief = `rc_victim_${crypto.createHash('sha256').update(victim).digest('hex').slice(0, 12)}`
+    // A plain id (matches /^[A-Za-z0-9_-]{1,48}$/) spelled as the hashed form of `victim` (it was one name before names were made one-to-one).
+    const thief = `rc_victim_${crypto.createHash('sha256').update(victim).digest('hex').slice(0, 24)}`
     const v = await rawDevice(gw.port, victim)
-    expect(await until(async () => (await (await jetstreamManager(nc)).consumers.info('FERRY_CMD', `cmd_${thief}`).then(() => true, () => false)))).toBe(true)
+    expect(await until(async () => (await (await jetstreamManager(nc)).consumers.info('FERRY_CMD', `cmd_rc_victim_${crypto.createHash('sha256').update(victim).digest('hex').slice(0, 24)}`).then(() => true, () => false)))).toBe(true)
     const t = await rawDevice(gw.port, thief)
     await new Promise((r) => setTimeout(r, 1000)) // the thief's pump, if any, is pulling
     const js = jetstream(nc)

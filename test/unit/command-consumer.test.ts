@@ -10,8 +10,8 @@ describe('commands - consumer names', () => {
     expect(consumerName('a'.repeat(48))).toBe(`cmd_${'a'.repeat(48)}`)
   })
 
-  it('any other id: other characters as _, first 40, then the first 12 hex digits of its sha256', () => {
-    const hash = (s: string): string => crypto.createHash('sha256').update(s).digest('hex').slice(0, 12)
+  it('any other id: other characters as _, first 40, then the first 24 hex digits of its sha256', () => {
+    const hash = (s: string): string => crypto.createHash('sha256').update(s).digest('hex').slice(0, 24)
     expect(consumerName('site7/pump')).toBe(`cmd_site7_pump_${hash('site7/pump')}`)
     const long = 'b'.repeat(49)
     expect(consumerName(long)).toBe(`cmd_${'b'.repeat(40)}_${hash(long)}`)
@@ -22,6 +22,15 @@ describe('commands - consumer names', () => {
 
   it("an older Ferry's per-gateway name is <gatewayId>_<same suffix>", () => {
     expect(legacyConsumerName('gw1', 'sensor-1')).toBe('gw1_sensor-1')
-    expect(legacyConsumerName('gw1', 'site7/pump')).toBe(consumerName('site7/pump').replace(/^cmd_/, 'gw1_'))
+    const hash12 = crypto.createHash('sha256').update('site7/pump').digest('hex').slice(0, 12)
+    expect(legacyConsumerName('gw1', 'site7/pump')).toBe(`gw1_site7_pump_${hash12}`)
+  })
+
+  it("names are one-to-one: a plain id spelled like another id's hashed name is hashed itself", () => {
+    const victim = 'rc.victim'
+    const thief = `rc_victim_${crypto.createHash('sha256').update(victim).digest('hex').slice(0, 24)}`
+    expect(/^[A-Za-z0-9_-]{1,48}$/.test(thief)).toBe(true)
+    expect(consumerName(thief)).not.toBe(consumerName(victim))
+    expect(consumerName(thief)).toMatch(/^cmd_rc_victim_[0-9a-f]{24}_[0-9a-f]{24}$/)
   })
 })
