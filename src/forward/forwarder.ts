@@ -7,7 +7,7 @@
 // Delivery rules:
 // - every message carries `Nats-Msg-Id: <gatewayId>:<epoch>:<seq>`; a resend (timeout, reconnect,
 //   crash) reuses it, so JetStream's duplicate window drops the copy (PubAck duplicate: true); a
-//   resend of a record first sent longer than --dedup-window ago may be stored twice: each such
+//   resend of a record first sent longer than --dedup-window (or the stream's shorter window) ago may be stored twice: each such
 //   resend is counted (ferry_forward_resends_outside_dedup_window_total) and logged with its seqs;
 // - one connection per session to any of the --nats-url servers (a cluster's nodes): when it
 //   closes, or when the server stops answering PINGs after a failed stream check (a hung node),
@@ -106,7 +106,8 @@ export interface ForwarderOptions {
   readonly streamReplicas?: number
   /**
    * The duplicate window of the stream when Ferry creates it (--dedup-window), ms. Default 2 minutes.
-   * A resend of a record first sent longer ago may be stored twice: counted and logged.
+   * A resend of a record first sent longer ago (or longer than an existing stream's shorter window)
+   * may be stored twice: counted and logged.
    */
   readonly dedupWindowMs?: number
 }
@@ -250,7 +251,13 @@ export class Forwarder implements Component {
   private lateResendLogAt = 0
   /** Stream setting warnings already logged (stream.ts): once per process, not per reconnect. */
   private readonly streamWarned = new Set<string>()
+  /** --dedup-window: the duplicate window of a stream Ferry creates. */
   private readonly dedupWindowMs: number
+  /**
+   * The window resends are measured against: --dedup-window, or the stream's own when it is shorter
+   * (an existing stream Ferry did not create; warned at the stream check).
+   */
+  private resendWindowMs: number
   /** `host:port` of the server left for not answering a PING: the next connection tries it last. */
   private hungServer: string | undefined
 
@@ -265,6 +272,7 @@ export class Forwarder implements Component {
   constructor(private readonly opts: ForwarderOptions) {
     this.expected = expectStream(opts.stream)
     this.dedupWindowMs = opts.dedupWindowMs ?? DEFAULT_DEDUP_WINDOW_MS
+    this.resendWindowMs = this.dedupWindowMs
     this.window = new AckWindow<Inflight>(opts.log)
     this.laneWindow = { maxInflight: opts.maxInflight, minBacklog: opts.liveLaneMinBacklog }
     const headerMode = opts.uplinkHeaders ?? 'full'
@@ -413,7 +421,9 @@ export class Forwarder implements Component {
         // No longer than a PubAck may take (at least 1 s): after a stream leader died, the API
         // answers once a new one is elected, and a short timeout asks again sooner.
         const timeoutMs = this.checkTimeoutMs
-        this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger, { settings, warned: this.streamWarned, timeoutMs, partitions: this.opts.partitions ?? 0 })).eventsCaptured
+        const check = await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger, { settings, warned: this.streamWarned, timeoutMs, partitions: this.opts.partitions ?? 0 })
+        this.eventsCaptured = check.eventsCaptured
+        this.resendWindowMs = Math.min(this.dedupWindowMs, check.dedupWindowMs)
         this.streamReady = true
         this.streamProblem = ''
         this.backoff.reset()
@@ -739,7 +749,7 @@ export class Forwarder implements Component {
       this.headerSlot.bytes = EMPTY
       // The duplicate window counts from when JetStream stored an earlier send, at or after the first one.
       if (f.firstSentAt === 0) f.firstSentAt = f.sentAt
-      else if (f.sentAt - f.firstSentAt > this.dedupWindowMs) this.noteLateResend(f)
+      else if (f.sentAt - f.firstSentAt > this.resendWindowMs) this.noteLateResend(f)
     } catch (err) {
       if ((err as Error).name !== 'InvalidArgumentError') {
         // Not about the message (closed, draining, ...): it goes again after the recovery, in order.
@@ -894,7 +904,7 @@ export class Forwarder implements Component {
     this.opts.logger.warn('messages resent after the stream\'s duplicate window (--dedup-window) since their first send: JetStream may store them twice if an earlier send was stored', {
       records,
       seqs,
-      dedupWindowMs: this.dedupWindowMs,
+      dedupWindowMs: this.resendWindowMs,
     })
   }
 

@@ -62,7 +62,7 @@ export function createMetrics() {
     forwardAckLatency: r.add(new Histogram('ferry_forward_puback_latency_seconds', 'Time from publish to JetStream PubAck', LATENCY_S)),
     forwardConnected: r.add(new Gauge('ferry_forward_connected', '1 while connected to NATS')),
     forwardReconnects: r.add(new Counter('ferry_forward_reconnects_total', 'Reconnections to NATS')),
-    forwardResendsOutsideDedupWindow: r.add(new Counter('ferry_forward_resends_outside_dedup_window_total', 'Resends (same Nats-Msg-Id) of records first sent longer than --dedup-window ago: JetStream may store these twice')),
+    forwardResendsOutsideDedupWindow: r.add(new Counter('ferry_forward_resends_outside_dedup_window_total', 'Resends (same Nats-Msg-Id) of records first sent longer than --dedup-window (or the stream\'s shorter duplicate window) ago: JetStream may store these twice')),
     processRss: r.add(new Gauge('ferry_process_resident_memory_bytes', 'Resident set size of the gateway process')),
     processHeap: r.add(new Gauge('ferry_process_heap_used_bytes', 'V8 heap in use (part of the resident set)')),
     eventLoopDelay: r.add(new Gauge('ferry_process_event_loop_delay_p99_seconds', 'Event loop delay, 99th percentile since start')),
