@@ -61,4 +61,26 @@ describe('review - failover', () => {
     expect(r.duplicatePayloads, `stored twice beyond the ${resends} counted resends: ${formatReport(r)}`).toBeLessThanOrEqual(resends)
     await gw.kill('SIGKILL')
   })
+
+  it('slow link - a server that answers, slower than --ack-timeout-ms (1 s, round trips of 0-4 s): not taken for a hung one, the backlog drains', async () => {
+    await using nats = await startNats()
+    await using proxy = await startProxy(nats.port)
+    proxy.setLatency(2000)
+    const gw = await spawnGateway(['--mqtt-listen', '127.0.0.1:0', '--data-dir', tempDir(), '--nats-url', proxy.url, '--ack-timeout-ms', '1000'])
+    onTestFinished(async () => {
+      await gw.kill('SIGKILL')
+    })
+    const ledger = new AckLedger()
+    const load = await startLoad(gw.port, ledger, { devices: ['d0', 'd1'], ratePerSec: 10 })
+    onTestFinished(() => load.stop(1000))
+    await until(() => ledger.size >= 100, 30_000, '100 PUBACKs')
+    await load.stop()
+    const hung = (): number => gw.output().split('\n').filter((l) => l.includes('does not answer a PING')).length
+    await until(async () => (await metric(gw, 'ferry_log_backlog_records')) === 0, 45_000, async () => `an empty backlog (${await metric(gw, 'ferry_log_backlog_records')} left, ${await metric(gw, 'ferry_forward_reconnects_total')} reconnections, ${hung()} "does not answer a PING")`)
+    expect(hung(), 'the server answered every PING, late').toBe(0)
+    proxy.setLatency(0)
+    const r = checkRecords(ledger, await readRecords(nats.url))
+    expect(r.lost, formatReport(r)).toBe(0)
+    await gw.kill('SIGKILL')
+  })
 })
