@@ -185,8 +185,15 @@ const EXPIRED_LOG_MS = 1000
 /** Resends outside the duplicate window are logged at most this often, as seq ranges. */
 const LATE_RESEND_LOG_MS = 10_000
 const DEFAULT_DEDUP_WINDOW_MS = 120_000
-/** Longest wait for each JetStream API answer of the stream check. */
+/** Longest wait for each JetStream API answer of the stream check (unless the link is measured slower). */
 const STREAM_CHECK_TIMEOUT_MS = 5000
+/**
+ * How long the PING after a failed stream check may take before the server counts as hung: the
+ * connect timeout, as a new connection must complete its own PING in that time.
+ */
+const HUNG_PING_TIMEOUT_MS = 5000
+/** Longest wait for a stream check answer on a link measured slow. */
+const SLOW_LINK_CHECK_TIMEOUT_MS = 20_000
 interface LiveLane {
   readonly reader: LogReader
   /** What the lane sends and when (live-lane.ts). */
@@ -260,6 +267,10 @@ export class Forwarder implements Component {
   private resendWindowMs: number
   /** `host:port` of the server left for not answering a PING: the next connection tries it last. */
   private hungServer: string | undefined
+  /** performance.now() of the last answer (PubAck or error) on this connection: a server still answering is not hung. */
+  private lastReplyAt = 0
+  /** The last PING's round trip on this connection, ms (0 = not measured): a slow link gets longer stream checks. */
+  private linkRttMs = 0
 
   /** The window the live lane shares with the main lane (live-lane.ts). */
   private readonly laneWindow: LaneWindow
@@ -342,6 +353,7 @@ export class Forwarder implements Component {
       this.connected = true
       this.streamReady = false
       this.resumeAt = 0
+      this.linkRttMs = 0
       // Anything in flight may have been lost with the last connection: resend it (same msg ids),
       // in order, before anything new.
       if (this.unacked > 0) this.enterRecovery('reconnect')
@@ -392,20 +404,32 @@ export class Forwarder implements Component {
     })
   }
 
-  /** Timeout of each request of the stream check and of its PING: the PubAck timeout, within [1 s, 5 s]. */
+  /**
+   * Timeout of each request of the stream check: the PubAck timeout, within [1 s, 5 s], or three
+   * round trips of this connection's last PING when that is longer (a slow link, at most 20 s).
+   */
   private get checkTimeoutMs(): number {
-    return Math.max(1000, Math.min(STREAM_CHECK_TIMEOUT_MS, this.opts.ackTimeoutMs))
+    const base = Math.max(1000, Math.min(STREAM_CHECK_TIMEOUT_MS, this.opts.ackTimeoutMs))
+    return Math.max(base, Math.min(SLOW_LINK_CHECK_TIMEOUT_MS, 3 * this.linkRttMs))
   }
 
-  /** True when the server answers a PING within checkTimeoutMs. */
-  private async answersPing(nc: NatsConnection): Promise<boolean> {
+  /**
+   * After a failed stream check that began at `since`: true when the server answers a PING within
+   * HUNG_PING_TIMEOUT_MS (its round trip sets linkRttMs) or answered anything since `since` (a PING
+   * may wait behind megabytes still on their way over a slow link).
+   */
+  private async answersPing(nc: NatsConnection, since: number): Promise<boolean> {
     if (nc.isClosed()) return false
-    let ok = false
+    let rtt: number | undefined
     const answered = await settlesWithin(
-      nc.rtt().then(() => (ok = true)),
-      this.checkTimeoutMs,
+      nc.rtt().then((ms) => (rtt = ms)),
+      HUNG_PING_TIMEOUT_MS,
     )
-    return answered && ok
+    if (answered && rtt !== undefined) {
+      this.linkRttMs = rtt
+      return true
+    }
+    return !nc.isClosed() && this.lastReplyAt >= since
   }
 
   /** One pass of the forwarding loop: wait for what blocks progress, or publish the next records. */
@@ -416,6 +440,7 @@ export class Forwarder implements Component {
       return
     }
     if (!this.streamReady) {
+      const checkStart = performance.now()
       try {
         const settings = { replicas: this.opts.streamReplicas ?? 1, dedupWindowMs: this.dedupWindowMs }
         // No longer than a PubAck may take (at least 1 s): after a stream leader died, the API
@@ -433,11 +458,12 @@ export class Forwarder implements Component {
         logger.error('JetStream stream not ready; buffering in the log and retrying', { stream: this.opts.stream, error: err })
         // A server that hangs (stopped process, a link that silently stopped delivering) keeps the
         // socket open: nats.js would notice only after its pings go unanswered (30 s). A PING
-        // unanswered within the check's timeout ends this connection now, and the next one goes
-        // to any --nats-url that answers (a cluster's other nodes). JetStream busy electing a
-        // leader answers PINGs: that connection is kept.
-        if (!(await this.answersPing(nc))) {
-          logger.warn('NATS server does not answer a PING; closing the connection to connect to another server', { server: nc.getServer(), timeoutMs: this.checkTimeoutMs })
+        // unanswered within 5 s, with nothing else answered since the check began, ends this
+        // connection now, and the next one goes to any --nats-url that answers (a cluster's other
+        // nodes). JetStream busy electing a leader answers PINGs, and a slow link answers late
+        // (its round trip then lengthens the next check): those connections are kept.
+        if (!(await this.answersPing(nc, checkStart))) {
+          logger.warn('NATS server does not answer a PING; closing the connection to connect to another server', { server: nc.getServer(), timeoutMs: HUNG_PING_TIMEOUT_MS })
           this.hungServer = nc.getServer()
           await nc.close().catch(() => {})
           return
@@ -769,6 +795,7 @@ export class Forwarder implements Component {
   }
 
   private onReply(msg: Msg): void {
+    this.lastReplyAt = performance.now()
     const subject = msg.subject
     const f = this.bySeq.get(replySeq(this.inbox, subject))
     if (!f || f.done) return
