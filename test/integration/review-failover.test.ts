@@ -4,7 +4,7 @@ import { connect } from '@nats-io/transport-node'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { AckLedger, checkRecords, formatReport, readRecords } from '../helpers/ack-ledger.js'
-import { spawnGateway } from '../helpers/gateway.js'
+import { spawnGateway, startGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
 import { startLoad, until } from '../helpers/load.js'
 import { tempDir } from '../helpers/log.js'
@@ -82,5 +82,29 @@ describe('review - failover', () => {
     const r = checkRecords(ledger, await readRecords(nats.url))
     expect(r.lost, formatReport(r)).toBe(0)
     await gw.kill('SIGKILL')
+  })
+
+  it('readiness - a frozen server (SIGSTOP): while still connected, a stream check that got no answer is not "the stream is not usable" (/readyz failing at once); the stall rule (--ready-stall-ms) judges', async () => {
+    await using nats = await startNats()
+    const gw = await startGateway({ 'log.dataDir': tempDir(), 'nats.url': nats.url, 'nats.ackTimeoutMs': 1000 })
+    onTestFinished(() => gw.close())
+    const ledger = new AckLedger()
+    const load = await startLoad(gw.ingress.address.port, ledger, { devices: ['d0', 'd1'], ratePerSec: 50 })
+    onTestFinished(() => load.stop(1000))
+    await until(() => ledger.size >= 100, 30_000, '100 PUBACKs')
+    nats.signal('SIGSTOP')
+    onTestFinished(() => nats.signal('SIGCONT'))
+    // Until the gateway leaves the frozen server (or 10 s): what /readyz reads from the forwarder.
+    const seen: string[] = []
+    const t0 = Date.now()
+    while (Date.now() - t0 < 10_000 && gw.forwarder.health.connected) {
+      const h = gw.forwarder.health
+      if (h.streamProblem !== '') seen.push(`${Date.now() - t0} ms: ${h.streamProblem}`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    nats.signal('SIGCONT')
+    expect(seen, 'connected with a stream problem (/readyz upstream failing)').toEqual([])
+    await load.stop()
+    await gw.close()
   })
 })
