@@ -454,7 +454,10 @@ export class Forwarder implements Component {
         this.backoff.reset()
       } catch (err) {
         this.lastProblem = `stream not ready: ${(err as Error).message}`
-        this.streamProblem = `stream "${this.opts.stream}" not ready: ${(err as Error).message}`
+        // No answer in time (a frozen server, a stream leader being elected) says nothing about the
+        // stream: /readyz judges that by the stall rule (degraded, failing after --ready-stall-ms).
+        // An answer that refuses (missing JetStream, a stream that cannot be used) fails it at once.
+        this.streamProblem = (err as Error).name === 'TimeoutError' ? '' : `stream "${this.opts.stream}" not ready: ${(err as Error).message}`
         logger.error('JetStream stream not ready; buffering in the log and retrying', { stream: this.opts.stream, error: err })
         // A server that hangs (stopped process, a link that silently stopped delivering) keeps the
         // socket open: nats.js would notice only after its pings go unanswered (30 s). A PING
