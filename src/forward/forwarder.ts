@@ -443,7 +443,7 @@ export class Forwarder implements Component {
       const checkStart = performance.now()
       try {
         const settings = { replicas: this.opts.streamReplicas ?? 1, dedupWindowMs: this.dedupWindowMs }
-        // No longer than a PubAck may take (at least 1 s): after a stream leader died, the API
+        // No longer than a PubAck may take (at least 1 s; longer on a link measured slow): after a stream leader died, the API
         // answers once a new one is elected, and a short timeout asks again sooner.
         const timeoutMs = this.checkTimeoutMs
         const check = await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger, { settings, warned: this.streamWarned, timeoutMs, partitions: this.opts.partitions ?? 0 })
