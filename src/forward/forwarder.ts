@@ -7,7 +7,7 @@
 // Delivery rules:
 // - every message carries `Nats-Msg-Id: <gatewayId>:<epoch>:<seq>`; a resend (timeout, reconnect,
 //   crash) reuses it, so JetStream's duplicate window drops the copy (PubAck duplicate: true); a
-//   resend of a record first sent longer than --dedup-window ago may be stored twice: each such
+//   resend of a record first sent longer than --dedup-window (or the stream's shorter window) ago may be stored twice: each such
 //   resend is counted (ferry_forward_resends_outside_dedup_window_total) and logged with its seqs;
 // - one connection per session to any of the --nats-url servers (a cluster's nodes): when it
 //   closes, or when the server stops answering PINGs after a failed stream check (a hung node),
@@ -106,7 +106,8 @@ export interface ForwarderOptions {
   readonly streamReplicas?: number
   /**
    * The duplicate window of the stream when Ferry creates it (--dedup-window), ms. Default 2 minutes.
-   * A resend of a record first sent longer ago may be stored twice: counted and logged.
+   * A resend of a record first sent longer ago (or longer than an existing stream's shorter window)
+   * may be stored twice: counted and logged.
    */
   readonly dedupWindowMs?: number
 }
@@ -184,8 +185,15 @@ const EXPIRED_LOG_MS = 1000
 /** Resends outside the duplicate window are logged at most this often, as seq ranges. */
 const LATE_RESEND_LOG_MS = 10_000
 const DEFAULT_DEDUP_WINDOW_MS = 120_000
-/** Longest wait for each JetStream API answer of the stream check. */
+/** Longest wait for each JetStream API answer of the stream check (unless the link is measured slower). */
 const STREAM_CHECK_TIMEOUT_MS = 5000
+/**
+ * How long the PING after a failed stream check may take before the server counts as hung: the
+ * connect timeout, as a new connection must complete its own PING in that time.
+ */
+const HUNG_PING_TIMEOUT_MS = 5000
+/** Longest wait for a stream check answer on a link measured slow. */
+const SLOW_LINK_CHECK_TIMEOUT_MS = 20_000
 interface LiveLane {
   readonly reader: LogReader
   /** What the lane sends and when (live-lane.ts). */
@@ -250,9 +258,19 @@ export class Forwarder implements Component {
   private lateResendLogAt = 0
   /** Stream setting warnings already logged (stream.ts): once per process, not per reconnect. */
   private readonly streamWarned = new Set<string>()
+  /** --dedup-window: the duplicate window of a stream Ferry creates. */
   private readonly dedupWindowMs: number
+  /**
+   * The window resends are measured against: --dedup-window, or the stream's own when it is shorter
+   * (an existing stream Ferry did not create; warned at the stream check).
+   */
+  private resendWindowMs: number
   /** `host:port` of the server left for not answering a PING: the next connection tries it last. */
   private hungServer: string | undefined
+  /** performance.now() of the last answer (PubAck or error) on this connection: a server still answering is not hung. */
+  private lastReplyAt = 0
+  /** The last PING's round trip on this connection, ms (0 = not measured): a slow link gets longer stream checks. */
+  private linkRttMs = 0
 
   /** The window the live lane shares with the main lane (live-lane.ts). */
   private readonly laneWindow: LaneWindow
@@ -265,6 +283,7 @@ export class Forwarder implements Component {
   constructor(private readonly opts: ForwarderOptions) {
     this.expected = expectStream(opts.stream)
     this.dedupWindowMs = opts.dedupWindowMs ?? DEFAULT_DEDUP_WINDOW_MS
+    this.resendWindowMs = this.dedupWindowMs
     this.window = new AckWindow<Inflight>(opts.log)
     this.laneWindow = { maxInflight: opts.maxInflight, minBacklog: opts.liveLaneMinBacklog }
     const headerMode = opts.uplinkHeaders ?? 'full'
@@ -334,6 +353,7 @@ export class Forwarder implements Component {
       this.connected = true
       this.streamReady = false
       this.resumeAt = 0
+      this.linkRttMs = 0
       // Anything in flight may have been lost with the last connection: resend it (same msg ids),
       // in order, before anything new.
       if (this.unacked > 0) this.enterRecovery('reconnect')
@@ -384,20 +404,32 @@ export class Forwarder implements Component {
     })
   }
 
-  /** Timeout of each request of the stream check and of its PING: the PubAck timeout, within [1 s, 5 s]. */
+  /**
+   * Timeout of each request of the stream check: the PubAck timeout, within [1 s, 5 s], or three
+   * round trips of this connection's last PING when that is longer (a slow link, at most 20 s).
+   */
   private get checkTimeoutMs(): number {
-    return Math.max(1000, Math.min(STREAM_CHECK_TIMEOUT_MS, this.opts.ackTimeoutMs))
+    const base = Math.max(1000, Math.min(STREAM_CHECK_TIMEOUT_MS, this.opts.ackTimeoutMs))
+    return Math.max(base, Math.min(SLOW_LINK_CHECK_TIMEOUT_MS, 3 * this.linkRttMs))
   }
 
-  /** True when the server answers a PING within checkTimeoutMs. */
-  private async answersPing(nc: NatsConnection): Promise<boolean> {
+  /**
+   * After a failed stream check that began at `since`: true when the server answers a PING within
+   * HUNG_PING_TIMEOUT_MS (its round trip sets linkRttMs) or answered anything since `since` (a PING
+   * may wait behind megabytes still on their way over a slow link).
+   */
+  private async answersPing(nc: NatsConnection, since: number): Promise<boolean> {
     if (nc.isClosed()) return false
-    let ok = false
+    let rtt: number | undefined
     const answered = await settlesWithin(
-      nc.rtt().then(() => (ok = true)),
-      this.checkTimeoutMs,
+      nc.rtt().then((ms) => (rtt = ms)),
+      HUNG_PING_TIMEOUT_MS,
     )
-    return answered && ok
+    if (answered && rtt !== undefined) {
+      this.linkRttMs = rtt
+      return true
+    }
+    return !nc.isClosed() && this.lastReplyAt >= since
   }
 
   /** One pass of the forwarding loop: wait for what blocks progress, or publish the next records. */
@@ -408,26 +440,33 @@ export class Forwarder implements Component {
       return
     }
     if (!this.streamReady) {
+      const checkStart = performance.now()
       try {
         const settings = { replicas: this.opts.streamReplicas ?? 1, dedupWindowMs: this.dedupWindowMs }
-        // No longer than a PubAck may take (at least 1 s): after a stream leader died, the API
+        // No longer than a PubAck may take (at least 1 s; longer on a link measured slow): after a stream leader died, the API
         // answers once a new one is elected, and a short timeout asks again sooner.
         const timeoutMs = this.checkTimeoutMs
-        this.eventsCaptured = (await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger, { settings, warned: this.streamWarned, timeoutMs, partitions: this.opts.partitions ?? 0 })).eventsCaptured
+        const check = await ensureStream(nc, this.opts.stream, this.opts.subjectPrefix, logger, { settings, warned: this.streamWarned, timeoutMs, partitions: this.opts.partitions ?? 0 })
+        this.eventsCaptured = check.eventsCaptured
+        this.resendWindowMs = Math.min(this.dedupWindowMs, check.dedupWindowMs)
         this.streamReady = true
         this.streamProblem = ''
         this.backoff.reset()
       } catch (err) {
         this.lastProblem = `stream not ready: ${(err as Error).message}`
-        this.streamProblem = `stream "${this.opts.stream}" not ready: ${(err as Error).message}`
+        // No answer in time (a frozen server, a stream leader being elected) says nothing about the
+        // stream: /readyz judges that by the stall rule (degraded, failing after --ready-stall-ms).
+        // An answer that refuses (missing JetStream, a stream that cannot be used) fails it at once.
+        this.streamProblem = (err as Error).name === 'TimeoutError' ? '' : `stream "${this.opts.stream}" not ready: ${(err as Error).message}`
         logger.error('JetStream stream not ready; buffering in the log and retrying', { stream: this.opts.stream, error: err })
         // A server that hangs (stopped process, a link that silently stopped delivering) keeps the
         // socket open: nats.js would notice only after its pings go unanswered (30 s). A PING
-        // unanswered within the check's timeout ends this connection now, and the next one goes
-        // to any --nats-url that answers (a cluster's other nodes). JetStream busy electing a
-        // leader answers PINGs: that connection is kept.
-        if (!(await this.answersPing(nc))) {
-          logger.warn('NATS server does not answer a PING; closing the connection to connect to another server', { server: nc.getServer(), timeoutMs: this.checkTimeoutMs })
+        // unanswered within 5 s, with nothing else answered since the check began, ends this
+        // connection now, and the next one goes to any --nats-url that answers (a cluster's other
+        // nodes). JetStream busy electing a leader answers PINGs, and a slow link answers late
+        // (its round trip then lengthens the next check): those connections are kept.
+        if (!(await this.answersPing(nc, checkStart))) {
+          logger.warn('NATS server does not answer a PING; closing the connection to connect to another server', { server: nc.getServer(), timeoutMs: HUNG_PING_TIMEOUT_MS })
           this.hungServer = nc.getServer()
           await nc.close().catch(() => {})
           return
@@ -739,7 +778,7 @@ export class Forwarder implements Component {
       this.headerSlot.bytes = EMPTY
       // The duplicate window counts from when JetStream stored an earlier send, at or after the first one.
       if (f.firstSentAt === 0) f.firstSentAt = f.sentAt
-      else if (f.sentAt - f.firstSentAt > this.dedupWindowMs) this.noteLateResend(f)
+      else if (f.sentAt - f.firstSentAt > this.resendWindowMs) this.noteLateResend(f)
     } catch (err) {
       if ((err as Error).name !== 'InvalidArgumentError') {
         // Not about the message (closed, draining, ...): it goes again after the recovery, in order.
@@ -759,6 +798,7 @@ export class Forwarder implements Component {
   }
 
   private onReply(msg: Msg): void {
+    this.lastReplyAt = performance.now()
     const subject = msg.subject
     const f = this.bySeq.get(replySeq(this.inbox, subject))
     if (!f || f.done) return
@@ -894,7 +934,7 @@ export class Forwarder implements Component {
     this.opts.logger.warn('messages resent after the stream\'s duplicate window (--dedup-window) since their first send: JetStream may store them twice if an earlier send was stored', {
       records,
       seqs,
-      dedupWindowMs: this.dedupWindowMs,
+      dedupWindowMs: this.resendWindowMs,
     })
   }
 

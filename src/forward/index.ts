@@ -2,7 +2,7 @@
 export { Forwarder } from './forwarder.js'
 export type { ForwarderOptions } from './forwarder.js'
 export { ensureStream, streamSettingWarnings, subjectCovers, uplinkSubjects } from './stream.js'
-export type { EnsureStreamOptions, StreamSettingWarning, StreamSettings } from './stream.js'
+export type { EnsureStreamOptions, StreamCheck, StreamSettingWarning, StreamSettings } from './stream.js'
 export { DeadLetters } from './dead-letter.js'
 export type { DeadLetter } from './dead-letter.js'
 export { classifyPubAck, expectStream } from './puback.js'

@@ -60,15 +60,31 @@ export function streamSettingWarnings(stream: string, actual: { readonly num_rep
       fields: { stream, replicas, configured: want.replicas },
     })
   }
-  const windowMs = actual.duplicate_window ? Math.floor(actual.duplicate_window / 1e6) : JETSTREAM_DEFAULT_DUPLICATE_WINDOW_MS
+  const windowMs = duplicateWindowMs(actual)
   if (windowMs < want.dedupWindowMs) {
     out.push({
       key: 'dedup_window',
-      message: `stream "${stream}" has a duplicate window of ${windowMs} ms, shorter than --dedup-window ${want.dedupWindowMs} ms: a message resent after an outage (or a gateway restart) longer than ${windowMs} ms may be stored twice (counted in ferry_forward_resends_outside_dedup_window_total); Ferry does not change an existing stream: raise it with \`nats stream edit ${stream} --dupe-window ${Math.ceil(want.dedupWindowMs / 1000)}s\``,
+      message: `stream "${stream}" has a duplicate window of ${windowMs} ms, shorter than --dedup-window ${want.dedupWindowMs} ms: a message resent after an outage (or a gateway restart) longer than ${windowMs} ms may be stored twice (resends within one gateway process are counted in ferry_forward_resends_outside_dedup_window_total, against this window); Ferry does not change an existing stream: raise it with \`nats stream edit ${stream} --dupe-window ${Math.ceil(want.dedupWindowMs / 1000)}s\``,
       fields: { stream, dedupWindowMs: windowMs, configured: want.dedupWindowMs },
     })
   }
   return out
+}
+
+/** A stream's duplicate window in ms (JetStream reports nanoseconds; 0 = its default of 2 minutes). */
+function duplicateWindowMs(config: { readonly duplicate_window?: number }): number {
+  return config.duplicate_window ? Math.floor(config.duplicate_window / 1e6) : JETSTREAM_DEFAULT_DUPLICATE_WINDOW_MS
+}
+
+/** What {@link ensureStream} found. */
+export interface StreamCheck {
+  /** A stream stores device events (`<prefix>.events.>`, this one or another). */
+  readonly eventsCaptured: boolean
+  /**
+   * The stream's duplicate window, ms: the configured one when Ferry created it, else the existing
+   * stream's own (which may be shorter than --dedup-window: a resend after it may be stored twice).
+   */
+  readonly dedupWindowMs: number
 }
 
 /** Options of {@link ensureStream}. */
@@ -92,7 +108,7 @@ export interface EnsureStreamOptions {
  * FERRY_ERR_FORWARD_STREAM naming the fix otherwise, and warns (once per kind) when its replicas or
  * duplicate window are weaker than configured.
  */
-export async function ensureStream(nc: NatsConnection, stream: string, prefix: string, logger: Logger, opts: EnsureStreamOptions = {}): Promise<{ eventsCaptured: boolean }> {
+export async function ensureStream(nc: NatsConnection, stream: string, prefix: string, logger: Logger, opts: EnsureStreamOptions = {}): Promise<StreamCheck> {
   const settings = opts.settings ?? { replicas: 1, dedupWindowMs: JETSTREAM_DEFAULT_DUPLICATE_WINDOW_MS }
   const warned = opts.warned ?? new Set<string>()
   // No account-info check first: on a cluster it is answered by the meta leader, so the kill of that
@@ -110,7 +126,7 @@ export async function ensureStream(nc: NatsConnection, stream: string, prefix: s
   if (!info) {
     await jsm.streams.add({ name: stream, subjects: uplinkSubjects(prefix), num_replicas: settings.replicas, duplicate_window: nanos(settings.dedupWindowMs) })
     logger.info('created JetStream stream', { stream, subjects: uplinkSubjects(prefix), replicas: settings.replicas, dedupWindowMs: settings.dedupWindowMs })
-    return { eventsCaptured: true }
+    return { eventsCaptured: true, dedupWindowMs: settings.dedupWindowMs }
   }
   const subjects = info.config.subjects ?? []
   if (!subjects.some((s) => subjectCovers(s, want))) {
@@ -136,5 +152,5 @@ export async function ensureStream(nc: NatsConnection, stream: string, prefix: s
   if (!eventsCaptured) {
     logger.warn(`stream does not capture "${prefix}.events.>": device events (presence, command-expired, command-dead) are dropped and counted; add that subject to the stream to keep them`, { stream, subjects })
   }
-  return { eventsCaptured }
+  return { eventsCaptured, dedupWindowMs: duplicateWindowMs(info.config) }
 }

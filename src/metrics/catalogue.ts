@@ -62,7 +62,7 @@ export function createMetrics() {
     forwardAckLatency: r.add(new Histogram('ferry_forward_puback_latency_seconds', 'Time from publish to JetStream PubAck', LATENCY_S)),
     forwardConnected: r.add(new Gauge('ferry_forward_connected', '1 while connected to NATS')),
     forwardReconnects: r.add(new Counter('ferry_forward_reconnects_total', 'Reconnections to NATS')),
-    forwardResendsOutsideDedupWindow: r.add(new Counter('ferry_forward_resends_outside_dedup_window_total', 'Resends (same Nats-Msg-Id) of records first sent longer than --dedup-window ago: JetStream may store these twice')),
+    forwardResendsOutsideDedupWindow: r.add(new Counter('ferry_forward_resends_outside_dedup_window_total', 'Resends (same Nats-Msg-Id) of records first sent longer than --dedup-window (or the stream\'s shorter duplicate window) ago: JetStream may store these twice')),
     fleetTakeovers: r.add(new Counter('ferry_fleet_takeovers_total', 'Cross-gateway takeovers of a device session, by direction (in: taken from another live gateway here; out: a session here closed for another gateway)')),
     fleetRegistryUpdates: r.add(new Counter('ferry_fleet_registry_updates_total', 'Writes to the fleet registry bucket, by op (put, delete) and result (ok, error)')),
     fleetStaleRemoved: r.add(new Counter('ferry_fleet_stale_entries_removed_total', 'Registry entries removed because their gateway was dead or was an earlier run of this gateway')),
