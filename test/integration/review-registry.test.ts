@@ -1,0 +1,96 @@
+// Review of the fleet registry (issue 15), in process against a real nats-server: the registry is given a
+// stand-in for ingress's Devices (it only listens to online/offline and calls takeOver) and plain counters
+// for its metrics, so that its writes, its memory and its sweeps can be observed directly.
+import { EventEmitter } from 'node:events'
+import { jetstream } from '@nats-io/jetstream'
+import { Kvm } from '@nats-io/kv'
+import type { KV } from '@nats-io/kv'
+import { connect } from '@nats-io/transport-node'
+import type { NatsConnection } from '@nats-io/transport-node'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { FleetRegistry } from '../../src/fleet/index.js'
+import type { FleetMetrics } from '../../src/fleet/index.js'
+import type { DeviceInfo, Devices } from '../../src/ingress/index.js'
+import { silentLogger } from '../../src/logger.js'
+import { startNats } from '../helpers/nats.js'
+import type { NatsServer } from '../helpers/nats.js'
+
+let nats: NatsServer
+let nc: NatsConnection
+const registries: FleetRegistry[] = []
+
+class StandInDevices extends EventEmitter {
+  readonly takenOver: [string, string][] = []
+  takeOver(clientId: string, by: string): boolean {
+    this.takenOver.push([clientId, by])
+    return true
+  }
+}
+
+interface Counts {
+  readonly updates: Map<string, number>
+  removed: number
+}
+
+function metrics(): { m: FleetMetrics; c: Counts } {
+  const c: Counts = { updates: new Map(), removed: 0 }
+  const m: FleetMetrics = {
+    fleetTakeovers: { inc: () => {} },
+    fleetRegistryUpdates: { inc: (n, l) => c.updates.set(`${l.op}:${l.result}`, (c.updates.get(`${l.op}:${l.result}`) ?? 0) + n) },
+    fleetStaleRemoved: { inc: (n = 1) => void (c.removed += n) },
+    fleetGateways: { collect: () => {} },
+    fleetIdConflicts: { inc: () => {} },
+  }
+  return { m, c }
+}
+
+function registry(bucket: string, gatewayId: string, heartbeatMs: number): { reg: FleetRegistry; devices: StandInDevices; c: Counts } {
+  const devices = new StandInDevices()
+  const { m, c } = metrics()
+  const reg = new FleetRegistry({ servers: [nats.url], connectOptions: {}, bucket, replicas: 1, gatewayId, heartbeatMs, version: 'review', devices: devices as unknown as Devices, logger: silentLogger, metrics: m })
+  registries.push(reg)
+  return { reg, devices, c }
+}
+
+function device(clientId: string): DeviceInfo {
+  return { clientId, address: '127.0.0.1:1', connectedAt: Date.now(), clean: true, messagesIn: 0, messagesOut: 0 }
+}
+
+async function bucket(name: string, opts: Record<string, unknown> = {}): Promise<KV> {
+  return new Kvm(jetstream(nc, { timeout: 5000 })).create(name, { history: 1, ...opts })
+}
+
+async function waitFor(what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (!(await probe())) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+beforeAll(async () => {
+  nats = await startNats()
+  nc = await connect({ servers: nats.url })
+}, 30_000)
+
+afterAll(async () => {
+  for (const r of registries) await r.close(Date.now() + 2000)
+  await nc?.close()
+  await nats?.[Symbol.asyncDispose]()
+})
+
+describe('review registry', () => {
+  it('review registry - a write that keeps failing is retried about once a second, not in a busy loop', async () => {
+    // The bucket refuses values over 200 bytes: the heartbeat fits, a device with a long id does not.
+    await bucket('rv_retry', { maxValueSize: 200 })
+    const { reg, devices, c } = registry('rv_retry', 'gwA', 1000)
+    await waitFor('the registry ready', () => reg.status.ready)
+    for (let i = 0; i < 5; i++) devices.emit('online', device(`${'x'.repeat(180)}-${i}`))
+    await waitFor('the first failures', () => (c.updates.get('put:error') ?? 0) >= 5)
+    const start = c.updates.get('put:error') ?? 0
+    await new Promise((r) => setTimeout(r, 3000))
+    const failed = (c.updates.get('put:error') ?? 0) - start
+    // 5 devices, one retry a second for 3 s (and a margin): not thousands.
+    expect(failed).toBeLessThanOrEqual(5 * 6)
+  }, 30_000)
+})
