@@ -167,6 +167,8 @@ export class FleetRegistry implements Component {
   private readonly logged = new Map<string, { at: number; suppressed: number }>()
   private readonly locals = new Map<string, Local>()
   private readonly queue = new Map<string, Op>()
+  /** Ops whose write failed, held out of the queue until the retry timer (RETRY_MS) puts them back. */
+  private readonly retrying = new Map<string, Op>()
   private readonly inflight = new Set<string>()
   private readonly deviceSeen = new Map<string, DeviceSeen>()
   private readonly gatewaySeen = new Map<string, GatewaySeenEntry>()
@@ -209,28 +211,35 @@ export class FleetRegistry implements Component {
     if (!local || local.info !== d) return
     this.locals.delete(d.clientId)
     // Taken over: the key is another gateway's now.
-    if (local.yielded) {
-      const q = this.queue.get(d.clientId)
-      if (q?.kind === 'put' && q.local === local) this.queue.delete(d.clientId)
-      return
-    }
+    if (local.yielded) return this.dropPut(d.clientId, local)
     if (local.ourRevision !== undefined) this.enqueue(d.clientId, { kind: 'delete', revision: local.ourRevision })
     else if (this.inflight.has(d.clientId)) local.gone = true
-    else {
-      // Never written: nothing to delete, and the put is no longer wanted.
-      const q = this.queue.get(d.clientId)
-      if (q?.kind === 'put' && q.local === local) this.queue.delete(d.clientId)
+    // Never written: nothing to delete, and the put is no longer wanted.
+    else this.dropPut(d.clientId, local)
+  }
+
+  /** Forgets the put of `local` waiting to be written (queued or waiting for its retry). */
+  private dropPut(clientId: string, local: Local): void {
+    for (const m of [this.queue, this.retrying]) {
+      const q = m.get(clientId)
+      if (q?.kind === 'put' && q.local === local) m.delete(clientId)
     }
   }
 
+  /** A state of the device waits to be written (queued or waiting for its retry). */
+  private pending(clientId: string): boolean {
+    return this.queue.has(clientId) || this.retrying.has(clientId)
+  }
+
   private enqueue(clientId: string, op: Op): void {
-    if (!this.queue.has(clientId) && this.queue.size >= MAX_QUEUED) {
+    if (!this.pending(clientId) && this.queue.size + this.retrying.size >= MAX_QUEUED) {
       this.o.metrics.fleetRegistryUpdates.inc(1, { op: op.kind, result: 'error' })
       this.noteError(`registry queue full (${MAX_QUEUED} devices): a device's state was not written`, undefined, { clientId })
       return
     }
     // Latest state per device: a newer op replaces the one waiting.
     this.queue.delete(clientId)
+    this.retrying.delete(clientId)
     this.queue.set(clientId, op)
     this.pump()
   }
@@ -253,10 +262,13 @@ export class FleetRegistry implements Component {
   }
 
   private retryLater(clientId: string, op: Op): void {
-    // Unless a newer state replaced it meanwhile.
-    if (!this.queue.has(clientId)) this.queue.set(clientId, op)
+    // Unless a newer state replaced it meanwhile. Held out of the queue until the timer: pump() runs
+    // as each write ends and would otherwise send a failing write again at once (a busy loop).
+    if (!this.queue.has(clientId)) this.retrying.set(clientId, op)
     this.retryTimer ??= setTimeout(() => {
       this.retryTimer = undefined
+      for (const [id, again] of this.retrying) if (!this.queue.has(id)) this.queue.set(id, again)
+      this.retrying.clear()
       this.pump()
     }, RETRY_MS)
   }
@@ -297,7 +309,7 @@ export class FleetRegistry implements Component {
       local.ourRevision = revision
       local.seenRevision = revision
       if (local.gone) {
-        if (!this.queue.has(clientId)) this.queue.set(clientId, { kind: 'delete', revision })
+        if (!this.pending(clientId)) this.queue.set(clientId, { kind: 'delete', revision })
         return
       }
       // A newer write by another gateway may have reached the watcher while ours was in flight.
@@ -327,7 +339,7 @@ export class FleetRegistry implements Component {
       local.seenRevision = cur?.revision ?? 0
       if (local.epoch >= 0) local.epoch = this.epoch
       this.o.logger.debug('registry: claiming a device key that changed since the device connected', { clientId, revision: cur?.revision, was: entry?.gateway })
-      if (!this.queue.has(clientId)) this.queue.set(clientId, op)
+      if (!this.pending(clientId)) this.queue.set(clientId, op)
     }
   }
 
@@ -474,7 +486,7 @@ export class FleetRegistry implements Component {
       // dead, or a process with our id cleaned up): write it again.
       const clientId = e.operation === 'PUT' ? undefined : clientIdOfToken(e.key.slice('devices.'.length))
       const local = clientId === undefined ? undefined : this.locals.get(clientId)
-      if (clientId !== undefined && local && isUpdate && !local.yielded && local.ourRevision !== undefined && e.revision > local.ourRevision && !this.queue.has(clientId)) {
+      if (clientId !== undefined && local && isUpdate && !local.yielded && local.ourRevision !== undefined && e.revision > local.ourRevision && !this.pending(clientId)) {
         local.seenRevision = e.revision
         local.epoch = this.epoch
         local.retried = true
@@ -509,7 +521,7 @@ export class FleetRegistry implements Component {
         this.yieldTo(local, seen.entry.gateway)
         continue
       }
-      if (!this.queue.has(clientId) && !this.inflight.has(clientId)) {
+      if (!this.pending(clientId) && !this.inflight.has(clientId)) {
         const again: Local = { ...local, seenRevision: seen?.revision ?? 0, epoch: -1 }
         this.locals.set(clientId, again)
         // The same session: keep the DeviceInfo object so that its offline event still matches.
@@ -646,7 +658,7 @@ export class FleetRegistry implements Component {
       gateways: this.liveGateways(),
       devices,
       devicesHere: here,
-      queued: this.queue.size,
+      queued: this.queue.size + this.retrying.size,
       ...(this.lastError ? { lastError: this.lastError } : {}),
     }
   }
