@@ -93,4 +93,24 @@ describe('review registry', () => {
     // 5 devices, one retry a second for 3 s (and a margin): not thousands.
     expect(failed).toBeLessThanOrEqual(5 * 6)
   }, 30_000)
+
+  it('review registry - a client id that left is not kept in memory (no delete marker per id ever seen)', async () => {
+    const kv = await bucket('rv_memory')
+    const value = (id: string): string => JSON.stringify({ device: id, gateway: 'gwX', boot: 'b0', since: Date.now(), address: '10.0.0.1:1', clean: true })
+    // 1,000 devices came and went before the registry starts (replayed), 1,000 while it runs (updates).
+    for (let i = 0; i < 1000; i++) {
+      await kv.put(`devices.old-${i}`, value(`old-${i}`))
+      await kv.delete(`devices.old-${i}`)
+    }
+    const { reg } = registry('rv_memory', 'gwA', 1000)
+    await waitFor('the registry ready', () => reg.status.ready)
+    for (let i = 0; i < 1000; i++) {
+      await kv.put(`devices.new-${i}`, value(`new-${i}`))
+      await kv.delete(`devices.new-${i}`)
+    }
+    await kv.put('devices.here', value('here'))
+    await waitFor('the last entry seen', () => reg.status.devices === 1)
+    const held = (reg as unknown as { deviceSeen: Map<string, unknown> }).deviceSeen.size
+    expect(held).toBeLessThanOrEqual(10)
+  }, 60_000)
 })
