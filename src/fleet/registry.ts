@@ -113,9 +113,16 @@ interface Local {
 
 type Op = { readonly kind: 'put'; readonly local: Local } | { readonly kind: 'delete'; readonly revision: number }
 
+/**
+ * A device entry in the bucket, as much of it as the rules need (every gateway holds one per device of
+ * the fleet: measured 374 B each with the whole value, about 200 B like this). Deleted keys are not held:
+ * their delete markers stay in the bucket for every client id ever seen.
+ */
 interface DeviceSeen {
   readonly revision: number
-  readonly entry: DeviceEntry | undefined
+  /** Interned: one string per gateway id and boot, not one per entry. */
+  readonly gateway: string
+  readonly boot: string
   readonly seenAtMs: number
 }
 
@@ -171,6 +178,8 @@ export class FleetRegistry implements Component {
   private readonly retrying = new Map<string, Op>()
   private readonly inflight = new Set<string>()
   private readonly deviceSeen = new Map<string, DeviceSeen>()
+  /** Gateway ids and boots of the entries held (cleared with them). */
+  private readonly interned = new Map<string, string>()
   private readonly gatewaySeen = new Map<string, GatewaySeenEntry>()
   private watchStartedAtMs = 0
   private readonly o: FleetRegistryOptions
@@ -188,9 +197,8 @@ export class FleetRegistry implements Component {
   /** The other live gateway the registry shows holding `clientId` (for the "connected" event). */
   takenOverFrom(clientId: string): string | undefined {
     const seen = this.deviceSeen.get(deviceKey(clientId))
-    const e = seen?.entry
-    if (!e || e.gateway === this.o.gatewayId) return undefined
-    return this.gatewayLive(e.gateway) ? e.gateway : undefined
+    if (!seen || seen.gateway === this.o.gatewayId) return undefined
+    return this.gatewayLive(seen.gateway) ? seen.gateway : undefined
   }
 
   private online(d: DeviceInfo): void {
@@ -300,7 +308,7 @@ export class FleetRegistry implements Component {
       // Connected while our view of the bucket was unknown: judge against the bucket as it is now.
       const cur = this.deviceSeen.get(key)
       expected = cur?.revision ?? 0
-      if (cur?.entry && local.ourRevision !== undefined && mustYield(this.holder(local), { revision: cur.revision, gateway: cur.entry.gateway, boot: cur.entry.boot })) return this.yieldTo(local, cur.entry.gateway)
+      if (cur && local.ourRevision !== undefined && mustYield(this.holder(local), cur)) return this.yieldTo(local, cur.gateway)
     }
     const value: DeviceEntry = { device: clientId, gateway: this.o.gatewayId, boot: this.boot, since: local.info.connectedAt, address: local.info.address, clean: local.info.clean }
     try {
@@ -314,7 +322,7 @@ export class FleetRegistry implements Component {
       }
       // A newer write by another gateway may have reached the watcher while ours was in flight.
       const cur = this.deviceSeen.get(key)
-      if (cur?.entry && mustYield(this.holder(local), { revision: cur.revision, gateway: cur.entry.gateway, boot: cur.entry.boot })) this.yieldTo(local, cur.entry.gateway)
+      if (cur && mustYield(this.holder(local), cur)) this.yieldTo(local, cur.gateway)
     } catch (err) {
       if (!isCasConflict(err)) {
         this.o.metrics.fleetRegistryUpdates.inc(1, { op: 'put', result: 'error' })
@@ -425,6 +433,7 @@ export class FleetRegistry implements Component {
     this.watcherStop?.()
     this.ready = false
     this.deviceSeen.clear()
+    this.interned.clear()
     this.gatewaySeen.clear()
     this.watchStartedAtMs = Date.now()
     const it = await kv.watch({ key: '>', include: KvWatchInclude.LastValue })
@@ -480,7 +489,8 @@ export class FleetRegistry implements Component {
     }
     if (!e.key.startsWith('devices.')) return
     const entry = e.operation === 'PUT' ? parseDeviceEntry(e.value) : undefined
-    this.deviceSeen.set(e.key, { revision: e.revision, entry, seenAtMs: now })
+    if (entry) this.deviceSeen.set(e.key, { revision: e.revision, gateway: this.intern(entry.gateway), boot: this.intern(entry.boot), seenAtMs: now })
+    else this.deviceSeen.delete(e.key)
     if (!entry) {
       // Our entry of a device still connected here was removed by another gateway (we were taken for
       // dead, or a process with our id cleaned up): write it again.
@@ -504,8 +514,7 @@ export class FleetRegistry implements Component {
     const kv = this.kv
     if (!kv) return
     for (const [key, seen] of this.deviceSeen) {
-      const e = seen.entry
-      if (e && e.gateway === this.o.gatewayId && e.boot !== this.boot) void this.removeStale(kv, key, seen.revision, 'leftover of an earlier run')
+      if (seen.gateway === this.o.gatewayId && seen.boot !== this.boot) void this.removeStale(kv, key, seen.revision, 'leftover of an earlier run')
     }
     this.reclaimAll()
   }
@@ -515,10 +524,10 @@ export class FleetRegistry implements Component {
     for (const [clientId, local] of this.locals) {
       if (local.yielded) continue
       const seen = this.deviceSeen.get(deviceKey(clientId))
-      const ours = seen?.entry?.gateway === this.o.gatewayId && seen.entry.boot === this.boot && seen.revision === local.ourRevision
+      const ours = seen?.gateway === this.o.gatewayId && seen.boot === this.boot && seen.revision === local.ourRevision
       if (ours) continue
-      if (seen?.entry && mustYield(this.holder(local), { revision: seen.revision, gateway: seen.entry.gateway, boot: seen.entry.boot })) {
-        this.yieldTo(local, seen.entry.gateway)
+      if (seen && mustYield(this.holder(local), seen)) {
+        this.yieldTo(local, seen.gateway)
         continue
       }
       if (!this.pending(clientId) && !this.inflight.has(clientId)) {
@@ -557,6 +566,13 @@ export class FleetRegistry implements Component {
       otherBoot: other.boot,
       otherStartedAt: new Date(other.startedAt).toISOString(),
     })
+  }
+
+  private intern(s: string): string {
+    const known = this.interned.get(s)
+    if (known !== undefined) return known
+    this.interned.set(s, s)
+    return s
   }
 
   // ---- heartbeat and the dead-gateway sweep ----
@@ -610,13 +626,13 @@ export class FleetRegistry implements Component {
       // have watched for as long as a dead gateway is given.
       const orphanAfterMs = DEAD_AFTER_HEARTBEATS * this.o.heartbeatMs
       for (const seen of this.deviceSeen.values()) {
-        const gw = seen.entry?.gateway
-        if (gw !== undefined && gw !== this.o.gatewayId && !this.gatewaySeen.has(gw) && now - Math.max(seen.seenAtMs, this.watchStartedAtMs) >= orphanAfterMs) dead.set(gw, undefined)
+        const gw = seen.gateway
+        if (gw !== this.o.gatewayId && !this.gatewaySeen.has(gw) && now - Math.max(seen.seenAtMs, this.watchStartedAtMs) >= orphanAfterMs) dead.set(gw, undefined)
       }
       for (const [id, g] of dead) {
         let removed = 0
         for (const [key, seen] of [...this.deviceSeen]) {
-          if (seen.entry?.gateway === id && (await this.removeStale(kv, key, seen.revision, `gateway ${id} is dead`))) removed++
+          if (seen.gateway === id && (await this.removeStale(kv, key, seen.revision, `gateway ${id} is dead`))) removed++
         }
         if (g) await this.removeStale(kv, gatewayKey(id), g.revision, 'dead gateway')
         this.o.logger.info('registry: removed the entries of a dead gateway', { gateway: id, devices: removed, silentMs: g ? now - g.changedAtMs : undefined })
@@ -645,9 +661,8 @@ export class FleetRegistry implements Component {
     let devices = 0
     let here = 0
     for (const s of this.deviceSeen.values()) {
-      if (!s.entry) continue
       devices++
-      if (s.entry.gateway === this.o.gatewayId) here++
+      if (s.gateway === this.o.gatewayId) here++
     }
     return {
       enabled: true,
