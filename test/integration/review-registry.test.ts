@@ -113,4 +113,36 @@ describe('review registry', () => {
     const held = (reg as unknown as { deviceSeen: Map<string, unknown> }).deviceSeen.size
     expect(held).toBeLessThanOrEqual(10)
   }, 60_000)
+
+  it('review registry - a sweep stops removing a gateway\'s entries once its heartbeat is back', async () => {
+    const kv = await bucket('rv_sweep')
+    const N = 1500
+    const hb = (): Promise<number> => kv.put('gateways.gwB', JSON.stringify({ gateway: 'gwB', boot: 'bB', startedAt: Date.now(), heartbeatMs: 100, version: 'x' }))
+    await hb()
+    for (let i = 0; i < N; i++) await kv.put(`devices.b-${i}`, JSON.stringify({ device: `b-${i}`, gateway: 'gwB', boot: 'bB', since: Date.now(), address: '10.0.0.2:1', clean: true }))
+    // gwA (the lowest id: the sweeper) starts; gwB stays silent until the sweep has begun.
+    const { reg, c } = registry('rv_sweep', 'gwA', 200)
+    await waitFor('the registry ready', () => reg.status.ready)
+    await waitFor('the sweep of gwB begun', () => c.removed > 0, 30_000)
+    await hb()
+    const timer = setInterval(() => void hb().catch(() => {}), 50)
+    try {
+      // gwB is live again: the sweep stops; let it settle.
+      let last = -1
+      await waitFor('the sweep settled', async () => {
+        const now = c.removed
+        const settled = now === last
+        last = now
+        if (!settled) await new Promise((r) => setTimeout(r, 1000))
+        return settled
+      }, 30_000)
+      const left = (await kv.keys('devices.>')) as AsyncIterable<string>
+      let n = 0
+      for await (const _ of left) n++
+      expect(n).toBeGreaterThan(0)
+      expect(c.removed).toBeLessThan(N)
+    } finally {
+      clearInterval(timer)
+    }
+  }, 60_000)
 })
