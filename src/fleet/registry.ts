@@ -629,17 +629,41 @@ export class FleetRegistry implements Component {
         const gw = seen.gateway
         if (gw !== this.o.gatewayId && !this.gatewaySeen.has(gw) && now - Math.max(seen.seenAtMs, this.watchStartedAtMs) >= orphanAfterMs) dead.set(gw, undefined)
       }
+      // Each dead gateway's entries, collected in one pass over the bucket's view.
+      const entries = new Map<string, [string, number][]>()
+      for (const [key, seen] of this.deviceSeen) {
+        if (!dead.has(seen.gateway)) continue
+        const list = entries.get(seen.gateway) ?? []
+        list.push([key, seen.revision])
+        entries.set(seen.gateway, list)
+      }
       for (const [id, g] of dead) {
         let removed = 0
-        for (const [key, seen] of [...this.deviceSeen]) {
-          if (seen.gateway === id && (await this.removeStale(kv, key, seen.revision, `gateway ${id} is dead`))) removed++
+        let cut = false
+        for (const [key, revision] of entries.get(id) ?? []) {
+          // Asked again before every delete (they go one by one, and the watcher runs meanwhile): a
+          // gateway whose heartbeat is back, or a view that stopped being current, ends the sweep.
+          if (!this.stillDead(kv, id, g)) {
+            cut = true
+            break
+          }
+          if (this.deviceSeen.get(key)?.revision !== revision) continue
+          if (await this.removeStale(kv, key, revision, `gateway ${id} is dead`)) removed++
         }
-        if (g) await this.removeStale(kv, gatewayKey(id), g.revision, 'dead gateway')
-        this.o.logger.info('registry: removed the entries of a dead gateway', { gateway: id, devices: removed, silentMs: g ? now - g.changedAtMs : undefined })
+        if (g && !cut && this.stillDead(kv, id, g)) await this.removeStale(kv, gatewayKey(id), g.revision, 'dead gateway')
+        this.o.logger.info(cut ? 'registry: stopped removing the entries of a gateway: it is live again' : 'registry: removed the entries of a dead gateway', { gateway: id, devices: removed, silentMs: g ? now - g.changedAtMs : undefined })
       }
     } finally {
       this.sweeping = false
     }
+  }
+
+  /** Whether gateway `id` (seen as `g`; undefined: it had no liveness entry) is still to be swept. */
+  private stillDead(kv: KV, id: string, g: GatewaySeenEntry | undefined): boolean {
+    if (!this.running || !this.ready || this.kv !== kv) return false
+    const cur = this.gatewaySeen.get(id)
+    if (g === undefined) return cur === undefined
+    return cur === undefined || (cur.revision === g.revision && !isLive(cur, Date.now()))
   }
 
   // ---- status and lifecycle ----
