@@ -1,6 +1,7 @@
 // Review of the fleet registry (issue 15), in process against a real nats-server: the registry is given a
 // stand-in for ingress's Devices (it only listens to online/offline and calls takeOver) and plain counters
 // for its metrics, so that its writes, its memory and its sweeps can be observed directly.
+import { spawn } from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import { jetstream } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
@@ -143,6 +144,49 @@ describe('review registry', () => {
       expect(c.removed).toBeLessThan(N)
     } finally {
       clearInterval(timer)
+    }
+  }, 60_000)
+
+  it('review registry - a stall of this process (its watcher behind) does not make a live gateway look dead to the sweep', async () => {
+    const kv = await bucket('rv_stall')
+    const N = 200
+    for (let i = 0; i < N; i++) await kv.put(`devices.s-${i}`, JSON.stringify({ device: `s-${i}`, gateway: 'gwB', boot: 'bB', since: Date.now(), address: '10.0.0.3:1', clean: true }))
+    // gwB, live in another process: its heartbeat (every 50 ms, heartbeatMs 100) goes on while this process stalls.
+    const script = `
+      import { connect } from '@nats-io/transport-node'
+      import { jetstream } from '@nats-io/jetstream'
+      import { Kvm } from '@nats-io/kv'
+      const nc = await connect({ servers: ${JSON.stringify(nats.url)} })
+      const kv = await new Kvm(jetstream(nc)).open('rv_stall')
+      const v = JSON.stringify({ gateway: 'gwB', boot: 'bB', startedAt: Date.now(), heartbeatMs: 100, version: 'x' })
+      setInterval(() => void kv.put('gateways.gwB', v).catch(() => {}), 50)
+      setTimeout(() => process.exit(0), 30000)
+    `
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: process.cwd(), stdio: 'ignore' })
+    try {
+      await waitFor('gwB heartbeating', async () => (await kv.get('gateways.gwB'))?.operation === 'PUT')
+      const { reg, c } = registry('rv_stall', 'gwA', 1000)
+      await waitFor('gwA sees gwB live', () => reg.status.ready && reg.status.gateways.includes('gwB'))
+      // Our own heartbeat has come back through the watcher a few times: the sweep runs on this view.
+      await new Promise((r) => setTimeout(r, 2500))
+      // A stall (GC, CPU): the watcher's messages wait in the socket, and the next turn of the event loop
+      // runs the expired heartbeat timer (timers phase) before it reads them (poll phase).
+      await new Promise<void>((resolve) =>
+        setImmediate(() => {
+          const until = Date.now() + 1500
+          while (Date.now() < until) {
+            /* busy */
+          }
+          resolve()
+        }),
+      )
+      await new Promise((r) => setTimeout(r, 3000))
+      expect(c.removed).toBe(0)
+      let n = 0
+      for await (const _ of await kv.keys('devices.>')) n++
+      expect(n).toBe(N)
+    } finally {
+      child.kill('SIGKILL')
     }
   }, 60_000)
 })
