@@ -182,6 +182,17 @@ export class FleetRegistry implements Component {
   private readonly interned = new Map<string, string>()
   private readonly gatewaySeen = new Map<string, GatewaySeenEntry>()
   private watchStartedAtMs = 0
+  /** Our heartbeats written and not yet seen back through the watcher, oldest first (at most 64). */
+  private readonly heartbeatsSent: { readonly revision: number; readonly sentAtMs: number }[] = []
+  /** The newest revision of our own entry the watcher has shown. */
+  private selfRevisionSeen = 0
+  /**
+   * When (our clock) the newest of our heartbeats the watcher has shown was sent: every write that
+   * reached the bucket before it has been seen too. The sweep measures silences up to this moment, not
+   * up to now: a watcher behind (a stall of this process, a burst of updates) never makes a live
+   * gateway look silent.
+   */
+  private viewCurrentAtMs = 0
   private readonly o: FleetRegistryOptions
 
   constructor(o: FleetRegistryOptions) {
@@ -434,6 +445,9 @@ export class FleetRegistry implements Component {
     this.ready = false
     this.deviceSeen.clear()
     this.interned.clear()
+    this.heartbeatsSent.length = 0
+    this.selfRevisionSeen = 0
+    this.viewCurrentAtMs = 0
     this.gatewaySeen.clear()
     this.watchStartedAtMs = Date.now()
     const it = await kv.watch({ key: '>', include: KvWatchInclude.LastValue })
@@ -484,6 +498,10 @@ export class FleetRegistry implements Component {
       const g = parseGatewayEntry(e.value)
       if (!g) return
       if (id === this.o.gatewayId && g.boot !== this.boot && isUpdate) this.idConflict(g)
+      if (id === this.o.gatewayId && g.boot === this.boot) {
+        this.selfRevisionSeen = Math.max(this.selfRevisionSeen, e.revision)
+        this.advanceView()
+      }
       this.gatewaySeen.set(id, { revision: e.revision, entry: g, heartbeatMs: g.heartbeatMs, changedAtMs: now })
       return
     }
@@ -582,11 +600,22 @@ export class FleetRegistry implements Component {
     if (!kv) return
     const value: GatewayEntry = { gateway: this.o.gatewayId, boot: this.boot, startedAt: this.startedAt, heartbeatMs: this.o.heartbeatMs, version: this.o.version }
     try {
-      await kv.put(gatewayKey(this.o.gatewayId), encode(value))
+      const sentAtMs = Date.now()
+      const revision = await kv.put(gatewayKey(this.o.gatewayId), encode(value))
       this.o.metrics.fleetRegistryUpdates.inc(1, { op: 'put', result: 'ok' })
+      // (Dropping the oldest only makes the view's moment older: a later heartbeat seen covers it.)
+      if (this.heartbeatsSent.push({ revision, sentAtMs }) > 64) this.heartbeatsSent.shift()
+      this.advanceView()
     } catch (err) {
       this.o.metrics.fleetRegistryUpdates.inc(1, { op: 'put', result: 'error' })
       throw err
+    }
+  }
+
+  /** Moves viewCurrentAtMs to the send time of the newest heartbeat of ours the watcher has shown. */
+  private advanceView(): void {
+    while (this.heartbeatsSent.length > 0 && this.heartbeatsSent[0]!.revision <= this.selfRevisionSeen) {
+      this.viewCurrentAtMs = Math.max(this.viewCurrentAtMs, this.heartbeatsSent.shift()!.sentAtMs)
     }
   }
 
@@ -619,7 +648,8 @@ export class FleetRegistry implements Component {
     if (!self || self.entry.boot !== this.boot || Date.now() - self.changedAtMs > 3 * this.o.heartbeatMs) return
     this.sweeping = true
     try {
-      const now = Date.now()
+      // Silences are measured up to the moment our view is known to be current (see viewCurrentAtMs).
+      const now = this.viewCurrentAtMs
       const dead = new Map<string, GatewaySeenEntry | undefined>()
       for (const [id, g] of this.gatewaySeen) if (id !== this.o.gatewayId && !isLive(g, now)) dead.set(id, g)
       // Device entries of a gateway with no liveness entry at all (its sweep was cut short), once we
@@ -663,7 +693,7 @@ export class FleetRegistry implements Component {
     if (!this.running || !this.ready || this.kv !== kv) return false
     const cur = this.gatewaySeen.get(id)
     if (g === undefined) return cur === undefined
-    return cur === undefined || (cur.revision === g.revision && !isLive(cur, Date.now()))
+    return cur === undefined || (cur.revision === g.revision && !isLive(cur, this.viewCurrentAtMs))
   }
 
   // ---- status and lifecycle ----
