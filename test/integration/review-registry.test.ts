@@ -3,7 +3,7 @@
 // for its metrics, so that its writes, its memory and its sweeps can be observed directly.
 import { spawn } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { jetstream } from '@nats-io/jetstream'
+import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
 import type { KV } from '@nats-io/kv'
 import { connect } from '@nats-io/transport-node'
@@ -14,6 +14,7 @@ import type { FleetMetrics } from '../../src/fleet/index.js'
 import type { DeviceInfo, Devices } from '../../src/ingress/index.js'
 import { silentLogger } from '../../src/logger.js'
 import { startNats } from '../helpers/nats.js'
+import { startProxy } from '../helpers/proxy.js'
 import type { NatsServer } from '../helpers/nats.js'
 
 let nats: NatsServer
@@ -45,10 +46,10 @@ function metrics(): { m: FleetMetrics; c: Counts } {
   return { m, c }
 }
 
-function registry(bucket: string, gatewayId: string, heartbeatMs: number): { reg: FleetRegistry; devices: StandInDevices; c: Counts } {
+function registry(bucket: string, gatewayId: string, heartbeatMs: number, url = nats.url): { reg: FleetRegistry; devices: StandInDevices; c: Counts } {
   const devices = new StandInDevices()
   const { m, c } = metrics()
-  const reg = new FleetRegistry({ servers: [nats.url], connectOptions: {}, bucket, replicas: 1, gatewayId, heartbeatMs, version: 'review', devices: devices as unknown as Devices, logger: silentLogger, metrics: m })
+  const reg = new FleetRegistry({ servers: [url], connectOptions: {}, bucket, replicas: 1, gatewayId, heartbeatMs, version: 'review', devices: devices as unknown as Devices, logger: silentLogger, metrics: m })
   registries.push(reg)
   return { reg, devices, c }
 }
@@ -154,7 +155,7 @@ describe('review registry', () => {
     // gwB, live in another process: its heartbeat (every 50 ms, heartbeatMs 100) goes on while this process stalls.
     const script = `
       import { connect } from '@nats-io/transport-node'
-      import { jetstream } from '@nats-io/jetstream'
+      import { jetstream, jetstreamManager } from '@nats-io/jetstream'
       import { Kvm } from '@nats-io/kv'
       const nc = await connect({ servers: ${JSON.stringify(nats.url)} })
       const kv = await new Kvm(jetstream(nc)).open('rv_stall')
@@ -188,5 +189,34 @@ describe('review registry', () => {
     } finally {
       child.kill('SIGKILL')
     }
+  }, 60_000)
+
+  it('review registry - a device that leaves while its entry is being rewritten (after a resync) leaves no entry behind', async () => {
+    const kv = await bucket('rv_phantom')
+    await using proxy = await startProxy(nats.port)
+    const { reg, devices } = registry('rv_phantom', 'gwA', 1000, proxy.url)
+    await waitFor('the registry ready', () => reg.status.ready)
+    const N = 40
+    const infos = Array.from({ length: N }, (_, i) => device(`ph-${i}`))
+    for (const d of infos) devices.emit('online', d)
+    await waitFor('every entry written', async () => (await Promise.all(infos.map((d) => kv.get(`devices.${d.clientId}`)))).every((e) => e?.operation === 'PUT'))
+    // The device keys vanish from the bucket (an operator's purge; a server that lost its store is
+    // the same for the registry), then its connection drops: after the resync it rewrites them.
+    await jetstreamManager(nc).then((jsm) => jsm.streams.purge('KV_rv_phantom', { filter: '$KV.rv_phantom.devices.>' }))
+    proxy.cut()
+    await waitFor('the registry resyncing', () => !reg.status.ready)
+    // The moment the resync is done the rewrites are in flight: every device leaves then.
+    await new Promise<void>((resolve) => {
+      const poll = (): void => {
+        if (!reg.status.ready) return void setImmediate(poll)
+        for (const d of infos) devices.emit('offline', d, 'connection_lost')
+        resolve()
+      }
+      poll()
+    })
+    await waitFor('the registry idle', () => reg.status.queued === 0)
+    await new Promise((r) => setTimeout(r, 1000))
+    const left = (await Promise.all(infos.map((d) => kv.get(`devices.${d.clientId}`)))).filter((e) => e?.operation === 'PUT').length
+    expect(left).toBe(0)
   }, 60_000)
 })
