@@ -105,6 +105,8 @@ interface Local {
   retried: boolean
   /** Revision of our put, once written. */
   ourRevision: number | undefined
+  /** Its put is being written (the put, and on a lost compare-and-set the read that follows). */
+  writing: boolean
   /** It went offline while its put was in flight: delete once the put is written. */
   gone: boolean
   /** Another gateway took it over. */
@@ -215,7 +217,7 @@ export class FleetRegistry implements Component {
   private online(d: DeviceInfo): void {
     const key = deviceKey(d.clientId)
     const seen = this.deviceSeen.get(key)
-    const local: Local = { info: d, seenRevision: seen?.revision ?? 0, epoch: this.ready && this.connected ? this.epoch : -1, ourRevision: undefined, retried: false, gone: false, yielded: false }
+    const local: Local = { info: d, seenRevision: seen?.revision ?? 0, epoch: this.ready && this.connected ? this.epoch : -1, ourRevision: undefined, retried: false, writing: false, gone: false, yielded: false }
     this.locals.set(d.clientId, local)
     const from = this.takenOverFrom(d.clientId)
     if (from !== undefined) {
@@ -231,8 +233,10 @@ export class FleetRegistry implements Component {
     this.locals.delete(d.clientId)
     // Taken over: the key is another gateway's now.
     if (local.yielded) return this.dropPut(d.clientId, local)
-    if (local.ourRevision !== undefined) this.enqueue(d.clientId, { kind: 'delete', revision: local.ourRevision })
-    else if (this.inflight.has(d.clientId)) local.gone = true
+    // A put in flight (a first write, or a rewrite whose ourRevision names an entry that is gone):
+    // the delete waits for the revision it gets.
+    if (local.writing) local.gone = true
+    else if (local.ourRevision !== undefined) this.enqueue(d.clientId, { kind: 'delete', revision: local.ourRevision })
     // Never written: nothing to delete, and the put is no longer wanted.
     else this.dropPut(d.clientId, local)
   }
@@ -308,7 +312,16 @@ export class FleetRegistry implements Component {
       return
     }
     const local = op.local
-    if (this.locals.get(clientId) !== local || local.yielded) return
+    if (this.locals.get(clientId) !== local || local.yielded) {
+      // It left while this put was being written and the put did not settle it (failed, or lost a
+      // compare-and-set): delete what it may hold, compare-and-delete (a stale revision deletes nothing).
+      if (local.gone && !this.locals.has(clientId) && !this.pending(clientId)) {
+        const cur = this.deviceSeen.get(key)
+        const revision = cur?.gateway === this.o.gatewayId && cur.boot === this.boot ? cur.revision : local.ourRevision
+        if (revision !== undefined) this.queue.set(clientId, { kind: 'delete', revision })
+      }
+      return
+    }
     // A prompt write (first attempt, NATS up since the device connected) is a plain put: the bucket
     // orders it as the connects were ordered, and the highest revision holds the device. Any later
     // attempt is a compare-and-set, so that a write delayed by an outage cannot erase a newer one.
@@ -322,6 +335,7 @@ export class FleetRegistry implements Component {
       if (cur && local.ourRevision !== undefined && mustYield(this.holder(local), cur)) return this.yieldTo(local, cur.gateway)
     }
     const value: DeviceEntry = { device: clientId, gateway: this.o.gatewayId, boot: this.boot, since: local.info.connectedAt, address: local.info.address, clean: local.info.clean }
+    local.writing = true
     try {
       const revision = await kv.put(key, encode(value), expected === undefined ? {} : { previousSeq: expected })
       this.o.metrics.fleetRegistryUpdates.inc(1, { op: 'put', result: 'ok' })
@@ -359,6 +373,8 @@ export class FleetRegistry implements Component {
       if (local.epoch >= 0) local.epoch = this.epoch
       this.o.logger.debug('registry: claiming a device key that changed since the device connected', { clientId, revision: cur?.revision, was: entry?.gateway })
       if (!this.pending(clientId)) this.queue.set(clientId, op)
+    } finally {
+      local.writing = false
     }
   }
 
