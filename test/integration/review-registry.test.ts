@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
-import type { KV } from '@nats-io/kv'
+import type { Bucket, KV } from '@nats-io/kv'
 import { connect } from '@nats-io/transport-node'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -13,6 +13,7 @@ import { FleetRegistry } from '../../src/fleet/index.js'
 import type { FleetMetrics } from '../../src/fleet/index.js'
 import type { DeviceInfo, Devices } from '../../src/ingress/index.js'
 import { silentLogger } from '../../src/logger.js'
+import { runFerry } from '../helpers/gateway.js'
 import { startNats } from '../helpers/nats.js'
 import { startProxy } from '../helpers/proxy.js'
 import type { NatsServer } from '../helpers/nats.js'
@@ -219,4 +220,18 @@ describe('review registry', () => {
     const left = (await Promise.all(infos.map((d) => kv.get(`devices.${d.clientId}`)))).filter((e) => e?.operation === 'PUT').length
     expect(left).toBe(0)
   }, 60_000)
+
+  it('review registry - ferry devices --fleet lists a bucket whose last message was a delete marker since purged (no live gateway)', async () => {
+    const kv = await bucket('rv_cli')
+    const v = (id: string): string => JSON.stringify({ device: id, gateway: 'gwQ', boot: 'b', since: Date.now(), address: '10.0.0.4:1', clean: true })
+    await kv.put('devices.cli-1', v('cli-1'))
+    await kv.put('devices.cli-2', v('cli-2'))
+    await kv.delete('devices.cli-2')
+    // The markers of every client id ever seen pile up in the bucket; NATS's own remedy removes them.
+    await (kv as Bucket).purgeDeletes(0)
+    const out = await runFerry(['devices', '--fleet', '--nats-url', nats.url, '--registry-bucket', 'rv_cli'])
+    expect(out.stderr).toBe('')
+    expect(out.code).toBe(0)
+    expect(out.stdout).toMatch(/^cli-1\s+gwQ\s+no\s/m)
+  }, 30_000)
 })
