@@ -234,4 +234,39 @@ describe('review registry', () => {
     expect(out.code).toBe(0)
     expect(out.stdout).toMatch(/^cli-1\s+gwQ\s+no\s/m)
   }, 30_000)
+
+  it('review registry - a stall of this process (its watcher behind) does not make a live gateway look dead to takeover decisions', async () => {
+    await bucket('rv_stall2')
+    // gwB, live in another process: its heartbeat (every 50 ms, heartbeatMs 100) goes on while this process stalls.
+    const script = `
+      import { connect } from '@nats-io/transport-node'
+      import { jetstream } from '@nats-io/jetstream'
+      import { Kvm } from '@nats-io/kv'
+      const nc = await connect({ servers: ${JSON.stringify(nats.url)} })
+      const kv = await new Kvm(jetstream(nc)).open('rv_stall2')
+      const v = JSON.stringify({ gateway: 'gwB', boot: 'bB', startedAt: Date.now(), heartbeatMs: 100, version: 'x' })
+      setInterval(() => void kv.put('gateways.gwB', v).catch(() => {}), 50)
+      setTimeout(() => process.exit(0), 30000)
+    `
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: process.cwd(), stdio: 'ignore' })
+    try {
+      const { reg } = registry('rv_stall2', 'gwA', 1000)
+      await waitFor('gwA sees gwB live', () => reg.status.ready && reg.status.gateways.includes('gwB'))
+      await new Promise((r) => setTimeout(r, 2500))
+      // The live gateways (whom a delayed write yields to; whom "connected" names in takenOverFrom; the
+      // sweeper), asked right after a stall, before the watcher has read what waits in the socket.
+      const after = await new Promise<readonly string[]>((resolve) =>
+        setImmediate(() => {
+          const until = Date.now() + 1500
+          while (Date.now() < until) {
+            /* busy */
+          }
+          resolve(reg.status.gateways)
+        }),
+      )
+      expect(after).toContain('gwB')
+    } finally {
+      child.kill('SIGKILL')
+    }
+  }, 60_000)
 })
