@@ -641,10 +641,11 @@ export class FleetRegistry implements Component {
     if (this.ready) void this.sweep()
   }
 
+  /** Live: not silent for 6 of its heartbeats up to the moment our view is known current (viewCurrentAtMs). */
   private gatewayLive(id: string): boolean {
     if (id === this.o.gatewayId) return true
     const g = this.gatewaySeen.get(id)
-    return g !== undefined && isLive(g, Date.now())
+    return g !== undefined && isLive(g, this.viewCurrentAtMs)
   }
 
   /** Live gateways seen, this one included, sorted. */
