@@ -34,6 +34,8 @@ export const MAX_QUEUED = 100_000
 const MAX_INFLIGHT = 64
 /** Wait before retrying writes that failed (NATS up but erroring). */
 const RETRY_MS = 1000
+/** Our own heartbeat written and not seen back through the watcher for this many heartbeats: the watcher is stalled. */
+const STALLED_AFTER_HEARTBEATS = 3
 /** A registry warning is logged at most this often (per message). */
 const ERROR_LOG_INTERVAL_MS = 10_000
 
@@ -638,7 +640,19 @@ export class FleetRegistry implements Component {
   private tick(): void {
     if (!this.connected || !this.kv) return
     this.heartbeat().catch((err: unknown) => this.noteError('registry heartbeat failed', err))
-    if (this.ready) void this.sweep()
+    if (!this.ready) return
+    // Our heartbeats are written but do not come back: the watcher is stalled (its consumer was on a
+    // JetStream node that died: nats.js notices only after missing its 30 s idle heartbeats), and
+    // takeovers are missed meanwhile. Watch again (the view is rebuilt from the bucket).
+    const oldest = this.heartbeatsSent[0]
+    const nc = this.nc
+    if (oldest && nc && Date.now() - oldest.sentAtMs > STALLED_AFTER_HEARTBEATS * this.o.heartbeatMs) {
+      this.noteError('registry watcher stalled (our own heartbeats do not come back through it); watching again', undefined, { silentMs: Date.now() - oldest.sentAtMs })
+      this.ready = false
+      void this.attach(nc)
+      return
+    }
+    void this.sweep()
   }
 
   /** Live: not silent for 6 of its heartbeats up to the moment our view is known current (viewCurrentAtMs). */
