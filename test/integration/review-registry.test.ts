@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { FleetRegistry } from '../../src/fleet/index.js'
 import type { FleetMetrics } from '../../src/fleet/index.js'
 import type { DeviceInfo, Devices } from '../../src/ingress/index.js'
-import { silentLogger } from '../../src/logger.js'
+import { createLogger, silentLogger } from '../../src/logger.js'
 import { runFerry } from '../helpers/gateway.js'
 import { startNats } from '../helpers/nats.js'
 import { startProxy } from '../helpers/proxy.js'
@@ -269,4 +269,22 @@ describe('review registry', () => {
       child.kill('SIGKILL')
     }
   }, 60_000)
+
+  it('review registry - a gateway that stops leaves the liveness entry of a newer process with its id alone', async () => {
+    const kv = await bucket('rv_stop')
+    const old = registry('rv_stop', 'gwS', 1000)
+    await waitFor('the old process ready', () => old.reg.status.ready)
+    // Its successor (same --gateway-id, e.g. a rolling update that starts the new one first) registers.
+    const lines: string[] = []
+    const devices = new StandInDevices()
+    const { m } = metrics()
+    const successor = new FleetRegistry({ servers: [nats.url], connectOptions: {}, bucket: 'rv_stop', replicas: 1, gatewayId: 'gwS', heartbeatMs: 60_000, version: 'review', devices: devices as unknown as Devices, logger: createLogger({ level: 'info', format: 'json', write: (l) => void lines.push(l) }), metrics: m })
+    registries.push(successor)
+    await waitFor('the successor ready', () => successor.status.ready)
+    const boot = successor.boot
+    await waitFor('the successor\'s entry', async () => (await kv.get('gateways.gwS'))?.json<{ boot: string }>().boot === boot)
+    await old.reg.close(Date.now() + 2000)
+    await new Promise((r) => setTimeout(r, 500))
+    expect(lines.filter((l) => l.includes('entry was removed by another gateway'))).toEqual([])
+  }, 30_000)
 })
