@@ -190,6 +190,8 @@ export class FleetRegistry implements Component {
   private readonly heartbeatsSent: { readonly revision: number; readonly sentAtMs: number }[] = []
   /** The newest revision of our own entry the watcher has shown. */
   private selfRevisionSeen = 0
+  /** Revision of our last heartbeat written: the stop deletes our entry only if it is still that one. */
+  private heartbeatRevision: number | undefined
   /**
    * When (our clock) the newest of our heartbeats the watcher has shown was sent: every write that
    * reached the bucket before it has been seen too. The sweep measures silences up to this moment, not
@@ -622,6 +624,7 @@ export class FleetRegistry implements Component {
       const revision = await kv.put(gatewayKey(this.o.gatewayId), encode(value))
       this.o.metrics.fleetRegistryUpdates.inc(1, { op: 'put', result: 'ok' })
       // (Dropping the oldest only makes the view's moment older: a later heartbeat seen covers it.)
+      this.heartbeatRevision = Math.max(this.heartbeatRevision ?? 0, revision)
       if (this.heartbeatsSent.push({ revision, sentAtMs }) > 64) this.heartbeatsSent.shift()
       this.advanceView()
     } catch (err) {
@@ -789,9 +792,11 @@ export class FleetRegistry implements Component {
     this.watchGeneration++
     this.watcherStop?.()
     this.pause.wake()
-    // Our liveness entry goes too: the fleet need not wait 6 heartbeats to know we stopped.
+    // Our liveness entry goes too: the fleet need not wait 6 heartbeats to know we stopped. Only if it
+    // is still ours (compare-and-delete): a newer process with our id may have renewed it.
     const kv = this.kv
-    if (kv && this.connected) await within(kv.delete(gatewayKey(this.o.gatewayId)).catch(() => {}), budget())
+    const revision = this.heartbeatRevision
+    if (kv && this.connected && revision !== undefined) await within(kv.delete(gatewayKey(this.o.gatewayId), { previousSeq: revision }).catch(() => {}), budget())
     await within(this.loop, budget())
     if (this.nc) await drainWithin(this.nc, budget())
     this.stopped.resolve()
