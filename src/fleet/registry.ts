@@ -12,8 +12,13 @@
 //   is a compare-and-delete on the revision of our own put: a late write never erases a newer one.
 // - Revisions order writes, clocks never do: a local session yields (MQTT 5 DISCONNECT 0x8E) only to
 //   another process's write at a revision newer than ours (liveness.ts, mustYield / onConflict).
-// - Liveness is measured on this watcher's clock: a gateway whose entry has not changed for 6 of its
-//   heartbeats is dead; the live gateway with the lowest id removes its entries (compare-and-delete).
+// - Liveness is measured on this watcher's clock, up to the moment our view is known current (the send
+//   time of our newest heartbeat seen back through the watcher): a gateway whose entry has not changed
+//   for 6 of its heartbeats by then is dead; the live gateway with the lowest id removes its entries
+//   (compare-and-delete, asking again before each). Our heartbeats not coming back for 3 heartbeats
+//   means the watcher is stalled: it is replaced.
+// - Memory: one small record per live device entry of the fleet (revision, gateway, boot); deleted keys
+//   are not held.
 import { randomBytes } from 'node:crypto'
 import { JetStreamApiCodes, JetStreamApiError, jetstream } from '@nats-io/jetstream'
 import { Kvm, KvWatchInclude } from '@nats-io/kv'
