@@ -90,8 +90,9 @@ describe('review registry on a cluster', () => {
     // The device connects to gwB: a newer write (retried while the bucket elects a leader, if it must).
     const value = JSON.stringify({ device: 'mover', gateway: 'gwB', boot: 'bB', since: Date.now(), address: '10.0.0.9:1', clean: true })
     await waitFor('gwB\'s write', async () => (await kv.put('devices.mover', value)) > 0, 30_000)
-    // gwA closes its stale session (nats.js alone notices the lost consumer only after missing its 30 s idle heartbeats).
-    await waitFor('gwA yields', () => devices.takenOver.some(([id, by]) => id === 'mover' && by === 'gwB'), 15_000)
+    // gwA closes its stale session. nats.js alone notices the lost consumer only after missing two of its
+    // 30 s idle heartbeats (60 s); the bucket's own leader election may take several seconds first.
+    await waitFor('gwA yields', () => devices.takenOver.some(([id, by]) => id === 'mover' && by === 'gwB'), 35_000)
 
     await cluster.node(consumerNode).start()
     await cluster.waitStreamHealthy(STREAM)
