@@ -82,19 +82,21 @@ const LIST_TIMEOUT_MS = 15_000
 
 /**
  * The last value of every key (deletes included) as of now: a watcher replaying last values until it
- * reaches the stream's last sequence when we started (that message is always some key's last value).
+ * reaches the stream's last sequence when we started, or has nothing more pending (that sequence may
+ * be gone: kv.purgeDeletes removes delete markers, the last message too).
  */
 async function lastValues(kv: KV, timeoutMs: number): Promise<KvEntry[]> {
-  const lastSeq = (await kv.status()).streamInfo.state.last_seq
+  const state = (await kv.status()).streamInfo.state
+  const lastSeq = state.last_seq
   const out: KvEntry[] = []
-  if (lastSeq === 0) return out
+  if (lastSeq === 0 || state.messages === 0) return out
   const it = await kv.watch({ key: '>', include: KvWatchInclude.LastValue })
   const timer = setTimeout(() => it.stop(), timeoutMs)
   let complete = false
   try {
     for await (const e of it) {
       out.push(e)
-      if (e.revision >= lastSeq) {
+      if (e.revision >= lastSeq || e.delta === 0) {
         complete = true
         break
       }

@@ -12,8 +12,13 @@
 //   is a compare-and-delete on the revision of our own put: a late write never erases a newer one.
 // - Revisions order writes, clocks never do: a local session yields (MQTT 5 DISCONNECT 0x8E) only to
 //   another process's write at a revision newer than ours (liveness.ts, mustYield / onConflict).
-// - Liveness is measured on this watcher's clock: a gateway whose entry has not changed for 6 of its
-//   heartbeats is dead; the live gateway with the lowest id removes its entries (compare-and-delete).
+// - Liveness is measured on this watcher's clock, up to the moment our view is known current (the send
+//   time of our newest heartbeat seen back through the watcher): a gateway whose entry has not changed
+//   for 6 of its heartbeats by then is dead; the live gateway with the lowest id removes its entries
+//   (compare-and-delete, asking again before each). Our heartbeats not coming back for 3 heartbeats
+//   means the watcher is stalled: it is replaced.
+// - Memory: one small record per live device entry of the fleet (revision, gateway, boot); deleted keys
+//   are not held.
 import { randomBytes } from 'node:crypto'
 import { JetStreamApiCodes, JetStreamApiError, jetstream } from '@nats-io/jetstream'
 import { Kvm, KvWatchInclude } from '@nats-io/kv'
@@ -34,6 +39,8 @@ export const MAX_QUEUED = 100_000
 const MAX_INFLIGHT = 64
 /** Wait before retrying writes that failed (NATS up but erroring). */
 const RETRY_MS = 1000
+/** Our own heartbeat written and not seen back through the watcher for this many heartbeats: the watcher is stalled. */
+const STALLED_AFTER_HEARTBEATS = 3
 /** A registry warning is logged at most this often (per message). */
 const ERROR_LOG_INTERVAL_MS = 10_000
 
@@ -105,6 +112,8 @@ interface Local {
   retried: boolean
   /** Revision of our put, once written. */
   ourRevision: number | undefined
+  /** Its put is being written (the put, and on a lost compare-and-set the read that follows). */
+  writing: boolean
   /** It went offline while its put was in flight: delete once the put is written. */
   gone: boolean
   /** Another gateway took it over. */
@@ -113,9 +122,16 @@ interface Local {
 
 type Op = { readonly kind: 'put'; readonly local: Local } | { readonly kind: 'delete'; readonly revision: number }
 
+/**
+ * A device entry in the bucket, as much of it as the rules need (every gateway holds one per device of
+ * the fleet: measured 374 B each with the whole value, about 200 B like this). Deleted keys are not held:
+ * their delete markers stay in the bucket for every client id ever seen.
+ */
 interface DeviceSeen {
   readonly revision: number
-  readonly entry: DeviceEntry | undefined
+  /** Interned: one string per gateway id and boot, not one per entry. */
+  readonly gateway: string
+  readonly boot: string
   readonly seenAtMs: number
 }
 
@@ -167,10 +183,27 @@ export class FleetRegistry implements Component {
   private readonly logged = new Map<string, { at: number; suppressed: number }>()
   private readonly locals = new Map<string, Local>()
   private readonly queue = new Map<string, Op>()
+  /** Ops whose write failed, held out of the queue until the retry timer (RETRY_MS) puts them back. */
+  private readonly retrying = new Map<string, Op>()
   private readonly inflight = new Set<string>()
   private readonly deviceSeen = new Map<string, DeviceSeen>()
+  /** Gateway ids and boots of the entries held (cleared with them). */
+  private readonly interned = new Map<string, string>()
   private readonly gatewaySeen = new Map<string, GatewaySeenEntry>()
   private watchStartedAtMs = 0
+  /** Our heartbeats written and not yet seen back through the watcher, oldest first (at most 64). */
+  private readonly heartbeatsSent: { readonly revision: number; readonly sentAtMs: number }[] = []
+  /** The newest revision of our own entry the watcher has shown. */
+  private selfRevisionSeen = 0
+  /** Revision of our last heartbeat written: the stop deletes our entry only if it is still that one. */
+  private heartbeatRevision: number | undefined
+  /**
+   * When (our clock) the newest of our heartbeats the watcher has shown was sent: every write that
+   * reached the bucket before it has been seen too. The sweep measures silences up to this moment, not
+   * up to now: a watcher behind (a stall of this process, a burst of updates) never makes a live
+   * gateway look silent.
+   */
+  private viewCurrentAtMs = 0
   private readonly o: FleetRegistryOptions
 
   constructor(o: FleetRegistryOptions) {
@@ -186,15 +219,14 @@ export class FleetRegistry implements Component {
   /** The other live gateway the registry shows holding `clientId` (for the "connected" event). */
   takenOverFrom(clientId: string): string | undefined {
     const seen = this.deviceSeen.get(deviceKey(clientId))
-    const e = seen?.entry
-    if (!e || e.gateway === this.o.gatewayId) return undefined
-    return this.gatewayLive(e.gateway) ? e.gateway : undefined
+    if (!seen || seen.gateway === this.o.gatewayId) return undefined
+    return this.gatewayLive(seen.gateway) ? seen.gateway : undefined
   }
 
   private online(d: DeviceInfo): void {
     const key = deviceKey(d.clientId)
     const seen = this.deviceSeen.get(key)
-    const local: Local = { info: d, seenRevision: seen?.revision ?? 0, epoch: this.ready && this.connected ? this.epoch : -1, ourRevision: undefined, retried: false, gone: false, yielded: false }
+    const local: Local = { info: d, seenRevision: seen?.revision ?? 0, epoch: this.ready && this.connected ? this.epoch : -1, ourRevision: undefined, retried: false, writing: false, gone: false, yielded: false }
     this.locals.set(d.clientId, local)
     const from = this.takenOverFrom(d.clientId)
     if (from !== undefined) {
@@ -209,28 +241,37 @@ export class FleetRegistry implements Component {
     if (!local || local.info !== d) return
     this.locals.delete(d.clientId)
     // Taken over: the key is another gateway's now.
-    if (local.yielded) {
-      const q = this.queue.get(d.clientId)
-      if (q?.kind === 'put' && q.local === local) this.queue.delete(d.clientId)
-      return
-    }
-    if (local.ourRevision !== undefined) this.enqueue(d.clientId, { kind: 'delete', revision: local.ourRevision })
-    else if (this.inflight.has(d.clientId)) local.gone = true
-    else {
-      // Never written: nothing to delete, and the put is no longer wanted.
-      const q = this.queue.get(d.clientId)
-      if (q?.kind === 'put' && q.local === local) this.queue.delete(d.clientId)
+    if (local.yielded) return this.dropPut(d.clientId, local)
+    // A put in flight (a first write, or a rewrite whose ourRevision names an entry that is gone):
+    // the delete waits for the revision it gets.
+    if (local.writing) local.gone = true
+    else if (local.ourRevision !== undefined) this.enqueue(d.clientId, { kind: 'delete', revision: local.ourRevision })
+    // Never written: nothing to delete, and the put is no longer wanted.
+    else this.dropPut(d.clientId, local)
+  }
+
+  /** Forgets the put of `local` waiting to be written (queued or waiting for its retry). */
+  private dropPut(clientId: string, local: Local): void {
+    for (const m of [this.queue, this.retrying]) {
+      const q = m.get(clientId)
+      if (q?.kind === 'put' && q.local === local) m.delete(clientId)
     }
   }
 
+  /** A state of the device waits to be written (queued or waiting for its retry). */
+  private pending(clientId: string): boolean {
+    return this.queue.has(clientId) || this.retrying.has(clientId)
+  }
+
   private enqueue(clientId: string, op: Op): void {
-    if (!this.queue.has(clientId) && this.queue.size >= MAX_QUEUED) {
+    if (!this.pending(clientId) && this.queue.size + this.retrying.size >= MAX_QUEUED) {
       this.o.metrics.fleetRegistryUpdates.inc(1, { op: op.kind, result: 'error' })
       this.noteError(`registry queue full (${MAX_QUEUED} devices): a device's state was not written`, undefined, { clientId })
       return
     }
     // Latest state per device: a newer op replaces the one waiting.
     this.queue.delete(clientId)
+    this.retrying.delete(clientId)
     this.queue.set(clientId, op)
     this.pump()
   }
@@ -253,10 +294,13 @@ export class FleetRegistry implements Component {
   }
 
   private retryLater(clientId: string, op: Op): void {
-    // Unless a newer state replaced it meanwhile.
-    if (!this.queue.has(clientId)) this.queue.set(clientId, op)
+    // Unless a newer state replaced it meanwhile. Held out of the queue until the timer: pump() runs
+    // as each write ends and would otherwise send a failing write again at once (a busy loop).
+    if (!this.queue.has(clientId)) this.retrying.set(clientId, op)
     this.retryTimer ??= setTimeout(() => {
       this.retryTimer = undefined
+      for (const [id, again] of this.retrying) if (!this.queue.has(id)) this.queue.set(id, again)
+      this.retrying.clear()
       this.pump()
     }, RETRY_MS)
   }
@@ -277,7 +321,16 @@ export class FleetRegistry implements Component {
       return
     }
     const local = op.local
-    if (this.locals.get(clientId) !== local || local.yielded) return
+    if (this.locals.get(clientId) !== local || local.yielded) {
+      // It left while this put was being written and the put did not settle it (failed, or lost a
+      // compare-and-set): delete what it may hold, compare-and-delete (a stale revision deletes nothing).
+      if (local.gone && !this.locals.has(clientId) && !this.pending(clientId)) {
+        const cur = this.deviceSeen.get(key)
+        const revision = cur?.gateway === this.o.gatewayId && cur.boot === this.boot ? cur.revision : local.ourRevision
+        if (revision !== undefined) this.queue.set(clientId, { kind: 'delete', revision })
+      }
+      return
+    }
     // A prompt write (first attempt, NATS up since the device connected) is a plain put: the bucket
     // orders it as the connects were ordered, and the highest revision holds the device. Any later
     // attempt is a compare-and-set, so that a write delayed by an outage cannot erase a newer one.
@@ -288,21 +341,22 @@ export class FleetRegistry implements Component {
       // Connected while our view of the bucket was unknown: judge against the bucket as it is now.
       const cur = this.deviceSeen.get(key)
       expected = cur?.revision ?? 0
-      if (cur?.entry && local.ourRevision !== undefined && mustYield(this.holder(local), { revision: cur.revision, gateway: cur.entry.gateway, boot: cur.entry.boot })) return this.yieldTo(local, cur.entry.gateway)
+      if (cur && local.ourRevision !== undefined && mustYield(this.holder(local), cur)) return this.yieldTo(local, cur.gateway)
     }
     const value: DeviceEntry = { device: clientId, gateway: this.o.gatewayId, boot: this.boot, since: local.info.connectedAt, address: local.info.address, clean: local.info.clean }
+    local.writing = true
     try {
       const revision = await kv.put(key, encode(value), expected === undefined ? {} : { previousSeq: expected })
       this.o.metrics.fleetRegistryUpdates.inc(1, { op: 'put', result: 'ok' })
       local.ourRevision = revision
       local.seenRevision = revision
       if (local.gone) {
-        if (!this.queue.has(clientId)) this.queue.set(clientId, { kind: 'delete', revision })
+        if (!this.pending(clientId)) this.queue.set(clientId, { kind: 'delete', revision })
         return
       }
       // A newer write by another gateway may have reached the watcher while ours was in flight.
       const cur = this.deviceSeen.get(key)
-      if (cur?.entry && mustYield(this.holder(local), { revision: cur.revision, gateway: cur.entry.gateway, boot: cur.entry.boot })) this.yieldTo(local, cur.entry.gateway)
+      if (cur && mustYield(this.holder(local), cur)) this.yieldTo(local, cur.gateway)
     } catch (err) {
       if (!isCasConflict(err)) {
         this.o.metrics.fleetRegistryUpdates.inc(1, { op: 'put', result: 'error' })
@@ -327,7 +381,9 @@ export class FleetRegistry implements Component {
       local.seenRevision = cur?.revision ?? 0
       if (local.epoch >= 0) local.epoch = this.epoch
       this.o.logger.debug('registry: claiming a device key that changed since the device connected', { clientId, revision: cur?.revision, was: entry?.gateway })
-      if (!this.queue.has(clientId)) this.queue.set(clientId, op)
+      if (!this.pending(clientId)) this.queue.set(clientId, op)
+    } finally {
+      local.writing = false
     }
   }
 
@@ -413,6 +469,10 @@ export class FleetRegistry implements Component {
     this.watcherStop?.()
     this.ready = false
     this.deviceSeen.clear()
+    this.interned.clear()
+    this.heartbeatsSent.length = 0
+    this.selfRevisionSeen = 0
+    this.viewCurrentAtMs = 0
     this.gatewaySeen.clear()
     this.watchStartedAtMs = Date.now()
     const it = await kv.watch({ key: '>', include: KvWatchInclude.LastValue })
@@ -463,18 +523,23 @@ export class FleetRegistry implements Component {
       const g = parseGatewayEntry(e.value)
       if (!g) return
       if (id === this.o.gatewayId && g.boot !== this.boot && isUpdate) this.idConflict(g)
+      if (id === this.o.gatewayId && g.boot === this.boot) {
+        this.selfRevisionSeen = Math.max(this.selfRevisionSeen, e.revision)
+        this.advanceView()
+      }
       this.gatewaySeen.set(id, { revision: e.revision, entry: g, heartbeatMs: g.heartbeatMs, changedAtMs: now })
       return
     }
     if (!e.key.startsWith('devices.')) return
     const entry = e.operation === 'PUT' ? parseDeviceEntry(e.value) : undefined
-    this.deviceSeen.set(e.key, { revision: e.revision, entry, seenAtMs: now })
+    if (entry) this.deviceSeen.set(e.key, { revision: e.revision, gateway: this.intern(entry.gateway), boot: this.intern(entry.boot), seenAtMs: now })
+    else this.deviceSeen.delete(e.key)
     if (!entry) {
       // Our entry of a device still connected here was removed by another gateway (we were taken for
       // dead, or a process with our id cleaned up): write it again.
       const clientId = e.operation === 'PUT' ? undefined : clientIdOfToken(e.key.slice('devices.'.length))
       const local = clientId === undefined ? undefined : this.locals.get(clientId)
-      if (clientId !== undefined && local && isUpdate && !local.yielded && local.ourRevision !== undefined && e.revision > local.ourRevision && !this.queue.has(clientId)) {
+      if (clientId !== undefined && local && isUpdate && !local.yielded && local.ourRevision !== undefined && e.revision > local.ourRevision && !this.pending(clientId)) {
         local.seenRevision = e.revision
         local.epoch = this.epoch
         local.retried = true
@@ -492,8 +557,7 @@ export class FleetRegistry implements Component {
     const kv = this.kv
     if (!kv) return
     for (const [key, seen] of this.deviceSeen) {
-      const e = seen.entry
-      if (e && e.gateway === this.o.gatewayId && e.boot !== this.boot) void this.removeStale(kv, key, seen.revision, 'leftover of an earlier run')
+      if (seen.gateway === this.o.gatewayId && seen.boot !== this.boot) void this.removeStale(kv, key, seen.revision, 'leftover of an earlier run')
     }
     this.reclaimAll()
   }
@@ -503,13 +567,13 @@ export class FleetRegistry implements Component {
     for (const [clientId, local] of this.locals) {
       if (local.yielded) continue
       const seen = this.deviceSeen.get(deviceKey(clientId))
-      const ours = seen?.entry?.gateway === this.o.gatewayId && seen.entry.boot === this.boot && seen.revision === local.ourRevision
+      const ours = seen?.gateway === this.o.gatewayId && seen.boot === this.boot && seen.revision === local.ourRevision
       if (ours) continue
-      if (seen?.entry && mustYield(this.holder(local), { revision: seen.revision, gateway: seen.entry.gateway, boot: seen.entry.boot })) {
-        this.yieldTo(local, seen.entry.gateway)
+      if (seen && mustYield(this.holder(local), seen)) {
+        this.yieldTo(local, seen.gateway)
         continue
       }
-      if (!this.queue.has(clientId) && !this.inflight.has(clientId)) {
+      if (!this.pending(clientId) && !this.inflight.has(clientId)) {
         const again: Local = { ...local, seenRevision: seen?.revision ?? 0, epoch: -1 }
         this.locals.set(clientId, again)
         // The same session: keep the DeviceInfo object so that its offline event still matches.
@@ -547,6 +611,13 @@ export class FleetRegistry implements Component {
     })
   }
 
+  private intern(s: string): string {
+    const known = this.interned.get(s)
+    if (known !== undefined) return known
+    this.interned.set(s, s)
+    return s
+  }
+
   // ---- heartbeat and the dead-gateway sweep ----
 
   private async heartbeat(): Promise<void> {
@@ -554,24 +625,49 @@ export class FleetRegistry implements Component {
     if (!kv) return
     const value: GatewayEntry = { gateway: this.o.gatewayId, boot: this.boot, startedAt: this.startedAt, heartbeatMs: this.o.heartbeatMs, version: this.o.version }
     try {
-      await kv.put(gatewayKey(this.o.gatewayId), encode(value))
+      const sentAtMs = Date.now()
+      const revision = await kv.put(gatewayKey(this.o.gatewayId), encode(value))
       this.o.metrics.fleetRegistryUpdates.inc(1, { op: 'put', result: 'ok' })
+      // (Dropping the oldest only makes the view's moment older: a later heartbeat seen covers it.)
+      this.heartbeatRevision = Math.max(this.heartbeatRevision ?? 0, revision)
+      if (this.heartbeatsSent.push({ revision, sentAtMs }) > 64) this.heartbeatsSent.shift()
+      this.advanceView()
     } catch (err) {
       this.o.metrics.fleetRegistryUpdates.inc(1, { op: 'put', result: 'error' })
       throw err
     }
   }
 
+  /** Moves viewCurrentAtMs to the send time of the newest heartbeat of ours the watcher has shown. */
+  private advanceView(): void {
+    while (this.heartbeatsSent.length > 0 && this.heartbeatsSent[0]!.revision <= this.selfRevisionSeen) {
+      this.viewCurrentAtMs = Math.max(this.viewCurrentAtMs, this.heartbeatsSent.shift()!.sentAtMs)
+    }
+  }
+
   private tick(): void {
     if (!this.connected || !this.kv) return
     this.heartbeat().catch((err: unknown) => this.noteError('registry heartbeat failed', err))
-    if (this.ready) void this.sweep()
+    if (!this.ready) return
+    // Our heartbeats are written but do not come back: the watcher is stalled (its consumer was on a
+    // JetStream node that died: nats.js notices only after missing its 30 s idle heartbeats), and
+    // takeovers are missed meanwhile. Watch again (the view is rebuilt from the bucket).
+    const oldest = this.heartbeatsSent[0]
+    const nc = this.nc
+    if (oldest && nc && Date.now() - oldest.sentAtMs > STALLED_AFTER_HEARTBEATS * this.o.heartbeatMs) {
+      this.noteError('registry watcher stalled (our own heartbeats do not come back through it); watching again', undefined, { silentMs: Date.now() - oldest.sentAtMs })
+      this.ready = false
+      void this.attach(nc)
+      return
+    }
+    void this.sweep()
   }
 
+  /** Live: not silent for 6 of its heartbeats up to the moment our view is known current (viewCurrentAtMs). */
   private gatewayLive(id: string): boolean {
     if (id === this.o.gatewayId) return true
     const g = this.gatewaySeen.get(id)
-    return g !== undefined && isLive(g, Date.now())
+    return g !== undefined && isLive(g, this.viewCurrentAtMs)
   }
 
   /** Live gateways seen, this one included, sorted. */
@@ -591,27 +687,52 @@ export class FleetRegistry implements Component {
     if (!self || self.entry.boot !== this.boot || Date.now() - self.changedAtMs > 3 * this.o.heartbeatMs) return
     this.sweeping = true
     try {
-      const now = Date.now()
+      // Silences are measured up to the moment our view is known to be current (see viewCurrentAtMs).
+      const now = this.viewCurrentAtMs
       const dead = new Map<string, GatewaySeenEntry | undefined>()
       for (const [id, g] of this.gatewaySeen) if (id !== this.o.gatewayId && !isLive(g, now)) dead.set(id, g)
       // Device entries of a gateway with no liveness entry at all (its sweep was cut short), once we
       // have watched for as long as a dead gateway is given.
       const orphanAfterMs = DEAD_AFTER_HEARTBEATS * this.o.heartbeatMs
       for (const seen of this.deviceSeen.values()) {
-        const gw = seen.entry?.gateway
-        if (gw !== undefined && gw !== this.o.gatewayId && !this.gatewaySeen.has(gw) && now - Math.max(seen.seenAtMs, this.watchStartedAtMs) >= orphanAfterMs) dead.set(gw, undefined)
+        const gw = seen.gateway
+        if (gw !== this.o.gatewayId && !this.gatewaySeen.has(gw) && now - Math.max(seen.seenAtMs, this.watchStartedAtMs) >= orphanAfterMs) dead.set(gw, undefined)
+      }
+      // Each dead gateway's entries, collected in one pass over the bucket's view.
+      const entries = new Map<string, [string, number][]>()
+      for (const [key, seen] of this.deviceSeen) {
+        if (!dead.has(seen.gateway)) continue
+        const list = entries.get(seen.gateway) ?? []
+        list.push([key, seen.revision])
+        entries.set(seen.gateway, list)
       }
       for (const [id, g] of dead) {
         let removed = 0
-        for (const [key, seen] of [...this.deviceSeen]) {
-          if (seen.entry?.gateway === id && (await this.removeStale(kv, key, seen.revision, `gateway ${id} is dead`))) removed++
+        let cut = false
+        for (const [key, revision] of entries.get(id) ?? []) {
+          // Asked again before every delete (they go one by one, and the watcher runs meanwhile): a
+          // gateway whose heartbeat is back, or a view that stopped being current, ends the sweep.
+          if (!this.stillDead(kv, id, g)) {
+            cut = true
+            break
+          }
+          if (this.deviceSeen.get(key)?.revision !== revision) continue
+          if (await this.removeStale(kv, key, revision, `gateway ${id} is dead`)) removed++
         }
-        if (g) await this.removeStale(kv, gatewayKey(id), g.revision, 'dead gateway')
-        this.o.logger.info('registry: removed the entries of a dead gateway', { gateway: id, devices: removed, silentMs: g ? now - g.changedAtMs : undefined })
+        if (g && !cut && this.stillDead(kv, id, g)) await this.removeStale(kv, gatewayKey(id), g.revision, 'dead gateway')
+        this.o.logger.info(cut ? 'registry: stopped removing the entries of a gateway: it is live again' : 'registry: removed the entries of a dead gateway', { gateway: id, devices: removed, silentMs: g ? now - g.changedAtMs : undefined })
       }
     } finally {
       this.sweeping = false
     }
+  }
+
+  /** Whether gateway `id` (seen as `g`; undefined: it had no liveness entry) is still to be swept. */
+  private stillDead(kv: KV, id: string, g: GatewaySeenEntry | undefined): boolean {
+    if (!this.running || !this.ready || this.kv !== kv) return false
+    const cur = this.gatewaySeen.get(id)
+    if (g === undefined) return cur === undefined
+    return cur === undefined || (cur.revision === g.revision && !isLive(cur, this.viewCurrentAtMs))
   }
 
   // ---- status and lifecycle ----
@@ -633,9 +754,8 @@ export class FleetRegistry implements Component {
     let devices = 0
     let here = 0
     for (const s of this.deviceSeen.values()) {
-      if (!s.entry) continue
       devices++
-      if (s.entry.gateway === this.o.gatewayId) here++
+      if (s.gateway === this.o.gatewayId) here++
     }
     return {
       enabled: true,
@@ -646,7 +766,7 @@ export class FleetRegistry implements Component {
       gateways: this.liveGateways(),
       devices,
       devicesHere: here,
-      queued: this.queue.size,
+      queued: this.queue.size + this.retrying.size,
       ...(this.lastError ? { lastError: this.lastError } : {}),
     }
   }
@@ -677,9 +797,11 @@ export class FleetRegistry implements Component {
     this.watchGeneration++
     this.watcherStop?.()
     this.pause.wake()
-    // Our liveness entry goes too: the fleet need not wait 6 heartbeats to know we stopped.
+    // Our liveness entry goes too: the fleet need not wait 6 heartbeats to know we stopped. Only if it
+    // is still ours (compare-and-delete): a newer process with our id may have renewed it.
     const kv = this.kv
-    if (kv && this.connected) await within(kv.delete(gatewayKey(this.o.gatewayId)).catch(() => {}), budget())
+    const revision = this.heartbeatRevision
+    if (kv && this.connected && revision !== undefined) await within(kv.delete(gatewayKey(this.o.gatewayId), { previousSeq: revision }).catch(() => {}), budget())
     await within(this.loop, budget())
     if (this.nc) await drainWithin(this.nc, budget())
     this.stopped.resolve()
