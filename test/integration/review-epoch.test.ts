@@ -28,6 +28,8 @@ let dir: string
 let nc: NatsConnection
 const gateways: GatewayProcess[] = []
 const clients: MqttClient[] = []
+let a: GatewayProcess
+let b: GatewayProcess
 
 async function gateway(id: string, url: string): Promise<GatewayProcess> {
   const g = await spawnGateway(['--data-dir', path.join(dir, id), '--nats-url', url, '--mqtt-listen', '127.0.0.1:0', '--gateway-id', id, '--registry-heartbeat-ms', String(HEARTBEAT_MS)])
@@ -68,7 +70,9 @@ beforeAll(async () => {
   proxy = await startProxy(nats.port)
   dir = tempDir('ferry-review-epoch-')
   nc = await connect({ servers: nats.url })
-}, 30_000)
+  a = await gateway('gwA', proxy.url)
+  b = await gateway('gwB', nats.url)
+}, 60_000)
 
 afterAll(async () => {
   for (const c of clients) await endClient(c)
@@ -81,8 +85,6 @@ afterAll(async () => {
 
 describe('review registry - connect during an outage', () => {
   it('review registry - a device that connected to A while A could not see the bucket, then moved to B, stays at B when A can write again', async () => {
-    const a = await gateway('gwA', proxy.url)
-    const b = await gateway('gwB', nats.url)
     await waitFor('both gateways registered and ready', async () => (await holderOf('gateways.gwA')) === 'gwA' && (await holderOf('gateways.gwB')) === 'gwB' && (await fleetStatus(a)).ready && (await fleetStatus(b)).ready)
 
     // Only A's NATS link goes down (held: new connections get no answer either).
@@ -105,5 +107,25 @@ describe('review registry - connect during an outage', () => {
     expect(atB.connected).toBe(true)
     expect(await holderOf(deviceKey('ep-mover'))).toBe('gwB')
     expect(a.output()).toMatch(/device taken over by another gateway; closing its session here.*"by":"gwB"/)
+  }, 120_000)
+
+  it('review registry - a device that moved from B to A while A could not see the bucket is claimed by A when its link returns; B drops the stale session', async () => {
+    await waitFor('both gateways ready', async () => (await fleetStatus(a)).ready && (await fleetStatus(b)).ready)
+    const atB = await client(b, 'ep-back')
+    await waitFor('B writing its entry', async () => (await holderOf(deviceKey('ep-back'))) === 'gwB')
+
+    proxy.blackhole()
+    proxy.cut()
+    await waitFor("A's registry to see its link down", async () => !(await fleetStatus(a)).connected)
+    await new Promise((r) => setTimeout(r, 50))
+    const atA = await client(a, 'ep-back')
+
+    proxy.heal()
+    await waitFor("A's registry back", async () => (await fleetStatus(a)).ready)
+    await waitFor('A writing its entry', async () => (await holderOf(deviceKey('ep-back'))) === 'gwA')
+    expect(await closedWithin(atB, 30_000)).toBe(true)
+    await new Promise((r) => setTimeout(r, 3 * HEARTBEAT_MS + 1000))
+    expect(atA.connected).toBe(true)
+    expect(await holderOf(deviceKey('ep-back'))).toBe('gwA')
   }, 120_000)
 })
