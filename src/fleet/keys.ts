@@ -45,7 +45,7 @@ export interface DeviceEntry {
   readonly gateway: string
   /** Random id of the gateway process that wrote it. */
   readonly boot: string
-  /** When the device connected, ms since the epoch (the writer's clock; shown, never compared). */
+  /** When the device connected, ms since the epoch (the writer's clock; shown, and compared only to order a connect made while a gateway could not see the bucket: liveness.ts byConnectTime). */
   readonly since: number
   readonly address: string
   readonly clean: boolean

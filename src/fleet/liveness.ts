@@ -1,6 +1,8 @@
 // The registry's decisions as pure functions: which gateways are live, who sweeps the dead, and when a
 // local session yields to another gateway's write. Revisions (the bucket's stream sequence) order
-// writes; clocks are only used to measure a gateway's silence on the watcher's own clock.
+// writes; clocks are used to measure a gateway's silence on the watcher's own clock, and in one case
+// only to order connects: a device that connected while its gateway could not see the bucket
+// (byConnectTime).
 
 /** A gateway is dead once its entry has not changed for this many of its heartbeats. */
 export const DEAD_AFTER_HEARTBEATS = 6
@@ -59,9 +61,23 @@ export function mustYield(holder: Holder, w: Write): boolean {
  * gateway that wrote after `seenRevision` took the device while we could not write: yield. Otherwise
  * claim the key at its current revision (the gateway overwritten sees our newer revision and yields):
  * our own earlier write, a delete, a dead gateway's entry, a leftover of this id, or a view we could
- * not trust.
+ * not trust (not delayed) — except that a live other gateway's entry met with a view we could not
+ * trust is judged by byConnectTime first (the registry does that: it needs the entry's `since`).
  */
 export function onConflict(holder: Omit<Holder, 'ourRevision'>, current: Write | undefined, currentLive: boolean, seenRevision: number, delayed: boolean): 'yield' | 'claim' {
   if (!current || current.gateway === holder.gateway) return 'claim'
   return currentLive && delayed && current.revision > seenRevision ? 'yield' : 'claim'
+}
+
+/**
+ * A device that connected here while our view of the bucket was not current (our registry connection
+ * down, or its watcher restarting), whose key another LIVE gateway holds now. No revision orders the
+ * two connects: the device may have moved from there to here while we were cut off (claim: the other
+ * session is the stale one) or from here to there (yield: ours is). Only the connect times are left:
+ * `ourConnectedAt` on this gateway's clock, `theirSince` (the entry's `since`) on the other's. Claim
+ * only when ours is later. Clock skew between the two gateways can decide wrongly here, and only here:
+ * two connects closer together than the skew.
+ */
+export function byConnectTime(ourConnectedAt: number, theirSince: number): 'yield' | 'claim' {
+  return ourConnectedAt > theirSince ? 'claim' : 'yield'
 }

@@ -10,8 +10,11 @@
 //   orders it as the connects were ordered. Any later put (retried, delayed by an outage, rewriting a
 //   removed entry) is a compare-and-set on the revision the key had when we last looked, and a delete
 //   is a compare-and-delete on the revision of our own put: a late write never erases a newer one.
-// - Revisions order writes, clocks never do: a local session yields (MQTT 5 DISCONNECT 0x8E) only to
-//   another process's write at a revision newer than ours (liveness.ts, mustYield / onConflict).
+// - Revisions order writes: a local session yields (MQTT 5 DISCONNECT 0x8E) to another process's write
+//   at a revision newer than ours (liveness.ts, mustYield / onConflict). One exception, where no
+//   revision can order the connects: a device that connected while our view of the bucket was not
+//   current, whose key another live gateway holds, is claimed only if it connected after that entry's
+//   `since` (byConnectTime: clocks of two gateways, so skew between them matters in this case only).
 // - Liveness is measured on this watcher's clock, up to the moment our view is known current (the send
 //   time of our newest heartbeat seen back through the watcher): a gateway whose entry has not changed
 //   for 6 of its heartbeats by then is dead; the live gateway with the lowest id removes its entries
@@ -31,7 +34,7 @@ import type { Logger } from '../logger.js'
 import { Backoff, Pause, connectWithBackoff, drainWithin } from '../upstream/index.js'
 import { clientIdOfToken, deviceKey, gatewayKey, parseDeviceEntry, parseGatewayEntry } from './keys.js'
 import type { DeviceEntry, GatewayEntry } from './keys.js'
-import { DEAD_AFTER_HEARTBEATS, isLive, mustYield, onConflict, sweeper } from './liveness.js'
+import { DEAD_AFTER_HEARTBEATS, byConnectTime, isLive, mustYield, onConflict, sweeper } from './liveness.js'
 
 /** Devices whose latest state may wait for NATS; beyond it a device's state is dropped (counted, logged). */
 export const MAX_QUEUED = 100_000
@@ -342,6 +345,24 @@ export class FleetRegistry implements Component {
       const cur = this.deviceSeen.get(key)
       expected = cur?.revision ?? 0
       if (cur && local.ourRevision !== undefined && mustYield(this.holder(local), cur)) return this.yieldTo(local, cur.gateway)
+      if (cur && cur.gateway !== this.o.gatewayId && this.gatewayLive(cur.gateway)) {
+        // Another live gateway holds it: no revision orders the two connects, their times decide
+        // (byConnectTime; clock skew between gateways matters here only). Read its `since`.
+        let got: KvEntry | null
+        try {
+          got = await kv.get(key)
+        } catch (e) {
+          this.o.metrics.fleetRegistryUpdates.inc(1, { op: 'put', result: 'error' })
+          this.noteError('registry read failed; retrying', e, { clientId })
+          this.retryLater(clientId, op)
+          return
+        }
+        // It left, or was taken over, while we read: offline() settled it.
+        if (this.locals.get(clientId) !== local || local.yielded) return
+        const entry = got?.operation === 'PUT' ? parseDeviceEntry(got.value) : undefined
+        if (entry && this.liveOther(entry.gateway) && byConnectTime(local.info.connectedAt, entry.since) === 'yield') return this.yieldTo(local, entry.gateway)
+        expected = got?.revision ?? 0
+      }
     }
     const value: DeviceEntry = { device: clientId, gateway: this.o.gatewayId, boot: this.boot, since: local.info.connectedAt, address: local.info.address, clean: local.info.clean }
     local.writing = true
@@ -377,6 +398,9 @@ export class FleetRegistry implements Component {
       const write = entry && cur ? { revision: cur.revision, gateway: entry.gateway, boot: entry.boot } : undefined
       const decision = onConflict({ gateway: this.o.gatewayId, boot: this.boot }, write, entry ? this.gatewayLive(entry.gateway) : false, local.seenRevision, local.epoch >= 0)
       if (decision === 'yield' && entry) return this.yieldTo(local, entry.gateway)
+      // Connected while our view of the bucket was unknown, and another live gateway wrote since we
+      // looked: the connect times decide (as above).
+      if (local.epoch < 0 && entry && this.liveOther(entry.gateway) && byConnectTime(local.info.connectedAt, entry.since) === 'yield') return this.yieldTo(local, entry.gateway)
       // Claim: write again at the key's current revision (our own earlier write, a delete, a dead gateway's entry).
       local.seenRevision = cur?.revision ?? 0
       if (local.epoch >= 0) local.epoch = this.epoch
@@ -385,6 +409,11 @@ export class FleetRegistry implements Component {
     } finally {
       local.writing = false
     }
+  }
+
+  /** Another gateway id than ours, live now. */
+  private liveOther(gateway: string): boolean {
+    return gateway !== this.o.gatewayId && this.gatewayLive(gateway)
   }
 
   private holder(local: Local): { gateway: string; boot: string; ourRevision: number | undefined } {

@@ -1,7 +1,7 @@
 // Registry keys and the pure rules of the fleet registry: key encoding, liveness, the sweeper, when a session yields.
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { DEAD_AFTER_HEARTBEATS, clientIdOfToken, deviceKey, deviceToken, fleetRegistryBucket, gatewayKey, isLive, mustYield, onConflict, parseDeviceEntry, parseGatewayEntry, sweeper } from '../../src/fleet/index.js'
+import { DEAD_AFTER_HEARTBEATS, byConnectTime, clientIdOfToken, deviceKey, deviceToken, fleetRegistryBucket, gatewayKey, isLive, mustYield, onConflict, parseDeviceEntry, parseGatewayEntry, sweeper } from '../../src/fleet/index.js'
 
 const me = { gateway: 'gwA', boot: 'b1' }
 
@@ -72,12 +72,18 @@ describe('fleet rules', () => {
 
   it('fleet rules - a lost compare-and-set: a write delayed by an outage yields to a live gateway that wrote since the connect; otherwise the key is claimed', () => {
     const b = { revision: 7, gateway: 'gwB', boot: 'x' }
-    expect(onConflict(me, b, true, 5, false)).toBe('claim') // our view was not current at the connect: claim; B sees our newer revision and yields
+    expect(onConflict(me, b, true, 5, false)).toBe('claim') // our view was not current at the connect: claim (after byConnectTime, below); B sees our newer revision and yields
     expect(onConflict(me, b, true, 5, true)).toBe('yield') // delayed: the device moved while we could not write
     expect(onConflict(me, b, false, 5, true)).toBe('claim') // dead gateway
     expect(onConflict(me, { ...b, revision: 5 }, true, 5, true)).toBe('claim') // nothing newer than what we saw
     expect(onConflict(me, undefined, false, 5, true)).toBe('claim') // deleted
     expect(onConflict(me, { revision: 7, gateway: 'gwA', boot: 'old' }, true, 5, true)).toBe('claim') // a leftover of this id
+  })
+
+  it('fleet rules - a device that connected while our view was not current, held by a live other gateway: the later connect holds it', () => {
+    expect(byConnectTime(2000, 1000)).toBe('claim') // it came from there to here while we were cut off
+    expect(byConnectTime(1000, 2000)).toBe('yield') // it went from here to there: our session is the stale one
+    expect(byConnectTime(1000, 1000)).toBe('yield')
   })
 
   it('fleet rules - flapping A → B → A: every write is newer than the last, so the last gateway written holds it', () => {
