@@ -10,7 +10,7 @@
 // after the CONNACK, before anything Ferry sends later, so once a marker sent after the reconnect has
 // arrived, every replayed copy would have arrived before it.
 import { connect, headers } from '@nats-io/transport-node'
-import type { NatsConnection } from '@nats-io/transport-node'
+import type { Msg, NatsConnection } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { decodeCbor, deviceToken } from '../../src/codec/index.js'
@@ -23,7 +23,7 @@ import { connectClient, endClient } from '../helpers/mqtt.js'
 import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
 import { readStream } from '../helpers/stream.js'
-import { NO_RESPONDERS, rpcStatus } from '../helpers/rpc.js'
+import { NO_RESPONDERS, isNoResponders, rpcStatus } from '../helpers/rpc.js'
 
 interface Harness {
   nats: NatsServer
@@ -151,7 +151,15 @@ describe('downlink - persistent sessions and client ids', () => {
         })
         const hdr = headers()
         hdr.set('Ferry-Timeout', '2000')
-        const r = await h.nc.request(`ferry.rpc.${deviceToken(id)}.getConfig`, '{}', { timeout: 5000, headers: hdr })
+        // Right after SUBACK the gateway's per-device RPC subscription may not have reached the server
+        // yet (no responders): asked again until it has.
+        const request = (): Promise<Msg | undefined> => h.nc.request(`ferry.rpc.${deviceToken(id)}.getConfig`, '{}', { timeout: 5000, headers: hdr }).catch((err: unknown) => {
+          if (isNoResponders(err)) return undefined
+          throw err
+        })
+        let r: Msg | undefined
+        expect(await until(async () => (r = await request()) !== undefined)).toBe(true)
+        if (!r) throw new Error('no answer')
         expect(r.headers?.get('Ferry-Status'), id).toBe('200 OK')
         expect(decodeCbor(r.data)).toEqual({ id, method: 'getConfig' })
       } finally {
