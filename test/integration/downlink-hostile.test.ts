@@ -40,7 +40,7 @@ describe('downlink - hostile cloud input', () => {
   /** request(), asked again while the device is not registered yet (the gateway does that just after its CONNACK). */
   const requestOnline = async (subject: string, body: string | Uint8Array, h?: Record<string, string>): Promise<string | undefined> => {
     let status: string | undefined
-    await until(async () => (status = await request(subject, body, h)) !== NO_RESPONDERS, 2000)
+    await until(async () => (status = await request(subject, body, h)) !== NO_RESPONDERS, 10_000)
     return status
   }
   const events = async (device: string): Promise<{ event: string; body: Record<string, unknown> }[]> =>

@@ -193,6 +193,16 @@ describe('downlink - NATS max_payload', () => {
         const t0 = performance.now()
         return h.nc.request(`ferry.rpc.${id}.dump`, JSON.stringify({ bytes }), { timeout: 4000 }).then((r) => ({ status: r.headers?.get('Ferry-Status'), size: r.data.length, ms: performance.now() - t0 }))
       }
+      // The gateway subscribes the device's requests a moment after the CONNACK: wait for it.
+      const warm = (): Promise<string | undefined> =>
+        ask(10).then(
+          (r) => r.status,
+          (err: unknown) => {
+            if (isNoResponders(err)) return undefined
+            throw err
+          },
+        )
+      expect(await until(async () => (await warm()) === '200 OK')).toBe(true)
       const fits = await ask(3000)
       expect(fits).toMatchObject({ status: '200 OK', size: 3000 })
       const big = await ask(6000)

@@ -10,6 +10,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import mqtt from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { until } from '../helpers/device.js'
+import { NO_RESPONDERS, rpcStatus } from '../helpers/rpc.js'
 import { spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
@@ -100,6 +101,9 @@ c.disconnect()
     await c.subscribeAsync('devices/v5-small/rpc/request/+', { qos: 1 })
     const got: string[] = []
     c.on('message', (t) => got.push(t))
+    // The gateway subscribes the device's requests a moment after the CONNACK: wait for it (a request
+    // too large for the device is answered 413 without being delivered, so this sends it nothing).
+    expect(await until(async () => (await rpcStatus(nc, 'ferry.rpc.v5-small.getLog', JSON.stringify({ pad: 'x'.repeat(1000) }))) !== NO_RESPONDERS)).toBe(true)
     const t0 = performance.now()
     const r = await nc.request('ferry.rpc.v5-small.getLog', JSON.stringify({ pad: 'x'.repeat(1000) }), { timeout: 5000 })
     expect(r.headers?.get('Ferry-Status')).toBe('413 request larger than the device accepts (its MQTT 5 Maximum Packet Size)')
