@@ -297,7 +297,27 @@ class BlockReader {
   }
 }
 
-/** Decodes an entry; the payload is a view into `buf` (no copy). Throws only the codec error (FERRY_ERR_CODEC_ENTRY). */
+/**
+ * The absolute expiry of an encoded entry (ms since the epoch), read without decoding it: Infinity
+ * when it has none (version 1 and 2 entries, version 3 without bit 0) or is not a valid entry. Never throws.
+ */
+export function entryExpiresAtMs(entry: Uint8Array): number {
+  if (entry[0] !== ENTRY_VERSION_PROPERTIES || entry.length < FIXED) return Infinity
+  const b = Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength)
+  const blockAt = FIXED + (b[4] ?? 0) + b.readUInt16LE(5) + 4
+  if (blockAt + 9 > b.length || ((b[blockAt] ?? 0) & P_EXPIRY) === 0) return Infinity
+  const t = b.readDoubleLE(blockAt + 1)
+  return validTime(t) ? t : Infinity
+}
+
+/** The client id of an encoded entry, read without decoding the rest; '' when it is not a valid entry. Never throws. */
+export function entryClientId(entry: Uint8Array): string {
+  if (entry.length < FIXED) return ''
+  const b = Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength)
+  const n = b[4] ?? 0
+  return FIXED + n <= b.length ? b.toString('utf8', FIXED, FIXED + n) : ''
+}
+
 /** Bytes an encoded entry spends on its MQTT 5 properties (the length field and the block; 0 below version 3). */
 export function propertiesBlockBytes(entry: Uint8Array): number {
   if (entry[0] !== ENTRY_VERSION_PROPERTIES || entry.length < FIXED) return 0
@@ -306,6 +326,7 @@ export function propertiesBlockBytes(entry: Uint8Array): number {
   return at + 4 <= b.length ? 4 + b.readUInt32LE(at) : 0
 }
 
+/** Decodes an entry; the payload is a view into `buf` (no copy). Throws only the codec error (FERRY_ERR_CODEC_ENTRY). */
 export function decodeEntry(buf: Uint8Array): Entry {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)
   const version = b[0]

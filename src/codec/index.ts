@@ -2,7 +2,7 @@
 export { topicToSubject, subjectToTopic, partitionOf, subjectPartition, eventSubjectDevice, UplinkSubjects, deviceToken, tokenToDevice, canonicalDevice, canonicalLevels, eventSubject, tokensToLevels, EVENT_TOPIC_PREFIX } from './subject.js'
 export { encodePayload, encodeCbor, decodeCbor, PayloadPolicy, CONTENT_TYPE_CBOR, CONTENT_TYPE_JSON, CONTENT_TYPE_OCTETS } from './payload.js'
 export type { EncodedPayload } from './payload.js'
-export { encodeEntry, decodeEntry, propertiesBlockBytes, encodingOf, ENCODING_CONTENT_TYPE, ENTRY_VERSION, ENTRY_VERSION_PROPERTIES } from './entry.js'
+export { encodeEntry, decodeEntry, entryExpiresAtMs, entryClientId, propertiesBlockBytes, encodingOf, ENCODING_CONTENT_TYPE, ENTRY_VERSION, ENTRY_VERSION_PROPERTIES } from './entry.js'
 export type { Entry, PayloadEncoding } from './entry.js'
 export { filterCovers, filtersOverlap, topicFilterProblem, topicMatches } from './topic-filter.js'
 export {

@@ -2,8 +2,8 @@
 import { topicFilterProblem } from '../codec/topic-filter.js'
 import { ConfigError } from '../errors.js'
 import { DIR_RESERVE_BYTES, frameBytes, SEAL_FRAME_BYTES, SEGMENT_HEADER_BYTES } from '../log/format.js'
-import { OPTIONS } from './schema.js'
-import type { Config, OptionSpec } from './schema.js'
+import { OPTIONS, PRIORITY_CLASSES } from './schema.js'
+import type { Config, DrainMaxRate, OptionSpec, PriorityClass, PriorityRule, TtlRule } from './schema.js'
 
 /** Where a raw value came from, for error messages. */
 export type Source = 'flag' | 'env' | 'file' | 'default'
@@ -288,6 +288,7 @@ export function parseConfig(raw: RawValues, defaultGatewayId: string): Config {
   if (!/^[^\s.*>/\\]+$/.test(nats.stream)) {
     problems.push(`'nats.stream' must be a stream name without spaces, ".", "*", ">", "/" or "\\", got ${JSON.stringify(nats.stream)}`)
   }
+  problems.push(...bufferPolicyProblems(c))
   problems.push(...securityProblems(c))
   if (problems.length > 0) throw new ConfigError(problems)
   return deepFreeze(c)
@@ -350,4 +351,112 @@ export function redactedConfig(c: Config): Record<string, unknown> {
     if (spec.secret && spec.key.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)?.[k], c) !== '') setPath(copy, spec.key, '<redacted>')
   }
   return copy
+}
+
+/** Splits `FILTER=VALUE,FILTER=VALUE` (a config file may give a list of such strings). Undefined when not one. */
+function ruleList(v: unknown): Array<[string, string]> | undefined {
+  const items = Array.isArray(v) ? v : typeof v === 'string' ? (v.trim() === '' ? [] : v.split(',')) : undefined
+  if (!items || !items.every((i) => typeof i === 'string')) return undefined
+  const out: Array<[string, string]> = []
+  for (const item of items as string[]) {
+    const at = item.lastIndexOf('=')
+    if (at <= 0) return undefined
+    out.push([item.slice(0, at).trim(), item.slice(at + 1).trim()])
+  }
+  return out
+}
+
+/** Parses --priority. Problems name the rule and the fix. */
+export function parsePriorityRules(v: unknown): { rules: PriorityRule[]; problems: string[] } {
+  const problems: string[] = []
+  const list = ruleList(v)
+  if (!list) return { rules: [], problems: [`'log.priority' (--priority) must be FILTER=CLASS pairs, comma separated, CLASS one of ${PRIORITY_CLASSES.join(', ')} (e.g. alarms/#=high,+/+/telemetry=low), got ${JSON.stringify(v)}`] }
+  const rules: PriorityRule[] = []
+  for (const [filter, cls] of list) {
+    const bad = topicFilterProblem(filter)
+    if (bad) problems.push(`'log.priority' (--priority): topic filter ${JSON.stringify(filter)} ${bad}`)
+    else if (!(PRIORITY_CLASSES as readonly string[]).includes(cls)) problems.push(`'log.priority' (--priority): class of ${JSON.stringify(filter)} must be one of ${PRIORITY_CLASSES.join(', ')}, got ${JSON.stringify(cls)}`)
+    else rules.push({ filter, class: cls as PriorityClass })
+  }
+  return { rules, problems }
+}
+
+/** Parses --ttl (units ms, s, m, h, d; at least 1 s, at most 365 days). */
+export function parseTtlRules(v: unknown): { rules: TtlRule[]; problems: string[] } {
+  const problems: string[] = []
+  const list = ruleList(v)
+  if (!list) return { rules: [], problems: [`'log.ttl' (--ttl) must be FILTER=DURATION pairs, comma separated (e.g. telemetry/#=1h,+/status=10m), got ${JSON.stringify(v)}`] }
+  const rules: TtlRule[] = []
+  for (const [filter, d] of list) {
+    const bad = topicFilterProblem(filter)
+    const ms = parseDurationMs(d, ['ms', 's', 'm', 'h', 'd'])
+    if (bad) problems.push(`'log.ttl' (--ttl): topic filter ${JSON.stringify(filter)} ${bad}`)
+    else if (ms === undefined || ms < 1000 || ms > 365 * 86_400_000) problems.push(`'log.ttl' (--ttl): time to live of ${JSON.stringify(filter)} must be a duration from 1s to 365d (e.g. 90s, 10m, 1h, 7d), got ${JSON.stringify(d)}`)
+    else rules.push({ filter, ttlMs: ms })
+  }
+  return { rules, problems }
+}
+
+/** Parses --drain-max-rate: `500/s`, `64KiB/s`, `500/s,64KiB/s`; '' = no cap. */
+export function parseDrainMaxRate(v: unknown): { rate: DrainMaxRate; problems: string[] } {
+  const none = { messagesPerSecond: 0, bytesPerSecond: 0 }
+  const fix = `'forward.drainMaxRate' (--drain-max-rate) must be N/s (messages per second), SIZE/s (bytes per second, e.g. 64KiB/s) or both, comma separated, or empty for no cap`
+  if (typeof v !== 'string') return { rate: none, problems: [`${fix}, got ${JSON.stringify(v)}`] }
+  if (v.trim() === '') return { rate: none, problems: [] }
+  let messagesPerSecond = 0
+  let bytesPerSecond = 0
+  for (const part of v.split(',').map((x) => x.trim())) {
+    const m = /^(.+?)\s*\/\s*s$/.exec(part)
+    const amount = m?.[1]?.trim() ?? ''
+    if (/^\d+$/.test(amount) && messagesPerSecond === 0 && Number(amount) > 0) messagesPerSecond = Number(amount)
+    else if (!/^\d+$/.test(amount) && bytesPerSecond === 0 && (parseBytes(amount) ?? 0) > 0) bytesPerSecond = parseBytes(amount)!
+    else return { rate: none, problems: [`${fix}, got ${JSON.stringify(v)}`] }
+  }
+  return { rate: { messagesPerSecond, bytesPerSecond }, problems: [] }
+}
+
+/** Parses --device-max-bytes: a size, or a percentage of log.maxBytes. */
+export function parseDeviceMaxBytes(v: unknown, logMaxBytes: number): { bytes: number; problems: string[] } {
+  const fix = `'limits.deviceMaxBytes' (--device-max-bytes) must be a size (e.g. 64MiB), a share of --log-max-bytes from 1% to 100% (e.g. 10%), or 0 for none`
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return { bytes: v, problems: [] }
+  if (typeof v !== 'string') return { bytes: 0, problems: [`${fix}, got ${JSON.stringify(v)}`] }
+  const pct = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(v)
+  if (pct) {
+    const p = Number(pct[1])
+    if (p < 1 || p > 100) return { bytes: 0, problems: [`${fix}, got ${JSON.stringify(v)}`] }
+    return { bytes: Math.floor((logMaxBytes * p) / 100), problems: [] }
+  }
+  const b = parseBytes(v)
+  return b === undefined ? { bytes: 0, problems: [`${fix}, got ${JSON.stringify(v)}`] } : { bytes: b, problems: [] }
+}
+
+/** --priority, --ttl, --device-max-bytes, --device-*-rate and --drain-max-rate: parsed into their typed form, problems returned. */
+function bufferPolicyProblems(c: Config): string[] {
+  const problems: string[] = []
+  const log = c.log as { priority: unknown; ttl: unknown }
+  const pr = parsePriorityRules(log.priority)
+  log.priority = pr.rules
+  problems.push(...pr.problems)
+  const tr = parseTtlRules(log.ttl)
+  log.ttl = tr.rules
+  problems.push(...tr.problems)
+  const fwd = c.forward as { drainMaxRate: unknown }
+  const dr = parseDrainMaxRate(fwd.drainMaxRate)
+  fwd.drainMaxRate = dr.rate
+  problems.push(...dr.problems)
+  const limits = c.limits as { deviceMaxBytes: unknown; deviceMaxRate: number; deviceHardRate: number }
+  const share = parseDeviceMaxBytes(limits.deviceMaxBytes, c.log.maxBytes)
+  limits.deviceMaxBytes = share.bytes
+  problems.push(...share.problems)
+  if (limits.deviceHardRate > 0 && limits.deviceHardRate < limits.deviceMaxRate) {
+    problems.push(`'limits.deviceHardRate' (--device-hard-rate, ${limits.deviceHardRate}) must be at least 'limits.deviceMaxRate' (--device-max-rate, ${limits.deviceMaxRate}), or 0 for none`)
+  }
+  // Each class is its own log with its own active segment: the bound must hold one segment per class and one more.
+  const classes = new Set<string>(['normal', ...pr.rules.map((r) => r.class)])
+  if (classes.size > 1 && c.log.maxBytes < (classes.size + 1) * c.log.segmentBytes + DIR_RESERVE_BYTES) {
+    problems.push(
+      `'log.maxBytes' (${c.log.maxBytes}) must hold ${classes.size + 1} segments of 'log.segmentBytes' (${c.log.segmentBytes}) + ${DIR_RESERVE_BYTES} with --priority using ${classes.size} classes (${[...classes].join(', ')}): raise --log-max-bytes to at least ${(classes.size + 1) * c.log.segmentBytes + DIR_RESERVE_BYTES} or lower --log-segment-bytes`,
+    )
+  }
+  return problems
 }

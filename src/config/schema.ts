@@ -53,6 +53,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'limits.maxSessionExpiry', flag: '--max-session-expiry', env: 'FERRY_MAX_SESSION_EXPIRY', kind: 'int', default: 604_800, min: 0, max: 4_294_967_295, help: 'longest MQTT 5 Session Expiry Interval, seconds; a longer one (or "never") is lowered to it and the CONNACK says so; 0 = no cap' },
   { key: 'limits.refusedPublish', flag: '--refused-publish', env: 'FERRY_REFUSED_PUBLISH', kind: 'enum', values: ['ack', 'disconnect'], default: 'ack', help: 'an MQTT 3.1.1 QoS 1/2 publish refused by policy ($ topic, ACL, topic refused, too large to store): "ack" acknowledges and drops it (counted as drops{reason="refused"}), "disconnect" closes the connection without PUBACK; MQTT 5 devices always get the reason code' },
   { key: 'limits.maxTopicAlias', flag: '--max-topic-alias', env: 'FERRY_MAX_TOPIC_ALIAS', kind: 'int', default: 10, min: 0, max: 65_535, help: 'MQTT 5 Topic Alias Maximum advertised for inbound topic aliases; 0 = none' },
+  { key: 'limits.deviceMaxBytes', flag: '--device-max-bytes', env: 'FERRY_DEVICE_MAX_BYTES', kind: 'string', default: '0', help: 'fair share: most bytes of one device\'s records not yet forwarded (all classes together), as a size (e.g. 64MiB) or a share of --log-max-bytes (e.g. 10%); over it that device\'s publishes are refused (MQTT 5: 0x97 Quota exceeded; 3.1.1: no PUBACK), counted as drops{reason="device_quota"}; 0 = no share' },
+  { key: 'limits.deviceMaxRate', flag: '--device-max-rate', env: 'FERRY_DEVICE_MAX_RATE', kind: 'int', default: 0, min: 0, max: 1_000_000, help: 'publishes per second one device may make (bursts up to the same number); faster, its PUBACKs/PUBRECs are held back (and a QoS 0 publisher\'s socket paused) until it is within the rate; nothing is dropped; 0 = no limit' },
+  { key: 'limits.deviceHardRate', flag: '--device-hard-rate', env: 'FERRY_DEVICE_HARD_RATE', kind: 'int', default: 0, min: 0, max: 1_000_000, help: 'publishes per second one device may send at all (bursts up to the same number): past it MQTT 5 publishes are refused with 0x96 Message rate too high and QoS 0 ones dropped, counted as drops{reason="rate_limited"}; 3.1.1 QoS 1/2 publishes are only held back; 0 = none; at least --device-max-rate' },
   { key: 'limits.drainTimeoutMs', flag: '--drain-timeout-ms', env: 'FERRY_DRAIN_TIMEOUT_MS', kind: 'int', default: 30_000, min: 100, max: 600_000, help: 'a subscriber that reads nothing for this long while messages wait for it is disconnected, milliseconds' },
   { key: 'http.listen', flag: '--http-listen', env: 'FERRY_HTTP_LISTEN', kind: 'hostport', default: '127.0.0.1:9464', help: 'HTTP listener HOST:PORT for /metrics (Prometheus) and /healthz' },
   { key: 'http.maxConnections', flag: '--http-max-connections', env: 'FERRY_HTTP_MAX_CONNECTIONS', kind: 'int', default: 32, min: 1, max: 10_000, help: 'open HTTP connections; more are closed at once' },
@@ -65,6 +68,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'log.fsyncIntervalMs', flag: '--fsync-interval-ms', env: 'FERRY_FSYNC_INTERVAL_MS', kind: 'int', default: 100, min: 1, max: 60_000, help: 'fdatasync period under --fsync batch, milliseconds' },
   { key: 'log.maxRecordBytes', flag: '--max-record-bytes', env: 'FERRY_MAX_RECORD_BYTES', kind: 'bytes', default: 1023 * KiB, min: 1 * KiB, max: 64 * MiB, help: 'largest stored publish (payload as stored, after JSON to CBOR, + topic + client id + 7 bytes); default leaves 1 KiB of the NATS default max_payload (1 MiB) for headers' },
   { key: 'log.checkpointIntervalMs', flag: '--checkpoint-interval-ms', env: 'FERRY_CHECKPOINT_INTERVAL_MS', kind: 'int', default: 1000, min: 10, max: 60_000, help: 'how often the forwarded position is checkpointed, milliseconds' },
+  { key: 'log.priority', flag: '--priority', env: 'FERRY_PRIORITY', kind: 'string', default: '', help: 'priority classes: MQTT topic filters and their class, FILTER=high|normal|low, comma separated (e.g. alarms/#=high,+/+/telemetry=low); the first matching filter wins, other topics and device events are normal; each class is its own part of the log (high first when a backlog drains, low evicted first under --discard old)' },
+  { key: 'log.ttl', flag: '--ttl', env: 'FERRY_TTL', kind: 'string', default: '', help: 'time to live of records by topic: FILTER=DURATION, comma separated (e.g. telemetry/#=1h,+/status=10m); the first matching filter wins; an MQTT 5 Message Expiry shorter than it wins; an expired record is never forwarded (drops{reason="expired"})' },
   { key: 'nats.url', flag: '--nats-url', env: 'FERRY_NATS_URL', kind: 'urls', default: ['nats://127.0.0.1:4222'], help: 'NATS server URL(s), comma separated' },
   { key: 'nats.token', flag: '--nats-token', env: 'FERRY_NATS_TOKEN', kind: 'string', default: '', secret: true, help: 'NATS token authentication' },
   { key: 'nats.user', flag: '--nats-user', env: 'FERRY_NATS_USER', kind: 'string', default: '', help: 'NATS user (with --nats-password)' },
@@ -86,6 +91,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'nats.liveLane', flag: '--live-lane', env: 'FERRY_LIVE_LANE', kind: 'bool', default: true, help: 'while a backlog of 10,000+ records drains, forward new messages on topics without backlog at once (on|off)' },
   { key: 'forward.maxLag', flag: '--max-forward-lag', env: 'FERRY_MAX_FORWARD_LAG', kind: 'seconds', default: 2, min: 0, max: 600_000, help: 'forwarding lag (age of the oldest record JetStream has not acknowledged) past which PUBACKs are held and released at half the forwarding rate, while NATS is healthy; seconds (e.g. 2, 0.5, 500ms); 0 = never slow down' },
   { key: 'forward.uplinkHeaders', flag: '--uplink-headers', env: 'FERRY_UPLINK_HEADERS', kind: 'enum', values: ['full', 'compact'], default: 'full', help: 'headers of uplink messages: "full" (every header) or "compact" (no Nats-Expected-Stream; no Content-Type when application/cbor; no Ferry-Client when the subject carries the client id); see README' },
+  { key: 'forward.drainMaxRate', flag: '--drain-max-rate', env: 'FERRY_DRAIN_MAX_RATE', kind: 'string', default: '', help: 'cap on how fast a backlog is sent upstream: N/s (messages), SIZE/s (payload bytes, e.g. 64KiB/s) or both, comma separated; high-priority records and the live lane are never held by it (but count toward it); empty = no cap' },
   { key: 'downlink.cmdStream', flag: '--cmd-stream', env: 'FERRY_CMD_STREAM', kind: 'string', default: 'FERRY_CMD', help: 'JetStream stream of commands to devices; created when missing (work queue, subjects <prefix>.cmd.>)' },
   { key: 'downlink.cmdTopic', flag: '--cmd-topic', env: 'FERRY_CMD_TOPIC', kind: 'string', default: 'commands/{device}/{rest}', help: 'MQTT topic a command on <prefix>.cmd.<device>.<rest> is delivered on ({device}: client id, {rest}: the subject tokens after it as topic levels)' },
   { key: 'downlink.cmdTtlMs', flag: '--cmd-ttl-ms', env: 'FERRY_CMD_TTL_MS', kind: 'int', default: 0, min: 0, max: 365 * 86_400_000, help: 'TTL of commands without a Ferry-TTL header, milliseconds; an older command is never delivered (0 = none)' },
@@ -109,6 +115,28 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'readyStallMs', flag: '--ready-stall-ms', env: 'FERRY_READY_STALL_MS', kind: 'int', default: 30_000, min: 1000, max: 3_600_000, help: '/readyz fails when records wait this long without any JetStream PubAck although NATS is connected, milliseconds (degraded from --ack-timeout-ms on)' },
   { key: 'shutdownTimeoutMs', flag: '--shutdown-timeout', env: 'FERRY_SHUTDOWN_TIMEOUT', kind: 'duration', default: 10_000, min: 0, max: 600_000, help: 'deadline for a graceful stop (e.g. 10s, 1500ms, 2m; a bare number is milliseconds); a second signal exits at once' },
 ]
+
+/** Priority classes, most important first. */
+export const PRIORITY_CLASSES = ['high', 'normal', 'low'] as const
+export type PriorityClass = (typeof PRIORITY_CLASSES)[number]
+
+/** One --priority rule: topics matching `filter` are of class `class`. */
+export interface PriorityRule {
+  readonly filter: string
+  readonly class: PriorityClass
+}
+
+/** One --ttl rule: records of topics matching `filter` expire `ttlMs` after they were received. */
+export interface TtlRule {
+  readonly filter: string
+  readonly ttlMs: number
+}
+
+/** --drain-max-rate: messages and payload bytes per second; 0 = no cap on that measure. */
+export interface DrainMaxRate {
+  readonly messagesPerSecond: number
+  readonly bytesPerSecond: number
+}
 
 /** The validated, frozen configuration. Sizes in bytes, times in milliseconds. */
 export interface Config {
@@ -137,6 +165,12 @@ export interface Config {
     /** An MQTT 3.1.1 publish refused by policy: acknowledged and dropped, or the connection closed. */
     readonly refusedPublish: 'ack' | 'disconnect'
     readonly drainTimeoutMs: number
+    /** Fair share: most unforwarded bytes of one device (a size given or the share of log.maxBytes resolved); 0 = none. */
+    readonly deviceMaxBytes: number
+    /** Publishes per second per device before PUBACKs are held back; 0 = no limit. */
+    readonly deviceMaxRate: number
+    /** Publishes per second per device past which MQTT 5 publishes get 0x96 (QoS 0 dropped); 0 = none. */
+    readonly deviceHardRate: number
   }
   /** `maxConnections`: open HTTP connections. `allowedHosts`: extra Host header names, comma separated ('' = none). */
   readonly http: { readonly host: string; readonly port: number; readonly maxConnections: number; readonly allowedHosts: string }
@@ -149,6 +183,10 @@ export interface Config {
     readonly fsyncIntervalMs: number
     readonly maxRecordBytes: number
     readonly checkpointIntervalMs: number
+    /** --priority, in order (first match wins); empty: one class, the log as before. */
+    readonly priority: readonly PriorityRule[]
+    /** --ttl, in order (first match wins). */
+    readonly ttl: readonly TtlRule[]
   }
   readonly nats: {
     readonly url: readonly string[]
@@ -179,6 +217,8 @@ export interface Config {
     readonly maxLag: number
     /** Which headers uplink messages carry (README "Compact uplink headers"). */
     readonly uplinkHeaders: 'full' | 'compact'
+    /** --drain-max-rate; 0 = no cap on that measure. */
+    readonly drainMaxRate: DrainMaxRate
   }
   readonly downlink: {
     readonly cmdStream: string

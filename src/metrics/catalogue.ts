@@ -6,7 +6,7 @@ const LATENCY_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 const HELD_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
 /** Drop reasons used as the `reason` label of ferry_drops_total. */
-export const DROP_REASONS = ['discard_old', 'discard_new', 'expired', 'dead_letter', 'corrupt', 'qos0_overload', 'events_not_captured', 'disk_full', 'no_descriptors', 'power_loss', 'refused', 'outbound_queue_full'] as const
+export const DROP_REASONS = ['discard_old', 'discard_new', 'expired', 'dead_letter', 'corrupt', 'qos0_overload', 'events_not_captured', 'disk_full', 'no_descriptors', 'power_loss', 'refused', 'outbound_queue_full', 'device_quota', 'rate_limited'] as const
 export type DropReason = (typeof DROP_REASONS)[number]
 
 /** Creates the registry with every metric of the gateway. */
