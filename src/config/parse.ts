@@ -355,10 +355,11 @@ export function redactedConfig(c: Config): Record<string, unknown> {
 
 /** Splits `FILTER=VALUE,FILTER=VALUE` (a config file may give a list of such strings). Undefined when not one. */
 function ruleList(v: unknown): Array<[string, string]> | undefined {
-  const items = Array.isArray(v) ? v : typeof v === 'string' ? (v.trim() === '' ? [] : v.split(',')) : undefined
-  if (!items || !items.every((i) => typeof i === 'string')) return undefined
+  const items: unknown[] | undefined = Array.isArray(v) ? (v as unknown[]) : typeof v === 'string' ? (v.trim() === '' ? [] : v.split(',')) : undefined
+  if (!items) return undefined
   const out: Array<[string, string]> = []
-  for (const item of items as string[]) {
+  for (const item of items) {
+    if (typeof item !== 'string') return undefined
     const at = item.lastIndexOf('=')
     if (at <= 0) return undefined
     out.push([item.slice(0, at).trim(), item.slice(at + 1).trim()])
