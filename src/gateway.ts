@@ -15,7 +15,7 @@ import type { Component, Deadline } from './lifecycle.js'
 import type { Logger } from './logger.js'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { Health, statusDocument } from './health/index.js'
-import { createMetrics, MetricsServer, STATUS_PAGE } from './metrics/index.js'
+import { createMetrics, exportClassDrops, MetricsServer, STATUS_PAGE } from './metrics/index.js'
 import { VERSION } from './version.js'
 import type { Metrics } from './metrics/index.js'
 
@@ -245,12 +245,12 @@ export class Gateway {
       const health = started.add(
         'health',
         new Health({
-          log,
+          // Each class's log with its own forwarder (same order: most important first).
+          logs: logs.members.map(({ name, log: l }, i) => ({ name, log: l, openReader: (fromSeq: number) => new LogReader(l, fromSeq), upstream: () => forwarders[i]!.health })),
           dataDir: config.log.dataDir,
           segmentBytes: config.log.segmentBytes,
           mqttListening: () => ingress.listening,
           upstream: () => combinedHealth(forwarders),
-          openReader: (fromSeq) => new LogReader(log, fromSeq),
           metrics,
           stallMs: config.readyStallMs,
           // The downlink starts after the HTTP endpoint: until then, not connected.
@@ -459,14 +459,23 @@ function slowdownGate(config: Config, metrics: Metrics, logs: LogGroup, upstream
   })
 }
 
-/** Exports the logs' state as gauges, read at each scrape: sums over the classes. */
+/**
+ * Exports the logs' state as gauges, read at each scrape: sums over the classes, and the backlog of each
+ * class (the oldest ages come from health). With --priority, the record drops of each class from 0.
+ */
 function observeLogs(metrics: Metrics, logs: LogGroup): void {
   const sum = (f: (l: RingLog) => number): number => logs.members.reduce((a, m) => a + f(m.log), 0)
+  const backlog = (l: RingLog): number => Math.max(0, l.durableSeq - l.acked)
   metrics.logBytes.collect(() => sum((l) => l.sizeBytes))
   metrics.logSegments.collect(() => sum((l) => l.segmentCount))
-  metrics.logBacklog.collect(() => sum((l) => Math.max(0, l.durableSeq - l.acked)))
+  metrics.logBacklog.collect(() => sum(backlog))
   metrics.logBacklogBytes.collect(() => sum((l) => l.backlogBytesEstimate()))
   metrics.logRecords.collect(() => sum((l) => Math.max(0, l.durableSeq - l.headSeq + 1)))
+  for (const { name, log } of logs.members) {
+    metrics.logClassBacklog.collect({ class: name }, () => backlog(log))
+    metrics.logClassBacklogBytes.collect({ class: name }, () => log.backlogBytesEstimate())
+  }
+  if (logs.members.length > 1) exportClassDrops(metrics.drops, logs.members.map((m) => m.name))
 }
 
 /** The priority classes with a log: those --priority names, and normal; most important first. */

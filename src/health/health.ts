@@ -15,6 +15,13 @@
 //             or while the command stream cannot be used (devices' data is still taken and kept).
 //             The detail names the last error while handling a request or command, and when.
 // The gateway is ready (HTTP 200) unless a check is failing (HTTP 503); degraded says why in 200.
+//
+// With several priority classes (one ring log and one forwarder each) the checks cover every class:
+// the details name the class concerned (a log that stopped, a forwarder's connection that is down, a
+// class whose records wait without PubAck while a more important class has none waiting), the
+// backlog is summed (the oldest age is the oldest over the classes), and `classes` gives each class's
+// records, bytes and oldest age. The drain estimate divides the backlog by the recent forward rate or
+// by the --drain-max-rate cap, whichever is lower.
 import fs from 'node:fs'
 import { ClosedSignal } from '../lifecycle.js'
 import type { Component, Deadline } from '../lifecycle.js'
@@ -27,21 +34,39 @@ export interface Check {
   readonly detail: string
 }
 
+/** One priority class's backlog, as /readyz and /status.json show it under `classes`. */
+export interface ClassBacklog {
+  /** Records not yet acknowledged by JetStream. */
+  readonly records: number
+  /** Their bytes (estimated from segment sizes, framing included). */
+  readonly bytes: number
+  /** Age of the class's oldest record not yet acknowledged, seconds (0 without backlog). */
+  readonly oldestAgeSeconds: number
+}
+
 export interface Readiness {
   readonly status: CheckState
   readonly checks: Readonly<Record<'mqtt' | 'log' | 'disk' | 'upstream' | 'downlink', Check>>
   readonly backlog: {
+    /** Summed over the classes. */
     readonly records: number
-    /** Age of the oldest record not yet acknowledged by JetStream, seconds (0 without backlog). */
+    /** Age of the oldest record not yet acknowledged by JetStream, seconds (0 without backlog); the oldest over the classes. */
     readonly oldestAgeSeconds: number
     /** Messages acknowledged by JetStream per second, recent average. */
     readonly forwardRatePerSecond: number
     /**
-     * Expected seconds until the backlog is empty at the recent rate (0 without backlog). Null while
-     * not draining: upstream not ok, or records waiting with no PubAck in the last DRAIN_FRESH_MS.
+     * Expected seconds until the backlog is empty at the recent rate, or at the --drain-max-rate cap when
+     * that is lower (0 without backlog). Null while not draining: upstream not ok, or records waiting
+     * with no PubAck in the last DRAIN_FRESH_MS.
      */
     readonly drainEstimateSeconds: number | null
+    /** --drain-max-rate as messages per second at the backlog's average record size; null without a cap. */
+    readonly drainCapPerSecond: number | null
+    /** The cap limits the drain: the estimate uses the cap, or the forward rate is within 10 % of it. */
+    readonly drainEstimateCapped: boolean
   }
+  /** Per priority class, most important first (just `normal` without --priority). */
+  readonly classes: Readonly<Record<string, ClassBacklog>>
 }
 
 /** One point of the status page's charts. */
@@ -89,6 +114,11 @@ interface Collected {
   collect(fn: () => number): void
 }
 
+/** A gauge with one series per label set, each read from a function at scrape time. */
+interface CollectedByLabels {
+  collect(labels: Record<string, string>, fn: () => number): void
+}
+
 /**
  * The metrics health reads (counts, as structured values) and the gauges it exports; the gateway's
  * catalogue implements this structurally.
@@ -105,25 +135,66 @@ export interface HealthMetrics {
   readonly forwardRate: Collected
   readonly drainEstimate: Collected
   readonly ready: Collected
+  /** ferry_log_class_oldest_unforwarded_age_seconds{class}. */
+  readonly logClassOldestAge: CollectedByLabels
 }
 
-export interface HealthSources {
+/** The state of a forwarder's link to JetStream, as health judges it. */
+export interface UpstreamHealth {
+  readonly connected: boolean
+  readonly lastAckAtMs: number
+  readonly problem: string
+  readonly streamProblem?: string
+  readonly ackTimeoutMs?: number
+}
+
+/** One priority class's log (and forwarder) as health reads it. */
+export interface HealthLog {
+  /** The class: high, normal or low. */
+  readonly name: string
   readonly log: RingLog
+  readonly openReader: (fromSeq: number) => LogReader
+  /** This class's forwarder; without it the class is judged by the combined `upstream`. */
+  readonly upstream?: () => UpstreamHealth
+}
+
+interface CommonSources {
   readonly dataDir: string
   readonly segmentBytes: number
   readonly mqttListening: () => boolean
   /**
+   * Every forwarder as one (connected when all are, the latest PubAck, the first problem).
    * `streamProblem`: why the stream check through the JetStream API failed ('' = it did not).
    * `ackTimeoutMs`: how long the forwarder waits for a PubAck (--ack-timeout-ms); records waiting
    * longer than that without any PubAck degrade the upstream check at once. Without it, only the
    * stall (`stallMs`) is checked.
    */
-  readonly upstream: () => { connected: boolean; lastAckAtMs: number; problem: string; streamProblem?: string; ackTimeoutMs?: number }
-  readonly openReader: (fromSeq: number) => LogReader
+  readonly upstream: () => UpstreamHealth
   readonly metrics: HealthMetrics
   readonly stallMs?: number
   /** The downlink's state; without it the check says the downlink is not running. */
   readonly downlink?: () => DownlinkHealth
+  /**
+   * --drain-max-rate in messages per second for records of `avgBytesPerMessage` (the backlog's average),
+   * Infinity without a cap (the DrainPacer's capMessagesPerSecond). Without it: no cap.
+   */
+  readonly drainCap?: (avgBytesPerMessage: number) => number
+}
+
+/** One log (`log`, `openReader`: the class normal), or one per priority class (`logs`, most important first). */
+export type HealthSources = CommonSources &
+  (
+    | { readonly log: RingLog; readonly openReader: (fromSeq: number) => LogReader; readonly logs?: undefined }
+    | { readonly logs: readonly HealthLog[]; readonly log?: undefined; readonly openReader?: undefined }
+  )
+
+/** A class's log and what health keeps about it between samples. */
+interface ClassState extends HealthLog {
+  /** When its records started waiting (0: none waiting). */
+  backlogSince: number
+  /** Receive time of its oldest unacknowledged record, as last read (0: unknown or none). */
+  oldestTs: number
+  readingOldest: boolean
 }
 
 /** Samples readiness once a second from construction until close(). */
@@ -132,8 +203,7 @@ export class Health implements Component {
   private lastForwarded = 0
   private lastSampleAt = 0
   private backlogSince = 0
-  private oldestTs = 0
-  private readingOldest = false
+  private readonly classes: ClassState[]
   private readonly timer: NodeJS.Timeout
   private current: Readiness
   private ticks = 0
@@ -146,8 +216,12 @@ export class Health implements Component {
   private readonly stopped = new ClosedSignal()
 
   constructor(private readonly src: HealthSources) {
+    const logs: readonly HealthLog[] = src.logs ?? [{ name: 'normal', log: src.log, openReader: src.openReader }]
+    if (logs.length === 0) throw new Error('health needs at least one log')
+    this.classes = logs.map((l) => ({ ...l, backlogSince: 0, oldestTs: 0, readingOldest: false }))
     const m = src.metrics
     m.logOldestAge.collect(() => this.liveOldestAgeSeconds())
+    for (const c of this.classes) m.logClassOldestAge.collect({ class: c.name }, () => this.classOldestAgeSeconds(c, Date.now()))
     m.forwardRate.collect(() => this.current.backlog.forwardRatePerSecond)
     m.drainEstimate.collect(() => this.current.backlog.drainEstimateSeconds ?? NaN)
     m.ready.collect(() => (this.current.status === 'failing' ? 0 : 1))
@@ -166,13 +240,20 @@ export class Health implements Component {
   get readiness(): Readiness {
     // The backlog's age as of now, not as of the last sample (up to a second ago).
     const c = this.current
-    return c.backlog.records > 0 ? { ...c, backlog: { ...c.backlog, oldestAgeSeconds: this.liveOldestAgeSeconds() } } : c
+    if (c.backlog.records === 0) return c
+    const now = Date.now()
+    const classes: Record<string, ClassBacklog> = {}
+    for (const k of this.classes) {
+      const b = c.classes[k.name]!
+      classes[k.name] = b.records > 0 ? { ...b, oldestAgeSeconds: this.classOldestAgeSeconds(k, now) } : b
+    }
+    return { ...c, backlog: { ...c.backlog, oldestAgeSeconds: this.liveOldestAgeSeconds() }, classes }
   }
 
-  /** Age of the oldest unacknowledged record now (0 without backlog). */
+  /** Age of the oldest unacknowledged record now, over every class (0 without backlog). */
   private liveOldestAgeSeconds(): number {
-    const { log } = this.src
-    return log.durableSeq > log.acked ? this.oldestAgeSeconds(Date.now()) : 0
+    const now = Date.now()
+    return this.classes.reduce((a, c) => Math.max(a, this.classOldestAgeSeconds(c, now)), 0)
   }
 
   private sample(): void {
@@ -182,7 +263,7 @@ export class Health implements Component {
     this.rate = this.rate === 0 ? perS : this.rate + RATE_ALPHA * (perS - this.rate)
     this.lastForwarded = forwarded
     this.lastSampleAt = now
-    this.refreshOldest()
+    for (const c of this.classes) this.refreshOldest(c)
     this.current = this.evaluate()
     this.recordDrops(now)
     if (++this.ticks % SERIES_EVERY_S === 0) this.recordPoint(now)
@@ -226,70 +307,123 @@ export class Health implements Component {
     return this.drops
   }
 
-  /** Reads the receive time of the oldest unacknowledged record (one small read, at most one at a time). */
-  private refreshOldest(): void {
-    const { log } = this.src
+  /** Reads the receive time of a class's oldest unacknowledged record (one small read, at most one at a time per class). */
+  private refreshOldest(c: ClassState): void {
+    const { log } = c
     if (log.durableSeq <= log.acked) {
-      this.oldestTs = 0
+      c.oldestTs = 0
       return
     }
-    if (this.readingOldest) return
-    this.readingOldest = true
-    const reader = this.src.openReader(log.acked + 1)
+    if (c.readingOldest) return
+    c.readingOldest = true
+    const reader = c.openReader(log.acked + 1)
     reader
       .read(1, 64 * 1024)
-      .then((recs) => (this.oldestTs = recs[0]?.ts ?? this.oldestTs))
+      .then((recs) => (c.oldestTs = recs[0]?.ts ?? c.oldestTs))
       .catch(() => {})
       .finally(() => {
-        this.readingOldest = false
+        c.readingOldest = false
         void reader.close().catch(() => {})
       })
   }
 
   /**
-   * Age of the oldest unacknowledged record: from the log's memory tail when it holds that record (exact, now),
-   * else from the last read of it (refreshOldest, up to a second old: at worst high by that second).
+   * Age of a class's oldest unacknowledged record (0 without backlog): from the log's memory tail when it
+   * holds that record (exact, now), else from the last read of it (refreshOldest, up to a second old: at
+   * worst high by that second).
    */
-  private oldestAgeSeconds(now: number): number {
-    const { log } = this.src
-    const ts = log.tailBatchFor(log.acked + 1)?.ts ?? this.oldestTs
+  private classOldestAgeSeconds(c: ClassState, now: number): number {
+    const { log } = c
+    if (log.durableSeq <= log.acked) return 0
+    const ts = log.tailBatchFor(log.acked + 1)?.ts ?? c.oldestTs
     return ts > 0 ? Math.max(0, (now - ts) / 1000) : 0
   }
 
   private evaluate(): Readiness {
-    const { log } = this.src
     const now = Date.now()
-    const records = Math.max(0, log.durableSeq - log.acked)
+    const several = this.classes.length > 1
+    const per = this.classes.map((c) => {
+      const records = Math.max(0, c.log.durableSeq - c.log.acked)
+      if (records === 0) c.backlogSince = 0
+      else if (c.backlogSince === 0) c.backlogSince = now
+      return { c, records }
+    })
+    const records = per.reduce((a, p) => a + p.records, 0)
     if (records === 0) this.backlogSince = 0
     else if (this.backlogSince === 0) this.backlogSince = now
+    // "(high 3, low 500)": which classes hold the backlog, with several classes only (one class: as before).
+    const split = several && records > 0 ? ` (${per.filter((p) => p.records > 0).map((p) => `${p.c.name} ${p.records}`).join(', ')})` : ''
     const mqtt: Check = this.src.mqttListening() ? { status: 'ok', detail: 'listening' } : { status: 'failing', detail: 'MQTT listener not listening' }
-    const logCheck: Check = log.failure ? { status: 'failing', detail: `ring log stopped: ${log.failure.message}` } : { status: 'ok', detail: 'writable' }
+    const failed = this.classes.find((c) => c.log.failure)
+    const logCheck: Check = failed ? { status: 'failing', detail: `ring log${several ? ` of class ${failed.name}` : ''} stopped: ${failed.log.failure!.message}` } : { status: 'ok', detail: 'writable' }
     const disk = this.disk()
     const up = this.src.upstream()
     const stallMs = this.src.stallMs ?? UPSTREAM_STALL_MS
-    const waitingMs = records > 0 ? now - Math.max(this.backlogSince, up.lastAckAtMs) : 0
+    // Bytes of the backlog (estimated), and the cap at its average record size.
+    const bytesOf = per.map((p) => p.c.log.backlogBytesEstimate())
+    const bytes = bytesOf.reduce((a, b) => a + b, 0)
+    const capRaw = this.src.drainCap?.(records > 0 ? bytes / records : 0) ?? Infinity
+    const cap = Number.isFinite(capRaw) && capRaw > 0 ? capRaw : Infinity
+    // A paced backlog is acknowledged in steps: a step apart (about a second, or one record's worth of the cap) is not a wait.
+    const pacedSlackMs = cap < Infinity ? 1000 + 1000 / cap : 0
+    const waitingMs = records > 0 ? Math.max(0, now - Math.max(this.backlogSince, up.lastAckAtMs) - pacedSlackMs) : 0
+    const inClass = (name: string | undefined): string => (several && name ? ` (class ${name})` : '')
     let upstream: Check
-    if (!up.connected) upstream = { status: 'failing', detail: `not connected to NATS; buffering ${records} records in the log${up.problem ? ` (${up.problem})` : ''}` }
-    else if (up.streamProblem) upstream = { status: 'failing', detail: `connected, but the stream is not usable; buffering ${records} records in the log: ${up.streamProblem}` }
-    else if (waitingMs > stallMs) upstream = { status: 'failing', detail: `connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting${up.problem ? `: ${up.problem}` : ''}` }
+    if (!up.connected) {
+      const down = several ? per.filter((p) => p.c.upstream && !p.c.upstream().connected).map((p) => p.c.name) : []
+      const which = down.length > 0 && down.length < per.length ? ` (forwarder of class ${down.join(', ')})` : ''
+      upstream = { status: 'failing', detail: `not connected to NATS${which}; buffering ${records} records in the log${split}${up.problem ? ` (${up.problem})` : ''}` }
+    } else if (up.streamProblem) {
+      const who = several ? per.find((p) => p.c.upstream?.().streamProblem)?.c.name : undefined
+      upstream = { status: 'failing', detail: `connected, but the stream is not usable${inClass(who)}; buffering ${records} records in the log${split}: ${up.streamProblem}` }
+    } else if (waitingMs > stallMs) upstream = { status: 'failing', detail: `connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting${split}${up.problem ? `: ${up.problem}` : ''}` }
     else if (up.ackTimeoutMs !== undefined && waitingMs >= up.ackTimeoutMs) {
-      upstream = { status: 'degraded', detail: `connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting (--ack-timeout-ms ${up.ackTimeoutMs}; failing after ${Math.round(stallMs / 1000)} s)${up.problem ? `: ${up.problem}` : ''}` }
-    } else upstream = { status: 'ok', detail: records > 0 ? `acknowledging; ${records} records to forward` : 'acknowledging' }
+      upstream = { status: 'degraded', detail: `connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting${split} (--ack-timeout-ms ${up.ackTimeoutMs}; failing after ${Math.round(stallMs / 1000)} s)${up.problem ? `: ${up.problem}` : ''}` }
+    } else upstream = this.stalledClass(per, now, stallMs, up, cap) ?? { status: 'ok', detail: records > 0 ? `acknowledging; ${records} records to forward${split}` : 'acknowledging' }
     const checks = { mqtt, log: logCheck, disk, upstream, downlink: this.downlink(now) }
     const states = Object.values(checks).map((c) => c.status)
     const status: CheckState = states.includes('failing') ? 'failing' : states.includes('degraded') ? 'degraded' : 'ok'
     const rate = Math.round(this.rate * 10) / 10
+    const drainRate = Math.min(rate, cap)
+    // Not draining while upstream is down, stalled or silent, whatever the rate average still says.
+    const draining = upstream.status === 'ok' && waitingMs < DRAIN_FRESH_MS && rate > Math.min(0.5, cap / 2)
+    const classes: Record<string, ClassBacklog> = {}
+    per.forEach((p, i) => (classes[p.c.name] = { records: p.records, bytes: bytesOf[i]!, oldestAgeSeconds: this.classOldestAgeSeconds(p.c, now) }))
     return {
       status,
       checks,
       backlog: {
         records,
-        oldestAgeSeconds: records > 0 ? this.oldestAgeSeconds(now) : 0,
+        oldestAgeSeconds: records > 0 ? this.classes.reduce((a, c) => Math.max(a, this.classOldestAgeSeconds(c, now)), 0) : 0,
         forwardRatePerSecond: rate,
-        // Not draining while upstream is down, stalled or silent, whatever the rate average still says.
-        drainEstimateSeconds: records === 0 ? 0 : upstream.status === 'ok' && waitingMs < DRAIN_FRESH_MS && rate > 0.5 ? Math.round((records / rate) * 10) / 10 : null,
+        drainEstimateSeconds: records === 0 ? 0 : draining ? Math.round((records / drainRate) * 10) / 10 : null,
+        drainCapPerSecond: cap < Infinity ? Math.round(cap * 10) / 10 : null,
+        drainEstimateCapped: cap < Infinity && records > 0 && drainRate >= 0.9 * cap,
       },
+      classes,
     }
+  }
+
+  /**
+   * With several classes, while the combined upstream is ok: a class whose records wait without a PubAck
+   * of its own forwarder (--ack-timeout-ms: degraded; the stall: failing), although no more important
+   * class has records waiting (those legitimately go first). Undefined when none.
+   */
+  private stalledClass(per: readonly { c: ClassState; records: number }[], now: number, stallMs: number, combined: UpstreamHealth, cap: number): Check | undefined {
+    if (per.length < 2) return undefined
+    for (const [i, { c, records }] of per.entries()) {
+      if (records === 0) continue
+      if (per.slice(0, i).some((p) => p.records > 0)) return undefined
+      const own = c.upstream?.()
+      if (!own) return undefined
+      const slack = cap < Infinity && c.name !== 'high' ? 1000 + 1000 / cap : 0
+      const waitingMs = now - Math.max(c.backlogSince, own.lastAckAtMs) - slack
+      const ackTimeoutMs = own.ackTimeoutMs ?? combined.ackTimeoutMs
+      const what = `class ${c.name}: connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting while other classes are acknowledged`
+      if (waitingMs > stallMs) return { status: 'failing', detail: `${what}${own.problem ? `: ${own.problem}` : ''}` }
+      if (ackTimeoutMs !== undefined && waitingMs >= ackTimeoutMs) return { status: 'degraded', detail: `${what} (--ack-timeout-ms ${ackTimeoutMs}; failing after ${Math.round(stallMs / 1000)} s)${own.problem ? `: ${own.problem}` : ''}` }
+    }
+    return undefined
   }
 
   private downlink(now: number): Check {
@@ -303,7 +437,7 @@ export class Health implements Component {
   }
 
   private disk(): Check {
-    const fullFor = this.src.log.diskFullForMs
+    const fullFor = this.classes.reduce((a, c) => Math.max(a, c.log.diskFullForMs), 0)
     if (fullFor > 0) {
       return { status: 'failing', detail: `disk full (ENOSPC) for ${Math.round(fullFor / 1000)} s: publishes are refused until space returns; forwarding goes on` }
     }

@@ -1,5 +1,5 @@
 // Every metric Ferry exports, declared once with its help text.
-import { Counter, Gauge, Histogram, Registry } from './registry.js'
+import { Counter, Gauge, Histogram, LabelledGauge, Registry } from './registry.js'
 
 const LATENCY_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 /** Buckets of the time a PUBACK is held by the slow-down (seconds). */
@@ -8,6 +8,12 @@ const HELD_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 /** Drop reasons used as the `reason` label of ferry_drops_total. */
 export const DROP_REASONS = ['discard_old', 'discard_new', 'expired', 'dead_letter', 'corrupt', 'qos0_overload', 'events_not_captured', 'disk_full', 'no_descriptors', 'power_loss', 'refused', 'outbound_queue_full', 'device_quota', 'rate_limited'] as const
 export type DropReason = (typeof DROP_REASONS)[number]
+
+/**
+ * The drop reasons of uplink records (what a priority class's log and forwarder, or ingress for a record
+ * bound to a class, count): with --priority their ferry_drops_total series carry a `class` label.
+ */
+export const RECORD_DROP_REASONS = ['discard_old', 'discard_new', 'expired', 'dead_letter', 'corrupt', 'disk_full', 'no_descriptors', 'power_loss', 'refused', 'device_quota', 'rate_limited'] as const satisfies readonly DropReason[]
 
 /** Creates the registry with every metric of the gateway. */
 export function createMetrics() {
@@ -48,6 +54,9 @@ export function createMetrics() {
     logBacklogBytes: r.add(new Gauge('ferry_log_backlog_bytes', 'Bytes of the records not yet acknowledged by JetStream (estimated from segment sizes)')),
     logRecords: r.add(new Gauge('ferry_log_records', 'Records in the ring log (forwarded or not)')),
     logOldestAge: r.add(new Gauge('ferry_log_oldest_unforwarded_age_seconds', 'Age of the oldest record not yet acknowledged by JetStream (0 without backlog)')),
+    logClassBacklog: r.add(new LabelledGauge('ferry_log_class_backlog_records', 'Records not yet acknowledged by JetStream, by priority class (class="normal" only without --priority)')),
+    logClassBacklogBytes: r.add(new LabelledGauge('ferry_log_class_backlog_bytes', 'Bytes of the records not yet acknowledged by JetStream (estimated from segment sizes), by priority class')),
+    logClassOldestAge: r.add(new LabelledGauge('ferry_log_class_oldest_unforwarded_age_seconds', 'Age of the oldest record not yet acknowledged by JetStream, by priority class (0 without backlog)')),
     forwardRate: r.add(new Gauge('ferry_forward_rate_messages_per_second', 'Messages acknowledged by JetStream per second, recent average')),
     drainEstimate: r.add(new Gauge('ferry_forward_drain_estimate_seconds', 'Expected time until the backlog is empty at the recent forward rate (NaN while not draining)')),
     ready: r.add(new Gauge('ferry_health_ready', '1 when /readyz is ok or degraded, 0 when failing')),
@@ -58,6 +67,7 @@ export function createMetrics() {
     forwardRecoveries: r.add(new Counter('ferry_forward_recoveries_total', 'Times forwarding paused and resent from the earliest unacknowledged record, by cause (refused, timeout, reconnect)')),
     forwardPropertiesOmitted: r.add(new Counter('ferry_forward_properties_omitted_total', 'MQTT 5 User Properties not forwarded as NATS headers (beyond 32 per message or 4096 bytes of headers)')),
     forwardReordered: r.add(new Counter('ferry_forward_reordered_total', 'Records JetStream stored after a later record of the same topic or device (it refused or lost the earlier one while storing the later one)')),
+    forwardDrainPaced: r.add(new Counter('ferry_forward_drain_paced_seconds_total', 'Seconds the backlog waited for --drain-max-rate')),
     forwardInflight: r.add(new Gauge('ferry_forward_inflight_messages', 'Published messages waiting for a PubAck')),
     forwardAckLatency: r.add(new Histogram('ferry_forward_puback_latency_seconds', 'Time from publish to JetStream PubAck', LATENCY_S)),
     forwardConnected: r.add(new Gauge('ferry_forward_connected', '1 while connected to NATS')),
@@ -81,3 +91,12 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>
+
+/**
+ * With --priority: exports ferry_drops_total{class, reason} at 0 for every class in use and every record
+ * drop reason, so dashboards see each series from the start. Not called without --priority (the series
+ * then stay exactly as they were: reason only).
+ */
+export function exportClassDrops(drops: Pick<Counter, 'child'>, classes: readonly string[]): void {
+  for (const cls of classes) for (const reason of RECORD_DROP_REASONS) drops.child({ class: cls, reason })
+}

@@ -91,6 +91,29 @@ export class Gauge implements Metric {
   }
 }
 
+/**
+ * A gauge split by labels, each label set read from its own function at scrape time (e.g. one series
+ * per priority class). Series render in the order they were first collected; none renders nothing.
+ */
+export class LabelledGauge implements Metric {
+  readonly type = 'gauge'
+  private readonly series = new Map<string, () => number>()
+  constructor(readonly name: string, readonly help: string) {}
+  /** Reads the series of `labels` from `fn` whenever the gauge is read (replaces an earlier `fn` for the same labels). */
+  collect(labels: Labels, fn: () => number): void {
+    this.series.set(labelKey(labels), fn)
+  }
+  /** The value of the series of `labels` now, undefined when it is not collected. */
+  get(labels: Labels): number | undefined {
+    return this.series.get(labelKey(labels))?.()
+  }
+  render(): string {
+    let out = ''
+    for (const [k, fn] of this.series) out += `${this.name}{${k}} ${fn()}\n`
+    return out
+  }
+}
+
 /** A histogram with fixed upper bounds (seconds for latencies). */
 export class Histogram implements Metric {
   readonly type = 'histogram'
