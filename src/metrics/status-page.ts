@@ -47,12 +47,17 @@ export const STATUS_PAGE = `<!doctype html>
     <div class="card"><div class="label">backlog, records</div><div class="value" data-field="backlog">–</div></div>
     <div class="card"><div class="label">oldest waiting</div><div class="value" data-field="age">–</div></div>
     <div class="card"><div class="label">drain estimate</div><div class="value" data-field="drain">–</div></div>
+    <div class="card" data-card="drain-cap" hidden><div class="label">drain cap (--drain-max-rate)</div><div class="value" data-field="drain-cap">–</div></div>
     <div class="card"><div class="label">forwarding lag / bound</div><div class="value" data-field="lag">–</div></div>
     <div class="card"><div class="label">ingress slowed</div><div class="value" data-field="slowed">–</div></div>
     <div class="card"><div class="label">PUBACKs held</div><div class="value" data-field="held">–</div></div>
     <div class="card"><div class="label">devices connected</div><div class="value" data-field="clients">–</div></div>
     <div class="card"><div class="label">forwarded, total</div><div class="value" data-field="forwarded">–</div></div>
     <div class="card"><div class="label">dropped, total</div><div class="value" data-field="dropped">–</div></div>
+  </section>
+  <section id="classes-section" hidden>
+  <h2>Backlog by priority class</h2>
+  <table><thead><tr><th>class</th><th>backlog, records</th><th>bytes</th><th>oldest waiting</th></tr></thead><tbody id="classes"></tbody></table>
   </section>
   <h2>Last 10 minutes</h2>
   <section class="charts">
@@ -75,6 +80,13 @@ export const STATUS_PAGE = `<!doctype html>
     if (s < 60) return s.toFixed(s < 10 ? 1 : 0) + ' s'
     if (s < 3600) return Math.floor(s / 60) + ' min ' + Math.round(s % 60) + ' s'
     return Math.floor(s / 3600) + ' h ' + Math.round((s % 3600) / 60) + ' min'
+  }
+  var size = function (b) {
+    if (b == null || isNaN(b)) return '–'
+    if (b < 1024) return Math.round(b) + ' B'
+    if (b < 1048576) return (b / 1024).toFixed(1) + ' KiB'
+    if (b < 1073741824) return (b / 1048576).toFixed(1) + ' MiB'
+    return (b / 1073741824).toFixed(2) + ' GiB'
   }
   function esc(s) { return String(s).replace(/[&<>"]/g, function (c) { return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c] }) }
   function path(points, key, max) {
@@ -107,7 +119,20 @@ export const STATUS_PAGE = `<!doctype html>
     $('backlog').textContent = fmt(r.backlog.records)
     $('backlog').setAttribute('data-value', r.backlog.records)
     $('age').textContent = r.backlog.records ? secs(r.backlog.oldestAgeSeconds) : '–'
-    $('drain').textContent = r.backlog.records ? secs(r.backlog.drainEstimateSeconds) : 'empty'
+    $('drain').textContent = r.backlog.records ? secs(r.backlog.drainEstimateSeconds) + (r.backlog.drainEstimateCapped && r.backlog.drainEstimateSeconds != null ? ' (at the cap)' : '') : 'empty'
+    $('drain').setAttribute('data-capped', r.backlog.drainEstimateCapped ? '1' : '0')
+    var cap = r.backlog.drainCapPerSecond
+    document.querySelector('[data-card="drain-cap"]').hidden = cap == null
+    $('drain-cap').textContent = cap == null ? 'off' : fmt(cap) + ' msg/s'
+    $('drain-cap').setAttribute('data-value', cap == null ? '' : cap)
+    // One row per priority class, most important first; shown with more than one class (--priority).
+    var names = Object.keys(r.classes || {})
+    document.getElementById('classes-section').hidden = names.length < 2
+    document.getElementById('classes').innerHTML = names.map(function (k) {
+      var c = r.classes[k]
+      return '<tr data-class="' + esc(k) + '"><td>' + esc(k) + '</td><td data-col="records" data-value="' + c.records + '">' + fmt(c.records) + '</td><td data-col="bytes" data-value="' + c.bytes + '">' + size(c.bytes) +
+        '</td><td data-col="age" data-value="' + c.oldestAgeSeconds + '">' + (c.records ? secs(c.oldestAgeSeconds) : '–') + '</td></tr>'
+    }).join('')
     var sd = s.slowdown || { maxLagSeconds: 0, lagSeconds: 0, slowed: false, held: 0 }
     $('lag').textContent = sd.lagSeconds.toFixed(1) + ' s / ' + (sd.maxLagSeconds > 0 ? sd.maxLagSeconds + ' s' : 'off')
     $('slowed').textContent = sd.slowed ? 'yes' : 'no'; $('slowed').setAttribute('data-value', sd.slowed ? '1' : '0')
