@@ -40,6 +40,9 @@ Usage:
                            gateway stopped)
   ferry replay [--data-dir DIR] --from SEQ | --since TIME
                            forward acknowledged history still on disk again (gateway stopped)
+                           With --priority the logs of classes high and low are DIR/high and DIR/low:
+                           log stat/dump show each class log; --class high|normal|low picks one (log
+                           stat, log dump, replay, dlq replay); replay --from needs --class
   ferry version            print the version and the Node runtime it runs on
   ferry help               this text
 

@@ -1,19 +1,26 @@
 // Tools for a data directory:
-//   ferry log stat DIR [--json]
-//   ferry log dump DIR [--from SEQ] [--limit N] [--json]
-//   ferry dlq list|show|replay|purge DIR [--seq SEQ]
-//   ferry replay [--data-dir DIR] (--from SEQ | --since TIME)
+//   ferry log stat DIR [--class C] [--json]
+//   ferry log dump DIR [--class C] [--from SEQ] [--limit N] [--json]
+//   ferry dlq list|show|replay|purge DIR [--seq SEQ] [--class C (replay)]
+//   ferry replay [--data-dir DIR] [--class C] (--from SEQ | --since TIME)
 // stat, dump, dlq list and dlq show only read, also beside a running gateway. dlq replay, dlq purge
 // and replay change the directory and need the gateway stopped (they take its lock).
+//
+// Priority classes (--priority): the data directory is the log of class normal; the logs of classes
+// high and low are its subdirectories high/ and low/. Where those exist, stat and dump show one
+// section per class (most important first), replay --since applies to each class log, and replay --from
+// (seqs are numbered per class) needs --class. --class picks one class log. Without class logs on disk
+// every output is as it was.
 import fs from 'node:fs'
 import path from 'node:path'
 import { ENCODING_CONTENT_TYPE, decodeCbor, decodeEntry } from '../codec/index.js'
 import { FerryError } from '../errors.js'
 import { DEAD_LETTER_FILE, formatDeadLetter, parseDeadLetters } from '../forward/dead-letter.js'
+import { PRIORITY_CLASSES } from '../config/index.js'
 import type { MessageProperties } from '../codec/index.js'
 import type { StoredDeadLetter } from '../forward/dead-letter.js'
 import { DirLock, NO_LOG_METRICS, RingLog, nodeFs, readCheckpointState, rewriteCheckpoint, scanLog, statLog } from '../log/index.js'
-import type { InspectedRecord } from '../log/index.js'
+import type { InspectedRecord, LogStat } from '../log/index.js'
 import { silentLogger } from '../logger.js'
 
 export const LOG_USAGE = `Usage:
@@ -24,6 +31,11 @@ export const LOG_USAGE = `Usage:
   ferry dlq replay DIR [--seq SEQ]                         put dead letters back in line for forwarding (gateway stopped)
   ferry dlq purge DIR [--seq SEQ]                          remove dead letters, with a count (gateway stopped)
   ferry replay [--data-dir DIR] --from SEQ | --since TIME  forward acknowledged history again (gateway stopped)
+
+Priority classes (--priority): the logs of classes high and low are DIR/high and DIR/low (DIR itself is
+class normal). log stat and log dump show one section per class log present; --class high|normal|low
+picks one (also for replay, and for dlq replay: the class log the dead letters go back to, default
+normal). replay --since applies to every class log; replay --from needs --class (seqs are per class).
 `
 
 class UsageError extends Error {}
@@ -64,6 +76,35 @@ function dirOf(args: Args): string {
   if (!dir) throw new UsageError('give the data directory')
   if (!fs.existsSync(dir)) throw new UsageError(`${dir} does not exist`)
   return dir
+}
+
+/** A class log of a data directory: its class and its directory. */
+interface ClassLog {
+  readonly name: string
+  readonly dir: string
+}
+
+/**
+ * The class logs of a data directory, most important first: normal is the directory itself, high and
+ * low their subdirectories when those hold a log.
+ */
+export function classLogsOf(dir: string): ClassLog[] {
+  return PRIORITY_CLASSES.flatMap((name): ClassLog[] => {
+    if (name === 'normal') return [{ name, dir }]
+    const sub = path.join(dir, name)
+    return fs.existsSync(path.join(sub, 'segments')) ? [{ name, dir: sub }] : []
+  })
+}
+
+/** The class logs a command works on: the one --class names, else every class log present. */
+function chosenLogs(dir: string, args: Args): ClassLog[] {
+  const all = classLogsOf(dir)
+  const cls = args.flags.get('--class')
+  if (cls === undefined) return all
+  if (typeof cls !== 'string' || !(PRIORITY_CLASSES as readonly string[]).includes(cls)) throw new UsageError(`--class must be one of ${PRIORITY_CLASSES.join(', ')}, got ${JSON.stringify(cls)}`)
+  const one = all.find((c) => c.name === cls)
+  if (!one) throw new UsageError(`no log of class ${cls} in ${dir} (expected ${path.join(dir, cls)})`)
+  return [one]
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString()
@@ -171,12 +212,11 @@ function describeRecord(r: { seq: number; ts: number; body: Buffer }): RecordDes
   }
 }
 
-async function logStat(args: Args): Promise<number> {
-  const s = await statLog(dirOf(args))
-  if (args.flags.has('--json')) {
-    process.stdout.write(JSON.stringify({ ...s, checkpoint: s.checkpoint ? { ...s.checkpoint, logId: s.checkpoint.logId.toString('hex') } : null }, null, 2) + '\n')
-    return 0
-  }
+function statJson(s: LogStat): object {
+  return { ...s, checkpoint: s.checkpoint ? { ...s.checkpoint, logId: s.checkpoint.logId.toString('hex') } : null }
+}
+
+function writeStat(s: LogStat): void {
   const w = (l: string): boolean => process.stdout.write(l + '\n')
   w(`data directory  ${path.resolve(s.dir)}${s.runningPid ? `  (in use by a running gateway, pid ${s.runningPid}: a snapshot)` : ''}`)
   w(`records         ${s.records.toLocaleString('en')} (seq ${s.firstSeq ?? '-'} … ${s.lastSeq ?? '-'}), ${(s.bytes / 2 ** 20).toFixed(1)} MiB in ${s.segments.length} segment(s)`)
@@ -188,24 +228,57 @@ async function logStat(args: Args): Promise<number> {
   for (const g of s.segments) {
     w(`${g.file.padEnd(24)} ${String(g.bytes).padStart(8)} ${String(g.epoch).padStart(6)} ${String(g.firstSeq ?? '-').padStart(6)} ${String(g.lastSeq ?? '-').padStart(5)} ${String(g.records).padStart(8)} ${(g.sealed ? 'yes' : 'no').padStart(7)} ${String(g.corrupt).padStart(8)}  ${g.problem ?? (g.tailBytes > 0 ? `${g.tailBytes} bytes after the last record` : '')}`)
   }
+}
+
+/**
+ * `log stat`. With class logs (and no --class): one section per class; --json then keeps class normal's
+ * figures at the top level (as without classes) and adds `classes` with every class log's.
+ */
+async function logStat(args: Args): Promise<number> {
+  const dir = dirOf(args)
+  const logs = chosenLogs(dir, args)
+  const json = args.flags.has('--json')
+  if (logs.length === 1) {
+    const s = await statLog(logs[0]!.dir)
+    if (json) process.stdout.write(JSON.stringify(statJson(s), null, 2) + '\n')
+    else writeStat(s)
+    return 0
+  }
+  const stats = await Promise.all(logs.map(async (c) => ({ name: c.name, stat: await statLog(c.dir) })))
+  if (json) {
+    const normal = stats.find((x) => x.name === 'normal')!.stat
+    process.stdout.write(JSON.stringify({ ...statJson(normal), classes: Object.fromEntries(stats.map((x) => [x.name, statJson(x.stat)])) }, null, 2) + '\n')
+    return 0
+  }
+  const total = stats.reduce((a, x) => a + x.stat.backlog, 0)
+  process.stdout.write(`priority classes  ${stats.map((x) => `${x.name} ${x.stat.backlog.toLocaleString('en')}`).join(', ')} record(s) not yet forwarded (${total.toLocaleString('en')} in all)\n`)
+  for (const x of stats) {
+    process.stdout.write(`\n== class ${x.name} ==\n`)
+    writeStat(x.stat)
+  }
   return 0
 }
 
+/** `log dump`. With class logs (and no --class): each class log in turn, --from and --limit per class; text under a `== class C ==` line, JSON lines with `class`. */
 async function logDump(args: Args): Promise<number> {
-  const dir = dirOf(args)
+  const logs = chosenLogs(dirOf(args), args)
   const from = intFlag(args, '--from') ?? 0
   const limit = intFlag(args, '--limit') ?? 100
   const json = args.flags.has('--json')
-  let n = 0
-  await scanLog(dir, Math.max(0, from - 1), (r: InspectedRecord) => {
-    if (n >= limit) return false
-    n++
-    const d = describeRecord(r)
-    if (json) process.stdout.write(printableJson(d) + '\n')
-    else process.stdout.write(d.error ? `${d.seq}  ${d.time}  ${d.bytes} B  undecodable: ${printable(d.error)}\n` : `${d.seq}  ${d.time}  ${String(d.bytes).padStart(5)} B  ${printable(d.clientId)}  ${printable(d.topic)}  qos${d.qos}  ${d.contentType}  ${printable(d.payload)}${d.properties ? `  {${propertiesText(d.properties)}}` : ''}\n`)
-    return n < limit
-  })
-  if (!json) process.stderr.write(`${n} record(s)\n`)
+  const sections = logs.length > 1
+  for (const c of logs) {
+    if (sections && !json) process.stdout.write(`== class ${c.name} ==\n`)
+    let n = 0
+    await scanLog(c.dir, Math.max(0, from - 1), (r: InspectedRecord) => {
+      if (n >= limit) return false
+      n++
+      const d = describeRecord(r)
+      if (json) process.stdout.write(printableJson(sections ? { class: c.name, ...d } : d) + '\n')
+      else process.stdout.write(d.error ? `${d.seq}  ${d.time}  ${d.bytes} B  undecodable: ${printable(d.error)}\n` : `${d.seq}  ${d.time}  ${String(d.bytes).padStart(5)} B  ${printable(d.clientId)}  ${printable(d.topic)}  qos${d.qos}  ${d.contentType}  ${printable(d.payload)}${d.properties ? `  {${propertiesText(d.properties)}}` : ''}\n`)
+      return n < limit
+    })
+    if (!json) process.stderr.write(sections ? `${n} record(s) of class ${c.name}\n` : `${n} record(s)\n`)
+  }
   return 0
 }
 
@@ -227,6 +300,9 @@ function lockForChange(dir: string): DirLock {
 
 async function dlq(sub: string, args: Args): Promise<number> {
   const dir = dirOf(args)
+  if (args.flags.has('--class') && sub !== 'replay') throw new UsageError('--class is for dlq replay (the class log the dead letters go back to)')
+  // The dead letters of every class are in the one file in DIR; replay appends them to class normal's log unless --class names another.
+  const target = args.flags.has('--class') ? chosenLogs(dir, args)[0]!.dir : dir
   const only = intFlag(args, '--seq')
   const { file, lines } = deadLetters(dir)
   const chosen = lines.filter((l) => only === undefined || l.seq === only)
@@ -259,7 +335,7 @@ async function dlq(sub: string, args: Args): Promise<number> {
     if (sub === 'replay' && chosen.length > 0) {
       // Back in line: appended to the log as new records; the gateway forwards them at its next start.
       lock.release()
-      const log = await RingLog.open({ dir, segmentBytes: 64 * 1024 * 1024, maxBytes: 2 ** 50, discard: 'new', fsync: 'always', fsyncIntervalMs: 100, maxRecordBytes: 32 * 1024 * 1024, checkpointIntervalMs: 1000, logger: silentLogger, metrics: NO_LOG_METRICS })
+      const log = await RingLog.open({ dir: target, segmentBytes: 64 * 1024 * 1024, maxBytes: 2 ** 50, discard: 'new', fsync: 'always', fsyncIntervalMs: 100, maxRecordBytes: 32 * 1024 * 1024, checkpointIntervalMs: 1000, logger: silentLogger, metrics: NO_LOG_METRICS })
       try {
         for (const [i, l] of chosen.entries()) {
           await log.append(l.body)
@@ -284,23 +360,40 @@ async function dlq(sub: string, args: Args): Promise<number> {
   }
 }
 
-/** `ferry replay`: moves the acknowledged position back, so the gateway forwards that history again at its next start. */
+/**
+ * `ferry replay`: moves the acknowledged position back, so the gateway forwards that history again at its
+ * next start. With class logs: --since moves each class log's position (or the --class one's); --from
+ * needs --class, as each class numbers its records.
+ */
 async function replay(args: Args): Promise<number> {
   const dir = (args.flags.get('--data-dir') as string | undefined) ?? './data'
   const from = intFlag(args, '--from')
   const since = args.flags.get('--since')
   if ((from === undefined) === (since === undefined)) throw new UsageError('give exactly one of --from SEQ or --since TIME')
+  let t: number | undefined
+  if (since !== undefined) {
+    t = Date.parse(String(since))
+    if (Number.isNaN(t)) throw new UsageError(`--since must be a date and time (e.g. 2026-11-28T10:00:00Z), got ${JSON.stringify(since)}`)
+  }
+  const logs = fs.existsSync(dir) ? chosenLogs(dir, args) : [{ name: 'normal', dir }]
+  if (logs.length > 1 && from !== undefined) throw new UsageError(`${dir} holds the logs of classes ${logs.map((c) => c.name).join(', ')}, each with its own seqs: give --class with --from`)
+  if (logs.length === 1) return replayLog(logs[0]!.dir, from, t, '')
+  let code = 1
+  for (const c of logs) code = Math.min(code, await replayLog(c.dir, from, t, `class ${c.name}: `))
+  return code
+}
+
+/** Replay in one (class) log; `prefix` starts each line printed (the class, with several). */
+async function replayLog(dir: string, from: number | undefined, since: number | undefined, prefix: string): Promise<number> {
   let seq = from
   if (since !== undefined) {
-    const t = Date.parse(String(since))
-    if (Number.isNaN(t)) throw new UsageError(`--since must be a date and time (e.g. 2026-11-28T10:00:00Z), got ${JSON.stringify(since)}`)
     await scanLog(dir, 0, (r) => {
-      if (r.ts < t) return true
+      if (r.ts < since) return true
       seq = r.seq
       return false
     })
     if (seq === undefined) {
-      process.stderr.write(`nothing on disk received since ${iso(t)}\n`)
+      process.stderr.write(`${prefix}nothing on disk received since ${iso(since)}\n`)
       return 1
     }
   }
@@ -309,18 +402,18 @@ async function replay(args: Args): Promise<number> {
     const s = await statLog(dir)
     const cp = readCheckpointState(path.join(dir, 'checkpoint'))
     if (!cp || s.firstSeq === null) {
-      process.stderr.write('nothing to replay: no checkpoint or no records\n')
+      process.stderr.write(`${prefix}nothing to replay: no checkpoint or no records\n`)
       return 1
     }
     const target = Math.max(s.firstSeq, seq!) - 1
     if (target >= cp.acked) {
-      process.stdout.write(`nothing to do: seq ${target + 1} is not yet acknowledged (acknowledged up to ${cp.acked})\n`)
+      process.stdout.write(`${prefix}nothing to do: seq ${target + 1} is not yet acknowledged (acknowledged up to ${cp.acked})\n`)
       return 0
     }
     await rewriteCheckpoint(nodeFs, path.join(dir, 'checkpoint'), { ...cp, acked: target })
     process.stdout.write(
-      `the gateway will forward seq ${target + 1} … ${cp.acked} again at its next start (${cp.acked - target} record(s))${seq! < s.firstSeq ? `; seq ${seq} … ${s.firstSeq - 1} are no longer on disk` : ''}.\n` +
-        `They keep their Nats-Msg-Id: JetStream drops those it still has in its duplicate window (2 minutes by default) and stores the rest again.\n`,
+      `${prefix}the gateway will forward seq ${target + 1} … ${cp.acked} again at its next start (${cp.acked - target} record(s))${seq! < s.firstSeq ? `; seq ${seq} … ${s.firstSeq - 1} are no longer on disk` : ''}.\n` +
+        `${prefix}They keep their Nats-Msg-Id: JetStream drops those it still has in its duplicate window (2 minutes by default) and stores the rest again.\n`,
     )
     return 0
   } finally {
@@ -331,9 +424,9 @@ async function replay(args: Args): Promise<number> {
 /** Runs `ferry log …`, `ferry dlq …` or `ferry replay …`; returns the exit code. */
 export async function logTools(cmd: 'log' | 'dlq' | 'replay', argv: string[]): Promise<number> {
   try {
-    if (cmd === 'replay') return await replay(parse(argv, ['--data-dir', '--from', '--since'], []))
+    if (cmd === 'replay') return await replay(parse(argv, ['--data-dir', '--from', '--since', '--class'], []))
     const [sub = '', ...rest] = argv
-    const args = parse(rest, ['--from', '--limit', '--seq'], ['--json'])
+    const args = parse(rest, ['--from', '--limit', '--seq', '--class'], ['--json'])
     if (cmd === 'log' && sub === 'stat') return await logStat(args)
     if (cmd === 'log' && sub === 'dump') return await logDump(args)
     if (cmd === 'dlq') return await dlq(sub, args)
