@@ -28,6 +28,7 @@ export const STATUS_PAGE = `<!doctype html>
   table { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid var(--line); font-size: .9rem; }
   th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
   td.state { font-weight: 600; text-transform: uppercase; font-size: .8rem; }
+  #classes td { white-space: nowrap; font-variant-numeric: tabular-nums; }
   .muted { color: var(--muted); }
   #error { color: var(--failing); }
 </style>

@@ -1,6 +1,7 @@
 // The status page in a real headless Chromium (Debian's chromium, driven by playwright-core): it
 // loads without internet, its numbers match /metrics, and it shows an upstream outage (backlog
-// rising, upstream down). A screenshot is saved under the test's temp directory.
+// rising, upstream down). A screenshot is saved under the test's temp directory. With --priority it
+// shows the backlog of each class; without, no class table.
 import fs from 'node:fs'
 import path from 'node:path'
 import { chromium } from 'playwright-core'
@@ -91,4 +92,51 @@ describe('status page', () => {
     await endClient(c)
     await page.close()
   }, 90_000)
+
+  it('page - without --priority: one class (normal) in /metrics and /readyz, no class table, no drain cap', async () => {
+    const text = await (await fetch(`${base}/metrics`)).text()
+    for (const g of ['ferry_log_class_backlog_records', 'ferry_log_class_backlog_bytes', 'ferry_log_class_oldest_unforwarded_age_seconds']) {
+      expect(text.split('\n').filter((l) => l.startsWith(`${g}{`))).toEqual([expect.stringMatching(new RegExp(`^${g}\\{class="normal"\\} \\d`))])
+    }
+    expect(text).not.toMatch(/^ferry_drops_total\{class=/m)
+    expect(Object.keys(((await (await fetch(`${base}/readyz`)).json()) as { classes: object }).classes)).toEqual(['normal'])
+    const page = await browser.newPage()
+    await page.goto(`${base}/`)
+    await expect.poll(() => page.locator('[data-field="status"]').textContent(), { timeout: 15_000 }).toBe('ok')
+    expect(await page.locator('#classes-section').isVisible()).toBe(false)
+    expect(await page.locator('[data-card="drain-cap"]').isVisible()).toBe(false)
+    await page.close()
+  }, 30_000)
+
+  it('page - with --priority: the backlog of each class (records, bytes, oldest waiting) during an outage, then empty', async () => {
+    const prio = await spawnGateway(['--data-dir', tempDir(), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--presence', 'off', '--priority', 'alarms/#=high,+/+/telemetry=low'])
+    try {
+      const url = `http://127.0.0.1:${prio.httpPort}`
+      const page = await browser.newPage({ viewport: { width: 390, height: 844 } })
+      await page.goto(`${url}/`)
+      await expect.poll(() => page.locator('[data-field="status"]').textContent(), { timeout: 15_000 }).toBe('ok')
+      await expect.poll(() => page.locator('#classes-section').isVisible(), { timeout: 5000 }).toBe(true)
+      expect(await page.locator('#classes tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-class')))).toEqual(['high', 'normal', 'low'])
+
+      await nats.stop()
+      const c = await connectClient(prio.port, 'class-dev')
+      await publishSeries(c, 'class-dev', 120) // devices/class-dev/telemetry: low
+      for (let i = 0; i < 15; i++) await c.publishAsync('alarms/site/smoke', JSON.stringify({ i }), { qos: 1 })
+      await endClient(c)
+      const cell = (cls: string, col: string): Promise<string | null> => page.locator(`#classes tr[data-class="${cls}"] td[data-col="${col}"]`).getAttribute('data-value')
+      await expect.poll(async () => [await cell('high', 'records'), await cell('normal', 'records'), await cell('low', 'records')], { timeout: 10_000 }).toEqual(['15', '0', '120'])
+      expect(Number(await cell('low', 'bytes'))).toBeGreaterThan(120 * 40)
+      await expect.poll(async () => Number(await cell('low', 'age')), { timeout: 5000 }).toBeGreaterThan(0)
+      expect(await page.locator('#classes tr[data-class="low"] td[data-col="bytes"]').textContent()).toMatch(/ (B|KiB)$/)
+      const shot = path.join(shots, 'status-page-classes.png')
+      await page.screenshot({ path: shot, fullPage: true })
+      console.log(`status page screenshot (classes): ${shot}`)
+
+      await nats.start()
+      await expect.poll(async () => [await cell('high', 'records'), await cell('low', 'records')], { timeout: 20_000 }).toEqual(['0', '0'])
+      await page.close()
+    } finally {
+      await prio.kill('SIGTERM')
+    }
+  }, 60_000)
 })
