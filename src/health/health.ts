@@ -85,6 +85,8 @@ export interface DropEvent {
   readonly t: number
   readonly reason: string
   readonly count: number
+  /** The priority class of the dropped records (with --priority, for record drops); absent otherwise. */
+  readonly class?: string
 }
 
 /** Seconds between series points, and how many are kept (10 minutes). */
@@ -128,8 +130,11 @@ export interface HealthMetrics {
   readonly forwarded: { get(): number }
   /** Publishes accepted from devices so far, over every label set. */
   readonly mqttReceived: { total(): number }
-  /** Messages dropped so far, by the value of the `reason` label. */
-  readonly drops: { byLabel(name: 'reason'): ReadonlyMap<string, number> }
+  /**
+   * Messages dropped so far, by the value of the `reason` label; `entries` (when there) gives every label
+   * set, so recent drops name their class.
+   */
+  readonly drops: { byLabel(name: 'reason'): ReadonlyMap<string, number>; entries?(): ReadonlyArray<{ readonly labels: Readonly<Record<string, string>> | undefined; readonly value: number }> }
   /** ferry_log_oldest_unforwarded_age_seconds, ferry_forward_rate_messages_per_second, ferry_forward_drain_estimate_seconds, ferry_health_ready. */
   readonly logOldestAge: Collected
   readonly forwardRate: Collected
@@ -230,7 +235,7 @@ export class Health implements Component {
     this.lastReceived = m.mqttReceived.total()
     this.lastForwardedForSeries = this.lastForwarded
     this.lastSeriesAt = this.lastSampleAt
-    this.lastDrops = m.drops.byLabel('reason')
+    this.lastDrops = this.dropCounts()
     this.current = this.evaluate()
     this.timer = setInterval(() => this.sample(), 1000)
     this.timer.unref()
@@ -287,11 +292,27 @@ export class Health implements Component {
     this.lastSeriesAt = now
   }
 
+  /** Drops so far by reason, or by reason and class (`reason class`) where the series has a class. */
+  private dropCounts(): Map<string, number> {
+    const d = this.src.metrics.drops
+    if (!d.entries) return new Map(d.byLabel('reason'))
+    const out = new Map<string, number>()
+    for (const { labels, value } of d.entries()) {
+      const reason = labels?.reason
+      if (reason === undefined) continue
+      const key = labels?.class === undefined ? reason : `${reason} ${labels.class}`
+      out.set(key, (out.get(key) ?? 0) + value)
+    }
+    return out
+  }
+
   private recordDrops(now: number): void {
-    const drops = this.src.metrics.drops.byLabel('reason')
-    for (const [reason, n] of drops) {
-      const d = n - (this.lastDrops.get(reason) ?? 0)
-      if (d > 0) this.drops.push({ t: now, reason, count: d })
+    const drops = this.dropCounts()
+    for (const [key, n] of drops) {
+      const d = n - (this.lastDrops.get(key) ?? 0)
+      if (d <= 0) continue
+      const [reason = key, cls] = key.split(' ')
+      this.drops.push(cls === undefined ? { t: now, reason, count: d } : { t: now, reason, count: d, class: cls })
     }
     if (this.drops.length > RECENT_DROPS) this.drops.splice(0, this.drops.length - RECENT_DROPS)
     this.lastDrops = drops
@@ -379,7 +400,7 @@ export class Health implements Component {
     } else if (waitingMs > stallMs) upstream = { status: 'failing', detail: `connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting${split}${up.problem ? `: ${up.problem}` : ''}` }
     else if (up.ackTimeoutMs !== undefined && waitingMs >= up.ackTimeoutMs) {
       upstream = { status: 'degraded', detail: `connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting${split} (--ack-timeout-ms ${up.ackTimeoutMs}; failing after ${Math.round(stallMs / 1000)} s)${up.problem ? `: ${up.problem}` : ''}` }
-    } else upstream = this.stalledClass(per, now, stallMs, up, cap) ?? { status: 'ok', detail: records > 0 ? `acknowledging; ${records} records to forward${split}` : 'acknowledging' }
+    } else upstream = this.stalledClass(per, now, up, cap) ?? { status: 'ok', detail: records > 0 ? `acknowledging; ${records} records to forward${split}` : 'acknowledging' }
     const checks = { mqtt, log: logCheck, disk, upstream, downlink: this.downlink(now) }
     const states = Object.values(checks).map((c) => c.status)
     const status: CheckState = states.includes('failing') ? 'failing' : states.includes('degraded') ? 'degraded' : 'ok'
@@ -405,25 +426,23 @@ export class Health implements Component {
   }
 
   /**
-   * With several classes, while the combined upstream is ok: a class whose records wait without a PubAck
-   * of its own forwarder (--ack-timeout-ms: degraded; the stall: failing), although no more important
-   * class has records waiting (those legitimately go first). Undefined when none.
+   * With several classes, while the combined upstream is ok: the most important class with records waiting,
+   * when they have waited --ack-timeout-ms without a PubAck of its own forwarder. Degraded, never failing:
+   * the gateway forwards (other classes are acknowledged), and a restart would not help a class starved,
+   * e.g. of --drain-max-rate by unpaced traffic. Classes behind it are not judged (they legitimately wait
+   * for it). Undefined when none.
    */
-  private stalledClass(per: readonly { c: ClassState; records: number }[], now: number, stallMs: number, combined: UpstreamHealth, cap: number): Check | undefined {
+  private stalledClass(per: readonly { c: ClassState; records: number }[], now: number, combined: UpstreamHealth, cap: number): Check | undefined {
     if (per.length < 2) return undefined
-    for (const [i, { c, records }] of per.entries()) {
-      if (records === 0) continue
-      if (per.slice(0, i).some((p) => p.records > 0)) return undefined
-      const own = c.upstream?.()
-      if (!own) return undefined
-      const slack = cap < Infinity && c.name !== 'high' ? 1000 + 1000 / cap : 0
-      const waitingMs = now - Math.max(c.backlogSince, own.lastAckAtMs) - slack
-      const ackTimeoutMs = own.ackTimeoutMs ?? combined.ackTimeoutMs
-      const what = `class ${c.name}: connected but no PubAck for ${Math.round(waitingMs / 1000)} s with ${records} records waiting while other classes are acknowledged`
-      if (waitingMs > stallMs) return { status: 'failing', detail: `${what}${own.problem ? `: ${own.problem}` : ''}` }
-      if (ackTimeoutMs !== undefined && waitingMs >= ackTimeoutMs) return { status: 'degraded', detail: `${what} (--ack-timeout-ms ${ackTimeoutMs}; failing after ${Math.round(stallMs / 1000)} s)${own.problem ? `: ${own.problem}` : ''}` }
-    }
-    return undefined
+    const first = per.find((p) => p.records > 0)
+    const own = first?.c.upstream?.()
+    if (!first || !own) return undefined
+    const paced = cap < Infinity && first.c.name !== 'high'
+    const waitingMs = now - Math.max(first.c.backlogSince, own.lastAckAtMs) - (paced ? 1000 + 1000 / cap : 0)
+    const ackTimeoutMs = own.ackTimeoutMs ?? combined.ackTimeoutMs
+    if (ackTimeoutMs === undefined || waitingMs < ackTimeoutMs) return undefined
+    const why = own.problem ? `: ${own.problem}` : paced ? ' (its drain is capped by --drain-max-rate)' : ''
+    return { status: 'degraded', detail: `class ${first.c.name}: no PubAck for ${Math.round(waitingMs / 1000)} s with ${first.records} records waiting while other classes are acknowledged${why}` }
   }
 
   private downlink(now: number): Check {

@@ -62,6 +62,10 @@ export class Counter implements Metric {
     }
     return out
   }
+  /** Every label set with its count, in exposition order. */
+  entries(): Array<{ readonly labels: Readonly<Labels> | undefined; readonly value: number }> {
+    return [...this.series.values()].map((s) => ({ labels: s.labels, value: s.value }))
+  }
   render(): string {
     if (this.series.size === 0) return `${this.name} 0\n`
     let out = ''

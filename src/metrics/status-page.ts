@@ -147,7 +147,7 @@ export const STATUS_PAGE = `<!doctype html>
       return '<tr data-check="' + k + '"><td>' + k + '</td><td class="state" style="color:var(--' + c.status + ')">' + c.status + '</td><td>' + esc(c.detail) + '</td></tr>'
     }).join('')
     document.getElementById('drops').innerHTML = s.drops.length ? s.drops.slice().reverse().map(function (d) {
-      return '<tr><td>' + new Date(d.t).toLocaleTimeString() + '</td><td>' + esc(d.reason) + '</td><td>' + fmt(d.count) + '</td></tr>'
+      return '<tr' + (d.class ? ' data-class="' + esc(d.class) + '"' : '') + '><td>' + new Date(d.t).toLocaleTimeString() + '</td><td>' + esc(d.reason) + (d.class ? ' <span class="muted">(class ' + esc(d.class) + ')</span>' : '') + '</td><td>' + fmt(d.count) + '</td></tr>'
     }).join('') : '<tr><td colspan="3" class="muted">none</td></tr>'
     chart('rates', s.series, [{ key: 'in', color: '#1f6fb4' }, { key: 'out', color: '#2a9d3a' }])
     chart('backlog', s.series, [{ key: 'backlog', color: '#c9302c' }, { key: 'oldestAgeSeconds', color: '#d98b0b' }])
