@@ -17,11 +17,12 @@
 // The gateway is ready (HTTP 200) unless a check is failing (HTTP 503); degraded says why in 200.
 //
 // With several priority classes (one ring log and one forwarder each) the checks cover every class:
-// the details name the class concerned (a log that stopped, a forwarder's connection that is down, a
-// class whose records wait without PubAck while a more important class has none waiting), the
-// backlog is summed (the oldest age is the oldest over the classes), and `classes` gives each class's
-// records, bytes and oldest age. The drain estimate divides the backlog by the recent forward rate or
-// by the --drain-max-rate cap, whichever is lower.
+// the details name the class concerned (a log that stopped, a forwarder's connection that is down;
+// degraded: the most important class with records waiting, when they wait --ack-timeout-ms without a
+// PubAck of its forwarder while other classes are acknowledged), the backlog is summed (the oldest
+// age is the oldest over the classes), and `classes` gives each class's records, bytes and oldest
+// age. The drain estimate divides the backlog by the recent forward rate or by the --drain-max-rate
+// cap, whichever is lower.
 import fs from 'node:fs'
 import { ClosedSignal } from '../lifecycle.js'
 import type { Component, Deadline } from '../lifecycle.js'
