@@ -61,7 +61,7 @@ export interface Readiness {
      * with no PubAck in the last DRAIN_FRESH_MS.
      */
     readonly drainEstimateSeconds: number | null
-    /** --drain-max-rate as messages per second at the backlog's average record size; null without a cap. */
+    /** --drain-max-rate as messages per second (see HealthSources.drainCap); null without a cap. */
     readonly drainCapPerSecond: number | null
     /** The cap limits the drain: the estimate uses the cap, or the forward rate is within 10 % of it. */
     readonly drainEstimateCapped: boolean
@@ -181,10 +181,12 @@ interface CommonSources {
   /** The downlink's state; without it the check says the downlink is not running. */
   readonly downlink?: () => DownlinkHealth
   /**
-   * --drain-max-rate in messages per second for records of `avgBytesPerMessage` (the backlog's average),
-   * Infinity without a cap (the DrainPacer's capMessagesPerSecond). Without it: no cap.
+   * --drain-max-rate in messages per second (the DrainPacer's capMessagesPerSecond), Infinity without a
+   * cap; without it: no cap. `avgRecordBytes`: the backlog's average record size in the log (payload,
+   * topic, envelope and framing: more than the payload bytes a byte cap counts, so with a byte cap
+   * the estimate errs long; a caller that knows the average payload may use that instead).
    */
-  readonly drainCap?: (avgBytesPerMessage: number) => number
+  readonly drainCap?: (avgRecordBytes: number) => number
 }
 
 /** One log (`log`, `openReader`: the class normal), or one per priority class (`logs`, most important first). */
