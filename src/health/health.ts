@@ -395,7 +395,7 @@ export class Health implements Component {
     let upstream: Check
     if (!up.connected) {
       const down = several ? per.filter((p) => p.c.upstream && !p.c.upstream().connected).map((p) => p.c.name) : []
-      const which = down.length > 0 && down.length < per.length ? ` (forwarder of class ${down.join(', ')})` : ''
+      const which = down.length > 0 && down.length < per.length ? ` (${down.length > 1 ? 'forwarders of classes' : 'forwarder of class'} ${down.join(', ')})` : ''
       upstream = { status: 'failing', detail: `not connected to NATS${which}; buffering ${records} records in the log${split}${up.problem ? ` (${up.problem})` : ''}` }
     } else if (up.streamProblem) {
       const who = several ? per.find((p) => p.c.upstream?.().streamProblem)?.c.name : undefined

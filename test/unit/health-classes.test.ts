@@ -125,14 +125,18 @@ describe('health - priority classes', () => {
     expect(h.readiness.backlog.drainEstimateCapped).toBe(false)
   })
 
-  it('classes - the forwarder of one class down: the detail names it', async () => {
-    const logs = await classLogs(['high', 'normal'])
+  it('classes - the forwarders of some classes down: the detail names them', async () => {
+    const logs = await classLogs(['high', 'normal', 'low'])
     await logs.normal!.append(Buffer.from('n'))
     const down = { connected: false, lastAckAtMs: 0, problem: '' }
-    const h = health(logs, { upstream: () => down, perClass: { high: () => connected(), normal: () => down } })
+    let lowUp = true
+    const h = health(logs, { upstream: () => down, perClass: { high: () => connected(), normal: () => down, low: () => (lowUp ? connected() : down) } })
     await until(() => h.readiness.backlog.records === 1)
     await sleep(1100)
     expect(h.readiness.checks.upstream.detail).toBe('not connected to NATS (forwarder of class normal); buffering 1 records in the log (normal 1)')
+    lowUp = false
+    await sleep(1100)
+    expect(h.readiness.checks.upstream.detail).toBe('not connected to NATS (forwarders of classes normal, low); buffering 1 records in the log (normal 1)')
   })
 
   it('classes - a class waiting without PubAck while the others are acknowledged: degraded (not failing), naming the class', async () => {
