@@ -1,0 +1,130 @@
+// Strict priority between the forwarders of the priority classes (--priority): who may take new records.
+//
+// Rule: a forwarder takes a NEW record into its window (main reader, live lane), or sends again a record
+// it rewound after a failure, only while no more important member (lower rank) has records it has not
+// taken yet: durable records beyond its read position, or rewound records still to be sent again
+// (recovering). Records already in flight are never recalled; a member never waits for a less important one.
+//
+// Consequences (README "When the uplink is down"):
+// - strict priority: while a more important class cannot reach NATS (or its stream refuses it), its
+//   backlog stays pending and the less important classes wait too, however long; they take records
+//   again the moment it has taken all of its own (or its forwarder closed);
+// - a more important class that is dead-lettering or recovering is never held by a less important one:
+//   it only ever waits for the members above it;
+// - a member whose forwarder closed or stopped (ring log failure) leaves the gate (`detach`): it blocks
+//   nobody from then on.
+//
+// Event driven: each member says how to tell whether it has records not yet taken (`attach`), and
+// tells the gate when that may have become false (`notify`: after it read, after a recovery ended).
+// A waiting member is woken only then, by a more important member, never by a timer of the gate.
+// New records appended to a more important class's log need no notice: they only make the less
+// important members wait more, which they see the next time they ask (`mayTake`, before each take).
+
+/** What a Forwarder takes as `ForwarderOptions.priority`: its seat at a PriorityGate. */
+export interface PriorityMember {
+  /** 0 = most important. */
+  readonly rank: number
+  /** Tells the gate how to know whether this member has records it has not taken yet (called once by the forwarder). */
+  attach(pending: () => boolean): void
+  /** True when no more important member has records it has not taken yet. */
+  mayTake(): boolean
+  /**
+   * Resolves at once when mayTake() is true, else at the next notice of a more important member (ask
+   * again then). One wait per member at most: calling it again while it waits returns the same promise,
+   * so a caller that also gives up on a timer leaves nothing behind.
+   */
+  whenMayTake(): Promise<void>
+  /** This member's pending state may have changed (it took records, a recovery ended): wakes the less important members waiting. */
+  notify(): void
+  /** The forwarder closed or stopped: this member blocks nobody any more. Idempotent. */
+  detach(): void
+}
+
+interface Waiter {
+  readonly rank: number
+  readonly resolve: () => void
+}
+
+/** Shared by the forwarders of all classes; `member(rank)` gives each its seat. */
+export class PriorityGate {
+  private readonly members: Seat[] = []
+  private waiters: Waiter[] = []
+
+  /** A seat for the forwarder of the class of rank `rank` (0 = most important). */
+  member(rank: number): PriorityMember {
+    if (!Number.isInteger(rank) || rank < 0) throw new RangeError(`priority rank must be an integer >= 0, got ${rank}`)
+    const seat = new Seat(this, rank)
+    this.members.push(seat)
+    return seat
+  }
+
+  /** True when no attached member more important than `rank` has records not yet taken. */
+  clearAbove(rank: number): boolean {
+    for (const m of this.members) if (m.rank < rank && m.isPending()) return false
+    return true
+  }
+
+  /** Resolves at the next notice of a member more important than `rank`. */
+  nextNotice(rank: number): Promise<void> {
+    return new Promise((resolve) => this.waiters.push({ rank, resolve }))
+  }
+
+  /** A member of rank `rank` may have stopped being pending: wakes the less important waiters. */
+  noticeFrom(rank: number): void {
+    if (this.waiters.length === 0) return
+    const keep: Waiter[] = []
+    const wake: Waiter[] = []
+    for (const w of this.waiters) (w.rank > rank ? wake : keep).push(w)
+    if (wake.length === 0) return
+    this.waiters = keep
+    for (const w of wake) w.resolve()
+  }
+
+  /** Waiters not yet woken (for tests: a wait leaves nothing behind once woken). */
+  get waiting(): number {
+    return this.waiters.length
+  }
+}
+
+class Seat implements PriorityMember {
+  private pending: (() => boolean) | undefined
+  private detached = false
+  private wait: Promise<void> | undefined
+
+  constructor(
+    private readonly gate: PriorityGate,
+    readonly rank: number,
+  ) {}
+
+  attach(pending: () => boolean): void {
+    this.pending = pending
+  }
+
+  /** Has records not yet taken (a detached or not yet attached seat has none). */
+  isPending(): boolean {
+    return !this.detached && this.pending !== undefined && this.pending()
+  }
+
+  mayTake(): boolean {
+    return this.gate.clearAbove(this.rank)
+  }
+
+  whenMayTake(): Promise<void> {
+    if (this.mayTake()) return Promise.resolve()
+    this.wait ??= this.gate.nextNotice(this.rank).then(() => {
+      this.wait = undefined
+    })
+    return this.wait
+  }
+
+  notify(): void {
+    // Only a member that has taken everything can unblock anybody.
+    if (!this.isPending()) this.gate.noticeFrom(this.rank)
+  }
+
+  detach(): void {
+    if (this.detached) return
+    this.detached = true
+    this.gate.noticeFrom(this.rank)
+  }
+}
