@@ -580,13 +580,9 @@ export class Forwarder implements Component {
       maxRecords = Math.min(maxRecords, a.messages)
       maxBytes = Math.min(maxBytes, a.bytes)
     }
+    // maxBytes counts record bytes (at least the payload's): the bucket is debited with payload bytes below.
     const recs = await this.opts.reader.read(maxRecords, maxBytes)
     this.opts.log.noteReadPosition(this.opts.reader.position)
-    if (this.opts.pacer && recs.length > 0) {
-      let bytes = 0
-      for (const r of recs) bytes += r.body.length
-      this.opts.pacer.debit(recs.length, bytes)
-    }
     // Read up to the durable end: the less important classes may take records again.
     this.opts.priority?.notify()
     if (recs.length === 0) {
@@ -600,6 +596,8 @@ export class Forwarder implements Component {
       return
     }
     const evictedUpTo = this.opts.log.acked
+    let sentRecords = 0
+    let sentBytes = 0
     for (const r of recs) {
       // A record at or below the ack position was not forwarded: its segment was evicted (discard
       // "old") while this read was under way, and the eviction counted it as dropped. So it is.
@@ -608,8 +606,13 @@ export class Forwarder implements Component {
       if (this.live && this.absorbLive(r.seq + 1) === r.seq) continue
       // A failure while this chunk goes out: the rest joins the window unsent, to follow the
       // recovery in order.
-      this.publishNew(r.seq, r.epoch, r.ts, r.body, false, !this.recovering)
+      const sent = this.publishNew(r.seq, r.epoch, r.ts, r.body, false, !this.recovering)
+      if (sent >= 0) {
+        sentRecords++
+        sentBytes += sent
+      }
     }
+    this.opts.pacer?.debit(sentRecords, sentBytes)
     this.absorbLive(this.opts.reader.position)
     if (performance.now() >= this.expiredLogAt) this.logExpired()
     if (this.live && this.opts.reader.position >= this.live.reader.position) await this.closeLiveLane()
@@ -669,7 +672,7 @@ export class Forwarder implements Component {
         this.probe = head.value
         if (head.value.parked) return
         // The probe is never paced (it tells whether upstream is back), but counts towards the cap.
-        this.opts.pacer?.debit(1, head.value.body.length)
+        this.opts.pacer?.debit(1, head.value.data.length)
         this.send(head.value)
         if (!head.value.done) break
       }
@@ -713,7 +716,7 @@ export class Forwarder implements Component {
     while (this.resendAt < q.length && n < most && (n === 0 || bytes < mostBytes)) {
       const f = q[this.resendAt++]!
       if (f.sentAt !== 0 || f.parked || f.done) continue
-      const size = f.body.length
+      const size = f.data.length
       this.send(f)
       if (this.recovering) break // the connection went, or a refusal came back at once: recover again (enterRecovery cleared the queue)
       if (f.sentAt !== 0) {
@@ -827,9 +830,9 @@ export class Forwarder implements Component {
         return
       }
       // Recovery may have begun during the read: then it waits unsent, and the resume sends it in order.
-      this.publishNew(r.seq, r.epoch, r.ts, r.body, true, !this.recovering)
+      const sent = this.publishNew(r.seq, r.epoch, r.ts, r.body, true, !this.recovering)
       // Live traffic never waits for --drain-max-rate, but counts towards it (the backlog yields).
-      this.opts.pacer?.debit(1, r.body.length)
+      if (sent >= 0) this.opts.pacer?.debit(1, sent)
     }
   }
 
@@ -855,8 +858,11 @@ export class Forwarder implements Component {
     this.logger.info('live lane closed', { published: live.schedule.published, read: live.schedule.read })
   }
 
-  /** Takes record `seq` into the window (main lane, or the live lane ahead of it) and sends it unless `sendNow` is false. */
-  private publishNew(seq: number, epoch: number, ts: number, body: Buffer, lane: boolean, sendNow: boolean): void {
+  /**
+   * Takes record `seq` into the window (main lane, or the live lane ahead of it) and sends it unless
+   * `sendNow` is false. Returns the payload bytes published, or -1 when it was not published now.
+   */
+  private publishNew(seq: number, epoch: number, ts: number, body: Buffer, lane: boolean, sendNow: boolean): number {
     let subject = ''
     let data: Uint8Array = body
     let undecodable = ''
@@ -889,8 +895,11 @@ export class Forwarder implements Component {
       this.opts.metrics.drops.inc(1, { reason: 'events_not_captured' })
       this.complete(f)
     } else if (sendNow) {
+      const bytes = f.data.length
       this.send(f)
+      if (f.sentAt !== 0) return bytes
     }
+    return -1
   }
 
   /** The subject of `topic` from `clientId`, memoised per topic and, with partitions, per client (bounded). */

@@ -1,8 +1,7 @@
 // --drain-max-rate: one token bucket for the whole uplink, shared by the forwarders of every class.
 //
-// Two measures, each capped on its own (0 = no cap on it): messages per second, and bytes per second
-// of log records (a record's stored bytes: payload, topic, client id and a few bytes of framing; not
-// NATS protocol overhead, headers or TLS). Burst: one second's worth (at least one message), so a
+// Two measures, each capped on its own (0 = no cap on it): messages per second, and payload bytes per
+// second (the message's data as published; not the subject, headers, NATS protocol or TLS overhead). Burst: one second's worth (at least one message), so a
 // drain that starts after a quiet time sends at most about one second's worth at once.
 //
 // Who waits: the main reader of a paced forwarder (classes normal and low; their resends after a
@@ -26,7 +25,7 @@ export interface DrainRate {
 export interface DrainAllowance {
   /** Records (0: wait, see waitMs; Infinity: no message cap). */
   readonly messages: number
-  /** About this many bytes (the last record may go past it; Infinity: no byte cap). */
+  /** About this many payload bytes (the last record may go past it; Infinity: no byte cap). */
   readonly bytes: number
 }
 
@@ -72,8 +71,8 @@ export class DrainPacer {
   }
 
   /**
-   * The drain rate in messages per second the cap allows for messages of `avgBytesPerMessage` bytes
-   * (log record bytes): the smaller of the two caps; Infinity when nothing is capped. For health's
+   * The drain rate in messages per second the cap allows for messages of `avgBytesPerMessage` payload
+   * bytes: the smaller of the two caps; Infinity when nothing is capped. For health's
    * drain estimate.
    */
   capMessagesPerSecond(avgBytesPerMessage: number): number {
@@ -111,7 +110,7 @@ export class DrainPacer {
     return s === 0 ? 0 : Math.max(1, Math.ceil(s * 1000))
   }
 
-  /** `messages` records of `bytes` log bytes went (paced or not): taken from the bucket, down to one burst of debt. */
+  /** `messages` records of `bytes` payload bytes went (paced or not): taken from the bucket, down to one burst of debt. */
   debit(messages: number, bytes: number): void {
     if (this.unlimited || (messages <= 0 && bytes <= 0)) return
     this.refill()
