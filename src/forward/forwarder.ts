@@ -355,7 +355,11 @@ export class Forwarder implements Component {
     }
     opts.metrics.forwardInflight.collect(() => this.unacked)
     opts.metrics.forwardConnected.collect(() => (this.connected ? 1 : 0))
-    opts.priority?.attach(() => this.hasUntaken())
+    opts.priority?.attach({
+      pending: () => this.hasUntaken(),
+      takenUpTo: () => this.opts.reader.position - 1,
+      settledUpTo: () => this.opts.log.acked,
+    })
   }
 
   /**
@@ -588,7 +592,7 @@ export class Forwarder implements Component {
     if (recs.length === 0) {
       this.absorbLive(this.opts.reader.position)
       // Nothing in flight: the cursor passes the records the reader skipped (evicted, damaged).
-      this.window.readerAt(this.opts.reader.position)
+      if (this.window.readerAt(this.opts.reader.position)) this.opts.priority?.notify()
       // Yield to I/O first, so that even a wait that resolves at once cannot starve the process.
       await new Promise((r) => setImmediate(r))
       await Promise.race([this.opts.log.waitForData(this.opts.reader.position - 1), this.sleep(1000)])
@@ -843,7 +847,10 @@ export class Forwarder implements Component {
   private absorbLive(upTo: number): number {
     const before = this.window.acked
     const last = this.window.absorb(upTo)
-    if (this.window.acked !== before) this.backoff.reset()
+    if (this.window.acked !== before) {
+      this.backoff.reset()
+      this.opts.priority?.notify()
+    }
     return last
   }
 
@@ -1111,7 +1118,11 @@ export class Forwarder implements Component {
     f.body = EMPTY
     f.data = EMPTY
     // Marks it done; a contiguous run of done records at the head acks the log.
-    if (this.window.complete(f)) this.backoff.reset()
+    if (this.window.complete(f)) {
+      this.backoff.reset()
+      // Less important classes waiting for this one's records to settle (priority.ts).
+      this.opts.priority?.notify()
+    }
     if (this.unacked < this.opts.maxInflight) this.wake()
   }
 

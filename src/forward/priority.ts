@@ -5,6 +5,14 @@
 // taken yet: durable records beyond its read position, or rewound records still to be sent again
 // (recovering). Records already in flight are never recalled; a member never waits for a less important one.
 //
+// Settling after a wait: a member that had to wait resumes only once the records the more important
+// members had taken by then are settled (stored, dead-lettered or expired: their log's ack cursor is
+// past them). Each class has its own NATS connection, so without this JetStream could store the last
+// alarms of a drain, still in flight on one connection, after the first telemetry records sent on
+// another. With it, every record of a more important class taken before a less important one had to
+// wait is in the stream before anything that class takes afterwards. It costs one PubAck round trip at
+// each hand-over, and nothing to a member that never waited.
+//
 // Consequences (README "When the uplink is down"):
 // - strict priority: while a more important class cannot reach NATS (or its stream refuses it), its
 //   backlog stays pending and the less important classes wait too, however long; they take records
@@ -20,13 +28,26 @@
 // New records appended to a more important class's log need no notice: they only make the less
 // important members wait more, which they see the next time they ask (`mayTake`, before each take).
 
+/** What the gate reads of a member's forwarder. Seqs are those of the member's own log. */
+export interface MemberState {
+  /** Has records it has not taken yet (durable beyond its read position, or rewound to be sent again). */
+  pending(): boolean
+  /** The highest seq taken so far (its reader's position - 1). */
+  takenUpTo(): number
+  /** Every record up to this seq is settled (the log's ack cursor). */
+  settledUpTo(): number
+}
+
 /** What a Forwarder takes as `ForwarderOptions.priority`: its seat at a PriorityGate. */
 export interface PriorityMember {
   /** 0 = most important. */
   readonly rank: number
-  /** Tells the gate how to know whether this member has records it has not taken yet (called once by the forwarder). */
-  attach(pending: () => boolean): void
-  /** True when no more important member has records it has not taken yet. */
+  /** Tells the gate how to read this member's state (called once by the forwarder). */
+  attach(state: MemberState): void
+  /**
+   * True when no more important member has records it has not taken yet and, if this member had to
+   * wait, what they had taken when they caught up is settled.
+   */
   mayTake(): boolean
   /**
    * Resolves at once when mayTake() is true, else at the next notice of a more important member (ask
@@ -34,7 +55,7 @@ export interface PriorityMember {
    * so a caller that also gives up on a timer leaves nothing behind.
    */
   whenMayTake(): Promise<void>
-  /** This member's pending state may have changed (it took records, a recovery ended): wakes the less important members waiting. */
+  /** This member's state may have changed (it took records, its ack cursor moved, a recovery ended): wakes the less important members waiting. */
   notify(): void
   /** The forwarder closed or stopped: this member blocks nobody any more. Idempotent. */
   detach(): void
@@ -64,6 +85,11 @@ export class PriorityGate {
     return true
   }
 
+  /** The members more important than `rank` that are attached (and not detached). */
+  above(rank: number): Seat[] {
+    return this.members.filter((m) => m.rank < rank && m.active)
+  }
+
   /** Resolves at the next notice of a member more important than `rank`. */
   nextNotice(rank: number): Promise<void> {
     return new Promise((resolve) => this.waiters.push({ rank, resolve }))
@@ -87,26 +113,50 @@ export class PriorityGate {
 }
 
 class Seat implements PriorityMember {
-  private pending: (() => boolean) | undefined
+  private state: MemberState | undefined
   private detached = false
   private wait: Promise<void> | undefined
+  /** Had to wait: resumes once the more important members' records taken by then are settled. */
+  private held = false
+  /** Per more important member, the seq that must be settled before this one resumes (captured when they caught up). */
+  private settleTo: Array<readonly [Seat, number]> | undefined
 
   constructor(
     private readonly gate: PriorityGate,
     readonly rank: number,
   ) {}
 
-  attach(pending: () => boolean): void {
-    this.pending = pending
+  attach(state: MemberState): void {
+    this.state = state
+  }
+
+  /** Attached and not detached. */
+  get active(): boolean {
+    return !this.detached && this.state !== undefined
   }
 
   /** Has records not yet taken (a detached or not yet attached seat has none). */
   isPending(): boolean {
-    return !this.detached && this.pending !== undefined && this.pending()
+    return this.active && this.state!.pending()
+  }
+
+  /** True when every record up to `seq` is settled (or this member stopped). */
+  settled(seq: number): boolean {
+    return !this.active || this.state!.settledUpTo() >= seq
   }
 
   mayTake(): boolean {
-    return this.gate.clearAbove(this.rank)
+    if (!this.gate.clearAbove(this.rank)) {
+      this.held = true
+      this.settleTo = undefined
+      return false
+    }
+    if (!this.held) return true
+    this.settleTo ??= this.gate.above(this.rank).map((m) => [m, m.state!.takenUpTo()] as const)
+    if (!this.settleTo.every(([m, seq]) => m.settled(seq))) return false
+    this.held = false
+    this.settleTo = undefined
+    return true
   }
 
   whenMayTake(): Promise<void> {
@@ -118,8 +168,8 @@ class Seat implements PriorityMember {
   }
 
   notify(): void {
-    // Only a member that has taken everything can unblock anybody.
-    if (!this.isPending()) this.gate.noticeFrom(this.rank)
+    // Only a member that has taken everything can unblock anybody (cheap when nobody waits: called on every ack).
+    if (this.gate.waiting > 0 && !this.isPending()) this.gate.noticeFrom(this.rank)
   }
 
   detach(): void {
