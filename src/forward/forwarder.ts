@@ -245,6 +245,8 @@ const BACKOFF_MAX_MS = 5000
  * important class's notice; this only bounds a wait whose notice was missed).
  */
 const GATE_RECHECK_MS = 5000
+/** Longest slice of a wait for --drain-max-rate tokens while a live lane is open (the lane is served in between). */
+const LIVE_LANE_PACE_SLICE_MS = 20
 
 export class Forwarder implements Component {
   private nc: NatsConnection | undefined
@@ -627,7 +629,9 @@ export class Forwarder implements Component {
   /** Waits for the pacer's tokens (counted in ferry_forward_drain_paced_seconds_total), or until woken. */
   private async paceWait(): Promise<void> {
     const start = performance.now()
-    await this.sleep(this.opts.pacer!.waitMs())
+    // An open live lane is served between slices of the wait: live records never wait for the pacer.
+    const ms = this.opts.pacer!.waitMs()
+    await this.sleep(this.live ? Math.min(ms, LIVE_LANE_PACE_SLICE_MS) : ms)
     this.opts.metrics.forwardDrainPaced?.inc((performance.now() - start) / 1000)
   }
 
