@@ -141,4 +141,58 @@ describe('drain rate', () => {
       if (natsDown) await nats.start()
     }
   })
+
+  it('drain rate - a cap in payload bytes per second: the backlog drains at that many bytes per second', async () => {
+    // Payloads of one size: {device, seq, tag} with seqs of five digits (one CBOR size) and a fixed tag.
+    const BYTES_PER_SECOND = 200 * 1024
+    const ledger = new AckLedger()
+    const base = await streamCount(nats.url, 'FERRY', 'all')
+    const gw: GatewayProcess = await spawnGateway([
+      '--mqtt-listen', '127.0.0.1:0', '--data-dir', tempDir('ferry-drain-bytes-'), '--nats-url', nats.url, '--gateway-id', 'drainb',
+      '--drain-max-rate', '200KiB/s', '--presence', 'off',
+    ]) // prettier-ignore
+    const clients: MqttClient[] = []
+    let watcher: NatsConnection | undefined
+    try {
+      const warm = await connectClient(gw.port, 'db-warmup')
+      clients.push(warm)
+      await publishTracked(warm, ledger, { device: 'db-warmup', topic: 'status/db-warmup', count: 1 })
+      await until(async () => (await streamCount(nats.url, 'FERRY', 'all')) >= base + 1, 20_000, 'the warm-up record in the stream')
+      natsDown = true
+      await nats.stop()
+      for (let i = 0; i < 4; i++) clients.push(await connectClient(gw.port, `db-dev-${i}`))
+      const tag = 'x'.repeat(200)
+      await Promise.all(clients.slice(1).map((c, i) => publishTracked(c, ledger, { device: `db-dev-${i}`, topic: `bulk/db-dev-${i}/data`, count: 3000, from: 10_000, tag, window: 200 })))
+      await nats.start()
+      natsDown = false
+      watcher = await connect({ servers: nats.url })
+      const sizes = new Set<number>()
+      watcher.subscribe('ferry.up.bulk.>', { callback: (_err, m) => void sizes.add(m.data.length) })
+      await watcher.flush()
+      const sample = async (): Promise<{ n: number; t: number }> => {
+        const before = performance.now()
+        const n = await streamCount(nats.url, 'FERRY', 'all')
+        return { n, t: (before + performance.now()) / 2 }
+      }
+      // Past the first second's burst.
+      await until(async () => (await streamCount(nats.url, 'FERRY', 'all')) > base + 1, 20_000, 'the drain to start')
+      await new Promise((r) => setTimeout(r, 1500))
+      const a = await sample()
+      await new Promise((r) => setTimeout(r, 4000))
+      const b = await sample()
+      expect(base + 1 + 12_000 - b.n, 'the backlog was gone before the window ended').toBeGreaterThan(0)
+      expect(sizes.size, `payload sizes ${[...sizes].join(', ')}`).toBe(1)
+      const size = [...sizes][0]!
+      const bytesRate = ((b.n - a.n) * size * 1000) / (b.t - a.t)
+      console.log(`drain rate (bytes): ${(bytesRate / 1024).toFixed(1)} KiB/s of ${size}-byte payloads (cap 200 KiB/s)`)
+      expect(bytesRate).toBeGreaterThan(BYTES_PER_SECOND * 0.9)
+      expect(bytesRate).toBeLessThan(BYTES_PER_SECOND * 1.1)
+      expect(await gw.kill('SIGTERM')).toBe(0)
+    } finally {
+      await watcher?.close()
+      await Promise.all(clients.map((c) => endClient(c)))
+      await gw.kill('SIGKILL')
+      if (natsDown) await nats.start()
+    }
+  })
 })
