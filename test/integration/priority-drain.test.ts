@@ -4,18 +4,22 @@
 //   normal record of the backlog, and those before every telemetry record; every topic in order,
 //   nothing lost or doubled (ledger of PUBACKed messages);
 // - kill -9 during a prioritised drain, restart: 0 lost, 0 duplicates, order per topic (and class) kept.
+import fs from 'node:fs'
+import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connect } from '@nats-io/transport-node'
+import { jetstreamManager } from '@nats-io/jetstream'
 import type { MqttClient } from 'mqtt'
 import { AckLedger, checkRecords, clean, formatReport, readRecords } from '../helpers/ack-ledger.js'
 import type { StoredRecord } from '../helpers/ack-ledger.js'
-import { spawnGateway } from '../helpers/gateway.js'
+import { startGateway as startInProcess, spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
 import { publishTracked, until } from '../helpers/load.js'
 import { tempDir } from '../helpers/log.js'
 import { connectClient, endClient } from '../helpers/mqtt.js'
 import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
-import { streamCount } from '../helpers/stream.js'
+import { readStream, streamCount } from '../helpers/stream.js'
 
 const PRIORITY = 'alarms/#=high,+/+/telemetry=low'
 
@@ -160,6 +164,40 @@ describe('priority drain', () => {
       await Promise.all(clients.map((c) => endClient(c)))
       await gw.kill('SIGKILL')
       if (natsDown) await natsUp()
+    }
+  })
+
+  it('priority drain - a high class whose records JetStream refuses keeps moving (dead letters naming the class), then the others go', async () => {
+    const nc = await connect({ servers: nats.url })
+    try {
+      await (await jetstreamManager(nc)).streams.add({ name: 'PDL', subjects: ['pdl.up.>'], max_msg_size: 300 })
+    } finally {
+      await nc.close()
+    }
+    const dir = tempDir('ferry-prio-dl-')
+    const gw = await startInProcess({ 'log.dataDir': dir, 'nats.url': nats.url, 'nats.stream': 'PDL', 'nats.subjectPrefix': 'pdl', presence: 'off', 'log.priority': 'alarms/#=high', gatewayId: 'pdl' })
+    try {
+      const c = await connectClient(gw.ingress.address.port, 'pdl-dev')
+      // In the log of class high: two alarms too large for the stream, then one that fits; in normal: three records.
+      await c.publishAsync('alarms/big', Buffer.alloc(1000, 1), { qos: 1 })
+      await c.publishAsync('alarms/big', Buffer.alloc(1000, 2), { qos: 1 })
+      await c.publishAsync('alarms/ok', 'alarm', { qos: 1 })
+      for (const n of ['n1', 'n2', 'n3']) await c.publishAsync('status/x', n, { qos: 1 })
+      await endClient(c)
+      await until(async () => (await streamCount(nats.url, 'PDL')) >= 4, 30_000, 'the fitting alarm and the three normal records')
+      const stored = (await readStream(nats.url, 'PDL')).map((m) => ({ data: Buffer.from(m.data).toString(), id: m.headers['Nats-Msg-Id'] }))
+      // The alarm that fits went first (after the two in front of it were dead-lettered), then the normal records.
+      expect(stored.map((m) => m.data)).toEqual(['alarm', 'n1', 'n2', 'n3'])
+      expect(stored[0]!.id).toMatch(/^pdl\.high:\d+:3$/)
+      expect(stored[1]!.id).toMatch(/^pdl:\d+:1$/)
+      await until(() => fs.existsSync(path.join(dir, 'dead-letter.jsonl')) && fs.readFileSync(path.join(dir, 'dead-letter.jsonl'), 'utf8').trim().split('\n').length === 2, 10_000, 'two dead letters')
+      const dead = fs.readFileSync(path.join(dir, 'dead-letter.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { seq: number; class?: string })
+      expect(dead.map((d) => [d.seq, d.class])).toEqual([
+        [1, 'high'],
+        [2, 'high'],
+      ])
+    } finally {
+      await gw.close()
     }
   })
 })
