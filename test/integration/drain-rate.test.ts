@@ -7,13 +7,14 @@ import { connect } from '@nats-io/transport-node'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { decodeCbor } from '../../src/codec/index.js'
 import { AckLedger, checkRecords, clean, formatReport, readRecords } from '../helpers/ack-ledger.js'
-import { spawnGateway } from '../helpers/gateway.js'
+import { startGateway as startInProcess, spawnGateway } from '../helpers/gateway.js'
 import type { GatewayProcess } from '../helpers/gateway.js'
 import { publishTracked, until } from '../helpers/load.js'
 import { tempDir } from '../helpers/log.js'
 import { connectClient, endClient } from '../helpers/mqtt.js'
 import { startNats } from '../helpers/nats.js'
 import type { NatsServer } from '../helpers/nats.js'
+import { startProxy } from '../helpers/proxy.js'
 import { streamCount } from '../helpers/stream.js'
 
 /** Messages per second: well below what this machine forwards (tens of thousands). */
@@ -193,6 +194,52 @@ describe('drain rate', () => {
       await Promise.all(clients.map((c) => endClient(c)))
       await gw.kill('SIGKILL')
       if (natsDown) await nats.start()
+    }
+  })
+
+  it('drain rate - what a reconnect makes the forwarder send again is backlog too: resent at the cap, not at once', async () => {
+    const RATE = 500
+    const proxy = await startProxy(nats.port)
+    const gw = await startInProcess({
+      'log.dataDir': tempDir('ferry-drain-resend-'), 'nats.url': proxy.url, 'nats.stream': 'DRR', 'nats.subjectPrefix': 'drr',
+      presence: 'off', 'forward.drainMaxRate': `${RATE}/s`, 'nats.maxInflight': 1000, 'nats.ackTimeoutMs': 60_000,
+    }) // prettier-ignore
+    try {
+      const c = await connectClient(gw.ingress.address.port, 'drr-dev')
+      await publishTracked(c, new AckLedger(), { device: 'drr-dev', topic: 'warm/drr-dev', count: 1 })
+      await until(async () => (await streamCount(nats.url, 'DRR', 'all')) >= 1, 20_000, 'the warm-up record')
+      // A slow path: PubAcks come seconds late, so the paced backlog fills the window (1,000 in flight).
+      proxy.setLatency(3000)
+      await publishTracked(c, new AckLedger(), { device: 'drr-dev', topic: 'bulk/drr-dev', count: 3000, window: 200 })
+      await endClient(c)
+      await until(() => gw.forwarder.inflight >= 900, 20_000, () => `the window to fill (in flight ${gw.forwarder.inflight})`)
+      // The link fails with all that in flight: after the reconnect the probe goes alone, the rest is resent.
+      const before = gw.metrics.forwardRetries.get()
+      proxy.setLatency(0)
+      proxy.cut()
+      const samples: Array<{ t: number; n: number }> = []
+      await until(
+        () => {
+          samples.push({ t: performance.now(), n: gw.metrics.forwardRetries.get() - before })
+          return samples.at(-1)!.n >= 900
+        },
+        20_000,
+        () => `the resends (${gw.metrics.forwardRetries.get() - before} so far)`,
+        20,
+      )
+      // From the first resend after the probe: at most the burst (one second's worth) plus the cap per second.
+      const first = samples.find((x) => x.n > 1)!
+      const last = samples.at(-1)!
+      const seconds = (last.t - first.t) / 1000
+      console.log(`drain rate (resends): ${last.n} resent in ${seconds.toFixed(2)} s after the probe (cap ${RATE}/s)`)
+      expect(seconds, 'the resends went out at once, not paced').toBeGreaterThan((last.n - RATE - 1) / RATE / 1.2)
+      for (const x of samples) {
+        if (x.t < first.t) continue
+        expect(x.n, `${x.n} resent ${((x.t - first.t) / 1000).toFixed(2)} s after the first`).toBeLessThanOrEqual(first.n + RATE + (RATE * 1.1 * (x.t - first.t)) / 1000 + 64)
+      }
+    } finally {
+      await gw.close()
+      await proxy.close()
     }
   })
 })
