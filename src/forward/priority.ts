@@ -14,16 +14,17 @@
 // each hand-over, and nothing to a member that never waited.
 //
 // Consequences (README "When the uplink is down"):
-// - strict priority: while a more important class cannot reach NATS (or its stream refuses it), its
-//   backlog stays pending and the less important classes wait too, however long; they take records
-//   again the moment it has taken all of its own (or its forwarder closed);
+// - strict priority: while a more important class has records waiting and cannot send them (NATS
+//   unreachable, its stream refusing them), the less important classes wait too, however long; they
+//   take records again once it has taken all of its own and they are settled (or its forwarder closed);
 // - a more important class that is dead-lettering or recovering is never held by a less important one:
 //   it only ever waits for the members above it;
 // - a member whose forwarder closed or stopped (ring log failure) leaves the gate (`detach`): it blocks
 //   nobody from then on.
 //
 // Event driven: each member says how to tell whether it has records not yet taken (`attach`), and
-// tells the gate when that may have become false (`notify`: after it read, after a recovery ended).
+// tells the gate when that may have become false or its records settled (`notify`: after it read,
+// after its ack cursor moved, after a recovery ended).
 // A waiting member is woken only then, by a more important member, never by a timer of the gate.
 // New records appended to a more important class's log need no notice: they only make the less
 // important members wait more, which they see the next time they ask (`mayTake`, before each take).
