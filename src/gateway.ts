@@ -4,7 +4,7 @@ import { Admission, serverTlsOptions } from './auth/index.js'
 import { PayloadPolicy, decodeEntry, topicMatches } from './codec/index.js'
 import { PRIORITY_CLASSES } from './config/index.js'
 import type { Config, PriorityClass } from './config/index.js'
-import { DeadLetters, Forwarder, upstreamOptions } from './forward/index.js'
+import { DeadLetters, DrainPacer, Forwarder, PriorityGate, upstreamOptions } from './forward/index.js'
 import { FleetRegistry, fleetRegistryBucket } from './fleet/index.js'
 import { Commands, Downlink, Requests, Rpc, parseRequestTemplate } from './downlink/index.js'
 import { Ingress, LagClock, PubackGate, RetransmitIndex, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
@@ -210,6 +210,10 @@ export class Gateway {
       // Several forwarders (one per class) report into one gauge each: in flight adds up; connected only when all are.
       const inflight = new CombinedGauge(metrics.forwardInflight, (xs) => xs.reduce((a, b) => a + b, 0))
       const connected = new CombinedGauge(metrics.forwardConnected, (xs) => (xs.every((x) => x > 0) ? 1 : 0))
+      // i16-forward wiring (minimal, for the forward tests): strict priority between the class forwarders, one --drain-max-rate bucket.
+      const priorityGate = labelled ? new PriorityGate() : undefined
+      const drainRate = config.forward.drainMaxRate
+      const pacer = drainRate.messagesPerSecond > 0 || drainRate.bytesPerSecond > 0 ? new DrainPacer(drainRate) : undefined
       const forwarders = logs.members.map(({ name, log: l }, rank) => {
         const fm = labelled ? classMetrics(metrics, name) : metrics
         return new Forwarder({
@@ -237,6 +241,8 @@ export class Gateway {
           partitions: config.nats.partitions,
           streamReplicas: config.nats.streamReplicas,
           dedupWindowMs: config.nats.dedupWindowMs,
+          ...(priorityGate ? { className: name, priority: priorityGate.member(rank) } : {}),
+          ...(pacer ? { pacer, paced: name !== 'high' } : {}),
         })
       })
       const forwarder = forwarders[classes.indexOf('normal')]!

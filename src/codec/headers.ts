@@ -1,7 +1,7 @@
 // The NATS header block of an uplink message, encoded in one step (the hot path of forwarding).
 //
 // NATS/1.0\r\n
-// Nats-Msg-Id: <gatewayId>:<epoch>:<seq>\r\n
+// Nats-Msg-Id: <gatewayId>:<epoch>:<seq>\r\n   (a priority class other than normal: <gatewayId>.<class>:<epoch>:<seq>)
 // Nats-Expected-Stream: <stream>\r\n   (JetStream refuses the publish when another stream captures the subject)
 // Ferry-Client: <MQTT client id, escaped>\r\n
 // Content-Type: <content type>\r\n
@@ -138,6 +138,15 @@ export function encodeUplinkHeaders(msgId: string, stream: string, clientId: str
   return Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${msgId}${uplinkTail(stream, clientId, contentType, mode, clientInSubject)}\r\n`, 'utf8')
 }
 
+/**
+ * The part of a Nats-Msg-Id before `:<epoch>:<seq>`: the gateway id, and for a priority class other
+ * than normal `.<class>` (each class has its own log, so its own seqs; a gateway id has no '.', so
+ * the id stays unambiguous). Class normal (or none: no --priority) keeps the id of a gateway without classes.
+ */
+export function msgIdSource(gatewayId: string, className?: string): string {
+  return className === undefined || className === 'normal' ? gatewayId : `${gatewayId}.${className}`
+}
+
 /** Which headers uplink messages carry (--uplink-headers): `full` (every header, the default) or `compact` (see the file comment). */
 export type UplinkHeaderMode = 'full' | 'compact'
 
@@ -182,17 +191,24 @@ export class UplinkHeaderEncoder {
   private readonly anonymous = new Map<string, Buffer>()
   private cached = 0
 
+  /** What comes before `:<epoch>:<seq>` in the message id (nats-message.ts msgIdSource). */
+  private readonly idSource: string
+
+  /** `className`: the priority class of the forwarder's log (undefined or 'normal': the id without a class). */
   constructor(
-    private readonly gatewayId: string,
+    gatewayId: string,
     private readonly stream: string,
     readonly mode: UplinkHeaderMode,
-  ) {}
+    className?: string,
+  ) {
+    this.idSource = msgIdSource(gatewayId, className)
+  }
 
   /** The header block of record `seq` of `epoch` from `clientId` (`contentType` ASCII, Ferry's own). */
   encode(epoch: number, seq: number, clientId: string, contentType: string, clientInSubject: boolean): Uint8Array {
     if (epoch !== this.epoch) {
       this.epoch = epoch
-      this.head = Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${this.gatewayId}:${epoch}:`, 'utf8')
+      this.head = Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${this.idSource}:${epoch}:`, 'utf8')
     }
     const tail = this.tail(clientId, contentType, clientInSubject && this.mode === 'compact')
     const digits = String(seq)

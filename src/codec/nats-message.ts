@@ -5,7 +5,8 @@
 // | subject  | `<prefix>.up.<escaped topic levels>` (subject.ts), or for an event entry         |
 // |          | (`$ferry/events/<kind>` topic) `<prefix>.events.<device token>.<kind>`;           |
 // |          | with partitions (N > 0) a token `<p>` = partitionOf(client id, N) after `up`/`events` |
-// | headers  | headers.ts: Nats-Msg-Id `<gatewayId>:<epoch>:<seq>`, Nats-Expected-Stream,        |
+// | headers  | headers.ts: Nats-Msg-Id `<gatewayId>:<epoch>:<seq>` (class normal; a record of    |
+// |          | another priority class's log: `<gatewayId>.<class>:<epoch>:<seq>`), Nats-Expected-Stream, |
 // |          | Ferry-Client, Content-Type; for an entry with MQTT 5 properties (version 3) also  |
 // |          | Ferry-Expires, Ferry-Response-Topic, Ferry-Correlation-Data, Ferry-Prop-<name>    |
 // |          | and Ferry-Props-Omitted (headers.ts)                                              |
@@ -24,7 +25,7 @@
 import type { Entry } from './entry.js'
 import { ENCODING_CONTENT_TYPE } from './entry.js'
 import { FerryError } from '../errors.js'
-import { CONTENT_TYPE_UTF8_TEXT, encodeUplinkHeaders, encodeUplinkHeadersWithProperties, topicCarriesClient, unescapeHeaderValue } from './headers.js'
+import { CONTENT_TYPE_UTF8_TEXT, encodeUplinkHeaders, msgIdSource, encodeUplinkHeadersWithProperties, topicCarriesClient, unescapeHeaderValue } from './headers.js'
 import type { UplinkHeaderEncoder, UplinkHeaderMode } from './headers.js'
 import { CONTENT_TYPE_CBOR, CONTENT_TYPE_OCTETS } from './payload.js'
 import type { PayloadPolicy } from './payload.js'
@@ -44,7 +45,12 @@ export interface UplinkContext {
   readonly subjectOf?: (topic: string, clientId: string) => string
   /** Which headers go upstream (--uplink-headers); default full. */
   readonly headerMode?: UplinkHeaderMode
-  /** Encodes the headers of messages without properties (the forwarder's, with its caches); must have the same gateway id, stream and mode. */
+  /**
+   * The priority class of the log the entry comes from (--priority): undefined or 'normal' = the
+   * message id as without classes; another class names itself in the id (uplinkMsgId).
+   */
+  readonly className?: string
+  /** Encodes the headers of messages without properties (the forwarder's, with its caches); must have the same gateway id, class, stream and mode. */
   readonly headerEncoder?: UplinkHeaderEncoder
 }
 
@@ -60,9 +66,9 @@ export interface UplinkMessage {
   readonly omittedProperties: number
 }
 
-/** The Nats-Msg-Id of record `seq` of log epoch `epoch`. */
-export function uplinkMsgId(gatewayId: string, epoch: number, seq: number): string {
-  return `${gatewayId}:${epoch}:${seq}`
+/** The Nats-Msg-Id of record `seq` of log epoch `epoch` (of the log of priority class `className`, see msgIdSource in headers.ts). */
+export function uplinkMsgId(gatewayId: string, epoch: number, seq: number, className?: string): string {
+  return `${msgIdSource(gatewayId, className)}:${epoch}:${seq}`
 }
 
 /** True when `topic` is the pseudo-topic of a device event rather than an MQTT topic. */
@@ -93,12 +99,12 @@ export function uplinkMessage(e: Entry, epoch: number, seq: number, ctx: UplinkC
   if (props === undefined) {
     const headers = ctx.headerEncoder
       ? ctx.headerEncoder.encode(epoch, seq, e.clientId, contentType, clientInSubject)
-      : encodeUplinkHeaders(uplinkMsgId(ctx.gatewayId, epoch, seq), ctx.stream, e.clientId, contentType, mode, clientInSubject)
+      : encodeUplinkHeaders(uplinkMsgId(ctx.gatewayId, epoch, seq, ctx.className), ctx.stream, e.clientId, contentType, mode, clientInSubject)
     return { subject, headers, data, isEvent, omittedProperties: 0 }
   }
   if (props.contentType !== undefined) contentType = props.contentType
   else if (props.utf8 === true && contentType === CONTENT_TYPE_OCTETS) contentType = CONTENT_TYPE_UTF8_TEXT
-  const h = encodeUplinkHeadersWithProperties(uplinkMsgId(ctx.gatewayId, epoch, seq), ctx.stream, e.clientId, contentType, props, mode, clientInSubject)
+  const h = encodeUplinkHeadersWithProperties(uplinkMsgId(ctx.gatewayId, epoch, seq, ctx.className), ctx.stream, e.clientId, contentType, props, mode, clientInSubject)
   return { subject, headers: h.headers, data, isEvent, omittedProperties: h.omitted }
 }
 

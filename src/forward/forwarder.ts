@@ -41,6 +41,13 @@
 // LaneHold, lane-hold.ts); what the lane sent waits in the ack window (ack-window.ts) until the main
 // reader reaches it, so the ack cursor still only moves over a contiguous run.
 //
+// Priority classes (--priority): one forwarder per class log, each with its own connection, window
+// and live lane. `className` names the class in message ids (codec/headers.ts msgIdSource), dead
+// letters and log lines; `priority` (priority.ts) holds back new records and resends while a more
+// important class has records it has not taken; `pacer` (pacer.ts, --drain-max-rate) makes the main
+// reader and the resends of a paced forwarder wait for tokens (the probe, the live lane and unpaced
+// forwarders only debit it). Without them (no --priority, no --drain-max-rate) nothing changes.
+//
 // Parts: the NATS connection (src/upstream), the mapping of a log entry to a NATS message
 // (codec/nats-message.ts), the ack window, the lane policy; this file is the publish mechanics and
 // the recovery state machine.
@@ -52,7 +59,7 @@ import { LogIoError } from '../errors.js'
 import { ClosedSignal, deadlineIn, remainingMs } from '../lifecycle.js'
 import type { Component, Deadline } from '../lifecycle.js'
 import type { LogReader, RingLog } from '../log/index.js'
-import type { Logger } from '../logger.js'
+import type { LogFields, Logger } from '../logger.js'
 import { Backoff, Pause, connectWithBackoff, drainWithin } from '../upstream/index.js'
 import { AckWindow } from './ack-window.js'
 import type { DeadLetters } from './dead-letter.js'
@@ -60,6 +67,8 @@ import { LaneHold } from './lane-hold.js'
 import { LIVE_LANE_MAX_TOPICS, LIVE_LANE_RETRY_MS, LaneSchedule, laneRoom, laneWanted, mainLaneCap } from './live-lane.js'
 import type { LaneWindow } from './live-lane.js'
 import type { ForwardMetrics } from './metrics.js'
+import type { DrainPacer } from './pacer.js'
+import type { PriorityMember } from './priority.js'
 import { classifyPubAck, expectStream } from './puback.js'
 import type { ExpectedStream } from './puback.js'
 import { parseReplySubject, replySeq, replySubject } from './reply-subject.js'
@@ -110,6 +119,33 @@ export interface ForwarderOptions {
    * may be stored twice: counted and logged.
    */
   readonly dedupWindowMs?: number
+  /**
+   * The priority class of this forwarder's log (--priority): undefined or 'normal' = message ids as
+   * without classes; any other class is named in message ids (`<gatewayId>.<class>:<epoch>:<seq>`).
+   * When set, log lines and dead letters name the class.
+   */
+  readonly className?: string
+  /** This forwarder's seat at the PriorityGate shared by the forwarders of all classes (priority.ts); absent = never held. */
+  readonly priority?: PriorityMember
+  /** The --drain-max-rate bucket shared by the forwarders of all classes (pacer.ts); absent = no cap. */
+  readonly pacer?: DrainPacer
+  /**
+   * Whether the main reader (and the resends) wait for the pacer's tokens. Default true; the gateway
+   * passes false for class high, whose sends only debit the bucket.
+   */
+  readonly paced?: boolean
+}
+
+/** `logger` with a `class` field on every line (several forwarders, one per class, share one log output). */
+function withClass(logger: Logger, className: string): Logger {
+  const add = (f?: LogFields): LogFields => ({ class: className, ...f })
+  return {
+    debug: (m, f) => logger.debug(m, add(f)),
+    info: (m, f) => logger.info(m, add(f)),
+    warn: (m, f) => logger.warn(m, add(f)),
+    error: (m, f) => logger.error(m, add(f)),
+    child: (c) => withClass(logger.child(c), className),
+  }
 }
 
 interface Inflight {
@@ -204,6 +240,13 @@ interface LiveLane {
 const FAIL_CLOSE_MS = 5000
 const BACKOFF_MIN_MS = 100
 const BACKOFF_MAX_MS = 5000
+/**
+ * Longest wait for the priority gate before the loop looks again (the gate wakes it on a more
+ * important class's notice; this only bounds a wait whose notice was missed).
+ */
+const GATE_RECHECK_MS = 5000
+/** Longest slice of a wait for --drain-max-rate tokens while a live lane is open (the lane is served in between). */
+const LIVE_LANE_PACE_SLICE_MS = 20
 
 export class Forwarder implements Component {
   private nc: NatsConnection | undefined
@@ -249,6 +292,17 @@ export class Forwarder implements Component {
   private recovering = false
   /** The record sent alone while recovering, until JetStream stores it. */
   private probe: Inflight | undefined
+  /**
+   * After the probe was stored: the rewound records still to be sent again, in order (paced, a chunk
+   * per step); nothing new is taken until they are all sent. Undefined when not resending.
+   */
+  private resendQueue: Inflight[] | undefined
+  private resendAt = 0
+  private resent = 0
+  /** Log lines, with the class when there are classes. */
+  private readonly logger: Logger
+  /** Waits for the pacer's tokens (a pacer is given and this forwarder is paced). */
+  private readonly paced: boolean
   private reorderWarnAt = 0
   /** Records dropped as expired since the last log line about them. */
   private readonly expired = new SeqRanges()
@@ -288,7 +342,10 @@ export class Forwarder implements Component {
     this.laneWindow = { maxInflight: opts.maxInflight, minBacklog: opts.liveLaneMinBacklog }
     const headerMode = opts.uplinkHeaders ?? 'full'
     this.subjects = new UplinkSubjects(opts.subjectPrefix, opts.partitions ?? 0)
+    this.logger = opts.className === undefined ? opts.logger : withClass(opts.logger, opts.className)
+    this.paced = opts.pacer !== undefined && (opts.paced ?? true)
     this.uplink = {
+      className: opts.className,
       gatewayId: opts.gatewayId,
       stream: opts.stream,
       subjectPrefix: opts.subjectPrefix,
@@ -296,10 +353,24 @@ export class Forwarder implements Component {
       partitions: opts.partitions ?? 0,
       subjectOf: (topic, clientId) => this.subjectOf(topic, clientId),
       headerMode,
-      headerEncoder: new UplinkHeaderEncoder(opts.gatewayId, opts.stream, headerMode),
+      headerEncoder: new UplinkHeaderEncoder(opts.gatewayId, opts.stream, headerMode, opts.className),
     }
     opts.metrics.forwardInflight.collect(() => this.unacked)
     opts.metrics.forwardConnected.collect(() => (this.connected ? 1 : 0))
+    opts.priority?.attach({
+      pending: () => this.hasUntaken(),
+      takenUpTo: () => this.opts.reader.position - 1,
+      settledUpTo: () => this.opts.log.acked,
+    })
+  }
+
+  /**
+   * For the priority gate: records this forwarder has not taken yet, i.e. durable records beyond
+   * its main reader, or rewound records still to be sent again. False once stopped.
+   */
+  private hasUntaken(): boolean {
+    if (!this.running || this.closing) return false
+    return this.opts.log.durableSeq >= this.opts.reader.position || this.recovering || this.resendQueue !== undefined
   }
 
   /** Starts connecting (forever, with backoff) and forwarding. Returns at once: the gateway buffers meanwhile. */
@@ -320,7 +391,7 @@ export class Forwarder implements Component {
         if (this.running) this.fail(this.opts.log.failure ?? new LogIoError('the ring log failed'))
         return
       } catch (err) {
-        this.opts.logger.error('forwarding failed on an unexpected error; starting again (messages stay in the log)', { error: err })
+        this.logger.error('forwarding failed on an unexpected error; starting again (messages stay in the log)', { error: err })
         this.connected = false
         const nc = this.nc
         this.nc = undefined
@@ -338,7 +409,7 @@ export class Forwarder implements Component {
    * dies with its connection) and the recovery resends everything unacknowledged in seq order.
    */
   private async run(): Promise<void> {
-    const { logger } = this.opts
+    const logger = this.logger
     let sessions = 0
     while (this.running) {
       const nc = await this.connectOnce()
@@ -392,13 +463,13 @@ export class Forwarder implements Component {
     this.hungServer = undefined
     return connectWithBackoff({
       servers: order ?? this.opts.servers,
-      options: { ...this.opts.connectOptions, name: `ferry-${this.opts.gatewayId}`, reconnect: false, pingInterval: 10_000, maxPingOut: 3, timeout: 5000, ...(order ? { noRandomize: true } : {}) },
+      options: { ...this.opts.connectOptions, name: this.opts.className === undefined ? `ferry-${this.opts.gatewayId}` : `ferry-${this.opts.gatewayId}.${this.opts.className}`, reconnect: false, pingInterval: 10_000, maxPingOut: 3, timeout: 5000, ...(order ? { noRandomize: true } : {}) },
       backoff: this.backoff,
       pause: this.pause,
       running: () => this.running,
       onError: (err, backoff) => {
         if (backoff.current === 0 || backoff.atMax) {
-          this.opts.logger.warn('NATS not reachable; buffering in the log and retrying', { servers: this.opts.servers, error: err })
+          this.logger.warn('NATS not reachable; buffering in the log and retrying', { servers: this.opts.servers, error: err })
         }
       },
     })
@@ -434,7 +505,7 @@ export class Forwarder implements Component {
 
   /** One pass of the forwarding loop: wait for what blocks progress, or publish the next records. */
   private async step(nc: NatsConnection): Promise<void> {
-    const { logger } = this.opts
+    const logger = this.logger
     if (!this.connected) {
       await this.sleep(200)
       return
@@ -479,8 +550,19 @@ export class Forwarder implements Component {
       await this.sleep(this.resumeAt - performance.now())
       return
     }
+    // A more important class has records it has not taken: take nothing new, resend nothing (priority.ts).
+    const gate = this.opts.priority
+    if (gate && !gate.mayTake()) {
+      await Promise.race([gate.whenMayTake(), this.sleep(GATE_RECHECK_MS)])
+      this.wake() // clears the timer when the gate opened first
+      return
+    }
     if (this.recovering) {
       await this.stepRecovery()
+      return
+    }
+    if (this.resendQueue) {
+      await this.stepResend()
       return
     }
     this.maybeStartLiveLane()
@@ -492,12 +574,27 @@ export class Forwarder implements Component {
       await this.sleep(this.live ? 5 : 1000)
       return
     }
-    const recs = await this.opts.reader.read(Math.min(room, READ_CHUNK_RECORDS), this.opts.maxInflightBytes - this.inflightBytes)
+    let maxRecords = Math.min(room, READ_CHUNK_RECORDS)
+    let maxBytes = this.opts.maxInflightBytes - this.inflightBytes
+    if (this.paced && this.opts.log.durableSeq >= this.opts.reader.position) {
+      // Backlog to send: only as much as the --drain-max-rate bucket holds (pacer.ts).
+      const a = this.opts.pacer!.allowance()
+      if (a.messages === 0) {
+        await this.paceWait()
+        return
+      }
+      maxRecords = Math.min(maxRecords, a.messages)
+      maxBytes = Math.min(maxBytes, a.bytes)
+    }
+    // maxBytes counts record bytes (at least the payload's): the bucket is debited with payload bytes below.
+    const recs = await this.opts.reader.read(maxRecords, maxBytes)
     this.opts.log.noteReadPosition(this.opts.reader.position)
+    // Read up to the durable end: the less important classes may take records again.
+    this.opts.priority?.notify()
     if (recs.length === 0) {
       this.absorbLive(this.opts.reader.position)
       // Nothing in flight: the cursor passes the records the reader skipped (evicted, damaged).
-      this.window.readerAt(this.opts.reader.position)
+      if (this.window.readerAt(this.opts.reader.position)) this.opts.priority?.notify()
       // Yield to I/O first, so that even a wait that resolves at once cannot starve the process.
       await new Promise((r) => setImmediate(r))
       await Promise.race([this.opts.log.waitForData(this.opts.reader.position - 1), this.sleep(1000)])
@@ -505,6 +602,8 @@ export class Forwarder implements Component {
       return
     }
     const evictedUpTo = this.opts.log.acked
+    let sentRecords = 0
+    let sentBytes = 0
     for (const r of recs) {
       // A record at or below the ack position was not forwarded: its segment was evicted (discard
       // "old") while this read was under way, and the eviction counted it as dropped. So it is.
@@ -513,13 +612,27 @@ export class Forwarder implements Component {
       if (this.live && this.absorbLive(r.seq + 1) === r.seq) continue
       // A failure while this chunk goes out: the rest joins the window unsent, to follow the
       // recovery in order.
-      this.publishNew(r.seq, r.epoch, r.ts, r.body, false, !this.recovering)
+      const sent = this.publishNew(r.seq, r.epoch, r.ts, r.body, false, !this.recovering)
+      if (sent >= 0) {
+        sentRecords++
+        sentBytes += sent
+      }
     }
+    this.opts.pacer?.debit(sentRecords, sentBytes)
     this.absorbLive(this.opts.reader.position)
     if (performance.now() >= this.expiredLogAt) this.logExpired()
     if (this.live && this.opts.reader.position >= this.live.reader.position) await this.closeLiveLane()
     // Let ingress (PUBACKs) and PubAcks in between chunks.
     await new Promise((r) => setImmediate(r))
+  }
+
+  /** Waits for the pacer's tokens (counted in ferry_forward_drain_paced_seconds_total), or until woken. */
+  private async paceWait(): Promise<void> {
+    const start = performance.now()
+    // An open live lane is served between slices of the wait: live records never wait for the pacer.
+    const ms = this.opts.pacer!.waitMs()
+    await this.sleep(this.live ? Math.min(ms, LIVE_LANE_PACE_SLICE_MS) : ms)
+    this.opts.metrics.forwardDrainPaced?.inc((performance.now() - start) / 1000)
   }
 
   /**
@@ -533,6 +646,7 @@ export class Forwarder implements Component {
     }
     for (const f of this.pendingEntries()) if (!f.parked) f.sentAt = 0
     this.probe = undefined
+    this.resendQueue = undefined // resent after the next probe, from the first rewound record
     this.wake()
   }
 
@@ -540,18 +654,13 @@ export class Forwarder implements Component {
   private async stepRecovery(): Promise<void> {
     const probe = this.probe
     if (probe?.done) {
-      // Stored (or dead-lettered): the rest goes again in seq order, then new records follow.
+      // Stored (or dead-lettered): the rest goes again in seq order (stepResend), then new records follow.
       this.probe = undefined
       this.recovering = false
-      let n = 0
-      for (const f of [...this.pendingEntries()]) {
-        if (f.sentAt !== 0 || f.parked || f.done) continue
-        this.send(f)
-        if (this.recovering) break // the connection went, or a refusal came back at once: recover again
-        if (f.sentAt !== 0) n++
-      }
-      if (n > 0) this.opts.metrics.forwardRetries.inc(n)
-      if (!this.recovering) this.opts.logger.info('forwarding resumed: the earliest unacknowledged record was stored, the rest sent again in order', { resent: n })
+      this.resendQueue = [...this.pendingEntries()]
+      this.resendAt = 0
+      this.resent = 0
+      await this.stepResend()
       return
     }
     if (probe?.parked) {
@@ -570,6 +679,8 @@ export class Forwarder implements Component {
         }
         this.probe = head.value
         if (head.value.parked) return
+        // The probe is never paced (it tells whether upstream is back), but counts towards the cap.
+        this.opts.pacer?.debit(1, head.value.data.length)
         this.send(head.value)
         if (!head.value.done) break
       }
@@ -590,6 +701,52 @@ export class Forwarder implements Component {
     await this.sleep(Math.min(this.opts.ackTimeoutMs - waited, 250))
   }
 
+  /**
+   * Sends again, in seq order, the records rewound by the recovery, after its probe was stored: all
+   * at once, or when paced (--drain-max-rate: they are backlog) as many as the bucket holds per step.
+   */
+  private async stepResend(): Promise<void> {
+    const q = this.resendQueue!
+    const pacer = this.opts.pacer
+    let most = Infinity
+    let mostBytes = Infinity
+    if (this.paced) {
+      const a = pacer!.allowance()
+      if (a.messages === 0) {
+        await this.paceWait()
+        return
+      }
+      most = a.messages
+      mostBytes = a.bytes
+    }
+    let n = 0
+    let bytes = 0
+    while (this.resendAt < q.length && n < most && (n === 0 || bytes < mostBytes)) {
+      const f = q[this.resendAt++]!
+      if (f.sentAt !== 0 || f.parked || f.done) continue
+      const size = f.data.length
+      this.send(f)
+      if (this.recovering) break // the connection went, or a refusal came back at once: recover again (enterRecovery cleared the queue)
+      if (f.sentAt !== 0) {
+        n++
+        bytes += size
+      }
+    }
+    if (n > 0) {
+      this.opts.metrics.forwardRetries.inc(n)
+      pacer?.debit(n, bytes)
+      this.resent += n
+    }
+    if (this.recovering) return
+    if (this.resendAt < q.length) {
+      await new Promise((r) => setImmediate(r))
+      return
+    }
+    this.resendQueue = undefined
+    this.logger.info('forwarding resumed: the earliest unacknowledged record was stored, the rest sent again in order', { resent: this.resent })
+    this.opts.priority?.notify()
+  }
+
   /** Starts collecting the backlog's topics when the main reader is far behind (runs beside the main lane). */
   private maybeStartLiveLane(): void {
     if (this.live || this.liveScan || performance.now() < this.liveRetryAt) return
@@ -606,7 +763,7 @@ export class Forwarder implements Component {
         // they may be sent again after a failure, so nothing of theirs may overtake them either.
         for (const f of this.window.queued()) if (!f.done && !f.undecodable) hold.hold(f.topic, f.clientId, f.topic === '')
         this.live = { reader: this.opts.openReader(split + 1), schedule: new LaneSchedule(hold) }
-        this.opts.logger.info('live lane open: new messages on topics without backlog are forwarded ahead of the backlog', {
+        this.logger.info('live lane open: new messages on topics without backlog are forwarded ahead of the backlog', {
           backlog: split - this.opts.reader.position + 1,
           backlogTopics: hold.size,
           split,
@@ -614,7 +771,7 @@ export class Forwarder implements Component {
       })
       .catch((err: unknown) => {
         this.liveRetryAt = performance.now() + LIVE_LANE_RETRY_MS.scanFailed
-        this.opts.logger.warn('live lane scan failed; the backlog drains in order', { error: err })
+        this.logger.warn('live lane scan failed; the backlog drains in order', { error: err })
       })
       .finally(() => (this.liveScan = undefined))
   }
@@ -681,7 +838,9 @@ export class Forwarder implements Component {
         return
       }
       // Recovery may have begun during the read: then it waits unsent, and the resume sends it in order.
-      this.publishNew(r.seq, r.epoch, r.ts, r.body, true, !this.recovering)
+      const sent = this.publishNew(r.seq, r.epoch, r.ts, r.body, true, !this.recovering)
+      // Live traffic never waits for --drain-max-rate, but counts towards it (the backlog yields).
+      if (sent >= 0) this.opts.pacer?.debit(1, sent)
     }
   }
 
@@ -692,7 +851,10 @@ export class Forwarder implements Component {
   private absorbLive(upTo: number): number {
     const before = this.window.acked
     const last = this.window.absorb(upTo)
-    if (this.window.acked !== before) this.backoff.reset()
+    if (this.window.acked !== before) {
+      this.backoff.reset()
+      this.opts.priority?.notify()
+    }
     return last
   }
 
@@ -704,11 +866,14 @@ export class Forwarder implements Component {
     if (this.window.laneSize > 0) return
     this.live = undefined
     await live.reader.close()
-    this.opts.logger.info('live lane closed', { published: live.schedule.published, read: live.schedule.read })
+    this.logger.info('live lane closed', { published: live.schedule.published, read: live.schedule.read })
   }
 
-  /** Takes record `seq` into the window (main lane, or the live lane ahead of it) and sends it unless `sendNow` is false. */
-  private publishNew(seq: number, epoch: number, ts: number, body: Buffer, lane: boolean, sendNow: boolean): void {
+  /**
+   * Takes record `seq` into the window (main lane, or the live lane ahead of it) and sends it unless
+   * `sendNow` is false. Returns the payload bytes published, or -1 when it was not published now.
+   */
+  private publishNew(seq: number, epoch: number, ts: number, body: Buffer, lane: boolean, sendNow: boolean): number {
     let subject = ''
     let data: Uint8Array = body
     let undecodable = ''
@@ -741,8 +906,11 @@ export class Forwarder implements Component {
       this.opts.metrics.drops.inc(1, { reason: 'events_not_captured' })
       this.complete(f)
     } else if (sendNow) {
+      const bytes = f.data.length
       this.send(f)
+      if (f.sentAt !== 0) return bytes
     }
+    return -1
   }
 
   /** The subject of `topic` from `clientId`, memoised per topic and, with partitions, per client (bounded). */
@@ -855,7 +1023,7 @@ export class Forwarder implements Component {
     const now = performance.now()
     if (now >= this.reorderWarnAt) {
       this.reorderWarnAt = now + 10_000
-      this.opts.logger.warn('JetStream stored a record after a later one of its topic or device (it refused or lost the earlier one while storing the later one in flight)', {
+      this.logger.warn('JetStream stored a record after a later one of its topic or device (it refused or lost the earlier one while storing the later one in flight)', {
         seq: f.seq,
         storedBefore: overtaken.seq,
         clientId: f.clientId,
@@ -880,7 +1048,7 @@ export class Forwarder implements Component {
     const delay = this.nextBackoff()
     this.resumeAt = performance.now() + delay
     if (this.backoff.current === BACKOFF_MIN_MS * 2 || this.backoff.atMax) {
-      this.opts.logger.warn('JetStream publish failed; retrying with backoff', { seq: f.seq, reason, backoffMs: Math.round(delay) })
+      this.logger.warn('JetStream publish failed; retrying with backoff', { seq: f.seq, reason, backoffMs: Math.round(delay) })
     }
   }
 
@@ -890,17 +1058,17 @@ export class Forwarder implements Component {
    */
   private deadLetter(f: Inflight, reason: string): void {
     f.parked = true
-    this.opts.deadLetters.write({ seq: f.seq, epoch: f.epoch, ts: f.ts, body: f.body, reason }).then(
+    this.opts.deadLetters.write({ seq: f.seq, epoch: f.epoch, ts: f.ts, body: f.body, reason, ...(this.opts.className === undefined ? {} : { className: this.opts.className }) }).then(
       () => {
         f.parked = false
         if (f.done) return // an older send was stored meanwhile: not a drop
         this.opts.metrics.drops.inc(1, { reason: 'dead_letter' })
-        this.opts.logger.error('message dead-lettered: JetStream rejects it permanently', { seq: f.seq, reason })
+        this.logger.error('message dead-lettered: JetStream rejects it permanently', { seq: f.seq, reason })
         this.complete(f)
       },
       (err: unknown) => {
         f.parked = false
-        this.opts.logger.error('cannot write the dead-letter file; the message stays in the log and is retried', { seq: f.seq, error: err })
+        this.logger.error('cannot write the dead-letter file; the message stays in the log and is retried', { seq: f.seq, error: err })
         f.sentAt = 0
         if (!this.recovering) this.enterRecovery('refused')
         else if (f === this.probe) this.probe = undefined
@@ -931,7 +1099,7 @@ export class Forwarder implements Component {
     if (this.lateResends.empty) return
     this.lateResendLogAt = performance.now() + LATE_RESEND_LOG_MS
     const { records, seqs } = this.lateResends.take()
-    this.opts.logger.warn('messages resent after the stream\'s duplicate window (--dedup-window) since their first send: JetStream may store them twice if an earlier send was stored', {
+    this.logger.warn('messages resent after the stream\'s duplicate window (--dedup-window) since their first send: JetStream may store them twice if an earlier send was stored', {
       records,
       seqs,
       dedupWindowMs: this.resendWindowMs,
@@ -942,7 +1110,7 @@ export class Forwarder implements Component {
     if (this.expired.empty) return
     this.expiredLogAt = performance.now() + EXPIRED_LOG_MS
     const { records, seqs } = this.expired.take()
-    this.opts.logger.warn('messages expired before they were forwarded; dropped (MQTT 5 Message Expiry Interval)', { records, seqs })
+    this.logger.warn('messages expired before they were forwarded; dropped (MQTT 5 Message Expiry Interval)', { records, seqs })
   }
 
   private complete(f: Inflight): void {
@@ -954,7 +1122,11 @@ export class Forwarder implements Component {
     f.body = EMPTY
     f.data = EMPTY
     // Marks it done; a contiguous run of done records at the head acks the log.
-    if (this.window.complete(f)) this.backoff.reset()
+    if (this.window.complete(f)) {
+      this.backoff.reset()
+      // Less important classes waiting for this one's records to settle (priority.ts).
+      this.opts.priority?.notify()
+    }
     if (this.unacked < this.opts.maxInflight) this.wake()
   }
 
@@ -975,7 +1147,7 @@ export class Forwarder implements Component {
         // The stream may be gone while something else listens on its subjects (no "no
         // responders" then): check it through the JetStream API before the probe.
         this.streamReady = false
-        this.opts.logger.warn('JetStream did not acknowledge in time; resending from the earliest unacknowledged record', { seq: f.seq, ackTimeoutMs: this.opts.ackTimeoutMs })
+        this.logger.warn('JetStream did not acknowledge in time; resending from the earliest unacknowledged record', { seq: f.seq, ackTimeoutMs: this.opts.ackTimeoutMs })
         this.enterRecovery('timeout')
         return
       }
@@ -1025,6 +1197,8 @@ export class Forwarder implements Component {
 
   private async shutdown(deadline: Deadline): Promise<void> {
     this.running = false
+    // Stopped: holds no less important class back any more (priority.ts).
+    this.opts.priority?.detach()
     this.wake()
     // Records waiting for the recovery are not sent now (that could put them ahead of a refused
     // one): the next start sends them, in order.
@@ -1032,14 +1206,14 @@ export class Forwarder implements Component {
       await new Promise((r) => setTimeout(r, 20))
     }
     if (this.unacked > 0) {
-      this.opts.logger.warn('closing with messages still unacknowledged; they are resent at next start', { messages: this.unacked })
+      this.logger.warn('closing with messages still unacknowledged; they are resent at next start', { messages: this.unacked })
       // Records of a segment evicted under discard "old" were kept in the window (not counted as
       // dropped then); those still unacknowledged are gone with this process: count them now.
       let evicted = 0
       for (const f of this.pendingEntries()) if (f.seq <= this.opts.log.acked && this.opts.log.evictedUncounted(f.seq)) evicted++
       if (evicted > 0) {
         this.opts.metrics.drops.inc(evicted, { reason: 'discard_old' })
-        this.opts.logger.warn('records of an evicted segment were not acknowledged before the stop; counted as dropped (discard "old")', { records: evicted })
+        this.logger.warn('records of an evicted segment were not acknowledged before the stop; counted as dropped (discard "old")', { records: evicted })
       }
     }
     if (this.timer) clearInterval(this.timer)

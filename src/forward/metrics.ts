@@ -1,5 +1,9 @@
 // The metrics the forwarder updates, as the small interface it needs (the gateway's catalogue,
 // src/metrics/catalogue.ts, satisfies it structurally; names and help text are declared there).
+//
+// With priority classes there is one forwarder per class: each gets its own object (the gateway adds
+// the class label to drops and sums the gauges over the classes). A forwarder registers its gauges
+// with collect() once, in its constructor, and assumes nothing else about who reads them.
 
 /** A counter without labels. */
 export interface ForwardCount {
@@ -41,4 +45,9 @@ export interface ForwardMetrics {
   readonly forwardInflight: ForwardCollected
   /** ferry_forward_connected */
   readonly forwardConnected: ForwardCollected
+  /**
+   * ferry_forward_drain_paced_seconds_total: time the main reader (or the resends) of a paced forwarder
+   * waited for --drain-max-rate tokens (summed over the forwarders waiting). Optional: absent = not counted.
+   */
+  readonly forwardDrainPaced?: { inc(seconds: number): void }
 }
