@@ -259,6 +259,7 @@ export class Gateway {
           upstream: () => combinedHealth(forwarders),
           metrics,
           stallMs: config.readyStallMs,
+          ...(pacer ? { drainCap: (avgBytes: number) => pacer.capMessagesPerSecond(avgBytes) } : {}),
           // The downlink starts after the HTTP endpoint: until then, not connected.
           downlink: () => downlinkRef?.health ?? { connected: false, subscribed: false, commandsProblem: 'not started' },
         }),
