@@ -1307,16 +1307,19 @@ export class RingLog implements Component, BoundMember {
   /**
    * True when the oldest segment with records not yet acknowledged has expired entirely (for the
    * active segment: only when it is the last one and holds records). Learns, by a scan, the expiry
-   * of segments sealed before expiry tracking along the way (each once per run; no lock held).
+   * of segments sealed before expiry tracking along the way, as far as they turn out expired (each
+   * once per run; no lock held).
    */
   private async expiryWork(now: number): Promise<boolean> {
+    let work = false
     for (const s of [...this.segments]) {
       if (s.lastSeq <= this.ackedSeq) continue
-      if (s === this.active?.seg) return s.lastSeq >= s.baseSeq && (s.maxExpiresAtMs ?? Infinity) <= now
+      if (s === this.active?.seg) return work || (s.lastSeq >= s.baseSeq && (s.maxExpiresAtMs ?? Infinity) <= now)
       if (s.maxExpiresAtMs === undefined) await this.learnExpiry(s)
-      return (s.maxExpiresAtMs ?? Infinity) <= now
+      if (!((s.maxExpiresAtMs ?? Infinity) <= now)) return work
+      work = true
     }
-    return false
+    return work
   }
 
   /** Scans a sealed segment whose seal carries no expiry for the latest expiry of its records. */
