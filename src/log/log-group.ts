@@ -2,7 +2,9 @@
 //
 // Members are listed most important first. With one member the group is exactly that RingLog (its
 // own bound, same files). With several, one bound covers all their segment files together (plus
-// each directory's reserve), and room is made in this order (GroupBound.makeRoom):
+// each directory's reserve), counted to the byte: every write (a batch of records, a new segment's
+// header and its future seal) reserves its bytes first, at once when they fit, otherwise room is
+// made, under the group's lock, in this order (GroupBound.makeRoom):
 //   1. a fully acknowledged oldest segment of any member is deleted (nothing is lost);
 //   2. discard "new": the append is refused (LogFullError), as for one log;
 //   3. discard "old": the LEAST important member with unacknowledged records on disk loses its
@@ -59,22 +61,28 @@ export class GroupBound implements SharedBound {
     return this.lock.run(fn)
   }
 
-  /** Bytes held against the bound, a new segment of `requester` included. */
-  usedBytes(requester: BoundMember): number {
-    return this.members.reduce((a, m) => a + m.boundUsageBytes(m === requester), 0) + this.segmentBytes + this.reserveBytes
+  /** Bytes held against the bound by every member, the directories' reserve included. */
+  usedBytes(): number {
+    return this.members.reduce((a, m) => a + m.boundUsageBytes(), 0) + this.reserveBytes
   }
 
-  makeRoom(requester: BoundMember): Promise<void> {
+  tryReserve(requester: BoundMember, bytes: number): boolean {
+    if (this.usedBytes() + bytes > this.maxBytes) return false
+    requester.reserveForBound(bytes)
+    return true
+  }
+
+  makeRoom(requester: BoundMember, bytes: number): Promise<void> {
     return this.lock.run(async () => {
       for (;;) {
-        const used = this.usedBytes(requester)
-        if (used <= this.maxBytes) {
-          requester.reserveNewSegment(true)
+        const used = this.usedBytes()
+        if (used + bytes <= this.maxBytes) {
+          requester.reserveForBound(bytes)
           return
         }
         if (await this.deleteForwarded()) continue
         if (this.discard === 'new') {
-          throw new LogFullError(`ring log is full (${used - this.segmentBytes} of ${this.maxBytes} bytes with the next segment ${this.segmentBytes}) and no segment is forwarded`)
+          throw new LogFullError(`ring log is full (${used} of ${this.maxBytes} bytes, ${bytes} more wanted) and no segment is forwarded`)
         }
         // Nothing evictable cannot happen with maxBytes >= (members + 1) segments (checked by the
         // config) unless a checkpoint write failed: refused like a full disk, retried after a while.

@@ -294,8 +294,8 @@ export class RingLog implements Component, BoundMember {
    * (no write in flight on it): the bound may seal it meanwhile (sealActiveForBound) without the writer.
    */
   private parked = 0
-  /** A new segment is being started: it counts against a shared bound at a full segment. */
-  private newSegmentReserved = false
+  /** Bytes reserved against a shared bound for writes under way. */
+  private boundReserved = 0
   /** An expiry reclaim pass is running. */
   private reclaimingExpired = false
   private checkpointing = false
@@ -652,87 +652,121 @@ export class RingLog implements Component, BoundMember {
           bytes += f
           n++
         }
-        const batch = this.pending.splice(0, n)
-        let buf: Buffer
-        if (this.memoryTailBytes > 0) buf = this.tailBuffer(bytes) // kept by the tail and readers' views: never reused
-        else {
-          if (this.arena.length < bytes) this.arena = Buffer.allocUnsafe(Math.max(bytes, Math.min(this.maxBatchBytes, 64 * 1024)))
-          buf = this.arena.subarray(0, bytes)
-        }
-        const offset = active.seg.size
-        const firstSeq = this.nextSeq
-        const now = Date.now()
-        const expiryOf = this.opts.expiryOf
-        let maxExpiry = -Infinity
-        let at = 0
-        for (let i = 0; i < batch.length; i++) {
-          const b = batch[i]!
-          this.pendingBytes -= b.body.length
-          at += writeFrame(buf, at, TYPE_DATA, firstSeq + i, now, b.body)
-          if (expiryOf) maxExpiry = Math.max(maxExpiry, expiryOf(b.body))
-        }
-        const lastSeq = firstSeq + batch.length - 1
-        try {
-          await writeFully(this.fs, active.fd, buf, active.seg.size)
-        } catch (err) {
-          if (!isEnospc(err)) {
-            for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
-            this.fail(err, `write to ${path.basename(active.seg.path)}`)
-            break
-          }
-          // Disk full: undo the partial write, make room if possible and try the batch again.
+        const bound = this.opts.bound
+        if (bound && !bound.tryReserve(this, bytes)) {
+          // A shared bound counts every write: room is made first (this log parked: the bound may
+          // seal its active segment meanwhile, to evict it; then the batch goes to a new segment).
           try {
-            await this.fs.ftruncate(active.fd, active.seg.size)
-          } catch (terr) {
-            for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
-            this.fail(terr, `truncating ${path.basename(active.seg.path)} after ENOSPC`)
+            await this.parkedOn(() => bound.makeRoom(this, bytes))
+          } catch (err) {
+            if (err instanceof LogFullError) {
+              if (err.diskFull) this.enterDiskFull(err)
+              this.rejectPending(err, err.diskFull ? 'disk_full' : 'discard_new')
+              break
+            }
+            this.fail(err, 'making room in the shared bound')
             break
           }
-          let reclaimed: boolean
-          try {
-            reclaimed = await this.reclaim()
-          } catch (rerr) {
-            for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
-            this.fail(rerr, 'deleting segments to make room on a full disk')
-            break
-          }
-          if (reclaimed) {
-            this.pending.unshift(...batch)
-            for (const b of batch) this.pendingBytes += b.body.length
+          if (this.active !== active) {
+            this.boundReserved -= bytes
             continue
           }
-          const full = new LogFullError('disk full (ENOSPC); record not stored', true)
-          this.enterDiskFull(err)
-          this.countRefused(batch.length, 'disk_full')
-          for (const b of batch) b.reject(full)
-          continue
         }
-        if (this.opts.fsync === 'always') {
-          const t0 = performance.now()
-          try {
-            await this.fs.fdatasync(active.fd)
-          } catch (err) {
-            for (const b of batch) b.reject(new LogIoError('fdatasync failed; batch not stored', { cause: err }))
-            this.fail(err, `fdatasync of ${path.basename(active.seg.path)}`)
-            break
-          }
-          this.opts.metrics.logFsyncLatency.observe((performance.now() - t0) / 1000)
+        try {
+          if (!(await this.writeBatch(active, n, bytes))) break
+        } finally {
+          if (bound) this.boundReserved -= bytes
         }
-        this.nextSeq = lastSeq + 1
-        active.seg.size += bytes
-        active.seg.lastSeq = lastSeq
-        if (expiryOf) active.seg.maxExpiresAtMs = Math.max(active.seg.maxExpiresAtMs ?? -Infinity, maxExpiry)
-        this.noteRecordAt(active.seg, firstSeq, offset)
-        if (this.memoryTailBytes > 0) this.keepInTail({ seg: active.seg, firstSeq, lastSeq, ts: now, frames: buf, offset })
-        this.opts.metrics.logAppended.inc(batch.length)
-        this.opts.metrics.logAppendedBytes.inc(bytes)
-        if (this.opts.fsync !== 'batch') this.setDurable(lastSeq, active.seg.size)
-        if (this.diskFullSince > 0) this.leaveDiskFull()
-        for (let i = 0; i < batch.length; i++) batch[i]!.resolve(firstSeq + i)
       }
     } finally {
       this.releaseWriter()
     }
+  }
+
+  /**
+   * Writes the first `n` pending appends (`bytes` of frames) to `active` and settles them. False
+   * when the pump must stop (the log failed); true to go on (also after a batch refused or put back
+   * on a full disk).
+   */
+  private async writeBatch(active: { seg: SegmentInfo; fd: number }, n: number, bytes: number): Promise<boolean> {
+    const batch = this.pending.splice(0, n)
+    let buf: Buffer
+    if (this.memoryTailBytes > 0) buf = this.tailBuffer(bytes) // kept by the tail and readers' views: never reused
+    else {
+      if (this.arena.length < bytes) this.arena = Buffer.allocUnsafe(Math.max(bytes, Math.min(this.maxBatchBytes, 64 * 1024)))
+      buf = this.arena.subarray(0, bytes)
+    }
+    const offset = active.seg.size
+    const firstSeq = this.nextSeq
+    const now = Date.now()
+    const expiryOf = this.opts.expiryOf
+    let maxExpiry = -Infinity
+    let at = 0
+    for (let i = 0; i < batch.length; i++) {
+      const b = batch[i]!
+      this.pendingBytes -= b.body.length
+      at += writeFrame(buf, at, TYPE_DATA, firstSeq + i, now, b.body)
+      if (expiryOf) maxExpiry = Math.max(maxExpiry, expiryOf(b.body))
+    }
+    const lastSeq = firstSeq + batch.length - 1
+    try {
+      await writeFully(this.fs, active.fd, buf, active.seg.size)
+    } catch (err) {
+      if (!isEnospc(err)) {
+        for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
+        this.fail(err, `write to ${path.basename(active.seg.path)}`)
+        return false
+      }
+      // Disk full: undo the partial write, make room if possible and try the batch again.
+      try {
+        await this.fs.ftruncate(active.fd, active.seg.size)
+      } catch (terr) {
+        for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
+        this.fail(terr, `truncating ${path.basename(active.seg.path)} after ENOSPC`)
+        return false
+      }
+      let reclaimed: boolean
+      try {
+        reclaimed = await this.reclaim()
+      } catch (rerr) {
+        for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
+        this.fail(rerr, 'deleting segments to make room on a full disk')
+        return false
+      }
+      if (reclaimed) {
+        this.pending.unshift(...batch)
+        for (const b of batch) this.pendingBytes += b.body.length
+        return true
+      }
+      const full = new LogFullError('disk full (ENOSPC); record not stored', true)
+      this.enterDiskFull(err)
+      this.countRefused(batch.length, 'disk_full')
+      for (const b of batch) b.reject(full)
+      return true
+    }
+    if (this.opts.fsync === 'always') {
+      const t0 = performance.now()
+      try {
+        await this.fs.fdatasync(active.fd)
+      } catch (err) {
+        for (const b of batch) b.reject(new LogIoError('fdatasync failed; batch not stored', { cause: err }))
+        this.fail(err, `fdatasync of ${path.basename(active.seg.path)}`)
+        return false
+      }
+      this.opts.metrics.logFsyncLatency.observe((performance.now() - t0) / 1000)
+    }
+    this.nextSeq = lastSeq + 1
+    active.seg.size += bytes
+    active.seg.lastSeq = lastSeq
+    if (expiryOf) active.seg.maxExpiresAtMs = Math.max(active.seg.maxExpiresAtMs ?? -Infinity, maxExpiry)
+    this.noteRecordAt(active.seg, firstSeq, offset)
+    if (this.memoryTailBytes > 0) this.keepInTail({ seg: active.seg, firstSeq, lastSeq, ts: now, frames: buf, offset })
+    this.opts.metrics.logAppended.inc(batch.length)
+    this.opts.metrics.logAppendedBytes.inc(bytes)
+    if (this.opts.fsync !== 'batch') this.setDurable(lastSeq, active.seg.size)
+    if (this.diskFullSince > 0) this.leaveDiskFull()
+    for (let i = 0; i < batch.length; i++) batch[i]!.resolve(firstSeq + i)
+    return true
   }
 
   /**
@@ -1033,12 +1067,13 @@ export class RingLog implements Component, BoundMember {
       await this.makeRoom()
       return this.startSegment()
     }
-    // The bound reserves the new segment (reserveNewSegment) until it is in the list.
-    await this.parkedOn(() => bound.makeRoom(this))
+    // The new segment's header and its future seal (the old segment's seal is counted already).
+    const need = SEGMENT_HEADER_BYTES + SEAL_FRAME_BYTES
+    if (!bound.tryReserve(this, need)) await this.parkedOn(() => bound.makeRoom(this, need))
     try {
       await this.startSegment()
     } finally {
-      this.newSegmentReserved = false
+      this.boundReserved -= need
     }
   }
 
@@ -1396,11 +1431,10 @@ export class RingLog implements Component, BoundMember {
 
   // ---------------------------------------------------------------- shared bound (BoundMember)
 
-  boundUsageBytes(requester: boolean): number {
-    let used = 0
-    for (const s of this.segments) if (s !== this.active?.seg) used += s.size
-    if (this.active) used += requester ? this.active.seg.size + SEAL_FRAME_BYTES : this.opts.segmentBytes
-    if (this.newSegmentReserved && !requester) used += this.opts.segmentBytes
+  boundUsageBytes(): number {
+    let used = this.boundReserved
+    for (const s of this.segments) used += s.size
+    if (this.active) used += SEAL_FRAME_BYTES
     return used
   }
 
@@ -1443,8 +1477,8 @@ export class RingLog implements Component, BoundMember {
     return this.shut
   }
 
-  reserveNewSegment(on: boolean): void {
-    this.newSegmentReserved = on
+  reserveForBound(bytes: number): void {
+    this.boundReserved += bytes
   }
 
   /** How long the disk has been full with appends refused, in ms (0: not full). */

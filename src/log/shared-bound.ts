@@ -4,11 +4,10 @@
 /** What a shared bound needs of each member log (RingLog implements it). */
 export interface BoundMember {
   /**
-   * Bytes the log holds against the bound: its sealed segments, and its active segment (and a new
-   * segment it is starting) at a full segment each, since they grow up to that; the requester's
-   * own active segment counts as it will be once sealed (it is about to be).
+   * Bytes the log holds against the bound: its segment files, the seal its active segment will
+   * get, and the bytes reserved for writes under way (reserveForBound).
    */
-  boundUsageBytes(requester: boolean): number
+  boundUsageBytes(): number
   /** True when a record not yet acknowledged upstream is on disk (in any segment, the active one included). */
   hasUnackedOnDisk(): boolean
   /** True when the oldest segment is sealed (not the one being written). */
@@ -24,14 +23,16 @@ export interface BoundMember {
   sealActiveForBound(): Promise<void>
   /** close() began: the bound must not touch this log any more. */
   readonly isShut: boolean
-  /** Marks (or clears) a new segment being started: it counts against the bound at a full segment. */
-  reserveNewSegment(on: boolean): void
+  /** Adds `bytes` (negative: gives back) to what the log reserved for writes under way. */
+  reserveForBound(bytes: number): void
 }
 
-/** A bound shared by several logs (see log-group.ts). Every method runs under the bound's one lock. */
+/** A bound shared by several logs (see log-group.ts). The async methods run under the bound's one lock. */
 export interface SharedBound {
-  /** Deletes or evicts until a new segment of `requester` fits; throws LogFullError under discard "new". */
-  makeRoom(requester: BoundMember): Promise<void>
+  /** Reserves `bytes` for `requester` if they fit now (synchronous: no eviction); true when reserved. */
+  tryReserve(requester: BoundMember, bytes: number): boolean
+  /** Deletes or evicts until `bytes` more fit, then reserves them; throws LogFullError under discard "new". */
+  makeRoom(requester: BoundMember, bytes: number): Promise<void>
   /** Disk full (ENOSPC): deletes forwarded segments of any member, then (discard "old") evicts in order; true when anything was freed. */
   reclaimDiskFull(requester: BoundMember): Promise<boolean>
   /** Runs `fn` under the bound's lock (one eviction or reclaim at a time across the members). */
