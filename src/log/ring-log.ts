@@ -106,8 +106,10 @@ export interface RingLogOptions {
   /** How often expired segments are looked for, in ms. Default 1000. */
   readonly expiryCheckMs?: number
   /**
-   * A bound shared with other logs (a LogGroup's members), replacing this log's own: room for a new
-   * segment is made by the bound, across the members. Without it the log bounds itself (maxBytes).
+   * A bound shared with other logs (a LogGroup's members), replacing this log's own: every write
+   * (a batch, a new segment's header and seal) reserves its bytes with the bound first, which makes
+   * room across the members when they do not fit. Without it the log bounds itself (maxBytes, one
+   * full segment reserved when a new one is started), exactly as before.
    */
   readonly bound?: SharedBound
 }
