@@ -4,8 +4,8 @@ import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { LogFullError } from '../../src/errors.js'
 import { DIR_RESERVE_BYTES } from '../../src/log/format.js'
-import { LogGroup, LogReader } from '../../src/log/index.js'
-import type { LogDropReason, LogGroupOptions, LogMetrics, RingLog } from '../../src/log/index.js'
+import { LogGroup, LogReader, nodeFs } from '../../src/log/index.js'
+import type { LogDropReason, LogFs, LogGroupOptions, LogMetrics, RingLog } from '../../src/log/index.js'
 import { silentLogger } from '../../src/logger.js'
 import { openLog, tempDir } from '../helpers/log.js'
 
@@ -211,6 +211,45 @@ describe('log group', () => {
     expect(counts.get('low', 'discard_old')).toBe(0) // low took high's forwarded room
     expect(group.get('high').segmentCount).toBeLessThan(highSegments - 1)
     await group.close()
+  })
+
+  it('log group - disk full (ENOSPC): forwarded segments of another class are deleted first, then the least important class is evicted', async () => {
+    // Writes fail with ENOSPC while `full`; any deletion gives space back.
+    let full = false
+    const fsys: LogFs = {
+      ...nodeFs,
+      write: async (fd, buf, off, len, pos) => {
+        if (full) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })
+        return nodeFs.write(fd, buf, off, len, pos)
+      },
+      unlink: async (p) => {
+        full = false
+        await nodeFs.unlink(p)
+      },
+    }
+    const dir = tempDir()
+    const counts = new Counts()
+    let group: LogGroup | undefined
+    const violations = checkOrder(counts, () => group)
+    const g = await LogGroup.open(groupOptions(dir, counts, { fs: fsys, maxBytes: 64 * SEG }))
+    group = g
+    for (let i = 0; i < 200; i++) await g.get('high').append(body('high', i))
+    g.get('high').ack(g.get('high').durableSeq)
+    for (let i = 0; i < 200; i++) await g.get('low').append(body('low', i))
+    const highSegments = g.get('high').segmentCount
+    full = true
+    expect(await g.get('low').append(body('low', 200))).toBe(201)
+    expect(g.get('high').segmentCount).toBeLessThan(highSegments) // high's forwarded segment went
+    expect(counts.get('low', 'discard_old') + counts.get('low', 'disk_full')).toBe(0)
+    // Nothing forwarded left but high's active segment: a full disk evicts low (not high) for high's write.
+    for (let i = 0; i < 100; i++) await g.get('high').append(body('high', 200 + i))
+    full = true
+    expect(await g.get('high').append(body('high', 300))).toBeGreaterThan(0)
+    expect(counts.get('low', 'discard_old')).toBeGreaterThan(0)
+    expect(counts.get('high', 'discard_old') + counts.get('high', 'disk_full')).toBe(0)
+    expect(violations).toEqual([])
+    full = false
+    await g.close()
   })
 
   it('log group - discard new refuses when the shared bound is full and evicts nothing', async () => {
