@@ -50,7 +50,7 @@ export class GroupBound implements SharedBound {
 
   constructor(
     private readonly maxBytes: number,
-    private readonly segmentBytes: number,
+    segmentBytes: number,
     private readonly discard: DiscardPolicy,
     memberCount: number,
   ) {
