@@ -1,7 +1,7 @@
 // Composition root: builds the stages from the config, owns the start order and the close order.
 import path from 'node:path'
 import { Admission, serverTlsOptions } from './auth/index.js'
-import { PayloadPolicy, decodeEntry, topicMatches } from './codec/index.js'
+import { PayloadPolicy, decodeEntry, entryExpiresAtMs, topicMatches } from './codec/index.js'
 import { PRIORITY_CLASSES } from './config/index.js'
 import type { Config, PriorityClass } from './config/index.js'
 import { DeadLetters, DrainPacer, Forwarder, PriorityGate, upstreamOptions } from './forward/index.js'
@@ -142,6 +142,8 @@ export class Gateway {
           fsyncIntervalMs: config.log.fsyncIntervalMs,
           maxRecordBytes: config.log.maxRecordBytes,
           checkpointIntervalMs: config.log.checkpointIntervalMs,
+          // Segments whose records all expired (or were forwarded) are reclaimed, also while upstream is down.
+          expiryOf: entryExpiresAtMs,
           ...(opts.onRecoveryProgress ? { onRecoveryProgress: opts.onRecoveryProgress } : {}),
           metricsFor: (name) => (labelled ? classMetrics(metrics, name) : metrics),
           loggerFor: (name) => (labelled ? logger.child(`log.${name}`) : logger.child('log')),

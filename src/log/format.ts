@@ -25,12 +25,17 @@
 // | 4   | 4    | bodyLen (> 0)                                               |
 // | 8   | 8    | seq (data: strictly +1 per record, never reused; seal: last) |
 // | 16  | 8    | receive time, ms since the epoch (informational)            |
-// | 24  | 4    | reserved, zero                                              |
+// | 24  | 4    | data: reserved, zero. seal: the segment's expiry, see below |
 // | 28  | 4    | CRC-32 of bytes 0..28 followed by the body                  |
 // | 32  | n    | body (opaque bytes)                                         |
 //
 // Seal record body (32 bytes), written when a segment is rolled; lets startup skip the scan:
 // | 0 | 8 | firstSeq | 8 | 8 | lastSeq (firstSeq-1 when empty) | 16 | 8 | record count | 24 | 8 | 0 |
+//
+// Seal expiry (the seal frame's header word at 24, covered by the CRC; readers that predate it
+// ignore it): the latest expiry of the segment's records, in whole seconds since the epoch rounded
+// up. 0 = not recorded (a seal written before expiry tracking, or by a log without `expiryOf`: the
+// expiry is learnt by scanning the segment); 0xFFFFFFFF = some record never expires.
 import { crc32 } from 'node:zlib'
 
 export const SEGMENT_MAGIC = 0x47535246 // "FRSG" read as u32 LE
@@ -127,7 +132,7 @@ export function decodeSegmentHeader(b: Buffer): SegmentHeader | string {
  * Writes one record frame into `out` at `at` and returns the bytes used. The body is copied;
  * padding is zeroed; the CRC covers the header's first 28 bytes and the body.
  */
-export function writeFrame(out: Buffer, at: number, type: number, seq: number, ts: number, body: Uint8Array): number {
+export function writeFrame(out: Buffer, at: number, type: number, seq: number, ts: number, body: Uint8Array, reserved = 0): number {
   const len = frameBytes(body.length)
   out.writeUInt16LE(RECORD_MAGIC, at)
   out[at + 2] = RECORD_VERSION
@@ -135,7 +140,7 @@ export function writeFrame(out: Buffer, at: number, type: number, seq: number, t
   out.writeUInt32LE(body.length, at + 4)
   writeU64(out, seq, at + 8)
   writeU64(out, ts, at + 16)
-  out.writeUInt32LE(0, at + 24)
+  out.writeUInt32LE(reserved, at + 24)
   out.set(body, at + RECORD_HEADER_BYTES)
   out.fill(0, at + RECORD_HEADER_BYTES + body.length, at + len)
   const crc = crc32(body, crc32(out.subarray(at, at + 28)))
@@ -143,7 +148,23 @@ export function writeFrame(out: Buffer, at: number, type: number, seq: number, t
   return len
 }
 
-/** Encodes the seal body. */
+/** Seal expiry word: not recorded. */
+export const SEAL_EXPIRY_UNKNOWN = 0
+/** Seal expiry word: some record of the segment never expires. */
+export const SEAL_EXPIRY_NEVER = 0xffffffff
+
+/** The seal expiry word for a segment whose records expire at `maxExpiresAtMs` at the latest (ms since the epoch). */
+export function encodeSealExpiry(maxExpiresAtMs: number): number {
+  if (!(maxExpiresAtMs < (SEAL_EXPIRY_NEVER - 1) * 1000)) return SEAL_EXPIRY_NEVER
+  return Math.max(1, Math.ceil(maxExpiresAtMs / 1000))
+}
+
+/** The latest expiry (ms) a seal expiry word states: undefined when not recorded, Infinity for never. */
+export function decodeSealExpiry(word: number): number | undefined {
+  if (word === SEAL_EXPIRY_UNKNOWN) return undefined
+  return word === SEAL_EXPIRY_NEVER ? Infinity : word * 1000
+}
+
 /**
  * The seal's body. `lostSeqs`: seqs at the end of the segment (up to lastSeq) that a power loss
  * took after they were acknowledged; recovery writes it once and counts them, readers skip them.

@@ -1,14 +1,138 @@
 // A group of ring logs, one per member (priority class), opened, bounded and closed together.
 //
-// Skeleton (coordinator): members are opened one after the other, each as its own RingLog; closing
-// closes them in reverse order. The shared bound and the eviction order across members are owned by
-// the log work of issue 16 (see the members' order: most important first, the last evicted first).
+// Members are listed most important first. With one member the group is exactly that RingLog (its
+// own bound, same files). With several, one bound covers all their segment files together (plus
+// each directory's reserve), counted to the byte: every write (a batch of records, a new segment's
+// header and its future seal) reserves its bytes first, at once when they fit, otherwise room is
+// made, under the group's lock, in this order (GroupBound.makeRoom):
+//   1. a fully acknowledged oldest segment of any member is deleted (nothing is lost);
+//   2. discard "new": the append is refused (LogFullError), as for one log;
+//   3. discard "old": the LEAST important member with unacknowledged records on disk loses its
+//      oldest segment (counted as discard_old by that member); when all it has is the segment it is
+//      writing, that segment is sealed first and then evicted. A member is never evicted while a
+//      less important one has unacknowledged records on disk.
+// Every eviction and expiry reclaim across the members runs under one lock (one at a time). A
+// member's active segment is sealed by the bound only while its writer is free or parked on the
+// bound (its pump waits for room or the lock at a point where no write is in flight), and no one
+// waits for a member's writer except under the lock, so two members making room cannot deadlock.
+import { LogFullError } from '../errors.js'
 import { ClosedSignal } from '../lifecycle.js'
 import type { Component, Deadline } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
+import { DIR_RESERVE_BYTES } from './format.js'
 import type { LogMetrics } from './metrics.js'
 import { RingLog } from './ring-log.js'
-import type { RingLogOptions } from './ring-log.js'
+import type { DiscardPolicy, RingLogOptions } from './ring-log.js'
+import type { BoundMember, SharedBound } from './shared-bound.js'
+
+/** One lock, taken in call order. */
+class Mutex {
+  private tail: Promise<void> = Promise.resolve()
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const r = this.tail.then(fn)
+    this.tail = r.then(
+      () => {},
+      () => {},
+    )
+    return r
+  }
+}
+
+/**
+ * The bound shared by a group's members: their segment files together stay within maxBytes less
+ * one reserve per member directory (DIR_RESERVE_BYTES each, or what N+1 segments leave of the bound).
+ */
+export class GroupBound implements SharedBound {
+  /** Most important first. */
+  readonly members: BoundMember[] = []
+  private readonly lock = new Mutex()
+  private readonly reserveBytes: number
+
+  constructor(
+    private readonly maxBytes: number,
+    segmentBytes: number,
+    private readonly discard: DiscardPolicy,
+    memberCount: number,
+  ) {
+    this.reserveBytes = Math.max(0, Math.min(memberCount * DIR_RESERVE_BYTES, maxBytes - (memberCount + 1) * segmentBytes))
+  }
+
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return this.lock.run(fn)
+  }
+
+  /** Bytes held against the bound by every member, the directories' reserve included. */
+  usedBytes(): number {
+    return this.members.reduce((a, m) => a + m.boundUsageBytes(), 0) + this.reserveBytes
+  }
+
+  tryReserve(requester: BoundMember, bytes: number): boolean {
+    if (this.usedBytes() + bytes > this.maxBytes) return false
+    requester.reserveForBound(bytes)
+    return true
+  }
+
+  makeRoom(requester: BoundMember, bytes: number): Promise<void> {
+    return this.lock.run(async () => {
+      for (;;) {
+        const used = this.usedBytes()
+        if (used + bytes <= this.maxBytes) {
+          requester.reserveForBound(bytes)
+          return
+        }
+        if (await this.deleteForwarded()) continue
+        if (this.discard === 'new') {
+          throw new LogFullError(`ring log is full (${used} of ${this.maxBytes} bytes, ${bytes} more wanted) and no segment is forwarded`)
+        }
+        // Nothing evictable cannot happen with maxBytes >= (members + 1) segments (checked by the
+        // config) unless a checkpoint write failed: refused like a full disk, retried after a while.
+        if (!(await this.evictInOrder('log full'))) throw new LogFullError(`ring log is full (${used} of ${this.maxBytes} bytes) and no segment could be evicted`, true)
+      }
+    })
+  }
+
+  reclaimDiskFull(_requester: BoundMember): Promise<boolean> {
+    return this.lock.run(async () => {
+      let freed = false
+      while (await this.deleteForwarded()) freed = true
+      if (freed || this.discard === 'new') return freed
+      try {
+        return await this.evictInOrder('disk full (ENOSPC)')
+      } catch (err) {
+        if (err instanceof LogFullError) return false // no room even for a seal
+        throw err
+      }
+    })
+  }
+
+  /** Deletes one fully acknowledged oldest segment, the least important member's first; true when it did. */
+  private async deleteForwarded(): Promise<boolean> {
+    for (let i = this.members.length - 1; i >= 0; i--) {
+      const m = this.members[i]!
+      if (!m.isShut && (await m.deleteOldestForwarded())) return true
+    }
+    return false
+  }
+
+  /**
+   * Evicts one segment of the least important member with unacknowledged records on disk (sealing
+   * its active segment first when that is all it has). True when something was evicted or sealed
+   * (the caller looks again). Never a member while a less important one has such records: when that
+   * one cannot give a segment (closing), nothing is evicted and the append is refused.
+   */
+  private async evictInOrder(why: string): Promise<boolean> {
+    for (let i = this.members.length - 1; i >= 0; i--) {
+      const m = this.members[i]!
+      if (!m.hasUnackedOnDisk()) continue
+      if (m.isShut) throw new LogFullError('ring log is full and the log group is closing')
+      if (m.oldestIsSealed()) return m.evictOldestForBound(why)
+      // All it has is the segment it is writing: sealed (the caller looks again and evicts it).
+      await m.sealActiveForBound()
+      return true
+    }
+    return false
+  }
+}
 
 /** One member of a group: its name (a priority class) and its data directory. */
 export interface LogGroupMember {
@@ -41,9 +165,13 @@ export class LogGroup implements Component {
     const { members, metricsFor, loggerFor, ...rest } = o
     if (members.length === 0) throw new Error('a log group needs at least one member')
     const opened: Array<{ name: string; log: RingLog }> = []
+    // One member: exactly its RingLog, bounded by itself.
+    const bound = members.length > 1 ? new GroupBound(rest.maxBytes, rest.segmentBytes, rest.discard, members.length) : undefined
     try {
       for (const m of members) {
-        opened.push({ name: m.name, log: await RingLog.open({ ...rest, dir: m.dir, metrics: metricsFor(m.name), logger: loggerFor(m.name) }) })
+        const log = await RingLog.open({ ...rest, dir: m.dir, metrics: metricsFor(m.name), logger: loggerFor(m.name), ...(bound ? { bound } : {}) })
+        opened.push({ name: m.name, log })
+        bound?.members.push(log)
       }
     } catch (err) {
       for (const m of opened.reverse()) await m.log.close().catch(() => {})

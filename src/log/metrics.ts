@@ -2,7 +2,7 @@
 // implements it structurally (same names), and a tool that opens the log passes NO_LOG_METRICS.
 
 /** Why the log dropped records, as the `reason` label of ferry_drops_total. */
-export type LogDropReason = 'discard_old' | 'discard_new' | 'disk_full' | 'no_descriptors' | 'power_loss'
+export type LogDropReason = 'discard_old' | 'discard_new' | 'disk_full' | 'no_descriptors' | 'power_loss' | 'expired'
 
 /** What the ring log counts. */
 export interface LogMetrics {

@@ -31,8 +31,10 @@ import type { Logger } from '../logger.js'
 import { Checkpoint } from './checkpoint.js'
 import type { CheckpointState } from './checkpoint.js'
 import {
+  decodeSealExpiry,
   decodeSegmentHeader,
   encodeSealBody,
+  encodeSealExpiry,
   encodeSegmentHeader,
   DIR_RESERVE_BYTES,
   frameBytes,
@@ -52,6 +54,7 @@ import { DirLock } from './lock.js'
 import type { LogFs } from './fs.js'
 import type { LogMetrics } from './metrics.js'
 import { SegmentScanner } from './scanner.js'
+import type { BoundMember, SharedBound } from './shared-bound.js'
 
 export type DiscardPolicy = 'old' | 'new'
 export type FsyncPolicy = 'always' | 'batch' | 'none'
@@ -93,6 +96,22 @@ export interface RingLogOptions {
   readonly fs?: LogFs
   /** Called after each segment recovery looked at (progress of a long start). */
   readonly onRecoveryProgress?: (segmentsDone: number, segmentsTotal: number) => void
+  /**
+   * When a record expires: absolute ms since the epoch, Infinity for never (the gateway passes the
+   * codec's entryExpiresAtMs). With it the log reclaims whole segments, from the oldest, that hold
+   * only acknowledged or expired records (counted as drops{reason="expired"}); without it nothing
+   * expires in the log and seals carry no expiry (exactly as before).
+   */
+  readonly expiryOf?: (body: Uint8Array) => number
+  /** How often expired segments are looked for, in ms. Default 1000. */
+  readonly expiryCheckMs?: number
+  /**
+   * A bound shared with other logs (a LogGroup's members), replacing this log's own: every write
+   * (a batch, a new segment's header and seal) reserves its bytes with the bound first, which makes
+   * room across the members when they do not fit. Without it the log bounds itself (maxBytes, one
+   * full segment reserved when a new one is started), exactly as before.
+   */
+  readonly bound?: SharedBound
 }
 
 /** One segment file as the log tracks it. */
@@ -107,6 +126,12 @@ export interface SegmentInfo {
   sealed: boolean
   /** Seqs at the end (up to lastSeq) lost to a power loss and already counted: readers skip them. */
   lostSeqs: number
+  /**
+   * Latest expiry of the segment's records (ms since the epoch; Infinity if one never expires;
+   * -Infinity while empty), tracked only with {@link RingLogOptions.expiryOf}. Undefined: not known
+   * yet (a seal written before expiry tracking: learnt by a scan when reclaim reaches the segment).
+   */
+  maxExpiresAtMs?: number
 }
 
 interface PendingAppend {
@@ -194,12 +219,26 @@ class NoDescriptorsError extends LogFullError {
   }
 }
 
+/** Why a segment left the log with records not yet acknowledged. */
+type SegmentDropReason = 'discard_old' | 'expired'
+
+/** What dropping one segment did to its records not yet acknowledged. */
+interface SegmentDrop {
+  /** Records counted as dropped now. */
+  readonly lost: number
+  /** First seq counted (records below it were in the forwarder's window). */
+  readonly from: number
+  readonly lastSeq: number
+  /** Records read by the forwarder before the drop: not counted here (see evictedUncounted). */
+  readonly inFlight: number
+}
+
 function errCode(err: unknown): string {
   const c = (err as { code?: unknown }).code
   return typeof c === 'string' ? c : err instanceof Error ? err.message : String(err)
 }
 
-export class RingLog implements Component {
+export class RingLog implements Component, BoundMember {
   private readonly fs: LogFs
   private readonly segDir: string
   private readonly capacity: number
@@ -249,7 +288,18 @@ export class RingLog implements Component {
   /** Where the forwarder's main reader is (records below it were read; see evictOldest). */
   private readPosition = 0
   /** Seq ranges [from, to] of evicted records not counted then (in the forwarder's window); the latest few. */
-  private readonly uncountedEvictions: Array<{ from: number; to: number }> = []
+  private readonly uncountedEvictions: Array<{ from: number; to: number; reason: SegmentDropReason }> = []
+  /** Callers waiting for the writer (see withWriter); the pump hands it over between batches. */
+  private writerQueue: Array<() => void> = []
+  /**
+   * The writer's holder waits on the shared bound at a point where the active segment may be sealed
+   * (no write in flight on it): the bound may seal it meanwhile (sealActiveForBound) without the writer.
+   */
+  private parked = 0
+  /** Bytes reserved against a shared bound for writes under way. */
+  private boundReserved = 0
+  /** An expiry reclaim pass is running. */
+  private reclaimingExpired = false
   private checkpointing = false
   private checkpointRetryAt = 0
   private checkpointWarnAt = 0
@@ -309,7 +359,10 @@ export class RingLog implements Component {
     }
     log.timers.push(setInterval(() => log.checkpointIfMoved(), opts.checkpointIntervalMs))
     if (opts.fsync === 'batch') log.timers.push(setInterval(() => void log.syncTick(), opts.fsyncIntervalMs))
+    if (opts.expiryOf) log.timers.push(setInterval(() => void log.reclaimExpired(), opts.expiryCheckMs ?? 1000))
     for (const t of log.timers) t.unref()
+    // Segments that expired while the gateway was stopped are reclaimed before it takes traffic.
+    if (opts.expiryOf) await log.reclaimExpired()
     return log
   }
 
@@ -388,6 +441,11 @@ export class RingLog implements Component {
               seg.lastSeq = s.lastSeq
               seg.lostSeqs = s.lostSeqs
               seg.sealed = true
+              // The seal's expiry word (see format.ts); undefined for a seal that predates it.
+              if (this.opts.expiryOf) {
+                const e = decodeSealExpiry(sbuf.readUInt32LE(24))
+                if (e !== undefined) seg.maxExpiresAtMs = e
+              }
             }
           }
         }
@@ -407,11 +465,15 @@ export class RingLog implements Component {
             maxBodyBytes: MAX_BODY_BYTES,
           })
           let gaps = 0
+          const expiryOf = this.opts.expiryOf
+          let maxExpiry = -Infinity
           for (let r = await sc.next(); r; r = await sc.next()) {
             gaps += sc.gapBefore
             // Offset marks for the readers that start in this segment (the backlog, retransmissions).
             if (sc.clean) this.noteRecordAt(seg, r.seq, r.offset)
+            if (expiryOf) maxExpiry = Math.max(maxExpiry, expiryOf(r.body))
           }
+          if (expiryOf) seg.maxExpiresAtMs = maxExpiry
           seg.lastSeq = sc.lastSeq
           damaged += gaps
           if (gaps > 0) log.warn('damaged records found mid-segment; they will be skipped and counted', { segment: name, records: gaps })
@@ -444,8 +506,7 @@ export class RingLog implements Component {
             await fsys.unlink(p)
             continue
           }
-          const seal = Buffer.alloc(SEAL_FRAME_BYTES)
-          writeFrame(seal, 0, TYPE_SEAL, seg.lastSeq, Date.now(), encodeSealBody(base, seg.lastSeq, seg.lostSeqs))
+          const seal = this.sealFrame(seg)
           seg.size = sc.lastEnd
           try {
             await writeFully(fsys, fd, seal, sc.lastEnd)
@@ -557,6 +618,12 @@ export class RingLog implements Component {
     this.writing = true
     try {
       while (this.pending.length > 0 && !this.failed) {
+        // Between batches: let a caller waiting for the writer (an expiry reclaim, a shared bound
+        // sealing this log's segment) have its turn.
+        if (this.writerQueue.length > 0) {
+          await this.yieldWriter()
+          if (this.pending.length === 0 || this.failed) break
+        }
         if (this.diskFullSince > 0 && performance.now() < this.diskFullRetryAt) {
           this.rejectPending(
             new LogFullError(this.fullReason === 'no_descriptors' ? 'no file descriptors (EMFILE); record not stored' : 'disk full (ENOSPC); record not stored', true),
@@ -587,85 +654,167 @@ export class RingLog implements Component {
           bytes += f
           n++
         }
-        const batch = this.pending.splice(0, n)
-        let buf: Buffer
-        if (this.memoryTailBytes > 0) buf = this.tailBuffer(bytes) // kept by the tail and readers' views: never reused
-        else {
-          if (this.arena.length < bytes) this.arena = Buffer.allocUnsafe(Math.max(bytes, Math.min(this.maxBatchBytes, 64 * 1024)))
-          buf = this.arena.subarray(0, bytes)
-        }
-        const offset = active.seg.size
-        const firstSeq = this.nextSeq
-        const now = Date.now()
-        let at = 0
-        for (let i = 0; i < batch.length; i++) {
-          const b = batch[i]!
-          this.pendingBytes -= b.body.length
-          at += writeFrame(buf, at, TYPE_DATA, firstSeq + i, now, b.body)
-        }
-        const lastSeq = firstSeq + batch.length - 1
-        try {
-          await writeFully(this.fs, active.fd, buf, active.seg.size)
-        } catch (err) {
-          if (!isEnospc(err)) {
-            for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
-            this.fail(err, `write to ${path.basename(active.seg.path)}`)
-            break
-          }
-          // Disk full: undo the partial write, make room if possible and try the batch again.
+        const bound = this.opts.bound
+        if (bound && !bound.tryReserve(this, bytes)) {
+          // A shared bound counts every write: room is made first (this log parked: the bound may
+          // seal its active segment meanwhile, to evict it; then the batch goes to a new segment).
           try {
-            await this.fs.ftruncate(active.fd, active.seg.size)
-          } catch (terr) {
-            for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
-            this.fail(terr, `truncating ${path.basename(active.seg.path)} after ENOSPC`)
+            await this.parkedOn(() => bound.makeRoom(this, bytes))
+          } catch (err) {
+            if (err instanceof LogFullError) {
+              if (err.diskFull) this.enterDiskFull(err)
+              this.rejectPending(err, err.diskFull ? 'disk_full' : 'discard_new')
+              break
+            }
+            this.fail(err, 'making room in the shared bound')
             break
           }
-          let reclaimed: boolean
-          try {
-            reclaimed = await this.reclaim()
-          } catch (rerr) {
-            for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
-            this.fail(rerr, 'deleting segments to make room on a full disk')
-            break
-          }
-          if (reclaimed) {
-            this.pending.unshift(...batch)
-            for (const b of batch) this.pendingBytes += b.body.length
+          if (this.active !== active) {
+            this.boundReserved -= bytes
             continue
           }
-          const full = new LogFullError('disk full (ENOSPC); record not stored', true)
-          this.enterDiskFull(err)
-          this.countRefused(batch.length, 'disk_full')
-          for (const b of batch) b.reject(full)
-          continue
         }
-        if (this.opts.fsync === 'always') {
-          const t0 = performance.now()
-          try {
-            await this.fs.fdatasync(active.fd)
-          } catch (err) {
-            for (const b of batch) b.reject(new LogIoError('fdatasync failed; batch not stored', { cause: err }))
-            this.fail(err, `fdatasync of ${path.basename(active.seg.path)}`)
-            break
-          }
-          this.opts.metrics.logFsyncLatency.observe((performance.now() - t0) / 1000)
+        try {
+          if (!(await this.writeBatch(active, n, bytes))) break
+        } finally {
+          if (bound) this.boundReserved -= bytes
         }
-        this.nextSeq = lastSeq + 1
-        active.seg.size += bytes
-        active.seg.lastSeq = lastSeq
-        this.noteRecordAt(active.seg, firstSeq, offset)
-        if (this.memoryTailBytes > 0) this.keepInTail({ seg: active.seg, firstSeq, lastSeq, ts: now, frames: buf, offset })
-        this.opts.metrics.logAppended.inc(batch.length)
-        this.opts.metrics.logAppendedBytes.inc(bytes)
-        if (this.opts.fsync !== 'batch') this.setDurable(lastSeq, active.seg.size)
-        if (this.diskFullSince > 0) this.leaveDiskFull()
-        for (let i = 0; i < batch.length; i++) batch[i]!.resolve(firstSeq + i)
       }
     } finally {
-      this.writing = false
+      this.releaseWriter()
     }
+  }
+
+  /**
+   * Writes the first `n` pending appends (`bytes` of frames) to `active` and settles them. False
+   * when the pump must stop (the log failed); true to go on (also after a batch refused or put back
+   * on a full disk).
+   */
+  private async writeBatch(active: { seg: SegmentInfo; fd: number }, n: number, bytes: number): Promise<boolean> {
+    const batch = this.pending.splice(0, n)
+    let buf: Buffer
+    if (this.memoryTailBytes > 0) buf = this.tailBuffer(bytes) // kept by the tail and readers' views: never reused
+    else {
+      if (this.arena.length < bytes) this.arena = Buffer.allocUnsafe(Math.max(bytes, Math.min(this.maxBatchBytes, 64 * 1024)))
+      buf = this.arena.subarray(0, bytes)
+    }
+    const offset = active.seg.size
+    const firstSeq = this.nextSeq
+    const now = Date.now()
+    const expiryOf = this.opts.expiryOf
+    let maxExpiry = -Infinity
+    let at = 0
+    for (let i = 0; i < batch.length; i++) {
+      const b = batch[i]!
+      this.pendingBytes -= b.body.length
+      at += writeFrame(buf, at, TYPE_DATA, firstSeq + i, now, b.body)
+      if (expiryOf) maxExpiry = Math.max(maxExpiry, expiryOf(b.body))
+    }
+    const lastSeq = firstSeq + batch.length - 1
+    try {
+      await writeFully(this.fs, active.fd, buf, active.seg.size)
+    } catch (err) {
+      if (!isEnospc(err)) {
+        for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
+        this.fail(err, `write to ${path.basename(active.seg.path)}`)
+        return false
+      }
+      // Disk full: undo the partial write, make room if possible and try the batch again.
+      try {
+        await this.fs.ftruncate(active.fd, active.seg.size)
+      } catch (terr) {
+        for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
+        this.fail(terr, `truncating ${path.basename(active.seg.path)} after ENOSPC`)
+        return false
+      }
+      let reclaimed: boolean
+      try {
+        reclaimed = await this.reclaim()
+      } catch (rerr) {
+        for (const b of batch) b.reject(new LogIoError('write failed; batch not stored', { cause: err }))
+        this.fail(rerr, 'deleting segments to make room on a full disk')
+        return false
+      }
+      if (reclaimed) {
+        this.pending.unshift(...batch)
+        for (const b of batch) this.pendingBytes += b.body.length
+        return true
+      }
+      const full = new LogFullError('disk full (ENOSPC); record not stored', true)
+      this.enterDiskFull(err)
+      this.countRefused(batch.length, 'disk_full')
+      for (const b of batch) b.reject(full)
+      return true
+    }
+    if (this.opts.fsync === 'always') {
+      const t0 = performance.now()
+      try {
+        await this.fs.fdatasync(active.fd)
+      } catch (err) {
+        for (const b of batch) b.reject(new LogIoError('fdatasync failed; batch not stored', { cause: err }))
+        this.fail(err, `fdatasync of ${path.basename(active.seg.path)}`)
+        return false
+      }
+      this.opts.metrics.logFsyncLatency.observe((performance.now() - t0) / 1000)
+    }
+    this.nextSeq = lastSeq + 1
+    active.seg.size += bytes
+    active.seg.lastSeq = lastSeq
+    if (expiryOf) active.seg.maxExpiresAtMs = Math.max(active.seg.maxExpiresAtMs ?? -Infinity, maxExpiry)
+    this.noteRecordAt(active.seg, firstSeq, offset)
+    if (this.memoryTailBytes > 0) this.keepInTail({ seg: active.seg, firstSeq, lastSeq, ts: now, frames: buf, offset })
+    this.opts.metrics.logAppended.inc(batch.length)
+    this.opts.metrics.logAppendedBytes.inc(bytes)
+    if (this.opts.fsync !== 'batch') this.setDurable(lastSeq, active.seg.size)
+    if (this.diskFullSince > 0) this.leaveDiskFull()
+    for (let i = 0; i < batch.length; i++) batch[i]!.resolve(firstSeq + i)
+    return true
+  }
+
+  /**
+   * Runs `fn` as the log's only writer: no batch is written meanwhile (the pump hands the writer
+   * over between batches). Appends made meanwhile wait and are written after.
+   */
+  private async withWriter<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.writing) await new Promise<void>((resolve) => this.writerQueue.push(resolve))
+    else this.writing = true
+    try {
+      return await fn()
+    } finally {
+      this.releaseWriter()
+    }
+  }
+
+  /** The pump, between batches, lets the waiting callers run first and takes the writer back after them. */
+  private async yieldWriter(): Promise<void> {
+    const next = this.writerQueue.shift()
+    if (!next) return
+    await new Promise<void>((resolve) => {
+      this.writerQueue.push(resolve)
+      next()
+    })
+  }
+
+  /** Hands the writer to the next caller waiting for it, or frees it (and writes what was appended meanwhile). */
+  private releaseWriter(): void {
+    const next = this.writerQueue.shift()
+    if (next) {
+      next() // `writing` stays true: the writer changes hands
+      return
+    }
+    this.writing = false
     if (this.pending.length > 0 && !this.failed) this.schedule()
     else if (this.pending.length === 0) this.notifyIdle()
+  }
+
+  /** Waits on the shared bound with the writer held, at a point where the bound may seal the active segment. */
+  private async parkedOn<T>(fn: () => Promise<T>): Promise<T> {
+    this.parked++
+    try {
+      return await fn()
+    } finally {
+      this.parked--
+    }
   }
 
   /** Syncs the segment directory after a deletion; without descriptors the sync is owed to the next segment start. */
@@ -712,6 +861,8 @@ export class RingLog implements Component {
 
   /** Makes room on a full disk: forwarded segments first, then (discard "old") the oldest segment. */
   private async reclaim(): Promise<boolean> {
+    const bound = this.opts.bound
+    if (bound) return this.parkedOn(() => bound.reclaimDiskFull(this))
     if (await this.freeForwarded()) return true
     if (this.opts.discard === 'old') return this.evictOldest('disk full (ENOSPC)')
     return false
@@ -815,62 +966,123 @@ export class RingLog implements Component {
    * Evicts the oldest segment although not all of it was forwarded (discard "old"). Records the
    * forwarder has not read yet are counted as `discard_old` drops and logged with their seq range;
    * those it already read are in its window and still forwarded (see the forwarder's close).
+   * `allowLast`: also the last segment on disk (a shared bound), after a checkpoint with the seq floor.
    */
-  private async evictOldest(why: string): Promise<boolean> {
+  private async evictOldest(why: string, allowLast = false): Promise<boolean> {
     const oldest = this.segments[0]
     // Never the last segment on disk: its seqs keep the next start from reusing them.
-    if (!oldest || oldest === this.active?.seg || this.segments.length === 1) return false
-    this.segments.shift()
-    if (oldest.lastSeq > this.ackedSeq) {
-      const unacked = Math.max(this.ackedSeq + 1, oldest.baseSeq)
-      const from = Math.max(unacked, this.readPosition)
-      if (from > unacked) {
-        this.uncountedEvictions.push({ from: unacked, to: Math.min(from, oldest.lastSeq + 1) - 1 })
-        if (this.uncountedEvictions.length > 64) this.uncountedEvictions.shift()
-      }
-      const lost = Math.max(0, oldest.lastSeq - oldest.lostSeqs - from + 1)
-      this.ackedSeq = oldest.lastSeq
-      this.trimTail()
-      if (lost > 0) this.opts.metrics.drops.inc(lost, { reason: 'discard_old' })
+    if (!oldest || oldest === this.active?.seg || (this.segments.length === 1 && !allowLast)) return false
+    const d = await this.dropSegment(oldest, 'discard_old')
+    if (d === undefined) return false
+    if (d !== 'forwarded') {
       this.opts.logger.warn(`${why}: evicted the oldest segment with records not yet forwarded (discard "old")`, {
         segment: path.basename(oldest.path),
-        records: lost,
-        firstSeq: from,
-        lastSeq: oldest.lastSeq,
+        records: d.lost,
+        firstSeq: d.from,
+        lastSeq: d.lastSeq,
         // Read by the forwarder before the eviction: still forwarded from its window, not counted.
-        inFlight: Math.max(0, Math.min(from, oldest.lastSeq + 1) - unacked),
+        inFlight: d.inFlight,
       })
     }
-    await this.unlinkSegment(oldest)
-    await this.syncDirAfterDelete()
-    this.wake()
-    this.checkpointIfMoved()
     return true
   }
 
-  private async rollOnce(): Promise<void> {
-    await this.makeRoom()
-    const fsys = this.fs
-    if (this.active) {
-      const { seg, fd } = this.active
-      const seal = Buffer.alloc(SEAL_FRAME_BYTES)
-      writeFrame(seal, 0, TYPE_SEAL, seg.lastSeq, Date.now(), encodeSealBody(seg.baseSeq, seg.lastSeq))
-      try {
-        await writeFully(fsys, fd, seal, seg.size)
-      } catch (err) {
-        if (!isEnospc(err)) throw err
-        await fsys.ftruncate(fd, seg.size) // undo the partial seal; the segment stays active
-        throw new LogFullError('disk full (ENOSPC) while sealing a segment; record not stored', true)
-      }
-      await fsys.fdatasync(fd)
-      seg.size += SEAL_FRAME_BYTES
-      seg.sealed = true
-      this.active = undefined
-      await fsys.close(fd)
-      // The seal's fdatasync made the whole segment durable (under --fsync batch the interval sync
-      // may not have covered its tail yet, and without an active segment it never would).
-      this.setDurable(Math.max(this.durable, seg.lastSeq), 0)
+  /**
+   * Removes `seg`, the oldest segment (not the active one), from the log and deletes its file. Its
+   * records not yet acknowledged are passed by the ack position: those the forwarder has not read
+   * are counted as dropped for `reason`; those in its window are remembered (evictedUncounted) and
+   * counted by the forwarder if never acknowledged. Undefined when `seg` is no longer the oldest, or
+   * it is the last segment on disk and the checkpoint holding the seq floor could not be written
+   * first; 'forwarded' when it held no unacknowledged record.
+   */
+  private async dropSegment(seg: SegmentInfo, reason: SegmentDropReason): Promise<SegmentDrop | 'forwarded' | undefined> {
+    if (this.segments[0] !== seg || seg === this.active?.seg) return undefined
+    if (this.segments.length === 1) {
+      // After it is gone only the checkpoint's seq floor keeps seqs from being reused at the next
+      // start, so that floor must be current first. (The checkpoint never needs new blocks.)
+      const ok = await this.writeCheckpoint(false).then(
+        () => true,
+        () => false,
+      )
+      if (!ok || this.segments[0] !== seg || this.segments.length !== 1 || seg === this.active?.seg) return undefined
     }
+    this.segments.shift()
+    let result: SegmentDrop | 'forwarded' = 'forwarded'
+    if (seg.lastSeq > this.ackedSeq) {
+      const unacked = Math.max(this.ackedSeq + 1, seg.baseSeq)
+      const from = Math.max(unacked, this.readPosition)
+      if (from > unacked) {
+        this.uncountedEvictions.push({ from: unacked, to: Math.min(from, seg.lastSeq + 1) - 1, reason })
+        if (this.uncountedEvictions.length > 64) this.uncountedEvictions.shift()
+      }
+      const lost = Math.max(0, seg.lastSeq - seg.lostSeqs - from + 1)
+      this.ackedSeq = seg.lastSeq
+      this.trimTail()
+      if (lost > 0) this.opts.metrics.drops.inc(lost, { reason })
+      result = { lost, from, lastSeq: seg.lastSeq, inFlight: Math.max(0, Math.min(from, seg.lastSeq + 1) - unacked) }
+    }
+    await this.unlinkSegment(seg)
+    await this.syncDirAfterDelete()
+    this.wake()
+    this.checkpointIfMoved()
+    return result
+  }
+
+  /** The seal record of `seg` (see format.ts), with the segment's expiry when the log tracks it. */
+  private sealFrame(seg: SegmentInfo): Buffer {
+    const seal = Buffer.alloc(SEAL_FRAME_BYTES)
+    const expiry = this.opts.expiryOf && seg.maxExpiresAtMs !== undefined ? encodeSealExpiry(seg.maxExpiresAtMs) : 0
+    writeFrame(seal, 0, TYPE_SEAL, seg.lastSeq, Date.now(), encodeSealBody(seg.baseSeq, seg.lastSeq, seg.lostSeqs), expiry)
+    return seal
+  }
+
+  /**
+   * Seals the active segment and closes it; the next append starts a new one. The caller holds the
+   * writer (or the log is parked on the shared bound). ENOSPC: the partial seal is undone, the
+   * segment stays active, and LogFullError (diskFull) is thrown.
+   */
+  private async sealActive(): Promise<void> {
+    const active = this.active
+    if (!active) return
+    const { seg, fd } = active
+    const fsys = this.fs
+    try {
+      await writeFully(fsys, fd, this.sealFrame(seg), seg.size)
+    } catch (err) {
+      if (!isEnospc(err)) throw err
+      await fsys.ftruncate(fd, seg.size) // undo the partial seal; the segment stays active
+      throw new LogFullError('disk full (ENOSPC) while sealing a segment; record not stored', true)
+    }
+    await fsys.fdatasync(fd)
+    seg.size += SEAL_FRAME_BYTES
+    seg.sealed = true
+    this.active = undefined
+    await fsys.close(fd)
+    // The seal's fdatasync made the whole segment durable (under --fsync batch the interval sync
+    // may not have covered its tail yet, and without an active segment it never would).
+    this.setDurable(Math.max(this.durable, seg.lastSeq), 0)
+  }
+
+  private async rollOnce(): Promise<void> {
+    const bound = this.opts.bound
+    if (!bound) {
+      await this.makeRoom()
+      return this.startSegment()
+    }
+    // The new segment's header and its future seal (the old segment's seal is counted already).
+    const need = SEGMENT_HEADER_BYTES + SEAL_FRAME_BYTES
+    if (!bound.tryReserve(this, need)) await this.parkedOn(() => bound.makeRoom(this, need))
+    try {
+      await this.startSegment()
+    } finally {
+      this.boundReserved -= need
+    }
+  }
+
+  /** Seals the active segment (if any) and starts a new one (room was made). */
+  private async startSegment(): Promise<void> {
+    const fsys = this.fs
+    await this.sealActive()
     const unsealed = this.unsealedOnDisk && this.segments.includes(this.unsealedOnDisk) ? this.unsealedOnDisk : undefined
     this.unsealedOnDisk = unsealed
     if (unsealed) {
@@ -882,8 +1094,7 @@ export class RingLog implements Component {
         throw err
       }
       try {
-        const seal = Buffer.alloc(SEAL_FRAME_BYTES)
-        writeFrame(seal, 0, TYPE_SEAL, unsealed.lastSeq, Date.now(), encodeSealBody(unsealed.baseSeq, unsealed.lastSeq, unsealed.lostSeqs))
+        const seal = this.sealFrame(unsealed)
         try {
           await writeFully(fsys, ufd, seal, unsealed.size)
         } catch (err) {
@@ -919,6 +1130,7 @@ export class RingLog implements Component {
     }
     this.dirSyncOwed = false
     const seg: SegmentInfo = { baseSeq: base, epoch: this.epochValue, path: p, lastSeq: base - 1, size: SEGMENT_HEADER_BYTES, sealed: false, lostSeqs: 0 }
+    if (this.opts.expiryOf) seg.maxExpiresAtMs = -Infinity
     this.segments.push(seg)
     this.active = { seg, fd }
     this.durableSize = SEGMENT_HEADER_BYTES
@@ -1091,6 +1303,184 @@ export class RingLog implements Component {
    */
   evictedUncounted(seq: number): boolean {
     return this.uncountedEvictions.some((r) => seq >= r.from && seq <= r.to)
+  }
+
+  /**
+   * Why `seq` left the log uncounted while in the forwarder's window (see evictedUncounted):
+   * 'discard_old' (evicted) or 'expired' (its segment expired); undefined when it did not.
+   */
+  uncountedDropReason(seq: number): SegmentDropReason | undefined {
+    return this.uncountedEvictions.find((r) => seq >= r.from && seq <= r.to)?.reason
+  }
+
+  // ---------------------------------------------------------------- expiry
+
+  /**
+   * Reclaims whole segments, from the oldest, that hold only acknowledged or expired records (with
+   * {@link RingLogOptions.expiryOf}; on a timer and at open). The records not yet acknowledged are
+   * counted as drops{reason="expired"} and logged with their seq range; the ack position passes them
+   * as an eviction does. The active segment is rolled (sealed) when it is entirely expired and
+   * everything before it goes too. Wall clock (Date.now()): expiry times are absolute.
+   */
+  private async reclaimExpired(): Promise<void> {
+    if (!this.opts.expiryOf || this.reclaimingExpired || this.shut || this.failed) return
+    this.reclaimingExpired = true
+    try {
+      if (!(await this.expiryWork(Date.now()))) return
+      await this.withWriter(async () => {
+        if (this.shut || this.failed) return
+        const bound = this.opts.bound
+        if (bound) await this.parkedOn(() => bound.exclusive(() => this.reclaimExpiredNow(Date.now())))
+        else await this.reclaimExpiredNow(Date.now())
+      })
+    } catch (err) {
+      if (err instanceof LogFullError) return // no room for a seal on a full disk: the next pass tries again
+      this.fail(err, 'reclaiming expired segments')
+    } finally {
+      this.reclaimingExpired = false
+    }
+  }
+
+  /**
+   * True when the oldest segment with records not yet acknowledged has expired entirely (for the
+   * active segment: only when it is the last one and holds records). Learns, by a scan, the expiry
+   * of segments sealed before expiry tracking along the way, as far as they turn out expired (each
+   * once per run; no lock held).
+   */
+  private async expiryWork(now: number): Promise<boolean> {
+    let work = false
+    for (const s of [...this.segments]) {
+      if (s.lastSeq <= this.ackedSeq) continue
+      if (s === this.active?.seg) return work || (s.lastSeq >= s.baseSeq && (s.maxExpiresAtMs ?? Infinity) <= now)
+      if (s.maxExpiresAtMs === undefined) await this.learnExpiry(s)
+      if (!((s.maxExpiresAtMs ?? Infinity) <= now)) return work
+      work = true
+    }
+    return work
+  }
+
+  /** Scans a sealed segment whose seal carries no expiry for the latest expiry of its records. */
+  private async learnExpiry(seg: SegmentInfo): Promise<void> {
+    const expiryOf = this.opts.expiryOf
+    if (!expiryOf) return
+    let fd: number
+    try {
+      fd = await this.fs.open(seg.path, 'r')
+    } catch (err) {
+      const code = (err as { code?: unknown }).code
+      if (code === 'ENOENT' || isNoDescriptors(err)) return // deleted meanwhile, or tried again at the next pass
+      throw err
+    }
+    try {
+      const sc = new SegmentScanner(this.fs, fd, { afterSeq: seg.baseSeq - 1, limit: () => seg.size, chunkBytes: this.readChunkBytes, maxBodyBytes: MAX_BODY_BYTES })
+      let max = -Infinity
+      for (let r = await sc.next(); r; r = await sc.next()) max = Math.max(max, expiryOf(r.body))
+      seg.maxExpiresAtMs = max
+    } finally {
+      await this.fs.close(fd).catch(() => {})
+    }
+  }
+
+  /** The reclaim itself, with the writer (and a shared bound's lock) held. */
+  private async reclaimExpiredNow(now: number): Promise<void> {
+    const drop: SegmentInfo[] = []
+    let upTo = 0
+    for (let i = 0; i < this.segments.length; i++) {
+      const s = this.segments[i]!
+      if (s === this.active?.seg) {
+        // The segment being written, entirely expired and the last one: rolled, so it can go too.
+        if (i === this.segments.length - 1 && s.lastSeq >= s.baseSeq && s.lastSeq > this.ackedSeq && (s.maxExpiresAtMs ?? Infinity) <= now) {
+          await this.sealActive()
+          drop.push(s)
+          upTo = drop.length
+        }
+        break
+      }
+      if (s.lastSeq <= this.ackedSeq) drop.push(s)
+      else if ((s.maxExpiresAtMs ?? Infinity) <= now) {
+        drop.push(s)
+        upTo = drop.length
+      } else break
+    }
+    // Acknowledged segments go only along with expired ones after them (as before, the log keeps
+    // forwarded segments until it needs their room).
+    let records = 0
+    let firstSeq = 0
+    let lastSeq = 0
+    let inFlight = 0
+    let segments = 0
+    for (const s of drop.slice(0, upTo)) {
+      const d = await this.dropSegment(s, 'expired')
+      if (d === undefined) break
+      segments++
+      if (d === 'forwarded') continue
+      if (d.lost > 0 && firstSeq === 0) firstSeq = d.from
+      if (d.lost > 0) lastSeq = d.lastSeq
+      records += d.lost
+      inFlight += d.inFlight
+    }
+    if (records > 0 || inFlight > 0) {
+      this.opts.logger.warn('segments expired before they were forwarded: deleted, their records dropped (expired)', {
+        segments,
+        records,
+        firstSeq,
+        lastSeq,
+        // Read by the forwarder before: not counted here (it counts them if they are never acknowledged).
+        inFlight,
+      })
+    }
+  }
+
+  // ---------------------------------------------------------------- shared bound (BoundMember)
+
+  boundUsageBytes(): number {
+    let used = this.boundReserved
+    for (const s of this.segments) used += s.size
+    if (this.active) used += SEAL_FRAME_BYTES
+    return used
+  }
+
+  hasUnackedOnDisk(): boolean {
+    return this.segments.some((s) => s.lastSeq > this.ackedSeq)
+  }
+
+  oldestIsSealed(): boolean {
+    const oldest = this.segments[0]
+    return oldest !== undefined && oldest !== this.active?.seg
+  }
+
+  async deleteOldestForwarded(): Promise<boolean> {
+    const oldest = this.segments[0]
+    if (!oldest || oldest === this.active?.seg || oldest.lastSeq > this.ackedSeq) return false
+    return (await this.dropSegment(oldest, 'discard_old')) !== undefined
+  }
+
+  evictOldestForBound(why: string): Promise<boolean> {
+    return this.evictOldest(why, true)
+  }
+
+  async sealActiveForBound(): Promise<void> {
+    const seal = async (): Promise<void> => {
+      const a = this.active
+      if (this.shut || this.failed || !a || this.segments[0] !== a.seg || a.seg.lastSeq <= this.ackedSeq) return
+      try {
+        await this.sealActive()
+      } catch (err) {
+        if (err instanceof LogFullError) throw err
+        this.fail(err, `sealing ${path.basename(a.seg.path)} to evict it`)
+      }
+    }
+    // Parked: the writer's holder waits on the bound at a point where sealing is safe.
+    if (this.parked > 0) return seal()
+    return this.withWriter(seal)
+  }
+
+  get isShut(): boolean {
+    return this.shut
+  }
+
+  reserveForBound(bytes: number): void {
+    this.boundReserved += bytes
   }
 
   /** How long the disk has been full with appends refused, in ms (0: not full). */
@@ -1326,9 +1716,7 @@ export class RingLog implements Component {
       sealed = false
       try {
         if (this.opts.fsync !== 'always') await this.fs.fdatasync(fd)
-        const seal = Buffer.alloc(SEAL_FRAME_BYTES)
-        writeFrame(seal, 0, TYPE_SEAL, seg.lastSeq, Date.now(), encodeSealBody(seg.baseSeq, seg.lastSeq))
-        await writeFully(this.fs, fd, seal, seg.size)
+        await writeFully(this.fs, fd, this.sealFrame(seg), seg.size)
         await this.fs.fdatasync(fd)
         seg.size += SEAL_FRAME_BYTES
         seg.sealed = true
