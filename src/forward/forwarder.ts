@@ -1209,11 +1209,16 @@ export class Forwarder implements Component {
       this.logger.warn('closing with messages still unacknowledged; they are resent at next start', { messages: this.unacked })
       // Records of a segment evicted under discard "old" were kept in the window (not counted as
       // dropped then); those still unacknowledged are gone with this process: count them now.
-      let evicted = 0
-      for (const f of this.pendingEntries()) if (f.seq <= this.opts.log.acked && this.opts.log.evictedUncounted(f.seq)) evicted++
-      if (evicted > 0) {
-        this.opts.metrics.drops.inc(evicted, { reason: 'discard_old' })
-        this.logger.warn('records of an evicted segment were not acknowledged before the stop; counted as dropped (discard "old")', { records: evicted })
+      // A segment reclaimed because all its records expired is the same case, counted as expired.
+      const dropped = { discard_old: 0, expired: 0 }
+      for (const f of this.pendingEntries()) {
+        const why = f.seq <= this.opts.log.acked ? this.opts.log.uncountedDropReason(f.seq) : undefined
+        if (why) dropped[why]++
+      }
+      for (const reason of ['discard_old', 'expired'] as const) {
+        if (dropped[reason] === 0) continue
+        this.opts.metrics.drops.inc(dropped[reason], { reason })
+        this.logger.warn(`records of ${reason === 'expired' ? 'an expired' : 'an evicted'} segment were not acknowledged before the stop; counted as dropped (${reason === 'expired' ? 'expired' : 'discard "old"'})`, { records: dropped[reason] })
       }
     }
     if (this.timer) clearInterval(this.timer)
