@@ -95,7 +95,7 @@ describe('review i16-observe - health, a class the gate held back', () => {
     const high = await openLog(tempDir(), { metrics: NO_LOG_METRICS })
     const low = await openLog(tempDir(), { metrics: NO_LOG_METRICS })
     opened.push(high, low)
-    const ackTimeoutMs = 400
+    const ackTimeoutMs = 1500
     const up = (lastAckAtMs: number): UpstreamHealth => ({ connected: true, lastAckAtMs, problem: '', ackTimeoutMs })
     // The high forwarder acknowledges; low's has had no PubAck since the start: the gate holds it behind high.
     const lowLastAck = Date.now()
@@ -116,14 +116,14 @@ describe('review i16-observe - health, a class the gate held back', () => {
     await low.append(Buffer.from('l'))
     await until(() => hh.readiness.classes.low!.records === 1 && hh.readiness.classes.high!.records === 1)
     // Held back behind high for well over --ack-timeout-ms: not judged (as the rule says).
-    await sleep(2000)
+    await sleep(2500)
     expect(hh.readiness.checks.upstream.status).toBe('ok')
     // High is acknowledged: low is now first. At that sample it has waited no time of its own.
     high.ack(1)
     await until(() => hh.readiness.classes.high!.records === 0)
     expect(hh.readiness.checks.upstream).toEqual({ status: 'ok', detail: 'acknowledging; 1 records to forward (low 1)' })
     // Still no PubAck of its own past --ack-timeout-ms from then: degraded, naming it.
-    await until(() => hh.readiness.checks.upstream.status === 'degraded', 4000)
+    await until(() => hh.readiness.checks.upstream.status === 'degraded', 6000)
     expect(hh.readiness.checks.upstream.detail).toMatch(/^class low: no PubAck for \d+ s with 1 records waiting while other classes are acknowledged$/)
   })
 })
