@@ -261,7 +261,8 @@ export class Gateway {
           upstream: () => combinedHealth(forwarders),
           metrics,
           stallMs: config.readyStallMs,
-          ...(pacer ? { drainCap: (avgBytes: number) => pacer.capMessagesPerSecond(avgBytes) } : {}),
+          // A byte cap counts payload bytes: at the payload per message sent so far (the log's record size until then).
+          ...(pacer ? { drainCap: (avgBytes: number) => pacer.capMessagesPerSecond(pacer.averagePayloadBytes || avgBytes) } : {}),
           // The downlink starts after the HTTP endpoint: until then, not connected.
           downlink: () => downlinkRef?.health ?? { connected: false, subscribed: false, commandsProblem: 'not started' },
         }),

@@ -42,7 +42,8 @@ Usage:
                            forward acknowledged history still on disk again (gateway stopped)
                            With --priority the logs of classes high and low are DIR/high and DIR/low:
                            log stat/dump show each class log; --class high|normal|low picks one (log
-                           stat, log dump, replay, dlq replay); replay --from needs --class
+                           stat, log dump, replay; for dlq the dead letters of that class); dlq replay
+                           puts each dead letter back in its class's log; replay --from needs --class
   ferry version            print the version and the Node runtime it runs on
   ferry help               this text
 

@@ -1,7 +1,7 @@
 // Tools for a data directory:
 //   ferry log stat DIR [--class C] [--json]
 //   ferry log dump DIR [--class C] [--from SEQ] [--limit N] [--json]
-//   ferry dlq list|show|replay|purge DIR [--seq SEQ] [--class C (replay)]
+//   ferry dlq list|show|replay|purge DIR [--seq SEQ] [--class C]
 //   ferry replay [--data-dir DIR] [--class C] (--from SEQ | --since TIME)
 // stat, dump, dlq list and dlq show only read, also beside a running gateway. dlq replay, dlq purge
 // and replay change the directory and need the gateway stopped (they take its lock).
@@ -9,7 +9,8 @@
 // Priority classes (--priority): the data directory is the log of class normal; the logs of classes
 // high and low are its subdirectories high/ and low/. Where those exist, stat and dump show one
 // section per class (most important first), replay --since applies to each class log, and replay --from
-// (seqs are numbered per class) needs --class. --class picks one class log. Without class logs on disk
+// (seqs are numbered per class) needs --class. --class picks one class log (for dlq: the dead letters of
+// one class; dlq replay puts each dead letter back in the log of its class). Without class logs on disk
 // every output is as it was.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -34,8 +35,9 @@ export const LOG_USAGE = `Usage:
 
 Priority classes (--priority): the logs of classes high and low are DIR/high and DIR/low (DIR itself is
 class normal). log stat and log dump show one section per class log present; --class high|normal|low
-picks one (also for replay, and for dlq replay: the class log the dead letters go back to, default
-normal). replay --since applies to every class log; replay --from needs --class (seqs are per class).
+picks one (also for replay; for dlq, the dead letters of that class). dlq replay puts each dead letter
+back in the log of its class. replay --since applies to every class log; replay --from, and dlq --seq
+naming dead letters of several classes, need --class (seqs are per class).
 `
 
 class UsageError extends Error {}
@@ -298,51 +300,70 @@ function lockForChange(dir: string): DirLock {
   }
 }
 
+/** The class of a dead letter: the one its line names, normal when none. */
+const classOfDead = (l: StoredDeadLetter): string => l.className ?? 'normal'
+
 async function dlq(sub: string, args: Args): Promise<number> {
   const dir = dirOf(args)
-  if (args.flags.has('--class') && sub !== 'replay') throw new UsageError('--class is for dlq replay (the class log the dead letters go back to)')
-  // The dead letters of every class are in the one file in DIR; replay appends them to class normal's log unless --class names another.
-  const target = args.flags.has('--class') ? chosenLogs(dir, args)[0]!.dir : dir
+  // The dead letters of every class are in the one file in DIR, each line naming its class (none: normal)
+  // and holding the seq it had in its class log. --class picks the dead letters of one class.
+  const cls = args.flags.get('--class')
+  if (cls !== undefined && (typeof cls !== 'string' || !(PRIORITY_CLASSES as readonly string[]).includes(cls))) throw new UsageError(`--class must be one of ${PRIORITY_CLASSES.join(', ')}, got ${JSON.stringify(cls)}`)
   const only = intFlag(args, '--seq')
   const { file, lines } = deadLetters(dir)
-  const chosen = lines.filter((l) => only === undefined || l.seq === only)
+  const chosen = lines.filter((l) => (cls === undefined || classOfDead(l) === cls) && (only === undefined || l.seq === only))
+  // Seqs are per class log: one seq may name dead letters of several classes.
+  const classesChosen = [...new Set(chosen.map(classOfDead))]
+  if (only !== undefined && sub !== 'list' && classesChosen.length > 1) throw new UsageError(`seq ${only} names dead letters of classes ${classesChosen.join(', ')} (each class log numbers its records): give --class`)
+  const classNote = (l: StoredDeadLetter): string => (l.className === undefined ? '' : ` (class ${l.className})`)
   if (sub === 'list') {
+    const listed = lines.filter((l) => cls === undefined || classOfDead(l) === cls)
     if (args.flags.has('--json')) {
-      for (const l of lines) process.stdout.write(printableJson({ ...describeRecord(l), deadAt: iso(l.deadAt), reason: l.reason }) + '\n')
+      for (const l of listed) process.stdout.write(printableJson({ ...describeRecord(l), deadAt: iso(l.deadAt), reason: l.reason, ...(l.className === undefined ? {} : { class: l.className }) }) + '\n')
       return 0
     }
-    for (const l of lines) {
+    for (const l of listed) {
       const d = describeRecord(l)
-      process.stdout.write(`${l.seq}  dead ${iso(l.deadAt)}  ${printable(d.clientId)}  ${printable(d.topic)}  ${d.bytes} B  reason: ${printable(l.reason)}\n`)
+      process.stdout.write(`${l.seq}${classNote(l)}  dead ${iso(l.deadAt)}  ${printable(d.clientId)}  ${printable(d.topic)}  ${d.bytes} B  reason: ${printable(l.reason)}\n`)
     }
-    process.stderr.write(`${lines.length} dead letter(s) in ${file}\n`)
+    process.stderr.write(`${listed.length} dead letter(s) in ${file}\n`)
     return 0
   }
   if (sub === 'show') {
     if (only === undefined) throw new UsageError('dlq show needs --seq SEQ')
     const l = chosen[0]
     if (!l) {
-      process.stderr.write(`no dead letter with seq ${only}\n`)
+      process.stderr.write(`no dead letter with seq ${only}${cls === undefined ? '' : ` of class ${cls}`}\n`)
       return 1
     }
     const e = decodeEntry(l.body)
-    process.stdout.write(printableJson({ ...describeRecord(l), epoch: l.epoch, deadAt: iso(l.deadAt), reason: l.reason, payload: preview(e.payload, e.encoding ?? 0, 100_000) }, 2) + '\n')
+    process.stdout.write(printableJson({ ...describeRecord(l), epoch: l.epoch, deadAt: iso(l.deadAt), reason: l.reason, ...(l.className === undefined ? {} : { class: l.className }), payload: preview(e.payload, e.encoding ?? 0, 100_000) }, 2) + '\n')
     return 0
   }
   if (sub !== 'replay' && sub !== 'purge') throw new UsageError(`unknown dlq command ${JSON.stringify(sub)}`)
   const lock = lockForChange(dir)
   try {
     if (sub === 'replay' && chosen.length > 0) {
-      // Back in line: appended to the log as new records; the gateway forwards them at its next start.
+      // Back in line: each appended to the log of its class as a new record; the gateway forwards them at its next start.
+      const logs = classLogsOf(dir)
+      const targets = classesChosen.map((name) => {
+        const log = logs.find((c) => c.name === name)
+        if (!log) throw new UsageError(`dead letters of class ${name}, but no log of class ${name} in ${dir} (expected ${path.join(dir, name)})`)
+        return log
+      })
       lock.release()
-      const log = await RingLog.open({ dir: target, segmentBytes: 64 * 1024 * 1024, maxBytes: 2 ** 50, discard: 'new', fsync: 'always', fsyncIntervalMs: 100, maxRecordBytes: 32 * 1024 * 1024, checkpointIntervalMs: 1000, logger: silentLogger, metrics: NO_LOG_METRICS })
-      try {
-        for (const [i, l] of chosen.entries()) {
-          await log.append(l.body)
-          if (process.stderr.isTTY) process.stderr.write(`\rreplaying ${i + 1}/${chosen.length}`)
+      let done = 0
+      for (const t of targets) {
+        const log = await RingLog.open({ dir: t.dir, segmentBytes: 64 * 1024 * 1024, maxBytes: 2 ** 50, discard: 'new', fsync: 'always', fsyncIntervalMs: 100, maxRecordBytes: 32 * 1024 * 1024, checkpointIntervalMs: 1000, logger: silentLogger, metrics: NO_LOG_METRICS })
+        try {
+          for (const l of chosen) {
+            if (classOfDead(l) !== t.name) continue
+            await log.append(l.body)
+            if (process.stderr.isTTY) process.stderr.write(`\rreplaying ${++done}/${chosen.length}`)
+          }
+        } finally {
+          await log.close()
         }
-      } finally {
-        await log.close()
       }
       if (process.stderr.isTTY) process.stderr.write('\n')
     }

@@ -45,6 +45,9 @@ export class DrainPacer {
   private msgTokens: number
   private byteTokens: number
   private lastMs: number
+  /** Messages and payload bytes debited (decayed), for averagePayloadBytes. */
+  private debitedMessages = 0
+  private debitedBytes = 0
 
   /** `now`: a monotonic clock in ms (performance.now by default). */
   constructor(
@@ -110,9 +113,26 @@ export class DrainPacer {
     return s === 0 ? 0 : Math.max(1, Math.ceil(s * 1000))
   }
 
+  /**
+   * Payload bytes per message of what went recently (0 before anything went): the measure a byte cap
+   * counts, for capMessagesPerSecond (a record in the log is larger: topic, envelope, framing).
+   */
+  get averagePayloadBytes(): number {
+    return this.debitedMessages > 0 ? this.debitedBytes / this.debitedMessages : 0
+  }
+
   /** `messages` records of `bytes` payload bytes went (paced or not): taken from the bucket, down to one burst of debt. */
   debit(messages: number, bytes: number): void {
     if (this.unlimited || (messages <= 0 && bytes <= 0)) return
+    if (messages > 0) {
+      // A recent average: the older half is let go every 10,000 messages.
+      if (this.debitedMessages > 10_000) {
+        this.debitedMessages /= 2
+        this.debitedBytes /= 2
+      }
+      this.debitedMessages += messages
+      this.debitedBytes += Math.max(0, bytes)
+    }
     this.refill()
     if (this.messagesPerSecond > 0) this.msgTokens = Math.max(-this.msgBurst, this.msgTokens - messages)
     if (this.bytesPerSecond > 0) this.byteTokens = Math.max(-this.byteBurst, this.byteTokens - bytes)

@@ -19,7 +19,8 @@
 // With several priority classes (one ring log and one forwarder each) the checks cover every class:
 // the details name the class concerned (a log that stopped, a forwarder's connection that is down;
 // degraded: the most important class with records waiting, when they wait --ack-timeout-ms without a
-// PubAck of its forwarder while other classes are acknowledged), the backlog is summed (the oldest
+// PubAck of its forwarder while other classes are acknowledged, not counting the time it was held back
+// behind a more important class), the backlog is summed (the oldest
 // age is the oldest over the classes), and `classes` gives each class's records, bytes and oldest
 // age. The drain estimate divides the backlog by the recent forward rate or by the --drain-max-rate
 // cap, whichever is lower.
@@ -203,6 +204,12 @@ interface ClassState extends HealthLog {
   /** Receive time of its oldest unacknowledged record, as last read (0: unknown or none). */
   oldestTs: number
   readingOldest: boolean
+  /** Held back at the last evaluation: records waiting while a more important class had records. */
+  held: boolean
+  /** Time held back since its forwarder's last PubAck (or since its records started waiting). */
+  heldMs: number
+  /** Its forwarder's lastAckAtMs at the last evaluation (a newer one restarts heldMs). */
+  heldAck: number
 }
 
 /** Samples readiness once a second from construction until close(). */
@@ -211,6 +218,7 @@ export class Health implements Component {
   private lastForwarded = 0
   private lastSampleAt = 0
   private backlogSince = 0
+  private lastEvalAt = 0
   private readonly classes: ClassState[]
   private readonly timer: NodeJS.Timeout
   private current: Readiness
@@ -226,7 +234,7 @@ export class Health implements Component {
   constructor(private readonly src: HealthSources) {
     const logs: readonly HealthLog[] = src.logs ?? [{ name: 'normal', log: src.log, openReader: src.openReader }]
     if (logs.length === 0) throw new Error('health needs at least one log')
-    this.classes = logs.map((l) => ({ ...l, backlogSince: 0, oldestTs: 0, readingOldest: false }))
+    this.classes = logs.map((l) => ({ ...l, backlogSince: 0, oldestTs: 0, readingOldest: false, held: false, heldMs: 0, heldAck: 0 }))
     const m = src.metrics
     m.logOldestAge.collect(() => this.liveOldestAgeSeconds())
     for (const c of this.classes) m.logClassOldestAge.collect({ class: c.name }, () => this.classOldestAgeSeconds(c, Date.now()))
@@ -372,6 +380,7 @@ export class Health implements Component {
       else if (c.backlogSince === 0) c.backlogSince = now
       return { c, records }
     })
+    if (several) this.noteHeld(per, now)
     const records = per.reduce((a, p) => a + p.records, 0)
     if (records === 0) this.backlogSince = 0
     else if (this.backlogSince === 0) this.backlogSince = now
@@ -429,11 +438,30 @@ export class Health implements Component {
   }
 
   /**
+   * Keeps, per class, how long the priority gate has held it back (records waiting while a more important
+   * class had records) since its forwarder's last PubAck: that time is not a wait of its own. Sampled:
+   * the time since the last evaluation counts as held when the class was held at that evaluation.
+   */
+  private noteHeld(per: readonly { c: ClassState; records: number }[], now: number): void {
+    const dt = this.lastEvalAt > 0 ? Math.max(0, now - this.lastEvalAt) : 0
+    this.lastEvalAt = now
+    let ahead = false
+    for (const { c, records } of per) {
+      const ack = c.upstream?.().lastAckAtMs ?? 0
+      if (records === 0 || ack !== c.heldAck) c.heldMs = 0
+      else if (c.held) c.heldMs += dt
+      c.heldAck = ack
+      c.held = records > 0 && ahead
+      if (records > 0) ahead = true
+    }
+  }
+
+  /**
    * With several classes, while the combined upstream is ok: the most important class with records waiting,
    * when they have waited --ack-timeout-ms without a PubAck of its own forwarder. Degraded, never failing:
    * the gateway forwards (other classes are acknowledged), and a restart would not help a class starved,
    * e.g. of --drain-max-rate by unpaced traffic. Classes behind it are not judged (they legitimately wait
-   * for it). Undefined when none.
+   * for it), and the time it was itself behind one is not counted (see noteHeld). Undefined when none.
    */
   private stalledClass(per: readonly { c: ClassState; records: number }[], now: number, combined: UpstreamHealth, cap: number): Check | undefined {
     if (per.length < 2) return undefined
@@ -441,7 +469,8 @@ export class Health implements Component {
     const own = first?.c.upstream?.()
     if (!first || !own) return undefined
     const paced = cap < Infinity && first.c.name !== 'high'
-    const waitingMs = now - Math.max(first.c.backlogSince, own.lastAckAtMs) - (paced ? 1000 + 1000 / cap : 0)
+    // The time the gate held it back behind a more important class is not a wait of its own.
+    const waitingMs = now - Math.max(first.c.backlogSince, own.lastAckAtMs) - first.c.heldMs - (paced ? 1000 + 1000 / cap : 0)
     const ackTimeoutMs = own.ackTimeoutMs ?? combined.ackTimeoutMs
     if (ackTimeoutMs === undefined || waitingMs < ackTimeoutMs) return undefined
     const why = own.problem ? `: ${own.problem}` : paced ? ' (its drain is capped by --drain-max-rate)' : ''
