@@ -1,4 +1,5 @@
 // Composition root: builds the stages from the config, owns the start order and the close order.
+import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { Admission, serverTlsOptions } from './auth/index.js'
 import { PayloadPolicy, decodeEntry, entryExpiresAtMs, topicMatches } from './codec/index.js'
@@ -488,9 +489,16 @@ function observeLogs(metrics: Metrics, logs: LogGroup): void {
   if (logs.members.length > 1) exportClassDrops(metrics.drops, logs.members.map((m) => m.name))
 }
 
-/** The priority classes with a log: those --priority names, and normal; most important first. */
+/**
+ * The priority classes with a log, most important first: normal, those --priority names, and those
+ * whose log is on disk from an earlier configuration (<data-dir>/high, <data-dir>/low), so that a
+ * backlog stored under another --priority is still forwarded, never left behind.
+ */
 export function classesInUse(config: Config): PriorityClass[] {
   const named = new Set<PriorityClass>(['normal', ...config.log.priority.map((r) => r.class)])
+  for (const c of PRIORITY_CLASSES) {
+    if (c !== 'normal' && existsSync(path.join(config.log.dataDir, c, 'segments'))) named.add(c)
+  }
   return PRIORITY_CLASSES.filter((c) => named.has(c))
 }
 
