@@ -106,3 +106,26 @@ describe('drain pacer - token bucket', () => {
     expect(() => new DrainPacer({ messagesPerSecond: 0, bytesPerSecond: Number.NaN })).toThrow(RangeError)
   })
 })
+
+describe('drain pacer - review', () => {
+  it('drain pacer - review: records larger than one second of the byte cap still drain at the cap', () => {
+    // 300 kB records at 100 kB/s from a paced sender: one record every 3 s, not one a second (the debt of a
+    // paced send is its own: only the debt of unpaced traffic is bounded).
+    const p = clocked({ messagesPerSecond: 0, bytesPerSecond: 100_000 })
+    const debitPaced = (n: number, b: number): void => (p.pacer.debit as (m: number, b: number, paced: boolean) => void).call(p.pacer, n, b, true)
+    let bytes = 0
+    for (let t = 0; t < 30_000; ) {
+      if (p.pacer.allowance().messages === 0) {
+        const w = p.pacer.waitMs()
+        p.advance(w)
+        t += w
+        continue
+      }
+      debitPaced(1, 300_000)
+      bytes += 300_000
+    }
+    // 30 s at 100 kB/s, plus the burst and one record of overshoot.
+    expect(bytes).toBeLessThanOrEqual(30 * 100_000 * 1.1 + 100_000 + 300_000)
+    expect(bytes).toBeGreaterThanOrEqual(30 * 100_000 * 0.9)
+  })
+})
