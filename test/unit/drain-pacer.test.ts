@@ -112,7 +112,6 @@ describe('drain pacer - review', () => {
     // 300 kB records at 100 kB/s from a paced sender: one record every 3 s, not one a second (the debt of a
     // paced send is its own: only the debt of unpaced traffic is bounded).
     const p = clocked({ messagesPerSecond: 0, bytesPerSecond: 100_000 })
-    const debitPaced = (n: number, b: number): void => (p.pacer.debit as (m: number, b: number, paced: boolean) => void).call(p.pacer, n, b, true)
     let bytes = 0
     for (let t = 0; t < 30_000; ) {
       if (p.pacer.allowance().messages === 0) {
@@ -121,11 +120,16 @@ describe('drain pacer - review', () => {
         t += w
         continue
       }
-      debitPaced(1, 300_000)
+      p.pacer.debit(1, 300_000, true)
       bytes += 300_000
     }
     // 30 s at 100 kB/s, plus the burst and one record of overshoot.
     expect(bytes).toBeLessThanOrEqual(30 * 100_000 * 1.1 + 100_000 + 300_000)
     expect(bytes).toBeGreaterThanOrEqual(30 * 100_000 * 0.9)
+    // An unpaced debit (live lane, probe, class high) never lifts a paced sender's deeper debt.
+    const q = clocked({ messagesPerSecond: 0, bytesPerSecond: 100_000 })
+    q.pacer.debit(1, 300_000, true)
+    q.pacer.debit(1, 10)
+    expect(q.pacer.waitMs()).toBeGreaterThan(2000)
   })
 })
