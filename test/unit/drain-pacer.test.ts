@@ -132,4 +132,12 @@ describe('drain pacer - review', () => {
     q.pacer.debit(1, 10)
     expect(q.pacer.waitMs()).toBeGreaterThan(2000)
   })
+
+  it('drain pacer - review: a wait is never longer than a timer can hold (a 64 MiB record under 1 B/s)', () => {
+    const p = clocked({ messagesPerSecond: 0, bytesPerSecond: 1 })
+    p.pacer.debit(1, 64 * 1024 * 1024, true)
+    // setTimeout fires after 1 ms for a delay above 2^31 - 1 ms: the pacing wait would spin. The caller asks again after a bounded wait.
+    expect(p.pacer.waitMs()).toBeGreaterThan(0)
+    expect(p.pacer.waitMs()).toBeLessThanOrEqual(60_000)
+  })
 })
