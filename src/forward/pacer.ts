@@ -34,6 +34,8 @@ export interface DrainAllowance {
 const CHUNK_SECONDS = 1 / 50
 /** Most records a paced sender waits for per step. */
 const MAX_CHUNK_RECORDS = 16
+/** Longest single wait waitMs() gives. */
+const MAX_WAIT_MS = 60_000
 
 export class DrainPacer {
   readonly messagesPerSecond: number
@@ -108,7 +110,8 @@ export class DrainPacer {
     let s = 0
     if (this.messagesPerSecond > 0 && this.msgTokens < this.msgChunk) s = Math.max(s, (this.msgChunk - this.msgTokens) / this.messagesPerSecond)
     if (this.bytesPerSecond > 0 && this.byteTokens < this.byteChunk) s = Math.max(s, (this.byteChunk - this.byteTokens) / this.bytesPerSecond)
-    return s === 0 ? 0 : Math.max(1, Math.ceil(s * 1000))
+    // At most MAX_WAIT_MS (the caller asks again): a paced debt may be hours at a tiny cap, and a timer above 2^31-1 ms fires at once.
+    return s === 0 ? 0 : Math.min(MAX_WAIT_MS, Math.max(1, Math.ceil(s * 1000)))
   }
 
   /**
