@@ -618,7 +618,7 @@ export class Forwarder implements Component {
         sentBytes += sent
       }
     }
-    this.opts.pacer?.debit(sentRecords, sentBytes)
+    this.opts.pacer?.debit(sentRecords, sentBytes, this.paced)
     this.absorbLive(this.opts.reader.position)
     if (performance.now() >= this.expiredLogAt) this.logExpired()
     if (this.live && this.opts.reader.position >= this.live.reader.position) await this.closeLiveLane()
@@ -734,7 +734,7 @@ export class Forwarder implements Component {
     }
     if (n > 0) {
       this.opts.metrics.forwardRetries.inc(n)
-      pacer?.debit(n, bytes)
+      pacer?.debit(n, bytes, this.paced)
       this.resent += n
     }
     if (this.recovering) return

@@ -8,9 +8,10 @@
 // reconnect or refusal too, except the single probe) waits until the bucket holds a chunk's worth
 // (`allowance`, `waitMs`), then takes at most that much. Who does not: the live lane and unpaced
 // forwarders (class high) send at once but are debited (`debit`), so the link total stays near the
-// cap and the backlog yields to them. The debit may take the bucket below zero (a record larger than
-// what is left, or unpaced traffic), down to one burst of debt: the backlog then waits that much
-// longer. Unpaced traffic alone above the cap is not held back (the cap then is not kept); the
+// cap and the backlog yields to them. The debit may take the bucket below zero: a paced record larger
+// than what is left owes all of it (the sender waits it off, so even records larger than a burst drain
+// at the cap); unpaced traffic takes it down to one burst of debt at most, so the backlog then waits
+// that much longer. Unpaced traffic alone above the cap is not held back (the cap then is not kept); the
 // backlog waits for as long as it lasts.
 //
 // Pure apart from the clock (injectable): the forwarder does the waiting (forwarder.ts).
@@ -33,6 +34,8 @@ export interface DrainAllowance {
 const CHUNK_SECONDS = 1 / 50
 /** Most records a paced sender waits for per step. */
 const MAX_CHUNK_RECORDS = 16
+/** Longest single wait waitMs() gives. */
+const MAX_WAIT_MS = 60_000
 
 export class DrainPacer {
   readonly messagesPerSecond: number
@@ -110,7 +113,8 @@ export class DrainPacer {
     let s = 0
     if (this.messagesPerSecond > 0 && this.msgTokens < this.msgChunk) s = Math.max(s, (this.msgChunk - this.msgTokens) / this.messagesPerSecond)
     if (this.bytesPerSecond > 0 && this.byteTokens < this.byteChunk) s = Math.max(s, (this.byteChunk - this.byteTokens) / this.bytesPerSecond)
-    return s === 0 ? 0 : Math.max(1, Math.ceil(s * 1000))
+    // At most MAX_WAIT_MS (the caller asks again): a paced debt may be hours at a tiny cap, and a timer above 2^31-1 ms fires at once.
+    return s === 0 ? 0 : Math.min(MAX_WAIT_MS, Math.max(1, Math.ceil(s * 1000)))
   }
 
   /**
@@ -121,8 +125,12 @@ export class DrainPacer {
     return this.debitedMessages > 0 ? this.debitedBytes / this.debitedMessages : 0
   }
 
-  /** `messages` records of `bytes` payload bytes went (paced or not): taken from the bucket, down to one burst of debt. */
-  debit(messages: number, bytes: number): void {
+  /**
+   * `messages` records of `bytes` payload bytes went: taken from the bucket. Unpaced traffic (live lane,
+   * probe, class high) takes it down to one burst of debt at most; a paced sender (`paced`: it took
+   * what allowance() gave) owes all of it, so records larger than a burst still drain at the cap.
+   */
+  debit(messages: number, bytes: number, paced = false): void {
     if (this.unlimited || (messages <= 0 && bytes <= 0)) return
     if (messages > 0) {
       // A recent average: the older half is let go every 10,000 messages.
@@ -134,7 +142,8 @@ export class DrainPacer {
       this.debitedBytes += Math.max(0, bytes)
     }
     this.refill()
-    if (this.messagesPerSecond > 0) this.msgTokens = Math.max(-this.msgBurst, this.msgTokens - messages)
-    if (this.bytesPerSecond > 0) this.byteTokens = Math.max(-this.byteBurst, this.byteTokens - bytes)
+    // The floor of an unpaced debit never lifts a debt already deeper (a paced sender's).
+    if (this.messagesPerSecond > 0) this.msgTokens = paced ? this.msgTokens - messages : Math.max(Math.min(this.msgTokens, -this.msgBurst), this.msgTokens - messages)
+    if (this.bytesPerSecond > 0) this.byteTokens = paced ? this.byteTokens - bytes : Math.max(Math.min(this.byteTokens, -this.byteBurst), this.byteTokens - bytes)
   }
 }
