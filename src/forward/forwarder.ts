@@ -64,7 +64,7 @@ import { Backoff, Pause, connectWithBackoff, drainWithin } from '../upstream/ind
 import { AckWindow } from './ack-window.js'
 import type { DeadLetters } from './dead-letter.js'
 import { LaneHold } from './lane-hold.js'
-import { LIVE_LANE_MAX_TOPICS, LIVE_LANE_RETRY_MS, LaneSchedule, laneRoom, laneWanted, mainLaneCap } from './live-lane.js'
+import { LIVE_LANE_MAX_TOPICS, LIVE_LANE_RETRY_MS, LaneSchedule, laneRoom, laneWanted, liveLaneMaxAgeMs, mainLaneCap } from './live-lane.js'
 import type { LaneWindow } from './live-lane.js'
 import type { ForwardMetrics } from './metrics.js'
 import type { DrainPacer } from './pacer.js'
@@ -762,7 +762,7 @@ export class Forwarder implements Component {
         // Records the main lane read meanwhile (or before the scan) and has not got stored yet:
         // they may be sent again after a failure, so nothing of theirs may overtake them either.
         for (const f of this.window.queued()) if (!f.done && !f.undecodable) hold.hold(f.topic, f.clientId, f.topic === '')
-        this.live = { reader: this.opts.openReader(split + 1), schedule: new LaneSchedule(hold) }
+        this.live = { reader: this.opts.openReader(split + 1), schedule: new LaneSchedule(hold, liveLaneMaxAgeMs(this.resendWindowMs)) }
         this.logger.info('live lane open: new messages on topics without backlog are forwarded ahead of the backlog', {
           backlog: split - this.opts.reader.position + 1,
           backlogTopics: hold.size,

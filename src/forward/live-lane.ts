@@ -23,6 +23,15 @@ export const LIVE_LANE_MAX_WAITING = 20_000
  * that within JetStream's default 2-minute duplicate window means the copy is dropped.
  */
 export const LIVE_LANE_MAX_AGE_MS = 60_000
+/**
+ * How long lane entries may wait for the main reader: half the duplicate window (at least
+ * LIVE_LANE_MAX_AGE_MS), so a restart's resend of them is still dropped by JetStream. A longer
+ * --dedup-window keeps the lane open through a longer drain (e.g. one paced by --drain-max-rate).
+ */
+export function liveLaneMaxAgeMs(dedupWindowMs: number): number {
+  return Math.max(LIVE_LANE_MAX_AGE_MS, Math.floor(dedupWindowMs / 2))
+}
+
 /** A lane that read this many records without one to send is closed (every topic has backlog). */
 export const LIVE_LANE_IDLE_RECORDS = 50_000
 
@@ -69,13 +78,19 @@ export class LaneSchedule {
   read = 0
   published = 0
 
-  /** `hold`: the topics and devices of the backlog and of the main window's unstored records. */
-  constructor(readonly hold: LaneHold) {}
+  /**
+   * `hold`: the topics and devices of the backlog and of the main window's unstored records.
+   * `maxAgeMs`: the lane pauses while its oldest waiting entry is older (see {@link liveLaneMaxAgeMs}).
+   */
+  constructor(
+    readonly hold: LaneHold,
+    private readonly maxAgeMs = LIVE_LANE_MAX_AGE_MS,
+  ) {}
 
   /** True when the lane may read more: not too many entries waiting for the main reader, none too old (ts: Date.now() ms). */
   mayRead(waiting: number, oldestTs: number | undefined, nowMs: number): boolean {
     if (waiting >= LIVE_LANE_MAX_WAITING) return false
-    return oldestTs === undefined || nowMs - oldestTs <= LIVE_LANE_MAX_AGE_MS
+    return oldestTs === undefined || nowMs - oldestTs <= this.maxAgeMs
   }
 
   /** Counts `n` records read; false when the lane is idle (read much, sent nothing) and should close. */
