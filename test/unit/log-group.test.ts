@@ -139,6 +139,66 @@ describe('log group', () => {
     await group.close()
   })
 
+  it('log group - under discard old an append never evicts a more important class: refused as discard new instead', async () => {
+    const dir = tempDir()
+    const counts = new Counts()
+    const g = await LogGroup.open(groupOptions(dir, counts))
+    const bound = 8 * SEG
+    // High fills the whole bound (it evicts its own oldest once full): only high has records.
+    for (let i = 0; i < 700; i++) await g.get('high').append(body('high', i))
+    // ... to the last few bytes (smaller records), so a new segment of another class does not fit either.
+    const free = (): number => 8 * SEG + 3 * DIR_RESERVE_BYTES - CLASSES.reduce((a, c) => a + g.get(c).boundUsageBytes(), 0) - 3 * DIR_RESERVE_BYTES
+    for (let k = 0; k < 5000 && free() >= 200; k++) await g.get('high').append(Buffer.alloc(Math.max(8, Math.min(1000, free() - 200)), 'h'))
+    expect(free()).toBeLessThan(200)
+    const highLost = counts.get('high', 'discard_old')
+    expect(highLost).toBeGreaterThan(0)
+    const highReadable = await readSeqs(g.get('high'))
+    // A low or normal append cannot push alarms out: once the room high left is used, refused
+    // (LogFullError, not a full disk), counted on its class; high loses nothing more.
+    for (const cls of ['low', 'normal'] as const) {
+      let err: unknown
+      let accepted = 0
+      for (let i = 0; i < 200 && err === undefined; i++) {
+        err = await g
+          .get(cls)
+          .append(body(cls, i))
+          .then(
+            () => {
+              accepted++
+              return undefined
+            },
+            (e: unknown) => e,
+          )
+      }
+      expect(err).toBeInstanceOf(LogFullError)
+      expect((err as LogFullError).diskFull).toBe(false)
+      expect(counts.get(cls, 'discard_new')).toBe(1)
+      expect(counts.get(cls, 'disk_full')).toBe(0)
+      expect(counts.get(cls, 'discard_old')).toBe(0)
+      expect((await readSeqs(g.get(cls))).length).toBe(accepted)
+      expect(counts.get('high', 'discard_old')).toBe(highLost)
+    }
+    expect(counts.get('high', 'discard_old')).toBe(highLost)
+    expect(await readSeqs(g.get('high'))).toEqual(highReadable)
+    // Once high is forwarded its segments make room for low again.
+    g.get('high').ack(g.get('high').durableSeq)
+    expect(await g.get('low').append(body('low', 1))).toBeGreaterThan(0)
+    // Low then takes its room from itself only: with high holding records again, low evicts low.
+    for (let i = 0; i < 200; i++) await g.get('high').append(body('high', 700 + i))
+    const highLost2 = counts.get('high', 'discard_old')
+    let lowAccepted = 0
+    for (let i = 0; i < 500; i++) {
+      await g
+        .get('low')
+        .append(body('low', 2 + i))
+        .then(() => lowAccepted++, () => {})
+      expect(segmentBytesOnDisk(dir)).toBeLessThanOrEqual(bound)
+    }
+    expect(lowAccepted).toBeGreaterThan(0)
+    expect(counts.get('high', 'discard_old')).toBe(highLost2)
+    await g.close()
+  })
+
   it('log group - concurrent appends in every class stay within the one bound and keep the order rule', async () => {
     const dir = tempDir()
     const counts = new Counts()
@@ -147,19 +207,36 @@ describe('log group', () => {
     const opts = groupOptions(dir, counts)
     group = await LogGroup.open(opts)
     const appended = { high: 0, normal: 0, low: 0 }
+    // An append that would need room only a more important class can give is refused (discard_new).
+    const refused = { high: 0, normal: 0, low: 0 }
     for (let round = 0; round < 40; round++) {
-      const batch: Promise<number>[] = []
+      const batch: Promise<void>[] = []
       for (const cls of CLASSES) {
         const n = cls === 'low' ? 30 : cls === 'normal' ? 12 : 3
-        for (let i = 0; i < n; i++) batch.push(group.get(cls).append(body(cls, appended[cls]++)))
+        for (let i = 0; i < n; i++) {
+          batch.push(
+            group
+              .get(cls)
+              .append(body(cls, appended[cls]++))
+              .then(
+                () => {},
+                (err: unknown) => {
+                  expect(err).toBeInstanceOf(LogFullError)
+                  refused[cls]++
+                },
+              ),
+          )
+        }
       }
       await Promise.all(batch)
       expect(segmentBytesOnDisk(dir)).toBeLessThanOrEqual(opts.maxBytes - 3 * DIR_RESERVE_BYTES)
     }
     expect(counts.get('low', 'discard_old')).toBeGreaterThan(0)
     expect(counts.get('high', 'discard_old')).toBe(0)
+    expect(refused.high).toBe(0)
     for (const cls of CLASSES) {
-      expect((await readSeqs(group.get(cls))).length + counts.get(cls, 'discard_old')).toBe(appended[cls])
+      expect(counts.get(cls, 'discard_new')).toBe(refused[cls])
+      expect((await readSeqs(group.get(cls))).length + counts.get(cls, 'discard_old')).toBe(appended[cls] - refused[cls])
     }
     expect(violations).toEqual([])
     await group.close()
