@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { LogFullError } from '../../src/errors.js'
-import { DIR_RESERVE_BYTES } from '../../src/log/format.js'
+import { DIR_RESERVE_BYTES, SEAL_FRAME_BYTES, SEGMENT_HEADER_BYTES } from '../../src/log/format.js'
 import { LogGroup, LogReader, nodeFs } from '../../src/log/index.js'
 import type { LogDropReason, LogFs, LogGroupOptions, LogMetrics, RingLog } from '../../src/log/index.js'
 import { silentLogger } from '../../src/logger.js'
@@ -275,6 +275,62 @@ describe('log group', () => {
     expect(violations).toEqual([])
     await g.close()
   }, 90_000)
+
+  it('log group - a class sealing its segment while another makes room: no deadlock between its writer and the group lock', async () => {
+    // Low's seal write waits on `gate` while `holdSeal`: low's writer is busy rolling when high
+    // needs room, so the group (lock held) waits for low's writer to seal low's only segment.
+    let holdSeal = false
+    let reached: () => void = () => {}
+    const atSeal = new Promise<void>((r) => (reached = r))
+    let release: () => void = () => {}
+    const gate = new Promise<void>((r) => (release = r))
+    const lowFds = new Set<number>()
+    const dir = tempDir()
+    const fsys: LogFs = {
+      ...nodeFs,
+      open: async (p, flags) => {
+        const fd = await nodeFs.open(p, flags)
+        if (p.startsWith(path.join(dir, 'low', 'segments') + path.sep)) lowFds.add(fd)
+        return fd
+      },
+      close: async (fd) => {
+        lowFds.delete(fd)
+        await nodeFs.close(fd)
+      },
+      write: async (fd, buf, off, len, pos) => {
+        if (holdSeal && lowFds.has(fd) && len === SEAL_FRAME_BYTES) {
+          holdSeal = false
+          reached()
+          await gate
+        }
+        return nodeFs.write(fd, buf, off, len, pos)
+      },
+    }
+    const counts = new Counts()
+    const g = await LogGroup.open(groupOptions(dir, counts, { fs: fsys }))
+    const low = g.get('low')
+    // Low: one segment, full (its next record starts a new one).
+    while (low.segmentCount === 0 || low.listSegments()[0]!.size + 1032 <= SEG - SEAL_FRAME_BYTES) await low.append(body('low', low.next))
+    expect(low.segmentCount).toBe(1)
+    // High takes the rest of the bound but a few hundred bytes: room for low's next segment header, not for a record.
+    const free = (): number => 8 * SEG - CLASSES.reduce((a, c) => a + g.get(c).boundUsageBytes(), 0)
+    // (A writer gives back its reservation just after the append resolves: measured a turn later.)
+    const settle = (): Promise<void> => new Promise((r) => setImmediate(r))
+    for (await settle(); free() >= 1000; await settle()) await g.get('high').append(Buffer.alloc(Math.max(40, Math.min(1000, free() - 500)), 'h'))
+    expect(free()).toBeGreaterThanOrEqual(SEGMENT_HEADER_BYTES + SEAL_FRAME_BYTES)
+    expect(counts.get('low', 'discard_old') + counts.get('high', 'discard_old')).toBe(0)
+    holdSeal = true
+    const lowAppend = low.append(body('low', low.next)) // rolls: seals its segment (held)
+    await atSeal
+    const highAppend = g.get('high').append(body('high', 0)) // needs room: evicts low (least important)
+    // Let high's room making reach low's writer, then let low's seal go on.
+    for (let i = 0; i < 100 && (Reflect.get(low, 'writerQueue') as unknown[]).length === 0; i++) await new Promise((r) => setTimeout(r, 10))
+    release()
+    const settled = await Promise.race([Promise.allSettled([lowAppend, highAppend]), new Promise((r) => setTimeout(() => r('deadlock'), 5000))])
+    expect(settled).not.toBe('deadlock')
+    expect(counts.get('high', 'discard_old')).toBe(0)
+    await g.close()
+  })
 
   it('log group - acknowledged segments of any class are deleted before anything is evicted', async () => {
     const dir = tempDir()
