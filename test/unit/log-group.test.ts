@@ -385,6 +385,39 @@ describe('log group', () => {
     await g.close()
   })
 
+  it('log group - disk full (ENOSPC) with only a more important class holding records: the append is refused, nothing of that class is evicted', async () => {
+    let full = false
+    const fsys: LogFs = {
+      ...nodeFs,
+      write: async (fd, buf, off, len, pos) => {
+        if (full) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })
+        return nodeFs.write(fd, buf, off, len, pos)
+      },
+      unlink: async (p) => {
+        full = false
+        await nodeFs.unlink(p)
+      },
+    }
+    const dir = tempDir()
+    const counts = new Counts()
+    const g = await LogGroup.open(groupOptions(dir, counts, { fs: fsys, maxBytes: 64 * SEG }))
+    for (let i = 0; i < 200; i++) await g.get('high').append(body('high', i))
+    full = true
+    const err = await g
+      .get('low')
+      .append(body('low', 0))
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+    expect(err).toBeInstanceOf(LogFullError)
+    expect(counts.get('low', 'disk_full')).toBe(1)
+    expect(counts.get('high', 'discard_old')).toBe(0)
+    expect((await readSeqs(g.get('high'))).length).toBe(200)
+    full = false
+    await g.close()
+  })
+
   it('log group - discard new refuses when the shared bound is full and evicts nothing', async () => {
     const dir = tempDir()
     const counts = new Counts()
