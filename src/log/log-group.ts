@@ -10,7 +10,9 @@
 //   3. discard "old": the LEAST important member with unacknowledged records on disk loses its
 //      oldest segment (counted as discard_old by that member); when all it has is the segment it is
 //      writing, that segment is sealed first and then evicted. A member is never evicted while a
-//      less important one has unacknowledged records on disk.
+//      less important one has unacknowledged records on disk, and never for an append of a less
+//      important member: when only more important members have such records, the append is
+//      refused as under discard "new" (LogFullError, counted discard_new by the appending member).
 // Every eviction and expiry reclaim across the members runs under one lock (one at a time). A
 // member's active segment is sealed by the bound only while its writer is free or parked on the
 // bound (its pump waits for room or the lock at a point where no write is in flight), and no one
@@ -84,20 +86,25 @@ export class GroupBound implements SharedBound {
         if (this.discard === 'new') {
           throw new LogFullError(`ring log is full (${used} of ${this.maxBytes} bytes, ${bytes} more wanted) and no segment is forwarded`)
         }
+        const evicted = await this.evictInOrder(requester, 'log full')
+        // Only more important members have records to give: refused as under discard "new".
+        if (evicted === 'more_important') {
+          throw new LogFullError(`ring log is full (${used} of ${this.maxBytes} bytes) and only more important classes have records not yet forwarded`)
+        }
         // Nothing evictable cannot happen with maxBytes >= (members + 1) segments (checked by the
         // config) unless a checkpoint write failed: refused like a full disk, retried after a while.
-        if (!(await this.evictInOrder('log full'))) throw new LogFullError(`ring log is full (${used} of ${this.maxBytes} bytes) and no segment could be evicted`, true)
+        if (!evicted) throw new LogFullError(`ring log is full (${used} of ${this.maxBytes} bytes) and no segment could be evicted`, true)
       }
     })
   }
 
-  reclaimDiskFull(_requester: BoundMember): Promise<boolean> {
+  reclaimDiskFull(requester: BoundMember): Promise<boolean> {
     return this.lock.run(async () => {
       let freed = false
       while (await this.deleteForwarded()) freed = true
       if (freed || this.discard === 'new') return freed
       try {
-        return await this.evictInOrder('disk full (ENOSPC)')
+        return (await this.evictInOrder(requester, 'disk full (ENOSPC)')) === true
       } catch (err) {
         if (err instanceof LogFullError) return false // no room even for a seal
         throw err
@@ -118,12 +125,16 @@ export class GroupBound implements SharedBound {
    * Evicts one segment of the least important member with unacknowledged records on disk (sealing
    * its active segment first when that is all it has). True when something was evicted or sealed
    * (the caller looks again). Never a member while a less important one has such records: when that
-   * one cannot give a segment (closing), nothing is evicted and the append is refused.
+   * one cannot give a segment (closing), nothing is evicted and the append is refused. Never a
+   * member more important than `requester` (the member that needs the room): 'more_important'
+   * when only such members have records to give.
    */
-  private async evictInOrder(why: string): Promise<boolean> {
+  private async evictInOrder(requester: BoundMember, why: string): Promise<boolean | 'more_important'> {
+    const rank = this.members.indexOf(requester)
     for (let i = this.members.length - 1; i >= 0; i--) {
       const m = this.members[i]!
       if (!m.hasUnackedOnDisk()) continue
+      if (i < rank) return 'more_important'
       if (m.isShut) throw new LogFullError('ring log is full and the log group is closing')
       if (m.oldestIsSealed()) return m.evictOldestForBound(why)
       // All it has is the segment it is writing: sealed (the caller looks again and evicts it).

@@ -150,6 +150,10 @@ export class LogReader {
       out.push({ seq: r.seq, epoch: seg.epoch, ts: r.ts, body: r.body })
       bytes += r.body.length
     }
+    // A segment dropped (evicted, expired) while this read waited on the disk: the log counted its
+    // records the forwarder had not read yet, these among them, so they are not handed out.
+    const head = this.log.headSeq
+    if (out.length > 0 && out[0]!.seq < head) return out.filter((r) => r.seq >= head)
     return out
   }
 

@@ -296,6 +296,8 @@ export class RingLog implements Component, BoundMember {
    * (no write in flight on it): the bound may seal it meanwhile (sealActiveForBound) without the writer.
    */
   private parked = 0
+  /** Callers of sealActiveForBound waiting for the writer's holder to park (see parkedOn). */
+  private parkWaiters: Array<() => void> = []
   /** Bytes reserved against a shared bound for writes under way. */
   private boundReserved = 0
   /** An expiry reclaim pass is running. */
@@ -810,6 +812,11 @@ export class RingLog implements Component, BoundMember {
   /** Waits on the shared bound with the writer held, at a point where the bound may seal the active segment. */
   private async parkedOn<T>(fn: () => Promise<T>): Promise<T> {
     this.parked++
+    // A bound waiting (with its lock held) to seal the active segment may do so now: this holder
+    // waits for that lock and would never hand the writer over.
+    const waiters = this.parkWaiters
+    this.parkWaiters = []
+    for (const w of waiters) w()
     try {
       return await fn()
     } finally {
@@ -1472,7 +1479,30 @@ export class RingLog implements Component, BoundMember {
     }
     // Parked: the writer's holder waits on the bound at a point where sealing is safe.
     if (this.parked > 0) return seal()
-    return this.withWriter(seal)
+    if (!this.writing) return this.withWriter(seal)
+    // The writer is busy: wait for it, or for its holder to park on the bound (it then waits for the
+    // lock our caller holds, and would never hand the writer over), whichever comes first.
+    let handed = false
+    const onWriter = (): void => {
+      handed = true
+      wake()
+    }
+    let wake: () => void = () => {}
+    await new Promise<void>((resolve) => {
+      wake = resolve
+      this.writerQueue.push(onWriter)
+      this.parkWaiters.push(resolve)
+    })
+    if (handed) {
+      this.parkWaiters = this.parkWaiters.filter((w) => w !== wake)
+      try {
+        return await seal()
+      } finally {
+        this.releaseWriter()
+      }
+    }
+    this.writerQueue = this.writerQueue.filter((w) => w !== onWriter)
+    return seal()
   }
 
   get isShut(): boolean {

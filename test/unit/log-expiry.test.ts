@@ -227,6 +227,49 @@ describe('log expiry', () => {
     await log.close()
   })
 
+  it('log expiry - a segment reclaimed while the forwarder reads it: no record is both handed to the forwarder and counted as expired', async () => {
+    // The main reader's second disk read of a segment waits on `gate` while `hold`: the reclaim
+    // runs in the middle of a read() that already collected records of that segment.
+    let hold = false
+    let reads = 0
+    let reached: () => void = () => {}
+    const atRead = new Promise<void>((r) => (reached = r))
+    let release: () => void = () => {}
+    const gate = new Promise<void>((r) => (release = r))
+    const fsys: LogFs = {
+      ...nodeFs,
+      read: async (fd, buf, off, len, pos) => {
+        if (hold && ++reads === 2) {
+          reached()
+          await gate
+        }
+        return nodeFs.read(fd, buf, off, len, pos)
+      },
+    }
+    const counts = new Counts()
+    const log = await openLog(tempDir(), opts(counts, { fs: fsys, memoryTailBytes: 0, readChunkBytes: 16 * 1024 }))
+    const soon = Date.now() + 300
+    for (let i = 0; i < 2 * PER_SEG; i++) await log.append(rec(soon, i))
+    for (let i = 0; i < 5; i++) await log.append(rec(Infinity, i))
+    const appended = 2 * PER_SEG + 5
+    // The forwarder's main reader.
+    const reader = new LogReader(log, 1)
+    log.noteReadPosition(1)
+    hold = true
+    const first = reader.read(10_000, 1 << 24)
+    await atRead
+    await until(() => log.headSeq > 2 * PER_SEG) // both expired segments reclaimed meanwhile
+    release()
+    const handed: number[] = (await first).map((r) => r.seq)
+    log.noteReadPosition(reader.position) // what the forwarder does after each read
+    for (let recs = await reader.read(10_000, 1 << 24); recs.length > 0; recs = await reader.read(10_000, 1 << 24)) handed.push(...recs.map((r) => r.seq))
+    // Every record once: handed to the forwarder (and not expired by the log) or counted as expired.
+    expect(handed.filter((seq) => seq <= 2 * PER_SEG)).toEqual([])
+    expect(handed.length + counts.get('expired')).toBe(appended)
+    await reader.close()
+    await log.close()
+  })
+
   it('log expiry - in a group, appends in every class go on while a class reclaims its expired segments', async () => {
     const dir = tempDir()
     const counts = new Map<string, Counts>()

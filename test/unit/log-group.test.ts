@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { LogFullError } from '../../src/errors.js'
-import { DIR_RESERVE_BYTES } from '../../src/log/format.js'
+import { DIR_RESERVE_BYTES, SEAL_FRAME_BYTES, SEGMENT_HEADER_BYTES } from '../../src/log/format.js'
 import { LogGroup, LogReader, nodeFs } from '../../src/log/index.js'
 import type { LogDropReason, LogFs, LogGroupOptions, LogMetrics, RingLog } from '../../src/log/index.js'
 import { silentLogger } from '../../src/logger.js'
@@ -139,6 +139,66 @@ describe('log group', () => {
     await group.close()
   })
 
+  it('log group - under discard old an append never evicts a more important class: refused as discard new instead', async () => {
+    const dir = tempDir()
+    const counts = new Counts()
+    const g = await LogGroup.open(groupOptions(dir, counts))
+    const bound = 8 * SEG
+    // High fills the whole bound (it evicts its own oldest once full): only high has records.
+    for (let i = 0; i < 700; i++) await g.get('high').append(body('high', i))
+    // ... to the last few bytes (smaller records), so a new segment of another class does not fit either.
+    const free = (): number => 8 * SEG + 3 * DIR_RESERVE_BYTES - CLASSES.reduce((a, c) => a + g.get(c).boundUsageBytes(), 0) - 3 * DIR_RESERVE_BYTES
+    for (let k = 0; k < 5000 && free() >= 200; k++) await g.get('high').append(Buffer.alloc(Math.max(8, Math.min(1000, free() - 200)), 'h'))
+    expect(free()).toBeLessThan(200)
+    const highLost = counts.get('high', 'discard_old')
+    expect(highLost).toBeGreaterThan(0)
+    const highReadable = await readSeqs(g.get('high'))
+    // A low or normal append cannot push alarms out: once the room high left is used, refused
+    // (LogFullError, not a full disk), counted on its class; high loses nothing more.
+    for (const cls of ['low', 'normal'] as const) {
+      let err: unknown
+      let accepted = 0
+      for (let i = 0; i < 200 && err === undefined; i++) {
+        err = await g
+          .get(cls)
+          .append(body(cls, i))
+          .then(
+            () => {
+              accepted++
+              return undefined
+            },
+            (e: unknown) => e,
+          )
+      }
+      expect(err).toBeInstanceOf(LogFullError)
+      expect((err as LogFullError).diskFull).toBe(false)
+      expect(counts.get(cls, 'discard_new')).toBe(1)
+      expect(counts.get(cls, 'disk_full')).toBe(0)
+      expect(counts.get(cls, 'discard_old')).toBe(0)
+      expect((await readSeqs(g.get(cls))).length).toBe(accepted)
+      expect(counts.get('high', 'discard_old')).toBe(highLost)
+    }
+    expect(counts.get('high', 'discard_old')).toBe(highLost)
+    expect(await readSeqs(g.get('high'))).toEqual(highReadable)
+    // Once high is forwarded its segments make room for low again.
+    g.get('high').ack(g.get('high').durableSeq)
+    expect(await g.get('low').append(body('low', 1))).toBeGreaterThan(0)
+    // Low then takes its room from itself only: with high holding records again, low evicts low.
+    for (let i = 0; i < 200; i++) await g.get('high').append(body('high', 700 + i))
+    const highLost2 = counts.get('high', 'discard_old')
+    let lowAccepted = 0
+    for (let i = 0; i < 500; i++) {
+      await g
+        .get('low')
+        .append(body('low', 2 + i))
+        .then(() => lowAccepted++, () => {})
+      expect(segmentBytesOnDisk(dir)).toBeLessThanOrEqual(bound)
+    }
+    expect(lowAccepted).toBeGreaterThan(0)
+    expect(counts.get('high', 'discard_old')).toBe(highLost2)
+    await g.close()
+  })
+
   it('log group - concurrent appends in every class stay within the one bound and keep the order rule', async () => {
     const dir = tempDir()
     const counts = new Counts()
@@ -147,19 +207,36 @@ describe('log group', () => {
     const opts = groupOptions(dir, counts)
     group = await LogGroup.open(opts)
     const appended = { high: 0, normal: 0, low: 0 }
+    // An append that would need room only a more important class can give is refused (discard_new).
+    const refused = { high: 0, normal: 0, low: 0 }
     for (let round = 0; round < 40; round++) {
-      const batch: Promise<number>[] = []
+      const batch: Promise<void>[] = []
       for (const cls of CLASSES) {
         const n = cls === 'low' ? 30 : cls === 'normal' ? 12 : 3
-        for (let i = 0; i < n; i++) batch.push(group.get(cls).append(body(cls, appended[cls]++)))
+        for (let i = 0; i < n; i++) {
+          batch.push(
+            group
+              .get(cls)
+              .append(body(cls, appended[cls]++))
+              .then(
+                () => {},
+                (err: unknown) => {
+                  expect(err).toBeInstanceOf(LogFullError)
+                  refused[cls]++
+                },
+              ),
+          )
+        }
       }
       await Promise.all(batch)
       expect(segmentBytesOnDisk(dir)).toBeLessThanOrEqual(opts.maxBytes - 3 * DIR_RESERVE_BYTES)
     }
     expect(counts.get('low', 'discard_old')).toBeGreaterThan(0)
     expect(counts.get('high', 'discard_old')).toBe(0)
+    expect(refused.high).toBe(0)
     for (const cls of CLASSES) {
-      expect((await readSeqs(group.get(cls))).length + counts.get(cls, 'discard_old')).toBe(appended[cls])
+      expect(counts.get(cls, 'discard_new')).toBe(refused[cls])
+      expect((await readSeqs(group.get(cls))).length + counts.get(cls, 'discard_old')).toBe(appended[cls] - refused[cls])
     }
     expect(violations).toEqual([])
     await group.close()
@@ -198,6 +275,62 @@ describe('log group', () => {
     expect(violations).toEqual([])
     await g.close()
   }, 90_000)
+
+  it('log group - a class sealing its segment while another makes room: no deadlock between its writer and the group lock', async () => {
+    // Low's seal write waits on `gate` while `holdSeal`: low's writer is busy rolling when high
+    // needs room, so the group (lock held) waits for low's writer to seal low's only segment.
+    let holdSeal = false
+    let reached: () => void = () => {}
+    const atSeal = new Promise<void>((r) => (reached = r))
+    let release: () => void = () => {}
+    const gate = new Promise<void>((r) => (release = r))
+    const lowFds = new Set<number>()
+    const dir = tempDir()
+    const fsys: LogFs = {
+      ...nodeFs,
+      open: async (p, flags) => {
+        const fd = await nodeFs.open(p, flags)
+        if (p.startsWith(path.join(dir, 'low', 'segments') + path.sep)) lowFds.add(fd)
+        return fd
+      },
+      close: async (fd) => {
+        lowFds.delete(fd)
+        await nodeFs.close(fd)
+      },
+      write: async (fd, buf, off, len, pos) => {
+        if (holdSeal && lowFds.has(fd) && len === SEAL_FRAME_BYTES) {
+          holdSeal = false
+          reached()
+          await gate
+        }
+        return nodeFs.write(fd, buf, off, len, pos)
+      },
+    }
+    const counts = new Counts()
+    const g = await LogGroup.open(groupOptions(dir, counts, { fs: fsys }))
+    const low = g.get('low')
+    // Low: one segment, full (its next record starts a new one).
+    while (low.segmentCount === 0 || low.listSegments()[0]!.size + 1032 <= SEG - SEAL_FRAME_BYTES) await low.append(body('low', low.next))
+    expect(low.segmentCount).toBe(1)
+    // High takes the rest of the bound but a few hundred bytes: room for low's next segment header, not for a record.
+    const free = (): number => 8 * SEG - CLASSES.reduce((a, c) => a + g.get(c).boundUsageBytes(), 0)
+    // (A writer gives back its reservation just after the append resolves: measured a turn later.)
+    const settle = (): Promise<void> => new Promise((r) => setImmediate(r))
+    for (await settle(); free() >= 1000; await settle()) await g.get('high').append(Buffer.alloc(Math.max(40, Math.min(1000, free() - 500)), 'h'))
+    expect(free()).toBeGreaterThanOrEqual(SEGMENT_HEADER_BYTES + SEAL_FRAME_BYTES)
+    expect(counts.get('low', 'discard_old') + counts.get('high', 'discard_old')).toBe(0)
+    holdSeal = true
+    const lowAppend = low.append(body('low', low.next)) // rolls: seals its segment (held)
+    await atSeal
+    const highAppend = g.get('high').append(body('high', 0)) // needs room: evicts low (least important)
+    // Let high's room making reach low's writer, then let low's seal go on.
+    for (let i = 0; i < 100 && (Reflect.get(low, 'writerQueue') as unknown[]).length === 0; i++) await new Promise((r) => setTimeout(r, 10))
+    release()
+    const settled = await Promise.race([Promise.allSettled([lowAppend, highAppend]), new Promise((r) => setTimeout(() => r('deadlock'), 5000))])
+    expect(settled).not.toBe('deadlock')
+    expect(counts.get('high', 'discard_old')).toBe(0)
+    await g.close()
+  })
 
   it('log group - acknowledged segments of any class are deleted before anything is evicted', async () => {
     const dir = tempDir()
@@ -248,6 +381,39 @@ describe('log group', () => {
     expect(counts.get('low', 'discard_old')).toBeGreaterThan(0)
     expect(counts.get('high', 'discard_old') + counts.get('high', 'disk_full')).toBe(0)
     expect(violations).toEqual([])
+    full = false
+    await g.close()
+  })
+
+  it('log group - disk full (ENOSPC) with only a more important class holding records: the append is refused, nothing of that class is evicted', async () => {
+    let full = false
+    const fsys: LogFs = {
+      ...nodeFs,
+      write: async (fd, buf, off, len, pos) => {
+        if (full) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })
+        return nodeFs.write(fd, buf, off, len, pos)
+      },
+      unlink: async (p) => {
+        full = false
+        await nodeFs.unlink(p)
+      },
+    }
+    const dir = tempDir()
+    const counts = new Counts()
+    const g = await LogGroup.open(groupOptions(dir, counts, { fs: fsys, maxBytes: 64 * SEG }))
+    for (let i = 0; i < 200; i++) await g.get('high').append(body('high', i))
+    full = true
+    const err = await g
+      .get('low')
+      .append(body('low', 0))
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+    expect(err).toBeInstanceOf(LogFullError)
+    expect(counts.get('low', 'disk_full')).toBe(1)
+    expect(counts.get('high', 'discard_old')).toBe(0)
+    expect((await readSeqs(g.get('high'))).length).toBe(200)
     full = false
     await g.close()
   })
