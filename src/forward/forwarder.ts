@@ -587,7 +587,11 @@ export class Forwarder implements Component {
       maxBytes = Math.min(maxBytes, a.bytes)
     }
     // maxBytes counts record bytes (at least the payload's): the bucket is debited with payload bytes below.
-    const recs = await this.opts.reader.read(maxRecords, maxBytes)
+    let recs = await this.opts.reader.read(maxRecords, maxBytes)
+    // A segment evicted or reclaimed since the reader returned was counted by the log from the read
+    // position it knew: its records are not taken (the reader drops those it saw go; this closes the rest).
+    const head = this.opts.log.headSeq
+    if (recs.length > 0 && recs[0]!.seq < head) recs = recs.filter((r) => r.seq >= head)
     this.opts.log.noteReadPosition(this.opts.reader.position)
     // Read up to the durable end: the less important classes may take records again.
     this.opts.priority?.notify()
