@@ -31,7 +31,7 @@
 import { connect } from '@nats-io/transport-node'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import type { JetStreamManager } from '@nats-io/jetstream'
+import type { JetStreamManager, MsgRequest } from '@nats-io/jetstream'
 import { connectAsync } from 'mqtt'
 import type { MqttClient } from 'mqtt'
 import { parseArgs } from 'node:util'
@@ -191,6 +191,7 @@ interface RunResult {
   extra: number
   /** First message of the run in JetStream (reconnect delay). */
   firstS: number
+  firstAlarmS: number
   lastAlarmS: number
   lastMessageS: number
   /** lastAlarmS ÷ lastMessageS. */
@@ -229,11 +230,17 @@ async function measure(nc: NatsConnection, stream: string, prefix: string, load:
   const alarmPrefix = `${prefix}alarms.`
   let lastAlarmMs = NaN
   let lastMs = NaN
+  let firstAlarmMs = NaN
   for (const subject of counts.keys()) {
     const m = await jsm.streams.getMessage(stream, { last_by_subj: subject })
     if (!m) continue
     const t = m.time.getTime()
-    if (subject.startsWith(alarmPrefix)) lastAlarmMs = Number.isNaN(lastAlarmMs) ? t : Math.max(lastAlarmMs, t)
+    if (subject.startsWith(alarmPrefix)) {
+      lastAlarmMs = Number.isNaN(lastAlarmMs) ? t : Math.max(lastAlarmMs, t)
+      // nats-server ≥ 2.9 answers next_by_subj on the (non-direct) MSG.GET API; nats.js types it only for direct gets.
+      const first = await jsm.streams.getMessage(stream, { seq: 0, next_by_subj: subject } as unknown as MsgRequest)
+      if (first) firstAlarmMs = Number.isNaN(firstAlarmMs) ? first.time.getTime() : Math.min(firstAlarmMs, first.time.getTime())
+    }
     lastMs = Number.isNaN(lastMs) ? t : Math.max(lastMs, t)
   }
   const info = await jsm.streams.info(stream)
@@ -263,6 +270,7 @@ async function measure(nc: NatsConnection, stream: string, prefix: string, load:
     missing,
     extra,
     firstS: (firstMs - fromMs) / 1000,
+    firstAlarmS: (firstAlarmMs - fromMs) / 1000,
     lastAlarmS,
     lastMessageS,
     lastAlarmShare: lastAlarmS / lastMessageS,
@@ -411,13 +419,14 @@ export async function main(): Promise<Record<string, unknown>> {
     `\nPrioritised drain: ${(perDevice() * DEVICES).toLocaleString('en-US')} QoS 1 messages (${DEVICES} devices, ~${PAYLOAD}-byte JSON), 1 in ${ALARM_EVERY} to alarms/<device>, the rest to sites/<device>/telemetry; medians of ${rounds} run(s) of Ferry, ${Math.min(rounds, PEER_RUNS)} of the peers\n\n`,
   )
   printTable([
-    ['subject', 'timed', 'acked', 'fill msg/s', 'first msg s', 'last alarm s', 'last message s', 'last alarm / last message', 'drain msg/s', 'msg/s once flowing', 'missing', 'extra', ...(AUDIT ? ['out of order', 'dup (read back)'] : [])],
+    ['subject', 'timed', 'acked', 'fill msg/s', 'first msg s', 'first alarm s', 'last alarm s', 'last message s', 'last alarm / last message', 'drain msg/s', 'msg/s once flowing', 'missing', 'extra', ...(AUDIT ? ['out of order', 'dup (read back)'] : [])],
     ...Object.entries(medians).map(([k, d]) => [
       k === 'ferry-classes' ? `ferry --priority '${PRIORITY}'` : k,
       mode(k),
       d.acked.toLocaleString('en-US'),
       d.fillPerS,
       d.firstS,
+      d.firstAlarmS,
       d.lastAlarmS,
       d.lastMessageS,
       `${(100 * d.lastAlarmShare).toFixed(1)} %`,
