@@ -448,7 +448,8 @@ function prioritySection(ctx: Ctx): string {
       row('**last message, s**', 'lastMessageS', 2),
       ['last alarm ÷ last message', ...cols.map(([k]) => `${f(100 * num(get(m[k], 'lastAlarmShare')), 1)} %`)],
       row('drain msg/s (stored ÷ time to last message)', 'drainPerS'),
-      row('msg/s once flowing', 'flowingPerS'),
+      row('msg/s once flowing (from the first message stored)', 'flowingPerS'),
+      row('steady msg/s (10 % → 90 % of the stream)', 'steadyPerS'),
       row('acknowledged, not in JetStream', 'missing'),
       row('stored beyond acknowledged', 'extra'),
     ]),
@@ -456,9 +457,9 @@ function prioritySection(ctx: Ctx): string {
   )
   const r = obj(get(d, 'ratio'))
   if (Object.keys(r).length) {
-    const flowing = num(r.flowingClassesVsWithout)
+    const steady = num(r.steadyClassesVsWithout)
     out.push(
-      `Ferry with classes ÷ without, msg/s once flowing: **${f(flowing, 3)}** (median of run pairs ${f(num(r.flowingClassesVsWithoutPairedMedian), 3)}; target ≥ ${f(num(r.target), 2)}: **${flowing >= num(r.target) ? 'met' : 'missed'}**); drain msg/s from upstream's return: ${f(num(r.drainClassesVsWithout), 3)} (run pairs ${f(num(r.drainClassesVsWithoutPairedMedian), 3)}).`,
+      `Ferry with classes ÷ without, steady drain msg/s: **${f(steady, 3)}** (median of run pairs ${f(num(r.steadyClassesVsWithoutPairedMedian), 3)}; target ≥ ${f(num(r.target), 2)}: **${steady >= num(r.target) ? 'met' : 'missed'}**); once flowing ${f(num(r.flowingClassesVsWithout), 3)} (run pairs ${f(num(r.flowingClassesVsWithoutPairedMedian), 3)}); from upstream's return ${f(num(r.drainClassesVsWithout), 3)} (run pairs ${f(num(r.drainClassesVsWithoutPairedMedian), 3)}).`,
       '',
     )
   }
