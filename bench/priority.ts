@@ -195,6 +195,8 @@ interface RunResult {
   /** First message of the run in JetStream (reconnect delay). */
   firstS: number
   firstAlarmS: number
+  firstTelemetryS: number
+  lastTelemetryS: number
   lastAlarmS: number
   lastMessageS: number
   /** lastAlarmS ÷ lastMessageS. */
@@ -233,21 +235,20 @@ async function measure(nc: NatsConnection, stream: string, prefix: string, load:
     await sleep(POLL_MS)
   }
   const alarmPrefix = `${prefix}alarms.`
-  let lastAlarmMs = NaN
-  let lastMs = NaN
-  let firstAlarmMs = NaN
+  // First and last stored message of each subject: alarms and telemetry apart.
+  const first = { alarm: Infinity, telemetry: Infinity }
+  const last = { alarm: -Infinity, telemetry: -Infinity }
   for (const subject of counts.keys()) {
+    const kind = subject.startsWith(alarmPrefix) ? 'alarm' : 'telemetry'
     const m = await jsm.streams.getMessage(stream, { last_by_subj: subject })
-    if (!m) continue
-    const t = m.time.getTime()
-    if (subject.startsWith(alarmPrefix)) {
-      lastAlarmMs = Number.isNaN(lastAlarmMs) ? t : Math.max(lastAlarmMs, t)
-      // nats-server ≥ 2.9 answers next_by_subj on the (non-direct) MSG.GET API; nats.js types it only for direct gets.
-      const first = await jsm.streams.getMessage(stream, { seq: 0, next_by_subj: subject } as unknown as MsgRequest)
-      if (first) firstAlarmMs = Number.isNaN(firstAlarmMs) ? first.time.getTime() : Math.min(firstAlarmMs, first.time.getTime())
-    }
-    lastMs = Number.isNaN(lastMs) ? t : Math.max(lastMs, t)
+    if (m) last[kind] = Math.max(last[kind], m.time.getTime())
+    // nats-server ≥ 2.9 answers next_by_subj on the (non-direct) MSG.GET API; nats.js types it only for direct gets.
+    const f = await jsm.streams.getMessage(stream, { seq: 0, next_by_subj: subject } as unknown as MsgRequest)
+    if (f) first[kind] = Math.min(first[kind], f.time.getTime())
   }
+  const lastAlarmMs = last.alarm
+  const lastMs = Math.max(last.alarm, last.telemetry)
+  const firstAlarmMs = first.alarm
   const info = await jsm.streams.info(stream)
   const firstMs = info.state.messages ? new Date(info.state.first_ts).getTime() : NaN
   // Steady rate: stream sequences are given in the order messages are stored, so the time between the messages at
@@ -287,6 +288,8 @@ async function measure(nc: NatsConnection, stream: string, prefix: string, load:
     extra,
     firstS: (firstMs - fromMs) / 1000,
     firstAlarmS: (firstAlarmMs - fromMs) / 1000,
+    firstTelemetryS: (first.telemetry - fromMs) / 1000,
+    lastTelemetryS: (last.telemetry - fromMs) / 1000,
     lastAlarmS,
     lastMessageS,
     lastAlarmShare: lastAlarmS / lastMessageS,
@@ -455,7 +458,7 @@ export async function main(): Promise<Record<string, unknown>> {
     `\nPrioritised drain: ${(perDevice() * DEVICES).toLocaleString('en-US')} QoS 1 messages (${DEVICES} devices, ~${PAYLOAD}-byte JSON), 1 in ${ALARM_EVERY} to alarms/<device>, the rest to sites/<device>/telemetry; medians of ${rounds} run(s) of Ferry, ${Math.min(rounds, PEER_RUNS)} of the peers\n\n`,
   )
   printTable([
-    ['subject', 'timed', 'acked', 'fill msg/s', 'first msg s', 'first alarm s', 'last alarm s', 'last message s', 'last alarm / last message', 'drain msg/s', 'msg/s once flowing', 'steady msg/s (10→90 %)', 'missing', 'extra', ...(AUDIT ? ['out of order', 'dup (read back)'] : [])],
+    ['subject', 'timed', 'acked', 'fill msg/s', 'first msg s', 'first alarm s', 'first telemetry s', 'last alarm s', 'last message s', 'last alarm / last message', 'drain msg/s', 'msg/s once flowing', 'steady msg/s (10→90 %)', 'missing', 'extra', ...(AUDIT ? ['out of order', 'dup (read back)'] : [])],
     ...Object.entries(medians).map(([k, d]) => [
       k === 'ferry-classes' ? `ferry --priority '${PRIORITY}'` : k,
       mode(k),
@@ -463,6 +466,7 @@ export async function main(): Promise<Record<string, unknown>> {
       d.fillPerS,
       d.firstS,
       d.firstAlarmS,
+      d.firstTelemetryS,
       d.lastAlarmS,
       d.lastMessageS,
       `${(100 * d.lastAlarmShare).toFixed(1)} %`,

@@ -444,6 +444,7 @@ function prioritySection(ctx: Ctx): string {
       row('fill msg/s (acked at devices)', 'fillPerS'),
       row('first message in JetStream, s', 'firstS', 2),
       row('first alarm, s', 'firstAlarmS', 2),
+      row('first telemetry message, s', 'firstTelemetryS', 2),
       row('**last alarm, s**', 'lastAlarmS', 2),
       row('**last message, s**', 'lastMessageS', 2),
       ['last alarm ÷ last message', ...cols.map(([k]) => `${f(100 * num(get(m[k], 'lastAlarmShare')), 1)} %`)],
