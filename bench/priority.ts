@@ -213,7 +213,7 @@ interface RunResult {
 
 /**
  * Waits until the stream holds `load.acked` messages of the topics (or they stop growing for 5 s, an edge that lost
- * some; or 10 minutes), then reads the last message of every subject to time the last alarm and the last message.
+ * some; none after 60 s; or 10 minutes), then reads the last message of every subject to time the last alarm and the last message.
  */
 async function measure(nc: NatsConnection, stream: string, prefix: string, load: LoadResult, fromMs: number): Promise<RunResult> {
   const jsm = await jetstreamManager(nc, { timeout: 2000 })
@@ -231,7 +231,8 @@ async function measure(nc: NatsConnection, stream: string, prefix: string, load:
       total = n
       if (total >= load.acked) break
     }
-    if ((total > 0 && now - lastGrowth > 5000) || now - t0 > 600_000) break
+    // Stalled for 5 s once messages arrive (an edge that lost some), nothing at all after 60 s, or 10 minutes.
+    if (now - lastGrowth > (total > 0 ? 5000 : 60_000) || now - t0 > 600_000) break
     await sleep(POLL_MS)
   }
   const alarmPrefix = `${prefix}alarms.`
