@@ -201,6 +201,8 @@ interface RunResult {
   lastMessageS: number
   /** lastAlarmS ÷ lastMessageS. */
   lastAlarmShare: number
+  /** lastAlarmS − firstS: how long the alarms took once anything reached the stream (without the reconnect delay). */
+  alarmsAfterFirstS: number
   /** stored ÷ lastMessageS. */
   drainPerS: number
   /** stored ÷ (lastMessageS − firstS): the rate once messages flow, without the reconnect delay. */
@@ -294,6 +296,7 @@ async function measure(nc: NatsConnection, stream: string, prefix: string, load:
     lastAlarmS,
     lastMessageS,
     lastAlarmShare: lastAlarmS / lastMessageS,
+    alarmsAfterFirstS: lastAlarmS - (firstMs - fromMs) / 1000,
     drainPerS: total / lastMessageS,
     flowingPerS: total / (lastMessageS - (firstMs - fromMs) / 1000),
     steadyPerS,
@@ -459,7 +462,7 @@ export async function main(): Promise<Record<string, unknown>> {
     `\nPrioritised drain: ${(perDevice() * DEVICES).toLocaleString('en-US')} QoS 1 messages (${DEVICES} devices, ~${PAYLOAD}-byte JSON), 1 in ${ALARM_EVERY} to alarms/<device>, the rest to sites/<device>/telemetry; medians of ${rounds} run(s) of Ferry, ${Math.min(rounds, PEER_RUNS)} of the peers\n\n`,
   )
   printTable([
-    ['subject', 'timed', 'acked', 'fill msg/s', 'first msg s', 'first alarm s', 'first telemetry s', 'last alarm s', 'last message s', 'last alarm / last message', 'drain msg/s', 'msg/s once flowing', 'steady msg/s (10→90 %)', 'missing', 'extra', ...(AUDIT ? ['out of order', 'dup (read back)'] : [])],
+    ['subject', 'timed', 'acked', 'fill msg/s', 'first msg s', 'first alarm s', 'first telemetry s', 'last alarm s', 'last message s', 'last alarm / last message', 'last alarm − first msg s', 'drain msg/s', 'msg/s once flowing', 'steady msg/s (10→90 %)', 'missing', 'extra', ...(AUDIT ? ['out of order', 'dup (read back)'] : [])],
     ...Object.entries(medians).map(([k, d]) => [
       k === 'ferry-classes' ? `ferry --priority '${PRIORITY}'` : k,
       mode(k),
@@ -471,6 +474,7 @@ export async function main(): Promise<Record<string, unknown>> {
       d.lastAlarmS,
       d.lastMessageS,
       `${(100 * d.lastAlarmShare).toFixed(1)} %`,
+      d.alarmsAfterFirstS,
       d.drainPerS,
       d.flowingPerS,
       d.steadyPerS,

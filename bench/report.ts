@@ -448,6 +448,7 @@ function prioritySection(ctx: Ctx): string {
       row('**last alarm, s**', 'lastAlarmS', 2),
       row('**last message, s**', 'lastMessageS', 2),
       ['last alarm ÷ last message', ...cols.map(([k]) => `${f(100 * num(get(m[k], 'lastAlarmShare')), 1)} %`)],
+      row('last alarm − first message, s (without the reconnect delay)', 'alarmsAfterFirstS', 2),
       row('drain msg/s (stored ÷ time to last message)', 'drainPerS'),
       row('msg/s once flowing (from the first message stored)', 'flowingPerS'),
       row('steady msg/s (10 % → 90 % of the stream)', 'steadyPerS'),
