@@ -38,7 +38,7 @@ import type { JetStreamManager, MsgRequest } from '@nats-io/jetstream'
 import { connectAsync } from 'mqtt'
 import type { MqttClient } from 'mqtt'
 import { parseArgs } from 'node:util'
-import { commandLine, decodePayload, median, medianOf, printTable, runIfMain, writeResult } from './lib.js'
+import { commandLine, decodePayload, ferryCommand, median, medianOf, printTable, runIfMain, writeResult } from './lib.js'
 import { DEVICES_STREAM, MOSQUITTO_VARIANT_CONFIG, addDevicesStream, mosquittoVersion, startFerryEdge, startMosquittoEdge, startRestartableNats } from './peers.js'
 import type { Edge } from './peers.js'
 
@@ -490,6 +490,8 @@ export async function main(): Promise<Record<string, unknown>> {
   for (const [k, d] of Object.entries(medians)) if (d.missing > 0) process.stdout.write(`${k}: ${d.missing.toLocaleString('en-US')} of ${d.acked.toLocaleString('en-US')} acknowledged messages not in JetStream\n`)
   const file = writeResult('priority', {
     command: commandLine(),
+    /** The gateway as started (BENCH_FERRY_BUNDLE / BENCH_FERRY_NODE / BENCH_FERRY_NODE_ARGS change it). */
+    ferryCommand: ferryCommand(),
     peers: { mosquitto: mosquittoVersion(), mosquittoVariants: { tuned: MOSQUITTO_VARIANT_CONFIG.tuned } },
     priority: PRIORITY,
     messagesRequested: MESSAGES,
