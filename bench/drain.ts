@@ -23,15 +23,12 @@
 import { connect } from '@nats-io/transport-node'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstreamManager } from '@nats-io/jetstream'
-import { decode } from 'cbor-x'
-import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 import { startFleet } from '../firmware-sim/index.js'
 import type { Fleet } from '../firmware-sim/index.js'
-import { auditStream, commandLine, median, percentile, printTable, rssMiB, startFerry, startSeries, tempDir, writeResult, runIfMain } from './lib.js'
-import type { Proc } from './lib.js'
-import { DEVICES_STREAM, MOSQUITTO_VARIANT_CONFIG, addDevicesStream, mosquittoVersion, startMosquittoBridge, startRestartableNats, waitBridgeConnected } from './peers.js'
-import type { MosquittoBridge, MosquittoVariant, RestartableNats } from './peers.js'
+import { auditStream, commandLine, decodePayload, medianOf, percentile, printTable, rssMiB, startSeries, writeResult, runIfMain } from './lib.js'
+import { DEVICES_STREAM, MOSQUITTO_VARIANT_CONFIG, addDevicesStream, mosquittoVersion, startFerryEdge, startMosquittoEdge, startRestartableNats } from './peers.js'
+import type { Edge, MosquittoVariant } from './peers.js'
 
 const { values } = parseArgs({
   options: { messages: { type: 'string', default: '1000000' }, devices: { type: 'string', default: '50' }, runs: { type: 'string', default: '3' }, 'peer-runs': { type: 'string', default: '1' }, only: { type: 'string' } },
@@ -92,10 +89,6 @@ interface IngestResult {
   seconds: number
 }
 
-function decodePayload(data: Uint8Array, contentType: string | undefined): unknown {
-  return contentType === 'application/cbor' ? decode(data) : JSON.parse(new TextDecoder().decode(data))
-}
-
 const managers = new WeakMap<NatsConnection, ReturnType<typeof jetstreamManager>>()
 
 /** Messages in `stream`, or undefined while the server does not answer (1 s timeout). */
@@ -117,70 +110,8 @@ function latency(xs: number[]): Latency {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
-/**
- * What differs between Ferry and Mosquitto in the outage scenario: how the edge and its upstream
- * are started, where devices connect, which stream and subjects hold what arrives.
- */
-interface Edge {
-  readonly nats: RestartableNats
-  readonly mqttPort: number
-  readonly proc: Proc
-  readonly stream: string
-  readonly liveSubject: string
-  close(): Promise<void>
-}
-
-async function startFerryEdge(): Promise<Edge> {
-  const nats = await startRestartableNats({ mqtt: false })
-  const dataDir = tempDir('ferry-bench-drain-')
-  try {
-    const ferry = await startFerry(['--nats-url', nats.url, '--data-dir', dataDir, '--log-max-bytes', '4GiB'])
-    // Upstream up at the start so the gateway creates its stream; the outage comes after.
-    for (let i = 0; i < 200 && !ferry.proc.output().includes('created JetStream stream'); i++) await sleep(50)
-    return {
-      nats,
-      mqttPort: ferry.mqttPort,
-      proc: ferry.proc,
-      stream: 'FERRY',
-      liveSubject: 'ferry.up.devices.live-00001.>',
-      async close() {
-        await ferry.proc.stop()
-        await nats.close()
-        fs.rmSync(dataDir, { recursive: true, force: true })
-      },
-    }
-  } catch (err) {
-    await nats.close()
-    fs.rmSync(dataDir, { recursive: true, force: true })
-    throw err
-  }
-}
-
-async function startMosquittoEdge(variant: MosquittoVariant): Promise<Edge> {
-  const nats = await startRestartableNats({ mqtt: true })
-  let bridge: MosquittoBridge | undefined
-  try {
-    await addDevicesStream(nats.url)
-    bridge = await startMosquittoBridge({ variant, natsMqttPort: nats.mqttPort })
-    await waitBridgeConnected(bridge, nats.url)
-    const b = bridge
-    return {
-      nats,
-      mqttPort: b.mqttPort,
-      proc: b.proc,
-      stream: DEVICES_STREAM,
-      liveSubject: 'devices.live-00001.>',
-      async close() {
-        await b.close()
-        await nats.close()
-      },
-    }
-  } catch (err) {
-    await bridge?.close()
-    await nats.close()
-    throw err
-  }
-}
+/** Subjects of the live and fresh devices' messages at an edge. */
+const liveSubject = (edge: Edge): string => `${edge.subjectPrefix}devices.live-00001.>`
 
 /** Upstream down, `MESSAGES` buffered at the edge, upstream up with a live device; drain measured and audited. */
 async function runOutage(edge: Edge): Promise<{ result: DrainResult; series: Series }> {
@@ -219,7 +150,7 @@ async function runOutage(edge: Edge): Promise<{ result: DrainResult; series: Ser
     const drainLat: number[] = []
     const afterLat: number[] = []
     let drained = false
-    nc.subscribe(edge.liveSubject, {
+    nc.subscribe(liveSubject(edge), {
       callback: (_e, m) => {
         try {
           const v = decodePayload(m.data, m.headers?.get('Content-Type')) as { ts?: unknown }
@@ -228,7 +159,7 @@ async function runOutage(edge: Edge): Promise<{ result: DrainResult; series: Ser
       },
     })
     const freshLat: number[] = []
-    nc.subscribe(edge.liveSubject.replace('live-00001', 'fresh-00001'), {
+    nc.subscribe(liveSubject(edge).replace('live-00001', 'fresh-00001'), {
       callback: (_e, m) => {
         try {
           const v = decodePayload(m.data, m.headers?.get('Content-Type')) as { ts?: unknown }
@@ -368,14 +299,6 @@ async function runNatsMqttIngest(): Promise<{ result: IngestResult; series: Seri
     await nc?.close()
     await nats.close()
   }
-}
-
-/** Median of every numeric leaf over equally shaped objects. */
-function medianOf<T>(xs: T[]): T {
-  const first = xs[0]
-  if (typeof first === 'number') return median(xs as number[]) as T
-  if (typeof first !== 'object' || first === null) return first as T
-  return Object.fromEntries(Object.keys(first).map((k) => [k, medianOf(xs.map((x) => (x as Record<string, unknown>)[k]))])) as T
 }
 
 export async function main(): Promise<Record<string, unknown>> {

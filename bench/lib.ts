@@ -139,6 +139,14 @@ export function median(xs: number[]): number {
   return s.length === 0 ? NaN : s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
 }
 
+/** Median of every numeric leaf over equally shaped objects (other leaves: the first's). */
+export function medianOf<T>(xs: T[]): T {
+  const first = xs[0]
+  if (typeof first === 'number') return median(xs as number[]) as T
+  if (typeof first !== 'object' || first === null) return first as T
+  return Object.fromEntries(Object.keys(first).map((k) => [k, medianOf(xs.map((x) => (x as Record<string, unknown>)[k]))])) as T
+}
+
 export function percentile(xs: number[], p: number): number {
   if (xs.length === 0) return NaN
   const s = [...xs].sort((a, b) => a - b)
@@ -192,6 +200,7 @@ export function writeResult(name: string, data: unknown): string {
 // ---- Helpers for footprint.ts, compactness.ts and crash.ts ----
 // (Imports are hoisted; this one sits here so the helpers above stay untouched.)
 import { connect as netConnect } from 'node:net'
+import { decode as decodeCbor } from 'cbor-x'
 
 /** This process's limit on open files (`ulimit -n`), soft and hard, from /proc/self/limits (Infinity when unlimited). */
 export function openFilesLimit(): { soft: number; hard: number } {
@@ -358,6 +367,11 @@ export async function recordPubackLatency(): Promise<{ recorder: HistogramRecord
       proto.publish = original
     },
   }
+}
+
+/** A stored message's payload as the device's object: CBOR (Ferry's default for JSON payloads) or JSON. */
+export function decodePayload(data: Uint8Array, contentType: string | undefined): unknown {
+  return contentType === 'application/cbor' ? decodeCbor(data) : JSON.parse(new TextDecoder().decode(data))
 }
 
 /** Result of comparing what devices had acknowledged with what a stream holds. */

@@ -12,7 +12,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { connect } from '@nats-io/transport-node'
 import { jetstreamManager } from '@nats-io/jetstream'
-import { freePort, natsBin, startProc, tempDir, waitPort } from './lib.js'
+import { freePort, natsBin, startFerry, startProc, tempDir, waitPort } from './lib.js'
 import type { Proc } from './lib.js'
 
 /** Stream that stores what devices publish through NATS's MQTT listener (directly or via the bridge). */
@@ -83,11 +83,19 @@ export async function startRestartableNats(opts: { mqtt: boolean }): Promise<Res
   }
 }
 
-/** Creates the DEVICES stream on `devices.>` (file storage, server defaults otherwise). */
-export async function addDevicesStream(url: string): Promise<void> {
+/** The subject NATS's MQTT listener gives a topic filter's messages: `devices/#` → `devices.>`, `+` → `*`. */
+export function natsMqttSubject(filter: string): string {
+  return filter
+    .split('/')
+    .map((l) => (l === '#' ? '>' : l === '+' ? '*' : l))
+    .join('.')
+}
+
+/** Creates the DEVICES stream on `devices.>` (or on the subjects of `topics`; file storage, server defaults otherwise). */
+export async function addDevicesStream(url: string, topics: readonly string[] = ['devices/#']): Promise<void> {
   const nc = await connect({ servers: url })
   try {
-    await (await jetstreamManager(nc)).streams.add({ name: DEVICES_STREAM, subjects: ['devices.>'] })
+    await (await jetstreamManager(nc)).streams.add({ name: DEVICES_STREAM, subjects: topics.map(natsMqttSubject) })
   } finally {
     await nc.close()
   }
@@ -141,7 +149,7 @@ export function mosquittoVersion(): string {
 
 /**
  * Mosquitto on a free loopback port, persistence on (temp `persistence_location`, default
- * `autosave_interval` of 1800 s), bridging `devices/#` at QoS 1 to NATS's MQTT listener.
+ * `autosave_interval` of 1800 s), bridging `devices/#` (or `topics`) at QoS 1 to NATS's MQTT listener.
  * `cleansession false` keeps the bridge's queue across link drops (with `true`, Mosquitto also
  * cleans the local session of the bridge when the link drops); `try_private false` because NATS
  * refuses the bridge flag; `restart_timeout 1 2` (jittered backoff between 1 and 2 s) so a returning
@@ -149,7 +157,7 @@ export function mosquittoVersion(): string {
  * `restart_timeout 1` was seen retrying only every ~5 s with Mosquitto 2.0.11.
  * `logEveryPacket` adds `log_type all` (debugging).
  */
-export async function startMosquittoBridge(opts: { variant: MosquittoVariant; natsMqttPort: number; logEveryPacket?: boolean }): Promise<MosquittoBridge> {
+export async function startMosquittoBridge(opts: { variant: MosquittoVariant; natsMqttPort: number; logEveryPacket?: boolean; topics?: readonly string[] }): Promise<MosquittoBridge> {
   const mqttPort = await freePort()
   const dir = tempDir('ferry-bench-mosquitto-')
   const conf = path.join(dir, 'mosquitto.conf')
@@ -171,7 +179,7 @@ export async function startMosquittoBridge(opts: { variant: MosquittoVariant; na
     'connection nats',
     `address 127.0.0.1:${opts.natsMqttPort}`,
     'remote_clientid ferry-bench-bridge',
-    'topic devices/# out 1',
+    ...(opts.topics ?? ['devices/#']).map((t) => `topic ${t} out 1`),
     `topic ${PROBE_TOPIC.split('/')[0]}/# out 1`,
     'try_private false',
     'cleansession false',
@@ -229,5 +237,77 @@ export async function waitBridgeConnected(bridge: MosquittoBridge, natsUrl: stri
   } finally {
     await client.endAsync()
     await nc.close()
+  }
+}
+
+/**
+ * An edge broker in front of a restartable nats-server (stopped and started again for an outage): Ferry, or Mosquitto
+ * bridged to NATS's MQTT listener. Used by drain.ts and priority.ts.
+ */
+export interface Edge {
+  readonly nats: RestartableNats
+  readonly mqttPort: number
+  /** The edge process (Ferry or Mosquitto). */
+  readonly proc: Proc
+  /** Stream that stores what devices publish. */
+  readonly stream: string
+  /** What precedes a topic's levels in the stored subjects: `ferry.up.` (Ferry) or `` (NATS's MQTT listener). */
+  readonly subjectPrefix: string
+  close(): Promise<void>
+}
+
+/**
+ * The bundled gateway (`--log-max-bytes 4GiB` and `args`) in front of a nats-server without MQTT; resolves once the
+ * gateway has created its stream (upstream is up at the start; the outage comes after).
+ */
+export async function startFerryEdge(args: readonly string[] = []): Promise<Edge> {
+  const nats = await startRestartableNats({ mqtt: false })
+  const dataDir = tempDir('ferry-bench-drain-')
+  try {
+    const ferry = await startFerry(['--nats-url', nats.url, '--data-dir', dataDir, '--log-max-bytes', '4GiB', ...args])
+    for (let i = 0; i < 200 && !ferry.proc.output().includes('created JetStream stream'); i++) await new Promise((r) => setTimeout(r, 50))
+    return {
+      nats,
+      mqttPort: ferry.mqttPort,
+      proc: ferry.proc,
+      stream: 'FERRY',
+      subjectPrefix: 'ferry.up.',
+      async close() {
+        await ferry.proc.stop()
+        await nats.close()
+        fs.rmSync(dataDir, { recursive: true, force: true })
+      },
+    }
+  } catch (err) {
+    await nats.close()
+    fs.rmSync(dataDir, { recursive: true, force: true })
+    throw err
+  }
+}
+
+/** Mosquitto (`variant`) bridging `topics` (default `devices/#`) to NATS's MQTT listener, the DEVICES stream on them, the bridge connected end to end. */
+export async function startMosquittoEdge(variant: MosquittoVariant, topics: readonly string[] = ['devices/#']): Promise<Edge> {
+  const nats = await startRestartableNats({ mqtt: true })
+  let bridge: MosquittoBridge | undefined
+  try {
+    await addDevicesStream(nats.url, topics)
+    bridge = await startMosquittoBridge({ variant, natsMqttPort: nats.mqttPort, topics })
+    await waitBridgeConnected(bridge, nats.url)
+    const b = bridge
+    return {
+      nats,
+      mqttPort: b.mqttPort,
+      proc: b.proc,
+      stream: DEVICES_STREAM,
+      subjectPrefix: '',
+      async close() {
+        await b.close()
+        await nats.close()
+      },
+    }
+  } catch (err) {
+    await bridge?.close()
+    await nats.close()
+    throw err
   }
 }

@@ -18,6 +18,7 @@ const CHART_DIR = path.join(ROOT, 'bench', 'charts')
 const DEFAULT_COMMANDS: Record<string, string> = {
   throughput: 'npx tsx bench/throughput.ts --runs 3',
   drain: 'npx tsx bench/drain.ts',
+  priority: 'npx tsx bench/priority.ts',
   startup: 'npx tsx bench/startup.ts',
   crash: 'npx tsx bench/crash.ts',
   compactness: 'npx tsx bench/compactness.ts',
@@ -26,7 +27,7 @@ const DEFAULT_COMMANDS: Record<string, string> = {
   fleet: 'npx tsx bench/fleet.ts',
   micro: 'npm run bench:micro',
 }
-const ORDER = ['throughput', 'drain', 'crash', 'compactness', 'footprint', 'startup', 'downlink', 'fleet', 'micro']
+const ORDER = ['throughput', 'drain', 'priority', 'crash', 'compactness', 'footprint', 'startup', 'downlink', 'fleet', 'micro']
 
 const PEERS: Record<string, string> = {
   'nats-mqtt': 'NATS MQTT listener',
@@ -415,6 +416,54 @@ function drainSection(ctx: Ctx): string {
   if (rss.length) {
     ctx.charts['drain-rss.svg'] = lineChart({ title: 'RSS of the edge process through the outage and drain', xLabel: 'seconds after the upstream went down', yLabel: 'RSS, MiB', lines: rss })
     out.push('![RSS through outage and drain](charts/drain-rss.svg)', '')
+  }
+  return out.join('\n')
+}
+
+function prioritySection(ctx: Ctx): string {
+  const d = ctx.files.priority
+  if (!d) return '## Prioritised drain\n\nNo `bench/results/priority.json` yet: run `npm run bench -- --only priority`.\n'
+  const m = obj(get(d, 'medians'))
+  const names: [string, string][] = [
+    ['ferry-classes', `Ferry \`--priority '${str(get(d, 'priority'))}'\``],
+    ['ferry', 'Ferry, no classes'],
+    ['mosquitto-tuned', 'Mosquitto → bridge, tuned'],
+    ['nats-mqtt', 'NATS MQTT, no outage'],
+  ]
+  const cols = names.filter(([k]) => m[k] !== undefined)
+  const row = (label: string, key: string, digits?: number): string[] => [label, ...cols.map(([k]) => f(num(get(m[k], key)), digits))]
+  const out = ['## Prioritised drain', '']
+  out.push(
+    `${f(num(get(d, 'messages')))} QoS 1 messages (${f(num(get(d, 'devices')))} devices, closed loop, ~${f(num(get(d, 'payloadBytes')))}-byte JSON), every ${f(num(get(d, 'alarmEvery')))}th of each device to \`alarms/<device>\`, spread evenly through the backlog, the rest to \`sites/<device>/telemetry\`; acknowledged by the edge while nats-server was stopped, then nats-server starts again. Times from upstream's return (NATS MQTT: from the first publish, no outage: it cannot buffer while its server is down), read from the stream's timestamps after the drain. Ferry ${f(num(get(d, 'runs')))} run(s), peers ${f(num(get(d, 'peerRuns')))}; medians.`,
+    '',
+  )
+  out.push(
+    table([
+      ['figure', ...cols.map(([, l]) => l)],
+      row('acknowledged', 'acked'),
+      row('fill msg/s (acked at devices)', 'fillPerS'),
+      row('first message in JetStream, s', 'firstS', 2),
+      row('first alarm, s', 'firstAlarmS', 2),
+      row('first telemetry message, s', 'firstTelemetryS', 2),
+      row('**last alarm, s**', 'lastAlarmS', 2),
+      row('**last message, s**', 'lastMessageS', 2),
+      ['last alarm ÷ last message', ...cols.map(([k]) => `${f(100 * num(get(m[k], 'lastAlarmShare')), 1)} %`)],
+      row('last alarm − first message, s (without the reconnect delay)', 'alarmsAfterFirstS', 2),
+      row('drain msg/s (stored ÷ time to last message)', 'drainPerS'),
+      row('msg/s once flowing (from the first message stored)', 'flowingPerS'),
+      row('steady msg/s (10 % → 90 % of the stream)', 'steadyPerS'),
+      row('acknowledged, not in JetStream', 'missing'),
+      row('stored beyond acknowledged', 'extra'),
+    ]),
+    '',
+  )
+  const r = obj(get(d, 'ratio'))
+  if (Object.keys(r).length) {
+    const steady = num(r.steadyClassesVsWithout)
+    out.push(
+      `Ferry with classes ÷ without, steady drain msg/s: **${f(steady, 3)}** (median of run pairs ${f(num(r.steadyClassesVsWithoutPairedMedian), 3)}; target ≥ ${f(num(r.target), 2)}: **${steady >= num(r.target) ? 'met' : 'missed'}**); once flowing ${f(num(r.flowingClassesVsWithout), 3)} (run pairs ${f(num(r.flowingClassesVsWithoutPairedMedian), 3)}); from upstream's return ${f(num(r.drainClassesVsWithout), 3)} (run pairs ${f(num(r.drainClassesVsWithoutPairedMedian), 3)}).`,
+      '',
+    )
   }
   return out.join('\n')
 }
@@ -828,7 +877,7 @@ export async function main(): Promise<void> {
   const ctx: Ctx = { files, charts: {}, targets: [] }
   evaluateTargets(ctx)
   const known = new Set(ORDER)
-  const sections = [throughputSection(ctx), drainSection(ctx), crashSection(ctx), compactnessSection(ctx), footprintSection(ctx), startupSection(ctx), downlinkSection(ctx), fleetSection(ctx), microSection(ctx)]
+  const sections = [throughputSection(ctx), drainSection(ctx), prioritySection(ctx), crashSection(ctx), compactnessSection(ctx), footprintSection(ctx), startupSection(ctx), downlinkSection(ctx), fleetSection(ctx), microSection(ctx)]
   for (const [name, d] of Object.entries(files)) if (!known.has(name)) sections.push(`## ${name}\n\n${generic(d)}\n`)
   const targets = table([['target (issue 14)', 'measured', 'verdict'], ...ctx.targets.map((t) => [t.target, t.measured, t.verdict === 'met' ? '**met**' : t.verdict === 'missed' ? '**missed**' : 'not measured'])])
   const md = [

@@ -34,6 +34,7 @@ async function run(): Promise<void> {
   const parts: [string, () => Promise<unknown>][] = [
     ['throughput', part('./throughput.js')],
     ['drain', part('./drain.js')],
+    ['priority', part('./priority.js')],
     ['startup', part('./startup.js')],
     ['footprint', underRaisedFdLimit('bench/footprint.ts')],
     ['compactness', part('./compactness.js')],
