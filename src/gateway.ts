@@ -1,13 +1,15 @@
 // Composition root: builds the stages from the config, owns the start order and the close order.
 import path from 'node:path'
 import { Admission, serverTlsOptions } from './auth/index.js'
-import { PayloadPolicy, decodeEntry } from './codec/index.js'
-import type { Config } from './config/index.js'
+import { PayloadPolicy, decodeEntry, topicMatches } from './codec/index.js'
+import { PRIORITY_CLASSES } from './config/index.js'
+import type { Config, PriorityClass } from './config/index.js'
 import { DeadLetters, Forwarder, upstreamOptions } from './forward/index.js'
 import { FleetRegistry, fleetRegistryBucket } from './fleet/index.js'
 import { Commands, Downlink, Requests, Rpc, parseRequestTemplate } from './downlink/index.js'
 import { Ingress, LagClock, PubackGate, RetransmitIndex, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
-import { LogReader, RingLog } from './log/index.js'
+import { LogGroup, LogReader } from './log/index.js'
+import type { LogMetrics, RingLog } from './log/index.js'
 import { ClosedSignal, StartedComponents, deadlineIn } from './lifecycle.js'
 import type { Component, Deadline } from './lifecycle.js'
 import type { Logger } from './logger.js'
@@ -52,7 +54,7 @@ export class InjectedStartFailure extends Error {
 /** The components a gateway runs, by name. */
 interface Components {
   readonly monitors: Component
-  readonly log: RingLog
+  readonly log: LogGroup
   readonly ingress: Component
   readonly health: Health
   readonly http: MetricsServer
@@ -70,9 +72,15 @@ export class Gateway {
   private constructor(
     readonly config: Config,
     readonly metrics: Metrics,
+    /** The log of class normal (the whole log without --priority). */
     readonly log: RingLog,
+    /** One log per priority class in use (just normal without --priority). */
+    readonly logs: LogGroup,
     readonly ingress: Ingress,
+    /** The forwarder of class normal. */
     readonly forwarder: Forwarder,
+    /** One forwarder per priority class in use, most important first. */
+    readonly forwarders: readonly Forwarder[],
     private readonly logger: Logger,
     readonly http: MetricsServer,
     readonly admission: Admission,
@@ -120,10 +128,13 @@ export class Gateway {
     try {
       const monitors = started.add('monitors', eventLoopMonitor(metrics))
       const t0 = performance.now()
-      const log = started.add(
+      const classes = classesInUse(config)
+      // Record drops carry a class label only with --priority: without it every series stays as it was.
+      const labelled = classes.length > 1
+      const logs = started.add(
         'log',
-        await RingLog.open({
-          dir: config.log.dataDir,
+        await LogGroup.open({
+          members: classes.map((name) => ({ name, dir: name === 'normal' ? config.log.dataDir : path.join(config.log.dataDir, name) })),
           segmentBytes: config.log.segmentBytes,
           maxBytes: config.log.maxBytes,
           discard: config.log.discard,
@@ -132,27 +143,31 @@ export class Gateway {
           maxRecordBytes: config.log.maxRecordBytes,
           checkpointIntervalMs: config.log.checkpointIntervalMs,
           ...(opts.onRecoveryProgress ? { onRecoveryProgress: opts.onRecoveryProgress } : {}),
-          logger: logger.child('log'),
-          metrics,
+          metricsFor: (name) => (labelled ? classMetrics(metrics, name) : metrics),
+          loggerFor: (name) => (labelled ? logger.child(`log.${name}`) : logger.child('log')),
         }),
       )
-      observeLog(metrics, log)
-      logger.info('ring log recovered', {
-        dir: path.resolve(config.log.dataDir),
-        ms: Math.round(performance.now() - t0),
-        segments: log.recovery.segments,
-        scannedSegments: log.recovery.scannedSegments,
-        backlog: log.durableSeq - log.acked,
-        nextSeq: log.next,
-        epoch: log.epoch,
-      })
+      const log = logs.get('normal')
+      observeLogs(metrics, logs)
+      for (const { name, log: l } of logs.members) {
+        logger.info('ring log recovered', {
+          ...(labelled ? { class: name } : {}),
+          dir: path.resolve(l === log ? config.log.dataDir : path.join(config.log.dataDir, name)),
+          ms: Math.round(performance.now() - t0),
+          segments: l.recovery.segments,
+          scannedSegments: l.recovery.scannedSegments,
+          backlog: l.durableSeq - l.acked,
+          nextSeq: l.next,
+          epoch: l.epoch,
+        })
+      }
       reached('log')
       const payloads = new PayloadPolicy(config.codec.cbor, config.codec.rawTopics)
       // Before listening: a device's first publish after our crash may be a retransmission.
-      const retransmits = await readRetransmits(log, payloads)
+      const retransmits = await readRetransmits(logs, payloads)
       // --max-forward-lag: the forwarder starts after ingress, so health reads it through a reference.
-      let forwarderRef: Forwarder | undefined
-      const gate = slowdownGate(config, metrics, log, () => forwarderRef?.health)
+      let forwardersRef: readonly Forwarder[] = []
+      const gate = slowdownGate(config, metrics, logs, () => (forwardersRef.length > 0 ? combinedHealth(forwardersRef) : undefined))
       // Ingress closes the gate when it stops; a failed start closes it here.
       const ingress = await Ingress.start({
         host: config.mqtt.host,
@@ -166,7 +181,7 @@ export class Gateway {
         maxPendingBytes: MAX_PENDING_BYTES,
         logger: logger.child('ingress'),
         metrics,
-        log,
+        log: classes.length > 1 ? routingAppender(logs, config) : log,
         gate,
       }).catch((err: unknown) => {
         gate.close()
@@ -192,33 +207,40 @@ export class Gateway {
       if (fleet) started.add('fleet', fleet)
       if (config.presence) recordPresence(ingress.devices, log, metrics, logger.child('presence'), config.gatewayId, fleet)
       const deadLetters = new DeadLetters(config.log.dataDir)
-      const forwarder = new Forwarder({
-        servers: config.nats.url,
-        connectOptions,
-        stream: config.nats.stream,
-        subjectPrefix: config.nats.subjectPrefix,
-        gatewayId: config.gatewayId,
-        payloads,
-        maxInflight: config.nats.maxInflight,
-        maxInflightBytes: config.nats.maxInflightBytes,
-        ackTimeoutMs: config.nats.ackTimeoutMs,
-        maxAttempts: config.nats.maxAttempts,
-        logger: logger.child('forward'),
-        metrics,
-        log,
-        reader: new LogReader(log, log.acked + 1, (records, atSeq) => {
-          metrics.drops.inc(records, { reason: 'corrupt' })
-          logger.child('log').warn('skipped damaged records in the log', { records, atSeq })
-        }),
-        deadLetters,
-        liveLaneMinBacklog: config.nats.liveLane ? LIVE_LANE_MIN_BACKLOG : 0,
-        openReader: (fromSeq) => new LogReader(log, fromSeq),
-        uplinkHeaders: config.forward.uplinkHeaders,
-        partitions: config.nats.partitions,
-        streamReplicas: config.nats.streamReplicas,
-        dedupWindowMs: config.nats.dedupWindowMs,
+      // Several forwarders (one per class) report into one gauge each: in flight adds up; connected only when all are.
+      const inflight = new CombinedGauge(metrics.forwardInflight, (xs) => xs.reduce((a, b) => a + b, 0))
+      const connected = new CombinedGauge(metrics.forwardConnected, (xs) => (xs.every((x) => x > 0) ? 1 : 0))
+      const forwarders = logs.members.map(({ name, log: l }, rank) => {
+        const fm = labelled ? classMetrics(metrics, name) : metrics
+        return new Forwarder({
+          servers: config.nats.url,
+          connectOptions,
+          stream: config.nats.stream,
+          subjectPrefix: config.nats.subjectPrefix,
+          gatewayId: config.gatewayId,
+          payloads,
+          maxInflight: config.nats.maxInflight,
+          maxInflightBytes: config.nats.maxInflightBytes,
+          ackTimeoutMs: config.nats.ackTimeoutMs,
+          maxAttempts: config.nats.maxAttempts,
+          logger: labelled ? logger.child(`forward.${name}`) : logger.child('forward'),
+          metrics: { ...fm, forwardInflight: inflight.member(rank), forwardConnected: connected.member(rank) },
+          log: l,
+          reader: new LogReader(l, l.acked + 1, (records, atSeq) => {
+            fm.drops.inc(records, { reason: 'corrupt' })
+            logger.child('log').warn('skipped damaged records in the log', { ...(labelled ? { class: name } : {}), records, atSeq })
+          }),
+          deadLetters,
+          liveLaneMinBacklog: config.nats.liveLane ? LIVE_LANE_MIN_BACKLOG : 0,
+          openReader: (fromSeq) => new LogReader(l, fromSeq),
+          uplinkHeaders: config.forward.uplinkHeaders,
+          partitions: config.nats.partitions,
+          streamReplicas: config.nats.streamReplicas,
+          dedupWindowMs: config.nats.dedupWindowMs,
+        })
       })
-      forwarderRef = forwarder
+      const forwarder = forwarders[classes.indexOf('normal')]!
+      forwardersRef = forwarders
       let downlinkRef: Downlink | undefined
       const health = started.add(
         'health',
@@ -227,7 +249,7 @@ export class Gateway {
           dataDir: config.log.dataDir,
           segmentBytes: config.log.segmentBytes,
           mqttListening: () => ingress.listening,
-          upstream: () => forwarder.health,
+          upstream: () => combinedHealth(forwarders),
           openReader: (fromSeq) => new LogReader(log, fromSeq),
           metrics,
           stallMs: config.readyStallMs,
@@ -254,17 +276,17 @@ export class Gateway {
         }),
       )
       reached('http')
-      forwarder.start()
-      // The dead-letter file closes after the forwarder, which may still write to it while it stops.
+      for (const f of forwarders) f.start()
+      // The dead-letter file closes after the forwarders, which may still write to it while they stop.
       const forwarderComponent = started.add('forwarder', {
         close: async (deadline: Deadline) => {
           try {
-            await forwarder.close(deadline)
+            await Promise.all(forwarders.map((f) => f.close(deadline)))
           } finally {
             deadLetters.close()
           }
         },
-        closed: () => forwarder.closed(),
+        closed: () => Promise.race(forwarders.map((f) => f.closed())),
       })
       reached('forwarder')
       // Cloud → device: durable commands and request-reply, on a NATS connection of their own.
@@ -315,8 +337,8 @@ export class Gateway {
       const a = ingress.address
       logger.info('HTTP listening', { address: `${http.address.host}:${http.address.port}` })
       logger.info('MQTT listening', { address: `${a.host}:${a.port}`, ...(ingress.tlsAddress ? { tls: `${ingress.tlsAddress.host}:${ingress.tlsAddress.port}` } : {}), auth: admission.summary })
-      const components: Components = { monitors, log, ingress, health, http, forwarder: forwarderComponent, downlink: downlinkComponent, fleet }
-      return new Gateway(config, metrics, log, ingress, forwarder, logger, http, admission, components, started)
+      const components: Components = { monitors, log: logs, ingress, health, http, forwarder: forwarderComponent, downlink: downlinkComponent, fleet }
+      return new Gateway(config, metrics, log, logs, ingress, forwarder, forwarders, logger, http, admission, components, started)
     } catch (err) {
       logger.debug('start failed; closing what started, in reverse order', { started: started.list.map((c) => c.name), error: err })
       await started.closeAll(deadlineIn(config.shutdownTimeoutMs), (component, error) => logger.error('error while closing after a failed start', { component, error }))
@@ -367,11 +389,11 @@ export class Gateway {
         await step('ingress', () => c.ingress.close(deadline))
         // After ingress: the disconnects of the stop are written to the registry while time is left.
         if (c.fleet) await step('fleet', () => c.fleet!.close(deadline))
-        await step('log', () => this.log.drain())
+        await step('log', () => this.logs.drain())
         await step('forwarder', () => c.forwarder.close(deadline))
       } finally {
         // Whatever happened upstream, the log is sealed and checkpointed.
-        await this.log.close(deadline)
+        await this.logs.close(deadline)
         await c.http.close(deadline)
         await c.health.close(deadline)
         await c.monitors.close(deadline)
@@ -409,17 +431,19 @@ function eventLoopMonitor(metrics: Metrics): Component {
  * usable, and no record waiting --ack-timeout-ms without a PubAck (what keeps /readyz's upstream
  * check "ok"); otherwise nothing is held and the log absorbs, as during an outage.
  */
-function slowdownGate(config: Config, metrics: Metrics, log: RingLog, upstream: () => Forwarder['health'] | undefined): PubackGate {
+function slowdownGate(config: Config, metrics: Metrics, logs: LogGroup, upstream: () => Forwarder['health'] | undefined): PubackGate {
+  // One lag over every class: the clock counts records (last appended, last acknowledged) summed over the logs.
+  const sum = (f: (l: RingLog) => number): number => logs.members.reduce((a, m) => a + f(m.log), 0)
   const lag = new LagClock(
-    () => log.next - 1,
-    () => log.acked,
+    () => sum((l) => l.next - 1),
+    () => sum((l) => l.acked),
   )
   let waitingSince = 0
   const healthy = (): boolean => {
     const up = upstream()
     if (!up || !up.connected || up.streamProblem) return false
     const now = Date.now()
-    if (log.durableSeq <= log.acked) {
+    if (logs.members.every(({ log }) => log.durableSeq <= log.acked)) {
       waitingSince = 0
       return true
     }
@@ -435,20 +459,76 @@ function slowdownGate(config: Config, metrics: Metrics, log: RingLog, upstream: 
   })
 }
 
-/** Exports the log's state as gauges, read at each scrape. */
-function observeLog(metrics: Metrics, log: RingLog): void {
-  metrics.logBytes.collect(() => log.sizeBytes)
-  metrics.logSegments.collect(() => log.segmentCount)
-  metrics.logBacklog.collect(() => Math.max(0, log.durableSeq - log.acked))
-  metrics.logBacklogBytes.collect(() => log.backlogBytesEstimate())
-  metrics.logRecords.collect(() => Math.max(0, log.durableSeq - log.headSeq + 1))
+/** Exports the logs' state as gauges, read at each scrape: sums over the classes. */
+function observeLogs(metrics: Metrics, logs: LogGroup): void {
+  const sum = (f: (l: RingLog) => number): number => logs.members.reduce((a, m) => a + f(m.log), 0)
+  metrics.logBytes.collect(() => sum((l) => l.sizeBytes))
+  metrics.logSegments.collect(() => sum((l) => l.segmentCount))
+  metrics.logBacklog.collect(() => sum((l) => Math.max(0, l.durableSeq - l.acked)))
+  metrics.logBacklogBytes.collect(() => sum((l) => l.backlogBytesEstimate()))
+  metrics.logRecords.collect(() => sum((l) => Math.max(0, l.durableSeq - l.headSeq + 1)))
+}
+
+/** The priority classes with a log: those --priority names, and normal; most important first. */
+export function classesInUse(config: Config): PriorityClass[] {
+  const named = new Set<PriorityClass>(['normal', ...config.log.priority.map((r) => r.class)])
+  return PRIORITY_CLASSES.filter((c) => named.has(c))
+}
+
+/** The gateway's metrics with every ferry_drops_total increment labelled with `cls`. */
+function classMetrics(metrics: Metrics, cls: string): Metrics & LogMetrics {
+  return { ...metrics, drops: { inc: (n: number, labels: { reason: string }) => metrics.drops.inc(n, { ...labels, class: cls }) } } as unknown as Metrics & LogMetrics
+}
+
+/** One gauge fed by several members (each calls collect once), combined at scrape time. */
+class CombinedGauge {
+  private readonly reads: Array<() => number> = []
+  constructor(gauge: { collect(fn: () => number): void }, combine: (values: number[]) => number) {
+    gauge.collect(() => combine(this.reads.map((r) => r())))
+  }
+  member(_rank: number): { collect(fn: () => number): void } {
+    return { collect: (fn) => void this.reads.push(fn) }
+  }
+}
+
+/** The upstream health of several forwarders as one: connected when all are, the latest PubAck, the first problem. */
+function combinedHealth(forwarders: readonly Forwarder[]): Forwarder['health'] {
+  const hs = forwarders.map((f) => f.health)
+  const first = hs[0]!
+  if (hs.length === 1) return first
+  return {
+    connected: hs.every((h) => h.connected),
+    lastAckAtMs: Math.max(...hs.map((h) => h.lastAckAtMs)),
+    problem: hs.find((h) => h.problem)?.problem ?? '',
+    streamProblem: hs.find((h) => h.streamProblem)?.streamProblem ?? '',
+    ackTimeoutMs: first.ackTimeoutMs,
+  }
+}
+
+/**
+ * Skeleton routing (until ingress routes by topic itself): each stored entry goes to the log of its
+ * topic's class, read back from the entry.
+ */
+function routingAppender(logs: LogGroup, config: Config): { append(body: Uint8Array): Promise<number>; readonly pendingAppendBytes: number } {
+  const classOf = (topic: string): PriorityClass => config.log.priority.find((r) => topicMatches(r.filter, topic))?.class ?? 'normal'
+  return {
+    append: (body) => logs.get(classOf(decodeEntry(body).topic)).append(body),
+    get pendingAppendBytes() {
+      return logs.members.reduce((a, m) => a + m.log.pendingAppendBytes, 0)
+    },
+  }
 }
 
 /** Reads the newest records back so retransmissions of messages stored before a crash are recognised. */
-async function readRetransmits(log: RingLog, payloads: PayloadPolicy): Promise<RetransmitIndex> {
+async function readRetransmits(logs: LogGroup, payloads: PayloadPolicy): Promise<RetransmitIndex> {
   const index = new RetransmitIndex(RETRANSMIT_MEMORY, RETRANSMIT_WINDOW_MS)
+  for (const { log } of logs.members) await readRetransmitsOf(log, payloads, index)
+  return index
+}
+
+async function readRetransmitsOf(log: RingLog, payloads: PayloadPolicy, index: RetransmitIndex): Promise<void> {
   const from = Math.max(log.headSeq, log.durableSeq - RETRANSMIT_MEMORY + 1)
-  if (from > log.durableSeq) return index
+  if (from > log.durableSeq) return
   const reader = new LogReader(log, from)
   try {
     for (;;) {
@@ -467,5 +547,4 @@ async function readRetransmits(log: RingLog, payloads: PayloadPolicy): Promise<R
   } finally {
     await reader.close()
   }
-  return index
 }

@@ -1,6 +1,8 @@
 // Public names of the ring log.
 export { RingLog } from './ring-log.js'
 export type { RingLogOptions, DiscardPolicy, FsyncPolicy, SegmentInfo, RecoveryReport } from './ring-log.js'
+export { LogGroup } from './log-group.js'
+export type { LogGroupMember, LogGroupOptions } from './log-group.js'
 export { LogReader } from './reader.js'
 export type { LogRecord } from './reader.js'
 export { nodeFs, writeFully } from './fs.js'
