@@ -1,7 +1,8 @@
 // The buffer policy of a topic: its priority class (--priority) and its time to live (--ttl), first
 // matching rule of each list, memoised per topic (bounded) so a publish does not test every filter.
 import { topicMatches } from '../codec/index.js'
-import type { PriorityClass, PriorityRule, TtlRule } from '../config/schema.js'
+import type { PriorityClass, PriorityRule, TtlRule } from '../config/index.js'
+import type { ClassLog, PublishRoute } from './ingress.js'
 
 /** Topics remembered at most; when full, the memo starts over (one pass over the rules per topic then). */
 export const TOPIC_POLICY_MEMO_MAX = 10_000
@@ -23,6 +24,8 @@ const NONE: Decided = { cls: 'normal', ttlMs: 0 }
  */
 export class TopicPolicy {
   private readonly memo = new Map<string, Decided>()
+  /** One Decided per (class, TTL) pair: routes are made per pair, not per topic. */
+  private readonly pairs = new Map<string, Decided>()
 
   constructor(
     private readonly priority: readonly PriorityRule[],
@@ -37,6 +40,29 @@ export class TopicPolicy {
   /** The --ttl of `topic` in ms (first matching rule), 0 = none. */
   ttlMsOf(topic: string): number {
     return this.decide(topic).ttlMs
+  }
+
+  /**
+   * IngressOptions.route for this policy: each topic's class log (`logOf` is asked once per class)
+   * and TTL. The route objects are made once per (class, TTL) pair, not per publish.
+   */
+  router(logOf: (cls: PriorityClass) => ClassLog): (topic: string) => PublishRoute {
+    const routes = new WeakMap<Decided, PublishRoute>()
+    const logs = new Map<PriorityClass, ClassLog>()
+    return (topic) => {
+      const d = this.decide(topic)
+      let r = routes.get(d)
+      if (!r) {
+        let log = logs.get(d.cls)
+        if (!log) {
+          log = logOf(d.cls)
+          logs.set(d.cls, log)
+        }
+        r = { log, className: d.cls, ttlMs: d.ttlMs }
+        routes.set(d, r)
+      }
+      return r
+    }
   }
 
   private decide(topic: string): Decided {
@@ -57,7 +83,12 @@ export class TopicPolicy {
         break
       }
     }
-    const d = cls === 'normal' && ttlMs === 0 ? NONE : { cls, ttlMs }
+    const key = `${cls}|${ttlMs}`
+    let d = cls === 'normal' && ttlMs === 0 ? NONE : this.pairs.get(key)
+    if (!d) {
+      d = { cls, ttlMs }
+      this.pairs.set(key, d)
+    }
     if (topic.length <= MEMO_TOPIC_CHARS_MAX) {
       if (this.memo.size >= TOPIC_POLICY_MEMO_MAX) this.memo.clear()
       this.memo.set(topic, d)
