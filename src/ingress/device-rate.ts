@@ -6,7 +6,7 @@
 //   is stored meanwhile; nothing is dropped. A device that waits for its acknowledgements (every
 //   QoS 1/2 client has a bounded in-flight window) is so brought down to the rate.
 // - --device-hard-rate: a publish past the hard bucket is refused when `strict` (MQTT 5 QoS 1/2:
-//   0x96, QoS 0: dropped; the caller decides) without taking a slot; otherwise (MQTT 3.1.1 QoS 1/2,
+//   DISCONNECT 0x96, QoS 0: dropped; the caller decides) without taking a slot; otherwise (MQTT 3.1.1 QoS 1/2,
 //   which have no negative acknowledgement) it takes the hard bucket's next slot and is held until then.
 // - Bound on what is held: the core reads a connection's next packets only once every publish of
 //   its last read was answered (aedes-seam.ts), so a device holds at most one read's worth of

@@ -101,7 +101,11 @@ export interface IngressOptions {
   readonly shares?: DeviceShares
   /** --device-max-rate, publishes/s per device: acknowledgements held back beyond it (0 or absent: off). */
   readonly deviceMaxRate?: number
-  /** --device-hard-rate, publishes/s per device: MQTT 5 QoS 1/2 refused (0x96) and QoS 0 dropped beyond it (0 or absent: off). */
+  /**
+   * --device-hard-rate, publishes/s per device (0 or absent: off). Beyond it an MQTT 5 QoS 1/2 publish
+   * is not stored and the device gets DISCONNECT 0x96 Message rate too high (a PUBACK cannot carry
+   * 0x96); QoS 0 publishes are dropped; MQTT 3.1.1 QoS 1/2 are held back instead.
+   */
   readonly deviceHardRate?: number
 }
 
@@ -168,7 +172,9 @@ const REFUSALS: Record<RefuseReason, { reasonCode: number; reasonString: string;
   // Refused like a full log under --discard new (3.1.1: no PUBACK, the connection closes; the device resends later).
   device_quota: { reasonCode: REASON.QUOTA_EXCEEDED, reasonString: 'quota exceeded, retry later', policy: false },
   // Only MQTT 5 QoS 1/2 publishes are refused for their rate (3.1.1 ones are held back instead).
-  rate_limited: { reasonCode: REASON.MESSAGE_RATE_TOO_HIGH, reasonString: 'message rate too high', policy: false },
+  // 0x96 Message rate too high is a DISCONNECT reason code only (MQTT 5.0 §3.14.2.1; PUBACK/PUBREC
+  // cannot carry it): the connection ends, the publish unacknowledged, and the device resends it later.
+  rate_limited: { reasonCode: REASON.MESSAGE_RATE_TOO_HIGH, reasonString: 'message rate too high', policy: false, v5Disconnect: true },
 }
 
 /** How often a refusal acknowledged and dropped is logged, per reason (the others are counted in between). */
@@ -708,7 +714,8 @@ export class Ingress implements Component {
    * Refuses a device's publish for its share or its rate: counted in ferry_drops_total{reason}
    * (with its class under classLabels) and, for QoS 1/2, ferry_mqtt_refused_total{reason}, as a
    * full log under --discard new is; logged at most every REFUSED_LOG_INTERVAL_MS per reason.
-   * QoS 0: dropped silently (nothing to answer). QoS 1/2: MQTT 5 gets the reason code; 3.1.1 no
+   * QoS 0: dropped silently (nothing to answer). QoS 1/2: MQTT 5 gets the reason code (device_quota:
+   * PUBACK/PUBREC 0x97, the connection stays; rate_limited: DISCONNECT 0x96); 3.1.1 no
    * acknowledgement (the connection closes and the device resends later), as under --discard new.
    */
   private refuseDevice(client: MqttClientRef, cb: (refusal?: PublishRefusal | null) => void, reason: 'device_quota' | 'rate_limited', qos: number, route: PublishRoute, message: string): void {
@@ -719,12 +726,13 @@ export class Ingress implements Component {
     const last = this.deviceRefusedLog.get(reason)
     if (last && now - last.at < REFUSED_LOG_INTERVAL_MS) last.since++
     else {
-      const how = qos === 0 ? 'dropped (QoS 0)' : client.protocolVersion === 5 ? 'reason code sent' : 'disconnecting the client (no PUBACK)'
+      const r = REFUSALS[reason]
+      const how = qos === 0 ? 'dropped (QoS 0)' : client.protocolVersion !== 5 ? 'disconnecting the client (no PUBACK)' : r.v5Disconnect ? 'DISCONNECT with the reason code' : 'reason code sent'
       logger.warn(`publish refused: ${reason === 'device_quota' ? 'device over --device-max-bytes' : 'device over --device-hard-rate'}; ${how}`, { clientId: client.id, reason, class: route.className, detail: message, alsoSinceLastLine: last?.since ?? 0 })
       this.deviceRefusedLog.set(reason, { at: now, since: 0 })
     }
     const r = REFUSALS[reason]
-    cb({ reasonCode: r.reasonCode, reasonString: r.reasonString, v3: qos === 0 ? 'ack' : 'disconnect' })
+    cb({ reasonCode: r.reasonCode, reasonString: r.reasonString, v3: qos === 0 ? 'ack' : 'disconnect', ...(qos > 0 && r.v5Disconnect ? { v5Disconnect: true } : {}) })
   }
   /** Per refusal reason: when one acknowledged and dropped was last logged, and how many since. */
   private readonly refusedLog = new Map<RefuseReason, { at: number; since: number }>()
