@@ -734,6 +734,7 @@ export class Ingress implements Component {
     const r = REFUSALS[reason]
     cb({ reasonCode: r.reasonCode, reasonString: r.reasonString, v3: qos === 0 ? 'ack' : 'disconnect', ...(qos > 0 && r.v5Disconnect ? { v5Disconnect: true } : {}) })
   }
+
   /** Per refusal reason: when one acknowledged and dropped was last logged, and how many since. */
   private readonly refusedLog = new Map<RefuseReason, { at: number; since: number }>()
 

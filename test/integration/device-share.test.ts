@@ -95,11 +95,12 @@ async function flood(ledger: AckLedger, c: MqttClient, device: string, from: num
 describe('device share - one device flooding (bundled gateway)', () => {
   let nats: NatsServer
   let gw: GatewayProcess
+  let gwArgs: string[]
 
   beforeAll(async () => {
     nats = await startNats()
-    const dataDir = path.join(tempDir('ferry-device-share-'), 'data')
-    gw = await spawnGateway(['--data-dir', dataDir, '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--presence', 'off', '--device-max-bytes', `${SHARE / 1024}KiB`])
+    gwArgs = ['--data-dir', path.join(tempDir('ferry-device-share-'), 'data'), '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--presence', 'off', '--device-max-bytes', `${SHARE / 1024}KiB`]
+    gw = await spawnGateway(gwArgs)
   }, 60_000)
 
   afterAll(async () => {
@@ -120,7 +121,7 @@ describe('device share - one device flooding (bundled gateway)', () => {
       // MQTT 5 flooder: acknowledged up to its share, then 0x97 for each publish, the connection stays.
       const v5 = await connectClient(gw.port, 'flood-v5', { protocolVersion: 5 })
       const [during, f5] = await Promise.all([batch(ledger, quiet, 1 + 2 * PER_BATCH), flood(ledger, v5, 'flood-v5', 1, 1000, 50)])
-      expect(v5.connected).toBe(true)
+      expect(v5.connected, gw.output().split('\n').filter((l) => l.includes('flood-v5')).slice(-5).join('\n')).toBe(true)
       expect(f5.failed).toBe(0)
       expect(f5.refused).toBeGreaterThan(0)
       expect(f5.acked + f5.refused).toBe(1000)
@@ -133,7 +134,8 @@ describe('device share - one device flooding (bundled gateway)', () => {
       const v3 = await connectClient(gw.port, 'flood-v3')
       const f3 = await flood(ledger, v3, 'flood-v3', 1, 1000, 20)
       expect(await closedWithin(v3, 5000)).toBe(true)
-      expect(f3.acked * entryBytes).toBeGreaterThanOrEqual(SHARE - 2 * entryBytes)
+      // (Stored records whose PUBACK the closing connection did not deliver count too: up to the window less.)
+      expect(f3.acked * entryBytes).toBeGreaterThanOrEqual(SHARE - 21 * entryBytes)
       expect(f3.acked * entryBytes).toBeLessThanOrEqual(SHARE + 20 * entryBytes)
       const again = await connectClient(gw.port, 'flood-v3')
       const f3b = await flood(ledger, again, 'flood-v3', f3.next, 10, 1)
@@ -150,6 +152,17 @@ describe('device share - one device flooding (bundled gateway)', () => {
       const d = median(during)
       expect(d, `median PUBACK latency ${d.toFixed(1)} ms during the flood vs ${b.toFixed(1)} ms before`).toBeLessThanOrEqual(5 * b + 20)
 
+      if (process.env.SHOW_TEST_FIGURES) console.info(`PUBACK latency medians: baseline ${b.toFixed(2)} ms, during the flood ${d.toFixed(2)} ms; flooder v5 acked ${f5.acked} refused ${f5.refused}; v3 acked ${f3.acked}`)
+      await Promise.all(quiet.map(endClient))
+      await endClient(v5)
+
+      // Shares are rebuilt from the log at start: after a restart (NATS still down) the flooder is still over its share.
+      await gw.kill('SIGTERM')
+      gw = await spawnGateway(gwArgs)
+      const v5b = await connectClient(gw.port, 'flood-v5', { protocolVersion: 5 })
+      const stillOver = await flood(ledger, v5b, 'flood-v5', f5.next, 5, 1)
+      expect(stillOver).toMatchObject({ acked: 0, refused: 5 })
+
       // Upstream back: everything acknowledged is stored once; the flooder's share is free again.
       await nats.start()
       // (At least: a record stored whose PUBACK the closing 3.1.1 connection never delivered is stored too.)
@@ -158,9 +171,9 @@ describe('device share - one device flooding (bundled gateway)', () => {
       expect(report.acked).toBe(ledger.size)
       expect(report.acked).toBe(DEVICES * 3 * PER_BATCH + f5.acked + f3.acked)
       expect(clean(report), formatReport(report)).toBe(true)
-      const after = await flood(ledger, v5, 'flood-v5', f5.next, 20, 1)
+      const after = await flood(ledger, v5b, 'flood-v5', stillOver.next, 20, 1)
       expect(after).toMatchObject({ acked: 20, refused: 0 })
-      await endClient(v5)
+      await endClient(v5b)
     } finally {
       await Promise.all(quiet.map(endClient))
     }
