@@ -84,6 +84,8 @@ describe('ttl - records past their time to live (bundled gateway)', () => {
       await publishAll(v3, 'dev-v3', 'status/dev-v3', 10)
       await publishAll(v5, 'dev-v5', 'status/dev-v5', 5, { messageExpiryInterval: 7200 })
       await publishAll(v3, 'dev-v3', 'alarms/dev-v3', 5)
+      // A 3.1.1 publish refused by policy (a "$" topic) is acknowledged and dropped: its drop carries the class too.
+      await v3.publishAsync('$reserved/dev-v3', 'x', { qos: 1 })
     } finally {
       await endClient(v3)
       await endClient(v5)
@@ -100,6 +102,8 @@ describe('ttl - records past their time to live (bundled gateway)', () => {
     expect(await until(() => metric(gw, 'ferry_drops_total', 'reason="expired"'), 26, 20_000)).toBe(26)
     expect(await metric(gw, 'ferry_drops_total', 'reason="expired"', 'class="low"')).toBe(25)
     expect(await metric(gw, 'ferry_drops_total', 'reason="expired"', 'class="normal"')).toBe(1)
+    expect(await metric(gw, 'ferry_drops_total', 'reason="refused"', 'class="normal"')).toBe(1)
+    expect(await metric(gw, 'ferry_drops_total', 'reason="refused"')).toBe(1)
     const stored = await readStream(nats.url)
     const topics = stored.map((m) => m.subject.split('.').slice(2).join('/'))
     const count = (t: string): number => topics.filter((x) => x === t).length
