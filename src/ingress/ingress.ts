@@ -5,6 +5,12 @@
 // (QoS 1) or PUBREC (QoS 2), and holds the acknowledgement until our callback runs. We append there
 // and call back once the append is stored under the fsync policy. Appends are queued in call order,
 // and the core calls the hook in packet order, so each client's publishes keep their order in the log.
+//
+// Buffer policy (issue 16), decided in the same place: `route` names the class log of the topic and
+// its --ttl (the record's expiry is the earlier of its MQTT 5 Message Expiry and receive time + TTL);
+// a device at or over its fair share (shares.ts) has its new publishes refused before anything is
+// appended; the device's rate buckets (device-rate.ts) refuse past --device-hard-rate, or give the
+// time at which the stored publish's PUBACK/PUBREC may go (QoS 0: the connection is read again).
 import { isUtf8 } from 'node:buffer'
 import net from 'node:net'
 import tls from 'node:tls'
@@ -81,6 +87,7 @@ export interface IngressOptions {
   readonly maxPendingBytes: number
   readonly logger: Logger
   readonly metrics: IngressMetrics
+  /** Where device publishes are stored when there is no `route`. */
   readonly log: Appender
   /**
    * The --max-forward-lag slow-down (slowdown.ts): while it is slowing, the acknowledgement of a
