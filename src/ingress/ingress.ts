@@ -463,6 +463,7 @@ export class Ingress implements Component {
       }
     } catch (err) {
       for (const server of servers) server.close()
+      self.rates?.close() // its sweep timer
       await core.close()
       throw err
     }
