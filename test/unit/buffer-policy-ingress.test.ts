@@ -47,6 +47,27 @@ describe('topic policy', () => {
     expect(p.classOf(`${long}/b`)).toBe('normal')
   })
 
+  it('topic policy - router: the class log and TTL of each topic, one route object per (class, TTL), each class log asked once', () => {
+    const p = new TopicPolicy([{ filter: 'alarms/#', class: 'high' }], [{ filter: '+/telemetry', ttlMs: 1000 }])
+    const asked: string[] = []
+    const logs = { high: { acked: 1, pendingAppendBytes: 0, append: () => Promise.resolve(1) }, normal: { acked: 2, pendingAppendBytes: 0, append: () => Promise.resolve(1) } }
+    const route = p.router((cls) => {
+      asked.push(cls)
+      return cls === 'high' ? logs.high : logs.normal
+    })
+    const a1 = route('alarms/1')
+    const a2 = route('alarms/2')
+    expect(a1).toBe(a2)
+    expect(a1).toEqual({ log: logs.high, className: 'high', ttlMs: 0 })
+    const t = route('a/telemetry')
+    expect(t).toEqual({ log: logs.normal, className: 'normal', ttlMs: 1000 })
+    expect(route('b/telemetry')).toBe(t)
+    const plain = route('a/status')
+    expect(plain).toEqual({ log: logs.normal, className: 'normal', ttlMs: 0 })
+    expect(route('b/status')).toBe(plain)
+    expect(asked).toEqual(['high', 'normal'])
+  })
+
   it('topic policy - withExpiry: the earlier of the MQTT 5 expiry and the TTL wins; other properties are kept', () => {
     expect(withExpiry(undefined, 1000)).toEqual({ expiresAtMs: 1000 })
     expect(withExpiry({ expiresAtMs: 500, contentType: 'a' }, 1000)).toEqual({ expiresAtMs: 500, contentType: 'a' })
