@@ -111,9 +111,17 @@ export class DeviceShares {
   /** Largest run, bytes. */
   private readonly runMaxBytes: number
 
-  /** `maxBytes`: the share (--device-max-bytes); 0 = accounting only, nobody is over. */
-  constructor(readonly maxBytes: number) {
+  /**
+   * `maxBytes`: the share (--device-max-bytes); 0 = accounting only, nobody is over. `logs`: every
+   * class log by class name (the same as calling `track` for each): a class whose records were
+   * added at start must be tracked, or they are never released.
+   */
+  constructor(
+    readonly maxBytes: number,
+    logs: Iterable<readonly [string, AckedPosition]> = [],
+  ) {
     this.runMaxBytes = Math.min(RUN_MAX_BYTES, Math.max(RUN_MIN_BYTES, Math.floor(maxBytes / RUN_SHARE_DIVISOR)))
+    for (const [name, log] of logs) this.track(name, log)
   }
 
   /** Names the log of a class: its `acked` releases that class's records. Call once per class log. */

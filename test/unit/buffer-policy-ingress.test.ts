@@ -164,6 +164,13 @@ describe('device shares', () => {
     expect(s.bytesOf('a')).toBe(160) // one run: released when 6 is
     low.acked = 6
     expect(s.bytesOf('a')).toBe(0)
+    // The logs may be given to the constructor instead of track().
+    const high = { acked: 0 }
+    const given = new DeviceShares(100, [['high', high]])
+    expect(given.tracks('high')).toBe(true)
+    given.add('high', 1, 'b', 50)
+    high.acked = 1
+    expect(given.bytesOf('b')).toBe(0)
     const off = new DeviceShares(0)
     off.add('normal', 1, 'a', 1e9)
     expect(off.over('a')).toBe(false)
