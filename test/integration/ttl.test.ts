@@ -104,6 +104,9 @@ describe('ttl - records past their time to live (bundled gateway)', () => {
     expect(await metric(gw, 'ferry_drops_total', 'reason="expired"', 'class="normal"')).toBe(1)
     expect(await metric(gw, 'ferry_drops_total', 'reason="refused"', 'class="normal"')).toBe(1)
     expect(await metric(gw, 'ferry_drops_total', 'reason="refused"')).toBe(1)
+    // Logged with their seq ranges (by the forwarder, or by the log when it deleted whole expired segments).
+    const expiredLines = gw.output().split('\n').filter((l) => l.includes('"level":"warn"') && l.includes('expired') && (l.includes('"seqs"') || l.includes('"firstSeq"')))
+    expect(expiredLines.length, gw.output()).toBeGreaterThan(0)
     const stored = await readStream(nats.url)
     const topics = stored.map((m) => m.subject.split('.').slice(2).join('/'))
     const count = (t: string): number => topics.filter((x) => x === t).length
