@@ -2,13 +2,13 @@
 import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { Admission, serverTlsOptions } from './auth/index.js'
-import { PayloadPolicy, decodeEntry, entryExpiresAtMs, topicMatches } from './codec/index.js'
+import { EVENT_TOPIC_PREFIX, PayloadPolicy, decodeEntry, entryExpiresAtMs } from './codec/index.js'
 import { PRIORITY_CLASSES } from './config/index.js'
 import type { Config, PriorityClass } from './config/index.js'
 import { DeadLetters, DrainPacer, Forwarder, PriorityGate, upstreamOptions } from './forward/index.js'
 import { FleetRegistry, fleetRegistryBucket } from './fleet/index.js'
 import { Commands, Downlink, Requests, Rpc, parseRequestTemplate } from './downlink/index.js'
-import { Ingress, LagClock, PubackGate, RetransmitIndex, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
+import { DeviceShares, Ingress, LagClock, PubackGate, RetransmitIndex, TopicPolicy, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
 import { LogGroup, LogReader } from './log/index.js'
 import type { LogMetrics, RingLog } from './log/index.js'
 import { ClosedSignal, StartedComponents, deadlineIn } from './lifecycle.js'
@@ -168,6 +168,10 @@ export class Gateway {
       const payloads = new PayloadPolicy(config.codec.cbor, config.codec.rawTopics)
       // Before listening: a device's first publish after our crash may be a retransmission.
       const retransmits = await readRetransmits(logs, payloads)
+      // Issue 16: each publish goes to its class's log with its --ttl; fair shares seeded from the
+      // logs (before the gate: nothing to undo when reading them fails).
+      const policy = new TopicPolicy(config.log.priority, config.log.ttl)
+      const shares = config.limits.deviceMaxBytes > 0 ? await seedShares(logs, config.limits.deviceMaxBytes) : undefined
       // --max-forward-lag: the forwarder starts after ingress, so health reads it through a reference.
       let forwardersRef: readonly Forwarder[] = []
       const gate = slowdownGate(config, metrics, logs, () => (forwardersRef.length > 0 ? combinedHealth(forwardersRef) : undefined))
@@ -184,7 +188,12 @@ export class Gateway {
         maxPendingBytes: MAX_PENDING_BYTES,
         logger: logger.child('ingress'),
         metrics,
-        log: classes.length > 1 ? routingAppender(logs, config) : log,
+        log,
+        route: policy.router((cls) => logs.get(cls)),
+        classLabels: labelled,
+        ...(shares ? { shares } : {}),
+        deviceMaxRate: config.limits.deviceMaxRate,
+        deviceHardRate: config.limits.deviceHardRate,
         gate,
       }).catch((err: unknown) => {
         gate.close()
@@ -533,17 +542,33 @@ function combinedHealth(forwarders: readonly Forwarder[]): Forwarder['health'] {
 }
 
 /**
- * Skeleton routing (until ingress routes by topic itself): each stored entry goes to the log of its
- * topic's class, read back from the entry.
+ * The fair shares at start: every device record of every class log not yet acknowledged, charged
+ * to its device (device events are not charged, as ingress does not charge them).
  */
-function routingAppender(logs: LogGroup, config: Config): { append(body: Uint8Array): Promise<number>; readonly pendingAppendBytes: number } {
-  const classOf = (topic: string): PriorityClass => config.log.priority.find((r) => topicMatches(r.filter, topic))?.class ?? 'normal'
-  return {
-    append: (body) => logs.get(classOf(decodeEntry(body).topic)).append(body),
-    get pendingAppendBytes() {
-      return logs.members.reduce((a, m) => a + m.log.pendingAppendBytes, 0)
-    },
+async function seedShares(logs: LogGroup, maxBytes: number): Promise<DeviceShares> {
+  const shares = new DeviceShares(maxBytes)
+  for (const { name, log } of logs.members) {
+    shares.track(name, log)
+    if (log.acked >= log.durableSeq) continue
+    const reader = new LogReader(log, Math.max(log.headSeq, log.acked + 1))
+    try {
+      for (;;) {
+        const recs = await reader.read(4096, 4 * 1024 * 1024)
+        if (recs.length === 0) break
+        for (const r of recs) {
+          try {
+            const e = decodeEntry(r.body)
+            if (!e.topic.startsWith(EVENT_TOPIC_PREFIX)) shares.add(name, r.seq, e.clientId, r.body.length)
+          } catch {
+            // an undecodable entry is dealt with (dead-lettered) by the forwarder
+          }
+        }
+      }
+    } finally {
+      await reader.close()
+    }
   }
+  return shares
 }
 
 /** Reads the newest records back so retransmissions of messages stored before a crash are recognised. */

@@ -6,7 +6,7 @@
 // what breaks if it changes, and is pinned
 // by test/unit/aedes-seam.test.ts, which fails first when an upgrade changes one. The internals
 // used, in one list:
-//   client._parser (parse, 'packet' events)   frame guard; PUBACKs of our deliveries
+//   client._parser (parse, 'packet' events)   frame guard; PUBACKs of our deliveries; no nested parse
 //   client._nextId                             packet ids of our deliveries
 //   client.deliverQoS / client.deliver0        sending our QoS 1 deliveries; counting deliveries
 //   client._disconnected                       "ended with DISCONNECT" (the clean disconnect reason)
@@ -101,6 +101,7 @@ export const REASON = {
   SESSION_TAKEN_OVER: 0x8e,
   RECEIVE_MAXIMUM_EXCEEDED: 0x93,
   PACKET_TOO_LARGE: 0x95,
+  MESSAGE_RATE_TOO_HIGH: 0x96,
   QUOTA_EXCEEDED: 0x97,
   PAYLOAD_FORMAT_INVALID: 0x99,
 } as const
@@ -976,10 +977,32 @@ export class MqttCore extends EventEmitter<CoreEvents> {
       }
       else if (p.cmd === 'disconnect') r.receivedDisconnect = (p as { reasonCode?: number }).reasonCode ?? 0
     })
+    // aedes 2.0.0-beta.1 reads the socket again (nextBatch: conn.read, then parse) as soon as every
+    // packet of the last read is decided, also from inside a decision made synchronously while a
+    // parse is still emitting packets (a refusal, a QoS 0 accepted at once): that nested parse
+    // would run while the parser is midway through the outer buffer, and the stream goes out of
+    // step ("Invalid header flag bits" on payload bytes; seen with a flood of refused MQTT 5
+    // publishes). A buffer read during a parse is parsed right after it, in order.
+    let parsing = false
+    const later: Buffer[] = []
     parser.parse = (buf: Buffer) => {
       if (violated) return 0
       const why = check(buf)
-      if (why === undefined) return parse(buf)
+      if (why === undefined) {
+        if (parsing) {
+          later.push(buf)
+          return 0
+        }
+        parsing = true
+        try {
+          let left = parse(buf)
+          for (let next = later.shift(); next !== undefined && !violated; next = later.shift()) left = parse(next)
+          return left
+        } finally {
+          parsing = false
+          later.length = 0
+        }
+      }
       violated = true
       onViolation(why, r)
       // MQTT 5: a connected client is told why (DISCONNECT 0x95 Packet too large); its CONNECT

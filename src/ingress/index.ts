@@ -1,6 +1,11 @@
 // Public names of the MQTT ingress.
 export { Ingress } from './ingress.js'
-export type { IngressOptions, Appender, AdmissionPolicy } from './ingress.js'
+export type { IngressOptions, Appender, AdmissionPolicy, ClassLog, PublishRoute } from './ingress.js'
+export { TopicPolicy } from './topic-policy.js'
+export { DeviceShares } from './shares.js'
+export type { AckedPosition } from './shares.js'
+export { DeviceRates } from './device-rate.js'
+export type { DeviceRateMetrics, DeviceRateOptions, RateDecision } from './device-rate.js'
 export { RetransmitIndex, retransmitHash } from './retransmits.js'
 export { LagClock, PubackGate } from './slowdown.js'
 export type { SlowdownMetrics, SlowdownSources, SlowdownState } from './slowdown.js'

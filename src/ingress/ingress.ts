@@ -5,6 +5,12 @@
 // (QoS 1) or PUBREC (QoS 2), and holds the acknowledgement until our callback runs. We append there
 // and call back once the append is stored under the fsync policy. Appends are queued in call order,
 // and the core calls the hook in packet order, so each client's publishes keep their order in the log.
+//
+// Buffer policy (issue 16), decided in the same place: `route` names the class log of the topic and
+// its --ttl (the record's expiry is the earlier of its MQTT 5 Message Expiry and receive time + TTL);
+// a device at or over its fair share (shares.ts) has its new publishes refused before anything is
+// appended; the device's rate buckets (device-rate.ts) refuse past --device-hard-rate, or give the
+// time at which the stored publish's PUBACK/PUBREC may go (QoS 0: the connection is read again).
 import { isUtf8 } from 'node:buffer'
 import net from 'node:net'
 import tls from 'node:tls'
@@ -23,12 +29,29 @@ import { ConnectionLimiter, HandshakeLimiter, frameCheck } from './limits.js'
 import { retransmitHash } from './retransmits.js'
 import type { RetransmitIndex } from './retransmits.js'
 import type { PubackGate } from './slowdown.js'
+import { DeviceRates } from './device-rate.js'
+import type { DeviceShares } from './shares.js'
 
 /** What ingress needs from the log: an ordered, durable append. */
 export interface Appender {
   append(body: Uint8Array): Promise<number>
   /** Bytes appended and not yet written. */
   readonly pendingAppendBytes: number
+}
+
+/** A class log as ingress needs it: an appender whose acknowledged position releases device shares. */
+export interface ClassLog extends Appender {
+  /** Every seq <= acked is acknowledged upstream (or expired, or evicted). */
+  readonly acked: number
+}
+
+/** Where a device publish on a topic goes: the log of its priority class, and its --ttl. */
+export interface PublishRoute {
+  readonly log: ClassLog
+  /** The class name (the `class` label with IngressOptions.classLabels; the key of the device shares). */
+  readonly className: string
+  /** --ttl of the topic in ms; 0 = none. */
+  readonly ttlMs: number
 }
 
 /** What ingress needs from admission (src/auth's Admission): who may connect, publish, subscribe, receive. */
@@ -64,12 +87,33 @@ export interface IngressOptions {
   readonly maxPendingBytes: number
   readonly logger: Logger
   readonly metrics: IngressMetrics
+  /** Where device publishes are stored when there is no `route`. */
   readonly log: Appender
   /**
    * The --max-forward-lag slow-down (slowdown.ts): while it is slowing, the acknowledgement of a
    * stored QoS 1/2 publish is held there. Ingress closes it when it stops.
    */
   readonly gate?: PubackGate
+  /**
+   * Where a device publish on `topic` is stored (its class log) and its --ttl. Absent: `log`, class
+   * 'normal', no TTL (as before issue 16). Called once per publish: keep it cheap (TopicPolicy memoises).
+   */
+  readonly route?: (topic: string) => PublishRoute
+  /** Every ferry_drops_total increment for a device publish carries `class` (the route's class) too. */
+  readonly classLabels?: boolean
+  /**
+   * Fair shares (--device-max-bytes): charged with every stored device publish; a device at or over
+   * its share has its new publishes refused (reason device_quota). The gateway seeds it from the logs.
+   */
+  readonly shares?: DeviceShares
+  /** --device-max-rate, publishes/s per device: acknowledgements held back beyond it (0 or absent: off). */
+  readonly deviceMaxRate?: number
+  /**
+   * --device-hard-rate, publishes/s per device (0 or absent: off). Beyond it an MQTT 5 QoS 1/2 publish
+   * is not stored and the device gets DISCONNECT 0x96 Message rate too high (a PUBACK cannot carry
+   * 0x96); QoS 0 publishes are dropped; MQTT 3.1.1 QoS 1/2 are held back instead.
+   */
+  readonly deviceHardRate?: number
 }
 
 /**
@@ -108,7 +152,7 @@ export const MQTTS_CIPHERS = [
 /** Why a publish was refused (label of ferry_mqtt_refused_total). */
 const MALFORMED_TOPIC = /[\u0000\uFFFD]/
 
-type RefuseReason = 'malformed' | 'sys_topic' | 'too_large' | 'topic_too_long' | 'acl' | 'log_full' | 'log_error' | 'payload_format' | 'internal_error'
+type RefuseReason = 'malformed' | 'sys_topic' | 'too_large' | 'topic_too_long' | 'acl' | 'log_full' | 'log_error' | 'payload_format' | 'internal_error' | 'device_quota' | 'rate_limited'
 
 function refusalReason(err: unknown): RefuseReason {
   return (err as { code?: string }).code === 'FERRY_ERR_LOG_FULL' ? 'log_full' : 'log_error'
@@ -132,6 +176,12 @@ const REFUSALS: Record<RefuseReason, { reasonCode: number; reasonString: string;
   log_full: { reasonCode: REASON.QUOTA_EXCEEDED, reasonString: 'quota exceeded, retry later', policy: false },
   log_error: { reasonCode: REASON.UNSPECIFIED_ERROR, reasonString: 'not stored', policy: false },
   internal_error: { reasonCode: REASON.UNSPECIFIED_ERROR, reasonString: 'not stored', policy: false },
+  // Refused like a full log under --discard new (3.1.1: no PUBACK, the connection closes; the device resends later).
+  device_quota: { reasonCode: REASON.QUOTA_EXCEEDED, reasonString: 'quota exceeded, retry later', policy: false },
+  // Only MQTT 5 QoS 1/2 publishes are refused for their rate (3.1.1 ones are held back instead).
+  // 0x96 Message rate too high is a DISCONNECT reason code only (MQTT 5.0 §3.14.2.1; PUBACK/PUBREC
+  // cannot carry it): the connection ends, the publish unacknowledged, and the device resends it later.
+  rate_limited: { reasonCode: REASON.MESSAGE_RATE_TOO_HIGH, reasonString: 'message rate too high', policy: false, v5Disconnect: true },
 }
 
 /** How often a refusal acknowledged and dropped is logged, per reason (the others are counted in between). */
@@ -156,6 +206,12 @@ export function messageProperties(p: PublishProperties | undefined, nowMs: numbe
   if (p.responseTopic !== undefined) out.responseTopic = p.responseTopic
   if (p.correlationData !== undefined) out.correlationData = p.correlationData
   return Object.keys(out).length > 0 ? out : undefined
+}
+
+/** `p` with the record's expiry brought forward to `expiresAtMs` (an earlier MQTT 5 Message Expiry wins). */
+export function withExpiry(p: MessageProperties | undefined, expiresAtMs: number): MessageProperties {
+  if (p?.expiresAtMs !== undefined && p.expiresAtMs <= expiresAtMs) return p
+  return { ...p, expiresAtMs }
 }
 
 /**
@@ -195,6 +251,10 @@ export class Ingress implements Component {
    * when it took the publish, which is then acknowledged once `handled` resolves.
    */
   intercept: ((client: MqttClientRef, topic: string, payload: Buffer, properties?: PublishProperties) => Promise<void> | undefined) | undefined
+  /** Where device publishes go (IngressOptions.route, or the one log). */
+  private readonly route: (topic: string) => PublishRoute
+  /** --device-max-rate / --device-hard-rate; undefined when both are off. */
+  private readonly rates: DeviceRates | undefined
 
   private constructor(
     private readonly opts: IngressOptions,
@@ -203,6 +263,21 @@ export class Ingress implements Component {
     private readonly sockets: Set<net.Socket>,
   ) {
     this.receivedByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceived.child({ qos: String(q) }))
+    if (opts.route) this.route = opts.route
+    else {
+      const only: PublishRoute = { log: opts.log as ClassLog, className: 'normal', ttlMs: 0 }
+      this.route = () => only
+    }
+    const rates = new DeviceRates({ maxRate: opts.deviceMaxRate ?? 0, hardRate: opts.deviceHardRate ?? 0, metrics: opts.metrics })
+    this.rates = rates.enabled ? rates : undefined
+    const shares = opts.shares
+    if (shares) {
+      opts.metrics.deviceShareMaxBytes?.collect(() => {
+        shares.release()
+        return shares.largest()?.bytes ?? 0
+      })
+      opts.metrics.deviceShareDevices?.collect(() => shares.devices)
+    }
     this.receivedBytesByQos = [0, 1, 2].map((q) => opts.metrics.mqttReceivedBytes.child({ qos: String(q) }))
     this.devices = new Devices(core, (client, topic) => opts.admission.mayReceive(client, topic))
     // A device that sent DISCONNECT had its PUBACKs: what it sent is not resent without DUP (retransmits.ts).
@@ -388,6 +463,7 @@ export class Ingress implements Component {
       }
     } catch (err) {
       for (const server of servers) server.close()
+      self.rates?.close() // its sweep timer
       await core.close()
       throw err
     }
@@ -462,6 +538,7 @@ export class Ingress implements Component {
     this.core.on('disconnected', (client) => {
       clients--
       this.opts.gate?.clientGone(client)
+      this.rates?.clientGone(client)
     })
     this.core.on('sessionExpired', (clientId) => this.opts.admission.sessionExpired?.(clientId))
     this.core.on('subscribed', (client, topics) => {
@@ -495,18 +572,18 @@ export class Ingress implements Component {
     const { metrics } = this.opts
     const started = performance.now()
     const clientId = client?.id ?? ''
-    if (packet.topic.startsWith('$')) return this.refuse(client, cb, 'sys_topic', `publish to "${packet.topic}" refused: topics starting with "$" are reserved`)
+    if (packet.topic.startsWith('$')) return this.refuse(client, cb, 'sys_topic', `publish to "${packet.topic}" refused: topics starting with "$" are reserved`, packet.topic)
     // Malformed for MQTT 3.1.1 yet passed by the parser: QoS > 0 without a packet id [MQTT-2.3.1-1], and
     // U+0000 [MQTT-1.5.3-2] or ill-formed UTF-8 [MQTT-1.5.3-1] in the topic. The parser has already
     // turned ill-formed bytes into U+FFFD, so a topic holding U+FFFD is refused (a real U+FFFD too).
     // (A will is published by the core itself, at its QoS, without a packet id.)
-    if (packet.qos !== 0 && packet.qos !== 1 && packet.qos !== 2) return this.refuse(client, cb, 'malformed', `QoS ${String(packet.qos)}`) // a will's QoS 3 gets this far
-    if (packet.qos > 0 && !packet.messageId && !isWill) return this.refuse(client, cb, 'malformed', 'QoS 1/2 PUBLISH without a packet identifier')
-    if (MALFORMED_TOPIC.test(packet.topic)) return this.refuse(client, cb, 'malformed', 'topic holds U+0000 or ill-formed UTF-8')
+    if (packet.qos !== 0 && packet.qos !== 1 && packet.qos !== 2) return this.refuse(client, cb, 'malformed', `QoS ${String(packet.qos)}`, packet.topic) // a will's QoS 3 gets this far
+    if (packet.qos > 0 && !packet.messageId && !isWill) return this.refuse(client, cb, 'malformed', 'QoS 1/2 PUBLISH without a packet identifier', packet.topic)
+    if (MALFORMED_TOPIC.test(packet.topic)) return this.refuse(client, cb, 'malformed', 'topic holds U+0000 or ill-formed UTF-8', packet.topic)
     if (Buffer.byteLength(packet.topic) > this.opts.limits.maxTopicBytes) {
-      return this.refuse(client, cb, 'topic_too_long', `topic of ${Buffer.byteLength(packet.topic)} bytes exceeds --max-topic-bytes ${this.opts.limits.maxTopicBytes}`)
+      return this.refuse(client, cb, 'topic_too_long', `topic of ${Buffer.byteLength(packet.topic)} bytes exceeds --max-topic-bytes ${this.opts.limits.maxTopicBytes}`, packet.topic)
     }
-    if (!this.opts.admission.mayPublish(client, packet.topic)) return this.refuse(client, cb, 'acl', `publish to "${packet.topic}" denied by the ACL`)
+    if (!this.opts.admission.mayPublish(client, packet.topic)) return this.refuse(client, cb, 'acl', `publish to "${packet.topic}" denied by the ACL`, packet.topic)
     if (!isWill) this.devices.countIn(client)
     if (client && this.intercept) {
       const handled = this.intercept(client, packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload, packet.properties)
@@ -523,33 +600,40 @@ export class Ingress implements Component {
     const packetId = packet.messageId ?? 0
     // MQTT 5 [MQTT-3.3.2-4]: a payload said to be UTF-8 (Payload Format Indicator 1) must be.
     if (packet.properties?.payloadFormatIndicator === true && !isUtf8(payload)) {
-      return this.refuse(client, cb, 'payload_format', `payload on "${packet.topic}" is not UTF-8 although its Payload Format Indicator says so`)
+      return this.refuse(client, cb, 'payload_format', `payload on "${packet.topic}" is not UTF-8 although its Payload Format Indicator says so`, packet.topic)
     }
     // The MQTT 5 properties kept with the message (a topic alias was resolved by the core already).
-    const properties = messageProperties(packet.properties, Date.now())
+    const receivedAt = Date.now()
+    const mqttProperties = messageProperties(packet.properties, receivedAt)
+    const route = this.route(packet.topic)
     // Stored as it goes upstream; a retransmission is encoded the same way, so its CRC matches.
-    const encoded = this.opts.payloads.encode(packet.topic, payload, properties)
+    // (Encoded with the device's own properties: a --ttl expiry does not change the payload.)
+    const encoded = this.opts.payloads.encode(packet.topic, payload, mqttProperties)
+    // --ttl: the record expires at the earlier of its MQTT 5 Message Expiry and receive time + TTL.
+    const properties = route.ttlMs > 0 ? withExpiry(mqttProperties, receivedAt + route.ttlMs) : mqttProperties
     const hash = retransmitHash(packet.topic, encoded.data)
     let entry: Buffer
     try {
       entry = encodeEntry({ clientId, topic: packet.topic, qos, retain: packet.retain, packetId, encoding: encodingOf(encoded.contentType), payload: encoded.data, ...(properties ? { properties } : {}) })
     } catch (err) {
-      return this.refuse(client, cb, 'too_large', (err as Error).message)
+      return this.refuse(client, cb, 'too_large', (err as Error).message, packet.topic)
     }
     // With MQTT 5 properties, the message grows upstream (escaping, base64, header names): it is
     // measured as it will be sent, so a stored message always fits the server's max_payload.
     const recordBytes = properties ? Math.max(entry.length, entry.length - propertiesBlockBytes(entry) + propertyHeaderBytes(clientId, encoded.contentType, properties)) : entry.length
     if (recordBytes > this.opts.maxEntryBytes) {
-      return this.refuse(client, cb, 'too_large', `publish of ${payload.length} payload bytes on "${packet.topic}" exceeds the ${this.opts.maxEntryBytes}-byte record limit${recordBytes > entry.length ? ' with its properties as headers' : ''}`)
+      return this.refuse(client, cb, 'too_large', `publish of ${payload.length} payload bytes on "${packet.topic}" exceeds the ${this.opts.maxEntryBytes}-byte record limit${recordBytes > entry.length ? ' with its properties as headers' : ''}`, packet.topic)
     }
     const conn = (client && this.connIds.get(client)) ?? -1
     // Only device PUBLISH packets (QoS > 0, with a packet id) can be retransmitted; wills cannot.
-    // The original may have been stored in another form (otherForms).
+    // The original may have been stored in another form (otherForms). A topic has one class, so
+    // the original went to the same class log as its retransmission would.
     const prior = packetId > 0 ? this.retransmits.find(clientId, packetId, hash, conn, packet.dup === true, started, otherForms, packet.topic, payload) : undefined
     if (prior) {
       // A retransmission of a message already stored or being stored (our acknowledgement was
       // lost, e.g. in a crash): acknowledge it once the original is stored, without storing it
-      // twice. See retransmits.ts for the rule.
+      // twice. See retransmits.ts for the rule. It is neither charged to the device's share nor
+      // counted against its rate (it adds nothing to the log).
       metrics.mqttRetransmits.inc()
       const gate = this.opts.gate
       if (!prior.pending) {
@@ -558,26 +642,54 @@ export class Ingress implements Component {
       }
       prior.pending.then(
         () => (gate?.slowing && client ? gate.hold(client, packetId, () => cb(null), true) : cb(null)),
-        (err: unknown) => this.refuse(client, cb, refusalReason(err), (err as Error).message),
+        (err: unknown) => this.refuse(client, cb, refusalReason(err), (err as Error).message, packet.topic),
       )
       return
     }
+    // Fair share and rates: a device's own new publishes (not wills, which the core publishes for it).
+    const shares = this.opts.shares
+    const device = client !== null && !isWill ? client : null
+    if (device && shares) {
+      if (!shares.tracks(route.className) && typeof route.log.acked === 'number') shares.track(route.className, route.log)
+      if (shares.over(clientId)) {
+        return this.refuseDevice(device, cb, 'device_quota', qos, route, `device over its share: ${shares.bytesOf(clientId)} bytes not yet forwarded, --device-max-bytes ${shares.maxBytes}`)
+      }
+    }
+    let releaseAt = 0
+    if (device && this.rates) {
+      // Past --device-hard-rate: MQTT 5 QoS 1/2 and every QoS 0 publish are refused; 3.1.1 QoS 1/2 are held.
+      const d = this.rates.arrive(clientId, qos === 0 || device.protocolVersion === 5)
+      if (d.refused) return this.refuseDevice(device, cb, 'rate_limited', qos, route, `device over --device-hard-rate ${this.opts.deviceHardRate ?? 0}/s`)
+      releaseAt = d.releaseAt
+    }
     this.receivedByQos[qos]!.inc()
     this.receivedBytesByQos[qos]!.inc(payload.length)
-    const pendingBefore = this.opts.log.pendingAppendBytes
-    const stored = this.opts.log.append(entry)
+    const log = route.log
+    const pendingBefore = log.pendingAppendBytes
+    const stored = log.append(entry)
+    if (shares && client) {
+      // Charged from the append on (a burst of appends counts before its seqs are known).
+      const bytes = entry.length
+      const cls = route.className
+      shares.reserve(clientId, bytes)
+      stored.then(
+        (seq) => shares.settle(clientId, bytes, cls, seq),
+        () => shares.settle(clientId, bytes, cls, undefined),
+      )
+    }
+    const rates = this.rates
     if (qos === 0 || packetId === 0) {
       // QoS 0 goes through the same log but nothing waits for it to be stored, unless writes fall
       // behind: then it waits too, so that aedes stops reading the socket (bounded memory). A will
       // (QoS 1/2 without packet id) waits for its append; it is never a retransmission.
+      // Over --device-max-rate, a QoS 0 publisher's socket is paused: the core reads its next
+      // packets once this one is answered.
+      const go = (): void => (releaseAt > 0 && device && rates ? rates.hold(device, releaseAt, () => cb(null)) : cb(null))
       if (qos === 0 && pendingBefore < this.opts.maxPendingBytes) {
         stored.catch(() => {})
-        return cb(null)
+        return go()
       }
-      stored.then(
-        () => cb(null),
-        () => cb(null),
-      )
+      stored.then(go, go)
       return
     }
     const remembered = this.retransmits.add(clientId, packetId, hash, conn, started, stored)
@@ -588,14 +700,47 @@ export class Ingress implements Component {
         metrics.pubackLatency.observe((performance.now() - started) / 1000)
         // Over --max-forward-lag with a healthy upstream: the record is stored, its PUBACK waits.
         const gate = this.opts.gate
-        if (gate?.slowing && client) gate.hold(client, packetId, () => cb(null))
-        else cb(null)
+        const ack = (): void => {
+          if (gate?.slowing && client) gate.hold(client, packetId, () => cb(null))
+          else cb(null)
+        }
+        // Over --device-max-rate: the record is stored, its PUBACK/PUBREC waits for its slot.
+        if (releaseAt > 0 && device && rates) rates.hold(device, releaseAt, ack)
+        else ack()
       },
       (err: unknown) => {
         this.retransmits.forget(clientId, packetId, remembered)
-        this.refuse(client, cb, refusalReason(err), (err as Error).message)
+        this.refuse(client, cb, refusalReason(err), (err as Error).message, packet.topic)
       },
     )
+  }
+
+  /** Per device refusal reason: when one was last logged, and how many since. */
+  private readonly deviceRefusedLog = new Map<RefuseReason, { at: number; since: number }>()
+
+  /**
+   * Refuses a device's publish for its share or its rate: counted in ferry_drops_total{reason}
+   * (with its class under classLabels) and, for QoS 1/2, ferry_mqtt_refused_total{reason}, as a
+   * full log under --discard new is; logged at most every REFUSED_LOG_INTERVAL_MS per reason.
+   * QoS 0: dropped silently (nothing to answer). QoS 1/2: MQTT 5 gets the reason code (device_quota:
+   * PUBACK/PUBREC 0x97, the connection stays; rate_limited: DISCONNECT 0x96); 3.1.1 no
+   * acknowledgement (the connection closes and the device resends later), as under --discard new.
+   */
+  private refuseDevice(client: MqttClientRef, cb: (refusal?: PublishRefusal | null) => void, reason: 'device_quota' | 'rate_limited', qos: number, route: PublishRoute, message: string): void {
+    const { metrics, logger } = this.opts
+    metrics.drops.inc(1, this.opts.classLabels ? { reason, class: route.className } : { reason })
+    if (qos > 0) metrics.mqttRefused.inc(1, { reason })
+    const now = performance.now()
+    const last = this.deviceRefusedLog.get(reason)
+    if (last && now - last.at < REFUSED_LOG_INTERVAL_MS) last.since++
+    else {
+      const r = REFUSALS[reason]
+      const how = qos === 0 ? 'dropped (QoS 0)' : client.protocolVersion !== 5 ? 'disconnecting the client (no PUBACK)' : r.v5Disconnect ? 'DISCONNECT with the reason code' : 'reason code sent'
+      logger.warn(`publish refused: ${reason === 'device_quota' ? 'device over --device-max-bytes' : 'device over --device-hard-rate'}; ${how}`, { clientId: client.id, reason, class: route.className, detail: message, alsoSinceLastLine: last?.since ?? 0 })
+      this.deviceRefusedLog.set(reason, { at: now, since: 0 })
+    }
+    const r = REFUSALS[reason]
+    cb({ reasonCode: r.reasonCode, reasonString: r.reasonString, v3: qos === 0 ? 'ack' : 'disconnect', ...(qos > 0 && r.v5Disconnect ? { v5Disconnect: true } : {}) })
   }
 
   /** Per refusal reason: when one acknowledged and dropped was last logged, and how many since. */
@@ -640,14 +785,14 @@ export class Ingress implements Component {
    * {reason="refused"}, logged at most every REFUSED_LOG_INTERVAL_MS per reason); otherwise no
    * acknowledgement and the core closes the connection (3.1.1 has no negative acknowledgement).
    */
-  private refuse(client: MqttClientRef | null, cb: (refusal?: PublishRefusal | null) => void, reason: RefuseReason, message: string): void {
+  private refuse(client: MqttClientRef | null, cb: (refusal?: PublishRefusal | null) => void, reason: RefuseReason, message: string, topic?: string): void {
     const { metrics, logger, limits } = this.opts
     metrics.mqttRefused.inc(1, { reason })
     const how = REFUSALS[reason]
     const v3: PublishRefusal['v3'] = how.policy && limits.refusedPublish === 'ack' ? 'ack' : 'disconnect'
     const v5 = client?.protocolVersion === 5
     if (!v5 && v3 === 'ack' && client !== null) {
-      metrics.drops.inc(1, { reason: 'refused' })
+      metrics.drops.inc(1, this.opts.classLabels && topic !== undefined ? { reason: 'refused', class: this.route(topic).className } : { reason: 'refused' })
       const now = performance.now()
       const last = this.refusedLog.get(reason)
       if (last && now - last.at < REFUSED_LOG_INTERVAL_MS) last.since++
@@ -680,7 +825,9 @@ export class Ingress implements Component {
       // Held PUBACKs go out now, before the clients are closed: the core writes them over the next
       // turns of the event loop (each client's after its previous one, QoS 2 after its session
       // store), and a client closed first would not get them (the device would resend them all).
-      const held = this.opts.gate?.held ?? 0
+      const held = (this.opts.gate?.held ?? 0) + (this.rates?.heldNow ?? 0)
+      // Rate holds first: what they release may pass through the gate, which then releases it too.
+      this.rates?.close()
       this.opts.gate?.close()
       for (const t of this.timers) clearTimeout(t)
       this.timers.clear()

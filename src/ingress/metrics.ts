@@ -29,8 +29,19 @@ export interface IngressMetrics {
   readonly mqttRetransmits: Count
   /** ferry_mqtt_puback_latency_seconds: PUBLISH to PUBACK, in seconds. */
   readonly pubackLatency: { observe(seconds: number): void }
-  /** ferry_drops_total, by reason ("refused": acknowledged to a 3.1.1 device and dropped). */
-  readonly drops: CountBy<'reason'>
+  /**
+   * ferry_drops_total, by reason ("refused": acknowledged to a 3.1.1 device and dropped), and with
+   * IngressOptions.classLabels by the class of the device publish too.
+   */
+  readonly drops: { inc(n: number, labels: Readonly<{ reason: string; class?: string }>): void }
+  /** ferry_ingress_device_rate_held_total: acknowledgements (QoS 0: socket reads) held by --device-max-rate / --device-hard-rate. */
+  readonly deviceRateHeld?: Count
+  /** ferry_ingress_device_rate_holding: acknowledgements held by the device rates now. */
+  readonly deviceRateHolding?: { collect(read: () => number): void }
+  /** ferry_ingress_device_share_max_bytes: unforwarded bytes of the device holding the most (--device-max-bytes). */
+  readonly deviceShareMaxBytes?: { collect(read: () => number): void }
+  /** ferry_ingress_device_share_devices: devices with records not yet forwarded (--device-max-bytes). */
+  readonly deviceShareDevices?: { collect(read: () => number): void }
 }
 
 /** What device presence events record. */
