@@ -217,7 +217,7 @@ export class Gateway {
           })
         : undefined
       if (fleet) started.add('fleet', fleet)
-      if (config.presence) recordPresence(ingress.devices, log, metrics, logger.child('presence'), config.gatewayId, fleet)
+      if (config.presence) recordPresence(ingress.devices, log, labelled ? classMetrics(metrics, 'normal') : metrics, logger.child('presence'), config.gatewayId, fleet)
       const deadLetters = new DeadLetters(config.log.dataDir)
       // Several forwarders (one per class) report into one gauge each: in flight adds up; connected only when all are.
       const inflight = new CombinedGauge(metrics.forwardInflight, (xs) => xs.reduce((a, b) => a + b, 0))

@@ -1114,7 +1114,7 @@ export class Forwarder implements Component {
     if (this.expired.empty) return
     this.expiredLogAt = performance.now() + EXPIRED_LOG_MS
     const { records, seqs } = this.expired.take()
-    this.logger.warn('messages expired before they were forwarded; dropped (MQTT 5 Message Expiry Interval)', { records, seqs })
+    this.logger.warn('messages expired before they were forwarded; dropped (MQTT 5 Message Expiry Interval or --ttl)', { records, seqs })
   }
 
   private complete(f: Inflight): void {
