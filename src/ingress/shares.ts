@@ -212,13 +212,14 @@ export class DeviceShares {
     return d === undefined ? 0 : this.stored[d]! + this.pending[d]!
   }
 
-  /** Releases what was acknowledged; true when `clientId` is at or over the share (never with a share of 0). */
+  /**
+   * Releases what was acknowledged; true when `clientId` is at or over the share (never with a share
+   * of 0). Released on every call (O(classes) plus what is released): were it released only when a
+   * device reaches its share, devices all under theirs would keep every record ever acknowledged.
+   */
   over(clientId: string): boolean {
-    if (this.maxBytes <= 0) return false
-    const d = this.index.get(clientId)
-    if (d === undefined) return false
-    if (this.stored[d]! + this.pending[d]! < this.maxBytes) return false
     this.release()
+    if (this.maxBytes <= 0) return false
     return this.held(clientId) >= this.maxBytes
   }
 
