@@ -7,6 +7,7 @@
 // by test/unit/aedes-seam.test.ts, which fails first when an upgrade changes one. The internals
 // used, in one list:
 //   client._parser (parse, 'packet' events)   frame guard; PUBACKs of our deliveries; no nested parse
+//   client._nextBatch / client._parsingBatch   a paused publisher's socket is not read on 'readable'
 //   client._nextId                             packet ids of our deliveries
 //   client.deliverQoS / client.deliver0        sending our QoS 1 deliveries; counting deliveries
 //   client._disconnected                       "ended with DISCONNECT" (the clean disconnect reason)
@@ -364,6 +365,10 @@ interface ClientInternals {
   disconnect(opts: { reasonCode: number; properties?: Record<string, unknown> }, done?: () => void): void
   /** aedes 2.0.0-beta.1 internal: the will being published; if renamed, a will without packet id is refused as malformed. */
   will?: unknown
+  /** aedes 2.0.0-beta.1 internal: the socket's 'readable' listener (one packet answered, then reads when none is left). */
+  _nextBatch?: () => void
+  /** aedes 2.0.0-beta.1 internal: packets of the last read not yet answered (nextBatch reads at 0). */
+  _parsingBatch?: number
 }
 
 interface BrokerInternals {
@@ -954,10 +959,25 @@ export class MqttCore extends EventEmitter<CoreEvents> {
    * (limits.ts, reading only fixed headers) before aedes' parser buffers it; on a violation
    * `onViolation` runs once, the connection is destroyed and nothing of that chunk is parsed.
    */
-  attach(socket: net.Socket | Duplex, check: (buf: Buffer) => string | undefined, onViolation: (why: string, client: MqttClientRef) => void): MqttClientRef {
+  attach(socket: net.Socket | Duplex, check: (buf: Buffer) => string | undefined, onViolation: (why: string, client: MqttClientRef) => void, readsHeld?: (client: MqttClientRef) => boolean): MqttClientRef {
     const client = this.broker.handle(socket)
     const r = this.ref(client)
     const ci = internals(client)
+    // aedes 2.0.0-beta.1 internal: lib/client.js listens to 'readable' with nextBatch, which counts one
+    // packet answered per call (`_parsingBatch--`) and reads at 0: a 'readable' (the device sent more)
+    // while a publish of the last read is still unanswered counts as one answered, so the socket is
+    // read on. While `readsHeld` says the client's answers are held back on purpose (--device-max-rate:
+    // a QoS 0 publisher paused, PUBACKs held), such a 'readable' is ignored: the next read comes when
+    // the last answer is given (nextBatch from the answer), and what the device sends meanwhile stays
+    // in the socket (TCP backpressure), not in memory. Otherwise aedes' own behaviour is kept.
+    const nextBatch = ci._nextBatch
+    if (readsHeld && typeof nextBatch === 'function' && socket.listeners('readable').includes(nextBatch)) {
+      socket.removeListener('readable', nextBatch)
+      socket.on('readable', () => {
+        if ((ci._parsingBatch ?? 0) > 0 && readsHeld(r)) return
+        nextBatch()
+      })
+    }
     // aedes 2.0.0-beta.1 internal: GHSA-52qw-whmv-87c5, see the file comment. Replaced before CONNECT is read.
     ci.subscriptions = Object.create(null) as Record<string, { qos: number }>
     ci.duplicates = Object.create(null) as Record<string, number>

@@ -107,6 +107,11 @@ export class DeviceRates {
     return this.holding
   }
 
+  /** Whether `client` has acknowledgements (or QoS 0 reads) held now: its socket is not read meanwhile. */
+  holds(client: MqttClientRef): boolean {
+    return this.held.has(client)
+  }
+
   /** Devices with a bucket (not full). */
   get tracked(): number {
     return this.buckets.size

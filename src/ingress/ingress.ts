@@ -384,10 +384,16 @@ export class Ingress implements Component {
       socket.setNoDelay(true)
       // Half-open connections of devices with keepalive 0 (or a long one) are found by the kernel.
       socket.setKeepAlive(true, TCP_KEEPALIVE_MS)
-      core.attach(socket, frameCheck(limits.maxPacketBytes), (why, client) => {
-        metrics.mqttLimits.inc(1, { limit: 'packet_size' })
-        logger.info('connection closed: packet refused before buffering', { clientId: client.id ?? null, address: socket.remoteAddress, why })
-      })
+      core.attach(
+        socket,
+        frameCheck(limits.maxPacketBytes),
+        (why, client) => {
+          metrics.mqttLimits.inc(1, { limit: 'packet_size' })
+          logger.info('connection closed: packet refused before buffering', { clientId: client.id ?? null, address: socket.remoteAddress, why })
+        },
+        // --device-max-rate: while a client's answers are held, its socket is not read on (the pause).
+        opts.deviceMaxRate || opts.deviceHardRate ? (client) => self?.rates?.holds(client) === true : undefined,
+      )
     }
     const servers: net.Server[] = [net.createServer((socket) => admit(socket) && attach(socket))]
     if (opts.tls) {

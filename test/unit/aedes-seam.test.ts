@@ -65,6 +65,10 @@ describe('aedes seam', () => {
       for (const m of ['addSubscriptions', 'subscriptionsByTopic']) expect(typeof b.persistence[m], `persistence.${m}`).toBe('function')
       expect(typeof b.persistence.incomingGetPacket).toBe('function')
       expect('will' in c).toBe(true)
+      // A paused publisher (--device-max-rate): nextBatch is the socket's 'readable' listener, _parsingBatch its count.
+      expect(typeof c._nextBatch).toBe('function')
+      expect(conn.listeners('readable')).toContain(c._nextBatch)
+      expect(typeof c._parsingBatch).toBe('number')
       conn.destroy()
     } finally {
       await new Promise<void>((r) => broker.close(() => r()))
