@@ -5,12 +5,13 @@ import { Admission, serverTlsOptions } from './auth/index.js'
 import { EVENT_TOPIC_PREFIX, PayloadPolicy, decodeEntry, entryExpiresAtMs } from './codec/index.js'
 import { PRIORITY_CLASSES } from './config/index.js'
 import type { Config, PriorityClass } from './config/index.js'
+import type { Entry } from './codec/index.js'
 import { DeadLetters, DrainPacer, Forwarder, PriorityGate, upstreamOptions } from './forward/index.js'
 import { FleetRegistry, fleetRegistryBucket } from './fleet/index.js'
 import { Commands, Downlink, Requests, Rpc, parseRequestTemplate } from './downlink/index.js'
 import { DeviceShares, Ingress, LagClock, PubackGate, RetransmitIndex, TopicPolicy, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
 import { LogGroup, LogReader } from './log/index.js'
-import type { LogMetrics, RingLog } from './log/index.js'
+import type { LogMetrics, LogRecord, RingLog } from './log/index.js'
 import { ClosedSignal, StartedComponents, deadlineIn } from './lifecycle.js'
 import type { Component, Deadline } from './lifecycle.js'
 import type { Logger } from './logger.js'
@@ -549,26 +550,34 @@ async function seedShares(logs: LogGroup, maxBytes: number): Promise<DeviceShare
   const shares = new DeviceShares(maxBytes)
   for (const { name, log } of logs.members) {
     shares.track(name, log)
-    if (log.acked >= log.durableSeq) continue
-    const reader = new LogReader(log, Math.max(log.headSeq, log.acked + 1))
-    try {
-      for (;;) {
-        const recs = await reader.read(4096, 4 * 1024 * 1024)
-        if (recs.length === 0) break
-        for (const r of recs) {
-          try {
-            const e = decodeEntry(r.body)
-            if (!e.topic.startsWith(EVENT_TOPIC_PREFIX)) shares.add(name, r.seq, e.clientId, r.body.length)
-          } catch {
-            // an undecodable entry is dealt with (dead-lettered) by the forwarder
-          }
-        }
-      }
-    } finally {
-      await reader.close()
-    }
+    await forEachEntry(log, Math.max(log.headSeq, log.acked + 1), (e, r) => {
+      if (!e.topic.startsWith(EVENT_TOPIC_PREFIX)) shares.add(name, r.seq, e.clientId, r.body.length)
+    })
   }
   return shares
+}
+
+/** Reads `log` from `from` to its durable end, handing each decodable entry to `fn` (an undecodable one is the forwarder's to dead-letter). */
+async function forEachEntry(log: RingLog, from: number, fn: (e: Entry, r: LogRecord) => void): Promise<void> {
+  if (from > log.durableSeq) return
+  const reader = new LogReader(log, from)
+  try {
+    for (;;) {
+      const recs = await reader.read(4096, 4 * 1024 * 1024)
+      if (recs.length === 0) break
+      for (const r of recs) {
+        let e: Entry
+        try {
+          e = decodeEntry(r.body)
+        } catch {
+          continue
+        }
+        fn(e, r)
+      }
+    }
+  } finally {
+    await reader.close()
+  }
 }
 
 /** Reads the newest records back so retransmissions of messages stored before a crash are recognised. */
@@ -579,24 +588,8 @@ async function readRetransmits(logs: LogGroup, payloads: PayloadPolicy): Promise
 }
 
 async function readRetransmitsOf(log: RingLog, payloads: PayloadPolicy, index: RetransmitIndex): Promise<void> {
-  const from = Math.max(log.headSeq, log.durableSeq - RETRANSMIT_MEMORY + 1)
-  if (from > log.durableSeq) return
-  const reader = new LogReader(log, from)
-  try {
-    for (;;) {
-      const recs = await reader.read(4096, 4 * 1024 * 1024)
-      if (recs.length === 0) break
-      for (const r of recs) {
-        try {
-          const e = decodeEntry(r.body)
-          // Ingress hashes the payload as stored; version 1 entries hold the device's bytes.
-          if (e.qos > 0 && e.packetId > 0) index.add(e.clientId, e.packetId, retransmitHash(e.topic, e.encoding ? e.payload : payloads.encode(e.topic, e.payload).data), 0, r.ts)
-        } catch {
-          // an undecodable entry is dealt with (dead-lettered) by the forwarder
-        }
-      }
-    }
-  } finally {
-    await reader.close()
-  }
+  await forEachEntry(log, Math.max(log.headSeq, log.durableSeq - RETRANSMIT_MEMORY + 1), (e, r) => {
+    // Ingress hashes the payload as stored; version 1 entries hold the device's bytes.
+    if (e.qos > 0 && e.packetId > 0) index.add(e.clientId, e.packetId, retransmitHash(e.topic, e.encoding ? e.payload : payloads.encode(e.topic, e.payload).data), 0, r.ts)
+  })
 }
