@@ -223,7 +223,7 @@ export class Gateway {
       // Several forwarders (one per class) report into one gauge each: in flight adds up; connected only when all are.
       const inflight = new CombinedGauge(metrics.forwardInflight, (xs) => xs.reduce((a, b) => a + b, 0))
       const connected = new CombinedGauge(metrics.forwardConnected, (xs) => (xs.every((x) => x > 0) ? 1 : 0))
-      // i16-forward wiring (minimal, for the forward tests): strict priority between the class forwarders, one --drain-max-rate bucket.
+      // Strict priority between the class forwarders (priority.ts), one --drain-max-rate bucket for all (pacer.ts).
       const priorityGate = labelled ? new PriorityGate() : undefined
       const drainRate = config.forward.drainMaxRate
       const pacer = drainRate.messagesPerSecond > 0 || drainRate.bytesPerSecond > 0 ? new DrainPacer(drainRate) : undefined
@@ -256,6 +256,8 @@ export class Gateway {
           dedupWindowMs: config.nats.dedupWindowMs,
           ...(priorityGate ? { className: name, priority: priorityGate.member(rank) } : {}),
           ...(pacer ? { pacer, paced: name !== 'high' } : {}),
+          // With several classes: when one connects, the others try at once instead of waiting out their backoff.
+          ...(labelled ? { onConnected: () => forwarders.forEach((f, i) => i !== rank && f.upstreamBack()) } : {}),
         })
       })
       const forwarder = forwarders[classes.indexOf('normal')]!

@@ -119,6 +119,8 @@ export interface ForwarderOptions {
    * may be stored twice: counted and logged.
    */
   readonly dedupWindowMs?: number
+  /** Called each time this forwarder connects to NATS (the gateway tells the other classes' forwarders, upstreamBack). */
+  readonly onConnected?: () => void
   /**
    * The priority class of this forwarder's log (--priority): undefined or 'normal' = message ids as
    * without classes; any other class is named in message ids (`<gatewayId>.<class>:<epoch>:<seq>`).
@@ -422,6 +424,8 @@ export class Forwarder implements Component {
       }
       this.nc = nc
       this.connected = true
+      // The other classes' forwarders (same servers) stop waiting out their backoff: upstream is back.
+      this.opts.onConnected?.()
       this.streamReady = false
       this.resumeAt = 0
       this.linkRttMs = 0
@@ -1168,6 +1172,14 @@ export class Forwarder implements Component {
 
   private wake(): void {
     this.pause.wake()
+  }
+
+  /**
+   * Another forwarder of this gateway just connected to the same servers: while not connected, end
+   * the backoff wait now and try again (a class does not wait out its own backoff after an outage).
+   */
+  upstreamBack(): void {
+    if (!this.connected && this.running) this.wake()
   }
 
   /** Messages published and not yet acknowledged. */
