@@ -10,6 +10,7 @@ import { DeadLetters, DrainPacer, Forwarder, PriorityGate, upstreamOptions } fro
 import { FleetRegistry, fleetRegistryBucket } from './fleet/index.js'
 import { Commands, Downlink, Requests, Rpc, parseRequestTemplate } from './downlink/index.js'
 import { DeviceShares, Ingress, LagClock, PubackGate, RetransmitIndex, TopicPolicy, appendDeviceEvent, recordPresence, retransmitHash } from './ingress/index.js'
+import { DIR_RESERVE_BYTES } from './log/format.js'
 import { LogGroup, LogReader } from './log/index.js'
 import type { LogMetrics, LogRecord, RingLog } from './log/index.js'
 import { ClosedSignal, StartedComponents, deadlineIn } from './lifecycle.js'
@@ -512,6 +513,19 @@ export function classesInUse(config: Config): PriorityClass[] {
     if (c !== 'normal' && existsSync(path.join(config.log.dataDir, c, 'segments'))) named.add(c)
   }
   return PRIORITY_CLASSES.filter((c) => named.has(c))
+}
+
+/**
+ * Why the bound cannot hold the class logs that will be opened (classesInUse: those --priority names
+ * and those left on disk), or undefined when it can: one segment per class and one more, and the
+ * data directory's reserve. The config check sees only the classes --priority names.
+ */
+export function classBoundProblem(config: Config): string | undefined {
+  const classes = classesInUse(config)
+  const least = (classes.length + 1) * config.log.segmentBytes + DIR_RESERVE_BYTES
+  if (classes.length < 2 || config.log.maxBytes >= least) return undefined
+  const leftover = classes.filter((c) => c !== 'normal' && !config.log.priority.some((r) => r.class === c))
+  return `'log.maxBytes' (${config.log.maxBytes}) must hold ${classes.length + 1} segments of 'log.segmentBytes' (${config.log.segmentBytes}) + ${DIR_RESERVE_BYTES} for the class logs ${classes.join(', ')}${leftover.length ? ` (${leftover.map((c) => path.join(config.log.dataDir, c)).join(', ')} left on disk by an earlier --priority: forward its backlog with a larger bound, then remove it)` : ''}: raise --log-max-bytes to at least ${least} or lower --log-segment-bytes`
 }
 
 /** The gateway's metrics with every ferry_drops_total increment labelled with `cls`. */

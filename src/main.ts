@@ -8,7 +8,7 @@ import { logTools } from './cli/log-tools.js'
 import { passwd } from './cli/passwd.js'
 import { loadConfig, redactedConfig } from './config/index.js'
 import { ConfigError, FerryError } from './errors.js'
-import { Gateway } from './gateway.js'
+import { Gateway, classBoundProblem } from './gateway.js'
 import { createLogger } from './logger.js'
 
 /** Descriptors Ferry needs besides its MQTT and HTTP connections: log segments, checkpoint, NATS, dead letters, listeners, Node's own. */
@@ -38,6 +38,12 @@ async function run(args: string[]): Promise<number> {
       return 2
     }
     throw err
+  }
+  // The class logs on disk (an earlier --priority) count too: only known here, not by the config check.
+  const bound = classBoundProblem(config)
+  if (bound) {
+    process.stderr.write(`ferry: invalid configuration:\n  - ${bound}\n`)
+    return 2
   }
   const format = config.logging.format === 'auto' ? (process.stderr.isTTY ? 'pretty' : 'json') : config.logging.format
   const logger = createLogger({ level: config.logging.level, format, write: (l) => process.stderr.write(l) })

@@ -1,7 +1,9 @@
 // A backlog stored under one --priority is forwarded after a restart with another one (or none): a
 // class log left on disk (<data-dir>/low) is opened and drained, never left behind.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { spawnGateway } from '../helpers/gateway.js'
+import fs from 'node:fs'
+import path from 'node:path'
+import { runFerry, spawnGateway } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/log.js'
 import { connectClient, endClient } from '../helpers/mqtt.js'
 import { startNats } from '../helpers/nats.js'
@@ -44,4 +46,15 @@ describe('priority reconfigure', () => {
       await second.kill('SIGTERM')
     }
   }, 60_000)
+
+  it('priority - a bound too small for the class logs left on disk is refused at start (exit 2) naming the directory and the fix', async () => {
+    const dir = tempDir('ferry-prio-bound-left-')
+    fs.mkdirSync(path.join(dir, 'low', 'segments'), { recursive: true })
+    // Two segments and the reserve satisfy the config check for one class; with low's log on disk it needs three.
+    const r = await runFerry(['run', '--data-dir', dir, '--nats-url', nats.url, '--mqtt-listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0', '--log-segment-bytes', '64KiB', '--log-max-bytes', '160KiB', '--max-record-bytes', '16KiB'])
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain("'log.maxBytes'")
+    expect(r.stderr).toContain(path.join(dir, 'low'))
+    expect(r.stderr).toContain('raise --log-max-bytes to at least')
+  }, 30_000)
 })
