@@ -126,8 +126,17 @@ describe('fleet - commands follow the device', () => {
     const seen: { stop: number; i: number }[] = []
     let sent = 0
     const total = 40
+    // Each stop gets its own ten commands, sent only once the device is there (25 ms apart, so the next
+    // move falls among them): every stop gets some however fast the machine is (on a busy machine all 40
+    // once arrived before the fourth stop: failed in CI).
+    const arrived = [0, 1, 2, 3].map(() => {
+      let resolve!: () => void
+      const promise = new Promise<void>((r) => (resolve = r))
+      return { promise, resolve }
+    })
     const sender = (async () => {
       for (const i of range(1, total)) {
+        if ((i - 1) % 10 === 0) await arrived[(i - 1) / 10]!.promise
         await send('pingpong', i)
         sent = i
         await new Promise((r) => setTimeout(r, 25)) // pacing, so the moves fall among them
@@ -137,8 +146,9 @@ describe('fleet - commands follow the device', () => {
     for (const [k, gw] of [a, b, a, b].entries()) {
       const d = await attach(gw.port, 'pingpong')
       d.client.on('message', (_t, p) => seen.push({ stop: k, i: (JSON.parse(p.toString()) as { i: number }).i }))
-      // Stay until a few commands arrived here (the last stop stays until all of them did).
-      const want = k === 3 ? total : Math.min(total, new Set(seen.map((s) => s.i)).size + 5)
+      arrived[k]!.resolve()
+      // Stay until half of this stop's commands arrived (the last stop stays until all of them did).
+      const want = k === 3 ? total : 10 * k + 5
       expect(await until(() => new Set(seen.map((s) => s.i)).size >= want, 30_000)).toBe(true)
       await d.client.endAsync()
     }
