@@ -84,7 +84,7 @@ describe('health - priority classes', () => {
     expect(r.classes.high!.bytes).toBeGreaterThanOrEqual(50)
     expect(r.backlog.records).toBe(3)
     expect(r.classes.low!.oldestAgeSeconds).toBeGreaterThan(r.classes.high!.oldestAgeSeconds + 0.2)
-    expect(r.backlog.oldestAgeSeconds).toBeGreaterThanOrEqual(r.classes.low!.oldestAgeSeconds)
+    expect(r.backlog.oldestAgeSeconds).toBeGreaterThanOrEqual(r.classes.low!.oldestAgeSeconds - 0.05)
     expect(r.checks.upstream).toEqual({ status: 'failing', detail: 'not connected to NATS; buffering 3 records in the log (high 1, low 2)' })
 
     const text = metrics.registry.render()
@@ -92,7 +92,8 @@ describe('health - priority classes', () => {
     expect(gauge('ferry_log_class_oldest_unforwarded_age_seconds', 'low')).toBeGreaterThan(gauge('ferry_log_class_oldest_unforwarded_age_seconds', 'high'))
     expect(gauge('ferry_log_class_oldest_unforwarded_age_seconds', 'normal')).toBe(0)
     const oldest = Number(/^ferry_log_oldest_unforwarded_age_seconds (\S+)$/m.exec(text)?.[1])
-    expect(oldest).toBeGreaterThanOrEqual(gauge('ferry_log_class_oldest_unforwarded_age_seconds', 'low'))
+    // Each gauge reads the clock when it is rendered (the aggregate first): allow those few ms.
+    expect(oldest).toBeGreaterThanOrEqual(gauge('ferry_log_class_oldest_unforwarded_age_seconds', 'low') - 0.05)
 
     // Acknowledged: each class back to 0.
     logs.low!.ack(2)
