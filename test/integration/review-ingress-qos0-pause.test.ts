@@ -59,10 +59,11 @@ describe('device rate (review) - a QoS 0 publisher over the rate stays paused', 
       const read = (await metric(gw, 'ferry_mqtt_received_messages_total', 'qos="0"')) - before
       const holding = await metric(gw, 'ferry_ingress_device_rate_holding')
       // Paused: at most a burst (RATE) + RATE per second elapsed, plus what one read takes in (what
-      // the device sent during one hold: ~100 ms of writes) and slack. Read on, it was nearly all sent.
-      expect(read).toBeLessThan(RATE + RATE * elapsedS + 80)
+      // the device sent while the gateway was busy: ~100 ms of writes, several hundred ms on a loaded
+      // machine: 127 read once in CI) and slack. Read on (the bug), nearly all 300 were read and ~280 held.
+      expect(read).toBeLessThan(RATE + RATE * elapsedS + 200)
       // Held (each with its packet, payload included, in memory): about one read's worth, not all that was read.
-      expect(holding).toBeLessThan(RATE + 80)
+      expect(holding).toBeLessThan(RATE + 200)
     } finally {
       s.destroy()
     }
